@@ -1,0 +1,18 @@
+"""clipdfer: a model zoo for CLIP-based dynamic facial expression recognition.
+
+    import clipdfer
+    model = clipdfer.create_model("clipdfer_vitb32_dfew")
+    logits = model(video)  # video: (B, T, 3, 224, 224) normalised as model.pretrained_cfg says
+"""
+
+from . import layers, optim
+from .models import (
+    PretrainedCfg, PretrainedWeightsError, UnknownModelError, create_model, get_pretrained_cfg, is_model, list_models,
+    list_pretrained, register_model,
+)
+from .version import __version__
+
+__all__ = [
+    "create_model", "list_models", "list_pretrained", "get_pretrained_cfg", "is_model", "register_model",
+    "PretrainedCfg", "PretrainedWeightsError", "UnknownModelError", "layers", "optim", "__version__",
+]

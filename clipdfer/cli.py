@@ -1,0 +1,78 @@
+"""The ``clipdfer`` command line."""
+
+import argparse
+import logging
+import sys
+import time
+from typing import List, Optional
+
+__all__ = ["main"]
+
+
+def _quickstart(args) -> int:
+    import torch
+
+    import clipdfer
+    from clipdfer.demo import demo_clip, normalize_clip
+
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    model = clipdfer.create_model(args.model, pretrained=args.pretrained).eval()
+    built = time.perf_counter() - start
+    cfg = model.pretrained_cfg
+    size = cfg.input_size[-1]
+    video = normalize_clip(demo_clip(model.num_frames, size), cfg.mean, cfg.std).unsqueeze(0)
+    with torch.inference_mode():
+        model(video)  # first call also encodes and caches the class texts
+        start = time.perf_counter()
+        probs = model(video).softmax(-1)[0]
+        forward = time.perf_counter() - start
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model        {args.model}  ({n_params / 1e6:.1f} M parameters, built in {built:.1f} s)")
+    print(f"input        built-in demo clip {tuple(video.shape)} (B, T, 3, H, W), a drawn face that starts to smile")
+    print(f"forward      {forward * 1e3:.1f} ms on the CPU, {torch.get_num_threads()} threads")
+    if not args.pretrained or not cfg.finetuned:
+        print("NOTICE       this model is not fine-tuned for expressions "
+              f"({'random weights' if not args.pretrained else 'CLIP initialisation'}): "
+              "the probabilities below show that it runs, not what the face expresses.")
+    print("class probabilities:")
+    for p, name in sorted(zip(probs.tolist(), model.class_names), reverse=True):
+        print(f"  {name:<16} {p:6.3f}  {'#' * int(round(40 * p))}")
+    return 0
+
+
+def _models(args) -> int:
+    import clipdfer
+    for name in clipdfer.list_models(args.filter or "", pretrained=args.pretrained, include_tags=args.tags or None):
+        print(name)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="clipdfer", description="CLIP-based dynamic facial expression recognition")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("quickstart", help="create a model and run it on the built-in demo clip")
+    q.add_argument("--model", default="clipdfer_vitb32_dfew", help="registered model name (see `clipdfer models`)")
+    q.add_argument("--pretrained", action="store_true", help="download the model's default weights from the Hub")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_quickstart)
+
+    m = sub.add_parser("models", help="list registered models")
+    m.add_argument("filter", nargs="?", help="shell wildcard, e.g. 'clipdfer_vitb32_*'")
+    m.add_argument("--pretrained", action="store_true", help="only those with published weights")
+    m.add_argument("--tags", action="store_true", help="list every arch.tag")
+    m.set_defaults(func=_models)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:
+        print(f"clipdfer: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

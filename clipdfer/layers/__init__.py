@@ -1,0 +1,18 @@
+"""Reusable blocks of the clipdfer models. Nothing here imports the model registry."""
+
+from .attention import Attention, multi_head_attention
+from .biehpro import BiEhPro, BiEhProBlock, CrossAttentionBlock
+from .clip import (
+    CLIP_ARCHS, CLIPArch, CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, check_video, clip_block_attention,
+    clip_block_forward, get_clip_arch, tokenize,
+)
+from .interfit import InteractionLayer, InterFIT
+from .msta import MSTA, msta_output_lengths
+from .temporal import BiLSTM, lstm_direction
+
+__all__ = [
+    "Attention", "multi_head_attention", "BiEhPro", "BiEhProBlock", "CrossAttentionBlock", "CLIP_ARCHS", "CLIPArch",
+    "CLIPFrameEncoder", "CLIPTextEncoder", "build_open_clip", "check_video", "clip_block_attention",
+    "clip_block_forward", "get_clip_arch", "tokenize", "InteractionLayer", "InterFIT", "MSTA", "msta_output_lengths",
+    "BiLSTM", "lstm_direction",
+]

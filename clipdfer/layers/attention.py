@@ -1,0 +1,87 @@
+"""Multi-head attention on ``F.scaled_dot_product_attention``, for self- and cross-attention."""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Attention", "multi_head_attention"]
+
+
+def multi_head_attention(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        num_heads: int,
+        is_causal: bool = False,
+) -> torch.Tensor:
+    """Scaled dot-product attention over heads.
+
+    Args:
+        q: queries (N, Lq, D), already projected.
+        k: keys (N, Lk, D), already projected.
+        v: values (N, Lk, D), already projected.
+        num_heads: number of heads; D must be divisible by it.
+        is_causal: apply a causal mask (query i sees keys 0..i).
+
+    Returns:
+        (N, Lq, D) attention output before the output projection.
+    """
+    n, lq, d = q.shape
+    lk = k.shape[1]
+    hd = d // num_heads
+    # (N, L, D) -> (N, H, L, hd)
+    q = q.view(n, lq, num_heads, hd).transpose(1, 2)
+    k = k.view(n, lk, num_heads, hd).transpose(1, 2)
+    v = v.view(n, lk, num_heads, hd).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+    return out.transpose(1, 2).reshape(n, lq, d)  # (N, H, Lq, hd) -> (N, Lq, D)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with one fused ``Linear(dim, 3 * dim)`` for q, k and v, and an output projection.
+
+    Self-attention when ``context`` is None; cross-attention otherwise (queries from ``x``, keys and values from
+    ``context``). In the cross case only the q rows of the fused projection are applied to ``x`` and only the k, v
+    rows to ``context``: the same parameters and result as projecting all three for every token, at less cost.
+
+    Args:
+        dim: token width.
+        num_heads: number of heads; must divide ``dim``.
+        qkv_bias: bias on the fused q/k/v projection.
+        zero_init_proj: zero-initialise the output projection, so the block starts as the identity of its residual.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, zero_init_proj: bool = False):
+        super().__init__()
+        if num_heads < 1 or dim % num_heads != 0:
+            raise ValueError(
+                f"Attention: dim={dim} is not divisible by num_heads={num_heads}; "
+                f"choose num_heads from the divisors of {dim} (e.g. {max(1, dim // 64)})")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        if zero_init_proj:
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Attend.
+
+        Args:
+            x: query tokens (N, Lq, dim).
+            context: key/value tokens (N, Lk, dim); None for self-attention.
+
+        Returns:
+            (N, Lq, dim).
+        """
+        if context is None:
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+        else:
+            d = self.dim
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x, w[:d], None if b is None else b[:d])
+            k, v = F.linear(context, w[d:], None if b is None else b[d:]).chunk(2, dim=-1)
+        return self.proj(multi_head_attention(q, k, v, self.num_heads))

@@ -1,0 +1,266 @@
+"""CLIP towers from open_clip, run per frame with batched SDPA attention.
+
+The visual tower is open_clip's ``VisionTransformer`` and the text tower is made of open_clip's text modules, so
+state-dict names below ``visual.`` and of the text modules are exactly open_clip's and OpenAI's. What we add is the
+way they are run: every frame of every clip in one batch, attention through ``F.scaled_dot_product_attention`` on the
+blocks' own weights (numerically the same as open_clip's ``nn.MultiheadAttention``), and input checks that say what
+to fix.
+"""
+
+import dataclasses
+import functools
+from typing import Dict, List, Sequence
+
+import open_clip
+import torch
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .attention import multi_head_attention
+
+__all__ = [
+    "CLIPArch", "CLIP_ARCHS", "get_clip_arch", "build_open_clip", "CLIPFrameEncoder", "CLIPTextEncoder",
+    "tokenize", "clip_block_forward", "clip_block_attention", "check_video",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPArch:
+    """Shape of a CLIP model (both towers).
+
+    ``quick_gelu`` is True for every OpenAI release: their weights were trained with x * sigmoid(1.702 x).
+    """
+    embed_dim: int
+    image_size: int
+    patch_size: int
+    width: int
+    layers: int
+    heads: int
+    text_width: int
+    text_heads: int
+    text_layers: int
+    context_length: int = 77
+    vocab_size: int = 49408
+    mlp_ratio: float = 4.0
+    quick_gelu: bool = True
+
+
+CLIP_ARCHS: Dict[str, CLIPArch] = {
+    "vitb32": CLIPArch(512, 224, 32, 768, 12, 12, 512, 8, 12),
+    "vitb16": CLIPArch(512, 224, 16, 768, 12, 12, 512, 8, 12),
+    "vitl14": CLIPArch(768, 224, 14, 1024, 24, 16, 768, 12, 12),
+    # Tiny, for tests: same structure, the real tokenizer's vocabulary, widths small enough to run in milliseconds.
+    "test": CLIPArch(32, 32, 8, 64, 2, 2, 32, 2, 2),
+}
+
+
+def get_clip_arch(arch) -> CLIPArch:
+    """Look up a CLIP shape by name (``vitb32``, ``vitb16``, ``vitl14``, ``test``) or pass a ``CLIPArch`` through."""
+    if isinstance(arch, CLIPArch):
+        return arch
+    if arch not in CLIP_ARCHS:
+        raise ValueError(f"unknown CLIP arch {arch!r}: expected one of {sorted(CLIP_ARCHS)} or a CLIPArch instance")
+    return CLIP_ARCHS[arch]
+
+
+def build_open_clip(arch) -> CLIP:
+    """An open_clip ``CLIP`` model of the given shape, randomly initialised (open_clip's own init)."""
+    a = get_clip_arch(arch)
+    vision_cfg = CLIPVisionCfg(
+        layers=a.layers, width=a.width, head_width=a.width // a.heads, mlp_ratio=a.mlp_ratio,
+        patch_size=a.patch_size, image_size=a.image_size)
+    text_cfg = CLIPTextCfg(
+        context_length=a.context_length, vocab_size=a.vocab_size, width=a.text_width, heads=a.text_heads,
+        layers=a.text_layers, mlp_ratio=a.mlp_ratio)
+    return CLIP(a.embed_dim, vision_cfg, text_cfg, quick_gelu=a.quick_gelu)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(context_length: int):
+    return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
+
+
+def tokenize(texts: Sequence[str], context_length: int = 77) -> torch.Tensor:
+    """CLIP's BPE tokenizer (the one bundled with open_clip): texts -> (N, context_length) int64 token ids."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise ValueError(f"expected a non-empty list of non-empty strings, got {texts!r}")
+    return _tokenizer(context_length)(texts)
+
+
+def clip_block_attention(attn: nn.MultiheadAttention, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+    """The self-attention of an open_clip/OpenAI block, computed with SDPA on the block's own parameters.
+
+    Args:
+        attn: the block's ``nn.MultiheadAttention`` (fused in_proj, out_proj).
+        x: normalised tokens (N, L, W).
+        is_causal: causal mask (the text tower).
+    """
+    q, k, v = nn.functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    out = multi_head_attention(q, k, v, attn.num_heads, is_causal=is_causal)
+    return attn.out_proj(out)
+
+
+def clip_block_forward(block: nn.Module, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+    """One pre-LN residual block of CLIP: x + attn(ln_1(x)), then x + mlp(ln_2(x)); tokens (N, L, W)."""
+    x = x + block.ls_1(clip_block_attention(block.attn, block.ln_1(x), is_causal))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def _check_blocks(blocks: nn.ModuleList) -> None:
+    for i, blk in enumerate(blocks):
+        if not (isinstance(getattr(blk, "attn", None), nn.MultiheadAttention) and hasattr(blk, "mlp")):
+            raise TypeError(
+                f"block {i} is a {type(blk).__name__}: clipdfer runs open_clip's standard ResidualAttentionBlock "
+                "(nn.MultiheadAttention + mlp); build the tower with block_type='default' and no custom attention")
+
+
+def check_video(video: torch.Tensor, image_size: int, num_frames=None, name: str = "video") -> None:
+    """Raise a ValueError/TypeError that names the problem and its fix if ``video`` is not a valid clip batch.
+
+    Args:
+        video: expected (B, T, 3, image_size, image_size), floating point.
+        image_size: the tower's input resolution.
+        num_frames: the number of frames T the module needs, or None for any.
+    """
+    if not isinstance(video, torch.Tensor):
+        raise TypeError(f"expected {name} as a torch.Tensor of shape (B, T, 3, H, W), got {type(video).__name__}")
+    shape = tuple(video.shape)
+    t_txt = "T" if num_frames is None else f"T={num_frames}"
+    if video.dim() != 5:
+        if video.dim() == 4:
+            fix = ("add the missing dimension: video.unsqueeze(0) if this is one clip (T, 3, H, W), "
+                   "or video.unsqueeze(1) if it is a batch of single frames (B, 3, H, W)")
+        else:
+            fix = "reshape it to (batch, frames, channels, height, width)"
+        raise ValueError(
+            f"expected {name} of shape (B, {t_txt}, 3, {image_size}, {image_size}), got {shape} ({video.dim()}D): {fix}")
+    if not video.is_floating_point():
+        raise TypeError(
+            f"expected a floating-point {name} (float32, float16 or bfloat16) normalised as the model's pretrained_cfg "
+            f"says, got dtype {video.dtype}: convert with video.float() / 255 and normalise with its mean/std")
+    if shape[2] != 3:
+        fix = ("frames look channels-last (H, W, 3): use video.permute(0, 1, 4, 2, 3)" if shape[-1] == 3 else
+               "grey frames: repeat the channel with video.expand(-1, -1, 3, -1, -1)" if shape[2] == 1 else
+               "convert frames to RGB")
+        raise ValueError(f"expected 3 colour channels at dim 2 of {name} (B, T, 3, H, W), got {shape}: {fix}")
+    if shape[3] != image_size or shape[4] != image_size:
+        raise ValueError(
+            f"expected {name} frames of {image_size}x{image_size}, got {shape[3]}x{shape[4]} in shape {shape}: "
+            f"resize the face crops to {image_size}x{image_size}")
+    if num_frames is not None and shape[1] != num_frames:
+        raise ValueError(
+            f"expected {name} with T={num_frames} frames, got T={shape[1]} in shape {shape}: sample {num_frames} "
+            f"frames per clip, or build the model with num_frames={shape[1]}")
+
+
+class CLIPFrameEncoder(nn.Module):
+    """CLIP's image encoder applied to every frame of a clip: (B, T, 3, H, W) -> (B, T, D).
+
+    Equal to open_clip's ``encode_image`` per frame. All B*T frames go through the tower as one batch.
+
+    Args:
+        visual: an open_clip ``VisionTransformer`` (class-token pooling, learnable positional embedding).
+    """
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        for attr in ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj"):
+            if not hasattr(visual, attr):
+                raise TypeError(f"expected an open_clip VisionTransformer, got {type(visual).__name__} without .{attr}")
+        if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
+            raise TypeError("CLIPFrameEncoder needs class-token pooling (pool_type='tok', no attentional pooler)")
+        _check_blocks(visual.transformer.resblocks)
+        self.visual = visual
+        self.grad_checkpointing = False
+
+    @property
+    def image_size(self) -> int:
+        size = self.visual.image_size
+        return size[0] if isinstance(size, (tuple, list)) else int(size)
+
+    @property
+    def width(self) -> int:
+        return self.visual.transformer.width
+
+    @property
+    def embed_dim(self) -> int:
+        return self.visual.proj.shape[1]
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.visual.transformer.resblocks
+
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        """Patch, class and positional embedding then ``ln_pre``: (N, 3, H, W) -> (N, 1 + P, W)."""
+        return self.visual._embeds(frames)
+
+    def head(self, cls_tokens: torch.Tensor) -> torch.Tensor:
+        """``ln_post`` then ``proj`` on class tokens: (..., W) -> (..., D)."""
+        return self.visual.ln_post(cls_tokens) @ self.visual.proj
+
+    def run_block(self, i: int, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Layer i on the frame tokens (B*T, L, W); subclasses add cross-frame work here."""
+        return clip_block_forward(self.blocks[i], x)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """Encode every frame: (B, T, 3, H, W) -> (B, T, D)."""
+        check_video(video, self.image_size)
+        b, t = video.shape[:2]
+        x = self.embed(video.flatten(0, 1))  # (B*T, 3, H, W) -> (B*T, 1 + P, W)
+        for i in range(len(self.blocks)):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(self.run_block, i, x, t, use_reentrant=False)
+            else:
+                x = self.run_block(i, x, t)
+        return self.head(x[:, 0]).view(b, t, -1)  # (B*T, W) -> (B, T, D)
+
+
+class CLIPTextEncoder(nn.Module):
+    """CLIP's text encoder: token ids (N, L) -> (N, D) features at the end-of-text position.
+
+    Holds open_clip's text modules under their open_clip names (``token_embedding``, ``positional_embedding``,
+    ``transformer``, ``ln_final``, ``text_projection``). Runs the causal transformer with SDPA (``is_causal``).
+
+    Args:
+        clip: an open_clip ``CLIP`` whose text modules are taken (not copied).
+    """
+
+    def __init__(self, clip: CLIP):
+        super().__init__()
+        _check_blocks(clip.transformer.resblocks)
+        self.token_embedding = clip.token_embedding
+        self.positional_embedding = clip.positional_embedding
+        self.transformer = clip.transformer
+        self.ln_final = clip.ln_final
+        self.text_projection = clip.text_projection
+        self.context_length = clip.context_length
+
+    @property
+    def embed_dim(self) -> int:
+        return self.text_projection.shape[1]
+
+    def forward_embeddings(self, embeddings: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
+        """Encode token embeddings, e.g. with learned context vectors in them.
+
+        Args:
+            embeddings: (N, L, W) token embeddings, L = context length, before positional embedding.
+            eot_index: (N,) position of the end-of-text token in each row.
+        """
+        x = embeddings + self.positional_embedding.to(embeddings.dtype)
+        for blk in self.transformer.resblocks:
+            x = clip_block_forward(blk, x, is_causal=True)
+        x = x[torch.arange(x.shape[0], device=x.device), eot_index]  # (N, L, W) -> (N, W)
+        return self.ln_final(x) @ self.text_projection
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Encode token ids (N, L) from :func:`tokenize` -> (N, D). The EOT token has the largest id in each row."""
+        return self.forward_embeddings(self.token_embedding(tokens), tokens.argmax(dim=-1))
+
+    def encode(self, texts: List[str]) -> torch.Tensor:
+        """Tokenize and encode strings -> (N, D)."""
+        tokens = tokenize(texts, self.context_length).to(self.token_embedding.weight.device)
+        return self(tokens)

@@ -1,0 +1,17 @@
+"""Model families and the registry machinery. Importing this package registers every family."""
+
+from . import clipdfer  # noqa: F401  (registers the CLIP-Guided DFER family)
+from ._builder import build_model_with_cfg, load_checkpoint
+from ._factory import create_model
+from ._hub import PretrainedWeightsError
+from ._pretrained import DefaultCfg, PretrainedCfg
+from ._registry import (
+    UnknownModelError, get_pretrained_cfg, is_model, list_models, list_pretrained, model_entrypoint, register_model,
+)
+from .clipdfer import CLIPGuidedDFER
+
+__all__ = [
+    "build_model_with_cfg", "load_checkpoint", "create_model", "PretrainedWeightsError", "DefaultCfg", "PretrainedCfg",
+    "UnknownModelError", "get_pretrained_cfg", "is_model", "list_models", "list_pretrained", "model_entrypoint",
+    "register_model", "CLIPGuidedDFER",
+]

@@ -1,0 +1,124 @@
+"""Building a model from its factory arguments and pretrained cfg, and loading weights into it."""
+
+import logging
+import os
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import nn
+
+from ._hub import PretrainedWeightsError, download_weights
+from ._pretrained import PretrainedCfg
+
+__all__ = ["build_model_with_cfg", "load_checkpoint", "load_state_dict_file", "remap_open_clip_state_dict"]
+
+_logger = logging.getLogger(__name__)
+
+# Every family names its CLIP towers the same way, so one mapping serves them all.
+VISUAL_PREFIX = "image_encoder.visual."
+TEXT_PREFIX = "text_encoder."
+_OPEN_CLIP_TEXT = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+_OPEN_CLIP_UNUSED = ("logit_scale", "logit_bias", "attn_mask")
+
+
+def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
+    """Read a state dict without running code: safetensors, or a torch file with ``weights_only=True``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist: give the path of a .safetensors file")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        return load_file(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # an unsafe pickle or not a torch file: refuse, never retry unsafely
+        raise ValueError(
+            f"cannot read {path!r} as a plain state dict ({type(e).__name__}: {e}). clipdfer never unpickles "
+            f"arbitrary objects: convert the file to safetensors first") from e
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path!r} does not hold a flat state dict of tensors")
+    return obj
+
+
+def is_open_clip_state_dict(state_dict: Dict[str, torch.Tensor]) -> bool:
+    return any(k.startswith("visual.") for k in state_dict) and not any(k.startswith(VISUAL_PREFIX) for k in state_dict)
+
+
+def remap_open_clip_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Rename an open_clip ``CLIP`` state dict to clipdfer names (``image_encoder.visual.*``, ``text_encoder.*``).
+
+    Text-tower weights are dropped for models without a text encoder; logit scale and bias are dropped.
+    """
+    has_text = any(k.startswith(TEXT_PREFIX) for k in model.state_dict())
+    out = {}
+    for k, v in state_dict.items():
+        if k.startswith("visual."):
+            out[VISUAL_PREFIX + k[len("visual."):]] = v
+        elif k.startswith(_OPEN_CLIP_TEXT):
+            if has_text:
+                out[TEXT_PREFIX + k] = v
+        elif not k.startswith(_OPEN_CLIP_UNUSED):
+            out[k] = v  # left for load_weights to report as unexpected
+    return out
+
+
+def load_weights(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    """Load a full clipdfer state dict, or an open_clip backbone-only one (the new modules keep their init)."""
+    backbone_only = is_open_clip_state_dict(state_dict)
+    if backbone_only:
+        state_dict = remap_open_clip_state_dict(state_dict, model)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if backbone_only:
+        missing = [k for k in missing if k.startswith((VISUAL_PREFIX, TEXT_PREFIX))]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"weights from {source} do not fit {type(model).__name__}: missing {missing[:8]}"
+            f"{' ...' if len(missing) > 8 else ''} ({len(missing)} in all), unexpected {unexpected[:8]}"
+            f"{' ...' if len(unexpected) > 8 else ''} ({len(unexpected)} in all). Check that the model name and "
+            f"arguments match the checkpoint")
+    kind = "CLIP backbone (new modules keep their init)" if backbone_only else "all weights"
+    _logger.info("loaded %s from %s", kind, source)
+
+
+def load_checkpoint(model: nn.Module, checkpoint_path: str) -> None:
+    """Load a local checkpoint (.safetensors preferred) into ``model``."""
+    load_weights(model, load_state_dict_file(checkpoint_path), checkpoint_path)
+
+
+def load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir: Optional[str] = None) -> None:
+    """Load the weights a pretrained cfg names; raise if it names none."""
+    name = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
+    if not cfg.has_weights:
+        raise PretrainedWeightsError(
+            f"{name!r} has no published weights. Use pretrained=False for a randomly initialised model, "
+            f"checkpoint_path='weights.safetensors' for your own weights, or pretrained_cfg_overlay=dict(file=...) "
+            f"(or hf_hub_id=...) to say where they are. clipdfer.list_pretrained() lists what can be downloaded")
+    path = cfg.file if cfg.file else download_weights(cfg, cache_dir)
+    load_weights(model, load_state_dict_file(path), cfg.file or f"{cfg.hf_hub_id}/{cfg.hf_hub_filename}")
+    if not cfg.finetuned:
+        _logger.warning(
+            "%s: these weights are the CLIP initialisation, not fine-tuned for expression recognition "
+            "(pretrained_cfg.finetuned is False); fine-tune before trusting its predictions", name)
+
+
+def build_model_with_cfg(
+        model_cls: Callable[..., nn.Module],
+        variant: str,
+        pretrained: bool = False,
+        pretrained_cfg: Optional[PretrainedCfg] = None,
+        checkpoint_path: Optional[str] = None,
+        cache_dir: Optional[str] = None,
+        **kwargs,
+) -> nn.Module:
+    """Instantiate ``model_cls(**kwargs)``, attach the pretrained cfg of ``variant`` and load weights as asked."""
+    if pretrained_cfg is None:
+        from ._registry import get_pretrained_cfg
+        pretrained_cfg = get_pretrained_cfg(variant)
+    model = model_cls(**kwargs)
+    model.pretrained_cfg = pretrained_cfg
+    if checkpoint_path:
+        load_checkpoint(model, checkpoint_path)
+    elif pretrained:
+        load_pretrained(model, pretrained_cfg, cache_dir)
+    return model

@@ -1,0 +1,44 @@
+"""``create_model``: a registered model by name, with or without weights."""
+
+import dataclasses
+from typing import Any, Dict, Optional
+
+from torch import nn
+
+from ._registry import get_pretrained_cfg, model_entrypoint
+
+__all__ = ["create_model"]
+
+
+def create_model(
+        model_name: str,
+        pretrained: bool = False,
+        pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
+        checkpoint_path: Optional[str] = None,
+        cache_dir: Optional[str] = None,
+        **kwargs,
+) -> nn.Module:
+    """Create a registered model.
+
+    Args:
+        model_name: ``arch`` or ``arch.tag`` (see :func:`list_models`); the tag picks a set of weights.
+        pretrained: load the tag's weights (the architecture's default tag when none is given).
+        pretrained_cfg_overlay: fields of the pretrained cfg to replace, e.g. ``dict(file="w.safetensors")``.
+        checkpoint_path: a local checkpoint (.safetensors) to load instead of the tag's weights.
+        cache_dir: Hub cache directory (default: huggingface_hub's, from ``HF_HOME`` / ``HF_HUB_CACHE``).
+        **kwargs: model arguments, e.g. ``num_frames=16``, ``class_names=[...]``, ``interfit=False``.
+
+    Returns:
+        The model, in training mode like any new ``nn.Module``, with ``model.pretrained_cfg`` set.
+    """
+    entrypoint = model_entrypoint(model_name)
+    cfg = get_pretrained_cfg(model_name)
+    if pretrained_cfg_overlay:
+        unknown = set(pretrained_cfg_overlay) - {f.name for f in dataclasses.fields(cfg)}
+        if unknown:
+            raise ValueError(
+                f"pretrained_cfg_overlay has unknown fields {sorted(unknown)}: PretrainedCfg fields are "
+                f"{[f.name for f in dataclasses.fields(cfg)]}")
+        cfg = dataclasses.replace(cfg, **pretrained_cfg_overlay)
+    return entrypoint(
+        pretrained=pretrained, pretrained_cfg=cfg, checkpoint_path=checkpoint_path, cache_dir=cache_dir, **kwargs)

@@ -1,0 +1,70 @@
+"""Weight metadata: one frozen ``PretrainedCfg`` per ``arch.tag``, in the manner of timm and torchvision.
+
+The architecture (the part of a model name before the dot) fixes the graph; the tag names a set of weights and says
+how frames must be prepared for them (preprocessing travels with the weights).
+"""
+
+import dataclasses
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+__all__ = ["PretrainedCfg", "DefaultCfg", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "split_model_name_tag"]
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedCfg:
+    """Where a set of weights lives and what it expects.
+
+    A cfg with neither ``hf_hub_id`` nor ``file`` describes weights that are not published: the tag is registered
+    (its preprocessing is known) but ``pretrained=True`` on it raises.
+    """
+    architecture: str = ""
+    tag: str = ""
+    hf_hub_id: Optional[str] = None
+    hf_hub_filename: str = "model.safetensors"
+    hf_hub_revision: Optional[str] = None
+    file: Optional[str] = None
+    # 'clipdfer': our state-dict names; 'open_clip': an open_clip CLIP checkpoint (backbone only).
+    checkpoint_format: str = "clipdfer"
+    num_classes: Optional[int] = None
+    class_names: Optional[Tuple[str, ...]] = None
+    num_frames: int = 8
+    frame_sampling: str = "segment"
+    input_size: Tuple[int, int, int] = (3, 224, 224)
+    mean: Tuple[float, float, float] = OPENAI_CLIP_MEAN
+    std: Tuple[float, float, float] = OPENAI_CLIP_STD
+    interpolation: str = "bicubic"
+    finetuned: bool = False
+    license: Optional[str] = None
+    paper_ids: Tuple[str, ...] = ()
+    dataset: Optional[str] = None
+    metrics: Tuple[Tuple[str, float], ...] = ()
+    origin_url: Optional[str] = None
+    notes: Optional[str] = None
+
+    @property
+    def has_weights(self) -> bool:
+        """True when the cfg names a place to load weights from."""
+        return bool(self.hf_hub_id or self.file)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class DefaultCfg:
+    """The tags of one architecture; the first tag is the default (``pretrained=True`` without a tag)."""
+    tags: Sequence[str] = ()
+    cfgs: Dict[str, PretrainedCfg] = dataclasses.field(default_factory=dict)
+
+    @property
+    def default(self) -> PretrainedCfg:
+        return self.cfgs[self.tags[0]]
+
+
+def split_model_name_tag(name: str) -> Tuple[str, str]:
+    """``'arch.tag'`` -> ``('arch', 'tag')``; ``'arch'`` -> ``('arch', '')``."""
+    arch, _, tag = name.partition(".")
+    return arch, tag

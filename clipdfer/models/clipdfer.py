@@ -1,0 +1,343 @@
+"""CLIP-Guided DFER: InterFIT + MSTA + BiEhPro.
+
+Paper: J. Zhang, X. Liu, Y. Liang, X. Xian, W. Xie, L. Shen, S. Song, "CLIP-Guided Bidirectional Prompt and Semantic
+Supervision for Dynamic Facial Expression Recognition", IJCB 2024, DOI 10.1109/IJCB62174.2024.10744485.
+The authors released no code and no weights; this file follows ``shared/spec/clipdfer.md``.
+
+Choices that are ours, each a constructor argument: frame features after CLIP's ``ln_post`` and ``proj``; InterFIT's
+init (``interfit_init_std``, zero-init MHSA output); MSTA's channel-wise score Linears, channel-major flatten and
+mean-init of its output Linear (``msta_fc_v_init``); BiEhPro's pre-LayerNorms, GELU FFN and α = β = 0.1 at init
+(``biehpro_init_scale``); the temperature τ = 0.01 (``temperature``); the class-name text (``prompt_template="{}"``).
+"""
+
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
+from ..layers import MSTA, BiEhPro, CLIPFrameEncoder, CLIPTextEncoder, InterFIT, build_open_clip, get_clip_arch
+from ..layers.clip import check_video, tokenize
+from ._builder import build_model_with_cfg
+from ._pretrained import PretrainedCfg
+from ._registry import generate_default_cfgs, register_model
+
+__all__ = ["CLIPGuidedDFER"]
+
+_logger = logging.getLogger(__name__)
+
+
+class CLIPGuidedDFER(nn.Module):
+    """CLIP-Guided DFER: a clip (B, T, 3, H, W) -> class logits (B, C).
+
+    Every switch of the paper's ablations (Tables 2-5) is an argument:
+
+    ============================  ==========================================================================
+    Baseline (Table 2, row 1)     ``interfit=False, msta=False, biehpro_depth=0``
+    +InterFIT / +InterFIT +MSTA   ``msta=False, biehpro_depth=0`` / ``biehpro_depth=0``
+    full model                    defaults
+    w/o text (Table 3)            ``text_head=False, biehpro_depth=0``
+    M = 1..5 (Table 4)            ``biehpro_depth=M``
+    TP only / TP+VP (Table 5)     ``interfit=False, msta=False, visual_prompt=False`` / ``visual_prompt=True``
+    ============================  ==========================================================================
+
+    Args:
+        clip_arch: CLIP shape: ``vitb32``, ``vitb16``, ``vitl14`` or ``test``.
+        class_names: class texts in label order; the number of classes C is their count.
+        num_frames: T. MSTA needs exactly this T; without MSTA any T works.
+        interfit: add InterFIT to every visual layer (otherwise plain CLIP per frame).
+        msta: aggregate frames with MSTA (otherwise the mean over time).
+        biehpro_depth: BiEhPro blocks M; 0 for none.
+        visual_prompt: BiEhPro also enhances the visual side (False: text prompt only).
+        text_head: classify by cosine to (enhanced) text features; False: a random-init Linear classifier on V.
+        num_classes: only for ``text_head=False`` without class names, or as a check of ``len(class_names)``.
+        prompt_template: format string applied to each class name before tokenizing.
+        temperature: τ of the logits cos / τ.
+        freeze_text: keep the text encoder frozen (the paper); its features are then computed once and cached.
+        interfit_heads: heads of InterFIT's interaction MHSA (default width / 64).
+        interfit_lstm_hidden: InterFIT LSTM hidden width per direction (default the visual width).
+        interfit_init_std: std of InterFIT's new weights at init.
+        lstm_impl: ``auto`` / ``native`` / ``unrolled`` (see :class:`clipdfer.layers.BiLSTM`).
+        msta_kernel_sizes / msta_strides: MSTA's max-pool scales.
+        msta_fc_v_init: ``mean`` or ``normal``.
+        biehpro_heads / biehpro_mlp_ratio / biehpro_init_scale: BiEhPro's shape and α, β init.
+    """
+
+    def __init__(
+            self,
+            clip_arch: str = "vitb32",
+            class_names: Optional[Sequence[str]] = DFEW_CLASSES,
+            num_frames: int = 8,
+            interfit: bool = True,
+            msta: bool = True,
+            biehpro_depth: int = 2,
+            visual_prompt: bool = True,
+            text_head: bool = True,
+            num_classes: Optional[int] = None,
+            prompt_template: str = "{}",
+            temperature: float = 0.01,
+            freeze_text: bool = True,
+            interfit_heads: Optional[int] = None,
+            interfit_lstm_hidden: Optional[int] = None,
+            interfit_init_std: float = 0.02,
+            lstm_impl: str = "auto",
+            msta_kernel_sizes: Sequence[int] = (5, 5, 7),
+            msta_strides: Sequence[int] = (3, 3, 1),
+            msta_fc_v_init: str = "mean",
+            biehpro_heads: int = 8,
+            biehpro_mlp_ratio: float = 4.0,
+            biehpro_init_scale: float = 0.1,
+    ):
+        super().__init__()
+        arch = get_clip_arch(clip_arch)
+        class_names = tuple(class_names) if class_names is not None else None
+        if class_names is None and (text_head or num_classes is None):
+            raise ValueError("class_names=None: give the class texts in label order, or use text_head=False with "
+                             "num_classes=N for a plain linear classifier")
+        if class_names is not None and num_classes is not None and num_classes != len(class_names):
+            raise ValueError(
+                f"num_classes={num_classes} conflicts with {len(class_names)} class_names {list(class_names)}: pass "
+                f"class_names with {num_classes} entries (the text head has one class per name), or drop num_classes")
+        if not text_head and biehpro_depth:
+            raise ValueError(f"biehpro_depth={biehpro_depth} needs text features, but text_head=False: "
+                             "use biehpro_depth=0 for the paper's w/o-text variant, or text_head=True")
+        if biehpro_depth < 0:
+            raise ValueError(f"biehpro_depth={biehpro_depth}: expected 0 (no BiEhPro) or more blocks")
+        if temperature <= 0:
+            raise ValueError(f"temperature={temperature}: expected a positive τ (the paper: 0.01)")
+
+        self.clip_arch = arch
+        self.num_frames = num_frames
+        self.num_classes = len(class_names) if class_names is not None else num_classes
+        self.class_names = class_names
+        self.prompt_template = prompt_template
+        self.temperature = temperature
+        self.text_head = text_head
+        self.freeze_text = freeze_text
+        self.pretrained_cfg: Optional[PretrainedCfg] = None
+
+        clip = build_open_clip(arch)
+        if interfit:
+            self.image_encoder = InterFIT(clip.visual, interfit_heads, interfit_lstm_hidden, interfit_init_std,
+                                          lstm_impl)
+        else:
+            self.image_encoder = CLIPFrameEncoder(clip.visual)
+        dim = arch.embed_dim
+        self.msta = MSTA(dim, num_frames, msta_kernel_sizes, msta_strides, msta_fc_v_init) if msta else None
+        self.biehpro = BiEhPro(dim, biehpro_depth, biehpro_heads, biehpro_mlp_ratio, update_visual=visual_prompt,
+                               init_scale=biehpro_init_scale) if biehpro_depth else None
+        if text_head:
+            self.text_encoder = CLIPTextEncoder(clip)
+            self.text_encoder.requires_grad_(not freeze_text)
+            self.register_buffer("text_tokens", self._tokenize(class_names), persistent=False)
+            self.head = None
+        else:
+            self.text_encoder = None
+            self.head = nn.Linear(dim, self.num_classes)
+        self._text_cache: Optional[torch.Tensor] = None
+        self.register_load_state_dict_post_hook(lambda module, keys: module.clear_text_cache())
+
+    # ------------------------------------------------------------------ text side
+    def _tokenize(self, class_names: Sequence[str]) -> torch.Tensor:
+        texts = [self.prompt_template.format(name) for name in class_names]
+        return tokenize(texts, self.clip_arch.context_length)
+
+    def clear_text_cache(self) -> None:
+        """Forget the cached class text features (done for you on load_state_dict, set_classes, .to())."""
+        self._text_cache = None
+
+    def _text_trainable(self) -> bool:
+        return any(p.requires_grad for p in self.text_encoder.parameters())
+
+    def text_features(self) -> torch.Tensor:
+        """Class text features K (C, D) from the text encoder.
+
+        With a frozen text encoder they are computed once, without autocast, and cached until the classes, weights,
+        device or dtype change. A trainable text encoder is re-run in every training forward.
+        """
+        if self.text_encoder is None:
+            raise RuntimeError("this model has no text encoder (text_head=False)")
+        if self.training and torch.is_grad_enabled() and self._text_trainable():
+            self._text_cache = None
+            return self.text_encoder(self.text_tokens)
+        if self._text_cache is None:
+            device_type = self.text_tokens.device.type
+            with torch.no_grad(), torch.autocast(device_type, enabled=False):
+                self._text_cache = self.text_encoder(self.text_tokens)
+        return self._text_cache
+
+    def set_classes(self, class_names: Sequence[str], prompt_template: Optional[str] = None) -> None:
+        """Use another list of classes (open vocabulary); only the cached text features change.
+
+        Args:
+            class_names: class texts in the new label order.
+            prompt_template: optionally a new format string, e.g. ``"a face showing {}."``.
+        """
+        if self.text_encoder is None:
+            raise RuntimeError("set_classes needs the text head; this model was built with text_head=False and a "
+                               "fixed Linear classifier: create it with text_head=True")
+        class_names = tuple(class_names)
+        if prompt_template is not None:
+            self.prompt_template = prompt_template
+        self.text_tokens = self._tokenize(class_names).to(self.text_tokens.device)
+        self.class_names = class_names
+        self.num_classes = len(class_names)
+        self.clear_text_cache()
+
+    def _apply(self, fn, *args, **kwargs):
+        self.clear_text_cache()  # device or dtype may change: recompute on next use
+        return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True):
+        if self.text_encoder is not None and self._text_trainable():
+            self.clear_text_cache()
+        return super().train(mode)
+
+    # ------------------------------------------------------------------ visual side and heads
+    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """Per-frame CLIP features after InterFIT: (B, T, 3, H, W) -> (B, T, D)."""
+        check_video(video, self.image_encoder.image_size, self.num_frames if self.msta is not None else None)
+        return self.image_encoder(video)
+
+    def pool_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Video embedding V from frame features: MSTA, or the mean over time. (B, T, D) -> (B, D)."""
+        return self.msta(frames) if self.msta is not None else frames.mean(dim=1)
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        """Video embedding V before the prompt head: (B, T, 3, H, W) -> (B, D)."""
+        return self.pool_frames(self.encode_frames(video))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits from V: cos(V̂, K̂_j) / τ with BiEhPro (eq. 12), or the linear head. (B, D) -> (B, C)."""
+        if self.head is not None:
+            return self.head(features)
+        text = self.text_features().to(features.dtype)  # (C, D)
+        if self.biehpro is not None:
+            text, features = self.biehpro(text, features)  # (B, C, D), (B, D)
+            text = F.normalize(text, dim=-1)
+            return torch.einsum("bd,bcd->bc", F.normalize(features, dim=-1), text) / self.temperature
+        return F.normalize(features, dim=-1) @ F.normalize(text, dim=-1).t() / self.temperature
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) clips, normalised as ``pretrained_cfg`` says -> (B, C) logits."""
+        return self.forward_head(self.forward_features(video))
+
+    # ------------------------------------------------------------------ training helpers
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each visual layer in the backward pass instead of storing its activations."""
+        self.image_encoder.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
+        """Trainable parameters by origin: ``backbone`` (pretrained CLIP) and ``new`` (InterFIT, MSTA, BiEhPro, head).
+
+        See :func:`clipdfer.optim.param_groups` to give each its own learning rate.
+        """
+        groups: Dict[str, List[nn.Parameter]] = {"backbone": [], "new": []}
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                pretrained = name.startswith(("image_encoder.visual.", "text_encoder."))
+                groups["backbone" if pretrained else "new"].append(p)
+        return groups
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        """Parameter names to exclude from weight decay besides biases and norms."""
+        return {"image_encoder.visual.class_embedding", "image_encoder.visual.positional_embedding",
+                "biehpro.alpha", "biehpro.beta"}
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+_DATASETS = {"dfew": DFEW_CLASSES, "ferv39k": FERV39K_CLASSES, "mafw": MAFW_CLASSES}
+_OPENAI_HUB = {
+    "vitb32": "timm/vit_base_patch32_clip_224.openai",
+    "vitb16": "timm/vit_base_patch16_clip_224.openai",
+    "vitl14": "timm/vit_large_patch14_clip_224.openai",
+}
+_PAPER = ("doi:10.1109/IJCB62174.2024.10744485",)
+
+
+def _openai_cfg(arch: str, dataset: str) -> PretrainedCfg:
+    classes = _DATASETS[dataset]
+    return PretrainedCfg(
+        hf_hub_id=_OPENAI_HUB[arch], hf_hub_filename="open_clip_model.safetensors", checkpoint_format="open_clip",
+        num_classes=len(classes), class_names=classes, num_frames=8, dataset=dataset, license="mit",
+        paper_ids=_PAPER + ("arXiv:2103.00020",), origin_url="https://github.com/openai/CLIP",
+        notes="OpenAI CLIP initialisation of the backbone; InterFIT, MSTA and BiEhPro at their init. Not fine-tuned.")
+
+
+default_cfgs = generate_default_cfgs({
+    **{f"clipdfer_{arch}_{ds}.openai": _openai_cfg(arch, ds) for arch in _OPENAI_HUB for ds in _DATASETS},
+    "clipdfer_test": PretrainedCfg(
+        num_classes=len(DFEW_CLASSES), class_names=DFEW_CLASSES, num_frames=8, input_size=(3, 32, 32),
+        dataset="dfew", license="apache-2.0", paper_ids=_PAPER, notes="Tiny random model for tests."),
+})
+
+
+def _entry(variant: str, arch: str, dataset: str, pretrained: bool, kwargs) -> CLIPGuidedDFER:
+    args = dict(clip_arch=arch, class_names=_DATASETS[dataset], num_frames=8)
+    args.update(kwargs)
+    return build_model_with_cfg(CLIPGuidedDFER, variant, pretrained, **args)
+
+
+@register_model
+def clipdfer_vitb32_dfew(pretrained: bool = False, **kwargs) -> CLIPGuidedDFER:
+    """CLIP-Guided DFER, ViT-B/32, DFEW's 7 classes, T = 8 (the paper's main model)."""
+    return _entry("clipdfer_vitb32_dfew", "vitb32", "dfew", pretrained, kwargs)
+
+
+@register_model
+def clipdfer_vitb32_ferv39k(pretrained: bool = False, **kwargs) -> CLIPGuidedDFER:
+    """CLIP-Guided DFER, ViT-B/32, FERV39k's 7 classes, T = 8."""
+    return _entry("clipdfer_vitb32_ferv39k", "vitb32", "ferv39k", pretrained, kwargs)
+
+
+@register_model
+def clipdfer_vitb32_mafw(pretrained: bool = False, **kwargs) -> CLIPGuidedDFER:
+    """CLIP-Guided DFER, ViT-B/32, MAFW's 11 classes, T = 8."""
+    return _entry("clipdfer_vitb32_mafw", "vitb32", "mafw", pretrained, kwargs)
+
+
+@register_model
+def clipdfer_vitb16_dfew(pretrained: bool = False, **kwargs) -> CLIPGuidedDFER:
+    """CLIP-Guided DFER, ViT-B/16, DFEW's 7 classes, T = 8."""
+    return _entry("clipdfer_vitb16_dfew", "vitb16", "dfew", pretrained, kwargs)
+
+
+@register_model
+def clipdfer_vitb16_ferv39k(pretrained: bool = False, **kwargs) -> CLIPGuidedDFER:
+    """CLIP-Guided DFER, ViT-B/16, FERV39k's 7 classes, T = 8."""
+    return _entry("clipdfer_vitb16_ferv39k", "vitb16", "ferv39k", pretrained, kwargs)
+
+
+@register_model
+def clipdfer_vitb16_mafw(pretrained: bool = False, **kwargs) -> CLIPGuidedDFER:
+    """CLIP-Guided DFER, ViT-B/16, MAFW's 11 classes, T = 8."""
+    return _entry("clipdfer_vitb16_mafw", "vitb16", "mafw", pretrained, kwargs)
+
+
+@register_model
+def clipdfer_vitl14_dfew(pretrained: bool = False, **kwargs) -> CLIPGuidedDFER:
+    """CLIP-Guided DFER, ViT-L/14, DFEW's 7 classes, T = 8."""
+    return _entry("clipdfer_vitl14_dfew", "vitl14", "dfew", pretrained, kwargs)
+
+
+@register_model
+def clipdfer_vitl14_ferv39k(pretrained: bool = False, **kwargs) -> CLIPGuidedDFER:
+    """CLIP-Guided DFER, ViT-L/14, FERV39k's 7 classes, T = 8."""
+    return _entry("clipdfer_vitl14_ferv39k", "vitl14", "ferv39k", pretrained, kwargs)
+
+
+@register_model
+def clipdfer_vitl14_mafw(pretrained: bool = False, **kwargs) -> CLIPGuidedDFER:
+    """CLIP-Guided DFER, ViT-L/14, MAFW's 11 classes, T = 8."""
+    return _entry("clipdfer_vitl14_mafw", "vitl14", "mafw", pretrained, kwargs)
+
+
+@register_model
+def clipdfer_test(pretrained: bool = False, **kwargs) -> CLIPGuidedDFER:
+    """Tiny CLIP-Guided DFER (32x32 frames, width 64, 2 layers) for tests; every module of the full model."""
+    return _entry("clipdfer_test", "test", "dfew", pretrained, kwargs)

@@ -1,0 +1,174 @@
+"""The blocks of clipdfer.layers on their own, against references written from the equations or PyTorch/open_clip."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipdfer.layers import (
+    MSTA, Attention, BiEhPro, BiLSTM, CLIPFrameEncoder, CLIPTextEncoder, InterFIT, build_open_clip, tokenize,
+)
+
+
+def test_attention_matches_nn_multihead_attention():
+    attn = Attention(32, num_heads=4)
+    ref = nn.MultiheadAttention(32, 4, batch_first=True)
+    ref.in_proj_weight.data.copy_(attn.qkv.weight)
+    ref.in_proj_bias.data.copy_(attn.qkv.bias)
+    ref.out_proj.load_state_dict(attn.proj.state_dict())
+    x, ctx = torch.randn(2, 5, 32), torch.randn(2, 3, 32)
+    torch.testing.assert_close(attn(x), ref(x, x, x, need_weights=False)[0])
+    torch.testing.assert_close(attn(x, ctx), ref(x, ctx, ctx, need_weights=False)[0])
+    with pytest.raises(ValueError, match="not divisible"):
+        Attention(30, num_heads=4)
+
+
+def test_text_encoder_matches_open_clip_encode_text():
+    clip = build_open_clip("test").eval()
+    enc = CLIPTextEncoder(clip)
+    tokens = tokenize(["happiness", "a photo of a sad face.", "neutral"])
+    with torch.no_grad():
+        torch.testing.assert_close(enc(tokens), clip.encode_text(tokens), rtol=1e-5, atol=1e-5)
+
+
+def test_frame_encoder_is_open_clip_per_frame():
+    clip = build_open_clip("test").eval()
+    enc = CLIPFrameEncoder(clip.visual)
+    video = torch.randn(2, 3, 3, 32, 32)
+    with torch.no_grad():
+        ref = clip.encode_image(video.flatten(0, 1)).view(2, 3, -1)
+        torch.testing.assert_close(enc(video), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch,steps", [(1, 8), (3, 5)])
+def test_bilstm_unrolled_equals_native(batch, steps):
+    torch.manual_seed(0)
+    native = BiLSTM(16, 12, 16, impl="native")
+    unrolled = BiLSTM(16, 12, 16, impl="unrolled")
+    unrolled.load_state_dict(native.state_dict())
+    x = torch.randn(batch, steps, 16, requires_grad=True)
+    a, b = native(x), unrolled(x)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    ga = torch.autograd.grad(a.square().sum(), [x] + list(native.parameters()))
+    gb = torch.autograd.grad(b.square().sum(), [x] + list(unrolled.parameters()))
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-6)
+
+
+def test_interfit_layer_shapes_and_any_num_frames():
+    clip = build_open_clip("test")
+    enc = InterFIT(clip.visual)
+    assert len(enc.interaction) == len(enc.blocks) == 2
+    lstm = enc.interaction[0].bilstm.lstm
+    assert lstm.hidden_size == enc.width and lstm.bidirectional
+    for t in (1, 4, 9):
+        assert enc(torch.randn(2, t, 3, 32, 32)).shape == (2, t, 32)
+    # zero-initialised MHSA output: the interaction token equals the token Linear of the class token at init
+    inter = enc.interaction[0]
+    cls = torch.randn(2, 4, 64)
+    torch.testing.assert_close(inter(cls), inter.token(cls))
+
+
+def _msta_reference(z, msta):
+    """eqs. 4-8 written out scale by scale, with the fused score Linear split into its n Linear(D, D)."""
+    zt = z.transpose(1, 2)
+    zs = [F.max_pool1d(zt, k, s) for k, s in zip(msta.kernel_sizes, msta.strides)]  # each (B, D, T')
+    z_hat = sum(zs)
+    d = msta.dim
+    us = [F.linear(z_hat.transpose(1, 2), msta.scale_fc.weight[i * d:(i + 1) * d],
+                   msta.scale_fc.bias[i * d:(i + 1) * d]).transpose(1, 2) for i in range(len(zs))]
+    w = torch.softmax(torch.stack(us), dim=0)
+    z_w = sum(w[i] * zs[i] for i in range(len(zs)))
+    return msta.fc_v(z_w.reshape(z.shape[0], -1))
+
+
+def test_msta_matches_equations():
+    msta = MSTA(16, num_frames=8, fc_v_init="normal")
+    z = torch.randn(3, 8, 16)
+    torch.testing.assert_close(msta(z), _msta_reference(z, msta))
+    assert msta.out_len == 2
+
+
+def test_msta_mean_init_keeps_static_video_feature():
+    msta = MSTA(16, num_frames=8)
+    z = torch.randn(2, 1, 16).expand(2, 8, 16)
+    torch.testing.assert_close(msta(z), z[:, 0])
+
+
+@pytest.mark.parametrize("t,kernels,strides,ok", [
+    (8, (5, 5, 7), (3, 3, 1), True),
+    (16, (7, 7, 13), (3, 3, 1), True),
+    (16, (5, 5, 7), (3, 3, 1), False),   # lengths 4, 4, 10
+    (4, (5, 5, 7), (3, 3, 1), False),    # kernel longer than T
+    (8, (5, 5), (3, 3, 1), False),       # one stride too many
+])
+def test_msta_refuses_inconsistent_scales(t, kernels, strides, ok):
+    if ok:
+        assert MSTA(8, t, kernels, strides)(torch.randn(1, t, 8)).shape == (1, 8)
+    else:
+        with pytest.raises(ValueError, match="MSTA"):
+            MSTA(8, t, kernels, strides)
+
+
+def test_msta_rejects_wrong_num_frames_at_call():
+    with pytest.raises(ValueError, match="T=8.*got \\(1, 16, 8\\)"):
+        MSTA(8, 8)(torch.randn(1, 16, 8))
+
+
+def _biehpro_reference(block, text, visual):
+    """eqs. 10-11 written out: each side reads the other's previous value."""
+    k = text.expand(visual.shape[0], -1, -1)
+    v = visual
+    kt, vt = k, v
+    for blk in block.blocks:
+        side_t, side_v = blk.text, blk.visual
+        k_bar = kt + side_t.attn(side_t.norm_q(kt), side_t.norm_kv(vt))
+        v_bar = vt + side_v.attn(side_v.norm_q(vt), side_v.norm_kv(kt))
+        kt, vt = k_bar + side_t.mlp(side_t.norm_mlp(k_bar)), v_bar + side_v.mlp(side_v.norm_mlp(v_bar))
+    return k + block.alpha * kt, v + block.beta * vt
+
+
+@pytest.mark.parametrize("visual_shape", [(4, 32), (4, 1, 32), (4, 6, 32)])
+@pytest.mark.parametrize("shared_text", [True, False])
+def test_biehpro_standalone(visual_shape, shared_text):
+    block = BiEhPro(32, depth=2, num_heads=8)
+    visual = torch.randn(*visual_shape)
+    text = torch.randn(7, 32) if shared_text else torch.randn(4, 7, 32)
+    k_hat, v_hat = block(text, visual)
+    assert k_hat.shape == (4, 7, 32)
+    assert v_hat.shape == visual.shape
+    v3 = visual.unsqueeze(1) if visual.dim() == 2 else visual
+    k_ref, v_ref = _biehpro_reference(block, text, v3)
+    torch.testing.assert_close(k_hat, k_ref)
+    torch.testing.assert_close(v_hat, v_ref.view_as(visual))
+    (k_hat.sum() + v_hat.sum()).backward()
+    assert block.alpha.grad is not None and block.beta.grad is not None
+
+
+def test_biehpro_single_visual_token_gives_uniform_text_attention():
+    # one key: text-side attention weights are all 1, so the output is that token's value projection
+    block = BiEhPro(16, depth=1, num_heads=4)
+    side = block.blocks[0].text
+    text, visual = torch.randn(3, 5, 16), torch.randn(3, 1, 16)
+    v_proj = F.linear(side.norm_kv(visual), side.attn.qkv.weight[32:], side.attn.qkv.bias[32:])
+    expected = side.attn.proj(v_proj).expand(3, 5, 16)
+    torch.testing.assert_close(side.attn(side.norm_q(text), side.norm_kv(visual)), expected)
+
+
+def test_biehpro_text_prompt_only_leaves_visual_unchanged():
+    block = BiEhPro(16, depth=3, num_heads=4, update_visual=False)
+    visual = torch.randn(2, 16)
+    k_hat, v_hat = block(torch.randn(5, 16), visual)
+    assert torch.equal(v_hat, visual) and block.beta is None
+    assert all(blk.visual is None for blk in block.blocks)
+
+
+@pytest.mark.parametrize("text,visual,match", [
+    ((7, 16), (2, 8), "visual features"),
+    ((7, 8), (2, 16), "text features"),
+    ((3, 7, 16), (2, 16), "batch sizes differ"),
+    ((7, 16), (2, 3, 4, 16), "visual features"),
+])
+def test_biehpro_bad_shapes(text, visual, match):
+    with pytest.raises(ValueError, match=match):
+        BiEhPro(16, depth=1, num_heads=4)(torch.randn(*text), torch.randn(*visual))

@@ -1,0 +1,173 @@
+"""Every registered model, at tiny size: shapes, finiteness, gradients where (and only where) they belong."""
+
+import pytest
+import torch
+
+import clipdfer
+from clipdfer.layers import build_open_clip
+
+ALL_MODELS = clipdfer.list_models()
+
+
+def _tiny(name, **kwargs):
+    # every entry point accepts a backbone override; the family, classes, T and switches stay as registered
+    return clipdfer.create_model(name, clip_arch="test", **kwargs)
+
+
+def _video(model, batch=2):
+    size = model.image_encoder.image_size
+    return torch.randn(batch, model.num_frames, 3, size, size)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_model_forward_backward(name):
+    model = _tiny(name)
+    cfg = model.pretrained_cfg
+    assert cfg is not None and cfg.architecture == name
+    assert model.num_classes == cfg.num_classes
+    video = _video(model)
+    logits = model(video)
+    assert logits.shape == (2, model.num_classes)
+    assert torch.isfinite(logits).all()
+    logits.logsumexp(-1).mean().backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable, "nothing to train"
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad, f"trainable parameters without a gradient: {no_grad}"
+    frozen_with_grad = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
+    assert not frozen_with_grad
+    # the text encoder is frozen by default
+    assert not any(n.startswith("text_encoder.") for n in trainable)
+    assert any(n.startswith("image_encoder.visual.") for n in trainable)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_model_api(name):
+    model = _tiny(name).eval()
+    video = _video(model, batch=3)
+    with torch.no_grad():
+        frames = model.encode_frames(video)
+        feats = model.forward_features(video)
+        logits = model(video)
+    d = model.clip_arch.embed_dim
+    assert frames.shape == (3, model.num_frames, d)
+    assert feats.shape == (3, d)
+    torch.testing.assert_close(model.forward_head(feats), logits)
+
+
+ABLATIONS = {
+    "baseline": dict(interfit=False, msta=False, biehpro_depth=0),
+    "interfit": dict(msta=False, biehpro_depth=0),
+    "interfit_msta": dict(biehpro_depth=0),
+    "full": dict(),
+    "wo_text": dict(text_head=False, biehpro_depth=0),
+    "m1": dict(biehpro_depth=1),
+    "m5": dict(biehpro_depth=5),
+    "tp_only": dict(interfit=False, msta=False, visual_prompt=False),
+    "tp_vp": dict(interfit=False, msta=False),
+}
+
+
+@pytest.mark.parametrize("ablation", sorted(ABLATIONS))
+def test_paper_ablations_build_and_train(ablation):
+    kwargs = ABLATIONS[ablation]
+    model = clipdfer.create_model("clipdfer_test", **kwargs)
+    names = {n.split(".")[0] for n, _ in model.named_parameters()}
+    assert ("msta" in names) == kwargs.get("msta", True)
+    assert ("biehpro" in names) == bool(kwargs.get("biehpro_depth", 2))
+    assert ("head" in names) == (not kwargs.get("text_head", True))
+    assert any(".interaction." in n for n, _ in model.named_parameters()) == kwargs.get("interfit", True)
+    if "biehpro" in names:
+        assert len(model.biehpro.blocks) == kwargs.get("biehpro_depth", 2)
+        assert (model.biehpro.beta is not None) == kwargs.get("visual_prompt", True)
+    out = model(_video(model))
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_interfit_off_equals_open_clip_encode_image_tiny():
+    model = clipdfer.create_model("clipdfer_test", interfit=False).eval()
+    clip = build_open_clip("test").eval()
+    clip.visual.load_state_dict(model.image_encoder.visual.state_dict())
+    video = _video(model)
+    with torch.no_grad():
+        ours = model.encode_frames(video)
+        ref = clip.encode_image(video.flatten(0, 1)).view_as(ours)
+    assert (ours - ref).abs().max() < 1e-5
+
+
+def test_interfit_exchanges_information_between_frames():
+    model = clipdfer.create_model("clipdfer_test", msta=False, biehpro_depth=0).eval()
+    plain = clipdfer.create_model("clipdfer_test", interfit=False, msta=False, biehpro_depth=0).eval()
+    for layer in model.image_encoder.interaction:  # leave the zero init so the temporal path is open
+        torch.nn.init.normal_(layer.attn.proj.weight, std=0.5)
+    video = _video(model, batch=1)
+    changed = video.clone()
+    changed[:, 0] += 1.0
+    with torch.no_grad():
+        delta = (model.encode_frames(changed) - model.encode_frames(video)).abs().amax(dim=-1)
+        delta_plain = (plain.encode_frames(changed) - plain.encode_frames(video)).abs().amax(dim=-1)
+    assert (delta[0, 1:] > 1e-4).all(), "other frames did not see the change of frame 0"
+    assert (delta_plain[0, 1:] == 0).all(), "without InterFIT frames must be independent"
+
+
+def test_num_classes_conflict_and_missing_classes():
+    with pytest.raises(ValueError, match="num_classes=5 conflicts with 7"):
+        clipdfer.create_model("clipdfer_test", num_classes=5)
+    m = clipdfer.create_model("clipdfer_test", text_head=False, biehpro_depth=0, class_names=None, num_classes=4)
+    assert m(_video(m)).shape == (2, 4)
+    with pytest.raises(ValueError, match="biehpro_depth=2 needs text features"):
+        clipdfer.create_model("clipdfer_test", text_head=False)
+
+
+def test_grad_checkpointing_gives_same_gradients():
+    torch.manual_seed(0)
+    a = clipdfer.create_model("clipdfer_test")
+    b = clipdfer.create_model("clipdfer_test")
+    b.load_state_dict(a.state_dict())
+    b.set_grad_checkpointing()
+    video = _video(a)
+    a(video).sum().backward()
+    b(video).sum().backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        if pa.grad is not None:
+            torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_param_groups_split_backbone_and_new():
+    model = clipdfer.create_model("clipdfer_test")
+    groups = clipdfer.optim.param_groups(model, lr=1e-3, backbone_lr=1e-5, weight_decay=5e-4)
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["backbone"]["lr"] == 1e-5 and by_name["new"]["lr"] == 1e-3
+    assert by_name["new_no_decay"]["weight_decay"] == 0.0 and by_name["backbone"]["weight_decay"] == 5e-4
+    grouped = [id(p) for g in groups for p in g["params"]]
+    trainable = [id(p) for p in model.parameters() if p.requires_grad]
+    assert sorted(grouped) == sorted(trainable) and len(set(grouped)) == len(grouped)
+    backbone = {id(p) for g in groups if g["name"].startswith("backbone") for p in g["params"]}
+    assert backbone == {id(p) for p in model.image_encoder.visual.parameters()}
+    torch.optim.AdamW(groups).step()  # accepted as is
+
+
+@pytest.mark.fullsize
+def test_full_size_vitb32_interfit_off_equals_open_clip():
+    model = clipdfer.create_model("clipdfer_vitb32_dfew", interfit=False, biehpro_depth=0).eval()
+    clip = build_open_clip("vitb32").eval()
+    clip.visual.load_state_dict(model.image_encoder.visual.state_dict())
+    video = torch.randn(1, 8, 3, 224, 224)
+    with torch.no_grad():
+        ours = model.encode_frames(video)
+        ref = clip.encode_image(video.flatten(0, 1)).view_as(ours)
+    assert (ours - ref).abs().max() < 1e-4
+
+
+@pytest.mark.fullsize
+def test_full_size_vitb32_full_model_smoke():
+    model = clipdfer.create_model("clipdfer_vitb32_dfew").eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        logits = model(torch.randn(1, 8, 3, 224, 224))
+    assert logits.shape == (1, 7) and torch.isfinite(logits).all()
+    # InterFIT's BiLSTM is LSTM(768, 768) per direction in each of the 12 layers (the paper's FLOPs pin it)
+    lstm = model.image_encoder.interaction[0].bilstm.lstm
+    assert (lstm.input_size, lstm.hidden_size, lstm.bidirectional) == (768, 768, True)
+    assert n_params > 200e6

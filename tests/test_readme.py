@@ -1,0 +1,48 @@
+"""Every Python example in README.md runs, and .ci/run reads the set-up commands the README shows."""
+
+import pathlib
+import re
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+EXAMPLES = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+DOC_EXAMPLES = [(path.relative_to(ROOT).as_posix(), i, code) for path in sorted((ROOT / "docs").rglob("*.md"))
+                for i, code in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S))]
+
+
+def test_readme_has_examples():
+    assert len(EXAMPLES) >= 4
+
+
+@pytest.mark.parametrize("index", range(len(EXAMPLES)))
+def test_readme_example_runs(index):
+    exec(compile(EXAMPLES[index], f"README.md example {index}", "exec"), {"__name__": "__readme__"})
+
+
+@pytest.mark.parametrize("path,index,code", DOC_EXAMPLES, ids=[f"{p}:{i}" for p, i, _ in DOC_EXAMPLES])
+def test_docs_example_runs(path, index, code):
+    exec(compile(code, f"{path} example {index}", "exec"), {"__name__": "__docs__"})
+
+
+def test_ci_runs_the_readme_commands():
+    script = (
+        "awk '/<!-- ci:commands/ {found=1; next} found && /^```bash/ {inside=1; next} inside && /^```/ {exit} "
+        "inside {print}' README.md")
+    out = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    assert "pip install" in lines[0] and "clipdfer quickstart" in lines[0]
+    assert "pytest" in lines[1]
+    assert "<!-- ci:commands" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_cli_quickstart_on_tiny_model(capsys):
+    from clipdfer.cli import main
+    assert main(["quickstart", "--model", "clipdfer_test"]) == 0
+    out = capsys.readouterr().out
+    assert "class probabilities" in out and "NOTICE" in out and "happiness" in out
+    assert main(["models", "clipdfer_vitb32_*"]) == 0
+    assert capsys.readouterr().out.split() == ["clipdfer_vitb32_dfew", "clipdfer_vitb32_ferv39k", "clipdfer_vitb32_mafw"]

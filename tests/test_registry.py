@@ -1,0 +1,78 @@
+import dataclasses
+
+import pytest
+
+import clipdfer
+from clipdfer.models import PretrainedCfg, UnknownModelError, register_model
+from clipdfer.models._registry import generate_default_cfgs
+
+
+def test_list_models_wildcards_and_excludes():
+    all_models = clipdfer.list_models()
+    assert "clipdfer_vitb32_dfew" in all_models and "clipdfer_test" in all_models
+    assert all_models == sorted(all_models)
+    b32 = clipdfer.list_models("clipdfer_vitb32_*")
+    assert b32 == ["clipdfer_vitb32_dfew", "clipdfer_vitb32_ferv39k", "clipdfer_vitb32_mafw"]
+    assert clipdfer.list_models(["*_dfew", "*_mafw"], exclude_filters="*vitl14*") == [
+        "clipdfer_vitb16_dfew", "clipdfer_vitb16_mafw", "clipdfer_vitb32_dfew", "clipdfer_vitb32_mafw"]
+    assert clipdfer.list_models("nothing_*") == []
+
+
+def test_tags_and_pretrained_listing():
+    tagged = clipdfer.list_models("clipdfer_vitb32_dfew", include_tags=True)
+    assert tagged == ["clipdfer_vitb32_dfew.openai"]
+    pretrained = clipdfer.list_pretrained()
+    assert "clipdfer_vitb32_dfew.openai" in pretrained
+    # the tiny test model has no published weights
+    assert not any(n.startswith("clipdfer_test") for n in pretrained)
+    assert "clipdfer_test" in clipdfer.list_models(include_tags=True)
+
+
+def test_is_model_and_pretrained_cfg():
+    assert clipdfer.is_model("clipdfer_vitb32_dfew")
+    assert clipdfer.is_model("clipdfer_vitb32_dfew.openai")
+    assert not clipdfer.is_model("resnet50")
+    cfg = clipdfer.get_pretrained_cfg("clipdfer_vitb32_mafw")
+    assert cfg.architecture == "clipdfer_vitb32_mafw" and cfg.tag == "openai"
+    assert cfg.num_classes == len(cfg.class_names) == 11
+    assert cfg.hf_hub_id == "timm/vit_base_patch32_clip_224.openai"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.num_classes = 3
+
+
+def test_unknown_name_suggests_nearest():
+    with pytest.raises(UnknownModelError, match="clipdfer_vitb32_dfew"):
+        clipdfer.create_model("clipdfer_vitb32_dfw")
+    with pytest.raises(UnknownModelError, match="its tags are 'clipdfer_vitb32_dfew.openai'"):
+        clipdfer.get_pretrained_cfg("clipdfer_vitb32_dfew.imagenet")
+
+
+def test_register_twice_raises():
+    def clipdfer_test():  # same name as a registered model
+        pass
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(clipdfer_test)
+
+
+def test_generate_default_cfgs_rejects_duplicates_and_orders_tags():
+    cfgs = generate_default_cfgs({"a_b.x": PretrainedCfg(), "a_b.y": PretrainedCfg()})
+    assert cfgs["a_b"].tags == ["x", "y"] and cfgs["a_b"].default.tag == "x"
+    assert cfgs["a_b"].cfgs["y"].architecture == "a_b"
+
+
+def test_every_pretrained_cfg_is_consistent():
+    for name in clipdfer.list_models(include_tags=True):
+        cfg = clipdfer.get_pretrained_cfg(name)
+        assert cfg.class_names is not None and len(cfg.class_names) == cfg.num_classes, name
+        assert cfg.license, name
+        assert len(cfg.mean) == len(cfg.std) == cfg.input_size[0] == 3, name
+        if cfg.finetuned:
+            assert cfg.metrics, name
+
+
+def test_create_model_kwargs_and_overlay():
+    m = clipdfer.create_model("clipdfer_test", num_frames=16, msta_kernel_sizes=(7, 7, 13), msta_strides=(3, 3, 1),
+                              pretrained_cfg_overlay=dict(notes="mine"))
+    assert m.num_frames == 16 and m.pretrained_cfg.notes == "mine"
+    with pytest.raises(ValueError, match="unknown fields"):
+        clipdfer.create_model("clipdfer_test", pretrained_cfg_overlay=dict(nope=1))

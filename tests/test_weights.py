@@ -1,0 +1,114 @@
+"""Loading weights from local files; never a silent fallback to random weights, never unpickling code."""
+
+import os
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import clipdfer
+from clipdfer.layers import build_open_clip
+from clipdfer.models import PretrainedWeightsError
+
+
+def _video(batch=2):
+    return torch.randn(batch, 8, 3, 32, 32)
+
+
+def test_safetensors_round_trip_gives_identical_outputs(tmp_path):
+    a = clipdfer.create_model("clipdfer_test").eval()
+    path = str(tmp_path / "w.safetensors")
+    save_file({k: v.contiguous() for k, v in a.state_dict().items()}, path)
+    b = clipdfer.create_model("clipdfer_test", checkpoint_path=path).eval()
+    video = _video()
+    with torch.no_grad():
+        assert torch.equal(a(video), b(video))
+
+
+def test_open_clip_checkpoint_loads_backbone_and_keeps_new_modules(tmp_path):
+    clip = build_open_clip("test").eval()
+    path = str(tmp_path / "open_clip_model.safetensors")
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, path)
+    torch.manual_seed(1)
+    fresh = clipdfer.create_model("clipdfer_test")
+    torch.manual_seed(1)
+    model = clipdfer.create_model("clipdfer_test", checkpoint_path=path).eval()
+    for name, p in model.named_parameters():
+        if name.startswith("image_encoder.visual."):
+            assert torch.equal(p, clip.state_dict()["visual." + name[len("image_encoder.visual."):]]), name
+        elif name.startswith("text_encoder."):
+            assert torch.equal(p, clip.state_dict()[name[len("text_encoder."):]]), name
+        else:  # new modules keep their init
+            assert torch.equal(p, dict(fresh.named_parameters())[name]), name
+    no_interfit = clipdfer.create_model("clipdfer_test", interfit=False, checkpoint_path=path).eval()
+    video = _video()
+    with torch.no_grad():
+        ref = clip.encode_image(video.flatten(0, 1)).view(2, 8, -1)
+        assert (no_interfit.encode_frames(video) - ref).abs().max() < 1e-5
+        text_ref = clip.encode_text(no_interfit.text_tokens)
+        torch.testing.assert_close(no_interfit.text_features(), text_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_mismatched_checkpoint_is_an_error(tmp_path):
+    a = clipdfer.create_model("clipdfer_test", biehpro_depth=1)
+    path = str(tmp_path / "w.safetensors")
+    save_file({k: v.contiguous() for k, v in a.state_dict().items()}, path)
+    with pytest.raises(RuntimeError, match="do not fit.*missing.*biehpro.blocks.1"):
+        clipdfer.create_model("clipdfer_test", checkpoint_path=path)
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+    path = str(tmp_path / "evil.pth")
+    torch.save({"state_dict": {}, "x": Evil()}, path)
+    with pytest.raises(ValueError, match="never unpickles"):
+        clipdfer.create_model("clipdfer_test", checkpoint_path=path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_plain_torch_state_dict_loads_with_weights_only(tmp_path):
+    a = clipdfer.create_model("clipdfer_test").eval()
+    path = str(tmp_path / "w.pth")
+    torch.save({"state_dict": a.state_dict(), "epoch": 3}, path)
+    b = clipdfer.create_model("clipdfer_test", checkpoint_path=path).eval()
+    with torch.no_grad():
+        video = _video()
+        assert torch.equal(a(video), b(video))
+
+
+def test_missing_checkpoint_file():
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        clipdfer.create_model("clipdfer_test", checkpoint_path="nope.safetensors")
+
+
+def test_pretrained_without_published_weights_explains_alternatives():
+    with pytest.raises(PretrainedWeightsError) as info:
+        clipdfer.create_model("clipdfer_test", pretrained=True)
+    msg = str(info.value)
+    for needle in ("pretrained=False", "checkpoint_path=", "pretrained_cfg_overlay"):
+        assert needle in msg
+
+
+def test_pretrained_offline_and_uncached_fails_fast_and_clearly():
+    start = time.perf_counter()
+    with pytest.raises(PretrainedWeightsError) as info:
+        clipdfer.create_model("clipdfer_test", pretrained=True, pretrained_cfg_overlay=dict(
+            hf_hub_id="timm/vit_base_patch32_clip_224.openai", hf_hub_filename="open_clip_model.safetensors"))
+    assert time.perf_counter() - start < 5
+    msg = str(info.value)
+    assert "timm/vit_base_patch32_clip_224.openai/open_clip_model.safetensors" in msg
+    assert "HF_HUB_OFFLINE" in msg and "checkpoint_path=" in msg
+
+
+def test_pretrained_from_local_file_via_overlay(tmp_path):
+    a = clipdfer.create_model("clipdfer_test").eval()
+    path = str(tmp_path / "w.safetensors")
+    save_file({k: v.contiguous() for k, v in a.state_dict().items()}, path)
+    b = clipdfer.create_model("clipdfer_test", pretrained=True,
+                              pretrained_cfg_overlay=dict(file=path, finetuned=True)).eval()
+    with torch.no_grad():
+        video = _video()
+        assert torch.equal(a(video), b(video))
