@@ -26,6 +26,36 @@ def _time(fn, x):
     return time.perf_counter() - start
 
 
+def interfit_floor(model, batch_size, runs):
+    """Lower bounds for InterFIT's extra cost that no implementation can beat at this batch size, in ms:
+    reading each of its parameters once, and its 2 x T recurrent matrix-vector products per layer alone."""
+    enc = getattr(model, "image_encoder", None)
+    if not hasattr(enc, "interaction"):
+        return None
+    # the recurrent weights are counted in the products (their first read comes from memory there)
+    params = [p for name, p in enc.interaction.named_parameters() if not name.endswith("weight_hh_t")]
+    lstms = [layer.bilstm for layer in enc.interaction]
+    t = model.num_frames
+
+    def read_all(_):
+        for p in params:
+            p.sum()
+
+    def recurrent(_):
+        for m in lstms:
+            h = m.weight_hh_t.new_zeros(2, batch_size, m.hidden_size)
+            g = m.weight_hh_t.new_zeros(2, batch_size, 4 * m.hidden_size)
+            for _ in range(t):
+                torch.baddbmm(g, h, m.weight_hh_t)
+
+    with torch.inference_mode():
+        read_all(None), recurrent(None)
+        read = statistics.median(_time(read_all, None) for _ in range(runs))
+        rec = statistics.median(_time(recurrent, None) for _ in range(runs))
+    n = sum(p.numel() for p in enc.interaction.parameters())
+    return {"interfit_params_m": n / 1e6, "read_params_ms": 1e3 * read, "recurrent_products_ms": 1e3 * rec}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="clipdfer_vitb32_dfew")
@@ -34,6 +64,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--json", default=None, help="also write the result to this file")
+    parser.add_argument("--floor", action="store_true", help="also measure InterFIT's memory-bound lower bounds")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,6 +96,14 @@ def main(argv=None):
     print(f"{args.model}  B={args.batch_size} T={t} fp32 CPU ({result['threads']} threads): "
           f"model {result['model_ms']:.1f} ms, open_clip encode_image {result['encode_image_ms']:.1f} ms, "
           f"ratio {result['ratio']:.3f}")
+    if args.floor:
+        floor = interfit_floor(model, args.batch_size, max(5, args.runs // 3))
+        if floor:
+            result["interfit_floor"] = floor
+            lower = floor["read_params_ms"] + floor["recurrent_products_ms"]
+            print(f"InterFIT floor: {floor['interfit_params_m']:.1f} M parameters; the non-recurrent ones read once "
+                  f"{floor['read_params_ms']:.1f} ms + recurrent products alone {floor['recurrent_products_ms']:.1f} ms"
+                  f" = {lower:.1f} ms, i.e. ratio >= {1 + lower / result['encode_image_ms']:.3f} before any other work")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -41,6 +41,25 @@ def test_frame_encoder_is_open_clip_per_frame():
 
 
 @pytest.mark.parametrize("batch,steps", [(1, 8), (3, 5)])
+def test_bilstm_equals_nn_lstm(batch, steps):
+    torch.manual_seed(0)
+    lstm, proj = nn.LSTM(16, 12, bidirectional=True, batch_first=True), nn.Linear(24, 16)
+    x = torch.randn(batch, steps, 16, requires_grad=True)
+    ref = proj(lstm(x)[0])
+    for impl in ("unrolled", "native"):
+        ours = BiLSTM.from_lstm(lstm, proj, impl=impl)
+        out = ours(x)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        g_ref = torch.autograd.grad(ref.square().sum(), [x, lstm.weight_hh_l0_reverse, lstm.bias_ih_l0], retain_graph=True)
+        g = torch.autograd.grad(out.square().sum(), [x, ours.weight_hh_t, ours.bias_ih])
+        torch.testing.assert_close(g[0], g_ref[0], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(g[1][1].t(), g_ref[1], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(g[2][0], g_ref[2], rtol=1e-4, atol=1e-6)
+    back = ours.to_lstm()
+    torch.testing.assert_close(back(x)[0], lstm(x)[0])
+
+
+@pytest.mark.parametrize("batch,steps", [(1, 8), (3, 5)])
 def test_bilstm_unrolled_equals_native(batch, steps):
     torch.manual_seed(0)
     native = BiLSTM(16, 12, 16, impl="native")
@@ -59,8 +78,8 @@ def test_interfit_layer_shapes_and_any_num_frames():
     clip = build_open_clip("test")
     enc = InterFIT(clip.visual)
     assert len(enc.interaction) == len(enc.blocks) == 2
-    lstm = enc.interaction[0].bilstm.lstm
-    assert lstm.hidden_size == enc.width and lstm.bidirectional
+    lstm = enc.interaction[0].bilstm
+    assert lstm.hidden_size == enc.width and lstm.weight_hh_t.shape == (2, enc.width, 4 * enc.width)
     for t in (1, 4, 9):
         assert enc(torch.randn(2, t, 3, 32, 32)).shape == (2, t, 32)
     # zero-initialised MHSA output: the interaction token equals the token Linear of the class token at init

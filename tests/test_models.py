@@ -168,6 +168,45 @@ def test_full_size_vitb32_full_model_smoke():
         logits = model(torch.randn(1, 8, 3, 224, 224))
     assert logits.shape == (1, 7) and torch.isfinite(logits).all()
     # InterFIT's BiLSTM is LSTM(768, 768) per direction in each of the 12 layers (the paper's FLOPs pin it)
-    lstm = model.image_encoder.interaction[0].bilstm.lstm
-    assert (lstm.input_size, lstm.hidden_size, lstm.bidirectional) == (768, 768, True)
+    lstm = model.image_encoder.interaction[0].bilstm
+    assert (lstm.input_size, lstm.hidden_size, tuple(lstm.weight_hh_t.shape)) == (768, 768, (2, 768, 3072))
     assert n_params > 200e6
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_torch_compile_captures_a_single_graph(training):
+    model = clipdfer.create_model("clipdfer_test").train(training)
+    video = _video(model)
+    ref = model(video)  # eager; also fills the text cache
+    compiled = torch.compile(model, backend="eager", fullgraph=True)  # fullgraph: any graph break raises
+    out = compiled(video)
+    torch.testing.assert_close(out, ref)
+    if training:
+        out.sum().backward()
+        assert model.image_encoder.interaction[0].bilstm.weight_ih.grad is not None
+
+
+OPEN_CLIP_NAMES = {"vitb32": "ViT-B-32-quickgelu", "vitb16": "ViT-B-16-quickgelu", "vitl14": "ViT-L-14-quickgelu"}
+
+
+@pytest.mark.parametrize("arch", sorted(OPEN_CLIP_NAMES))
+def test_backbone_shapes_match_open_clip_openai_configs(arch):
+    import open_clip
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        ours = build_open_clip(arch)
+        ref = open_clip.create_model(OPEN_CLIP_NAMES[arch], pretrained=None, device="meta")
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    assert type(ours.visual.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
+
+
+@pytest.mark.parametrize("name", [n for n in ALL_MODELS if not n.endswith("_test")])
+def test_full_size_models_build_with_the_papers_interfit(name):
+    with torch.device("meta"):
+        model = clipdfer.create_model(name)
+    w = model.image_encoder.width
+    per_layer = sum(p.numel() for p in model.image_encoder.interaction[0].parameters())
+    # token Linear + BiLSTM(w, w) both directions + Linear(2w, w) + LayerNorm + MHSA (qkv, out)
+    expected = (w * w + w) + 2 * (8 * w * w + 8 * w) + (2 * w * w + w) + 2 * w + (3 * w * w + 3 * w) + (w * w + w)
+    assert per_layer == expected
+    assert len(model.image_encoder.interaction) == len(model.image_encoder.blocks)
+    assert model.num_classes == model.pretrained_cfg.num_classes

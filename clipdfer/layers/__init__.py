@@ -8,11 +8,11 @@ from .clip import (
 )
 from .interfit import InteractionLayer, InterFIT
 from .msta import MSTA, msta_output_lengths
-from .temporal import BiLSTM, lstm_direction
+from .temporal import BiLSTM, bilstm_unrolled
 
 __all__ = [
     "Attention", "multi_head_attention", "BiEhPro", "BiEhProBlock", "CrossAttentionBlock", "CLIP_ARCHS", "CLIPArch",
     "CLIPFrameEncoder", "CLIPTextEncoder", "build_open_clip", "check_video", "clip_block_attention",
     "clip_block_forward", "get_clip_arch", "tokenize", "InteractionLayer", "InterFIT", "MSTA", "msta_output_lengths",
-    "BiLSTM", "lstm_direction",
+    "BiLSTM", "bilstm_unrolled",
 ]

@@ -32,9 +32,9 @@ def multi_head_attention(
     lk = k.shape[1]
     hd = d // num_heads
     # (N, L, D) -> (N, H, L, hd)
-    q = q.view(n, lq, num_heads, hd).transpose(1, 2)
-    k = k.view(n, lk, num_heads, hd).transpose(1, 2)
-    v = v.view(n, lk, num_heads, hd).transpose(1, 2)
+    q = q.reshape(n, lq, num_heads, hd).transpose(1, 2)
+    k = k.reshape(n, lk, num_heads, hd).transpose(1, 2)
+    v = v.reshape(n, lk, num_heads, hd).transpose(1, 2)
     out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
     return out.transpose(1, 2).reshape(n, lq, d)  # (N, H, Lq, hd) -> (N, Lq, D)
 

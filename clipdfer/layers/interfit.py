@@ -51,11 +51,9 @@ class InteractionLayer(nn.Module):
         for module in (self.token, self.bilstm.proj, self.attn.qkv):
             nn.init.normal_(module.weight, std=init_std)
             nn.init.zeros_(module.bias)
-        for name, p in self.bilstm.lstm.named_parameters():
-            if name.startswith("weight"):
-                nn.init.normal_(p, std=init_std)
-            else:
-                nn.init.zeros_(p)
+        for w, b in ((self.bilstm.weight_ih, self.bilstm.bias_ih), (self.bilstm.weight_hh_t, self.bilstm.bias_hh)):
+            nn.init.normal_(w, std=init_std)
+            nn.init.zeros_(b)
 
     def forward(self, cls_tokens: torch.Tensor) -> torch.Tensor:
         """(B, T, W) class tokens -> (B, T, W) interaction tokens after the temporal exchange."""
