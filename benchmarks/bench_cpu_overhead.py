@@ -59,6 +59,7 @@ def interfit_floor(model, batch_size, runs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="clipdfer_vitb32_dfew")
+    parser.add_argument("--model-kwargs", default="{}", help="JSON of model arguments, e.g. '{\"interfit\": false}'")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
@@ -70,7 +71,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    model = clipdfer.create_model(args.model).eval()
+    model_kwargs = json.loads(args.model_kwargs)
+    model = clipdfer.create_model(args.model, **model_kwargs).eval()
     clip = build_open_clip(model.clip_arch).eval()
     clip.visual.load_state_dict(model.image_encoder.visual.state_dict())
     t = model.num_frames
@@ -87,13 +89,13 @@ def main(argv=None):
             model_s.append(_time(model, video))
             clip_s.append(_time(clip.encode_image, frames))
     result = {
-        "model": args.model, "batch_size": args.batch_size, "num_frames": t, "dtype": "float32",
+        "model": args.model, "model_kwargs": model_kwargs, "batch_size": args.batch_size, "num_frames": t, "dtype": "float32",
         "model_ms": 1e3 * statistics.median(model_s), "encode_image_ms": 1e3 * statistics.median(clip_s),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "open_clip": open_clip.__version__,
         "cpu": platform.processor() or platform.machine(),
     }
     result["ratio"] = result["model_ms"] / result["encode_image_ms"]
-    print(f"{args.model}  B={args.batch_size} T={t} fp32 CPU ({result['threads']} threads): "
+    print(f"{args.model} {model_kwargs or ''}  B={args.batch_size} T={t} fp32 CPU ({result['threads']} threads): "
           f"model {result['model_ms']:.1f} ms, open_clip encode_image {result['encode_image_ms']:.1f} ms, "
           f"ratio {result['ratio']:.3f}")
     if args.floor:

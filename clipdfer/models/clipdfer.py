@@ -137,7 +137,7 @@ class CLIPGuidedDFER(nn.Module):
             self.text_encoder = None
             self.head = nn.Linear(dim, self.num_classes)
         self._text_cache: Optional[torch.Tensor] = None
-        self.register_load_state_dict_post_hook(lambda module, keys: module.clear_text_cache())
+        self.register_load_state_dict_post_hook(_clear_text_cache_after_load)
 
     # ------------------------------------------------------------------ text side
     def _tokenize(self, class_names: Sequence[str]) -> torch.Tensor:
@@ -248,6 +248,10 @@ class CLIPGuidedDFER(nn.Module):
         """Parameter names to exclude from weight decay besides biases and norms."""
         return {"image_encoder.visual.class_embedding", "image_encoder.visual.positional_embedding",
                 "biehpro.alpha", "biehpro.beta"}
+
+
+def _clear_text_cache_after_load(module: CLIPGuidedDFER, incompatible_keys) -> None:
+    module.clear_text_cache()
 
 
 # ---------------------------------------------------------------------------------------------------- registry
