@@ -30,6 +30,13 @@ def test_bad_video(model, shape, dtype, error, patterns):
         assert re.search(p, str(info.value)), (p, str(info.value))
 
 
+def test_dtype_mismatch_names_both_and_autocast_is_accepted(model):
+    with pytest.raises(TypeError, match="torch.float64.*torch.float32.*autocast"):
+        model(torch.zeros(1, 8, 3, 32, 32, dtype=torch.float64))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.zeros(1, 8, 3, 32, 32, dtype=torch.bfloat16)).shape == (1, 7)
+
+
 def test_not_a_tensor(model):
     with pytest.raises(TypeError, match="got list"):
         model([[0.0]])

@@ -206,9 +206,19 @@ class CLIPFrameEncoder(nn.Module):
         """Layer i on the frame tokens (B*T, L, W); subclasses add cross-frame work here."""
         return clip_block_forward(self.blocks[i], x)
 
+    def _check_placement(self, video: torch.Tensor) -> None:
+        weight = self.visual.conv1.weight
+        if video.device != weight.device:
+            raise ValueError(f"video is on {video.device} but the model is on {weight.device}: "
+                             f"move one of them, e.g. video.to('{weight.device}')")
+        if video.dtype != weight.dtype and not torch.is_autocast_enabled(video.device.type):
+            raise TypeError(f"video is {video.dtype} but the model's weights are {weight.dtype}: convert with "
+                            f"video.to({weight.dtype}), or run under torch.autocast('{video.device.type}')")
+
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """Encode every frame: (B, T, 3, H, W) -> (B, T, D)."""
         check_video(video, self.image_size)
+        self._check_placement(video)
         b, t = video.shape[:2]
         x = self.embed(video.flatten(0, 1))  # (B*T, 3, H, W) -> (B*T, 1 + P, W)
         for i in range(len(self.blocks)):
