@@ -8,11 +8,12 @@
 from . import layers, optim
 from .models import (
     PretrainedCfg, PretrainedWeightsError, UnknownModelError, create_model, get_pretrained_cfg, is_model, list_models,
-    list_pretrained, register_model,
+    list_pretrained, push_to_hf_hub, register_model, save_pretrained,
 )
 from .version import __version__
 
 __all__ = [
     "create_model", "list_models", "list_pretrained", "get_pretrained_cfg", "is_model", "register_model",
-    "PretrainedCfg", "PretrainedWeightsError", "UnknownModelError", "layers", "optim", "__version__",
+    "PretrainedCfg", "PretrainedWeightsError", "UnknownModelError", "push_to_hf_hub", "save_pretrained", "layers",
+    "optim", "__version__",
 ]

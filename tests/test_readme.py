@@ -18,12 +18,14 @@ def test_readme_has_examples():
 
 
 @pytest.mark.parametrize("index", range(len(EXAMPLES)))
-def test_readme_example_runs(index):
+def test_readme_example_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples may write files
     exec(compile(EXAMPLES[index], f"README.md example {index}", "exec"), {"__name__": "__readme__"})
 
 
 @pytest.mark.parametrize("path,index,code", DOC_EXAMPLES, ids=[f"{p}:{i}" for p, i, _ in DOC_EXAMPLES])
-def test_docs_example_runs(path, index, code):
+def test_docs_example_runs(path, index, code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     exec(compile(code, f"{path} example {index}", "exec"), {"__name__": "__docs__"})
 
 

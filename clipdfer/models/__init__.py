@@ -3,7 +3,7 @@
 from . import clipdfer  # noqa: F401  (registers the CLIP-Guided DFER family)
 from ._builder import build_model_with_cfg, load_checkpoint
 from ._factory import create_model
-from ._hub import PretrainedWeightsError
+from ._hub import PretrainedWeightsError, push_to_hf_hub, save_pretrained
 from ._pretrained import DefaultCfg, PretrainedCfg
 from ._registry import (
     UnknownModelError, get_pretrained_cfg, is_model, list_models, list_pretrained, model_entrypoint, register_model,
@@ -11,7 +11,8 @@ from ._registry import (
 from .clipdfer import CLIPGuidedDFER
 
 __all__ = [
-    "build_model_with_cfg", "load_checkpoint", "create_model", "PretrainedWeightsError", "DefaultCfg", "PretrainedCfg",
+    "build_model_with_cfg", "load_checkpoint", "create_model", "PretrainedWeightsError", "push_to_hf_hub",
+    "save_pretrained", "DefaultCfg", "PretrainedCfg",
     "UnknownModelError", "get_pretrained_cfg", "is_model", "list_models", "list_pretrained", "model_entrypoint",
     "register_model", "CLIPGuidedDFER",
 ]

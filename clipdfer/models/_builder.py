@@ -63,14 +63,41 @@ def remap_open_clip_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Mo
     return out
 
 
+def _drop_mismatched_classifier(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> set:
+    """Shape conflicts: a class-dependent parameter (``model.classifier_keys``) is dropped with a warning, so that a
+    model built for other classes keeps its fresh one; any other conflict is an error."""
+    own = model.state_dict()
+    classifier = set(getattr(model, "classifier_keys", ()))
+    dropped = set()
+    for k in [k for k in state_dict if k in own and state_dict[k].shape != own[k].shape]:
+        if k in classifier:
+            _logger.warning(
+                "%s: %s has shape %s in the checkpoint but %s in the model (num_classes=%s): left at its "
+                "initialisation; fine-tune it, or build the model with the checkpoint's classes",
+                source, k, tuple(state_dict[k].shape), tuple(own[k].shape), getattr(model, "num_classes", "?"))
+            del state_dict[k]
+            dropped.add(k)
+        else:
+            raise RuntimeError(
+                f"weights from {source} do not fit {type(model).__name__}: {k} is {tuple(state_dict[k].shape)} in the "
+                f"checkpoint but {tuple(own[k].shape)} in the model. Check that the model name and arguments "
+                f"(backbone, num_frames, depth, widths) match the checkpoint")
+    return dropped
+
+
 def load_weights(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
     """Load a full clipdfer state dict, or an open_clip backbone-only one (the new modules keep their init)."""
     backbone_only = is_open_clip_state_dict(state_dict)
     if backbone_only:
         state_dict = remap_open_clip_state_dict(state_dict, model)
+    else:
+        state_dict = dict(state_dict)
+    dropped = _drop_mismatched_classifier(model, state_dict, source)
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if backbone_only:
         missing = [k for k in missing if k.startswith((VISUAL_PREFIX, TEXT_PREFIX))]
+    else:
+        missing = [k for k in missing if k not in dropped]
     if missing or unexpected:
         raise RuntimeError(
             f"weights from {source} do not fit {type(model).__name__}: missing {missing[:8]}"
@@ -98,8 +125,8 @@ def load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir: Optional[st
     load_weights(model, load_state_dict_file(path), cfg.file or f"{cfg.hf_hub_id}/{cfg.hf_hub_filename}")
     if not cfg.finetuned:
         _logger.warning(
-            "%s: these weights are the CLIP initialisation, not fine-tuned for expression recognition "
-            "(pretrained_cfg.finetuned is False); fine-tune before trusting its predictions", name)
+            "%s: these weights are not fine-tuned for expression recognition (pretrained_cfg.finetuned is False%s); "
+            "fine-tune before trusting its predictions", name, f": {cfg.notes}" if cfg.notes else "")
 
 
 def build_model_with_cfg(
@@ -117,6 +144,7 @@ def build_model_with_cfg(
         pretrained_cfg = get_pretrained_cfg(variant)
     model = model_cls(**kwargs)
     model.pretrained_cfg = pretrained_cfg
+    model.model_args = dict(kwargs)  # what config.json records to build the model again
     if checkpoint_path:
         load_checkpoint(model, checkpoint_path)
     elif pretrained:

@@ -5,6 +5,7 @@ from typing import Any, Dict, Optional
 
 from torch import nn
 
+from ._hub import load_model_config, pretrained_cfg_from_config
 from ._registry import get_pretrained_cfg, model_entrypoint
 
 __all__ = ["create_model"]
@@ -21,7 +22,10 @@ def create_model(
     """Create a registered model.
 
     Args:
-        model_name: ``arch`` or ``arch.tag`` (see :func:`list_models`); the tag picks a set of weights.
+        model_name: ``arch`` or ``arch.tag`` (see :func:`list_models`); the tag picks a set of weights. Or a saved
+            model: ``hf-hub:organisation/repository[@revision]`` on the Hugging Face Hub, ``local-dir:PATH`` on disk
+            (``config.json`` + ``model.safetensors`` as ``model.save_pretrained`` writes them); these always load
+            their weights.
         pretrained: load the tag's weights (the architecture's default tag when none is given).
         pretrained_cfg_overlay: fields of the pretrained cfg to replace, e.g. ``dict(file="w.safetensors")``.
         checkpoint_path: a local checkpoint (.safetensors) to load instead of the tag's weights.
@@ -31,8 +35,15 @@ def create_model(
     Returns:
         The model, in training mode like any new ``nn.Module``, with ``model.pretrained_cfg`` set.
     """
-    entrypoint = model_entrypoint(model_name)
-    cfg = get_pretrained_cfg(model_name)
+    if model_name.startswith(("hf-hub:", "local-dir:")):
+        config, location = load_model_config(model_name, cache_dir)
+        entrypoint = model_entrypoint(config["architecture"])
+        cfg = pretrained_cfg_from_config(config, location)
+        kwargs = {**config["model_args"], **kwargs}
+        pretrained = True
+    else:
+        entrypoint = model_entrypoint(model_name)
+        cfg = get_pretrained_cfg(model_name)
     if pretrained_cfg_overlay:
         unknown = set(pretrained_cfg_overlay) - {f.name for f in dataclasses.fields(cfg)}
         if unknown:

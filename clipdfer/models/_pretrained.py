@@ -55,13 +55,18 @@ class PretrainedCfg:
 
 @dataclasses.dataclass
 class DefaultCfg:
-    """The tags of one architecture; the first tag is the default (``pretrained=True`` without a tag)."""
+    """The tags of one architecture, best first.
+
+    The default tag (what ``pretrained=True`` without a tag loads) is the first one with published weights, or the
+    first tag when none has any.
+    """
     tags: Sequence[str] = ()
     cfgs: Dict[str, PretrainedCfg] = dataclasses.field(default_factory=dict)
 
     @property
     def default(self) -> PretrainedCfg:
-        return self.cfgs[self.tags[0]]
+        published = [t for t in self.tags if self.cfgs[t].has_weights]
+        return self.cfgs[(published or list(self.tags))[0]]
 
 
 def split_model_name_tag(name: str) -> Tuple[str, str]:

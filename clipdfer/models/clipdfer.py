@@ -21,6 +21,7 @@ from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..layers import MSTA, BiEhPro, CLIPFrameEncoder, CLIPTextEncoder, InterFIT, build_open_clip, get_clip_arch
 from ..layers.clip import check_video, tokenize
 from ._builder import build_model_with_cfg
+from ._hub import HubMixin
 from ._pretrained import PretrainedCfg
 from ._registry import generate_default_cfgs, register_model
 
@@ -29,7 +30,7 @@ __all__ = ["CLIPGuidedDFER"]
 _logger = logging.getLogger(__name__)
 
 
-class CLIPGuidedDFER(nn.Module):
+class CLIPGuidedDFER(HubMixin, nn.Module):
     """CLIP-Guided DFER: a clip (B, T, 3, H, W) -> class logits (B, C).
 
     Every switch of the paper's ablations (Tables 2-5) is an argument:
@@ -223,6 +224,18 @@ class CLIPGuidedDFER(nn.Module):
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) clips, normalised as ``pretrained_cfg`` says -> (B, C) logits."""
         return self.forward_head(self.forward_features(video))
+
+    # ------------------------------------------------------------------ saving and loading
+    @property
+    def classifier_keys(self) -> tuple:
+        """State-dict keys that depend on the number of classes (a checkpoint for other classes drops them)."""
+        return ("head.weight", "head.bias") if self.head is not None else ()
+
+    def export_model_args(self) -> Dict:
+        """Constructor arguments that may have changed since construction (``set_classes``)."""
+        if self.text_encoder is None:
+            return {"num_classes": self.num_classes}
+        return {"class_names": list(self.class_names), "prompt_template": self.prompt_template}
 
     # ------------------------------------------------------------------ training helpers
     @torch.jit.ignore
