@@ -48,6 +48,14 @@ def _models(args) -> int:
     return 0
 
 
+def _convert(args) -> int:
+    from clipdfer.convert.dferclip import convert_checkpoint
+    out = convert_checkpoint(args.input, args.output, dataset=args.dataset, fold=args.fold)
+    print(f"wrote {out}/config.json and {out}/model.safetensors; load with "
+          f"clipdfer.create_model('local-dir:{out}')")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="clipdfer", description="CLIP-based dynamic facial expression recognition")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -64,6 +72,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     m.add_argument("--pretrained", action="store_true", help="only those with published weights")
     m.add_argument("--tags", action="store_true", help="list every arch.tag")
     m.set_defaults(func=_models)
+
+    c = sub.add_parser("convert", help="convert another code base's checkpoint (nothing in it is executed)")
+    c.add_argument("family", choices=["dferclip"], help="dferclip: an official DFER-CLIP .pth checkpoint")
+    c.add_argument("input", help="the official checkpoint file")
+    c.add_argument("output", help="directory for config.json + model.safetensors")
+    c.add_argument("--dataset", choices=["dfew", "ferv39k", "mafw"], help="default: from its number of classes")
+    c.add_argument("--fold", type=int, help="the fold it was trained on (recorded in its tag)")
+    c.set_defaults(func=_convert)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")

@@ -13,7 +13,7 @@ def test_list_models_wildcards_and_excludes():
     assert all_models == sorted(all_models)
     b32 = clipdfer.list_models("clipdfer_vitb32_*")
     assert b32 == ["clipdfer_vitb32_dfew", "clipdfer_vitb32_ferv39k", "clipdfer_vitb32_mafw"]
-    assert clipdfer.list_models(["*_dfew", "*_mafw"], exclude_filters="*vitl14*") == [
+    assert clipdfer.list_models(["*_dfew", "*_mafw"], exclude_filters=["*vitl14*", "dferclip*"]) == [
         "clipdfer_vitb16_dfew", "clipdfer_vitb16_mafw", "clipdfer_vitb32_dfew", "clipdfer_vitb32_mafw"]
     assert clipdfer.list_models("nothing_*") == []
 
@@ -21,10 +21,16 @@ def test_list_models_wildcards_and_excludes():
 def test_tags_and_pretrained_listing():
     tagged = clipdfer.list_models("clipdfer_vitb32_dfew", include_tags=True)
     assert tagged == ["clipdfer_vitb32_dfew.openai"]
+    assert clipdfer.list_models("dferclip_vitb32_dfew", include_tags=True) == [
+        *[f"dferclip_vitb32_dfew.dfew_fold{i}" for i in range(1, 6)], "dferclip_vitb32_dfew.openai"]
+    assert clipdfer.list_models(module="dferclip") == [
+        "dferclip_test", "dferclip_vitb32_dfew", "dferclip_vitb32_ferv39k", "dferclip_vitb32_mafw"]
     pretrained = clipdfer.list_pretrained()
     assert "clipdfer_vitb32_dfew.openai" in pretrained
-    # the tiny test model has no published weights
-    assert not any(n.startswith("clipdfer_test") for n in pretrained)
+    # the tiny test model and the official DFER-CLIP checkpoints (not on the Hub) are not listed
+    assert not any(n.startswith("clipdfer_test") or "_fold" in n for n in pretrained)
+    assert "dferclip_vitb32_dfew.openai" in pretrained
+    assert clipdfer.get_pretrained_cfg("dferclip_vitb32_dfew").tag == "openai", "default: the best published tag"
     assert "clipdfer_test" in clipdfer.list_models(include_tags=True)
 
 

@@ -8,11 +8,12 @@ from .clip import (
 )
 from .interfit import InteractionLayer, InterFIT
 from .msta import MSTA, msta_output_lengths
-from .temporal import BiLSTM, bilstm_unrolled
+from .prompt import PromptLearner, TextFeatureCache
+from .temporal import BiLSTM, TemporalBlock, TemporalTransformer, bilstm_unrolled
 
 __all__ = [
     "Attention", "multi_head_attention", "BiEhPro", "BiEhProBlock", "CrossAttentionBlock", "CLIP_ARCHS", "CLIPArch",
     "CLIPFrameEncoder", "CLIPTextEncoder", "build_open_clip", "check_video", "clip_block_attention",
     "clip_block_forward", "get_clip_arch", "tokenize", "InteractionLayer", "InterFIT", "MSTA", "msta_output_lengths",
-    "BiLSTM", "bilstm_unrolled",
+    "BiLSTM", "bilstm_unrolled", "PromptLearner", "TextFeatureCache", "TemporalBlock", "TemporalTransformer",
 ]

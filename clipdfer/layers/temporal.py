@@ -5,7 +5,9 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["BiLSTM", "bilstm_unrolled"]
+from .attention import Attention
+
+__all__ = ["BiLSTM", "bilstm_unrolled", "TemporalTransformer", "TemporalBlock"]
 
 _IMPLS = ("auto", "native", "unrolled")
 _DIRS = ("", "_reverse")
@@ -135,3 +137,66 @@ class BiLSTM(nn.Module):
         else:
             out = bilstm_unrolled(x, self.weight_ih, self.weight_hh_t, self.bias_ih, self.bias_hh)
         return self.proj(out)
+
+
+class TemporalBlock(nn.Module):
+    """Pre-LN transformer block over time: x + Attn(LN(x)), then x + MLP(LN(x)); tokens (B, L, D).
+
+    Args:
+        dim: width D.
+        num_heads: attention heads (head width D / heads).
+        mlp_dim: hidden width of the MLP.
+        qkv_bias: bias on the fused q/k/v projection.
+        approximate_gelu: ``"tanh"`` for the tanh approximation of GELU, ``"none"`` for the exact one.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, mlp_dim: int = 1024, qkv_bias: bool = False,
+                 approximate_gelu: str = "tanh"):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(approximate=approximate_gelu),
+                                 nn.Linear(mlp_dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TemporalTransformer(nn.Module):
+    """A class-token transformer over frame features: (B, T, D) -> (B, D), the class token after the last block.
+
+    DFER-CLIP's temporal model: a learnable class token is prepended, a learnable positional embedding added (its
+    first T + 1 rows, so any T up to ``num_frames`` works), then ``depth`` pre-LN blocks; no final LayerNorm.
+
+    Args:
+        dim: feature width D.
+        num_frames: the largest T (the positional embedding has ``num_frames + 1`` rows).
+        depth: number of blocks.
+        num_heads: attention heads.
+        mlp_dim: MLP hidden width.
+        qkv_bias: bias on the q/k/v projection (DFER-CLIP: none).
+        approximate_gelu: ``"tanh"`` (DFER-CLIP) or ``"none"``.
+    """
+
+    def __init__(self, dim: int = 512, num_frames: int = 16, depth: int = 1, num_heads: int = 8, mlp_dim: int = 1024,
+                 qkv_bias: bool = False, approximate_gelu: str = "tanh"):
+        super().__init__()
+        self.num_frames = num_frames
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))  # DFER-CLIP initialises both with a standard normal
+        self.pos_embedding = nn.Parameter(torch.randn(1, num_frames + 1, dim))
+        self.layers = nn.ModuleList([
+            TemporalBlock(dim, num_heads, mlp_dim, qkv_bias, approximate_gelu) for _ in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) frame features -> (B, D)."""
+        b, t, d = x.shape
+        if t > self.num_frames:
+            raise ValueError(f"TemporalTransformer holds positions for up to {self.num_frames} frames, got T={t}: "
+                             f"sample {self.num_frames} frames, or build the model with num_frames={t}")
+        x = torch.cat([self.cls_token.expand(b, -1, -1).to(x.dtype), x], dim=1)  # (B, 1 + T, D)
+        x = x + self.pos_embedding[:, :t + 1].to(x.dtype)
+        for layer in self.layers:
+            x = layer(x)
+        return x[:, 0]

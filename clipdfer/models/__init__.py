@@ -1,6 +1,6 @@
 """Model families and the registry machinery. Importing this package registers every family."""
 
-from . import clipdfer  # noqa: F401  (registers the CLIP-Guided DFER family)
+from . import clipdfer, dferclip  # noqa: F401  (importing a family file registers its models)
 from ._builder import build_model_with_cfg, load_checkpoint
 from ._factory import create_model
 from ._hub import PretrainedWeightsError, push_to_hf_hub, save_pretrained
@@ -9,10 +9,11 @@ from ._registry import (
     UnknownModelError, get_pretrained_cfg, is_model, list_models, list_pretrained, model_entrypoint, register_model,
 )
 from .clipdfer import CLIPGuidedDFER
+from .dferclip import DFERCLIP
 
 __all__ = [
     "build_model_with_cfg", "load_checkpoint", "create_model", "PretrainedWeightsError", "push_to_hf_hub",
     "save_pretrained", "DefaultCfg", "PretrainedCfg",
     "UnknownModelError", "get_pretrained_cfg", "is_model", "list_models", "list_pretrained", "model_entrypoint",
-    "register_model", "CLIPGuidedDFER",
+    "register_model", "CLIPGuidedDFER", "DFERCLIP",
 ]

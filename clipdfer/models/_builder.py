@@ -22,22 +22,29 @@ _OPEN_CLIP_UNUSED = ("logit_scale", "logit_bias", "attn_mask")
 
 
 def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
-    """Read a state dict without running code: safetensors, or a torch file with ``weights_only=True``."""
+    """Read a state dict without running code: safetensors, or a torch file through a restricted unpickler.
+
+    A torch file may hold objects of its training script's classes next to the weights (as DFER-CLIP's do); they
+    are kept as inert data. A wrapping ``{"state_dict": ...}`` dict is unwrapped.
+    """
+    from ..convert.safe_load import UnsafeCheckpointError, load_inert
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist: give the path of a .safetensors file")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
         return load_file(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # an unsafe pickle or not a torch file: refuse, never retry unsafely
+        obj, _ = load_inert(path)
+    except UnsafeCheckpointError:
+        raise
+    except Exception as e:  # not a torch file, or a pickle the restricted unpickler cannot read: never retry unsafely
         raise ValueError(
-            f"cannot read {path!r} as a plain state dict ({type(e).__name__}: {e}). clipdfer never unpickles "
-            f"arbitrary objects: convert the file to safetensors first") from e
+            f"cannot read {path!r} as a checkpoint ({type(e).__name__}: {e}). clipdfer never unpickles arbitrary "
+            f"objects: convert the file to safetensors first") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path!r} does not hold a flat state dict of tensors")
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path!r} does not hold a state dict of tensors (directly or under 'state_dict')")
     return obj
 
 
@@ -87,6 +94,8 @@ def _drop_mismatched_classifier(model: nn.Module, state_dict: Dict[str, torch.Te
 
 def load_weights(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
     """Load a full clipdfer state dict, or an open_clip backbone-only one (the new modules keep their init)."""
+    if hasattr(model, "checkpoint_filter_fn"):  # a family that reads other code bases' checkpoints
+        state_dict = model.checkpoint_filter_fn(state_dict)
     backbone_only = is_open_clip_state_dict(state_dict)
     if backbone_only:
         state_dict = remap_open_clip_state_dict(state_dict, model)
@@ -117,10 +126,12 @@ def load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir: Optional[st
     """Load the weights a pretrained cfg names; raise if it names none."""
     name = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
     if not cfg.has_weights:
+        origin = f" {cfg.notes}" if cfg.origin_url and cfg.notes else ""
         raise PretrainedWeightsError(
-            f"{name!r} has no published weights. Use pretrained=False for a randomly initialised model, "
-            f"checkpoint_path='weights.safetensors' for your own weights, or pretrained_cfg_overlay=dict(file=...) "
-            f"(or hf_hub_id=...) to say where they are. clipdfer.list_pretrained() lists what can be downloaded")
+            f"{name!r} has no published weights on the Hub.{origin} Otherwise: pretrained=False for a randomly "
+            f"initialised model, checkpoint_path='weights.safetensors' for your own weights, or "
+            f"pretrained_cfg_overlay=dict(file=...) (or hf_hub_id=...) to say where they are. "
+            f"clipdfer.list_pretrained() lists what can be downloaded")
     path = cfg.file if cfg.file else download_weights(cfg, cache_dir)
     load_weights(model, load_state_dict_file(path), cfg.file or f"{cfg.hf_hub_id}/{cfg.hf_hub_filename}")
     if not cfg.finetuned:

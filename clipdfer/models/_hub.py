@@ -129,8 +129,9 @@ def model_config(model: nn.Module, **cfg_updates) -> Dict[str, Any]:
         raise ValueError(f"unknown pretrained-cfg fields {sorted(unknown)}")
     if isinstance(cfg_updates.get("metrics"), dict):
         cfg_updates["metrics"] = tuple(cfg_updates["metrics"].items())
-    pcfg = dataclasses.replace(cfg, num_classes=num_classes, num_frames=getattr(model, "num_frames", cfg.num_frames),
-                               class_names=tuple(class_names) if class_names else cfg.class_names, **cfg_updates)
+    current = dict(num_classes=num_classes, num_frames=getattr(model, "num_frames", cfg.num_frames),
+                   class_names=tuple(class_names) if class_names else cfg.class_names)
+    pcfg = dataclasses.replace(cfg, **{**current, **cfg_updates})
     pcfg_dict = {k: v for k, v in pcfg.to_dict().items()
                  if k not in ("architecture", "hf_hub_id", "hf_hub_filename", "hf_hub_revision", "file",
                               "checkpoint_format")}

@@ -1,0 +1,5 @@
+"""Reading and converting checkpoints of other code bases (safely: nothing in a file is executed)."""
+
+from .safe_load import InertObject, UnsafeCheckpointError, load_inert
+
+__all__ = ["InertObject", "UnsafeCheckpointError", "load_inert"]

@@ -1,0 +1,266 @@
+"""DFER-CLIP.
+
+Paper: Z. Zhao, I. Patras, "Prompting Visual-Language Models for Dynamic Facial Expression Recognition", BMVC 2023,
+arXiv 2308.13382. Official code and checkpoints: github zengqunzhao/DFER-CLIP (MIT). The structure matches the official
+code so that its checkpoints load and give the same logits (``clipdfer.convert.dferclip``); ``shared/spec/dferclip.md``.
+
+What is ours: the class texts are looked up by class name (``text_type``), any list of classes works through
+``set_classes`` when the contexts are shared; and the prompt text features are computed once and cached at inference
+(the official code re-encodes the C prompts in every forward). Nothing changes the function.
+"""
+
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..convert.dferclip import convert_official_state_dict, detect_text_type, is_official_state_dict
+from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
+from ..data.texts import dferclip_texts
+from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, get_clip_arch
+from ..layers.clip import check_video
+from ..layers.prompt import PromptLearner, TextFeatureCache
+from ..layers.temporal import TemporalTransformer
+from ._builder import build_model_with_cfg
+from ._hub import HubMixin
+from ._pretrained import PretrainedCfg
+from ._registry import generate_default_cfgs, register_model
+
+__all__ = ["DFERCLIP"]
+
+
+class DFERCLIP(HubMixin, nn.Module):
+    """DFER-CLIP: CLIP frame features, a class-token temporal transformer, learnable class-specific prompts.
+
+    Args:
+        clip_arch: CLIP shape (``vitb32`` as the paper, or ``test``).
+        class_names: class names in label order.
+        text_type: ``class_descriptor`` (the paper's best), ``class_names`` or ``class_names_with_context``.
+        class_texts: explicit text per class (overrides ``text_type``).
+        num_frames: T (16); any T up to it works.
+        temporal_layers: depth of the temporal transformer (1).
+        n_ctx: learnable context vectors per prompt (8).
+        class_specific_contexts: one set of contexts per class (True, the paper's) or one shared set.
+        temperature: logits = cos / temperature (0.01).
+        freeze_text: keep CLIP's text transformer frozen (the paper).
+        temporal_heads / temporal_mlp_dim: shape of the temporal blocks (8 heads, MLP 2 x width).
+        cache_text: reuse prompt text features while the prompts are unchanged (False re-encodes every call, as the
+            official code does; for comparisons).
+    """
+
+    def __init__(
+            self,
+            clip_arch: str = "vitb32",
+            class_names: Sequence[str] = DFEW_CLASSES,
+            text_type: str = "class_descriptor",
+            class_texts: Optional[Sequence[str]] = None,
+            num_frames: int = 16,
+            temporal_layers: int = 1,
+            n_ctx: int = 8,
+            class_specific_contexts: bool = True,
+            temperature: float = 0.01,
+            freeze_text: bool = True,
+            temporal_heads: int = 8,
+            temporal_mlp_dim: Optional[int] = None,
+            cache_text: bool = True,
+    ):
+        super().__init__()
+        arch = get_clip_arch(clip_arch)
+        class_names = tuple(class_names)
+        class_texts = list(class_texts) if class_texts is not None else dferclip_texts(class_names, text_type)
+        if len(class_texts) != len(class_names):
+            raise ValueError(f"{len(class_texts)} class_texts for {len(class_names)} class_names: give one per class")
+        self.clip_arch = arch
+        self.class_names = class_names
+        self.class_texts = tuple(class_texts)
+        self.text_type = text_type
+        self.num_classes = len(class_names)
+        self.num_frames = num_frames
+        self.temperature = temperature
+        self.cache_text = cache_text
+        self.pretrained_cfg: Optional[PretrainedCfg] = None
+
+        clip = build_open_clip(arch)
+        dim = arch.embed_dim
+        self.image_encoder = CLIPFrameEncoder(clip.visual)
+        self.temporal_net = TemporalTransformer(dim, num_frames, temporal_layers, temporal_heads,
+                                                temporal_mlp_dim or 2 * dim)
+        self.text_encoder = CLIPTextEncoder(clip)
+        self.text_encoder.requires_grad_(not freeze_text)
+        self.prompt_learner = PromptLearner(self.text_encoder, class_texts, n_ctx, class_specific_contexts)
+        self._text_cache = TextFeatureCache()
+        self.register_load_state_dict_post_hook(_clear_cache_after_load)
+
+    # ------------------------------------------------------------------ text side
+    def _encode_prompts(self) -> torch.Tensor:
+        prompts = self.prompt_learner(self.text_encoder.token_embedding)  # (C, L, W)
+        return self.text_encoder.forward_embeddings(prompts, self.prompt_learner.eot_index)
+
+    def text_features(self) -> torch.Tensor:
+        """Prompt text features (C, D). Cached while the contexts, classes and text weights are unchanged, except
+        when gradients must flow into them (training)."""
+        needs_grad = torch.is_grad_enabled() and any(
+            p.requires_grad for p in (self.prompt_learner.ctx, self.text_encoder.token_embedding.weight))
+        if needs_grad or not self.cache_text:
+            return self._encode_prompts()
+        return self._text_cache.get(self._encode_prompts, self.prompt_learner.ctx, self.prompt_learner.tokens)
+
+    def clear_text_cache(self) -> None:
+        self._text_cache.clear()
+
+    def set_classes(self, class_names: Sequence[str], class_texts: Optional[Sequence[str]] = None) -> None:
+        """Use other classes (texts from ``text_type`` unless given). Class-specific contexts keep their count."""
+        class_names = tuple(class_names)
+        texts = list(class_texts) if class_texts is not None else dferclip_texts(class_names, self.text_type)
+        self.prompt_learner.set_class_texts(texts)
+        self.class_names, self.class_texts, self.num_classes = class_names, tuple(texts), len(class_names)
+        self.clear_text_cache()
+
+    # ------------------------------------------------------------------ visual side and head
+    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """Per-frame CLIP features: (B, T, 3, H, W) -> (B, T, D)."""
+        check_video(video, self.image_encoder.image_size)
+        return self.image_encoder(video)
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        """Video feature (the temporal class token, before normalisation): (B, T, 3, H, W) -> (B, D)."""
+        return self.temporal_net(self.encode_frames(video))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """cos(video, prompt_j) / temperature: (B, D) -> (B, C)."""
+        text = F.normalize(self.text_features().to(features.dtype), dim=-1)
+        return F.normalize(features, dim=-1) @ text.t() / self.temperature
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) frames in [0, 1] (no mean/std normalisation, as the official pipeline) -> (B, C)."""
+        return self.forward_head(self.forward_features(video))
+
+    # ------------------------------------------------------------------ loading, saving, training helpers
+    @property
+    def classifier_keys(self) -> tuple:
+        return ("prompt_learner.ctx",) if self.prompt_learner.class_specific else ()
+
+    def export_model_args(self) -> Dict:
+        return {"class_names": list(self.class_names), "class_texts": list(self.class_texts)}
+
+    def checkpoint_filter_fn(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Official DFER-CLIP state dicts are renamed; a mismatch of their class texts with ours is an error."""
+        if not is_official_state_dict(state_dict):
+            return state_dict
+        converted, extras = convert_official_state_dict(state_dict)
+        suffix = extras.get("token_suffix")
+        if suffix is not None:
+            ours = self.prompt_learner.tokens
+            emb = converted["text_encoder.token_embedding.weight"].float()
+            own = F.embedding(ours, emb)[:, 1 + self.prompt_learner.n_ctx:]
+            if own.shape != suffix.shape or not torch.allclose(own, suffix.float(), atol=1e-3):
+                found = detect_text_type(suffix, emb, self.prompt_learner.n_ctx)
+                hint = (f"it was trained with text_type={found[0]!r} for classes {list(found[1])}: create the model "
+                        f"with text_type={found[0]!r}" if found else "pass the class_texts it was trained with")
+                raise ValueError(f"this DFER-CLIP checkpoint's prompts differ from the model's class texts; {hint}, "
+                                 f"or convert it with `clipdfer convert dferclip`, which reads them from the file")
+        return converted
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.image_encoder.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
+        """Trainable parameters: ``backbone`` (image encoder), ``new`` (temporal transformer), ``prompt`` (contexts).
+
+        The paper's learning rates: ``param_groups(model, lr=1e-2, backbone_lr=1e-5, group_lr={"prompt": 1e-3})``.
+        """
+        groups: Dict[str, List[nn.Parameter]] = {"backbone": [], "new": [], "prompt": []}
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                key = "backbone" if name.startswith(("image_encoder.", "text_encoder.")) else (
+                    "prompt" if name.startswith("prompt_learner.") else "new")
+                groups[key].append(p)
+        return groups
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        return {"image_encoder.visual.class_embedding", "image_encoder.visual.positional_embedding",
+                "temporal_net.cls_token", "temporal_net.pos_embedding"}
+
+
+def _clear_cache_after_load(module: DFERCLIP, incompatible_keys) -> None:
+    module.clear_text_cache()
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+_DATASETS = {"dfew": DFEW_CLASSES, "ferv39k": FERV39K_CLASSES, "mafw": MAFW_CLASSES}
+_PAPER = ("arXiv:2308.13382",)
+_ORIGIN = "https://github.com/zengqunzhao/DFER-CLIP"
+# UAR / WAR (%) reported by the paper; DFEW and MAFW are 5-fold means.
+_METRICS = {"dfew": (("uar_5fold_mean", 59.61), ("war_5fold_mean", 71.25)),
+            "ferv39k": (("uar", 41.27), ("war", 51.65)),
+            "mafw": (("uar_5fold_mean", 39.89), ("war_5fold_mean", 52.55))}
+_HOW = ("The official checkpoint is not on the Hugging Face Hub. Download it from the official repository's README "
+        "({origin}), then run `clipdfer convert dferclip FILE.pth OUT_DIR` and "
+        "`clipdfer.create_model('local-dir:OUT_DIR')`, or pass checkpoint_path='FILE.pth' to create_model.")
+
+
+def _official_cfg(dataset: str, fold: Optional[int]) -> PretrainedCfg:
+    classes = _DATASETS[dataset]
+    return PretrainedCfg(
+        num_classes=len(classes), class_names=classes, num_frames=16, frame_sampling="segment",
+        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation="bilinear", finetuned=True, license="mit",
+        paper_ids=_PAPER, dataset=dataset, metrics=_METRICS[dataset], origin_url=_ORIGIN,
+        notes=(f"Official DFER-CLIP weights, {dataset.upper()}{f' fold {fold}' if fold else ''}. "
+               + _HOW.format(origin=_ORIGIN)))
+
+
+def _openai_cfg(dataset: str) -> PretrainedCfg:
+    classes = _DATASETS[dataset]
+    return PretrainedCfg(
+        hf_hub_id="timm/vit_base_patch32_clip_224.openai", hf_hub_filename="open_clip_model.safetensors",
+        checkpoint_format="open_clip", num_classes=len(classes), class_names=classes, num_frames=16,
+        frame_sampling="segment", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation="bilinear",
+        license="mit", paper_ids=_PAPER + ("arXiv:2103.00020",), dataset=dataset, origin_url=_ORIGIN,
+        notes="OpenAI CLIP initialisation; temporal model and prompts at their init. Not fine-tuned.")
+
+
+default_cfgs = generate_default_cfgs({
+    **{f"dferclip_vitb32_dfew.dfew_fold{i}": _official_cfg("dfew", i) for i in range(1, 6)},
+    "dferclip_vitb32_dfew.openai": _openai_cfg("dfew"),
+    "dferclip_vitb32_ferv39k.ferv39k": _official_cfg("ferv39k", None),
+    "dferclip_vitb32_ferv39k.openai": _openai_cfg("ferv39k"),
+    **{f"dferclip_vitb32_mafw.mafw_fold{i}": _official_cfg("mafw", i) for i in range(1, 6)},
+    "dferclip_vitb32_mafw.openai": _openai_cfg("mafw"),
+    "dferclip_test": PretrainedCfg(
+        num_classes=7, class_names=DFEW_CLASSES, num_frames=16, input_size=(3, 32, 32), mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0), dataset="dfew", license="apache-2.0", paper_ids=_PAPER, notes="Tiny random model."),
+})
+
+
+def _entry(variant: str, arch: str, dataset: str, pretrained: bool, kwargs) -> DFERCLIP:
+    args = dict(clip_arch=arch, class_names=_DATASETS[dataset], num_frames=16)
+    args.update(kwargs)
+    return build_model_with_cfg(DFERCLIP, variant, pretrained, **args)
+
+
+@register_model
+def dferclip_vitb32_dfew(pretrained: bool = False, **kwargs) -> DFERCLIP:
+    """DFER-CLIP, ViT-B/32, DFEW's 7 classes, T = 16; tags ``.dfew_fold1``-``5`` load the official weights."""
+    return _entry("dferclip_vitb32_dfew", "vitb32", "dfew", pretrained, kwargs)
+
+
+@register_model
+def dferclip_vitb32_ferv39k(pretrained: bool = False, **kwargs) -> DFERCLIP:
+    """DFER-CLIP, ViT-B/32, FERV39k's 7 classes, T = 16; tag ``.ferv39k`` loads the official weights."""
+    return _entry("dferclip_vitb32_ferv39k", "vitb32", "ferv39k", pretrained, kwargs)
+
+
+@register_model
+def dferclip_vitb32_mafw(pretrained: bool = False, **kwargs) -> DFERCLIP:
+    """DFER-CLIP, ViT-B/32, MAFW's 11 classes, T = 16; tags ``.mafw_fold1``-``5`` load the official weights."""
+    return _entry("dferclip_vitb32_mafw", "vitb32", "mafw", pretrained, kwargs)
+
+
+@register_model
+def dferclip_test(pretrained: bool = False, **kwargs) -> DFERCLIP:
+    """Tiny DFER-CLIP (32x32 frames) for tests."""
+    return _entry("dferclip_test", "test", "dfew", pretrained, kwargs)
