@@ -29,16 +29,20 @@ def test_model_forward_backward(name):
     logits = model(video)
     assert logits.shape == (2, model.num_classes)
     assert torch.isfinite(logits).all()
-    logits.logsumexp(-1).mean().backward()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable, "nothing to train"
+    assert trainable or getattr(model, "zero_shot", False), "nothing to train"
+    if not trainable:
+        return
+    logits.logsumexp(-1).mean().backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not no_grad, f"trainable parameters without a gradient: {no_grad}"
     frozen_with_grad = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
     assert not frozen_with_grad
     # the text encoder is frozen by default
     assert not any(n.startswith("text_encoder.") for n in trainable)
-    assert any(n.startswith("image_encoder.visual.") for n in trainable)
+    # the DFER models fine-tune CLIP's image encoder; the prompt baselines (CoOp, CoCoOp) keep it frozen
+    fine_tunes_backbone = not name.startswith(("coop", "cocoop", "clip_zeroshot"))
+    assert any(n.startswith("image_encoder.visual.") for n in trainable) == fine_tunes_backbone
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

@@ -55,9 +55,11 @@ def is_open_clip_state_dict(state_dict: Dict[str, torch.Tensor]) -> bool:
 def remap_open_clip_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
     """Rename an open_clip ``CLIP`` state dict to clipdfer names (``image_encoder.visual.*``, ``text_encoder.*``).
 
-    Text-tower weights are dropped for models without a text encoder; logit scale and bias are dropped.
+    Text-tower weights are dropped for models without a text encoder; logit scale and bias are kept only for models
+    that have them.
     """
-    has_text = any(k.startswith(TEXT_PREFIX) for k in model.state_dict())
+    own = model.state_dict()
+    has_text = any(k.startswith(TEXT_PREFIX) for k in own)
     out = {}
     for k, v in state_dict.items():
         if k.startswith("visual."):
@@ -65,7 +67,10 @@ def remap_open_clip_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Mo
         elif k.startswith(_OPEN_CLIP_TEXT):
             if has_text:
                 out[TEXT_PREFIX + k] = v
-        elif not k.startswith(_OPEN_CLIP_UNUSED):
+        elif k.startswith(_OPEN_CLIP_UNUSED):
+            if k in own:  # e.g. the zero-shot model uses CLIP's logit scale
+                out[k] = v
+        else:
             out[k] = v  # left for load_weights to report as unexpected
     return out
 
@@ -134,7 +139,7 @@ def load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir: Optional[st
             f"clipdfer.list_pretrained() lists what can be downloaded")
     path = cfg.file if cfg.file else download_weights(cfg, cache_dir)
     load_weights(model, load_state_dict_file(path), cfg.file or f"{cfg.hf_hub_id}/{cfg.hf_hub_filename}")
-    if not cfg.finetuned:
+    if not cfg.finetuned and not getattr(model, "zero_shot", False):
         _logger.warning(
             "%s: these weights are not fine-tuned for expression recognition (pretrained_cfg.finetuned is False%s); "
             "fine-tune before trusting its predictions", name, f": {cfg.notes}" if cfg.notes else "")
