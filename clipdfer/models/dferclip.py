@@ -198,19 +198,30 @@ _ORIGIN = "https://github.com/zengqunzhao/DFER-CLIP"
 _METRICS = {"dfew": (("uar_5fold_mean", 59.61), ("war_5fold_mean", 71.25)),
             "ferv39k": (("uar", 41.27), ("war", 51.65)),
             "mafw": (("uar_5fold_mean", 39.89), ("war_5fold_mean", 52.55))}
-_HOW = ("The official checkpoint is not on the Hugging Face Hub. Download it from the official repository's README "
-        "({origin}), then run `clipdfer convert dferclip FILE.pth OUT_DIR` and "
+# Where the official README links each released checkpoint.
+_DRIVE = "https://drive.google.com/file/d/{}/view"
+_RELEASES = {
+    ("dfew", 1): "1tH1d2zZv2HtcQFPrGuVWJHXmD9sTeddQ", ("dfew", 2): "1w6yESY3cNwcOCwQa-dTxIHNWBv57PRUR",
+    ("dfew", 3): "1kmI1XlZdQIr6R33tBdteyrmYl0UgyXv8", ("dfew", 4): "10pxe7fCtASuKaxpZSGb7nR6EAjN7YSR6",
+    ("dfew", 5): "161pNBUgR_uPSvptzN4ZI4_L7-tvF9SD8", ("ferv39k", None): "1lRUw5eTa7TGSEombjHqCPE76oP2c_3fz",
+    ("mafw", 1): "1vaICPQ9g3gfYpEcRwej6Se5qRb0LzbP6", ("mafw", 2): "1NCJU33j7yr6t_RXJeR1pO_znrN_jV5EC",
+    ("mafw", 3): "12MS8ZVh582n2j37zy2Z7V85IwcnxuKC4", ("mafw", 4): "1Zs6pkzPU2Wkqb5ykrTU-csiu_c8Tpggh",
+    ("mafw", 5): "1txju5MPe2eODw98Uz16iG3vxTR1GLMrx",
+}
+_HOW = ("The official checkpoint is not on the Hugging Face Hub. Download it from {url} (linked from the official "
+        "repository {origin}), then run `clipdfer convert dferclip FILE.pth OUT_DIR` and "
         "`clipdfer.create_model('local-dir:OUT_DIR')`, or pass checkpoint_path='FILE.pth' to create_model.")
 
 
 def _official_cfg(dataset: str, fold: Optional[int]) -> PretrainedCfg:
     classes = _DATASETS[dataset]
+    url = _DRIVE.format(_RELEASES[(dataset, fold)])
     return PretrainedCfg(
         num_classes=len(classes), class_names=classes, num_frames=16, frame_sampling="segment",
         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation="bilinear", finetuned=True, license="mit",
-        paper_ids=_PAPER, dataset=dataset, metrics=_METRICS[dataset], origin_url=_ORIGIN,
+        paper_ids=_PAPER, dataset=dataset, metrics=_METRICS[dataset], origin_url=url,
         notes=(f"Official DFER-CLIP weights, {dataset.upper()}{f' fold {fold}' if fold else ''}. "
-               + _HOW.format(origin=_ORIGIN)))
+               + _HOW.format(url=url, origin=_ORIGIN)))
 
 
 def _openai_cfg(dataset: str) -> PretrainedCfg:
