@@ -257,10 +257,14 @@ class CLIPTextEncoder(nn.Module):
         """Encode token embeddings, e.g. with learned context vectors in them.
 
         Args:
-            embeddings: (N, L, W) token embeddings, L = context length, before positional embedding.
+            embeddings: (N, L, W) token embeddings before positional embedding, L <= the context length. With the
+                causal mask a position sees only those before it, so sequences may stop at their end-of-text token.
             eot_index: (N,) position of the end-of-text token in each row.
         """
-        x = embeddings + self.positional_embedding.to(embeddings.dtype)
+        length = embeddings.shape[1]
+        if length > self.context_length:
+            raise ValueError(f"{length} tokens exceed CLIP's context length {self.context_length}")
+        x = embeddings + self.positional_embedding[:length].to(embeddings.dtype)
         for blk in self.transformer.resblocks:
             x = clip_block_forward(blk, x, is_causal=True)
         x = x[torch.arange(x.shape[0], device=x.device), eot_index]  # (N, L, W) -> (N, W)
