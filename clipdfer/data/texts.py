@@ -3,9 +3,12 @@
 DFER-CLIP's texts are facts of its official code (``models/Text.py``), keyed here by our class names.
 """
 
+import functools
+import json
+import os
 from typing import Dict, List, Sequence
 
-__all__ = ["DFERCLIP_DESCRIPTORS", "DFERCLIP_TEXT_TYPES", "dferclip_texts", "EXPRESSION_ADJECTIVES",
+__all__ = ["au_prompt_bank", "DFERCLIP_DESCRIPTORS", "DFERCLIP_TEXT_TYPES", "dferclip_texts", "EXPRESSION_ADJECTIVES",
            "ZERO_SHOT_TEMPLATES"]
 
 DFERCLIP_DESCRIPTORS: Dict[str, str] = {
@@ -55,3 +58,19 @@ ZERO_SHOT_TEMPLATES = (
     "a face that looks {}.",
     "a video frame of a {} person.",
 )
+
+
+@functools.lru_cache(maxsize=1)
+def _au_bank() -> Dict[str, Dict]:
+    with open(os.path.join(os.path.dirname(__file__), "au_prompts.json")) as f:
+        return json.load(f)["classes"]
+
+
+def au_prompt_bank(class_names: Sequence[str]) -> Dict[str, List[str]]:
+    """PMFER's action-unit phrases for each class (``clipdfer/data/au_prompts.json``)."""
+    bank = _au_bank()
+    missing = [n for n in class_names if n not in bank]
+    if missing:
+        raise ValueError(f"no AU phrases for classes {missing}: known are {sorted(bank)}; pass phrases={{class: "
+                         f"[phrase, ...]}} for them")
+    return {n: list(bank[n]["phrases"]) for n in class_names}

@@ -1,5 +1,6 @@
 """Reusable blocks of the clipdfer models. Nothing here imports the model registry."""
 
+from .adversarial import dann_lambda, grad_reverse
 from .attention import Attention, multi_head_attention
 from .biehpro import BiEhPro, BiEhProBlock, CrossAttentionBlock
 from .clip import (
@@ -12,7 +13,7 @@ from .prompt import PromptLearner, TextFeatureCache
 from .temporal import BiLSTM, TemporalBlock, TemporalTransformer, bilstm_unrolled
 
 __all__ = [
-    "Attention", "multi_head_attention", "BiEhPro", "BiEhProBlock", "CrossAttentionBlock", "CLIP_ARCHS", "CLIPArch",
+    "dann_lambda", "grad_reverse", "Attention", "multi_head_attention", "BiEhPro", "BiEhProBlock", "CrossAttentionBlock", "CLIP_ARCHS", "CLIPArch",
     "CLIPFrameEncoder", "CLIPTextEncoder", "build_open_clip", "check_video", "clip_block_attention",
     "clip_block_forward", "get_clip_arch", "tokenize", "InteractionLayer", "InterFIT", "MSTA", "msta_output_lengths",
     "BiLSTM", "bilstm_unrolled", "PromptLearner", "TextFeatureCache", "TemporalBlock", "TemporalTransformer",

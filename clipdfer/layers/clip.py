@@ -215,6 +215,21 @@ class CLIPFrameEncoder(nn.Module):
             raise TypeError(f"video is {video.dtype} but the model's weights are {weight.dtype}: convert with "
                             f"video.to({weight.dtype}), or run under torch.autocast('{video.device.type}')")
 
+    def encode_tokens(self, frames: torch.Tensor) -> torch.Tensor:
+        """Every output token of single frames through ``ln_post`` and ``proj``: (N, 3, H, W) -> (N, 1 + P, D).
+
+        Token 0 is the frame feature (as :meth:`forward`); the others are the patch tokens.
+        """
+        check_video(frames.unsqueeze(1), self.image_size, name="frames")
+        self._check_placement(frames)
+        x = self.embed(frames)
+        for i in range(len(self.blocks)):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(self.run_block, i, x, 1, use_reentrant=False)
+            else:
+                x = self.run_block(i, x, 1)
+        return self.head(x)
+
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """Encode every frame: (B, T, 3, H, W) -> (B, T, D)."""
         check_video(video, self.image_size)
@@ -261,14 +276,22 @@ class CLIPTextEncoder(nn.Module):
                 causal mask a position sees only those before it, so sequences may stop at their end-of-text token.
             eot_index: (N,) position of the end-of-text token in each row.
         """
+        x = self._run(embeddings)
+        x = x[torch.arange(x.shape[0], device=x.device), eot_index]  # (N, L, W) -> (N, W)
+        return self.ln_final(x) @ self.text_projection
+
+    def _run(self, embeddings: torch.Tensor) -> torch.Tensor:
         length = embeddings.shape[1]
         if length > self.context_length:
             raise ValueError(f"{length} tokens exceed CLIP's context length {self.context_length}")
         x = embeddings + self.positional_embedding[:length].to(embeddings.dtype)
         for blk in self.transformer.resblocks:
             x = clip_block_forward(blk, x, is_causal=True)
-        x = x[torch.arange(x.shape[0], device=x.device), eot_index]  # (N, L, W) -> (N, W)
-        return self.ln_final(x) @ self.text_projection
+        return x
+
+    def forward_tokens(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Every token's state after the last block and ``ln_final`` (before the projection): (N, L, W) -> (N, L, W)."""
+        return self.ln_final(self._run(embeddings))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Encode token ids (N, L) from :func:`tokenize` -> (N, D). The EOT token has the largest id in each row."""

@@ -55,6 +55,10 @@ class PromptLearner(nn.Module):
         self.ctx = nn.Parameter(ctx)
         self.register_buffer("tokens", self._tokens(class_texts), persistent=False)
 
+    def tokenize_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids of prompts ``<context> <text>`` for other texts, to pass as ``tokens`` to :meth:`forward`."""
+        return self._tokens(texts)
+
     def _tokens(self, class_texts: Sequence[str]) -> torch.Tensor:
         head = self.ctx_init if self.ctx_init else " ".join(["X"] * self.n_ctx)  # placeholders, replaced by ctx
         return tokenize([f"{head} {text}" for text in class_texts], self.context_length)
@@ -76,17 +80,21 @@ class PromptLearner(nn.Module):
                 f"new classes")
         self.tokens = self._tokens(class_texts).to(self.tokens.device)
 
-    def forward(self, token_embedding: nn.Embedding, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, token_embedding: nn.Embedding, bias: Optional[torch.Tensor] = None,
+                tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Prompt embeddings.
 
         Args:
             token_embedding: the text encoder's token embedding (fills SOS, class text, EOS and padding).
             bias: optional (B, W) added to every context vector (CoCoOp's conditional token).
+            tokens: other prompts (N, L) made with :meth:`tokenize_texts`, sharing the (shared) contexts.
 
         Returns:
-            (C, L, W), or (B, C, L, W) with ``bias``.
+            (C, L, W), or (B, C, L, W) with ``bias``; (N, L, W) for ``tokens``.
         """
-        emb = token_embedding(self.tokens)  # (C, L, W)
+        if tokens is not None and self.class_specific:
+            raise ValueError("class-specific contexts belong to their classes' prompts; other prompts need shared ones")
+        emb = token_embedding(self.tokens if tokens is None else tokens)  # (C, L, W)
         c = emb.shape[0]
         ctx = self.ctx.to(emb.dtype)
         if ctx.dim() == 2:

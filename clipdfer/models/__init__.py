@@ -1,6 +1,6 @@
 """Model families and the registry machinery. Importing this package registers every family."""
 
-from . import a3lign, baselines, clipdfer, dferclip  # noqa: F401  (importing a family file registers its models)
+from . import a3lign, baselines, clipdfer, dferclip, pmfer  # noqa: F401  (importing a family file registers its models)
 from ._builder import build_model_with_cfg, load_checkpoint
 from ._factory import create_model
 from ._hub import PretrainedWeightsError, push_to_hf_hub, save_pretrained
@@ -12,10 +12,11 @@ from .a3lign import A3lignDFER
 from .baselines import CoCoOp, CoOp, ZeroShotCLIP
 from .clipdfer import CLIPGuidedDFER
 from .dferclip import DFERCLIP
+from .pmfer import PMFER
 
 __all__ = [
     "build_model_with_cfg", "load_checkpoint", "create_model", "PretrainedWeightsError", "push_to_hf_hub",
     "save_pretrained", "DefaultCfg", "PretrainedCfg",
     "UnknownModelError", "get_pretrained_cfg", "is_model", "list_models", "list_pretrained", "model_entrypoint",
-    "register_model", "CLIPGuidedDFER", "DFERCLIP", "ZeroShotCLIP", "CoOp", "CoCoOp", "A3lignDFER",
+    "register_model", "CLIPGuidedDFER", "DFERCLIP", "ZeroShotCLIP", "CoOp", "CoCoOp", "A3lignDFER", "PMFER",
 ]

@@ -1,0 +1,296 @@
+"""PMFER: fine-grained vision-language alignment by prompt masking.
+
+Paper: W. Ren, Y. Gao, et al., "Facial Expression Monitoring via Fine-Grained Vision-Language Alignment", IEEE
+Transactions on Automation Science and Engineering, 2024, DOI 10.1109/TASE.2024.3464519. Closed access, no code; only
+the abstract is known. From it: a static FER model on a vision-language backbone; per-expression text prompts made of
+facial action unit (AU) phrases; prompt masking (a phrase is dropped in training and predicted through cross-attention
+between the modalities); a modal-adversarial strategy against the gap between image and text embeddings.
+
+Everything else is ours (``shared/spec/pmfer.md``; ``docs/models/pmfer.md`` lists each choice), every choice an
+argument: CLIP ViT-B/16, 4 contexts from "a photo of a", the AU phrase bank (``clipdfer/data/au_prompts.json``), the
+masking head (2 cross-attention layers, EOT readout, temperature 0.07), the discriminator and its DANN schedule, and
+the loss weights 1 / 0.5 / 0.1. Video: per-frame logits averaged over time.
+"""
+
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES, RAFDB_CLASSES
+from ..data.texts import au_prompt_bank
+from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, get_clip_arch, tokenize
+from ..layers.adversarial import dann_lambda, grad_reverse
+from ..layers.biehpro import CrossAttentionBlock
+from ..layers.clip import check_video
+from ..layers.prompt import PromptLearner, TextFeatureCache
+from ._builder import build_model_with_cfg
+from ._hub import HubMixin
+from ._pretrained import PretrainedCfg
+from ._registry import generate_default_cfgs, register_model
+
+__all__ = ["PMFER", "class_prompt"]
+
+
+def class_prompt(name: str, phrases: Sequence[str]) -> str:
+    """The text after the context: ``"<class> face, p1, p2, ..., pK."``."""
+    return f"{name} face, {', '.join(phrases)}." if phrases else f"{name} face."
+
+
+class PMFER(HubMixin, nn.Module):
+    """PMFER: images (B, 3, H, W) or clips (B, T, 3, H, W) -> (B, C) logits; training adds two auxiliary losses.
+
+    Args:
+        clip_arch: CLIP shape (``vitb16`` by default).
+        class_names: class names in label order; each needs AU phrases (the bank, or ``phrases``).
+        phrases: optional ``{class: [phrase, ...]}`` replacing or adding to the bank.
+        num_frames: frames per clip of the pretrained cfg (1 for a static model; any T works).
+        n_ctx / ctx_init: learnable context (4 vectors initialised from "a photo of a").
+        mask_layers / mask_heads: the masking head's cross-attention.
+        mask_temperature: temperature of the phrase scores (0.07).
+        loss_weights: weights of the classification, masking and adversarial losses (1, 0.5, 0.1).
+        logit_scale: multiplies the cosine logits (100).
+    """
+
+    def __init__(
+            self,
+            clip_arch: str = "vitb16",
+            class_names: Sequence[str] = RAFDB_CLASSES,
+            phrases: Optional[Mapping[str, Sequence[str]]] = None,
+            num_frames: int = 1,
+            n_ctx: int = 4,
+            ctx_init: Optional[str] = "a photo of a",
+            mask_layers: int = 2,
+            mask_heads: int = 8,
+            mask_temperature: float = 0.07,
+            loss_weights: Sequence[float] = (1.0, 0.5, 0.1),
+            logit_scale: float = 100.0,
+    ):
+        super().__init__()
+        arch = get_clip_arch(clip_arch)
+        self.clip_arch = arch
+        self.class_names = tuple(class_names)
+        self.num_classes = len(self.class_names)
+        self.num_frames = num_frames
+        self.mask_temperature = mask_temperature
+        self.loss_weights = tuple(float(w) for w in loss_weights)
+        self.logit_scale = logit_scale
+        self.pretrained_cfg: Optional[PretrainedCfg] = None
+        given = {k: list(v) for k, v in (phrases or {}).items()}
+        bank = au_prompt_bank([n for n in self.class_names if n not in given])
+        self.phrases = {n: given.get(n, bank.get(n)) for n in self.class_names}
+        self.vocab = sorted({p for ps in self.phrases.values() for p in ps})  # the phrase vocabulary P
+
+        clip = build_open_clip(arch)
+        dim, width = arch.embed_dim, arch.text_width
+        self.image_encoder = CLIPFrameEncoder(clip.visual)
+        self.text_encoder = CLIPTextEncoder(clip)
+        self.text_encoder.requires_grad_(False)
+        self.prompt_learner = PromptLearner(
+            self.text_encoder, [class_prompt(n, self.phrases[n]) for n in self.class_names], n_ctx, False, ctx_init)
+        # every prompt with one phrase dropped, its class and the dropped phrase's index in the vocabulary
+        texts, mask_class, mask_target = [], [], []
+        for c, name in enumerate(self.class_names):
+            for k, phrase in enumerate(self.phrases[name]):
+                texts.append(class_prompt(name, self.phrases[name][:k] + self.phrases[name][k + 1:]))
+                mask_class.append(c)
+                mask_target.append(self.vocab.index(phrase))
+        self.mask_texts = tuple(texts)
+        counts = torch.bincount(torch.tensor(mask_class), minlength=self.num_classes)
+        if (counts == 0).any():
+            raise ValueError(f"classes {[n for n, k in zip(self.class_names, counts) if k == 0]} have no phrases")
+        self.register_buffer("mask_tokens", self.prompt_learner.tokenize_texts(texts), persistent=False)
+        self.register_buffer("mask_target", torch.tensor(mask_target), persistent=False)
+        self.register_buffer("mask_offset", torch.cumsum(counts, 0) - counts, persistent=False)
+        self.register_buffer("mask_count", counts, persistent=False)
+        self.register_buffer("phrase_tokens", tokenize(self.vocab, arch.context_length), persistent=False)
+
+        self.mask_text_proj = nn.Linear(width, dim)
+        self.mask_blocks = nn.ModuleList([CrossAttentionBlock(dim, mask_heads, 4.0) for _ in range(mask_layers)])
+        self.mask_out = nn.Linear(dim, dim)
+        self.discriminator = nn.Sequential(nn.Linear(dim, max(1, dim // 2)), nn.ReLU(inplace=True),
+                                           nn.Linear(max(1, dim // 2), 1))
+        self._text_cache = TextFeatureCache()
+        self._phrase_cache = TextFeatureCache()
+        self.register_load_state_dict_post_hook(_clear_cache_after_load)
+
+    # ------------------------------------------------------------------ text side
+    def _encode_classes(self) -> torch.Tensor:
+        prompts = self.prompt_learner(self.text_encoder.token_embedding)
+        return F.normalize(self.text_encoder.forward_embeddings(prompts, self.prompt_learner.eot_index), dim=-1)
+
+    def text_features(self) -> torch.Tensor:
+        """Normalised class prompt features (C, D); cached while the context is unchanged and no gradient is needed."""
+        if torch.is_grad_enabled() and self.prompt_learner.ctx.requires_grad:
+            return self._encode_classes()
+        return self._text_cache.get(self._encode_classes, self.prompt_learner.ctx, self.prompt_learner.tokens)
+
+    def phrase_features(self) -> torch.Tensor:
+        """E_P (|P|, D): each phrase encoded alone by the frozen text encoder, normalised; computed once."""
+        return self._phrase_cache.get(lambda: F.normalize(self.text_encoder(self.phrase_tokens), dim=-1),
+                                      self.phrase_tokens, self.text_encoder.token_embedding.weight)
+
+    def clear_text_cache(self) -> None:
+        self._text_cache.clear()
+        self._phrase_cache.clear()
+
+    # ------------------------------------------------------------------ inference path
+    def _as_clip(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.Tensor) and x.dim() == 4:
+            x = x.unsqueeze(1)  # (B, 3, H, W) images -> clips of one frame
+        check_video(x, self.image_encoder.image_size, name="images or video")
+        return x
+
+    def encode_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """CLIP image features per frame: (B, T, 3, H, W) or (B, 3, H, W) -> (B, T, D)."""
+        return self.image_encoder(self._as_clip(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised per-frame features (B, T, D)."""
+        return F.normalize(self.encode_frames(x), dim=-1)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) normalised frame features -> (B, C): per-frame cosine logits averaged over time."""
+        text = self.text_features().to(features.dtype)
+        return (self.logit_scale * features @ text.t()).mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) or clips (B, T, 3, H, W), CLIP-normalised -> (B, C). Only the classification path."""
+        return self.forward_head(self.forward_features(x))
+
+    # ------------------------------------------------------------------ training
+    def sample_masks(self, labels: torch.Tensor) -> torch.Tensor:
+        """For each label, a random row of the masked prompts of that class (one of its phrases dropped)."""
+        count = self.mask_count[labels]
+        pick = (torch.rand(labels.shape, device=labels.device) * count).long().clamp_max(count - 1)
+        return self.mask_offset[labels] + pick
+
+    def training_losses(self, x: torch.Tensor, labels: torch.Tensor, progress: float = 0.0) -> Dict[str, torch.Tensor]:
+        """The three losses of a training step.
+
+        Args:
+            x: images (B, 3, H, W) or clips (B, T, 3, H, W); each frame of a clip is a training image with the clip's
+                label.
+            labels: (B,) class indices.
+            progress: fraction of training done, in [0, 1] (sets the gradient-reversal weight).
+
+        Returns:
+            ``{"cls", "mask", "adv", "total"}`` and, for inspection, ``"mask_rows"`` and ``"mask_targets"``.
+        """
+        clips = self._as_clip(x)
+        b, t = clips.shape[:2]
+        y = labels.repeat_interleave(t)  # (B*T,)
+        tokens = self.image_encoder.encode_tokens(clips.flatten(0, 1))  # (N, 1 + P, D)
+        image = F.normalize(tokens[:, 0], dim=-1)
+        text = self.text_features()  # (C, D), with gradient into the context
+        loss_cls = F.cross_entropy(self.logit_scale * image @ text.t(), y)
+
+        # prompt masking: predict the dropped phrase from the masked prompt attending to the image's patches
+        rows = self.sample_masks(y)
+        prompts = self.prompt_learner(self.text_encoder.token_embedding, tokens=self.mask_tokens[rows])
+        q = self.mask_text_proj(self.text_encoder.forward_tokens(prompts))  # (N, L, D)
+        patches = tokens[:, 1:]
+        for block in self.mask_blocks:
+            q = block(q, patches)
+        eot = self.mask_tokens[rows].argmax(dim=-1)
+        q = F.normalize(self.mask_out(q[torch.arange(q.shape[0], device=q.device), eot]), dim=-1)
+        scores = q @ self.phrase_features().t().to(q.dtype) / self.mask_temperature
+        targets = self.mask_target[rows]
+        loss_mask = F.cross_entropy(scores, targets)
+
+        # modal-adversarial: the discriminator tells image (0) from text (1) embeddings through a reversed gradient
+        weight = dann_lambda(progress)
+        emb = torch.cat([grad_reverse(image, weight), grad_reverse(text[y], weight)])
+        domain = torch.cat([torch.zeros(len(y)), torch.ones(len(y))]).to(emb)
+        loss_adv = F.binary_cross_entropy_with_logits(self.discriminator(emb).squeeze(-1), domain)
+
+        w_cls, w_mask, w_adv = self.loss_weights
+        total = w_cls * loss_cls + w_mask * loss_mask + w_adv * loss_adv
+        return {"cls": loss_cls, "mask": loss_mask, "adv": loss_adv, "total": total,
+                "mask_rows": rows, "mask_targets": targets}
+
+    # ------------------------------------------------------------------ helpers
+    def export_model_args(self) -> Dict:
+        return {"class_names": list(self.class_names), "phrases": {k: list(v) for k, v in self.phrases.items()}}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.image_encoder.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
+        """``backbone`` (the image encoder: lr 1e-5 in our recipe) and ``new`` (context, heads: 1e-3)."""
+        groups: Dict[str, List[nn.Parameter]] = {"backbone": [], "new": []}
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                groups["backbone" if name.startswith("image_encoder.") else "new"].append(p)
+        return groups
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        return {"image_encoder.visual.class_embedding", "image_encoder.visual.positional_embedding"}
+
+
+def _clear_cache_after_load(module: PMFER, incompatible_keys) -> None:
+    module.clear_text_cache()
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+_PAPER = ("doi:10.1109/TASE.2024.3464519",)
+_DATASETS = {"rafdb": (RAFDB_CLASSES, 1), "dfew": (DFEW_CLASSES, 8), "ferv39k": (FERV39K_CLASSES, 8),
+             "mafw": (MAFW_CLASSES, 8)}
+
+
+def _openai_cfg(dataset: str) -> PretrainedCfg:
+    classes, frames = _DATASETS[dataset]
+    return PretrainedCfg(
+        hf_hub_id="timm/vit_base_patch16_clip_224.openai", hf_hub_filename="open_clip_model.safetensors",
+        checkpoint_format="open_clip", num_classes=len(classes), class_names=classes, num_frames=frames,
+        frame_sampling="single" if frames == 1 else "segment", dataset=dataset, license="mit",
+        paper_ids=_PAPER + ("arXiv:2103.00020",), origin_url="https://github.com/openai/CLIP",
+        notes="OpenAI CLIP initialisation; context, masking head and discriminator at their init. Not trained.")
+
+
+default_cfgs = generate_default_cfgs({
+    **{f"pmfer_vitb16_{d}.openai": _openai_cfg(d) for d in _DATASETS},
+    "pmfer_test": PretrainedCfg(num_classes=7, class_names=DFEW_CLASSES, num_frames=2, input_size=(3, 32, 32),
+                                dataset="dfew", license="apache-2.0", paper_ids=_PAPER, notes="Tiny random model."),
+})
+
+
+def _entry(variant: str, arch: str, dataset: str, pretrained: bool, kwargs) -> PMFER:
+    classes, frames = _DATASETS[dataset]
+    args = dict(clip_arch=arch, class_names=classes, num_frames=frames)
+    args.update(kwargs)
+    return build_model_with_cfg(PMFER, variant, pretrained, **args)
+
+
+@register_model
+def pmfer_vitb16_rafdb(pretrained: bool = False, **kwargs) -> PMFER:
+    """PMFER, CLIP ViT-B/16, static images, RAF-DB's 7 basic classes."""
+    return _entry("pmfer_vitb16_rafdb", "vitb16", "rafdb", pretrained, kwargs)
+
+
+@register_model
+def pmfer_vitb16_dfew(pretrained: bool = False, **kwargs) -> PMFER:
+    """PMFER on DFEW's 7 classes: per-frame logits averaged over T = 8."""
+    return _entry("pmfer_vitb16_dfew", "vitb16", "dfew", pretrained, kwargs)
+
+
+@register_model
+def pmfer_vitb16_ferv39k(pretrained: bool = False, **kwargs) -> PMFER:
+    """PMFER on FERV39k's 7 classes (video, T = 8)."""
+    return _entry("pmfer_vitb16_ferv39k", "vitb16", "ferv39k", pretrained, kwargs)
+
+
+@register_model
+def pmfer_vitb16_mafw(pretrained: bool = False, **kwargs) -> PMFER:
+    """PMFER on MAFW's 11 classes (video, T = 8)."""
+    return _entry("pmfer_vitb16_mafw", "vitb16", "mafw", pretrained, kwargs)
+
+
+@register_model
+def pmfer_test(pretrained: bool = False, **kwargs) -> PMFER:
+    """Tiny PMFER (32x32 frames, T = 2) for tests."""
+    return _entry("pmfer_test", "test", "dfew", pretrained, kwargs)
