@@ -1,5 +1,13 @@
-"""Data utilities: label orders now; loaders, samplers and transforms build on these."""
+"""Data: label orders, class texts, reading clips, frame sampling, transforms, datasets."""
 
-from .labels import DATASET_CLASSES, DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES, dataset_classes
+from .datasets import ClipDataset, ClipRecord, SyntheticClips, read_annotations
+from .io import list_frames, natural_key, read_frames, read_video
+from .labels import DATASET_CLASSES, DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES, RAFDB_CLASSES, dataset_classes
+from .sampling import sample_indices, segment_indices, uniform_indices
+from .transforms import build_transform
 
-__all__ = ["DATASET_CLASSES", "DFEW_CLASSES", "FERV39K_CLASSES", "MAFW_CLASSES", "dataset_classes"]
+__all__ = [
+    "ClipDataset", "ClipRecord", "SyntheticClips", "read_annotations", "list_frames", "natural_key", "read_frames",
+    "read_video", "DATASET_CLASSES", "DFEW_CLASSES", "FERV39K_CLASSES", "MAFW_CLASSES", "RAFDB_CLASSES",
+    "dataset_classes", "sample_indices", "segment_indices", "uniform_indices", "build_transform",
+]

@@ -1,0 +1,153 @@
+"""Datasets of clips: annotation files in DFER-CLIP's format, folders of frames or video files, synthetic clips."""
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import Dataset
+
+from .io import is_video_file, list_frames, read_frames, read_video
+from .sampling import sample_indices
+
+__all__ = ["ClipRecord", "read_annotations", "ClipDataset", "SyntheticClips"]
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    path: str
+    num_frames: int
+    label: int
+
+
+def read_annotations(path: str, root: Optional[str] = None, num_classes: Optional[int] = None) -> List[ClipRecord]:
+    """Parse ``FRAME_FOLDER NUM_FRAMES LABEL`` lines (DFER-CLIP's format; labels 0-based).
+
+    Args:
+        path: the annotation file.
+        root: directory that relative clip paths are under (default: the file's directory).
+        num_classes: check every label is below it.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"annotation file {path!r} does not exist")
+    root = root if root is not None else os.path.dirname(os.path.abspath(path))
+    records = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            parts = line.split()
+            if len(parts) != 3 or not parts[1].isdigit() or not parts[2].lstrip("-").isdigit():
+                raise ValueError(f"{path}:{n}: expected 'FRAME_FOLDER NUM_FRAMES LABEL', got {line.strip()!r}")
+            label = int(parts[2])
+            if label < 0 or (num_classes is not None and label >= num_classes):
+                raise ValueError(f"{path}:{n}: label {label} is outside 0..{(num_classes or 1) - 1}; labels are "
+                                 f"0-based indices into the model's class order")
+            records.append(ClipRecord(os.path.join(root, parts[0]), int(parts[1]), label))
+    if not records:
+        raise ValueError(f"annotation file {path!r} lists no clips")
+    return records
+
+
+class ClipDataset(Dataset):
+    """Clips listed in an annotation file: (T, 3, H, W) float tensors and labels.
+
+    Each clip is a folder of frames (natural order) or a video file. The frame count in the annotation must match
+    what is on disk: a mismatch usually means the wrong folder or an incomplete copy, and is an error.
+
+    Args:
+        records: from :func:`read_annotations`.
+        num_frames: T.
+        sampling: ``segment`` / ``uniform`` / ``single`` (from the pretrained cfg).
+        transform: from :func:`clipdfer.data.transforms.build_transform`.
+        train: random segment offsets (else the middle frame of each segment).
+        seed: base seed of the training offsets (per index and epoch via :meth:`set_epoch`).
+    """
+
+    def __init__(self, records: Sequence[ClipRecord], num_frames: int, sampling: str = "segment",
+                 transform: Optional[Callable] = None, train: bool = False, seed: int = 0):
+        self.records = list(records)
+        self.num_frames = num_frames
+        self.sampling = sampling
+        self.transform = transform
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def labels(self) -> List[int]:
+        return [r.label for r in self.records]
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+        record = self.records[index]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + index)
+        if is_video_file(record.path):
+            frames = read_video(record.path)
+            found = frames.shape[0]
+            source = "decodable frames"
+        else:
+            paths = list_frames(record.path)
+            found = len(paths)
+            source = "image files"
+        if found != record.num_frames:
+            raise ValueError(
+                f"clip {record.path!r}: the annotation says {record.num_frames} frames but it has {found} {source}; "
+                f"fix the annotation line or restore the clip's frames")
+        idx = sample_indices(found, self.num_frames, self.sampling, self.train, g)
+        clip = frames[idx] if is_video_file(record.path) else read_frames(paths, idx)
+        if self.transform is not None:
+            clip = self.transform(clip)
+        return clip, record.label
+
+
+class SyntheticClips(Dataset):
+    """Learnable synthetic clips for tests and demos: class c is a bright square moving along direction c.
+
+    The direction is fixed per class; position, colour jitter and noise vary per sample, so a model must look at
+    motion across frames to tell every class apart. Deterministic per (seed, index).
+
+    Args:
+        num_samples: dataset size.
+        num_classes: C.
+        num_frames: T.
+        size: frame height and width.
+        mean / std: normalisation applied to the [0, 1] frames.
+        seed: base seed.
+    """
+
+    def __init__(self, num_samples: int = 64, num_classes: int = 7, num_frames: int = 8, size: int = 32,
+                 mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5), seed: int = 0):
+        self.num_samples, self.num_classes, self.num_frames, self.size = num_samples, num_classes, num_frames, size
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    @property
+    def labels(self) -> List[int]:
+        return [i % self.num_classes for i in range(self.num_samples)]
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+        label = index % self.num_classes
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        s, t = self.size, self.num_frames
+        angle = 2 * math.pi * label / self.num_classes
+        side = max(2, s // 5)
+        start = torch.rand(2, generator=g) * (s - side) * 0.5 + (s - side) * 0.25
+        step = (s - side) * 0.5 / max(1, t - 1)
+        clip = torch.rand(t, 3, s, s, generator=g) * 0.2
+        colour = 0.6 + 0.4 * torch.rand(3, generator=g)
+        for f in range(t):
+            x = int((start[0] + math.cos(angle) * step * f).clamp(0, s - side))
+            y = int((start[1] + math.sin(angle) * step * f).clamp(0, s - side))
+            clip[f, :, y:y + side, x:x + side] = colour.view(3, 1, 1)
+        return (clip - self.mean) / self.std, label

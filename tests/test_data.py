@@ -1,0 +1,118 @@
+"""Reading clips strictly: frame order, frame counts, unreadable files, sampling to the index, transforms."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import clipdfer
+from clipdfer.data import ClipDataset, SyntheticClips, build_transform, read_annotations, segment_indices
+from clipdfer.data.io import list_frames, read_video
+from clipdfer.data.sampling import uniform_indices
+
+
+def _write_clip(folder, n, size=16, names=None):
+    folder.mkdir(parents=True)
+    for i in range(n):
+        name = names[i] if names else f"{i + 1:05d}.png"
+        Image.fromarray(np.full((size, size, 3), 10 * i, dtype=np.uint8)).save(folder / name)
+
+
+def test_segment_sampling_follows_dfer_clip_to_the_index():
+    assert segment_indices(40, 16) == [int(2.5 / 2 + 2.5 * i) for i in range(16)]
+    assert segment_indices(16, 16) == list(range(16))
+    assert segment_indices(5, 8) == [0, 1, 2, 3, 4, 4, 4, 4]  # short clips repeat the last frame
+    g = torch.Generator().manual_seed(0)
+    train = segment_indices(50, 16, train=True, generator=g)
+    assert all(i * 3 <= x < (i + 1) * 3 for i, x in enumerate(train))  # one frame inside each segment of 50 // 16
+    assert uniform_indices(9, 3) == [0, 4, 8]
+    with pytest.raises(ValueError, match="no frames"):
+        segment_indices(0, 8)
+
+
+def test_frames_are_read_in_natural_order(tmp_path):
+    _write_clip(tmp_path / "c", 3, names=["f10.png", "f2.png", "f1.png"])
+    assert [p.rsplit("/", 1)[1] for p in list_frames(str(tmp_path / "c"))] == ["f1.png", "f2.png", "f10.png"]
+
+
+def test_annotation_dataset_and_its_errors(tmp_path):
+    _write_clip(tmp_path / "clips" / "a", 20)
+    _write_clip(tmp_path / "clips" / "b", 6)
+    ann = tmp_path / "train.txt"
+    ann.write_text("clips/a 20 3\nclips/b 6 0\n")
+    records = read_annotations(str(ann), num_classes=7)
+    cfg = clipdfer.get_pretrained_cfg("clipdfer_test")
+    ds = ClipDataset(records, num_frames=8, transform=build_transform(cfg))
+    clip, label = ds[0]
+    assert clip.shape == (8, 3, 32, 32) and label == 3 and clip.dtype == torch.float32
+    # frame i has value 10 * i: the middle frames of 8 segments of 20
+    raw, _ = ClipDataset(records, num_frames=8)[0]
+    assert [int(f[0, 0, 0]) // 10 for f in raw] == segment_indices(20, 8)
+
+    ann.write_text("clips/a 21 3\n")
+    with pytest.raises(ValueError, match="annotation says 21 frames but it has 20 image files"):
+        ClipDataset(read_annotations(str(ann)), 8)[0]
+    ann.write_text("clips/a 20 9\n")
+    with pytest.raises(ValueError, match="label 9 is outside 0..6"):
+        read_annotations(str(ann), num_classes=7)
+    ann.write_text("clips/a twenty 3\n")
+    with pytest.raises(ValueError, match="train.txt:1: expected 'FRAME_FOLDER NUM_FRAMES LABEL'"):
+        read_annotations(str(ann))
+    ann.write_text("clips/missing 4 0\n")
+    with pytest.raises(FileNotFoundError, match="clips/missing"):
+        ClipDataset(read_annotations(str(ann)), 8)[0]
+    (tmp_path / "clips" / "b" / "00002.png").write_bytes(b"not an image")
+    ann.write_text("clips/b 6 0\n")
+    with pytest.raises(ValueError, match="cannot read frame .*00002.png"):
+        ClipDataset(read_annotations(str(ann)), 8)[0]
+
+
+def _write_video(path, n=12, size=32):
+    import av
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 20 * i, dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_video_files(tmp_path):
+    video = tmp_path / "clip.mp4"
+    _write_video(video)
+    frames = read_video(str(video))
+    assert frames.shape == (12, 3, 32, 32) and frames.dtype == torch.uint8
+    assert abs(int(frames[5].float().mean()) - 100) < 8  # decoded in order
+    ann = tmp_path / "ann.txt"
+    ann.write_text("clip.mp4 12 2\n")
+    clip, label = ClipDataset(read_annotations(str(ann)), 4)[0]
+    assert clip.shape == (4, 3, 32, 32) and label == 2
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        read_video(str(tmp_path / "empty.mp4"))
+    (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    with pytest.raises(ValueError, match="corrupt.mp4"):
+        read_video(str(tmp_path / "corrupt.mp4"))
+
+
+def test_train_transform_uses_one_set_of_parameters_per_clip():
+    cfg = clipdfer.get_pretrained_cfg("clipdfer_test")
+    tf = build_transform(cfg, train=True, augment=("crop", "flip", "color_jitter"))
+    clip = torch.arange(16 * 16, dtype=torch.uint8).view(1, 1, 16, 16).expand(5, 3, 16, 16).clone()
+    out = tf(clip)
+    assert out.shape == (5, 3, 32, 32)
+    assert all(torch.equal(out[0], out[i]) for i in range(5)), "all frames of a clip get the same augmentation"
+    with pytest.raises(ValueError, match="unknown augmentations"):
+        build_transform(cfg, train=True, augment=("blur",))
+
+
+def test_synthetic_clips_are_deterministic_and_balanced():
+    ds = SyntheticClips(14, num_classes=7, num_frames=4)
+    a, la = ds[3]
+    b, lb = ds[3]
+    assert torch.equal(a, b) and la == lb == 3 and a.shape == (4, 3, 32, 32)
+    assert sorted(ds.labels) == sorted(list(range(7)) * 2)
