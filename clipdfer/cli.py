@@ -57,7 +57,12 @@ def _convert(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="clipdfer", description="CLIP-based dynamic facial expression recognition")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("train", "eval"):  # full programs of their own, with their own options
+        from clipdfer import eval as eval_module, train as train_module
+        return (train_module if argv[0] == "train" else eval_module).main(argv[1:])
+    parser = argparse.ArgumentParser(prog="clipdfer", description="CLIP-based dynamic facial expression recognition",
+                                     epilog="also: `clipdfer train --help`, `clipdfer eval --help`")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -108,10 +108,11 @@ class ClipDataset(Dataset):
 
 
 class SyntheticClips(Dataset):
-    """Learnable synthetic clips for tests and demos: class c is a bright square moving along direction c.
+    """Learnable synthetic clips for tests and demos: class c is a square of colour c moving along direction c.
 
-    The direction is fixed per class; position, colour jitter and noise vary per sample, so a model must look at
-    motion across frames to tell every class apart. Deterministic per (seed, index).
+    Colour (hue c / C) and direction are fixed per class; position, a little colour jitter and background noise vary
+    per sample. A frame model can learn the colours in a few dozen steps, a temporal one can also use the motion.
+    Deterministic per (seed, index).
 
     Args:
         num_samples: dataset size.
@@ -141,11 +142,13 @@ class SyntheticClips(Dataset):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         s, t = self.size, self.num_frames
         angle = 2 * math.pi * label / self.num_classes
-        side = max(2, s // 5)
+        side = max(2, s // 3)
         start = torch.rand(2, generator=g) * (s - side) * 0.5 + (s - side) * 0.25
         step = (s - side) * 0.5 / max(1, t - 1)
-        clip = torch.rand(t, 3, s, s, generator=g) * 0.2
-        colour = 0.6 + 0.4 * torch.rand(3, generator=g)
+        clip = torch.rand(t, 3, s, s, generator=g) * 0.1
+        hue = label / self.num_classes
+        colour = torch.tensor([abs(hue * 6 - 3) - 1, 2 - abs(hue * 6 - 2), 2 - abs(hue * 6 - 4)]).clamp(0, 1)
+        colour = (0.25 + 0.75 * colour + 0.1 * (torch.rand(3, generator=g) - 0.5)).clamp(0, 1)
         for f in range(t):
             x = int((start[0] + math.cos(angle) * step * f).clamp(0, s - side))
             y = int((start[1] + math.sin(angle) * step * f).clamp(0, s - side))

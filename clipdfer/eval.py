@@ -1,0 +1,108 @@
+"""Evaluation: UAR, WAR, per-class recall, a confusion-matrix PNG and a JSON results card.
+
+    clipdfer eval --model clipdfer_test --checkpoint runs/x/checkpoints/best --synthetic
+    clipdfer eval --model dferclip_vitb32_dfew --checkpoint "runs/dfew{fold}/checkpoints/best" \\
+        --data "DFEW/annotations/set_{fold}" --folds 1-5 --out eval/dfew
+
+``--checkpoint`` is a directory written by ``clipdfer train`` / ``save_pretrained`` (``config.json`` +
+``model.safetensors``) or a weights file; ``{fold}`` in ``--checkpoint`` and ``--data`` is replaced per fold and
+``--folds`` reports every fold and the mean, as DFEW's and MAFW's 5-fold protocols need.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from typing import Dict, List, Optional
+
+import torch
+
+import clipdfer
+from clipdfer.data import ClipDataset, SyntheticClips, build_transform, read_annotations
+from clipdfer.metrics import save_confusion_png
+from clipdfer.train import evaluate
+
+__all__ = ["main", "evaluate_model", "load_for_eval"]
+
+
+def load_for_eval(model: str, checkpoint: Optional[str], pretrained: bool = False):
+    """A model ready to evaluate: a saved directory, a weights file on a registered model, or pretrained weights."""
+    if checkpoint and os.path.isdir(checkpoint):
+        return clipdfer.create_model(f"local-dir:{checkpoint}")
+    return clipdfer.create_model(model, pretrained=pretrained and not checkpoint, checkpoint_path=checkpoint)
+
+
+def evaluate_model(net, test_list: Optional[str], synthetic: bool, batch_size: int, device, synthetic_size: int = 64,
+                   amp: str = "none") -> Dict:
+    cfg = net.pretrained_cfg
+    if synthetic:
+        data = SyntheticClips(max(synthetic_size // 2, net.num_classes), net.num_classes, net.num_frames,
+                              cfg.input_size[-1], cfg.mean, cfg.std, seed=1)
+    else:
+        data = ClipDataset(read_annotations(test_list, num_classes=net.num_classes), net.num_frames,
+                           cfg.frame_sampling, build_transform(cfg, train=False))
+    return evaluate(net.to(device), data, batch_size, device, amp=amp)
+
+
+def _fold_list(spec: Optional[str]) -> List[Optional[int]]:
+    if not spec:
+        return [None]
+    if "-" in spec:
+        a, b = spec.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(x) for x in spec.split(",")]
+
+
+def _print(report: Dict, title: str) -> None:
+    print(f"{title}: UAR {report['uar']:.2f}  WAR {report['war']:.2f}  ({report['num_samples']} clips)")
+    for name, r in report["per_class_recall"].items():
+        print(f"    {name:<16} recall {'-' if r is None else f'{r:6.2f}'}  (n={report['support'][name]})")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="clipdfer eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--checkpoint", help="saved directory or weights file; may contain {fold}")
+    p.add_argument("--pretrained", action="store_true", help="evaluate the model's default weights")
+    p.add_argument("--data", help="directory with test.txt; may contain {fold}")
+    p.add_argument("--test-list", help="annotation file; may contain {fold}")
+    p.add_argument("--synthetic", action="store_true")
+    p.add_argument("--synthetic-size", type=int, default=64)
+    p.add_argument("--folds", help="e.g. 1-5 or 1,3")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", help="where results.json and confusion PNGs go (default: eval_<model>)")
+    args = p.parse_args(argv)
+    if not (args.synthetic or args.data or args.test_list):
+        p.error("give --data, --test-list or --synthetic")
+    out = args.out or f"eval_{args.model.replace('/', '_').replace(':', '_')}"
+    os.makedirs(out, exist_ok=True)
+    device = torch.device(args.device)
+    folds, results = _fold_list(args.folds), {"model": args.model, "folds": {}}
+    for fold in folds:
+        fmt = (lambda s: s.format(fold=fold) if s and fold is not None else s)  # noqa: E731
+        test_list = fmt(args.test_list) or (os.path.join(fmt(args.data), "test.txt") if args.data else None)
+        net = load_for_eval(args.model, fmt(args.checkpoint), args.pretrained)
+        if not (net.pretrained_cfg.finetuned or getattr(net, "zero_shot", False) or args.checkpoint):
+            print("NOTICE: this model's weights are not fine-tuned for expressions; its scores mean nothing.")
+        report = evaluate_model(net, test_list, args.synthetic, args.batch_size, device, args.synthetic_size, args.amp)
+        name = f"fold {fold}" if fold is not None else "test"
+        _print(report, f"{args.model} {name}")
+        save_confusion_png(report["confusion_matrix"], list(net.class_names),
+                           os.path.join(out, f"confusion{'' if fold is None else f'_fold{fold}'}.png"),
+                           title=f"{args.model} {name}: UAR {report['uar']:.2f} WAR {report['war']:.2f}")
+        results["folds"][str(fold) if fold is not None else "test"] = report
+    if len(folds) > 1:
+        results["mean"] = {k: statistics.mean(r[k] for r in results["folds"].values()) for k in ("uar", "war")}
+        print(f"mean over {len(folds)} folds: UAR {results['mean']['uar']:.2f}  WAR {results['mean']['war']:.2f}")
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"wrote {out}/results.json and the confusion matrix PNG(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

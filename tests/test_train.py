@@ -1,0 +1,122 @@
+"""Training: learning on synthetic clips, DDP on two CPU processes, exact resume, evaluation outputs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from clipdfer.train import ResumableSampler, TrainConfig, train
+
+_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+_LINEAR = {"text_head": False, "biehpro_depth": 0}  # the paper's w/o-text variant: learns fastest from scratch
+
+
+def _losses(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line)["loss"] for line in f if '"step"' in line]
+
+
+def _digest(out, rank=0):
+    with open(os.path.join(out, "ranks", f"rank{rank}.json")) as f:
+        return json.load(f)
+
+
+def test_tiny_model_learns_on_synthetic_clips(tmp_path):
+    torch.set_num_threads(1)
+    out = str(tmp_path / "run")
+    res = train(TrainConfig(model="clipdfer_test", out=out, model_kwargs=_LINEAR, synthetic=True, synthetic_size=112,
+                            epochs=4, batch_size=16, lr=1e-3, warmup_epochs=0, log_every=2))
+    losses = _losses(out)
+    assert res["steps"] == 4 * 7 and len(losses) >= 10
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+    assert res["test"]["war"] > 2 * 100 / 7, res["test"]  # well above chance (14.3%)
+    for name in ("config.json", "model.safetensors", "state.pt"):
+        assert os.path.isfile(os.path.join(out, "checkpoints", "best", name))
+
+
+def test_sampler_shards_and_resumes_mid_epoch():
+    a = ResumableSampler(10, True, seed=3, rank=0, world=2)
+    b = ResumableSampler(10, True, seed=3, rank=1, world=2)
+    assert sorted(list(a) + list(b)) == list(range(10))
+    a.set_epoch(1, start=2)
+    full = ResumableSampler(10, True, seed=3, rank=0, world=2)
+    full.set_epoch(1)
+    assert list(a) == list(full)[2:] and len(a) == 3
+
+
+def _train_cmd(out, *extra):
+    return [sys.executable, "-m", "clipdfer.train", "--model", "clipdfer_test", "--synthetic", "--synthetic-size", "40",
+            "--epochs", "3", "--batch-size", "8", "--lr", "5e-4", "--warmup-epochs", "1", "--out", out,
+            "--log-every", "1", *extra]
+
+
+def test_resume_continues_at_the_saved_step_with_the_same_state(tmp_path):
+    whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
+    subprocess.run(_train_cmd(whole), check=True, env=_ENV, capture_output=True)
+    subprocess.run(_train_cmd(part, "--max-steps", "7"), check=True, env=_ENV, capture_output=True)  # stops mid-epoch
+    state = torch.load(os.path.join(part, "checkpoints", "last", "state.pt"), weights_only=True)
+    assert (state["global_step"], state["epoch"], state["step_in_epoch"]) == (7, 1, 2)
+    subprocess.run(_train_cmd(part, "--resume"), check=True, env=_ENV, capture_output=True)
+    assert _digest(part)["parameter_digest"] == _digest(whole)["parameter_digest"]
+    assert _losses(part)[7:] == _losses(whole)[7:], "the resumed run sees the same batches with the same state"
+
+
+def test_a_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
+    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+    subprocess.run(_train_cmd(whole, "--ckpt-every", "1"), check=True, env=_ENV, capture_output=True)
+    proc = subprocess.Popen(_train_cmd(killed, "--ckpt-every", "1"), env=_ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    log = os.path.join(killed, "log.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isfile(log) and len(_losses(killed)) >= 4:
+            proc.send_signal(signal.SIGKILL)  # no chance to clean up, possibly in the middle of a checkpoint write
+            break
+        time.sleep(0.05)
+    proc.wait()
+    subprocess.run(_train_cmd(killed, "--ckpt-every", "1", "--resume"), check=True, env=_ENV, capture_output=True)
+    assert _digest(killed)["parameter_digest"] == _digest(whole)["parameter_digest"]
+
+
+def test_two_process_ddp_on_cpu_then_eval(tmp_path):
+    out = str(tmp_path / "ddp")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "clipdfer.train", "--model", "clipdfer_test", "--synthetic", "--synthetic-size", "32", "--epochs", "1",
+           "--batch-size", "8", "--out", out]
+    run = subprocess.run(cmd, env=_ENV, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    r0, r1 = _digest(out, 0), _digest(out, 1)
+    assert r0["parameter_digest"] == r1["parameter_digest"] and r0["first_values"] == r1["first_values"]
+    start = json.loads(open(os.path.join(out, "log.jsonl")).readline())
+    assert start["world"] == 2
+    ev = subprocess.run([sys.executable, "-m", "clipdfer.cli", "eval", "--model", "clipdfer_test", "--checkpoint",
+                         os.path.join(out, "checkpoints", "last"), "--synthetic", "--out", str(tmp_path / "eval")],
+                        env=_ENV, capture_output=True, text=True, timeout=120)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert "UAR" in ev.stdout and "WAR" in ev.stdout
+    results = json.load(open(tmp_path / "eval" / "results.json"))
+    assert 0 <= results["folds"]["test"]["uar"] <= 100
+    assert os.path.getsize(tmp_path / "eval" / "confusion.png") > 1000
+
+
+def test_select_on_test_says_so(tmp_path, capsys):
+    train(TrainConfig(model="clipdfer_test", out=str(tmp_path), synthetic=True, synthetic_size=14, epochs=1,
+                      batch_size=7, select_on="test"))
+    assert "TEST set" in capsys.readouterr().out
+
+
+def test_bap_stages_run_in_one_command(tmp_path):
+    res = train(TrainConfig(model="a3lign_test", out=str(tmp_path), synthetic=True, synthetic_size=14, epochs=3,
+                            batch_size=7))
+    stages = [json.loads(line)["stage"] for line in open(tmp_path / "log.jsonl") if '"eval"' in line]
+    assert stages == [1, 2, 3] and res["steps"] > 0
+
+
+def test_zero_shot_has_no_recipe():
+    with pytest.raises(ValueError, match="nothing to train"):
+        train(TrainConfig(model="clip_zeroshot_test", out="unused", synthetic=True))
