@@ -318,7 +318,7 @@ def train(cfg: TrainConfig) -> Dict:
             mid_stage = resume and stage_index == resumed_stage and (state["epoch"] or state["step_in_epoch"])
             model.set_stage(stage_index + 1, sync=False if mid_stage else None)  # never re-sync a resumed stage
         wrapped = _LossWrapper(model) if hasattr(model, "training_losses") else model
-        ddp = torch.nn.parallel.DistributedDataParallel(wrapped, find_unused_parameters=True) if world > 1 \
+        ddp = torch.nn.parallel.DistributedDataParallel(wrapped) if world > 1 \
             else wrapped
         optimizer = _optimizer(model, recipe, cfg)
         if saved_optimizer is not None:
