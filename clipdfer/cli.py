@@ -56,6 +56,14 @@ def _convert(args) -> int:
     return 0
 
 
+def _prepare(args) -> int:
+    from clipdfer.data.layouts import prepare_dfew
+    folds = [int(f) for f in args.folds.split(",")]
+    for d in prepare_dfew(args.root, args.output, folds):
+        print(f"wrote {d}/train.txt and {d}/test.txt")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("train", "eval"):  # full programs of their own, with their own options
@@ -85,6 +93,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.add_argument("--dataset", choices=["dfew", "ferv39k", "mafw"], help="default: from its number of classes")
     c.add_argument("--fold", type=int, help="the fold it was trained on (recorded in its tag)")
     c.set_defaults(func=_convert)
+
+    pr = sub.add_parser("prepare", help="write annotation files from a dataset's official layout")
+    pr.add_argument("dataset", choices=["dfew"])
+    pr.add_argument("root", help="the dataset's directory (DFEW: holds EmoLabel_DataSplit/ and Clip/clip_224x224/)")
+    pr.add_argument("output", help="directory for set_N/train.txt and set_N/test.txt")
+    pr.add_argument("--folds", default="1,2,3,4,5")
+    pr.set_defaults(func=_prepare)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")

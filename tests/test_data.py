@@ -116,3 +116,20 @@ def test_synthetic_clips_are_deterministic_and_balanced():
     b, lb = ds[3]
     assert torch.equal(a, b) and la == lb == 3 and a.shape == (4, 3, 32, 32)
     assert sorted(ds.labels) == sorted(list(range(7)) * 2)
+
+
+def test_dfew_official_layout_to_annotations(tmp_path, capsys):
+    from clipdfer.cli import main
+    root = tmp_path / "DFEW"
+    for name, n in (("00007", 5), ("00012", 9)):
+        _write_clip(root / "Clip" / "clip_224x224" / name, n)
+    for split in ("train", "test"):
+        d = root / "EmoLabel_DataSplit" / f"{split}(single-labeled)"
+        d.mkdir(parents=True)
+        (d / "set_1.csv").write_text("video_name,label\n7,1\n12,7\n")
+    assert main(["prepare", "dfew", str(root), str(tmp_path / "splits"), "--folds", "1"]) == 0
+    records = read_annotations(str(tmp_path / "splits" / "set_1" / "train.txt"), num_classes=7)
+    assert [(r.path.endswith("00007"), r.num_frames, r.label) for r in records] == [(True, 5, 0), (False, 9, 6)]
+    (root / "EmoLabel_DataSplit" / "test(single-labeled)" / "set_1.csv").write_text("video_name,label\n7,9\n")
+    assert main(["prepare", "dfew", str(root), str(tmp_path / "splits"), "--folds", "1"]) == 2
+    assert "label 9 is outside DFEW's 1..7" in capsys.readouterr().err
