@@ -57,9 +57,9 @@ def _convert(args) -> int:
 
 
 def _prepare(args) -> int:
-    from clipdfer.data.layouts import prepare_dfew
+    from clipdfer.data.layouts import prepare
     folds = [int(f) for f in args.folds.split(",")]
-    for d in prepare_dfew(args.root, args.output, folds):
+    for d in prepare(args.dataset, args.root, args.output, folds, args.frames):
         print(f"wrote {d}/train.txt and {d}/test.txt")
     return 0
 
@@ -95,8 +95,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.set_defaults(func=_convert)
 
     pr = sub.add_parser("prepare", help="write annotation files from a dataset's official layout")
-    pr.add_argument("dataset", choices=["dfew"])
-    pr.add_argument("root", help="the dataset's directory (DFEW: holds EmoLabel_DataSplit/ and Clip/clip_224x224/)")
+    pr.add_argument("dataset", choices=["dfew", "ferv39k", "mafw"])
+    pr.add_argument("root", help="the dataset's directory as released (see clipdfer/data/layouts.py)")
+    pr.add_argument("--frames", default="data/frames", help="MAFW: folder of frame folders, or data/clips")
     pr.add_argument("output", help="directory for set_N/train.txt and set_N/test.txt")
     pr.add_argument("--folds", default="1,2,3,4,5")
     pr.set_defaults(func=_prepare)

@@ -133,3 +133,27 @@ def test_dfew_official_layout_to_annotations(tmp_path, capsys):
     (root / "EmoLabel_DataSplit" / "test(single-labeled)" / "set_1.csv").write_text("video_name,label\n7,9\n")
     assert main(["prepare", "dfew", str(root), str(tmp_path / "splits"), "--folds", "1"]) == 2
     assert "label 9 is outside DFEW's 1..7" in capsys.readouterr().err
+
+
+def test_ferv39k_and_mafw_official_layouts(tmp_path):
+    from clipdfer.cli import main
+    fer = tmp_path / "FERV39k"
+    _write_clip(fer / "2_ClipsforFaceCrop" / "Action" / "Sad" / "0010", 4)
+    _write_clip(fer / "2_ClipsforFaceCrop" / "Talkshow" / "Happy" / "0002", 3)
+    (fer / "4_setups" / "All_scenes").mkdir(parents=True)
+    for split in ("train", "test"):
+        (fer / "4_setups" / "All_scenes" / f"{split}_All.csv").write_text(
+            "video_path emotion\nAction/Sad/0010 Sad\nTalkshow/Happy/0002 Happy\n")
+    assert main(["prepare", "ferv39k", str(fer), str(tmp_path / "fer_splits")]) == 0
+    recs = read_annotations(str(tmp_path / "fer_splits" / "train.txt"), num_classes=7)
+    assert [(r.num_frames, r.label) for r in recs] == [(4, 1), (3, 0)]  # sadness = 1, happiness = 0
+
+    mafw = tmp_path / "MAFW"
+    _write_clip(mafw / "data" / "frames" / "00025", 6)
+    split_dir = mafw / "Train & Test Set" / "single" / "no_caption" / "set_2"
+    split_dir.mkdir(parents=True)
+    for split in ("train", "test"):
+        (split_dir / f"{split}.txt").write_text("00025.mp4 helplessness\n")
+    assert main(["prepare", "mafw", str(mafw), str(tmp_path / "mafw_splits"), "--folds", "2"]) == 0
+    recs = read_annotations(str(tmp_path / "mafw_splits" / "set_2" / "test.txt"), num_classes=11)
+    assert [(r.num_frames, r.label) for r in recs] == [(6, 9)]  # helplessness = 9 in MAFW_CLASSES

@@ -3,6 +3,14 @@
 DFEW: ``EmoLabel_DataSplit/{train,test}(single-labeled)/set_{1..5}.csv`` with columns ``video_name`` and ``label``
 (1-based, in the order happiness, sadness, neutral, anger, surprise, disgust, fear), face frames under
 ``Clip/clip_224x224/<video_name as 5 digits>/``.
+
+FERV39k: ``4_setups/All_scenes/{train,test}_All.csv``, lines ``<Scene>/<Emotion>/<id> <Emotion>`` (a header line,
+if any, is skipped), face frames under ``2_ClipsforFaceCrop/<Scene>/<Emotion>/<id>/``; emotions Angry, Disgust,
+Fear, Happy, Neutral, Sad, Surprise.
+
+MAFW (single-label): ``Train & Test Set/single/no_caption/set_{1..5}/{train,test}.txt``, lines ``<clip>.mp4 <emotion>``
+with emotion words (anger ... disappointment); frames under ``data/frames/<clip>/`` (or another folder of face crops
+with the same clip names), or the videos under ``data/clips/``.
 """
 
 import csv
@@ -10,9 +18,13 @@ import os
 from typing import List
 
 from .datasets import ClipRecord
-from .io import list_frames
+from .io import count_video_frames, list_frames
+from .labels import FERV39K_CLASSES, MAFW_CLASSES
 
-__all__ = ["dfew_records", "write_annotations", "prepare_dfew"]
+__all__ = ["dfew_records", "ferv39k_records", "mafw_records", "write_annotations", "prepare"]
+
+_FERV39K_WORDS = {"Happy": "happiness", "Sad": "sadness", "Neutral": "neutral", "Angry": "anger",
+                  "Surprise": "surprise", "Disgust": "disgust", "Fear": "fear"}
 
 
 def dfew_records(root: str, fold: int, split: str) -> List[ClipRecord]:
@@ -48,13 +60,63 @@ def write_annotations(records: List[ClipRecord], path: str) -> None:
     os.replace(tmp, path)
 
 
-def prepare_dfew(root: str, out_dir: str, folds=(1, 2, 3, 4, 5)) -> List[str]:
-    """Write ``out_dir/set_{fold}/{train,test}.txt`` for DFEW's folds; returns the fold directories."""
-    made = []
-    for fold in folds:
-        fold_dir = os.path.join(out_dir, f"set_{fold}")
+def _split_lines(path: str, what: str):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} not found: ROOT must be the {what} directory of its official release")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                yield n, line.split()
+
+
+def ferv39k_records(root: str, split: str) -> List[ClipRecord]:
+    """FERV39k's one split (``train`` or ``test``), labels in clipdfer's FERV39k order."""
+    path = os.path.join(root, "4_setups", "All_scenes", f"{split}_All.csv")
+    records = []
+    for n, parts in _split_lines(path, "FERV39k"):
+        if len(parts) != 2 or parts[1] not in _FERV39K_WORDS:
+            if n == 1:
+                continue  # a header line
+            raise ValueError(f"{path}:{n}: expected '<Scene>/<Emotion>/<id> <Emotion>', got {' '.join(parts)!r}")
+        folder = os.path.join(root, "2_ClipsforFaceCrop", parts[0])
+        records.append(ClipRecord(folder, len(list_frames(folder)),
+                                  FERV39K_CLASSES.index(_FERV39K_WORDS[parts[1]])))
+    return records
+
+
+def mafw_records(root: str, fold: int, split: str, frames: str = "data/frames") -> List[ClipRecord]:
+    """One MAFW fold and split, labels in clipdfer's MAFW order. ``frames``: folder of per-clip frame folders under
+    ``root``, or ``data/clips`` to read the videos."""
+    path = os.path.join(root, "Train & Test Set", "single", "no_caption", f"set_{fold}", f"{split}.txt")
+    records = []
+    for n, parts in _split_lines(path, "MAFW"):
+        if len(parts) != 2 or parts[1] not in MAFW_CLASSES:
+            raise ValueError(f"{path}:{n}: expected '<clip>.mp4 <emotion>' with an emotion of {list(MAFW_CLASSES)}, "
+                             f"got {' '.join(parts)!r}")
+        clip = parts[0]
+        if frames.rstrip("/").endswith("clips"):
+            target = os.path.join(root, frames, clip)
+            count = count_video_frames(target)
+        else:
+            target = os.path.join(root, frames, os.path.splitext(clip)[0])
+            count = len(list_frames(target))
+        records.append(ClipRecord(target, count, MAFW_CLASSES.index(parts[1])))
+    return records
+
+
+def prepare(dataset: str, root: str, out_dir: str, folds=(1, 2, 3, 4, 5), frames: str = "data/frames") -> List[str]:
+    """Write ``out_dir/set_{fold}/{train,test}.txt`` (FERV39k: ``out_dir/{train,test}.txt``); returns the dirs."""
+    def write(fold_dir, get):
         os.makedirs(fold_dir, exist_ok=True)
         for split in ("train", "test"):
-            write_annotations(dfew_records(root, fold, split), os.path.join(fold_dir, f"{split}.txt"))
-        made.append(fold_dir)
-    return made
+            write_annotations(get(split), os.path.join(fold_dir, f"{split}.txt"))
+        return fold_dir
+
+    if dataset == "dfew":
+        return [write(os.path.join(out_dir, f"set_{k}"), lambda s, k=k: dfew_records(root, k, s)) for k in folds]
+    if dataset == "mafw":
+        return [write(os.path.join(out_dir, f"set_{k}"), lambda s, k=k: mafw_records(root, k, s, frames))
+                for k in folds]
+    if dataset == "ferv39k":
+        return [write(out_dir, lambda s: ferv39k_records(root, s))]
+    raise ValueError(f"dataset={dataset!r}: expected dfew, ferv39k or mafw")
