@@ -10,10 +10,11 @@ from .models import (
     PretrainedCfg, PretrainedWeightsError, UnknownModelError, create_model, get_pretrained_cfg, is_model, list_models,
     list_pretrained, push_to_hf_hub, register_model, save_pretrained,
 )
+from .inference import Prediction, predict
 from .version import __version__
 
 __all__ = [
     "create_model", "list_models", "list_pretrained", "get_pretrained_cfg", "is_model", "register_model",
     "PretrainedCfg", "PretrainedWeightsError", "UnknownModelError", "push_to_hf_hub", "save_pretrained", "layers",
-    "optim", "__version__",
+    "optim", "predict", "Prediction", "__version__",
 ]

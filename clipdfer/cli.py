@@ -41,6 +41,55 @@ def _quickstart(args) -> int:
     return 0
 
 
+def _bar(p: float, width: int = 30) -> str:
+    return "#" * int(round(width * p))
+
+
+def _predict(args) -> int:
+    import csv
+    import json
+
+    import clipdfer
+    from clipdfer.inference import sample_clip_path
+
+    paths = list(args.paths) + ([sample_clip_path()] if args.sample else [])
+    if not paths:
+        print("clipdfer: error: give one or more videos or frame folders, or --sample", file=sys.stderr)
+        return 2
+    results = []
+    for path in paths:
+        r = clipdfer.predict(path, model=args.model, pretrained=not args.no_pretrained, checkpoint=args.checkpoint,
+                             window=args.window, stride=args.stride, fps=args.fps or None,
+                             detect_faces=not args.no_face_detection, top_k=args.top_k, device=args.device,
+                             progress=not (args.json or args.csv) and sys.stderr.isatty())
+        results.append(r)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict(), indent=2))
+        return 0
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["source", "start_s", "end_s", *results[0].class_names])
+        for r in results:
+            for w in r.windows:
+                writer.writerow([r.source, f"{w['start']:.3f}", f"{w['end']:.3f}",
+                                 *[f"{w['probs'][c]:.4f}" for c in r.class_names]])
+        return 0
+    for r in results:
+        if r.notice:
+            print("=" * 100 + f"\n{r.notice}\n" + "=" * 100)
+        print(f"{r.source}: {r.frames_used} frames, a face in {r.frames_with_face}; model {r.model}")
+        print("timeline (top class per window):")
+        for w in r.windows:
+            top = max(w["probs"], key=w["probs"].get)
+            print(f"  {w['start']:6.2f}-{w['end']:6.2f} s  {top:<16} {w['probs'][top]:.3f}  {_bar(w['probs'][top])}")
+        print("overall:")
+        for c, p in sorted(r.overall.items(), key=lambda kv: -kv[1]):
+            print(f"  {c:<16} {p:.3f}  {_bar(p)}")
+        print("top-{}: {}".format(len(r.top_k), ", ".join(f"{c} {p:.3f}" for c, p in r.top_k)))
+        print("time: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
+    return 0
+
+
 def _models(args) -> int:
     import clipdfer
     for name in clipdfer.list_models(args.filter or "", pretrained=args.pretrained, include_tags=args.tags or None):
@@ -79,6 +128,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     q.add_argument("--pretrained", action="store_true", help="download the model's default weights from the Hub")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_quickstart)
+
+    pd = sub.add_parser("predict", help="expression timeline of your videos (finds and follows one face)")
+    pd.add_argument("paths", nargs="*", help="video files or folders of frames")
+    pd.add_argument("--sample", action="store_true", help="also run on the sample clip shipped with clipdfer")
+    pd.add_argument("--model", default="clip_zeroshot_vitb32", help="default: zero-shot CLIP (no fine-tuning needed)")
+    pd.add_argument("--checkpoint", help="weights file or directory saved by clipdfer")
+    pd.add_argument("--no-pretrained", action="store_true",
+                    help="random weights (no download; predictions are meaningless, a notice says so)")
+    pd.add_argument("--window", type=int, help="frames per window (default: the model's T)")
+    pd.add_argument("--stride", type=int, help="frames between windows (default: window / 2)")
+    pd.add_argument("--fps", type=float, default=8.0, help="frames per second to use (0: all)")
+    pd.add_argument("--no-face-detection", action="store_true", help="use whole frames")
+    pd.add_argument("--top-k", type=int, default=3)
+    pd.add_argument("--device")
+    out_fmt = pd.add_mutually_exclusive_group()
+    out_fmt.add_argument("--json", action="store_true", help="JSON: one entry per window under 'windows'")
+    out_fmt.add_argument("--csv", action="store_true", help="CSV: one row per window")
+    pd.set_defaults(func=_predict)
 
     m = sub.add_parser("models", help="list registered models")
     m.add_argument("filter", nargs="?", help="shell wildcard, e.g. 'clipdfer_vitb32_*'")

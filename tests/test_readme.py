@@ -38,7 +38,7 @@ def test_ci_runs_the_readme_commands():
     out = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
     assert len(lines) == 2
-    assert "pip install" in lines[0] and "clipdfer quickstart" in lines[0]
+    assert "pip install" in lines[0] and "clipdfer predict --sample" in lines[0]
     assert "pytest" in lines[1]
     assert "<!-- ci:commands" in (ROOT / ".ci" / "run").read_text()
 
