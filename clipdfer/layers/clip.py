@@ -88,7 +88,8 @@ def tokenize(texts: Sequence[str], context_length: int = 77) -> torch.Tensor:
     texts = list(texts)
     if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
         raise ValueError(f"expected a non-empty list of non-empty strings, got {texts!r}")
-    return _tokenizer(context_length)(texts)
+    with torch.device("cpu"):  # token ids are data: never created on a default device such as "meta"
+        return _tokenizer(context_length)(texts)
 
 
 def clip_block_attention(attn: nn.MultiheadAttention, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:

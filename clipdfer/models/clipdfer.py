@@ -11,6 +11,7 @@ mean-init of its output Linear (``msta_fc_v_init``); BiEhPro's pre-LayerNorms, G
 """
 
 import logging
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -165,7 +166,8 @@ class CLIPGuidedDFER(HubMixin, nn.Module):
             return self.text_encoder(self.text_tokens)
         if self._text_cache is None:
             device_type = self.text_tokens.device.type
-            with torch.no_grad(), torch.autocast(device_type, enabled=False):
+            no_autocast = torch.autocast(device_type, enabled=False) if device_type != "meta" else nullcontext()
+            with torch.no_grad(), no_autocast:
                 self._text_cache = self.text_encoder(self.text_tokens)
         return self._text_cache
 

@@ -97,13 +97,15 @@ class PMFER(HubMixin, nn.Module):
                 mask_class.append(c)
                 mask_target.append(self.vocab.index(phrase))
         self.mask_texts = tuple(texts)
-        counts = torch.bincount(torch.tensor(mask_class), minlength=self.num_classes)
-        if (counts == 0).any():
+        counts = [mask_class.count(c) for c in range(self.num_classes)]
+        if 0 in counts:
             raise ValueError(f"classes {[n for n, k in zip(self.class_names, counts) if k == 0]} have no phrases")
+        offsets = [sum(counts[:c]) for c in range(self.num_classes)]
+        cpu = torch.device("cpu")  # index data, also when the model is built on the meta device
         self.register_buffer("mask_tokens", self.prompt_learner.tokenize_texts(texts), persistent=False)
-        self.register_buffer("mask_target", torch.tensor(mask_target), persistent=False)
-        self.register_buffer("mask_offset", torch.cumsum(counts, 0) - counts, persistent=False)
-        self.register_buffer("mask_count", counts, persistent=False)
+        self.register_buffer("mask_target", torch.tensor(mask_target, device=cpu), persistent=False)
+        self.register_buffer("mask_offset", torch.tensor(offsets, device=cpu), persistent=False)
+        self.register_buffer("mask_count", torch.tensor(counts, device=cpu), persistent=False)
         self.register_buffer("phrase_tokens", tokenize(self.vocab, arch.context_length), persistent=False)
 
         self.mask_text_proj = nn.Linear(width, dim)

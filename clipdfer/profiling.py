@@ -1,0 +1,100 @@
+"""Counting a model's cost: every matmul (the full count) and the CLIP-Guided DFER paper's convention.
+
+The paper's FLOPs column (Tables 2-4) counts the way ``thop`` does: multiply-accumulates (MACs) of the Conv, Linear
+and LSTM modules that run, where the pretrained CLIP blocks' self-attention (``nn.MultiheadAttention``, whose
+projections ``thop`` does not see) and InterFIT's MHSA over the interaction tokens are not counted, BiEhPro's
+cross-attention is counted with its fused q/k/v projection applied to every query and key/value token, and the text
+encoder does not run (its features are cached). ``count_macs(model, video, convention="paper")`` reproduces it from
+the shapes met during a real forward pass (hooks on the modules, no formulas per model); ``convention="full"`` counts
+every matrix product with ``torch.utils.flop_counter`` (attention scores included), also in MACs.
+
+Both work on the meta device, so full-size models are counted without memory or compute.
+"""
+
+from typing import Dict
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .layers.attention import Attention
+from .layers.interfit import InteractionLayer
+from .layers.temporal import BiLSTM
+
+__all__ = ["count_macs", "count_params"]
+
+
+def count_params(model: nn.Module) -> Dict[str, int]:
+    """Total and trainable parameter counts."""
+    return {"total": sum(p.numel() for p in model.parameters()),
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+def _rows(x: torch.Tensor) -> int:
+    return x.numel() // x.shape[-1]
+
+
+def _paper_macs(model: nn.Module, run) -> int:
+    skip = set()  # Linear modules inside attention the convention leaves out
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention):
+            skip.update(id(m) for m in module.modules())
+        if isinstance(module, InteractionLayer):
+            skip.update(id(m) for m in module.attn.modules())
+    total = [0]
+    handles = []
+
+    def linear_hook(m, inputs, output):
+        if id(m) not in skip:
+            total[0] += _rows(inputs[0]) * m.in_features * m.out_features
+
+    def conv_hook(m, inputs, output):
+        k = m.in_channels // m.groups
+        for s in m.kernel_size:
+            k *= s
+        total[0] += output.numel() * k
+
+    def lstm_hook(m, inputs, output):  # 4 gates per step and direction, input and recurrent products
+        b, t, d = inputs[0].shape
+        total[0] += b * t * 2 * 4 * m.hidden_size * (d + m.hidden_size)
+
+    def cross_attention_hook(m, args, kwargs, output):
+        context = kwargs.get("context", args[1] if len(args) > 1 else None)
+        if context is not None and id(m) not in skip:  # fused q/k/v on every query and key/value token
+            total[0] += (_rows(args[0]) + _rows(context)) * m.dim * 3 * m.dim
+
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            handles.append(module.register_forward_hook(linear_hook))
+        elif isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(conv_hook))
+        elif isinstance(module, BiLSTM):
+            handles.append(module.register_forward_hook(lstm_hook))
+        elif isinstance(module, Attention):
+            handles.append(module.register_forward_hook(cross_attention_hook, with_kwargs=True))
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def count_macs(model: nn.Module, video: torch.Tensor, convention: str = "full") -> int:
+    """Multiply-accumulates of one eval forward of ``model`` on ``video``.
+
+    Args:
+        model: any clipdfer model (its cached text features are filled first, as at inference).
+        video: the input, e.g. ``torch.empty(1, 8, 3, 224, 224, device="meta")``.
+        convention: ``"full"`` (every matrix product, attention included) or ``"paper"`` (see the module docstring).
+    """
+    model.eval()
+    with torch.no_grad():
+        model(video)  # fills the text cache, as a deployed model's would be
+        if convention == "paper":
+            return _paper_macs(model, lambda: model(video))
+        if convention != "full":
+            raise ValueError(f"convention={convention!r}: expected 'full' or 'paper'")
+        with FlopCounterMode(display=False) as counter:
+            model(video)
+        return counter.get_total_flops() // 2
