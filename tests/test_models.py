@@ -219,3 +219,14 @@ def test_full_size_models_build_with_the_papers_interfit(name):
     assert per_layer == expected
     assert len(model.image_encoder.interaction) == len(model.image_encoder.blocks)
     assert model.num_classes == model.pretrained_cfg.num_classes
+
+
+@pytest.mark.parametrize("name", clipdfer.list_models("*_test"))
+def test_compile_and_export_match_eager(name):
+    model = clipdfer.create_model(name).eval()
+    video = _video(model)
+    with torch.no_grad():
+        ref = model(video)  # eager: also fills the text-feature cache, which export then holds as a constant
+        torch.testing.assert_close(torch.compile(model, backend="eager")(video), ref, rtol=1e-4, atol=1e-4)
+        exported = torch.export.export(model, (video,))
+        torch.testing.assert_close(exported.module()(video), ref, rtol=1e-4, atol=1e-4)

@@ -7,7 +7,7 @@ from torch import nn
 
 from .clip import CLIPTextEncoder, tokenize
 
-__all__ = ["PromptLearner", "TextFeatureCache"]
+__all__ = ["PromptLearner", "TextFeatureCache", "TextCacheOwner"]
 
 
 class PromptLearner(nn.Module):
@@ -123,9 +123,24 @@ class TextFeatureCache:
         self._key, self._value = None, None
 
     def get(self, compute: Callable[[], torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # torch.compile / torch.export: cached features become a constant
+            return self._value if self._value is not None else compute()
         key = tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
         if key != self._key or self._value is None:
             with torch.no_grad():
                 self._value = compute()
             self._key = key
         return self._value
+
+
+class TextCacheOwner:
+    """Mixin for models with a ``clear_text_cache()``: switching between training and evaluation drops the cache.
+
+    Inside ``torch.compile`` / ``torch.export`` the cache cannot check its key, so it serves what it holds; dropping
+    it on every ``train()`` / ``eval()`` keeps a compiled model from serving features from before a training phase.
+    Run the model once eagerly in eval mode before ``torch.export`` so the features are exported as a constant.
+    """
+
+    def train(self, mode: bool = True):
+        self.clear_text_cache()
+        return super().train(mode)

@@ -23,7 +23,7 @@ from torch import nn
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, get_clip_arch
 from ..layers.clip import check_video
-from ..layers.prompt import TextFeatureCache
+from ..layers.prompt import TextCacheOwner, TextFeatureCache
 from ..layers.temporal import TemporalBlock
 from ._builder import build_model_with_cfg
 from ._hub import HubMixin
@@ -64,7 +64,7 @@ class DynamicEncoder(nn.Module):
         return x + (self.block(y) - y)
 
 
-class A3lignDFER(HubMixin, nn.Module):
+class A3lignDFER(TextCacheOwner, HubMixin, nn.Module):
     """A³lign-DFER: a clip (B, T, 3, H, W) -> (B, C) logits against learned class "sentences".
 
     Args:

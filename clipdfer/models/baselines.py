@@ -25,7 +25,7 @@ from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import EXPRESSION_ADJECTIVES, ZERO_SHOT_TEMPLATES
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, get_clip_arch, tokenize
 from ..layers.clip import check_video
-from ..layers.prompt import PromptLearner, TextFeatureCache
+from ..layers.prompt import PromptLearner, TextCacheOwner, TextFeatureCache
 from ._builder import build_model_with_cfg
 from ._hub import HubMixin
 from ._pretrained import PretrainedCfg
@@ -39,7 +39,7 @@ def class_words(class_names: Sequence[str]) -> List[str]:
     return [EXPRESSION_ADJECTIVES.get(n, n) for n in class_names]
 
 
-class _CLIPVideoModel(HubMixin, nn.Module):
+class _CLIPVideoModel(TextCacheOwner, HubMixin, nn.Module):
     """Frozen CLIP towers, frame features averaged over time, CLIP's logit scale."""
 
     def __init__(self, clip_arch: str, class_names: Sequence[str], num_frames: int, logit_scale: float):

@@ -20,7 +20,7 @@ from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import dferclip_texts
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, get_clip_arch
 from ..layers.clip import check_video
-from ..layers.prompt import PromptLearner, TextFeatureCache
+from ..layers.prompt import PromptLearner, TextCacheOwner, TextFeatureCache
 from ..layers.temporal import TemporalTransformer
 from ._builder import build_model_with_cfg
 from ._hub import HubMixin
@@ -30,7 +30,7 @@ from ._registry import generate_default_cfgs, register_model
 __all__ = ["DFERCLIP"]
 
 
-class DFERCLIP(HubMixin, nn.Module):
+class DFERCLIP(TextCacheOwner, HubMixin, nn.Module):
     """DFER-CLIP: CLIP frame features, a class-token temporal transformer, learnable class-specific prompts.
 
     Args:

@@ -24,7 +24,7 @@ from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, get_cli
 from ..layers.adversarial import dann_lambda, grad_reverse
 from ..layers.biehpro import CrossAttentionBlock
 from ..layers.clip import check_video
-from ..layers.prompt import PromptLearner, TextFeatureCache
+from ..layers.prompt import PromptLearner, TextCacheOwner, TextFeatureCache
 from ._builder import build_model_with_cfg
 from ._hub import HubMixin
 from ._pretrained import PretrainedCfg
@@ -38,7 +38,7 @@ def class_prompt(name: str, phrases: Sequence[str]) -> str:
     return f"{name} face, {', '.join(phrases)}." if phrases else f"{name} face."
 
 
-class PMFER(HubMixin, nn.Module):
+class PMFER(TextCacheOwner, HubMixin, nn.Module):
     """PMFER: images (B, 3, H, W) or clips (B, T, 3, H, W) -> (B, C) logits; training adds two auxiliary losses.
 
     Args:
