@@ -1,0 +1,106 @@
+"""Time and peak memory of one training step, with and without gradient checkpointing, in fp32 and bf16.
+
+    python benchmarks/bench_train.py clipdfer_vitb32_dfew --batch-size 8 --device cuda --markdown train.md
+
+A step is forward, loss (``training_losses`` where a family has one, else cross-entropy), backward and an AdamW
+step over the trainable parameters, in training mode; bf16 runs under autocast with fp32 weights. Each configuration
+runs in a fresh process, so the peak memory is its own: ``torch.cuda.max_memory_allocated`` on a GPU, the process's
+peak resident set (``ru_maxrss``, which includes the Python runtime and libraries) on the CPU.
+"""
+
+import argparse
+import itertools
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def child(cfg: dict) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    import clipdfer
+    device = torch.device(cfg["device"])
+    torch.manual_seed(0)
+    model = clipdfer.create_model(cfg["model"]).to(device).train()
+    if cfg["grad_checkpointing"]:
+        model.set_grad_checkpointing()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    t, size = model.num_frames, model.pretrained_cfg.input_size[-1]
+    video = torch.randn(cfg["batch_size"], t, 3, size, size, device=device)
+    labels = torch.arange(cfg["batch_size"], device=device) % model.num_classes
+    dtype = torch.bfloat16 if cfg["dtype"] == "bf16" else None
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            if hasattr(model, "training_losses"):
+                loss = model.training_losses(video, labels, 0.5)["total"]
+            else:
+                loss = F.cross_entropy(model(video), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(cfg["warmup"]):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(cfg["steps"]):
+        start = time.perf_counter()
+        step()
+        times.append(1e3 * (time.perf_counter() - start))
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {**cfg, "step_ms": statistics.median(times), "peak_memory_mb": peak / 2 ** 20,
+            "memory_kind": "cuda max allocated" if device.type == "cuda" else "process peak RSS"}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="*")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--json")
+    p.add_argument("--markdown")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return None
+    import torch
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for name, dtype, ckpt in itertools.product(args.models, args.dtypes, (False, True)):
+        cfg = {"model": name, "batch_size": args.batch_size, "device": device, "dtype": dtype,
+               "grad_checkpointing": ckpt, "steps": args.steps, "warmup": args.warmup}
+        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"{cfg} failed:\n{out.stderr[-2000:]}")
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{name} B={args.batch_size} {dtype} grad-ckpt={ckpt}: {row['step_ms']:.1f} ms/step, "
+              f"peak {row['peak_memory_mb']:.0f} MB ({row['memory_kind']})", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write("| model | B | dtype | grad ckpt | ms/step | peak MB | memory |\n|---|---|---|---|---|---|---|\n")
+            for r in rows:
+                f.write(f"| `{r['model']}` | {r['batch_size']} | {r['dtype']} | {r['grad_checkpointing']} | "
+                        f"{r['step_ms']:.1f} | {r['peak_memory_mb']:.0f} | {r['memory_kind']} |\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""The benchmark scripts run (tiny models, few runs): they are tools users rely on, so they must not rot."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+
+import bench_forward  # noqa: E402
+import bench_train  # noqa: E402
+
+
+def test_bench_forward_reports_ratio_and_peak_fraction(tmp_path):
+    rows = bench_forward.main(["clipdfer_test", "dferclip_test", "--runs", "2", "--warmup", "1", "--batch-sizes", "1",
+                               "2", "--markdown", str(tmp_path / "fwd.md")])
+    assert [(r["model"], r["batch_size"]) for r in rows] == [("clipdfer_test", 1), ("clipdfer_test", 2),
+                                                            ("dferclip_test", 1), ("dferclip_test", 2)]
+    for r in rows:
+        assert r["model_ms"] > 0 and r["encode_image_ms"] > 0 and r["ratio"] > 0 and 0 < r["fraction_of_peak"] < 1
+    assert "matmul peak measured" in (tmp_path / "fwd.md").read_text()
+
+
+def test_bench_train_measures_each_configuration_in_its_own_process():
+    rows = bench_train.main(["clipdfer_test", "--batch-size", "2", "--steps", "1", "--warmup", "1",
+                             "--dtypes", "fp32"])
+    assert [r["grad_checkpointing"] for r in rows] == [False, True]
+    assert all(r["step_ms"] > 0 and r["peak_memory_mb"] > 0 for r in rows)
