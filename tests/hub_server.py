@@ -39,8 +39,8 @@ class FakeHub:
     # ---- serving
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"  # the server listens on loopback only
 
     def __enter__(self):
         hub = self
