@@ -15,7 +15,7 @@ on where the face was. A clip with no face at all is an error, unless ``detect_f
 import dataclasses
 import os
 import time
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch

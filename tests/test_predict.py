@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import clipdfer
 from clipdfer.data.io import read_video

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
-from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, get_clip_arch
+from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
 from ..layers.clip import check_video
 from ..layers.prompt import TextCacheOwner, TextFeatureCache
 from ..layers.temporal import TemporalBlock
 from ._builder import build_model_with_cfg
-from ._hub import HubMixin
+from ._base import DFERModel
 from ._pretrained import PretrainedCfg
 from ._registry import generate_default_cfgs, register_model
 
@@ -64,7 +64,7 @@ class DynamicEncoder(nn.Module):
         return x + (self.block(y) - y)
 
 
-class A3lignDFER(TextCacheOwner, HubMixin, nn.Module):
+class A3lignDFER(TextCacheOwner, DFERModel):
     """A³lign-DFER: a clip (B, T, 3, H, W) -> (B, C) logits against learned class "sentences".
 
     Args:
@@ -92,19 +92,14 @@ class A3lignDFER(TextCacheOwner, HubMixin, nn.Module):
             logit_scale: float = 100.0,
             sync_on_stage2: bool = True,
     ):
-        super().__init__()
-        arch = get_clip_arch(clip_arch)
+        super().__init__(clip_arch, class_names, num_frames)
+        arch = self.clip_arch
         if mat_tokens + 2 > arch.context_length:
             raise ValueError(f"mat_tokens={mat_tokens}: a sentence of [SOT] + L + [EOT] must fit CLIP's "
                              f"{arch.context_length} positions; use mat_tokens <= {arch.context_length - 2}")
-        self.clip_arch = arch
-        self.class_names = tuple(class_names)
-        self.num_classes = len(self.class_names)
-        self.num_frames = num_frames
         self.pooled_similarity = pooled_similarity
         self.logit_scale = logit_scale
         self.sync_on_stage2 = sync_on_stage2
-        self.pretrained_cfg: Optional[PretrainedCfg] = None
         clip = build_open_clip(arch)
         self.image_encoder = CLIPFrameEncoder(clip.visual)
         self.text_encoder = CLIPTextEncoder(clip)
@@ -116,7 +111,6 @@ class A3lignDFER(TextCacheOwner, HubMixin, nn.Module):
         self.text_dynamic = DynamicEncoder(dim, num_frames, num_heads, mlp_ratio)
         self.video_dynamic = DynamicEncoder(dim, num_frames, num_heads, mlp_ratio)
         self._text_cache = TextFeatureCache()
-        self.register_load_state_dict_post_hook(_clear_cache_after_load)
         self.stage = 3
         self.set_stage(3)
 
@@ -197,13 +191,6 @@ class A3lignDFER(TextCacheOwner, HubMixin, nn.Module):
     def classifier_keys(self) -> tuple:
         return ("mat",)
 
-    def export_model_args(self) -> Dict:
-        return {"class_names": list(self.class_names)}
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.image_encoder.grad_checkpointing = enable
-
     @torch.jit.ignore
     def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
         """Trainable parameters: ``prompt`` (MAT) and ``new`` (the dynamic encoders).
@@ -219,10 +206,6 @@ class A3lignDFER(TextCacheOwner, HubMixin, nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
         return {"text_dynamic.pos_embedding", "video_dynamic.pos_embedding"}
-
-
-def _clear_cache_after_load(module: A3lignDFER, incompatible_keys) -> None:
-    module.clear_text_cache()
 
 
 # ---------------------------------------------------------------------------------------------------- registry

@@ -23,11 +23,11 @@ from torch import nn
 
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import EXPRESSION_ADJECTIVES, ZERO_SHOT_TEMPLATES
-from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, get_clip_arch, tokenize
+from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, tokenize
 from ..layers.clip import check_video
 from ..layers.prompt import PromptLearner, TextCacheOwner, TextFeatureCache
 from ._builder import build_model_with_cfg
-from ._hub import HubMixin
+from ._base import DFERModel
 from ._pretrained import PretrainedCfg
 from ._registry import generate_default_cfgs, register_model
 
@@ -39,18 +39,12 @@ def class_words(class_names: Sequence[str]) -> List[str]:
     return [EXPRESSION_ADJECTIVES.get(n, n) for n in class_names]
 
 
-class _CLIPVideoModel(TextCacheOwner, HubMixin, nn.Module):
+class _CLIPVideoModel(TextCacheOwner, DFERModel):
     """Frozen CLIP towers, frame features averaged over time, CLIP's logit scale."""
 
     def __init__(self, clip_arch: str, class_names: Sequence[str], num_frames: int, logit_scale: float):
-        super().__init__()
-        arch = get_clip_arch(clip_arch)
-        self.clip_arch = arch
-        self.class_names = tuple(class_names)
-        self.num_classes = len(self.class_names)
-        self.num_frames = num_frames
-        self.pretrained_cfg: Optional[PretrainedCfg] = None
-        clip = build_open_clip(arch)
+        super().__init__(clip_arch, class_names, num_frames)
+        clip = build_open_clip(self.clip_arch)
         self.image_encoder = CLIPFrameEncoder(clip.visual)
         self.text_encoder = CLIPTextEncoder(clip)
         self.image_encoder.requires_grad_(False)
@@ -58,7 +52,6 @@ class _CLIPVideoModel(TextCacheOwner, HubMixin, nn.Module):
         # stored in log space under CLIP's own name, so open_clip checkpoints set it (OpenAI's: log 100)
         self.register_buffer("logit_scale", torch.tensor(math.log(logit_scale)))
         self._text_cache = TextFeatureCache()
-        self.register_load_state_dict_post_hook(_clear_cache_after_load)
 
     def clear_text_cache(self) -> None:
         self._text_cache.clear()
@@ -76,13 +69,6 @@ class _CLIPVideoModel(TextCacheOwner, HubMixin, nn.Module):
         """(B, T, 3, H, W) clips, CLIP-normalised -> (B, C) logits."""
         return self.forward_head(self.forward_features(video))
 
-    def export_model_args(self) -> Dict:
-        return {"class_names": list(self.class_names)}
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.image_encoder.grad_checkpointing = enable
-
     @torch.jit.ignore
     def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
         """Trainable parameters: the prompt learner (and CoCoOp's meta-net) under ``prompt``; CLIP is frozen."""
@@ -91,10 +77,6 @@ class _CLIPVideoModel(TextCacheOwner, HubMixin, nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
         return set()
-
-
-def _clear_cache_after_load(module: _CLIPVideoModel, incompatible_keys) -> None:
-    module.clear_text_cache()
 
 
 class ZeroShotCLIP(_CLIPVideoModel):

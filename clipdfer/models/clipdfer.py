@@ -22,7 +22,7 @@ from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..layers import MSTA, BiEhPro, CLIPFrameEncoder, CLIPTextEncoder, InterFIT, build_open_clip, get_clip_arch
 from ..layers.clip import check_video, tokenize
 from ._builder import build_model_with_cfg
-from ._hub import HubMixin
+from ._base import DFERModel
 from ._pretrained import PretrainedCfg
 from ._registry import generate_default_cfgs, register_model
 
@@ -31,7 +31,7 @@ __all__ = ["CLIPGuidedDFER"]
 _logger = logging.getLogger(__name__)
 
 
-class CLIPGuidedDFER(HubMixin, nn.Module):
+class CLIPGuidedDFER(DFERModel):
     """CLIP-Guided DFER: a clip (B, T, 3, H, W) -> class logits (B, C).
 
     Every switch of the paper's ablations (Tables 2-5) is an argument:
@@ -92,7 +92,6 @@ class CLIPGuidedDFER(HubMixin, nn.Module):
             biehpro_mlp_ratio: float = 4.0,
             biehpro_init_scale: float = 0.1,
     ):
-        super().__init__()
         arch = get_clip_arch(clip_arch)
         class_names = tuple(class_names) if class_names is not None else None
         if class_names is None and (text_head or num_classes is None):
@@ -110,15 +109,11 @@ class CLIPGuidedDFER(HubMixin, nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature={temperature}: expected a positive τ (the paper: 0.01)")
 
-        self.clip_arch = arch
-        self.num_frames = num_frames
-        self.num_classes = len(class_names) if class_names is not None else num_classes
-        self.class_names = class_names
+        super().__init__(arch, class_names, num_frames, num_classes)
         self.prompt_template = prompt_template
         self.temperature = temperature
         self.text_head = text_head
         self.freeze_text = freeze_text
-        self.pretrained_cfg: Optional[PretrainedCfg] = None
 
         clip = build_open_clip(arch)
         if interfit:
@@ -139,7 +134,6 @@ class CLIPGuidedDFER(HubMixin, nn.Module):
             self.text_encoder = None
             self.head = nn.Linear(dim, self.num_classes)
         self._text_cache: Optional[torch.Tensor] = None
-        self.register_load_state_dict_post_hook(_clear_text_cache_after_load)
 
     # ------------------------------------------------------------------ text side
     def _tokenize(self, class_names: Sequence[str]) -> torch.Tensor:
@@ -241,11 +235,6 @@ class CLIPGuidedDFER(HubMixin, nn.Module):
 
     # ------------------------------------------------------------------ training helpers
     @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each visual layer in the backward pass instead of storing its activations."""
-        self.image_encoder.grad_checkpointing = enable
-
-    @torch.jit.ignore
     def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
         """Trainable parameters by origin: ``backbone`` (pretrained CLIP) and ``new`` (InterFIT, MSTA, BiEhPro, head).
 
@@ -263,10 +252,6 @@ class CLIPGuidedDFER(HubMixin, nn.Module):
         """Parameter names to exclude from weight decay besides biases and norms."""
         return {"image_encoder.visual.class_embedding", "image_encoder.visual.positional_embedding",
                 "biehpro.alpha", "biehpro.beta"}
-
-
-def _clear_text_cache_after_load(module: CLIPGuidedDFER, incompatible_keys) -> None:
-    module.clear_text_cache()
 
 
 # ---------------------------------------------------------------------------------------------------- registry

@@ -18,19 +18,19 @@ from torch import nn
 from ..convert.dferclip import convert_official_state_dict, detect_text_type, is_official_state_dict
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import dferclip_texts
-from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, get_clip_arch
+from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
 from ..layers.clip import check_video
 from ..layers.prompt import PromptLearner, TextCacheOwner, TextFeatureCache
 from ..layers.temporal import TemporalTransformer
 from ._builder import build_model_with_cfg
-from ._hub import HubMixin
+from ._base import DFERModel
 from ._pretrained import PretrainedCfg
 from ._registry import generate_default_cfgs, register_model
 
 __all__ = ["DFERCLIP"]
 
 
-class DFERCLIP(TextCacheOwner, HubMixin, nn.Module):
+class DFERCLIP(TextCacheOwner, DFERModel):
     """DFER-CLIP: CLIP frame features, a class-token temporal transformer, learnable class-specific prompts.
 
     Args:
@@ -65,21 +65,15 @@ class DFERCLIP(TextCacheOwner, HubMixin, nn.Module):
             temporal_mlp_dim: Optional[int] = None,
             cache_text: bool = True,
     ):
-        super().__init__()
-        arch = get_clip_arch(clip_arch)
-        class_names = tuple(class_names)
+        super().__init__(clip_arch, class_names, num_frames)
+        arch, class_names = self.clip_arch, self.class_names
         class_texts = list(class_texts) if class_texts is not None else dferclip_texts(class_names, text_type)
         if len(class_texts) != len(class_names):
             raise ValueError(f"{len(class_texts)} class_texts for {len(class_names)} class_names: give one per class")
-        self.clip_arch = arch
-        self.class_names = class_names
         self.class_texts = tuple(class_texts)
         self.text_type = text_type
-        self.num_classes = len(class_names)
-        self.num_frames = num_frames
         self.temperature = temperature
         self.cache_text = cache_text
-        self.pretrained_cfg: Optional[PretrainedCfg] = None
 
         clip = build_open_clip(arch)
         dim = arch.embed_dim
@@ -90,7 +84,6 @@ class DFERCLIP(TextCacheOwner, HubMixin, nn.Module):
         self.text_encoder.requires_grad_(not freeze_text)
         self.prompt_learner = PromptLearner(self.text_encoder, class_texts, n_ctx, class_specific_contexts)
         self._text_cache = TextFeatureCache()
-        self.register_load_state_dict_post_hook(_clear_cache_after_load)
 
     # ------------------------------------------------------------------ text side
     def _encode_prompts(self) -> torch.Tensor:
@@ -163,10 +156,6 @@ class DFERCLIP(TextCacheOwner, HubMixin, nn.Module):
         return converted
 
     @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.image_encoder.grad_checkpointing = enable
-
-    @torch.jit.ignore
     def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
         """Trainable parameters: ``backbone`` (image encoder), ``new`` (temporal transformer), ``prompt`` (contexts).
 
@@ -184,10 +173,6 @@ class DFERCLIP(TextCacheOwner, HubMixin, nn.Module):
     def no_weight_decay(self) -> set:
         return {"image_encoder.visual.class_embedding", "image_encoder.visual.positional_embedding",
                 "temporal_net.cls_token", "temporal_net.pos_embedding"}
-
-
-def _clear_cache_after_load(module: DFERCLIP, incompatible_keys) -> None:
-    module.clear_text_cache()
 
 
 # ---------------------------------------------------------------------------------------------------- registry

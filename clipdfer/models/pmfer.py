@@ -20,13 +20,13 @@ from torch import nn
 
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES, RAFDB_CLASSES
 from ..data.texts import au_prompt_bank
-from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, get_clip_arch, tokenize
+from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, tokenize
 from ..layers.adversarial import dann_lambda, grad_reverse
 from ..layers.biehpro import CrossAttentionBlock
 from ..layers.clip import check_video
 from ..layers.prompt import PromptLearner, TextCacheOwner, TextFeatureCache
 from ._builder import build_model_with_cfg
-from ._hub import HubMixin
+from ._base import DFERModel
 from ._pretrained import PretrainedCfg
 from ._registry import generate_default_cfgs, register_model
 
@@ -38,7 +38,7 @@ def class_prompt(name: str, phrases: Sequence[str]) -> str:
     return f"{name} face, {', '.join(phrases)}." if phrases else f"{name} face."
 
 
-class PMFER(TextCacheOwner, HubMixin, nn.Module):
+class PMFER(TextCacheOwner, DFERModel):
     """PMFER: images (B, 3, H, W) or clips (B, T, 3, H, W) -> (B, C) logits; training adds two auxiliary losses.
 
     Args:
@@ -67,16 +67,11 @@ class PMFER(TextCacheOwner, HubMixin, nn.Module):
             loss_weights: Sequence[float] = (1.0, 0.5, 0.1),
             logit_scale: float = 100.0,
     ):
-        super().__init__()
-        arch = get_clip_arch(clip_arch)
-        self.clip_arch = arch
-        self.class_names = tuple(class_names)
-        self.num_classes = len(self.class_names)
-        self.num_frames = num_frames
+        super().__init__(clip_arch, class_names, num_frames)
+        arch = self.clip_arch
         self.mask_temperature = mask_temperature
         self.loss_weights = tuple(float(w) for w in loss_weights)
         self.logit_scale = logit_scale
-        self.pretrained_cfg: Optional[PretrainedCfg] = None
         given = {k: list(v) for k, v in (phrases or {}).items()}
         bank = au_prompt_bank([n for n in self.class_names if n not in given])
         self.phrases = {n: given.get(n, bank.get(n)) for n in self.class_names}
@@ -115,7 +110,6 @@ class PMFER(TextCacheOwner, HubMixin, nn.Module):
                                            nn.Linear(max(1, dim // 2), 1))
         self._text_cache = TextFeatureCache()
         self._phrase_cache = TextFeatureCache()
-        self.register_load_state_dict_post_hook(_clear_cache_after_load)
 
     # ------------------------------------------------------------------ text side
     def _encode_classes(self) -> torch.Tensor:
@@ -217,10 +211,6 @@ class PMFER(TextCacheOwner, HubMixin, nn.Module):
         return {"class_names": list(self.class_names), "phrases": {k: list(v) for k, v in self.phrases.items()}}
 
     @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.image_encoder.grad_checkpointing = enable
-
-    @torch.jit.ignore
     def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
         """``backbone`` (the image encoder: lr 1e-5 in our recipe) and ``new`` (context, heads: 1e-3)."""
         groups: Dict[str, List[nn.Parameter]] = {"backbone": [], "new": []}
@@ -232,10 +222,6 @@ class PMFER(TextCacheOwner, HubMixin, nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
         return {"image_encoder.visual.class_embedding", "image_encoder.visual.positional_embedding"}
-
-
-def _clear_cache_after_load(module: PMFER, incompatible_keys) -> None:
-    module.clear_text_cache()
 
 
 # ---------------------------------------------------------------------------------------------------- registry
