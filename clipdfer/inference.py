@@ -139,26 +139,8 @@ def _frames(source, fps: Optional[float], folder_fps: float) -> Iterator[Tuple[f
             with Image.open(paths[i]) as img:
                 yield i / folder_fps, np.array(img.convert("RGB"))
         return
-    from .data.io import _open
-    import av
-    container = _open(path)
-    try:
-        stream = container.streams.video[0]
-        last = -1e9
-        got = False
-        for frame in container.decode(stream):
-            t = float(frame.time) if frame.time is not None else 0.0
-            if fps and t - last < 1.0 / fps - 1e-6:
-                continue
-            last = t
-            got = True
-            yield t, frame.to_ndarray(format="rgb24")
-    except av.error.FFmpegError as e:
-        raise ValueError(f"video {path!r} is corrupt: decoding failed ({e})") from e
-    finally:
-        container.close()
-    if not got:
-        raise ValueError(f"video {path!r} has no decodable frames")
+    from .data.io import iter_video_frames
+    yield from iter_video_frames(path, fps)
 
 
 @dataclasses.dataclass

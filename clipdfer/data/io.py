@@ -2,12 +2,13 @@
 
 import os
 import re
-from typing import List, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["natural_key", "list_frames", "read_frames", "read_video", "count_video_frames", "IMAGE_EXTENSIONS",
+__all__ = ["natural_key", "list_frames", "read_frames", "read_video", "count_video_frames", "iter_video_frames",
+           "IMAGE_EXTENSIONS",
            "VIDEO_EXTENSIONS", "is_video_file"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -71,20 +72,30 @@ def _open(path: str):
     return container
 
 
-def read_video(path: str) -> torch.Tensor:
-    """Every frame of a video file as (N, 3, H, W) uint8 RGB."""
+def iter_video_frames(path: str, fps: Optional[float] = None) -> Iterator[Tuple[float, np.ndarray]]:
+    """(time in s, RGB (H, W, 3) uint8) for each frame of a video file, at most ``fps`` per second if given."""
     import av
     container = _open(path)
+    got = False
     try:
-        frames = [torch.from_numpy(f.to_ndarray(format="rgb24")).permute(2, 0, 1)
-                  for f in container.decode(video=0)]
+        last = -1e9
+        for frame in container.decode(video=0):
+            t = float(frame.time) if frame.time is not None else 0.0
+            if fps and t - last < 1.0 / fps - 1e-6:
+                continue
+            last, got = t, True
+            yield t, frame.to_ndarray(format="rgb24")
     except av.error.FFmpegError as e:
         raise ValueError(f"video {path!r} is corrupt: decoding failed ({e})") from e
     finally:
         container.close()
-    if not frames:
+    if not got:
         raise ValueError(f"video {path!r} has no decodable frames")
-    return torch.stack(frames)
+
+
+def read_video(path: str) -> torch.Tensor:
+    """Every frame of a video file as (N, 3, H, W) uint8 RGB."""
+    return torch.stack([torch.from_numpy(f).permute(2, 0, 1) for _, f in iter_video_frames(path)])
 
 
 def count_video_frames(path: str) -> int:
