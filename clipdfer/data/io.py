@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 __all__ = ["natural_key", "list_frames", "read_frames", "read_video", "count_video_frames", "iter_video_frames",
-           "IMAGE_EXTENSIONS",
-           "VIDEO_EXTENSIONS", "is_video_file"]
+           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "is_video_file"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
