@@ -14,17 +14,43 @@ def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
     return torch.randn(batch_size, model.num_frames, *cfg.input_size)
 
 
-def export_onnx(model: nn.Module, path: str, batch_size: int = 1, video: Optional[torch.Tensor] = None) -> str:
-    """Write the model's inference path (clips -> logits) to an ONNX file, with the batch size fixed.
+def export_onnx(
+        model: nn.Module,
+        path: str,
+        batch_size: int = 2,
+        video: Optional[torch.Tensor] = None,
+        dynamic_batch: bool = True,
+) -> str:
+    """Write the model's inference path (clips -> logits) to an ONNX file.
 
     The model is put in eval mode and run once first, so cached text features are exported as constants (the text
     encoder is not part of the graph, except where prompts depend on the clip, as in CoCoOp). Needs ``onnx`` and
     ``onnxscript`` (``pip install "clipdfer[onnx]"``).
+
+    Args:
+        model: any clipdfer model.
+        path: the ``.onnx`` file to write.
+        batch_size: batch of the example clip the export traces (ignored when ``video`` is given).
+        video: the example clip batch (B, T, 3, H, W); default a random one shaped by the pretrained cfg.
+        dynamic_batch: export the batch dimension as a symbol ``batch`` (any B >= 1 at run time); False fixes it to
+            the example's B. T and the image size are always fixed (the model's temporal modules are built for T).
+
+    Returns:
+        ``path``. The graph's input is named ``video`` and its output ``logits``.
     """
     model.eval()
     video = example_input(model, batch_size) if video is None else video
+    if not isinstance(video, torch.Tensor) or video.dim() != 5:
+        raise ValueError(f"export_onnx needs an example clip batch of shape (B, T, 3, H, W), got "
+                         f"{getattr(video, 'shape', type(video).__name__)}; leave video=None to use example_input")
+    dynamic_shapes = None
+    if dynamic_batch:
+        if video.shape[0] == 1:  # an example batch of 1 would be traced as the constant 1
+            video = torch.cat([video, video])
+        dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},)
     with torch.no_grad():
         model(video)
-        program = torch.onnx.export(model, (video,), dynamo=True, input_names=["video"], output_names=["logits"])
+        program = torch.onnx.export(model, (video,), dynamo=True, input_names=["video"], output_names=["logits"],
+                                    dynamic_shapes=dynamic_shapes)
     program.save(path)
     return path

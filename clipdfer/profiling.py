@@ -36,13 +36,24 @@ def _rows(x: torch.Tensor) -> int:
 
 def _paper_macs(model: nn.Module, run) -> int:
     skip = set()  # Linear modules inside attention the convention leaves out
+    clip_mlps = {}  # a CLIP block's ln_2 -> its MLP's MACs per token
     for module in model.modules():
         if isinstance(module, nn.MultiheadAttention):
             skip.update(id(m) for m in module.modules())
         if isinstance(module, InteractionLayer):
             skip.update(id(m) for m in module.attn.modules())
+        mlp = getattr(module, "mlp", None)
+        if isinstance(getattr(module, "ln_2", None), nn.LayerNorm) and hasattr(mlp, "c_fc") and hasattr(mlp, "c_proj"):
+            # clip_block_mlp runs the MLP on the Linears' weights without calling them: count it where its input, the
+            # output of ln_2, is made (thop counts c_fc and c_proj as the Linears they are)
+            skip.update((id(mlp.c_fc), id(mlp.c_proj)))
+            fc, proj = mlp.c_fc, mlp.c_proj
+            clip_mlps[id(module.ln_2)] = fc.in_features * fc.out_features + proj.in_features * proj.out_features
     total = [0]
     handles = []
+
+    def clip_mlp_hook(m, inputs, output):
+        total[0] += _rows(output) * clip_mlps[id(m)]
 
     def linear_hook(m, inputs, output):
         if id(m) not in skip:
@@ -64,7 +75,9 @@ def _paper_macs(model: nn.Module, run) -> int:
             total[0] += (_rows(args[0]) + _rows(context)) * m.dim * 3 * m.dim
 
     for module in model.modules():
-        if isinstance(module, nn.Linear):
+        if id(module) in clip_mlps:
+            handles.append(module.register_forward_hook(clip_mlp_hook))
+        elif isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(linear_hook))
         elif isinstance(module, nn.Conv2d):
             handles.append(module.register_forward_hook(conv_hook))

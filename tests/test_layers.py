@@ -40,6 +40,28 @@ def test_frame_encoder_is_open_clip_per_frame():
         torch.testing.assert_close(enc(video), ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("act", ["quick_gelu", "gelu"])
+def test_clip_block_mlp_matches_open_clip_mlp(act):
+    """The folded QuickGELU MLP gives open_clip's values and gradients; other activations take open_clip's path."""
+    from clipdfer.layers.clip import clip_block_mlp
+    torch.manual_seed(0)
+    clip = build_open_clip("test")
+    mlp = clip.visual.transformer.resblocks[0].mlp
+    if act == "gelu":
+        mlp.gelu = nn.GELU()
+    x = torch.randn(3, 5, mlp.c_fc.in_features, requires_grad=True)
+    ref = mlp(x)
+    out = clip_block_mlp(mlp, x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    params = [x, mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight]
+    g_ref = torch.autograd.grad(ref.square().sum(), params)
+    g = torch.autograd.grad(out.square().sum(), params)
+    for u, v in zip(g, g_ref):
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():  # the in-place activation of the no-grad path
+        torch.testing.assert_close(clip_block_mlp(mlp, x), ref.detach(), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("batch,steps", [(1, 8), (3, 5)])
 def test_bilstm_equals_nn_lstm(batch, steps):
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .attention import Attention
-from .clip import CLIPFrameEncoder, clip_block_attention
+from .clip import CLIPFrameEncoder, clip_block_attention, clip_block_mlp
 from .temporal import BiLSTM
 
 __all__ = ["InteractionLayer", "InterFIT"]
@@ -95,4 +95,4 @@ class InterFIT(CLIPFrameEncoder):
         xi = torch.cat([x, inter.reshape(n, 1, w)], dim=1)  # (B*T, 1 + P + 1, W)
         xi = xi + block.ls_1(clip_block_attention(block.attn, block.ln_1(xi)))  # eq. 3, spatio-temporal attention
         x = xi[:, :length]  # drop the interaction token
-        return x + block.ls_2(block.mlp(block.ln_2(x)))
+        return x + block.ls_2(clip_block_mlp(block.mlp, block.ln_2(x)))
