@@ -5,6 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
+import bench_cpu_kernels  # noqa: E402
 import bench_forward  # noqa: E402
 import bench_train  # noqa: E402
 
@@ -28,3 +29,10 @@ def test_bench_train_measures_each_configuration_in_its_own_process():
                              "--dtypes", "fp32"])
     assert [r["grad_checkpointing"] for r in rows] == [False, True]
     assert all(r["step_ms"] > 0 and r["peak_memory_mb"] > 0 for r in rows)
+
+
+def test_bench_cpu_kernels_runs_both_parts():
+    res = bench_cpu_kernels.main(["mlp", "--model", "clipdfer_test", "--batch-size", "2", "--runs", "1"])
+    assert res["max_abs_diff"] < 1e-4 and all(v > 0 for k, v in res.items() if k != "max_abs_diff")
+    res = bench_cpu_kernels.layouts(runs=1, copies=1)
+    assert len(res) == 4 and all(v > 0 for shape in res.values() for v in shape.values())
