@@ -15,7 +15,7 @@ import json
 import platform
 import statistics
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import open_clip
 import torch
@@ -58,9 +58,10 @@ def matmul_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
 
 
 def bench(name: str, batch: int, device: torch.device, dtype: torch.dtype, compile_: bool, runs: int,
-          warmup: int) -> Dict:
+          warmup: int, model_kwargs: Optional[Dict] = None) -> Dict:
     torch.manual_seed(0)
-    model = clipdfer.create_model(name).eval()
+    model_kwargs = model_kwargs or {}
+    model = clipdfer.create_model(name, **model_kwargs).eval()
     clip = build_open_clip(model.clip_arch).visual.eval()
     clip.load_state_dict(model.image_encoder.visual.state_dict())
     model, clip = model.to(device, dtype), clip.to(device, dtype)
@@ -92,11 +93,11 @@ def bench(name: str, batch: int, device: torch.device, dtype: torch.dtype, compi
             if reencode:
                 ms_reencode.append(timer(uncached))
     with torch.device("meta"):
-        meta_model = clipdfer.create_model(name)
+        meta_model = clipdfer.create_model(name, **model_kwargs)
     meta_model.to("meta")
     macs = count_macs(meta_model, torch.empty(batch, t, 3, size, size, device="meta"), "full")
     m, f = statistics.median(ms_model), statistics.median(ms_floor)
-    row = {"model": name, "batch_size": batch, "num_frames": t, "dtype": str(dtype).split(".")[-1],
+    row = {"model": name, "model_kwargs": model_kwargs, "batch_size": batch, "num_frames": t, "dtype": str(dtype).split(".")[-1],
            "compile": compile_, "model_ms": m, "encode_image_ms": f, "ratio": m / f,
            "clips_per_s": batch / (m / 1e3), "achieved_tflops": 2 * macs / (m / 1e3) / 1e12}
     if reencode:
@@ -111,19 +112,24 @@ def device_name(device: torch.device) -> str:
     return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def _label(row: Dict) -> str:
+    extra = {k: v for k, v in row.get("model_kwargs", {}).items() if k != "num_frames"}
+    return f"`{row['model']}`" + "".join(f", `{k}={v!r}`" for k, v in extra.items())
+
+
 def markdown(rows: List[Dict], device: str, peak: float) -> str:
     head = (f"Device: {device}; matmul peak measured {peak:.1f} TFLOP/s; torch {torch.__version__}, "
             f"open_clip {open_clip.__version__}\n\n| model | B | T | dtype | compile | model ms | encode_image ms | "
             "ratio | clips/s | TFLOP/s | of peak |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     table = head + "".join(
-        f"| `{r['model']}` | {r['batch_size']} | {r['num_frames']} | {r['dtype']} | {r['compile']} | "
+        f"| {_label(r)} | {r['batch_size']} | {r['num_frames']} | {r['dtype']} | {r['compile']} | "
         f"{r['model_ms']:.2f} | {r['encode_image_ms']:.2f} | {r['ratio']:.3f} | {r['clips_per_s']:.1f} | "
         f"{r['achieved_tflops']:.2f} | {100 * r['fraction_of_peak']:.1f}% |\n" for r in rows)
     cached = [r for r in rows if "reencode_prompts_ms" in r]
     if cached:
         table += ("\nCached prompt features against re-encoding the prompts every call:\n\n| model | B | dtype | compile | "
                   "cached ms | re-encoding ms | speed-up |\n|---|---|---|---|---|---|---|\n" + "".join(
-                      f"| `{r['model']}` | {r['batch_size']} | {r['dtype']} | {r['compile']} | {r['model_ms']:.2f} | "
+                      f"| {_label(r)} | {r['batch_size']} | {r['dtype']} | {r['compile']} | {r['model_ms']:.2f} | "
                       f"{r['reencode_prompts_ms']:.2f} | {r['prompt_cache_speedup']:.2f}x |\n" for r in cached))
     return table
 
@@ -132,6 +138,9 @@ def main(argv=None) -> List[Dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", help="names or shell wildcards")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
+    p.add_argument("--num-frames", type=int, default=None,
+                   help="T (default: each model's own); models whose temporal modules need another T refuse it")
+    p.add_argument("--model-kwargs", default="{}", help="JSON of extra model arguments, e.g. '{\"interfit\": false}'")
     p.add_argument("--dtype", choices=sorted(_DTYPES), default="fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile both sides")
@@ -142,11 +151,14 @@ def main(argv=None) -> List[Dict]:
     args = p.parse_args(argv)
     device, dtype = torch.device(args.device), _DTYPES[args.dtype]
     names = [n for pattern in args.models for n in (clipdfer.list_models(pattern) or [pattern])]
+    model_kwargs = json.loads(args.model_kwargs)
+    if args.num_frames is not None:
+        model_kwargs["num_frames"] = args.num_frames
     peak = matmul_peak_tflops(device, dtype)
     rows = []
     for name in names:
         for batch in args.batch_sizes:
-            row = bench(name, batch, device, dtype, args.compile, args.runs, args.warmup)
+            row = bench(name, batch, device, dtype, args.compile, args.runs, args.warmup, model_kwargs)
             row["fraction_of_peak"] = row["achieved_tflops"] / peak
             rows.append(row)
             extra = (f"; re-encoding the prompts every call {row['reencode_prompts_ms']:.2f} ms, the cache is "

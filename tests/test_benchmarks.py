@@ -7,6 +7,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
 import bench_cpu_kernels  # noqa: E402
 import bench_forward  # noqa: E402
+import bench_lstm  # noqa: E402
 import bench_train  # noqa: E402
 
 
@@ -24,6 +25,12 @@ def test_bench_forward_reports_ratio_and_peak_fraction(tmp_path):
     assert "matmul peak measured" in md and "re-encoding ms" in md
 
 
+def test_bench_forward_takes_num_frames_and_model_kwargs():
+    rows = bench_forward.main(["dferclip_test", "--runs", "1", "--warmup", "1", "--num-frames", "4",
+                               "--model-kwargs", '{"temporal_layers": 2}'])
+    assert rows[0]["num_frames"] == 4 and rows[0]["model_kwargs"] == {"temporal_layers": 2, "num_frames": 4}
+
+
 def test_bench_train_measures_each_configuration_in_its_own_process():
     rows = bench_train.main(["clipdfer_test", "--batch-size", "2", "--steps", "1", "--warmup", "1",
                              "--dtypes", "fp32"])
@@ -36,3 +43,11 @@ def test_bench_cpu_kernels_runs_both_parts():
     assert res["max_abs_diff"] < 1e-4 and all(v > 0 for k, v in res.items() if k != "max_abs_diff")
     res = bench_cpu_kernels.layouts(runs=1, copies=1)
     assert len(res) == 4 and all(v > 0 for shape in res.values() for v in shape.values())
+
+
+def test_bench_lstm_times_each_implementation():
+    rows = bench_lstm.main(["--device", "cpu", "--width", "16", "--layers", "2", "--runs", "2", "--warmup", "1",
+                            "--batch-sizes", "1", "3"])
+    assert [(r["impl"], r["batch_size"]) for r in rows] == [
+        (i, b) for b in (1, 3) for i in ("native", "unrolled", "nn.LSTM")]
+    assert all(r["ms"] > 0 and r["compaction_warning"] is False for r in rows)  # no cuDNN on the CPU
