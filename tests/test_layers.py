@@ -62,6 +62,29 @@ def test_clip_block_mlp_matches_open_clip_mlp(act):
         torch.testing.assert_close(clip_block_mlp(mlp, x), ref.detach(), rtol=1e-5, atol=1e-6)
 
 
+def test_clip_block_mlp_respects_hooks_and_wrapped_linears():
+    """Fine-tuning code that hooks or replaces c_fc / c_proj (feature taps, LoRA) must see its module run."""
+    from clipdfer.layers.clip import clip_block_mlp
+    torch.manual_seed(0)
+    mlp = build_open_clip("test").visual.transformer.resblocks[0].mlp
+    x = torch.randn(2, 3, mlp.c_fc.in_features)
+    seen = []
+    handle = mlp.c_fc.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    clip_block_mlp(mlp, x)
+    handle.remove()
+    assert seen == [(2, 3, mlp.c_fc.out_features)]
+
+    class Scaled(nn.Linear):  # a stand-in for an adapter: changes what the layer computes
+        def forward(self, inp):
+            return 2 * super().forward(inp)
+
+    scaled = Scaled(mlp.c_proj.in_features, mlp.c_proj.out_features)
+    scaled.load_state_dict(mlp.c_proj.state_dict())
+    mlp.c_proj = scaled
+    with torch.no_grad():
+        torch.testing.assert_close(clip_block_mlp(mlp, x), mlp(x))
+
+
 @pytest.mark.parametrize("batch,steps", [(1, 8), (3, 5)])
 def test_bilstm_equals_nn_lstm(batch, steps):
     torch.manual_seed(0)

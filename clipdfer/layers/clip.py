@@ -107,16 +107,22 @@ def clip_block_attention(attn: nn.MultiheadAttention, x: torch.Tensor, is_causal
     return attn.out_proj(out)
 
 
+def _plain_linear(m: nn.Module) -> bool:
+    """An ``nn.Linear`` itself, with a bias and no hooks: reading its weights gives what calling it would."""
+    return type(m) is nn.Linear and m.bias is not None and not (m._forward_hooks or m._forward_pre_hooks)
+
+
 def clip_block_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The MLP of an open_clip/OpenAI block on its own parameters: ``c_proj(act(c_fc(x)))``, tokens (..., W).
 
     With OpenAI's QuickGELU, ``z * sigmoid(1.702 z)`` equals ``silu(1.702 z) / 1.702``: the factor 1.702 goes into
     ``c_fc``'s matmul (``addmm``'s alpha and beta) and 1 / 1.702 into ``c_proj``'s, so the activation is one ``silu``
-    instead of three elementwise passes over the widest tensor of the block. Other activations run as they are.
+    instead of three elementwise passes over the widest tensor of the block. Other activations, and Linears that are
+    wrapped, subclassed (e.g. LoRA adapters), hooked or without bias, run through the module as they are.
     """
-    if not isinstance(mlp.gelu, open_clip.transformer.QuickGELU):
-        return mlp(x)
     fc, proj = mlp.c_fc, mlp.c_proj
+    if not (isinstance(mlp.gelu, open_clip.transformer.QuickGELU) and _plain_linear(fc) and _plain_linear(proj)):
+        return mlp(x)
     shape = x.shape
     h = torch.addmm(fc.bias, x.reshape(-1, shape[-1]), fc.weight.t(), beta=_QUICK_GELU, alpha=_QUICK_GELU)
     h = nn.functional.silu(h, inplace=not (torch.is_grad_enabled() and h.requires_grad))
