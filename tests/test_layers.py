@@ -62,6 +62,31 @@ def test_clip_block_mlp_matches_open_clip_mlp(act):
         torch.testing.assert_close(clip_block_mlp(mlp, x), ref.detach(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_clip_block_attention_calls_hooked_or_wrapped_modules(is_causal, batch_first):
+    from clipdfer.layers.clip import clip_block_attention
+    torch.manual_seed(0)
+    attn = nn.MultiheadAttention(16, 4, batch_first=batch_first)
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        ref = clip_block_attention(attn, x, is_causal)  # the SDPA path on the module's weights
+        seen = []
+        handle = attn.register_forward_hook(lambda m, i, o: seen.append(True))
+        torch.testing.assert_close(clip_block_attention(attn, x, is_causal), ref, rtol=1e-5, atol=1e-6)
+        handle.remove()
+        assert seen == [True]
+
+        class Doubled(nn.MultiheadAttention):  # a stand-in for an adapter: changes what the layer computes
+            def forward(self, *args, **kwargs):
+                out, w = super().forward(*args, **kwargs)
+                return 2 * out, w
+
+        wrapped = Doubled(16, 4, batch_first=batch_first)
+        wrapped.load_state_dict(attn.state_dict())
+        torch.testing.assert_close(clip_block_attention(wrapped, x, is_causal), 2 * ref, rtol=1e-5, atol=1e-6)
+
+
 def test_clip_block_mlp_respects_hooks_and_wrapped_linears():
     """Fine-tuning code that hooks or replaces c_fc / c_proj (feature taps, LoRA) must see its module run."""
     from clipdfer.layers.clip import clip_block_mlp

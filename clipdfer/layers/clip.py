@@ -101,10 +101,24 @@ def clip_block_attention(attn: nn.MultiheadAttention, x: torch.Tensor, is_causal
         attn: the block's ``nn.MultiheadAttention`` (fused in_proj, out_proj).
         x: normalised tokens (N, L, W).
         is_causal: causal mask (the text tower).
+
+    A module that is not a plain ``nn.MultiheadAttention`` (a subclass or wrapper, e.g. a LoRA adapter) or that has
+    forward hooks is called as a module instead, so that what it adds is not skipped.
     """
+    if type(attn) is not nn.MultiheadAttention or attn._forward_hooks or attn._forward_pre_hooks:
+        return _module_attention(attn, x, is_causal)
     q, k, v = nn.functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     out = multi_head_attention(q, k, v, attn.num_heads, is_causal=is_causal)
     return attn.out_proj(out)
+
+
+def _module_attention(attn: nn.Module, x: torch.Tensor, is_causal: bool) -> torch.Tensor:
+    """Self-attention through the module's own forward (batch-first or not), tokens (N, L, W)."""
+    length = x.shape[1]
+    mask = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1) if is_causal else None
+    tokens = x if getattr(attn, "batch_first", False) else x.transpose(0, 1)
+    out = attn(tokens, tokens, tokens, need_weights=False, attn_mask=mask)[0]
+    return out if getattr(attn, "batch_first", False) else out.transpose(0, 1)
 
 
 def _plain_linear(m: nn.Module) -> bool:
