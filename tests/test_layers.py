@@ -60,6 +60,14 @@ def test_clip_block_mlp_matches_open_clip_mlp(act):
         torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-6)
     with torch.no_grad():  # the in-place activation of the no-grad path
         torch.testing.assert_close(clip_block_mlp(mlp, x), ref.detach(), rtol=1e-5, atol=1e-6)
+    if act == "quick_gelu":  # open_clip's own blocks take the folded path: their modules are not called
+
+        def fail(*args):
+            raise AssertionError("the MLP module ran")
+
+        for m in (mlp, mlp.c_fc, mlp.gelu, mlp.c_proj):
+            m.forward = fail
+        clip_block_mlp(mlp, x)
 
 
 @pytest.mark.parametrize("is_causal", [False, True])
@@ -108,6 +116,8 @@ def test_clip_block_mlp_respects_hooks_and_wrapped_linears():
     mlp.c_proj = scaled
     with torch.no_grad():
         torch.testing.assert_close(clip_block_mlp(mlp, x), mlp(x))
+        other = nn.Sequential(nn.Linear(mlp.c_fc.in_features, 4), nn.ReLU())  # any replacement MLP runs as it is
+        torch.testing.assert_close(clip_block_mlp(other, x), other(x))
 
 
 @pytest.mark.parametrize("batch,steps", [(1, 8), (3, 5)])

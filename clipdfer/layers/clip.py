@@ -134,8 +134,9 @@ def clip_block_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     instead of three elementwise passes over the widest tensor of the block. Other activations, and Linears that are
     wrapped, subclassed (e.g. LoRA adapters), hooked or without bias, run through the module as they are.
     """
-    fc, proj = mlp.c_fc, mlp.c_proj
-    if not (isinstance(mlp.gelu, open_clip.transformer.QuickGELU) and _plain_linear(fc) and _plain_linear(proj)):
+    fc, proj = getattr(mlp, "c_fc", None), getattr(mlp, "c_proj", None)
+    if not (isinstance(getattr(mlp, "gelu", None), open_clip.transformer.QuickGELU) and type(mlp) is nn.Sequential
+            and _plain_linear(fc) and _plain_linear(proj) and not (mlp._forward_hooks or mlp._forward_pre_hooks)):
         return mlp(x)
     shape = x.shape
     h = torch.addmm(fc.bias, x.reshape(-1, shape[-1]), fc.weight.t(), beta=_QUICK_GELU, alpha=_QUICK_GELU)
