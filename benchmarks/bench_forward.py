@@ -97,7 +97,8 @@ def bench(name: str, batch: int, device: torch.device, dtype: torch.dtype, compi
     meta_model.to("meta")
     macs = count_macs(meta_model, torch.empty(batch, t, 3, size, size, device="meta"), "full")
     m, f = statistics.median(ms_model), statistics.median(ms_floor)
-    row = {"model": name, "model_kwargs": model_kwargs, "batch_size": batch, "num_frames": t, "dtype": str(dtype).split(".")[-1],
+    row = {"model": name, "model_kwargs": model_kwargs, "batch_size": batch, "num_frames": t,
+           "dtype": str(dtype).split(".")[-1],
            "compile": compile_, "model_ms": m, "encode_image_ms": f, "ratio": m / f,
            "clips_per_s": batch / (m / 1e3), "achieved_tflops": 2 * macs / (m / 1e3) / 1e12}
     if reencode:
@@ -127,7 +128,8 @@ def markdown(rows: List[Dict], device: str, peak: float) -> str:
         f"{r['achieved_tflops']:.2f} | {100 * r['fraction_of_peak']:.1f}% |\n" for r in rows)
     cached = [r for r in rows if "reencode_prompts_ms" in r]
     if cached:
-        table += ("\nCached prompt features against re-encoding the prompts every call:\n\n| model | B | dtype | compile | "
+        table += ("\nCached prompt features against re-encoding the prompts every call:\n\n"
+                  "| model | B | dtype | compile | "
                   "cached ms | re-encoding ms | speed-up |\n|---|---|---|---|---|---|---|\n" + "".join(
                       f"| {_label(r)} | {r['batch_size']} | {r['dtype']} | {r['compile']} | {r['model_ms']:.2f} | "
                       f"{r['reencode_prompts_ms']:.2f} | {r['prompt_cache_speedup']:.2f}x |\n" for r in cached))

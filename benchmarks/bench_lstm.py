@@ -24,7 +24,6 @@ import warnings
 from typing import Dict, List
 
 import torch
-from torch import nn
 
 from clipdfer.layers import BiLSTM
 

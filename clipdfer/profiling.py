@@ -46,8 +46,8 @@ def _paper_macs(model: nn.Module, run) -> int:
         if isinstance(getattr(module, "ln_2", None), nn.LayerNorm) and hasattr(mlp, "c_fc") and hasattr(mlp, "c_proj"):
             # clip_block_mlp runs the MLP on the Linears' weights without calling them: count it where its input, the
             # output of ln_2, is made (thop counts c_fc and c_proj as the Linears they are)
-            skip.update((id(mlp.c_fc), id(mlp.c_proj)))
             fc, proj = mlp.c_fc, mlp.c_proj
+            skip.update((id(fc), id(proj)))
             clip_mlps[id(module.ln_2)] = fc.in_features * fc.out_features + proj.in_features * proj.out_features
     total = [0]
     handles = []
@@ -56,8 +56,7 @@ def _paper_macs(model: nn.Module, run) -> int:
         total[0] += _rows(output) * clip_mlps[id(m)]
 
     def linear_hook(m, inputs, output):
-        if id(m) not in skip:
-            total[0] += _rows(inputs[0]) * m.in_features * m.out_features
+        total[0] += _rows(inputs[0]) * m.in_features * m.out_features
 
     def conv_hook(m, inputs, output):
         k = m.in_channels // m.groups
@@ -77,7 +76,8 @@ def _paper_macs(model: nn.Module, run) -> int:
     for module in model.modules():
         if id(module) in clip_mlps:
             handles.append(module.register_forward_hook(clip_mlp_hook))
-        elif isinstance(module, nn.Linear):
+        elif isinstance(module, nn.Linear) and id(module) not in skip:
+            # no hooks on skipped Linears: a hook on c_fc / c_proj would turn off the fused MLP being counted
             handles.append(module.register_forward_hook(linear_hook))
         elif isinstance(module, nn.Conv2d):
             handles.append(module.register_forward_hook(conv_hook))

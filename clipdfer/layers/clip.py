@@ -116,9 +116,10 @@ def _module_attention(attn: nn.Module, x: torch.Tensor, is_causal: bool) -> torc
     """Self-attention through the module's own forward (batch-first or not), tokens (N, L, W)."""
     length = x.shape[1]
     mask = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1) if is_causal else None
-    tokens = x if getattr(attn, "batch_first", False) else x.transpose(0, 1)
+    batch_first = getattr(attn, "batch_first", False)
+    tokens = x if batch_first else x.transpose(0, 1)
     out = attn(tokens, tokens, tokens, need_weights=False, attn_mask=mask)[0]
-    return out if getattr(attn, "batch_first", False) else out.transpose(0, 1)
+    return out if batch_first else out.transpose(0, 1)
 
 
 def _plain_linear(m: nn.Module) -> bool:

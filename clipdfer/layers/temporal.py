@@ -24,8 +24,9 @@ def bilstm_unrolled(
 
     PyTorch's gate order (i, f, g, o) and equations. The input projections of both directions and all steps are one
     batched matmul; each recurrent step is one ``baddbmm`` over the two directions (two independent matrix-vector
-    products, which PyTorch spreads over two cores where a single one would use one). For T = 8-16 this is faster on the CPU
-    than ``nn.LSTM``, and it unrolls cleanly under ``torch.compile``.
+    products, which PyTorch spreads over two cores where a single one would use one). On the CPU at batch 1 this is
+    4.3x faster than ``nn.LSTM`` (InterFIT's 12 layers, T = 8); from batch 2 ``nn.LSTM`` is faster
+    (``benchmarks/bench_lstm.py``, table in docs/benchmarks.md). It unrolls cleanly under ``torch.compile``.
 
     Args:
         x: (B, T, D) batch-first input.
