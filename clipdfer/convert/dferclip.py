@@ -30,7 +30,7 @@ import torch
 
 from ..data.labels import DFEW_CLASSES, MAFW_CLASSES
 from ..data.texts import DFERCLIP_TEXT_TYPES, dferclip_texts
-from .safe_load import load_inert
+from ..models._safe_load import load_inert
 
 __all__ = ["is_official_state_dict", "convert_official_state_dict", "detect_text_type", "convert_checkpoint",
            "read_official_checkpoint", "infer_clip_arch"]

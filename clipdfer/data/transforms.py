@@ -6,8 +6,6 @@ Every transform takes a clip (T, 3, H, W) uint8 and applies one set of random pa
 from typing import Callable, Sequence
 
 import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
 
 __all__ = ["build_transform", "AUGMENTATIONS"]
 
@@ -23,6 +21,8 @@ def build_transform(cfg, train: bool = False, augment: Sequence[str] = ("crop", 
         augment: any of ``crop`` (random resized crop, scale 0.8-1), ``flip`` (horizontal), ``color_jitter``
             (brightness 0.5, DFER-CLIP's DFEW recipe), ``rotation`` (4 degrees, its FERV39k recipe).
     """
+    from torchvision.transforms import InterpolationMode, v2  # imported when a transform is built, not with clipdfer
+
     size = tuple(cfg.input_size[-2:])
     interpolation = InterpolationMode(cfg.interpolation)
     ops = []

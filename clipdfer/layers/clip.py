@@ -9,15 +9,16 @@ to fix.
 
 import dataclasses
 import functools
-from typing import Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence
 
-import open_clip
 import torch
-from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import multi_head_attention
+
+if TYPE_CHECKING:  # open_clip is imported where a tower is built, not with clipdfer
+    from open_clip.model import CLIP
 
 __all__ = [
     "CLIPArch", "CLIP_ARCHS", "get_clip_arch", "build_open_clip", "CLIPFrameEncoder", "CLIPTextEncoder",
@@ -66,8 +67,9 @@ def get_clip_arch(arch) -> CLIPArch:
     return CLIP_ARCHS[arch]
 
 
-def build_open_clip(arch) -> CLIP:
+def build_open_clip(arch) -> "CLIP":
     """An open_clip ``CLIP`` model of the given shape, randomly initialised (open_clip's own init)."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
     a = get_clip_arch(arch)
     vision_cfg = CLIPVisionCfg(
         layers=a.layers, width=a.width, head_width=a.width // a.heads, mlp_ratio=a.mlp_ratio,
@@ -80,7 +82,8 @@ def build_open_clip(arch) -> CLIP:
 
 @functools.lru_cache(maxsize=4)
 def _tokenizer(context_length: int):
-    return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
+    from open_clip.tokenizer import SimpleTokenizer
+    return SimpleTokenizer(context_length=context_length)
 
 
 def tokenize(texts: Sequence[str], context_length: int = 77) -> torch.Tensor:
@@ -136,7 +139,7 @@ def clip_block_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     wrapped, subclassed (e.g. LoRA adapters), hooked or without bias, run through the module as they are.
     """
     fc, proj = getattr(mlp, "c_fc", None), getattr(mlp, "c_proj", None)
-    if not (isinstance(getattr(mlp, "gelu", None), open_clip.transformer.QuickGELU) and type(mlp) is nn.Sequential
+    if not (type(getattr(mlp, "gelu", None)).__name__ == "QuickGELU" and type(mlp) is nn.Sequential
             and _plain_linear(fc) and _plain_linear(proj) and not (mlp._forward_hooks or mlp._forward_pre_hooks)):
         return mlp(x)
     shape = x.shape
@@ -295,7 +298,7 @@ class CLIPTextEncoder(nn.Module):
         clip: an open_clip ``CLIP`` whose text modules are taken (not copied).
     """
 
-    def __init__(self, clip: CLIP):
+    def __init__(self, clip: "CLIP"):
         super().__init__()
         _check_blocks(clip.transformer.resblocks)
         self.token_embedding = clip.token_embedding

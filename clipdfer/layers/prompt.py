@@ -1,5 +1,6 @@
 """Learnable text prompts for CLIP's text encoder (CoOp-style context vectors), and a cache for text features."""
 
+import contextlib
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -7,7 +8,7 @@ from torch import nn
 
 from .clip import CLIPTextEncoder, tokenize
 
-__all__ = ["PromptLearner", "TextFeatureCache", "TextCacheOwner"]
+__all__ = ["PromptLearner", "TextFeatureCache"]
 
 
 class PromptLearner(nn.Module):
@@ -112,7 +113,8 @@ class TextFeatureCache:
 
     The key is each tensor's version counter (bumped by in-place updates such as ``optimizer.step()`` and
     ``load_state_dict``), storage, dtype and device, so the cache refreshes after a training step, a weight load, a
-    class change or a move, and never serves stale features.
+    class change or a move, and never serves stale features. Features are computed without gradient and outside
+    autocast, so the cached ones are full precision whatever context first asked for them.
     """
 
     def __init__(self):
@@ -127,20 +129,10 @@ class TextFeatureCache:
             return self._value if self._value is not None else compute()
         key = tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
         if key != self._key or self._value is None:
-            with torch.no_grad():
+            device_type = tensors[0].device.type if tensors else "cpu"
+            no_autocast = torch.autocast(device_type, enabled=False) if device_type in ("cpu", "cuda") \
+                else contextlib.nullcontext()
+            with torch.no_grad(), no_autocast:
                 self._value = compute()
             self._key = key
         return self._value
-
-
-class TextCacheOwner:
-    """Mixin for models with a ``clear_text_cache()``: switching between training and evaluation drops the cache.
-
-    Inside ``torch.compile`` / ``torch.export`` the cache cannot check its key, so it serves what it holds; dropping
-    it on every ``train()`` / ``eval()`` keeps a compiled model from serving features from before a training phase.
-    Run the model once eagerly in eval mode before ``torch.export`` so the features are exported as a constant.
-    """
-
-    def train(self, mode: bool = True):
-        self.clear_text_cache()
-        return super().train(mode)

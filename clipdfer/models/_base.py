@@ -1,28 +1,107 @@
-"""What every clipdfer model shares: its CLIP shape, classes and T, gradient checkpointing, saving and loading."""
+"""The one interface every clipdfer model has: timm's head contract, and everything the builder, training,
+evaluation and prediction ask of a model, declared here with defaults that the families override.
 
-from typing import Dict, Optional, Sequence
+timm's contract, as in its ``VisionTransformer``:
+
+- ``forward(video) = forward_head(forward_features(video))``;
+- ``forward_head(x, pre_logits=True)`` is the (B, ``num_features``) embedding the classifier reads;
+- ``get_classifier()`` is the module that maps that embedding to the logits;
+- ``reset_classifier(num_classes)``: a new ``nn.Linear`` head, or ``0`` for the embedding itself;
+- ``group_matcher()`` orders the parameters by depth for layer-wise learning-rate decay;
+- ``set_grad_checkpointing()``, ``no_weight_decay()``.
+
+Where ours differ, because a clip is a video and most heads are text prompts: ``forward_features`` returns what each
+family's head takes (one embedding per clip, or per-frame features for the heads that read every frame), and a
+text-prompt head is a function of class texts, not a matrix: ``get_classifier()`` returns a view of the modules that
+make it (:class:`PromptHead`), and the equivalent of a new classifier for it is new class texts (``set_classes``).
+"""
+
+import logging
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..layers import get_clip_arch
+from ..layers.prompt import TextFeatureCache
 from ._hub import HubMixin
 from ._pretrained import PretrainedCfg
 
-__all__ = ["DFERModel"]
+__all__ = ["DFERModel", "PromptHead", "WEIGHT_STATES"]
+
+_logger = logging.getLogger(__name__)
+
+# What a model's weights are (``model.weights``), set by the builder when it loads them.
+WEIGHT_STATES = {
+    "random": "random weights",
+    "clip": "the CLIP initialisation, not fine-tuned for expressions",
+    "finetuned": "fine-tuned weights",
+    "loaded": "weights loaded with load_state_dict",
+}
 
 
-def _clear_text_cache_after_load(module: "DFERModel", incompatible_keys) -> None:
+def _after_load_state_dict(module: "DFERModel", incompatible_keys) -> None:
     module.clear_text_cache()
+    module.weights = "loaded"  # the builder says more precisely what it loaded
+
+
+class PromptHead(nn.Module):
+    """A text-prompt classifier as a module: pre-logits (B, ``in_features``) -> logits (B, ``out_features``).
+
+    What ``model.get_classifier()`` returns for a model that classifies by class texts. It is a view: its children
+    are the model's own modules (the text encoder, prompt contexts, BiEhPro ...), not copies, so its
+    ``parameters()`` are the classifier's parameters in the model, and calling it runs the model's head.
+    """
+
+    def __init__(self, model: "DFERModel"):
+        super().__init__()
+        object.__setattr__(self, "_model", model)  # not a child: the view must not own the whole model
+        for name in model.prompt_head_parts:
+            part = getattr(model, name)
+            if isinstance(part, nn.Parameter):
+                self.register_parameter(name, part)
+            elif isinstance(part, nn.Module):
+                self.add_module(name, part)
+        self.in_features = model.num_features
+        self.out_features = model.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._model._prompt_logits(x)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, text-prompt classifier"
 
 
 class DFERModel(HubMixin, nn.Module):
-    """Base of the model families.
+    """Base of the model families: a clip (B, T, 3, H, W) -> (B, ``num_classes``) logits.
 
-    Sets ``clip_arch``, ``class_names``, ``num_classes``, ``num_frames`` and ``pretrained_cfg`` (attached by the
-    builder), and drops cached text features after ``load_state_dict``. Subclasses hold their image encoder as
-    ``self.image_encoder`` and define ``clear_text_cache()``.
+    Attributes every model has:
+        clip_arch, class_names, num_classes, num_frames: its CLIP shape, its classes in label order and its T.
+        num_features: width of the pre-logits embedding (``forward_head(x, pre_logits=True)``).
+        head: the classifier when it is a module of its own (``nn.Linear`` after ``reset_classifier(n)``, or the
+            family's linear head); None while the family's text-prompt head classifies.
+        pretrained_cfg, model_args: set by the builder (preprocessing, class order; what ``config.json`` records).
+        weights: what the weights are: ``random``, ``clip`` (CLIP initialisation, not fine-tuned for expressions),
+            ``finetuned``, or ``loaded`` (by ``load_state_dict``, not through clipdfer's loaders).
+
+    What a family declares (class attributes):
+        family: its name in :mod:`clipdfer.recipes` (``clipdfer``, ``dferclip`` ...).
+        zero_shot: it predicts meaningfully with its pretrained (not fine-tuned) weights: zero-shot CLIP.
+        prompt_head_parts: attributes that form its text-prompt classifier (what ``get_classifier()`` shows).
+        text_only_parts: attributes that only serve the text head (e.g. auxiliary text losses); with the prompt
+            head they are removed by ``reset_classifier``.
+
+    A family implements ``forward_features`` (video -> what its head reads), ``_pool`` (that -> the (B,
+    num_features) pre-logits; identity by default) and ``_prompt_logits`` (pre-logits -> logits through its text
+    head), and may override ``training_losses``, ``set_stage``, ``checkpoint_filter_fn``, ``group_parameters``,
+    ``no_weight_decay`` and ``_class_args``.
     """
+
+    family: ClassVar[str] = ""
+    zero_shot: ClassVar[bool] = False
+    prompt_head_parts: ClassVar[Tuple[str, ...]] = ()
+    text_only_parts: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, clip_arch, class_names: Optional[Sequence[str]], num_frames: int,
                  num_classes: Optional[int] = None):
@@ -31,17 +110,248 @@ class DFERModel(HubMixin, nn.Module):
         self.class_names = tuple(class_names) if class_names is not None else None
         self.num_classes = len(self.class_names) if self.class_names is not None else num_classes
         self.num_frames = num_frames
+        self.num_features = self.clip_arch.embed_dim
+        self.head: Optional[nn.Module] = None
+        self.stage = 1
         self.pretrained_cfg: Optional[PretrainedCfg] = None
-        self.register_load_state_dict_post_hook(_clear_text_cache_after_load)
+        self.model_args: Dict[str, Any] = {}
+        self.weights = "random"
+        self._text_cache = TextFeatureCache()
+        self._classifier_args: Optional[Dict[str, Any]] = None  # what reset_classifier did, for config.json
+        self._class_args_before_reset: Optional[Dict[str, Any]] = None
+        self.register_load_state_dict_post_hook(_after_load_state_dict)
 
-    def clear_text_cache(self) -> None:
-        """Forget cached text features (models without any have nothing to forget)."""
+    # ------------------------------------------------------------------------------------------ timm's head contract
+    @property
+    def head_hidden_size(self) -> int:
+        """timm's name for the width the classifier reads; equal to ``num_features`` here."""
+        return self.num_features
 
-    def export_model_args(self) -> Dict:
-        """Constructor arguments that may have changed since construction (e.g. by ``set_classes``)."""
-        return {"class_names": list(self.class_names)}
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        """Features of a clip batch (B, T, 3, H, W), as the family's head reads them: (B, D) or (B, T, D)."""
+        raise NotImplementedError
+
+    def _pool(self, features: torch.Tensor) -> torch.Tensor:
+        """``forward_features`` output -> the (B, num_features) pre-logits embedding."""
+        return features
+
+    def _prompt_logits(self, pre_logits: torch.Tensor) -> torch.Tensor:
+        """The family's text-prompt head: pre-logits (B, num_features) -> logits (B, C)."""
+        raise NotImplementedError(f"{type(self).__name__} has no text-prompt head")
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits from ``forward_features``'s output: (B, ...) -> (B, num_classes).
+
+        Args:
+            x: what ``forward_features`` returns.
+            pre_logits: return the (B, num_features) embedding the classifier reads instead of the logits.
+        """
+        x = self._pool(x)
+        if pre_logits:
+            return x
+        if self.head is not None:
+            return self.head(x)
+        return self._prompt_logits(x)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) clips, prepared as ``pretrained_cfg`` says -> (B, num_classes) logits (the (B,
+        num_features) embedding after ``reset_classifier(0)``)."""
+        return self.forward_head(self.forward_features(video))
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        """The module that maps the pre-logits embedding to the logits.
+
+        ``head`` when the model has one (``nn.Linear``, or ``nn.Identity`` after ``reset_classifier(0)``); for a
+        text-prompt head, a :class:`PromptHead` view of the modules that make it (its ``parameters()`` are theirs).
+        """
+        if self.head is not None:
+            return self.head
+        return PromptHead(self)
+
+    @property
+    def has_prompt_head(self) -> bool:
+        """True while the family's text-prompt head classifies (no ``head`` module)."""
+        return self.head is None
+
+    def reset_classifier(self, num_classes: int, class_names: Optional[Sequence[str]] = None,
+                         linear: bool = False) -> None:
+        """A new classifier for ``num_classes`` outputs, as timm's ``reset_classifier``.
+
+        - ``0``: no classifier; ``forward`` returns the (B, num_features) embedding.
+        - A model whose head is linear (``text_head=False``, or after a reset): a new ``nn.Linear(num_features,
+          num_classes)``, with ``class_names`` as labels (default ``class_0`` ...).
+        - A model that classifies by class texts (a text-prompt head): its equivalent of a new classifier is new
+          class texts, so ``reset_classifier(n, class_names=[n names])`` calls ``set_classes(class_names)`` and keeps
+          the prompt head (with its learned contexts). ``linear=True`` replaces the prompt head by a new linear head
+          instead. Without either, the call is ambiguous and raises a ``ValueError`` that says so.
+
+        Replacing the prompt head (``0`` or linear) removes the modules that only it used (the text encoder,
+        prompts, BiEhPro ...), so they cost no memory and are not left untrained under DDP; the text side cannot be
+        restored afterwards: create the model again. ``save_pretrained`` records the reset, so the saved model
+        loads as it is.
+        """
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+            raise ValueError(f"num_classes={num_classes!r}: expected 0 (no classifier: the embedding) or a positive "
+                             f"number of classes")
+        names = tuple(class_names) if class_names is not None else None
+        if names is not None and len(names) != num_classes:
+            raise ValueError(f"num_classes={num_classes} but {len(names)} class_names {list(names)}: give one name per "
+                             f"class")
+        if num_classes and self.has_prompt_head and not linear:
+            if names is None:
+                raise ValueError(
+                    f"{type(self).__name__} classifies by cosine similarity to class texts, so a new classifier means "
+                    f"new class texts: reset_classifier({num_classes}, class_names=[...]) or set_classes([...]) with "
+                    f"{num_classes} names keeps the text-prompt head; reset_classifier({num_classes}, linear=True) "
+                    f"replaces it by a randomly initialised nn.Linear({self.num_features}, {num_classes}); "
+                    f"reset_classifier(0) gives the {self.num_features}-d embedding")
+            self.set_classes(names)
+            return
+        if self.has_prompt_head:
+            self._class_args_before_reset = self._class_args()
+            self._remove_prompt_head()
+        if num_classes:
+            names = names or tuple(f"class_{i}" for i in range(num_classes))
+            ref = next(self.parameters())
+            self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+        else:
+            self.head = nn.Identity()
+            names = ()
+        self.class_names, self.num_classes = names, num_classes
+        self._classifier_args = {"num_classes": num_classes, "class_names": list(names), "linear": True}
+
+    def _remove_prompt_head(self) -> None:
+        for name in self.prompt_head_parts + self.text_only_parts:
+            if getattr(self, name, None) is not None:
+                setattr(self, name, None)  # a registered module, parameter or buffer becomes None: out of state_dict
+        self.clear_text_cache()
+
+    def set_classes(self, class_names: Sequence[str], **kwargs) -> None:
+        """Use other classes (open vocabulary): only the class texts change."""
+        raise NotImplementedError(f"{type(self).__name__} cannot change its classes after construction: create it "
+                                  f"with class_names=[...] (clipdfer.create_model(name, class_names=[...]))")
+
+    def _require_prompt_head(self, what: str) -> None:
+        if not self.has_prompt_head:
+            raise RuntimeError(
+                f"{what} needs the text-prompt head, but this model classifies with {type(self.head).__name__} "
+                f"(reset_classifier or text_head=False): create the model again to classify by class texts")
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Parameter groups by depth, for layer-wise learning-rate decay (``timm.optim``, ``clipdfer.optim``).
+
+        As timm's ViT: the stem (patch, class and positional embeddings, ``ln_pre``), then one group per visual
+        block (with InterFIT, a block's interaction layer shares its group), ``ln_post`` and ``proj`` with the last
+        block. Everything else (temporal modules, MSTA, BiEhPro, prompts, heads; the text tower when it trains) is
+        unmatched, so timm puts it in the last group, which keeps the full learning rate. A ViT has no stages, so
+        ``coarse`` changes nothing.
+        """
+        return dict(
+            stem=r"^image_encoder\.visual\.(?:class_embedding|positional_embedding|conv1|ln_pre)",
+            blocks=[(r"^image_encoder\.visual\.transformer\.resblocks\.(\d+)\.", None),
+                    (r"^image_encoder\.interaction\.(\d+)\.", None),
+                    (r"^image_encoder\.visual\.(?:ln_post|proj)", (99999,))],
+        )
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each visual layer in the backward pass instead of storing its activations."""
         self.image_encoder.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        """Parameter names to exclude from weight decay besides biases and norms (1-d parameters)."""
+        return {"image_encoder.visual.class_embedding", "image_encoder.visual.positional_embedding"}
+
+    @torch.jit.ignore
+    def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
+        """Trainable parameters by origin: ``backbone`` (pretrained CLIP) and ``new`` (everything else).
+
+        See :func:`clipdfer.optim.param_groups` to give each its own learning rate.
+        """
+        groups: Dict[str, List[nn.Parameter]] = {"backbone": [], "new": []}
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                pretrained = name.startswith(("image_encoder.visual.", "text_encoder."))
+                groups["backbone" if pretrained else "new"].append(p)
+        return groups
+
+    # ------------------------------------------------------------------------------------------ training
+    def training_losses(self, video: torch.Tensor, labels: torch.Tensor, progress: float = 0.0
+                        ) -> Dict[str, torch.Tensor]:
+        """The losses of a training step: ``{"cls", "total"}`` (cross-entropy), more for families with auxiliary
+        losses.
+
+        Args:
+            video: (B, T, 3, H, W) clips.
+            labels: (B,) class indices.
+            progress: fraction of training done, in [0, 1] (schedules inside a family's losses).
+        """
+        if not self.num_classes:
+            raise RuntimeError("the model has no classifier (reset_classifier(0)): give it one before training, "
+                               "e.g. reset_classifier(n, linear=True)")
+        loss = F.cross_entropy(self(video), labels)
+        return {"cls": loss, "total": loss}
+
+    @property
+    def num_stages(self) -> int:
+        """Training stages, run in order (A³lign-DFER's BAP has 3); ``set_stage`` switches between them."""
+        return 1
+
+    def set_stage(self, stage: int, sync: Optional[bool] = None) -> None:
+        """Switch to training stage ``stage`` (1-based); a one-stage model has only stage 1."""
+        if stage != 1:
+            raise ValueError(f"stage={stage}: {type(self).__name__} trains in one stage (stage 1)")
+
+    # ------------------------------------------------------------------------------------------ weights
+    @property
+    def classifier_keys(self) -> Tuple[str, ...]:
+        """State-dict keys whose shape depends on the classes: a checkpoint for other classes leaves them at their
+        initialisation (with a warning) instead of failing."""
+        if isinstance(self.head, nn.Linear):
+            return ("head.weight", "head.bias")
+        return self._prompt_classifier_keys() if self.has_prompt_head else ()
+
+    def _prompt_classifier_keys(self) -> Tuple[str, ...]:
+        return ()
+
+    def checkpoint_filter_fn(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Adapt another code base's state dict to this model's names (the identity unless a family reads one)."""
+        return state_dict
+
+    @property
+    def is_finetuned(self) -> bool:
+        """True when the weights were fine-tuned for expressions (or loaded with ``load_state_dict``)."""
+        return self.weights in ("finetuned", "loaded")
+
+    def weights_notice(self) -> Optional[str]:
+        """None when the model's predictions mean something (fine-tuned weights, or a zero-shot model with its
+        pretrained weights); otherwise what its weights are."""
+        if self.is_finetuned or (self.zero_shot and self.weights == "clip"):
+            return None
+        return WEIGHT_STATES[self.weights]
+
+    def _class_args(self) -> Dict[str, Any]:
+        """Constructor arguments that follow the classes and may change after construction (``set_classes``)."""
+        return {"class_names": list(self.class_names)}
+
+    def export_model_args(self) -> Dict[str, Any]:
+        """Constructor arguments that changed since construction, and the classifier ``reset_classifier`` set."""
+        args = dict(self._class_args_before_reset) if self._class_args_before_reset is not None else self._class_args()
+        if self._classifier_args is not None:
+            args["classifier"] = dict(self._classifier_args)
+        return args
+
+    # ------------------------------------------------------------------------------------------ text features
+    def clear_text_cache(self) -> None:
+        """Forget cached text features (done for you on ``load_state_dict``, ``set_classes``, ``train()``/
+        ``eval()``); a device, dtype or in-place weight change is noticed by the cache itself."""
+        self._text_cache.clear()
+
+    def train(self, mode: bool = True):
+        # Inside torch.compile / torch.export the cache cannot check its key, so it serves what it holds: dropping it
+        # at every switch keeps a compiled model from serving features from before a training phase.
+        self.clear_text_cache()
+        return super().train(mode)

@@ -1,5 +1,6 @@
 """Building a model from its factory arguments and pretrained cfg, and loading weights into it."""
 
+import inspect
 import logging
 import os
 from typing import Callable, Dict, Optional
@@ -7,10 +8,15 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
+from ._base import DFERModel
 from ._hub import PretrainedWeightsError, download_weights
 from ._pretrained import PretrainedCfg
+from ._safe_load import UnsafeCheckpointError, load_inert
 
-__all__ = ["build_model_with_cfg", "load_checkpoint", "load_state_dict_file", "remap_open_clip_state_dict"]
+__all__ = [
+    "build_model_with_cfg", "load_checkpoint", "load_pretrained", "load_weights", "load_state_dict_file",
+    "remap_open_clip_state_dict", "CHECKPOINT_FORMATS",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -21,18 +27,28 @@ _OPEN_CLIP_TEXT = ("token_embedding.", "positional_embedding", "transformer.", "
 _OPEN_CLIP_UNUSED = ("logit_scale", "logit_bias", "attn_mask")
 
 
+def _load_safetensors(path: str) -> Dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(
+            f"{path!r} is not a readable safetensors file ({type(e).__name__}: {e}); it is probably truncated or "
+            f"corrupt, e.g. by an interrupted download or copy. Delete it and get it again (a Hub download: delete "
+            f"the file from the cache, or pass force_download through hub_download; your own: save it again)") from e
+
+
 def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     """Read a state dict without running code: safetensors, or a torch file through a restricted unpickler.
 
     A torch file may hold objects of its training script's classes next to the weights (as DFER-CLIP's do); they
     are kept as inert data. A wrapping ``{"state_dict": ...}`` dict is unwrapped.
     """
-    from ..convert.safe_load import UnsafeCheckpointError, load_inert
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist: give the path of a .safetensors file")
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        return load_file(path)
+        return _load_safetensors(path)
     try:
         obj, _ = load_inert(path)
     except UnsafeCheckpointError:
@@ -75,18 +91,18 @@ def remap_open_clip_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Mo
     return out
 
 
-def _drop_mismatched_classifier(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> set:
+def _drop_mismatched_classifier(model: DFERModel, state_dict: Dict[str, torch.Tensor], source: str) -> set:
     """Shape conflicts: a class-dependent parameter (``model.classifier_keys``) is dropped with a warning, so that a
     model built for other classes keeps its fresh one; any other conflict is an error."""
     own = model.state_dict()
-    classifier = set(getattr(model, "classifier_keys", ()))
+    classifier = set(model.classifier_keys)
     dropped = set()
     for k in [k for k in state_dict if k in own and state_dict[k].shape != own[k].shape]:
         if k in classifier:
             _logger.warning(
                 "%s: %s has shape %s in the checkpoint but %s in the model (num_classes=%s): left at its "
                 "initialisation; fine-tune it, or build the model with the checkpoint's classes",
-                source, k, tuple(state_dict[k].shape), tuple(own[k].shape), getattr(model, "num_classes", "?"))
+                source, k, tuple(state_dict[k].shape), tuple(own[k].shape), model.num_classes)
             del state_dict[k]
             dropped.add(k)
         else:
@@ -97,11 +113,30 @@ def _drop_mismatched_classifier(model: nn.Module, state_dict: Dict[str, torch.Te
     return dropped
 
 
-def load_weights(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
-    """Load a full clipdfer state dict, or an open_clip backbone-only one (the new modules keep their init)."""
-    if hasattr(model, "checkpoint_filter_fn"):  # a family that reads other code bases' checkpoints
-        state_dict = model.checkpoint_filter_fn(state_dict)
+CHECKPOINT_FORMATS = ("auto", "clipdfer", "open_clip")
+
+
+def load_weights(model: DFERModel, state_dict: Dict[str, torch.Tensor], source: str,
+                 checkpoint_format: str = "auto") -> bool:
+    """Load a full clipdfer state dict, or an open_clip backbone-only one (the new modules keep their init).
+
+    Args:
+        checkpoint_format: ``clipdfer`` (our names, or those the family's ``checkpoint_filter_fn`` converts),
+            ``open_clip`` (an open_clip/OpenAI CLIP checkpoint: the backbone), or ``auto`` to tell from the keys.
+
+    Returns:
+        True when only the CLIP backbone was loaded (an open_clip checkpoint).
+    """
+    if checkpoint_format not in CHECKPOINT_FORMATS:
+        raise ValueError(f"checkpoint_format={checkpoint_format!r}: expected one of {CHECKPOINT_FORMATS}")
+    state_dict = model.checkpoint_filter_fn(state_dict)
     backbone_only = is_open_clip_state_dict(state_dict)
+    if checkpoint_format != "auto" and backbone_only != (checkpoint_format == "open_clip"):
+        found = "an open_clip CLIP checkpoint" if backbone_only else "not an open_clip CLIP checkpoint"
+        raise ValueError(
+            f"weights from {source} are {found}, but the pretrained cfg says checkpoint_format="
+            f"{checkpoint_format!r}: fix the cfg's checkpoint_format (pretrained_cfg_overlay=dict(checkpoint_format="
+            f"{'open_clip' if backbone_only else 'clipdfer'!r})) or point it at the right file")
     if backbone_only:
         state_dict = remap_open_clip_state_dict(state_dict, model)
     else:
@@ -120,14 +155,17 @@ def load_weights(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: 
             f"arguments match the checkpoint")
     kind = "CLIP backbone (new modules keep their init)" if backbone_only else "all weights"
     _logger.info("loaded %s from %s", kind, source)
+    return backbone_only
 
 
-def load_checkpoint(model: nn.Module, checkpoint_path: str) -> None:
-    """Load a local checkpoint (.safetensors preferred) into ``model``."""
-    load_weights(model, load_state_dict_file(checkpoint_path), checkpoint_path)
+def load_checkpoint(model: DFERModel, checkpoint_path: str) -> None:
+    """Load a local checkpoint (.safetensors preferred) into ``model``: an open_clip CLIP checkpoint gives the
+    backbone (``model.weights == "clip"``), a full state dict your fine-tuned weights (``"finetuned"``)."""
+    backbone_only = load_weights(model, load_state_dict_file(checkpoint_path), checkpoint_path)
+    model.weights = "clip" if backbone_only else "finetuned"
 
 
-def load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir: Optional[str] = None) -> None:
+def load_pretrained(model: DFERModel, cfg: PretrainedCfg, cache_dir: Optional[str] = None) -> None:
     """Load the weights a pretrained cfg names; raise if it names none."""
     name = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
     if not cfg.has_weights:
@@ -138,11 +176,42 @@ def load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir: Optional[st
             f"pretrained_cfg_overlay=dict(file=...) (or hf_hub_id=...) to say where they are. "
             f"clipdfer.list_pretrained() lists what can be downloaded")
     path = cfg.file if cfg.file else download_weights(cfg, cache_dir)
-    load_weights(model, load_state_dict_file(path), cfg.file or f"{cfg.hf_hub_id}/{cfg.hf_hub_filename}")
-    if not cfg.finetuned and not getattr(model, "zero_shot", False):
-        _logger.warning(
-            "%s: these weights are not fine-tuned for expression recognition (pretrained_cfg.finetuned is False%s); "
-            "fine-tune before trusting its predictions", name, f": {cfg.notes}" if cfg.notes else "")
+    backbone_only = load_weights(model, load_state_dict_file(path), cfg.file or f"{cfg.hf_hub_id}/{cfg.hf_hub_filename}",
+                                 cfg.checkpoint_format)
+    model.weights = "finetuned" if cfg.finetuned and not backbone_only else "clip"
+    notice = model.weights_notice()
+    if notice:
+        _logger.warning("%s: these weights are %s (pretrained_cfg.finetuned is False%s); fine-tune before trusting "
+                        "its predictions", name, notice, f": {cfg.notes}" if cfg.notes else "")
+
+
+def _take_num_classes(model_cls: Callable[..., nn.Module], variant: str, kwargs: Dict) -> Optional[int]:
+    """timm's ``create_model(..., num_classes=N)`` for every family.
+
+    ``0`` (the embedding, no classifier) is applied after the weights load; a family whose constructor takes
+    ``num_classes`` gets the rest; for the others (text-prompt heads, whose classes are their class texts) a count
+    that differs from their classes is an error that says what to do instead.
+    """
+    if "num_classes" not in kwargs:
+        return None
+    n = kwargs["num_classes"]
+    if n == 0:
+        del kwargs["num_classes"]
+        return 0
+    if "num_classes" in inspect.signature(model_cls).parameters:
+        return None
+    del kwargs["num_classes"]
+    names = kwargs.get("class_names")
+    if names is None:
+        from ._registry import get_pretrained_cfg
+        names = get_pretrained_cfg(variant).class_names
+    if names is not None and n == len(names):
+        return None
+    raise ValueError(
+        f"num_classes={n}: {variant} classifies by class texts, and has {len(names or ())} (class_names "
+        f"{list(names or ())}). For {n} classes pass class_names=[...] with {n} names (the text-prompt head, "
+        f"trainable as it is); for a new linear head over the embedding call "
+        f"model.reset_classifier({n}, linear=True) after create_model; num_classes=0 gives the embedding")
 
 
 def build_model_with_cfg(
@@ -154,15 +223,26 @@ def build_model_with_cfg(
         cache_dir: Optional[str] = None,
         **kwargs,
 ) -> nn.Module:
-    """Instantiate ``model_cls(**kwargs)``, attach the pretrained cfg of ``variant`` and load weights as asked."""
+    """Instantiate ``model_cls(**kwargs)``, attach the pretrained cfg of ``variant`` and load weights as asked.
+
+    Beside the family's arguments, ``kwargs`` may hold ``num_classes`` (timm's: ``0`` for the embedding) and
+    ``classifier`` (a head set by ``reset_classifier``, as a saved model's ``config.json`` records it: applied
+    before its weights load).
+    """
     if pretrained_cfg is None:
         from ._registry import get_pretrained_cfg
         pretrained_cfg = get_pretrained_cfg(variant)
+    classifier = kwargs.pop("classifier", None)
+    num_classes = _take_num_classes(model_cls, variant, kwargs)
     model = model_cls(**kwargs)
     model.pretrained_cfg = pretrained_cfg
     model.model_args = dict(kwargs)  # what config.json records to build the model again
+    if classifier:
+        model.reset_classifier(**classifier)
     if checkpoint_path:
         load_checkpoint(model, checkpoint_path)
     elif pretrained:
         load_pretrained(model, pretrained_cfg, cache_dir)
+    if num_classes is not None:
+        model.reset_classifier(num_classes)
     return model

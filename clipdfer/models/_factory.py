@@ -50,6 +50,9 @@ def create_model(
             raise ValueError(
                 f"pretrained_cfg_overlay has unknown fields {sorted(unknown)}: PretrainedCfg fields are "
                 f"{[f.name for f in dataclasses.fields(cfg)]}")
-        cfg = dataclasses.replace(cfg, **pretrained_cfg_overlay)
+        overlay = dict(pretrained_cfg_overlay)
+        if {"file", "hf_hub_id", "hf_hub_filename"} & set(overlay) and "checkpoint_format" not in overlay:
+            overlay["checkpoint_format"] = "auto"  # the format the cfg records is that of the file it named before
+        cfg = dataclasses.replace(cfg, **overlay)
     return entrypoint(
         pretrained=pretrained, pretrained_cfg=cfg, checkpoint_path=checkpoint_path, cache_dir=cache_dir, **kwargs)

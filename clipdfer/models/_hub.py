@@ -120,17 +120,16 @@ def model_config(model: nn.Module, **cfg_updates) -> Dict[str, Any]:
     if cfg is None or args is None:
         raise ValueError(f"{type(model).__name__} was not built by clipdfer.create_model: it has no pretrained_cfg/"
                          "model_args to save; create it with clipdfer.create_model(name, ...)")
-    args = dict(args)
-    args.update(model.export_model_args() if hasattr(model, "export_model_args") else {})
-    class_names = args.get("class_names")
-    num_classes = getattr(model, "num_classes", cfg.num_classes)
+    args = {**args, **model.export_model_args()}
+    class_names = list(model.class_names) if model.class_names is not None else None
+    num_classes = model.num_classes
     unknown = set(cfg_updates) - {f.name for f in dataclasses.fields(PretrainedCfg)}
     if unknown:
         raise ValueError(f"unknown pretrained-cfg fields {sorted(unknown)}")
     if isinstance(cfg_updates.get("metrics"), dict):
         cfg_updates["metrics"] = tuple(cfg_updates["metrics"].items())
-    current = dict(num_classes=num_classes, num_frames=getattr(model, "num_frames", cfg.num_frames),
-                   class_names=tuple(class_names) if class_names else cfg.class_names)
+    current = dict(num_classes=num_classes, num_frames=model.num_frames, finetuned=cfg.finetuned or model.is_finetuned,
+                   class_names=tuple(class_names) if class_names is not None else cfg.class_names)
     pcfg = dataclasses.replace(cfg, **{**current, **cfg_updates})
     pcfg_dict = {k: v for k, v in pcfg.to_dict().items()
                  if k not in ("architecture", "hf_hub_id", "hf_hub_filename", "hf_hub_revision", "file",
@@ -279,6 +278,7 @@ def pretrained_cfg_from_config(config: Dict[str, Any], location: str) -> Pretrai
     values = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
               for k, v in config["pretrained_cfg"].items() if k in fields}
     values["architecture"] = config["architecture"]
+    values["checkpoint_format"] = "clipdfer"  # save_pretrained writes our state dict
     if location.startswith("file:"):
         values["file"] = location[len("file:"):]
     else:

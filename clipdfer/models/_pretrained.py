@@ -26,8 +26,10 @@ class PretrainedCfg:
     hf_hub_filename: str = "model.safetensors"
     hf_hub_revision: Optional[str] = None
     file: Optional[str] = None
-    # 'clipdfer': our state-dict names; 'open_clip': an open_clip CLIP checkpoint (backbone only).
-    checkpoint_format: str = "clipdfer"
+    # What the weight file holds, checked when it loads: 'clipdfer' (our state-dict names, or those the family's
+    # checkpoint_filter_fn converts), 'open_clip' (an open_clip/OpenAI CLIP checkpoint: the backbone only), or 'auto'
+    # (told from its keys).
+    checkpoint_format: str = "auto"
     num_classes: Optional[int] = None
     class_names: Optional[Tuple[str, ...]] = None
     num_frames: int = 8

@@ -23,7 +23,6 @@ from torch import nn
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
 from ..layers.clip import check_video
-from ..layers.prompt import TextCacheOwner, TextFeatureCache
 from ..layers.temporal import TemporalBlock
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
@@ -64,7 +63,7 @@ class DynamicEncoder(nn.Module):
         return x + (self.block(y) - y)
 
 
-class A3lignDFER(TextCacheOwner, DFERModel):
+class A3lignDFER(DFERModel):
     """A³lign-DFER: a clip (B, T, 3, H, W) -> (B, C) logits against learned class "sentences".
 
     Args:
@@ -77,7 +76,16 @@ class A3lignDFER(TextCacheOwner, DFERModel):
         pooled_similarity: mean-pool both sequences over time then cosine, instead of the per-step similarity.
         logit_scale: multiplies the similarity (100).
         sync_on_stage2: copy the text dynamic encoder into the video one when stage 2 starts.
+
+    Head (timm's contract, see :class:`DFERModel`): ``forward_features`` is the video sequence Z_v (B, T, D). The
+    per-step similarity 100 * mean_t <Z_v,t / |Z_v,t|, Z_t,t / |Z_t,t|> is linear in the per-step normalised
+    sequence, so the pre-logits embedding is that sequence flattened and scaled by 1/sqrt(T), (B, T * D), and the
+    logits are 100 * pre_logits @ W^T with W the class sequences treated alike; with ``pooled_similarity`` it is the
+    normalised time mean (B, D). ``get_classifier()`` is the text side: MAT, the text dynamic encoder, the text
+    encoder.
     """
+    family = "a3lign"
+    prompt_head_parts = ("mat", "text_dynamic", "text_encoder")
 
     def __init__(
             self,
@@ -110,7 +118,7 @@ class A3lignDFER(TextCacheOwner, DFERModel):
         nn.init.normal_(self.mat, std=mat_init_std)
         self.text_dynamic = DynamicEncoder(dim, num_frames, num_heads, mlp_ratio)
         self.video_dynamic = DynamicEncoder(dim, num_frames, num_heads, mlp_ratio)
-        self._text_cache = TextFeatureCache()
+        self.num_features = dim if pooled_similarity else num_frames * dim
         self.stage = 3
         self.set_stage(3)
 
@@ -123,6 +131,8 @@ class A3lignDFER(TextCacheOwner, DFERModel):
         3: MAT and both dynamic encoders train; the full model (also the inference setting).
         CLIP's encoders stay frozen in every stage.
         """
+        if not self.has_prompt_head:  # a linear head (reset_classifier) has no text side to align in stages
+            return super().set_stage(stage, sync)
         if stage not in (1, 2, 3):
             raise ValueError(f"stage={stage}: BAP has stages 1, 2 and 3")
         sync = self.sync_on_stage2 if sync is None else sync
@@ -151,8 +161,10 @@ class A3lignDFER(TextCacheOwner, DFERModel):
             return self._encode_mat()
         return self._text_cache.get(self._encode_mat, self.mat)
 
-    def clear_text_cache(self) -> None:
-        self._text_cache.clear()
+    @property
+    def num_stages(self) -> int:
+        """BAP's three stages (one once ``reset_classifier`` replaced the text side)."""
+        return 3 if self.has_prompt_head else 1
 
     # ------------------------------------------------------------------ forward
     def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
@@ -167,28 +179,24 @@ class A3lignDFER(TextCacheOwner, DFERModel):
             return frames.mean(dim=1, keepdim=True).expand_as(frames)
         return self.video_dynamic(frames)
 
-    def forward_head(self, video_seq: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) video sequence -> (B, C) logits against the dynamic class sequences."""
-        text_seq = self.text_dynamic(self.sentence_features().to(video_seq.dtype))  # (C, S, D)
+    def _pool(self, video_seq: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) video sequence -> pre-logits: per step normalised, flattened, / sqrt(T): (B, T * D); or, with
+        ``pooled_similarity``, the normalised time mean (B, D)."""
         if self.pooled_similarity:
-            v = F.normalize(video_seq.mean(dim=1), dim=-1)
-            t = F.normalize(text_seq.mean(dim=1), dim=-1)
-            return self.logit_scale * v @ t.t()
-        v, t = F.normalize(video_seq, dim=-1), F.normalize(text_seq, dim=-1)
-        return self.logit_scale * torch.einsum("btd,ctd->bc", v, t) / v.shape[1]  # mean over steps
+            return F.normalize(video_seq.mean(dim=1), dim=-1)
+        return F.normalize(video_seq, dim=-1).flatten(1) * video_seq.shape[1] ** -0.5
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, T, 3, H, W) CLIP-normalised clips -> (B, C)."""
-        return self.forward_head(self.forward_features(video))
-
-    def training_losses(self, video: torch.Tensor, labels: torch.Tensor, progress: float = 0.0) -> Dict[str, torch.Tensor]:
-        """Cross-entropy of the current stage's model: ``{"cls", "total"}``."""
-        loss = F.cross_entropy(self(video), labels)
-        return {"cls": loss, "total": loss}
+    def _prompt_logits(self, pre_logits: torch.Tensor) -> torch.Tensor:
+        """Pre-logits -> (B, C) logits against the dynamic class sequences (the per-step mean similarity)."""
+        text_seq = self.text_dynamic(self.sentence_features().to(pre_logits.dtype))  # (C, S, D)
+        if self.pooled_similarity:
+            text = F.normalize(text_seq.mean(dim=1), dim=-1)  # (C, D)
+        else:
+            text = F.normalize(text_seq, dim=-1).flatten(1) * text_seq.shape[1] ** -0.5  # (C, S * D)
+        return self.logit_scale * pre_logits @ text.t()
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def classifier_keys(self) -> tuple:
+    def _prompt_classifier_keys(self) -> tuple:
         return ("mat",)
 
     @torch.jit.ignore
@@ -205,7 +213,7 @@ class A3lignDFER(TextCacheOwner, DFERModel):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        return {"text_dynamic.pos_embedding", "video_dynamic.pos_embedding"}
+        return super().no_weight_decay() | {"text_dynamic.pos_embedding", "video_dynamic.pos_embedding"}
 
 
 # ---------------------------------------------------------------------------------------------------- registry

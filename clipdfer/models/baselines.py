@@ -25,7 +25,7 @@ from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import EXPRESSION_ADJECTIVES, ZERO_SHOT_TEMPLATES
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, tokenize
 from ..layers.clip import check_video
-from ..layers.prompt import PromptLearner, TextCacheOwner, TextFeatureCache
+from ..layers.prompt import PromptLearner
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
 from ._pretrained import PretrainedCfg
@@ -39,8 +39,12 @@ def class_words(class_names: Sequence[str]) -> List[str]:
     return [EXPRESSION_ADJECTIVES.get(n, n) for n in class_names]
 
 
-class _CLIPVideoModel(TextCacheOwner, DFERModel):
-    """Frozen CLIP towers, frame features averaged over time, CLIP's logit scale."""
+class _CLIPVideoModel(DFERModel):
+    """Frozen CLIP towers, frame features averaged over time, CLIP's logit scale.
+
+    Head (timm's contract, see :class:`DFERModel`): the pre-logits embedding is the normalised mean frame feature
+    (B, D); ``get_classifier()`` is the text side (text encoder, prompts, logit scale).
+    """
 
     def __init__(self, clip_arch: str, class_names: Sequence[str], num_frames: int, logit_scale: float):
         super().__init__(clip_arch, class_names, num_frames)
@@ -51,10 +55,6 @@ class _CLIPVideoModel(TextCacheOwner, DFERModel):
         self.text_encoder.requires_grad_(False)
         # stored in log space under CLIP's own name, so open_clip checkpoints set it (OpenAI's: log 100)
         self.register_buffer("logit_scale", torch.tensor(math.log(logit_scale)))
-        self._text_cache = TextFeatureCache()
-
-    def clear_text_cache(self) -> None:
-        self._text_cache.clear()
 
     def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
         """Per-frame CLIP features: (B, T, 3, H, W) -> (B, T, D)."""
@@ -65,18 +65,10 @@ class _CLIPVideoModel(TextCacheOwner, DFERModel):
         """The clip's feature: the frame features averaged over time, L2-normalised. (B, T, 3, H, W) -> (B, D)."""
         return F.normalize(self.encode_frames(video).mean(dim=1), dim=-1)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, T, 3, H, W) clips, CLIP-normalised -> (B, C) logits."""
-        return self.forward_head(self.forward_features(video))
-
     @torch.jit.ignore
     def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
         """Trainable parameters: the prompt learner (and CoCoOp's meta-net) under ``prompt``; CLIP is frozen."""
         return {"prompt": [p for p in self.parameters() if p.requires_grad]}
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        return set()
 
 
 class ZeroShotCLIP(_CLIPVideoModel):
@@ -94,7 +86,10 @@ class ZeroShotCLIP(_CLIPVideoModel):
         num_frames: T of the pretrained cfg (any T works).
         logit_scale: initial CLIP logit scale (OpenAI's weights set their own, 100).
     """
+    family = "clip_zeroshot"
     zero_shot = True
+    prompt_head_parts = ("text_encoder", "logit_scale")
+    text_only_parts = ("text_tokens",)
 
     def __init__(self, clip_arch: str = "vitb32", class_names: Sequence[str] = DFEW_CLASSES,
                  templates: Sequence[str] = ZERO_SHOT_TEMPLATES, words: Optional[Sequence[str]] = None,
@@ -114,6 +109,7 @@ class ZeroShotCLIP(_CLIPVideoModel):
 
     def set_classes(self, class_names: Sequence[str], words: Optional[Sequence[str]] = None) -> None:
         """Classify among other classes."""
+        self._require_prompt_head("set_classes")
         self.class_names, self.num_classes = tuple(class_names), len(class_names)
         self.text_tokens = self._tokens(words).to(self.text_tokens.device)
         self.clear_text_cache()
@@ -126,10 +122,10 @@ class ZeroShotCLIP(_CLIPVideoModel):
         """Normalised class features (C, D), computed once and cached."""
         return self._text_cache.get(self._encode_classes, self.text_tokens, self.text_encoder.token_embedding.weight)
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+    def _prompt_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.logit_scale.exp() * features @ self.text_features().to(features.dtype).t()
 
-    def export_model_args(self) -> Dict:
+    def _class_args(self) -> Dict:
         return {"class_names": list(self.class_names), "words": list(self.words), "templates": list(self.templates)}
 
 
@@ -146,6 +142,8 @@ class CoOp(_CLIPVideoModel):
         num_frames: T of the pretrained cfg (any T works).
         logit_scale: initial CLIP logit scale (OpenAI's weights set their own).
     """
+    family = "coop"
+    prompt_head_parts = ("prompt_learner", "text_encoder", "logit_scale")
 
     def __init__(self, clip_arch: str = "vitb32", class_names: Sequence[str] = DFEW_CLASSES, n_ctx: int = 16,
                  ctx_init: Optional[str] = None, class_specific_contexts: bool = False,
@@ -172,19 +170,19 @@ class CoOp(_CLIPVideoModel):
 
     def set_classes(self, class_names: Sequence[str], words: Optional[Sequence[str]] = None) -> None:
         """Other classes; shared contexts carry over, class-specific ones need the same number of classes."""
+        self._require_prompt_head("set_classes")
         words = list(words) if words is not None else class_words(class_names)
         self.prompt_learner.set_class_texts([f"{w}." for w in words])
         self.class_names, self.words, self.num_classes = tuple(class_names), tuple(words), len(class_names)
         self.clear_text_cache()
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+    def _prompt_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.logit_scale.exp() * features @ self.text_features().to(features.dtype).t()
 
-    @property
-    def classifier_keys(self) -> tuple:
+    def _prompt_classifier_keys(self) -> tuple:
         return ("prompt_learner.ctx",) if self.prompt_learner.class_specific else ()
 
-    def export_model_args(self) -> Dict:
+    def _class_args(self) -> Dict:
         return {"class_names": list(self.class_names), "words": list(self.words)}
 
 
@@ -195,6 +193,8 @@ class CoCoOp(CoOp):
         meta_ratio: the meta-net's hidden width is D / ``meta_ratio`` (16).
         Other arguments as :class:`CoOp`; by default 4 context vectors initialised from ``"a photo of a"``.
     """
+    family = "cocoop"
+    prompt_head_parts = ("prompt_learner", "meta_net", "text_encoder", "logit_scale")
 
     def __init__(self, clip_arch: str = "vitb32", class_names: Sequence[str] = DFEW_CLASSES, n_ctx: int = 4,
                  ctx_init: Optional[str] = "a photo of a", words: Optional[Sequence[str]] = None,
@@ -204,7 +204,7 @@ class CoCoOp(CoOp):
         hidden = max(1, dim // meta_ratio)
         self.meta_net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, width))
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+    def _prompt_logits(self, features: torch.Tensor) -> torch.Tensor:
         """Per-clip prompts: (B, D) normalised clip features -> (B, C) logits."""
         text = self._encode_prompts(bias=self.meta_net(features))  # (B, C, D)
         return self.logit_scale.exp() * torch.einsum("bd,bcd->bc", features, text.to(features.dtype))

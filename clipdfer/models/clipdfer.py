@@ -10,9 +10,7 @@ mean-init of its output Linear (``msta_fc_v_init``); BiEhPro's pre-LayerNorms, G
 (``biehpro_init_scale``); the temperature τ = 0.01 (``temperature``); the class-name text (``prompt_template="{}"``).
 """
 
-import logging
-from contextlib import nullcontext
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +25,6 @@ from ._pretrained import PretrainedCfg
 from ._registry import generate_default_cfgs, register_model
 
 __all__ = ["CLIPGuidedDFER"]
-
-_logger = logging.getLogger(__name__)
 
 
 class CLIPGuidedDFER(DFERModel):
@@ -65,7 +61,13 @@ class CLIPGuidedDFER(DFERModel):
         msta_kernel_sizes / msta_strides: MSTA's max-pool scales.
         msta_fc_v_init: ``mean`` or ``normal``.
         biehpro_heads / biehpro_mlp_ratio / biehpro_init_scale: BiEhPro's shape and α, β init.
+
+    Head (timm's contract, see :class:`DFERModel`): the pre-logits embedding is V (B, D) after MSTA, and
+    ``get_classifier()`` is the text head (the text encoder and BiEhPro) or the Linear of ``text_head=False``.
     """
+    family = "clipdfer"
+    prompt_head_parts = ("text_encoder", "biehpro")
+    text_only_parts = ("text_tokens",)
 
     def __init__(
             self,
@@ -100,7 +102,8 @@ class CLIPGuidedDFER(DFERModel):
         if class_names is not None and num_classes is not None and num_classes != len(class_names):
             raise ValueError(
                 f"num_classes={num_classes} conflicts with {len(class_names)} class_names {list(class_names)}: pass "
-                f"class_names with {num_classes} entries (the text head has one class per name), or drop num_classes")
+                f"class_names with {num_classes} entries (the text head has one class per name), or drop num_classes; for a linear head over the embedding "
+                f"use text_head=False, biehpro_depth=0 or model.reset_classifier({num_classes}, linear=True)")
         if not text_head and biehpro_depth:
             raise ValueError(f"biehpro_depth={biehpro_depth} needs text features, but text_head=False: "
                              "use biehpro_depth=0 for the paper's w/o-text variant, or text_head=True")
@@ -129,41 +132,30 @@ class CLIPGuidedDFER(DFERModel):
             self.text_encoder = CLIPTextEncoder(clip)
             self.text_encoder.requires_grad_(not freeze_text)
             self.register_buffer("text_tokens", self._tokenize(class_names), persistent=False)
-            self.head = None
         else:
             self.text_encoder = None
+            self.text_tokens = None
             self.head = nn.Linear(dim, self.num_classes)
-        self._text_cache: Optional[torch.Tensor] = None
 
     # ------------------------------------------------------------------ text side
     def _tokenize(self, class_names: Sequence[str]) -> torch.Tensor:
         texts = [self.prompt_template.format(name) for name in class_names]
         return tokenize(texts, self.clip_arch.context_length)
 
-    def clear_text_cache(self) -> None:
-        """Forget the cached class text features (done for you on load_state_dict, set_classes, .to())."""
-        self._text_cache = None
-
-    def _text_trainable(self) -> bool:
-        return any(p.requires_grad for p in self.text_encoder.parameters())
-
     def text_features(self) -> torch.Tensor:
         """Class text features K (C, D) from the text encoder.
 
-        With a frozen text encoder they are computed once, without autocast, and cached until the classes, weights,
-        device or dtype change. A trainable text encoder is re-run in every training forward.
+        With a frozen text encoder they are computed once, in full precision, and cached until the classes, the
+        weights, the device or the dtype change. A trainable text encoder is re-run in every forward that needs its
+        gradient.
         """
         if self.text_encoder is None:
-            raise RuntimeError("this model has no text encoder (text_head=False)")
-        if self.training and torch.is_grad_enabled() and self._text_trainable():
-            self._text_cache = None
+            raise RuntimeError("this model has no text encoder (text_head=False or reset_classifier)")
+        trainable = [p for p in self.text_encoder.parameters() if p.requires_grad]
+        if trainable and torch.is_grad_enabled():
             return self.text_encoder(self.text_tokens)
-        if self._text_cache is None:
-            device_type = self.text_tokens.device.type
-            no_autocast = torch.autocast(device_type, enabled=False) if device_type != "meta" else nullcontext()
-            with torch.no_grad(), no_autocast:
-                self._text_cache = self.text_encoder(self.text_tokens)
-        return self._text_cache
+        keys = trainable or [self.text_encoder.token_embedding.weight]
+        return self._text_cache.get(lambda: self.text_encoder(self.text_tokens), self.text_tokens, *keys)
 
     def set_classes(self, class_names: Sequence[str], prompt_template: Optional[str] = None) -> None:
         """Use another list of classes (open vocabulary); only the cached text features change.
@@ -172,9 +164,7 @@ class CLIPGuidedDFER(DFERModel):
             class_names: class texts in the new label order.
             prompt_template: optionally a new format string, e.g. ``"a face showing {}."``.
         """
-        if self.text_encoder is None:
-            raise RuntimeError("set_classes needs the text head; this model was built with text_head=False and a "
-                               "fixed Linear classifier: create it with text_head=True")
+        self._require_prompt_head("set_classes")
         class_names = tuple(class_names)
         if prompt_template is not None:
             self.prompt_template = prompt_template
@@ -182,15 +172,6 @@ class CLIPGuidedDFER(DFERModel):
         self.class_names = class_names
         self.num_classes = len(class_names)
         self.clear_text_cache()
-
-    def _apply(self, fn, *args, **kwargs):
-        self.clear_text_cache()  # device or dtype may change: recompute on next use
-        return super()._apply(fn, *args, **kwargs)
-
-    def train(self, mode: bool = True):
-        if self.text_encoder is not None and self._text_trainable():
-            self.clear_text_cache()
-        return super().train(mode)
 
     # ------------------------------------------------------------------ visual side and heads
     def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
@@ -203,13 +184,11 @@ class CLIPGuidedDFER(DFERModel):
         return self.msta(frames) if self.msta is not None else frames.mean(dim=1)
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """Video embedding V before the prompt head: (B, T, 3, H, W) -> (B, D)."""
+        """Video embedding V before the prompt head: (B, T, 3, H, W) -> (B, D). It is also the pre-logits."""
         return self.pool_frames(self.encode_frames(video))
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Class logits from V: cos(V̂, K̂_j) / τ with BiEhPro (eq. 12), or the linear head. (B, D) -> (B, C)."""
-        if self.head is not None:
-            return self.head(features)
+    def _prompt_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """cos(V̂, K̂_j) / τ, with BiEhPro enhancing both sides first (eq. 12). (B, D) -> (B, C)."""
         text = self.text_features().to(features.dtype)  # (C, D)
         if self.biehpro is not None:
             text, features = self.biehpro(text, features)  # (B, C, D), (B, D)
@@ -217,41 +196,16 @@ class CLIPGuidedDFER(DFERModel):
             return torch.einsum("bd,bcd->bc", F.normalize(features, dim=-1), text) / self.temperature
         return F.normalize(features, dim=-1) @ F.normalize(text, dim=-1).t() / self.temperature
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, T, 3, H, W) clips, normalised as ``pretrained_cfg`` says -> (B, C) logits."""
-        return self.forward_head(self.forward_features(video))
-
-    # ------------------------------------------------------------------ saving and loading
-    @property
-    def classifier_keys(self) -> tuple:
-        """State-dict keys that depend on the number of classes (a checkpoint for other classes drops them)."""
-        return ("head.weight", "head.bias") if self.head is not None else ()
-
-    def export_model_args(self) -> Dict:
-        """Constructor arguments that may have changed since construction (``set_classes``)."""
+    # ------------------------------------------------------------------ saving and training helpers
+    def _class_args(self) -> Dict:
         if self.text_encoder is None:
-            return {"num_classes": self.num_classes}
+            return {"num_classes": self.num_classes,
+                    "class_names": list(self.class_names) if self.class_names is not None else None}
         return {"class_names": list(self.class_names), "prompt_template": self.prompt_template}
-
-    # ------------------------------------------------------------------ training helpers
-    @torch.jit.ignore
-    def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
-        """Trainable parameters by origin: ``backbone`` (pretrained CLIP) and ``new`` (InterFIT, MSTA, BiEhPro, head).
-
-        See :func:`clipdfer.optim.param_groups` to give each its own learning rate.
-        """
-        groups: Dict[str, List[nn.Parameter]] = {"backbone": [], "new": []}
-        for name, p in self.named_parameters():
-            if p.requires_grad:
-                pretrained = name.startswith(("image_encoder.visual.", "text_encoder."))
-                groups["backbone" if pretrained else "new"].append(p)
-        return groups
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        """Parameter names to exclude from weight decay besides biases and norms."""
-        return {"image_encoder.visual.class_embedding", "image_encoder.visual.positional_embedding",
-                "biehpro.alpha", "biehpro.beta"}
+        return super().no_weight_decay() | {"biehpro.alpha", "biehpro.beta"}
 
 
 # ---------------------------------------------------------------------------------------------------- registry

@@ -20,7 +20,7 @@ from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import dferclip_texts
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
 from ..layers.clip import check_video
-from ..layers.prompt import PromptLearner, TextCacheOwner, TextFeatureCache
+from ..layers.prompt import PromptLearner
 from ..layers.temporal import TemporalTransformer
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
@@ -30,7 +30,7 @@ from ._registry import generate_default_cfgs, register_model
 __all__ = ["DFERCLIP"]
 
 
-class DFERCLIP(TextCacheOwner, DFERModel):
+class DFERCLIP(DFERModel):
     """DFER-CLIP: CLIP frame features, a class-token temporal transformer, learnable class-specific prompts.
 
     Args:
@@ -47,7 +47,13 @@ class DFERCLIP(TextCacheOwner, DFERModel):
         temporal_heads / temporal_mlp_dim: shape of the temporal blocks (8 heads, MLP 2 x width).
         cache_text: reuse prompt text features while the prompts are unchanged (False re-encodes every call, as the
             official code does; for comparisons).
+
+    Input: 16 frames in [0, 1], without mean/std normalisation, as the official pipeline (``pretrained_cfg``).
+    Head (timm's contract, see :class:`DFERModel`): the pre-logits embedding is the temporal class token (B, D),
+    before normalisation; ``get_classifier()`` is the prompt head (prompt contexts and the text encoder).
     """
+    family = "dferclip"
+    prompt_head_parts = ("prompt_learner", "text_encoder")
 
     def __init__(
             self,
@@ -83,7 +89,6 @@ class DFERCLIP(TextCacheOwner, DFERModel):
         self.text_encoder = CLIPTextEncoder(clip)
         self.text_encoder.requires_grad_(not freeze_text)
         self.prompt_learner = PromptLearner(self.text_encoder, class_texts, n_ctx, class_specific_contexts)
-        self._text_cache = TextFeatureCache()
 
     # ------------------------------------------------------------------ text side
     def _encode_prompts(self) -> torch.Tensor:
@@ -99,11 +104,9 @@ class DFERCLIP(TextCacheOwner, DFERModel):
             return self._encode_prompts()
         return self._text_cache.get(self._encode_prompts, self.prompt_learner.ctx, self.prompt_learner.tokens)
 
-    def clear_text_cache(self) -> None:
-        self._text_cache.clear()
-
     def set_classes(self, class_names: Sequence[str], class_texts: Optional[Sequence[str]] = None) -> None:
         """Use other classes (texts from ``text_type`` unless given). Class-specific contexts keep their count."""
+        self._require_prompt_head("set_classes")
         class_names = tuple(class_names)
         texts = list(class_texts) if class_texts is not None else dferclip_texts(class_names, self.text_type)
         self.prompt_learner.set_class_texts(texts)
@@ -120,21 +123,16 @@ class DFERCLIP(TextCacheOwner, DFERModel):
         """Video feature (the temporal class token, before normalisation): (B, T, 3, H, W) -> (B, D)."""
         return self.temporal_net(self.encode_frames(video))
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+    def _prompt_logits(self, features: torch.Tensor) -> torch.Tensor:
         """cos(video, prompt_j) / temperature: (B, D) -> (B, C)."""
         text = F.normalize(self.text_features().to(features.dtype), dim=-1)
         return F.normalize(features, dim=-1) @ text.t() / self.temperature
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, T, 3, H, W) frames in [0, 1] (no mean/std normalisation, as the official pipeline) -> (B, C)."""
-        return self.forward_head(self.forward_features(video))
-
     # ------------------------------------------------------------------ loading, saving, training helpers
-    @property
-    def classifier_keys(self) -> tuple:
+    def _prompt_classifier_keys(self) -> tuple:
         return ("prompt_learner.ctx",) if self.prompt_learner.class_specific else ()
 
-    def export_model_args(self) -> Dict:
+    def _class_args(self) -> Dict:
         return {"class_names": list(self.class_names), "class_texts": list(self.class_texts)}
 
     def checkpoint_filter_fn(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -143,7 +141,7 @@ class DFERCLIP(TextCacheOwner, DFERModel):
             return state_dict
         converted, extras = convert_official_state_dict(state_dict)
         suffix = extras.get("token_suffix")
-        if suffix is not None:
+        if suffix is not None and self.prompt_learner is not None:
             ours = self.prompt_learner.tokens
             emb = converted["text_encoder.token_embedding.weight"].float()
             own = F.embedding(ours, emb)[:, 1 + self.prompt_learner.n_ctx:]
@@ -171,8 +169,7 @@ class DFERCLIP(TextCacheOwner, DFERModel):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        return {"image_encoder.visual.class_embedding", "image_encoder.visual.positional_embedding",
-                "temporal_net.cls_token", "temporal_net.pos_embedding"}
+        return super().no_weight_decay() | {"temporal_net.cls_token", "temporal_net.pos_embedding"}
 
 
 # ---------------------------------------------------------------------------------------------------- registry

@@ -24,7 +24,7 @@ from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, tokeniz
 from ..layers.adversarial import dann_lambda, grad_reverse
 from ..layers.biehpro import CrossAttentionBlock
 from ..layers.clip import check_video
-from ..layers.prompt import PromptLearner, TextCacheOwner, TextFeatureCache
+from ..layers.prompt import PromptLearner, TextFeatureCache
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
 from ._pretrained import PretrainedCfg
@@ -38,7 +38,7 @@ def class_prompt(name: str, phrases: Sequence[str]) -> str:
     return f"{name} face, {', '.join(phrases)}." if phrases else f"{name} face."
 
 
-class PMFER(TextCacheOwner, DFERModel):
+class PMFER(DFERModel):
     """PMFER: images (B, 3, H, W) or clips (B, T, 3, H, W) -> (B, C) logits; training adds two auxiliary losses.
 
     Args:
@@ -51,7 +51,16 @@ class PMFER(TextCacheOwner, DFERModel):
         mask_temperature: temperature of the phrase scores (0.07).
         loss_weights: weights of the classification, masking and adversarial losses (1, 0.5, 0.1).
         logit_scale: multiplies the cosine logits (100).
+
+    Head (timm's contract, see :class:`DFERModel`): ``forward_features`` are the normalised frame features (B, T, D);
+    the logits, per-frame cosine logits averaged over time, are linear in them, so the pre-logits embedding is their
+    time mean (B, D). ``get_classifier()`` is the prompt head (context and text encoder); the masking head and the
+    discriminator serve only the text side's training losses.
     """
+    family = "pmfer"
+    prompt_head_parts = ("prompt_learner", "text_encoder")
+    text_only_parts = ("mask_text_proj", "mask_blocks", "mask_out", "discriminator", "mask_tokens", "mask_target",
+                       "mask_offset", "mask_count", "phrase_tokens")
 
     def __init__(
             self,
@@ -108,7 +117,6 @@ class PMFER(TextCacheOwner, DFERModel):
         self.mask_out = nn.Linear(dim, dim)
         self.discriminator = nn.Sequential(nn.Linear(dim, max(1, dim // 2)), nn.ReLU(inplace=True),
                                            nn.Linear(max(1, dim // 2), 1))
-        self._text_cache = TextFeatureCache()
         self._phrase_cache = TextFeatureCache()
 
     # ------------------------------------------------------------------ text side
@@ -128,7 +136,7 @@ class PMFER(TextCacheOwner, DFERModel):
                                       self.phrase_tokens, self.text_encoder.token_embedding.weight)
 
     def clear_text_cache(self) -> None:
-        self._text_cache.clear()
+        super().clear_text_cache()
         self._phrase_cache.clear()
 
     # ------------------------------------------------------------------ inference path
@@ -146,10 +154,13 @@ class PMFER(TextCacheOwner, DFERModel):
         """Normalised per-frame features (B, T, D)."""
         return F.normalize(self.encode_frames(x), dim=-1)
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) normalised frame features -> (B, C): per-frame cosine logits averaged over time."""
-        text = self.text_features().to(features.dtype)
-        return (self.logit_scale * features @ text.t()).mean(dim=1)
+    def _pool(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) normalised frame features -> their time mean (B, D), the pre-logits."""
+        return features.mean(dim=1)
+
+    def _prompt_logits(self, pre_logits: torch.Tensor) -> torch.Tensor:
+        """The mean over frames of the per-frame cosine logits: 100 * mean_t(f_t) . text_c. (B, D) -> (B, C)."""
+        return self.logit_scale * pre_logits @ self.text_features().to(pre_logits.dtype).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) or clips (B, T, 3, H, W), CLIP-normalised -> (B, C). Only the classification path."""
@@ -172,8 +183,11 @@ class PMFER(TextCacheOwner, DFERModel):
             progress: fraction of training done, in [0, 1] (sets the gradient-reversal weight).
 
         Returns:
-            ``{"cls", "mask", "adv", "total"}`` and, for inspection, ``"mask_rows"`` and ``"mask_targets"``.
+            ``{"cls", "mask", "adv", "total"}`` and, for inspection, ``"mask_rows"`` and ``"mask_targets"``; only
+            ``{"cls", "total"}`` (cross-entropy) once ``reset_classifier`` replaced the text side.
         """
+        if not self.has_prompt_head:
+            return super().training_losses(x, labels, progress)
         clips = self._as_clip(x)
         b, t = clips.shape[:2]
         y = labels.repeat_interleave(t)  # (B*T,)
@@ -207,7 +221,7 @@ class PMFER(TextCacheOwner, DFERModel):
                 "mask_rows": rows, "mask_targets": targets}
 
     # ------------------------------------------------------------------ helpers
-    def export_model_args(self) -> Dict:
+    def _class_args(self) -> Dict:
         return {"class_names": list(self.class_names), "phrases": {k: list(v) for k, v in self.phrases.items()}}
 
     @torch.jit.ignore
@@ -218,10 +232,6 @@ class PMFER(TextCacheOwner, DFERModel):
             if p.requires_grad:
                 groups["backbone" if name.startswith("image_encoder.") else "new"].append(p)
         return groups
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        return {"image_encoder.visual.class_embedding", "image_encoder.visual.positional_embedding"}
 
 
 # ---------------------------------------------------------------------------------------------------- registry
