@@ -31,10 +31,10 @@ def _quickstart(args) -> int:
     print(f"model        {args.model}  ({n_params / 1e6:.1f} M parameters, built in {built:.1f} s)")
     print(f"input        built-in demo clip {tuple(video.shape)} (B, T, 3, H, W), a drawn face that starts to smile")
     print(f"forward      {forward * 1e3:.1f} ms on the CPU, {torch.get_num_threads()} threads")
-    if not args.pretrained or not cfg.finetuned:
-        print("NOTICE       this model is not fine-tuned for expressions "
-              f"({'random weights' if not args.pretrained else 'CLIP initialisation'}): "
-              "the probabilities below show that it runs, not what the face expresses.")
+    notice = model.weights_notice()
+    if notice:
+        print(f"NOTICE       this model has {notice}: the probabilities below show that it runs, not what the "
+              "face expresses.")
     print("class probabilities:")
     for p, name in sorted(zip(probs.tolist(), model.class_names), reverse=True):
         print(f"  {name:<16} {p:6.3f}  {'#' * int(round(40 * p))}")

@@ -17,13 +17,49 @@ import sys
 from typing import Dict, List, Optional
 
 import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
 
 import clipdfer
 from clipdfer.data import ClipDataset, SyntheticClips, build_transform, read_annotations
-from clipdfer.metrics import save_confusion_png
-from clipdfer.train import evaluate
+from clipdfer.distributed import ResumableSampler, unwrap
+from clipdfer.metrics import classification_report, save_confusion_png
 
-__all__ = ["main", "evaluate_model", "load_for_eval"]
+__all__ = ["main", "evaluate", "evaluate_model", "load_for_eval"]
+
+_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset, batch_size: int, device, workers: int = 0, amp: str = "none",
+             rank: int = 0, world: int = 1) -> Dict:
+    """UAR / WAR report of ``model`` on ``dataset``: every rank evaluates its shard and the results are gathered.
+
+    Args:
+        model: a clipdfer model, possibly wrapped in DDP.
+        dataset: yields ``(video, label)``.
+        amp: ``none``, ``bf16`` or ``fp16`` autocast.
+        rank / world: this process and the number of processes (1 without DDP).
+    """
+    model.eval()
+    sampler = ResumableSampler(len(dataset), False, 0, rank, world)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
+    preds, labels = [], []
+    dtype = _AMP.get(amp)
+    for video, y in loader:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            preds.append(model(video.to(device)).argmax(-1).cpu())
+        labels.append(y)
+    p, y = torch.cat(preds), torch.cat(labels)
+    if world > 1:  # every rank evaluated its shard (padded by repeats): gather by dataset index
+        indices = torch.tensor(list(iter(sampler)))
+        gathered = [None] * world
+        dist.all_gather_object(gathered, (indices, p, y))
+        p_all, y_all = torch.empty(len(dataset), dtype=p.dtype), torch.empty(len(dataset), dtype=y.dtype)
+        for idx, pp, yy in gathered:
+            p_all[idx], y_all[idx] = pp, yy
+        p, y = p_all, y_all
+    return classification_report(p, y, unwrap(model).class_names)
 
 
 def load_for_eval(model: str, checkpoint: Optional[str], pretrained: bool = False):
@@ -86,8 +122,9 @@ def main(argv=None) -> int:
         fmt = (lambda s: s.format(fold=fold) if s and fold is not None else s)  # noqa: E731
         test_list = fmt(args.test_list) or (os.path.join(fmt(args.data), "test.txt") if args.data else None)
         net = load_for_eval(args.model, fmt(args.checkpoint), args.pretrained)
-        if not (net.pretrained_cfg.finetuned or getattr(net, "zero_shot", False) or args.checkpoint):
-            print("NOTICE: this model's weights are not fine-tuned for expressions; its scores mean nothing.")
+        notice = net.weights_notice()
+        if notice:
+            print(f"NOTICE: this model has {notice}; its scores mean nothing.")
         report = evaluate_model(net, test_list, args.synthetic, args.batch_size, device, args.synthetic_size, args.amp)
         name = f"fold {fold}" if fold is not None else "test"
         _print(report, f"{args.model} {name}")

@@ -222,11 +222,9 @@ def predict(
     net = net.eval().to(device)
     cfg = net.pretrained_cfg
     times["load_model_s"] = time.perf_counter() - t0
-    notice = None
-    if not (getattr(cfg, "finetuned", False) or getattr(net, "zero_shot", False) and pretrained):
-        notice = ("NOT MEANINGFUL: this model's weights are not fine-tuned for facial expressions"
-                  + (" (random weights)" if not pretrained and not checkpoint else "")
-                  + "; these probabilities only show that the pipeline runs.")
+    state = net.weights_notice()
+    notice = (f"NOT MEANINGFUL: this model has {state}; these probabilities only show that the pipeline runs."
+              if state else None)
 
     size = cfg.input_size[-1]
     t0 = time.perf_counter()

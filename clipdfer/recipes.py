@@ -1,12 +1,13 @@
 """Training recipes of the papers (and ours where a paper is silent), by model family.
 
 Each recipe gives the optimizer, its per-group learning rates, the schedule, batch size, epochs, and training
-augmentations. ``clipdfer train`` picks the recipe from the model name; every value can be overridden on the
-command line.
+augmentations. ``clipdfer train`` builds the model first and takes its recipe from the model's family
+(``model.family``) and the dataset its classes come from (``model.pretrained_cfg.dataset``), so registered names,
+weight tags, ``local-dir:`` and ``hf-hub:`` models all get theirs; every value can be overridden on the command line.
 """
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 __all__ = ["Recipe", "RECIPES", "recipe_for"]
 
@@ -62,19 +63,39 @@ RECIPES: Dict[str, Recipe] = {
                      augment=("crop", "flip"), source="CoCoOp (Zhou et al. CVPR 2022)"),
 }
 
-_DFERCLIP_AUGMENT = {"dfew": ("color_jitter", "crop", "flip"), "ferv39k": ("rotation", "crop", "flip"),
-                     "mafw": ("crop", "flip")}
+# DFER-CLIP's per-dataset augmentations, from its train_DFEW.sh / train_FERV39k.sh / train_MAFW.sh
+_DATASET_AUGMENT = {
+    "dferclip": {"dfew": ("color_jitter", "crop", "flip"), "ferv39k": ("rotation", "crop", "flip"),
+                 "mafw": ("crop", "flip")},
+}
 
 
-def recipe_for(model_name: str) -> Recipe:
-    """The recipe of a registered model name (by its family prefix)."""
-    family = model_name.split(":")[-1].split("/")[-1].split("_")[0]
-    if family == "clip":
-        raise ValueError(f"{model_name!r} is zero-shot CLIP: it has nothing to train; evaluate it directly")
+def recipe_for(model: Union[str, "object"], dataset: Optional[str] = None) -> Recipe:
+    """The training recipe of a model.
+
+    Args:
+        model: a clipdfer model (its ``family`` and ``pretrained_cfg.dataset`` choose the recipe), or a family
+            name (``"clipdfer"``, ``"dferclip"`` ...; see ``RECIPES``).
+        dataset: the dataset, when ``model`` is a family name (``dfew``, ``ferv39k``, ``mafw``): recipes whose
+            augmentations depend on it (DFER-CLIP's) take that dataset's.
+    """
+    if isinstance(model, str):
+        family = model
+        if family not in RECIPES and family != "clip_zeroshot":
+            raise ValueError(
+                f"no training recipe for family {family!r}: known families are {sorted(RECIPES)}. To find the recipe "
+                f"of a model by its name, build it first: recipe_for(clipdfer.create_model(name))")
+        zero_shot = family == "clip_zeroshot"
+    else:
+        family, zero_shot = model.family, model.zero_shot
+        cfg = getattr(model, "pretrained_cfg", None)
+        dataset = dataset or (cfg.dataset if cfg is not None else None)
+    if zero_shot:
+        raise ValueError(f"{family!r} (zero-shot CLIP) has nothing to train; evaluate it directly with clipdfer eval")
     if family not in RECIPES:
-        raise ValueError(f"no training recipe for {model_name!r}: known families are {sorted(RECIPES)}")
+        raise ValueError(f"no training recipe for family {family!r}: known families are {sorted(RECIPES)}")
     recipe = RECIPES[family]
-    if family == "dferclip":
-        dataset = model_name.rsplit("_", 1)[-1].split(".")[0]
-        recipe = dataclasses.replace(recipe, augment=_DFERCLIP_AUGMENT.get(dataset, recipe.augment))
+    augment = _DATASET_AUGMENT.get(family, {}).get((dataset or "").lower())
+    if augment is not None:
+        recipe = dataclasses.replace(recipe, augment=augment)
     return recipe

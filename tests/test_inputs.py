@@ -21,6 +21,7 @@ def model():
     ((2, 8, 1, 32, 32), torch.float32, ValueError, ["3 colour channels", "expand"]),
     ((2, 8, 3, 64, 64), torch.float32, ValueError, ["32x32", "64x64", "resize"]),
     ((2, 16, 3, 32, 32), torch.float32, ValueError, ["T=8", "T=16", "num_frames=16"]),
+    ((0, 8, 3, 32, 32), torch.float32, ValueError, ["at least one clip", r"\(0, 8, 3, 32, 32\)"]),
 ])
 def test_bad_video(model, shape, dtype, error, patterns):
     video = torch.zeros(shape, dtype=dtype)
@@ -57,3 +58,26 @@ def test_bad_constructor_arguments():
         clipdfer.create_model("clipdfer_test", temperature=0)
     with pytest.raises(ValueError, match="non-empty strings"):
         clipdfer.create_model("clipdfer_test", class_names=["happy", ""])
+
+
+@pytest.mark.parametrize("name", clipdfer.list_models("*_test"))
+def test_empty_batch_is_named_by_every_family(name):
+    m = clipdfer.create_model(name).eval()
+    size = m.image_encoder.image_size
+    with pytest.raises(ValueError, match="at least one clip"):
+        m(torch.zeros(0, m.num_frames, 3, size, size))
+
+
+def test_corrupt_safetensors_names_the_file_and_the_fix(tmp_path):
+    from safetensors.torch import save_file
+    m = clipdfer.create_model("clipdfer_test")
+    m.save_pretrained(str(tmp_path / "saved"))
+    weights = tmp_path / "saved" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # an interrupted copy
+    with pytest.raises(ValueError, match=r"model\.safetensors.*truncated or corrupt.*get it again"):
+        clipdfer.create_model(f"local-dir:{tmp_path / 'saved'}")
+    path = tmp_path / "w.safetensors"
+    save_file({"x": torch.zeros(2)}, str(path))
+    path.write_bytes(b"garbage" + path.read_bytes())
+    with pytest.raises(ValueError, match="w.safetensors"):
+        clipdfer.create_model("clipdfer_test", checkpoint_path=str(path))

@@ -1,6 +1,7 @@
 """Training: learning on synthetic clips, DDP on two CPU processes, exact resume, evaluation outputs."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -104,10 +105,11 @@ def test_two_process_ddp_on_cpu_then_eval(tmp_path):
     assert os.path.getsize(tmp_path / "eval" / "confusion.png") > 1000
 
 
-def test_select_on_test_says_so(tmp_path, capsys):
-    train(TrainConfig(model="clipdfer_test", out=str(tmp_path), synthetic=True, synthetic_size=14, epochs=1,
-                      batch_size=7, select_on="test"))
-    assert "TEST set" in capsys.readouterr().out
+def test_select_on_test_says_so(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="clipdfer.train"):
+        train(TrainConfig(model="clipdfer_test", out=str(tmp_path), synthetic=True, synthetic_size=14, epochs=1,
+                          batch_size=7, select_on="test"))
+    assert "TEST set" in caplog.text
 
 
 def test_bap_stages_run_in_one_command(tmp_path):

@@ -182,6 +182,9 @@ def check_video(video: torch.Tensor, image_size: int, num_frames=None, name: str
             fix = "reshape it to (batch, frames, channels, height, width)"
         raise ValueError(
             f"expected {name} of shape (B, {t_txt}, 3, {image_size}, {image_size}), got {shape} ({video.dim()}D): {fix}")
+    if shape[0] == 0:
+        raise ValueError(f"expected {name} with at least one clip, got a batch of 0 in shape {shape}: check the "
+                         f"data loader or the slicing that produced it")
     if not video.is_floating_point():
         raise TypeError(
             f"expected a floating-point {name} (float32, float16 or bfloat16) normalised as the model's pretrained_cfg "

@@ -1,6 +1,7 @@
 """Model families and the registry machinery. Importing this package registers every family."""
 
 from . import a3lign, baselines, clipdfer, dferclip, pmfer  # noqa: F401  (importing a family file registers its models)
+from ._base import DFERModel, PromptHead
 from ._builder import build_model_with_cfg, load_checkpoint
 from ._factory import create_model
 from ._hub import PretrainedWeightsError, push_to_hf_hub, save_pretrained
@@ -15,7 +16,7 @@ from .dferclip import DFERCLIP
 from .pmfer import PMFER
 
 __all__ = [
-    "build_model_with_cfg", "load_checkpoint", "create_model", "PretrainedWeightsError", "push_to_hf_hub",
+    "DFERModel", "PromptHead", "build_model_with_cfg", "load_checkpoint", "create_model", "PretrainedWeightsError", "push_to_hf_hub",
     "save_pretrained", "DefaultCfg", "PretrainedCfg",
     "UnknownModelError", "get_pretrained_cfg", "is_model", "list_models", "list_pretrained", "model_entrypoint",
     "register_model", "CLIPGuidedDFER", "DFERCLIP", "ZeroShotCLIP", "CoOp", "CoCoOp", "A3lignDFER", "PMFER",

@@ -35,7 +35,7 @@ _logger = logging.getLogger(__name__)
 # What a model's weights are (``model.weights``), set by the builder when it loads them.
 WEIGHT_STATES = {
     "random": "random weights",
-    "clip": "the CLIP initialisation, not fine-tuned for expressions",
+    "pretrained": "pretrained weights not fine-tuned for expressions (e.g. the CLIP initialisation)",
     "finetuned": "fine-tuned weights",
     "loaded": "weights loaded with load_state_dict",
 }
@@ -82,7 +82,7 @@ class DFERModel(HubMixin, nn.Module):
         head: the classifier when it is a module of its own (``nn.Linear`` after ``reset_classifier(n)``, or the
             family's linear head); None while the family's text-prompt head classifies.
         pretrained_cfg, model_args: set by the builder (preprocessing, class order; what ``config.json`` records).
-        weights: what the weights are: ``random``, ``clip`` (CLIP initialisation, not fine-tuned for expressions),
+        weights: what the weights are: ``random``, ``pretrained`` (not fine-tuned for expressions: the CLIP initialisation),
             ``finetuned``, or ``loaded`` (by ``load_state_dict``, not through clipdfer's loaders).
 
     What a family declares (class attributes):
@@ -242,16 +242,15 @@ class DFERModel(HubMixin, nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         """Parameter groups by depth, for layer-wise learning-rate decay (``timm.optim``, ``clipdfer.optim``).
 
-        As timm's ViT: the stem (patch, class and positional embeddings, ``ln_pre``), then one group per visual
-        block (with InterFIT, a block's interaction layer shares its group), ``ln_post`` and ``proj`` with the last
-        block. Everything else (temporal modules, MSTA, BiEhPro, prompts, heads; the text tower when it trains) is
-        unmatched, so timm puts it in the last group, which keeps the full learning rate. A ViT has no stages, so
-        ``coarse`` changes nothing.
+        As timm's ViT, over the pretrained CLIP image tower: the stem (patch, class and positional embeddings,
+        ``ln_pre``), then one group per visual block, ``ln_post`` and ``proj`` with the last block. Everything else
+        is unmatched, so timm puts it in the last group, which keeps the full learning rate: the new modules, which
+        start from random weights (InterFIT's interaction layers, MSTA, BiEhPro, temporal modules, prompts, heads),
+        and the text tower when it trains. A ViT has no stages, so ``coarse`` changes nothing.
         """
         return dict(
             stem=r"^image_encoder\.visual\.(?:class_embedding|positional_embedding|conv1|ln_pre)",
             blocks=[(r"^image_encoder\.visual\.transformer\.resblocks\.(\d+)\.", None),
-                    (r"^image_encoder\.interaction\.(\d+)\.", None),
                     (r"^image_encoder\.visual\.(?:ln_post|proj)", (99999,))],
         )
 
@@ -329,7 +328,7 @@ class DFERModel(HubMixin, nn.Module):
     def weights_notice(self) -> Optional[str]:
         """None when the model's predictions mean something (fine-tuned weights, or a zero-shot model with its
         pretrained weights); otherwise what its weights are."""
-        if self.is_finetuned or (self.zero_shot and self.weights == "clip"):
+        if self.is_finetuned or (self.zero_shot and self.weights == "pretrained"):
             return None
         return WEIGHT_STATES[self.weights]
 

@@ -160,9 +160,9 @@ def load_weights(model: DFERModel, state_dict: Dict[str, torch.Tensor], source: 
 
 def load_checkpoint(model: DFERModel, checkpoint_path: str) -> None:
     """Load a local checkpoint (.safetensors preferred) into ``model``: an open_clip CLIP checkpoint gives the
-    backbone (``model.weights == "clip"``), a full state dict your fine-tuned weights (``"finetuned"``)."""
+    backbone (``model.weights == "pretrained"``), a full state dict your fine-tuned weights (``"finetuned"``)."""
     backbone_only = load_weights(model, load_state_dict_file(checkpoint_path), checkpoint_path)
-    model.weights = "clip" if backbone_only else "finetuned"
+    model.weights = "pretrained" if backbone_only else "finetuned"
 
 
 def load_pretrained(model: DFERModel, cfg: PretrainedCfg, cache_dir: Optional[str] = None) -> None:
@@ -178,7 +178,7 @@ def load_pretrained(model: DFERModel, cfg: PretrainedCfg, cache_dir: Optional[st
     path = cfg.file if cfg.file else download_weights(cfg, cache_dir)
     backbone_only = load_weights(model, load_state_dict_file(path), cfg.file or f"{cfg.hf_hub_id}/{cfg.hf_hub_filename}",
                                  cfg.checkpoint_format)
-    model.weights = "finetuned" if cfg.finetuned and not backbone_only else "clip"
+    model.weights = "finetuned" if cfg.finetuned and not backbone_only else "pretrained"
     notice = model.weights_notice()
     if notice:
         _logger.warning("%s: these weights are %s (pretrained_cfg.finetuned is False%s); fine-tune before trusting "

@@ -1,0 +1,72 @@
+"""One process or many (torchrun / DDP): process-group setup and a resumable, rank-sharded sampler."""
+
+import math
+import os
+from typing import Iterator, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+__all__ = ["setup", "teardown", "ResumableSampler", "unwrap"]
+
+
+def setup(device: Optional[str] = None) -> Tuple[int, int, torch.device]:
+    """``(rank, world_size, device)`` from torchrun's environment; starts the process group when there are several
+    processes (NCCL on CUDA, gloo on the CPU). One process without torchrun: ``(0, 1, cuda:0 or cpu)``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return rank, world, dev
+
+
+def teardown() -> None:
+    """Wait for every process, then end the process group (nothing to do for one process)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DDP and clipdfer's training wrapper."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "inner") and isinstance(model.inner, torch.nn.Module):
+            model = model.inner
+        else:
+            return model
+
+
+class ResumableSampler(Sampler):
+    """A seeded shuffle per epoch, sharded over DDP ranks, that can start part-way through an epoch.
+
+    Every rank draws the same permutation (seed + epoch), pads it to a multiple of the world size and takes every
+    world-size-th index; ``start`` skips the samples of batches already trained on.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
+        self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
+        self.epoch, self.start = 0, 0
+        self.per_rank = math.ceil(size / world)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        else:
+            order = list(range(self.size))
+        order += order[:self.per_rank * self.world - self.size]  # pad so every rank has as many
+        return iter(order[self.rank::self.world][self.start:])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start

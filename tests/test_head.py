@@ -1,0 +1,187 @@
+"""timm's head contract on every registered model: pre-logits, get_classifier, reset_classifier, group_matcher."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from timm.models import group_parameters
+
+import clipdfer
+from clipdfer.models import DFERModel, PromptHead
+
+ALL_MODELS = clipdfer.list_models()
+# the families whose classes are their class texts and can change after construction
+SET_CLASSES = [n for n in clipdfer.list_models("*_test") if not n.startswith(("pmfer", "a3lign"))]
+
+
+def _tiny(name, **kwargs):
+    return clipdfer.create_model(name, clip_arch="test", **kwargs)
+
+
+def _video(model, batch=2):
+    size = model.image_encoder.image_size
+    return torch.randn(batch, model.num_frames, 3, size, size)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_head_contract(name):
+    model = _tiny(name).eval()
+    assert isinstance(model, DFERModel) and model.family and name.startswith(model.family)
+    video = _video(model, batch=3)
+    with torch.no_grad():
+        feats = model.forward_features(video)
+        pre = model.forward_head(feats, pre_logits=True)
+        logits = model.forward_head(feats)
+        torch.testing.assert_close(model(video), logits)
+        assert pre.shape == (3, model.num_features) and model.head_hidden_size == model.num_features
+        classifier = model.get_classifier()
+        torch.testing.assert_close(classifier(pre), logits)
+    own = {id(p) for p in model.parameters()}
+    assert {id(p) for p in classifier.parameters()} <= own  # a view of the model's own modules, not copies
+    if model.has_prompt_head:
+        assert isinstance(classifier, PromptHead)
+        assert (classifier.in_features, classifier.out_features) == (model.num_features, model.num_classes)
+    state = model.state_dict()
+    assert all(k in state for k in model.classifier_keys), (model.classifier_keys, name)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_reset_classifier_to_the_embedding(name):
+    model = _tiny(name).eval()
+    video = _video(model)
+    with torch.no_grad():
+        pre = model.forward_head(model.forward_features(video), pre_logits=True)
+        model.reset_classifier(0)
+        out = model(video)
+    torch.testing.assert_close(out, pre)
+    assert model.num_classes == 0 and isinstance(model.get_classifier(), torch.nn.Identity)
+    keys = set(model.state_dict())
+    assert not any(k.startswith(("text_encoder.", "prompt_learner.", "biehpro.", "mat", "text_dynamic.")) for k in keys)
+    assert model.classifier_keys == ()
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_reset_classifier_to_a_linear_head_trains_saves_and_loads(name, tmp_path):
+    model = _tiny(name)
+    if model.has_prompt_head:
+        with pytest.raises(ValueError, match="set_classes"):  # ambiguous for a text-prompt head: says the equivalent
+            model.reset_classifier(5)
+    model.reset_classifier(5, linear=True)
+    assert isinstance(model.get_classifier(), torch.nn.Linear) and model.get_classifier().in_features == \
+        model.num_features
+    assert model.num_classes == 5 and len(model.class_names) == 5
+    assert set(model.classifier_keys) == {"head.weight", "head.bias"} <= set(model.state_dict())
+    video = _video(model)
+    loss = model.training_losses(video, torch.tensor([0, 4]))["total"]
+    loss.backward()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert "head.weight" in trainable
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.save_pretrained(str(tmp_path / "m"))
+    same = clipdfer.create_model(f"local-dir:{tmp_path / 'm'}").eval()
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(same(video), model(video))
+    assert same.class_names == model.class_names and same.num_classes == 5
+
+
+@pytest.mark.parametrize("name", SET_CLASSES)
+def test_reset_classifier_with_class_names_keeps_the_text_head(name):
+    model = clipdfer.create_model(name).eval()
+    if name.startswith("dferclip"):  # class-specific contexts: as many classes as were learned
+        names = ["anger", "anxiety", "contempt", "disappointment", "disgust", "fear", "helplessness"]
+    else:
+        names = ["calm", "joy", "pain"]
+    model.reset_classifier(len(names), class_names=names)
+    assert model.has_prompt_head and model.class_names == tuple(names)
+    with torch.no_grad():
+        assert model(_video(model)).shape == (2, len(names))
+    with pytest.raises(ValueError, match="2 class_names"):
+        model.reset_classifier(3, class_names=["x", "y"])
+
+
+def test_set_classes_after_the_text_head_was_replaced_is_an_error():
+    model = clipdfer.create_model("coop_test")
+    model.reset_classifier(3, linear=True)
+    with pytest.raises(RuntimeError, match="needs the text-prompt head"):
+        model.set_classes(["a", "b"])
+
+
+@pytest.mark.parametrize("value", [-1, 2.0, True])
+def test_reset_classifier_rejects_bad_counts(value):
+    with pytest.raises(ValueError, match="num_classes="):
+        clipdfer.create_model("clipdfer_test").reset_classifier(value)
+
+
+def test_create_model_num_classes_follows_timm():
+    m = clipdfer.create_model("dferclip_test", num_classes=0).eval()
+    with torch.no_grad():
+        assert m(_video(m)).shape == (2, m.num_features)
+    assert clipdfer.create_model("dferclip_test", num_classes=7).num_classes == 7  # the classes it has
+    with pytest.raises(ValueError, match=r"class_names=\[\.\.\.\] with 3 names.*reset_classifier\(3, linear=True\)"):
+        clipdfer.create_model("dferclip_test", num_classes=3)
+    linear = clipdfer.create_model("clipdfer_test", text_head=False, biehpro_depth=0, num_classes=7)
+    assert isinstance(linear.get_classifier(), torch.nn.Linear)
+
+
+def test_pre_logits_of_sequence_heads_against_their_formulas():
+    """A3lign-DFER's per-step similarity and PMFER's frame-averaged logits are linear in the pre-logits."""
+    a3 = clipdfer.create_model("a3lign_test").eval()
+    video = _video(a3)
+    with torch.no_grad():
+        seq = a3.forward_features(video)  # (B, T, D)
+        text_seq = a3.text_dynamic(a3.sentence_features())  # (C, T, D)
+        ref = 100 * torch.einsum("btd,ctd->bc", F.normalize(seq, dim=-1), F.normalize(text_seq, dim=-1)) / seq.shape[1]
+        torch.testing.assert_close(a3(video), ref)
+        assert a3.num_features == a3.num_frames * a3.clip_arch.embed_dim
+    pm = clipdfer.create_model("pmfer_test").eval()
+    video = _video(pm)
+    with torch.no_grad():
+        frames = F.normalize(pm.encode_frames(video), dim=-1)  # (B, T, D)
+        ref = (100 * frames @ pm.text_features().t()).mean(dim=1)
+        torch.testing.assert_close(pm(video), ref)
+
+
+@pytest.mark.parametrize("name", ["clipdfer_test", "dferclip_test", "pmfer_test"])
+def test_group_matcher_orders_layers_for_layer_decay(name):
+    model = clipdfer.create_model(name)
+    layers = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    depth = len(model.image_encoder.blocks)
+    assert layers["image_encoder.visual.conv1.weight"] == layers["image_encoder.visual.class_embedding"] == 0
+    for i in range(depth):
+        assert layers[f"image_encoder.visual.transformer.resblocks.{i}.attn.in_proj_weight"] == i + 1
+    assert layers["image_encoder.visual.proj"] == depth  # with the last block, as timm's final norm
+    head = max(layers.values())
+    assert head == depth + 1
+    if name == "clipdfer_test":  # new modules (random init) keep the full rate, InterFIT's inside the tower too
+        assert layers["image_encoder.interaction.0.token.weight"] == layers["msta.fc_v.weight"] == head
+        assert layers["biehpro.alpha"] == head
+
+
+def test_weights_state_and_notice(tmp_path):
+    from clipdfer.layers import build_open_clip
+    model = clipdfer.create_model("clipdfer_test")
+    assert model.weights == "random" and model.weights_notice() == "random weights"
+    path = str(tmp_path / "open_clip.safetensors")
+    save_file({k: v.contiguous() for k, v in build_open_clip("test").state_dict().items()}, path)
+    assert clipdfer.create_model("clipdfer_test", checkpoint_path=path).weights == "pretrained"
+    zs = clipdfer.create_model("clip_zeroshot_test", pretrained=True, pretrained_cfg_overlay=dict(file=path))
+    assert zs.weights == "pretrained" and zs.weights_notice() is None  # zero-shot: meaningful as it is
+    full = str(tmp_path / "full.safetensors")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, full)
+    tuned = clipdfer.create_model("clipdfer_test", checkpoint_path=full)
+    assert tuned.is_finetuned and tuned.weights_notice() is None
+    tuned.save_pretrained(str(tmp_path / "saved"))
+    assert clipdfer.create_model(f"local-dir:{tmp_path / 'saved'}").weights == "finetuned"
+
+
+def test_declared_checkpoint_format_is_checked(tmp_path):
+    model = clipdfer.create_model("clipdfer_test")
+    path = str(tmp_path / "full.safetensors")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    with pytest.raises(ValueError, match="not an open_clip CLIP checkpoint.*checkpoint_format='open_clip'"):
+        clipdfer.create_model("clipdfer_test", pretrained=True,
+                              pretrained_cfg_overlay=dict(file=path, checkpoint_format="open_clip"))
+    # a file named without its format is told from its keys
+    loaded = clipdfer.create_model("clipdfer_test", pretrained=True, pretrained_cfg_overlay=dict(file=path))
+    assert loaded.weights == "pretrained"  # the cfg says its weights are not fine-tuned
