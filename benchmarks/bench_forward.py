@@ -22,6 +22,7 @@ import torch
 
 import clipdfer
 from clipdfer.layers import build_open_clip
+from clipdfer.models import DFERCLIP
 from clipdfer.profiling import count_macs
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -71,7 +72,7 @@ def bench(name: str, batch: int, device: torch.device, dtype: torch.dtype, compi
     fwd, floor = (torch.compile(model), torch.compile(clip)) if compile_ else (model, clip)
     timer = _timer(device)
     # models whose prompts can be re-encoded every call (DFER-CLIP's official behaviour) are also timed that way
-    reencode = hasattr(model, "cache_text")
+    reencode = isinstance(model, DFERCLIP)
 
     def uncached():
         model.cache_text = False

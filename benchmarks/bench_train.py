@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py clipdfer_vitb32_dfew --batch-size 8 --device cuda --markdown train.md
 
-A step is forward, loss (``training_losses`` where a family has one, else cross-entropy), backward and an AdamW
+A step is forward, loss (the model's ``training_losses``: cross-entropy, or its family's losses), backward and an AdamW
 step over the trainable parameters, in training mode; bf16 runs under autocast with fp32 weights. Each configuration
 runs in a fresh process, so the peak memory is its own: ``torch.cuda.max_memory_allocated`` on a GPU, the process's
 peak resident set (``ru_maxrss``, which includes the Python runtime and libraries) on the CPU.
@@ -20,7 +20,6 @@ import time
 
 def child(cfg: dict) -> dict:
     import torch
-    import torch.nn.functional as F
 
     import clipdfer
     device = torch.device(cfg["device"])
@@ -37,10 +36,7 @@ def child(cfg: dict) -> dict:
 
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            if hasattr(model, "training_losses"):
-                loss = model.training_losses(video, labels, 0.5)["total"]
-            else:
-                loss = F.cross_entropy(model(video), labels)
+            loss = model.training_losses(video, labels, 0.5)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["setup", "teardown", "ResumableSampler", "unwrap"]
+__all__ = ["setup", "teardown", "ResumableSampler", "LossWrapper", "unwrap"]
 
 
 def setup(device: Optional[str] = None) -> Tuple[int, int, torch.device]:
@@ -34,15 +34,28 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+class LossWrapper(torch.nn.Module):
+    """A model whose forward with labels is its training loss, so that DDP sees the whole training step.
+
+    ``wrapper(video)`` is the model's inference path; ``wrapper(video, labels, progress)`` is
+    ``model.training_losses(video, labels, progress)["total"]``.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, video: torch.Tensor, labels: Optional[torch.Tensor] = None, progress: float = 0.0):
+        if labels is None:
+            return self.inner(video)
+        return self.inner.training_losses(video, labels, progress)["total"]
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside DDP and clipdfer's training wrapper."""
-    while True:
-        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "inner") and isinstance(model.inner, torch.nn.Module):
-            model = model.inner
-        else:
-            return model
+    """The model inside DDP and :class:`LossWrapper`."""
+    while isinstance(model, (torch.nn.parallel.DistributedDataParallel, LossWrapper)):
+        model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model.inner
+    return model
 
 
 class ResumableSampler(Sampler):

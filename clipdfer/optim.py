@@ -43,8 +43,10 @@ def param_groups(
         opt = torch.optim.AdamW(clipdfer.optim.param_groups(model, lr=1e-3, backbone_lr=1e-5, weight_decay=5e-4))
         opt = torch.optim.AdamW(clipdfer.optim.param_groups(model, lr=1e-4, layer_decay=0.75))
     """
-    if not hasattr(model, "group_parameters"):
-        raise TypeError(f"{type(model).__name__} has no group_parameters(): pass a clipdfer model")
+    from .models import DFERModel
+    if not isinstance(model, DFERModel):
+        raise TypeError(f"param_groups needs a clipdfer model (its group_parameters() and group_matcher()), got "
+                        f"{type(model).__name__}; for other modules use timm.optim.param_groups_layer_decay")
     if layer_decay is not None and not 0 < layer_decay <= 1:
         raise ValueError(f"layer_decay={layer_decay}: expected a factor in (0, 1], e.g. 0.75 (1: no decay)")
     names = {id(p): n for n, p in model.named_parameters()}

@@ -7,7 +7,10 @@ weight tags, ``local-dir:`` and ``hf-hub:`` models all get theirs; every value c
 """
 
 import dataclasses
-from typing import Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Optional, Tuple, Union
+
+if TYPE_CHECKING:
+    from .models import DFERModel
 
 __all__ = ["Recipe", "RECIPES", "recipe_for"]
 
@@ -70,7 +73,7 @@ _DATASET_AUGMENT = {
 }
 
 
-def recipe_for(model: Union[str, "object"], dataset: Optional[str] = None) -> Recipe:
+def recipe_for(model: Union[str, "DFERModel"], dataset: Optional[str] = None) -> Recipe:
     """The training recipe of a model.
 
     Args:
@@ -88,7 +91,7 @@ def recipe_for(model: Union[str, "object"], dataset: Optional[str] = None) -> Re
         zero_shot = family == "clip_zeroshot"
     else:
         family, zero_shot = model.family, model.zero_shot
-        cfg = getattr(model, "pretrained_cfg", None)
+        cfg = model.pretrained_cfg
         dataset = dataset or (cfg.dataset if cfg is not None else None)
     if zero_shot:
         raise ValueError(f"{family!r} (zero-shot CLIP) has nothing to train; evaluate it directly with clipdfer eval")

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Subset
 import clipdfer
 from clipdfer.checkpoint import load_training_state, save_checkpoint
 from clipdfer.data import ClipDataset, SyntheticClips, build_transform, read_annotations
-from clipdfer.distributed import ResumableSampler, setup, teardown
+from clipdfer.distributed import LossWrapper, ResumableSampler, setup, teardown
 from clipdfer.eval import evaluate
 from clipdfer.recipes import Recipe, recipe_for
 from clipdfer.schedule import build_scheduler
@@ -158,19 +158,6 @@ def _stages(recipe: Recipe, model, cfg: TrainConfig) -> List[int]:
     return [cfg.epochs or recipe.epochs]
 
 
-class _LossWrapper(torch.nn.Module):
-    """Lets DDP see a model whose training loss is ``training_losses`` (its forward is the inference path)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.inner = model
-
-    def forward(self, video, labels=None, progress=0.0):
-        if labels is None:
-            return self.inner(video)
-        return self.inner.training_losses(video, labels, progress)["total"]
-
-
 def _make_ema(model, cfg: TrainConfig):
     from timm.utils import ModelEmaV3
     return ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True)
@@ -235,7 +222,8 @@ def train(cfg: TrainConfig) -> Dict:
     cfg_updates = dict(finetuned=True, notes=f"trained with clipdfer train on {data_name}")
 
     def checkpoint(directory: str, weights) -> None:
-        save_checkpoint(weights, directory, dict(state), optimizer, ema, **cfg_updates)
+        save_checkpoint(weights, directory, dict(state), optimizer, ema.module if ema is not None else None,
+                        **cfg_updates)
 
     from tqdm.auto import tqdm
 
@@ -245,7 +233,7 @@ def train(cfg: TrainConfig) -> Dict:
             model.set_stage(stage_index + 1, sync=False if mid_stage else None)  # never re-sync a resumed stage
             if ema is not None:  # the EMA copy follows the stage's switches (and its copy of the weights)
                 ema.module.set_stage(stage_index + 1, sync=False if mid_stage else None)
-        wrapped = _LossWrapper(model)
+        wrapped = LossWrapper(model)
         ddp = torch.nn.parallel.DistributedDataParallel(wrapped) if world > 1 else wrapped
         optimizer = _optimizer(model, recipe, cfg)
         if saved_optimizer is not None:
@@ -258,8 +246,7 @@ def train(cfg: TrainConfig) -> Dict:
                 else 0
             sampler.set_epoch(epoch_offset + epoch, start_step * per_rank_batch)
             base_set = train_set.dataset if isinstance(train_set, Subset) else train_set
-            if hasattr(base_set, "set_epoch"):
-                base_set.set_epoch(epoch_offset + epoch)
+            base_set.set_epoch(epoch_offset + epoch)  # the clips' random frames and augmentations of this epoch
             model.train()
             bar = tqdm(loader, disable=not main_rank or not sys.stderr.isatty(),
                        desc=f"stage {stage_index + 1} epoch {epoch + 1}/{stages[stage_index]}")

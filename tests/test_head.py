@@ -46,7 +46,7 @@ def test_head_contract(name):
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
-def test_reset_classifier_to_the_embedding(name):
+def test_reset_classifier_to_the_embedding(name, tmp_path):
     model = _tiny(name).eval()
     video = _video(model)
     with torch.no_grad():
@@ -58,6 +58,10 @@ def test_reset_classifier_to_the_embedding(name):
     keys = set(model.state_dict())
     assert not any(k.startswith(("text_encoder.", "prompt_learner.", "biehpro.", "mat", "text_dynamic.")) for k in keys)
     assert model.classifier_keys == ()
+    model.save_pretrained(str(tmp_path / "encoder"))
+    same = clipdfer.create_model(f"local-dir:{tmp_path / 'encoder'}").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(same(video), out)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

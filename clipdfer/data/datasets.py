@@ -133,6 +133,9 @@ class SyntheticClips(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing changes between epochs: each clip is a function of its index and the seed."""
+
     @property
     def labels(self) -> List[int]:
         return [i % self.num_classes for i in range(self.num_samples)]

@@ -115,9 +115,9 @@ def model_config(model: nn.Module, **cfg_updates) -> Dict[str, Any]:
         model: a model from ``clipdfer.create_model``.
         **cfg_updates: pretrained-cfg fields to record, e.g. ``finetuned=True, dataset="dfew", metrics=...``.
     """
-    cfg: PretrainedCfg = getattr(model, "pretrained_cfg", None)
-    args = getattr(model, "model_args", None)
-    if cfg is None or args is None:
+    cfg: PretrainedCfg = model.pretrained_cfg
+    args = model.model_args
+    if cfg is None:
         raise ValueError(f"{type(model).__name__} was not built by clipdfer.create_model: it has no pretrained_cfg/"
                          "model_args to save; create it with clipdfer.create_model(name, ...)")
     args = {**args, **model.export_model_args()}
