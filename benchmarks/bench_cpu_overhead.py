@@ -89,7 +89,8 @@ def main(argv=None):
             model_s.append(_time(model, video))
             clip_s.append(_time(clip.encode_image, frames))
     result = {
-        "model": args.model, "model_kwargs": model_kwargs, "batch_size": args.batch_size, "num_frames": t, "dtype": "float32",
+        "model": args.model, "model_kwargs": model_kwargs, "batch_size": args.batch_size, "num_frames": t,
+        "dtype": "float32",
         "model_ms": 1e3 * statistics.median(model_s), "encode_image_ms": 1e3 * statistics.median(clip_s),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "open_clip": open_clip.__version__,
         "cpu": platform.processor() or platform.machine(),

@@ -199,7 +199,8 @@ def test_official_fold_tags_explain_how_to_get_the_weights():
     cfg = clipdfer.get_pretrained_cfg("dferclip_vitb32_dfew.dfew_fold3")
     assert cfg.finetuned and cfg.num_frames == 16 and cfg.mean == (0.0, 0.0, 0.0) and cfg.std == (1.0, 1.0, 1.0)
     with torch.device("meta"):
-        with pytest.raises(PretrainedWeightsError, match="github.com/zengqunzhao.*clipdfer convert dferclip FILE.pth OUT_DIR"):
+        with pytest.raises(PretrainedWeightsError,
+                           match="github.com/zengqunzhao.*clipdfer convert dferclip FILE.pth OUT_DIR"):
             clipdfer.create_model("dferclip_vitb32_dfew.dfew_fold3", pretrained=True)
 
 

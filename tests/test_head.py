@@ -7,20 +7,12 @@ from safetensors.torch import save_file
 from timm.models import group_parameters
 
 import clipdfer
+from helpers import random_video as _video, tiny as _tiny
 from clipdfer.models import DFERModel, PromptHead
 
 ALL_MODELS = clipdfer.list_models()
 # the families whose classes are their class texts and can change after construction
 SET_CLASSES = [n for n in clipdfer.list_models("*_test") if not n.startswith(("pmfer", "a3lign"))]
-
-
-def _tiny(name, **kwargs):
-    return clipdfer.create_model(name, clip_arch="test", **kwargs)
-
-
-def _video(model, batch=2):
-    size = model.image_encoder.image_size
-    return torch.randn(batch, model.num_frames, 3, size, size)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

@@ -130,7 +130,8 @@ def test_bilstm_equals_nn_lstm(batch, steps):
         ours = BiLSTM.from_lstm(lstm, proj, impl=impl)
         out = ours(x)
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
-        g_ref = torch.autograd.grad(ref.square().sum(), [x, lstm.weight_hh_l0_reverse, lstm.bias_ih_l0], retain_graph=True)
+        g_ref = torch.autograd.grad(ref.square().sum(), [x, lstm.weight_hh_l0_reverse, lstm.bias_ih_l0],
+                                    retain_graph=True)
         g = torch.autograd.grad(out.square().sum(), [x, ours.weight_hh_t, ours.bias_ih])
         torch.testing.assert_close(g[0], g_ref[0], rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(g[1][1].t(), g_ref[1], rtol=1e-4, atol=1e-6)

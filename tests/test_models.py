@@ -4,19 +4,10 @@ import pytest
 import torch
 
 import clipdfer
+from helpers import random_video as _video, tiny as _tiny
 from clipdfer.layers import build_open_clip
 
 ALL_MODELS = clipdfer.list_models()
-
-
-def _tiny(name, **kwargs):
-    # every entry point accepts a backbone override; the family, classes, T and switches stay as registered
-    return clipdfer.create_model(name, clip_arch="test", **kwargs)
-
-
-def _video(model, batch=2):
-    size = model.image_encoder.image_size
-    return torch.randn(batch, model.num_frames, 3, size, size)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

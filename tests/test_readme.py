@@ -49,4 +49,5 @@ def test_cli_quickstart_on_tiny_model(capsys):
     out = capsys.readouterr().out
     assert "class probabilities" in out and "NOTICE" in out and "happiness" in out
     assert main(["models", "clipdfer_vitb32_*"]) == 0
-    assert capsys.readouterr().out.split() == ["clipdfer_vitb32_dfew", "clipdfer_vitb32_ferv39k", "clipdfer_vitb32_mafw"]
+    listed = capsys.readouterr().out.split()
+    assert listed == ["clipdfer_vitb32_dfew", "clipdfer_vitb32_ferv39k", "clipdfer_vitb32_mafw"]

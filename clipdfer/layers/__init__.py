@@ -13,8 +13,8 @@ from .prompt import PromptLearner, TextFeatureCache
 from .temporal import BiLSTM, TemporalBlock, TemporalTransformer, bilstm_unrolled
 
 __all__ = [
-    "dann_lambda", "grad_reverse", "Attention", "multi_head_attention", "BiEhPro", "BiEhProBlock", "CrossAttentionBlock", "CLIP_ARCHS", "CLIPArch",
-    "CLIPFrameEncoder", "CLIPTextEncoder", "build_open_clip", "check_video", "clip_block_attention",
+    "dann_lambda", "grad_reverse", "Attention", "multi_head_attention", "BiEhPro", "BiEhProBlock",
+    "CrossAttentionBlock", "CLIP_ARCHS", "CLIPArch", "CLIPFrameEncoder", "CLIPTextEncoder", "build_open_clip", "check_video", "clip_block_attention",
     "clip_block_forward", "get_clip_arch", "tokenize", "InteractionLayer", "InterFIT", "MSTA", "msta_output_lengths",
     "BiLSTM", "bilstm_unrolled", "PromptLearner", "TextFeatureCache", "TemporalBlock", "TemporalTransformer",
 ]

@@ -181,7 +181,8 @@ def check_video(video: torch.Tensor, image_size: int, num_frames=None, name: str
         else:
             fix = "reshape it to (batch, frames, channels, height, width)"
         raise ValueError(
-            f"expected {name} of shape (B, {t_txt}, 3, {image_size}, {image_size}), got {shape} ({video.dim()}D): {fix}")
+            f"expected {name} of shape (B, {t_txt}, 3, {image_size}, {image_size}), got {shape} ({video.dim()}D): "
+            f"{fix}")
     if shape[0] == 0:
         raise ValueError(f"expected {name} with at least one clip, got a batch of 0 in shape {shape}: check the "
                          f"data loader or the slicing that produced it")

@@ -85,7 +85,8 @@ class MSTA(nn.Module):
         if z.dim() != 3 or z.shape[1] != self.num_frames or z.shape[2] != self.dim:
             raise ValueError(
                 f"MSTA expected frame features (B, T={self.num_frames}, D={self.dim}), got {tuple(z.shape)}: sample "
-                f"{self.num_frames} frames per clip, or build MSTA with num_frames={z.shape[1] if z.dim() == 3 else '?'}")
+                f"{self.num_frames} frames per clip, or build MSTA with "
+                f"num_frames={z.shape[1] if z.dim() == 3 else '?'}")
         b = z.shape[0]
         zt = z.transpose(1, 2)  # (B, T, D) -> (B, D, T)
         scales = torch.stack([F.max_pool1d(zt, k, s) for k, s in zip(self.kernel_sizes, self.strides)], dim=1)

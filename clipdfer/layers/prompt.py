@@ -42,7 +42,8 @@ class PromptLearner(nn.Module):
             init_tokens = tokenize([ctx_init], self.context_length)[0]
             n_ctx = int(init_tokens.argmax()) - 1  # tokens between SOS and EOS
             with torch.no_grad():
-                init = text_encoder.token_embedding(init_tokens[1:1 + n_ctx].to(text_encoder.token_embedding.weight.device))
+                device = text_encoder.token_embedding.weight.device
+                init = text_encoder.token_embedding(init_tokens[1:1 + n_ctx].to(device))
             ctx = init.detach().clone().float()
             if class_specific:
                 ctx = ctx.unsqueeze(0).repeat(len(class_texts), 1, 1)

@@ -16,7 +16,8 @@ from .dferclip import DFERCLIP
 from .pmfer import PMFER
 
 __all__ = [
-    "DFERModel", "PromptHead", "build_model_with_cfg", "load_checkpoint", "create_model", "PretrainedWeightsError", "push_to_hf_hub",
+    "DFERModel", "PromptHead", "build_model_with_cfg", "load_checkpoint", "create_model", "PretrainedWeightsError",
+    "push_to_hf_hub",
     "save_pretrained", "DefaultCfg", "PretrainedCfg",
     "UnknownModelError", "get_pretrained_cfg", "is_model", "list_models", "list_pretrained", "model_entrypoint",
     "register_model", "CLIPGuidedDFER", "DFERCLIP", "ZeroShotCLIP", "CoOp", "CoCoOp", "A3lignDFER", "PMFER",

@@ -82,8 +82,8 @@ class DFERModel(HubMixin, nn.Module):
         head: the classifier when it is a module of its own (``nn.Linear`` after ``reset_classifier(n)``, or the
             family's linear head); None while the family's text-prompt head classifies.
         pretrained_cfg, model_args: set by the builder (preprocessing, class order; what ``config.json`` records).
-        weights: what the weights are: ``random``, ``pretrained`` (not fine-tuned for expressions: the CLIP initialisation),
-            ``finetuned``, or ``loaded`` (by ``load_state_dict``, not through clipdfer's loaders).
+        weights: what the weights are: ``random``, ``pretrained`` (not fine-tuned for expressions: the CLIP
+            initialisation), ``finetuned``, or ``loaded`` (by ``load_state_dict``, not through clipdfer's loaders).
 
     What a family declares (class attributes):
         family: its name in :mod:`clipdfer.recipes` (``clipdfer``, ``dferclip`` ...).

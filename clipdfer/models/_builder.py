@@ -176,8 +176,8 @@ def load_pretrained(model: DFERModel, cfg: PretrainedCfg, cache_dir: Optional[st
             f"pretrained_cfg_overlay=dict(file=...) (or hf_hub_id=...) to say where they are. "
             f"clipdfer.list_pretrained() lists what can be downloaded")
     path = cfg.file if cfg.file else download_weights(cfg, cache_dir)
-    backbone_only = load_weights(model, load_state_dict_file(path), cfg.file or f"{cfg.hf_hub_id}/{cfg.hf_hub_filename}",
-                                 cfg.checkpoint_format)
+    source = cfg.file or f"{cfg.hf_hub_id}/{cfg.hf_hub_filename}"
+    backbone_only = load_weights(model, load_state_dict_file(path), source, cfg.checkpoint_format)
     model.weights = "finetuned" if cfg.finetuned and not backbone_only else "pretrained"
     notice = model.weights_notice()
     if notice:

@@ -102,7 +102,8 @@ class CLIPGuidedDFER(DFERModel):
         if class_names is not None and num_classes is not None and num_classes != len(class_names):
             raise ValueError(
                 f"num_classes={num_classes} conflicts with {len(class_names)} class_names {list(class_names)}: pass "
-                f"class_names with {num_classes} entries (the text head has one class per name), or drop num_classes; for a linear head over the embedding "
+                f"class_names with {num_classes} entries (the text head has one class per name), or drop num_classes; "
+                f"for a linear head over the embedding "
                 f"use text_head=False, biehpro_depth=0 or model.reset_classifier({num_classes}, linear=True)")
         if not text_head and biehpro_depth:
             raise ValueError(f"biehpro_depth={biehpro_depth} needs text features, but text_head=False: "
