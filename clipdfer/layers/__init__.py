@@ -14,7 +14,8 @@ from .temporal import BiLSTM, TemporalBlock, TemporalTransformer, bilstm_unrolle
 
 __all__ = [
     "dann_lambda", "grad_reverse", "Attention", "multi_head_attention", "BiEhPro", "BiEhProBlock",
-    "CrossAttentionBlock", "CLIP_ARCHS", "CLIPArch", "CLIPFrameEncoder", "CLIPTextEncoder", "build_open_clip", "check_video", "clip_block_attention",
+    "CrossAttentionBlock", "CLIP_ARCHS", "CLIPArch", "CLIPFrameEncoder", "CLIPTextEncoder", "build_open_clip",
+    "check_video", "clip_block_attention",
     "clip_block_forward", "get_clip_arch", "tokenize", "InteractionLayer", "InterFIT", "MSTA", "msta_output_lengths",
     "BiLSTM", "bilstm_unrolled", "PromptLearner", "TextFeatureCache", "TemporalBlock", "TemporalTransformer",
 ]
