@@ -109,6 +109,14 @@ def test_reset_classifier_rejects_bad_counts(value):
         clipdfer.create_model("clipdfer_test").reset_classifier(value)
 
 
+def test_reset_classifier_takes_timms_global_pool_only_as_none():
+    model = clipdfer.create_model("clipdfer_test", text_head=False, biehpro_depth=0)
+    with pytest.raises(ValueError, match="global_pool='avg'.*pools frames as its architecture"):
+        model.reset_classifier(3, "avg")
+    model.reset_classifier(3, None)
+    assert model.num_classes == 3
+
+
 def test_create_model_num_classes_follows_timm():
     m = clipdfer.create_model("dferclip_test", num_classes=0).eval()
     with torch.no_grad():

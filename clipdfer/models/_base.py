@@ -174,8 +174,8 @@ class DFERModel(HubMixin, nn.Module):
         """True while the family's text-prompt head classifies (no ``head`` module)."""
         return self.head is None
 
-    def reset_classifier(self, num_classes: int, class_names: Optional[Sequence[str]] = None,
-                         linear: bool = False) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, *,
+                         class_names: Optional[Sequence[str]] = None, linear: bool = False) -> None:
         """A new classifier for ``num_classes`` outputs, as timm's ``reset_classifier``.
 
         - ``0``: no classifier; ``forward`` returns the (B, num_features) embedding.
@@ -190,7 +190,17 @@ class DFERModel(HubMixin, nn.Module):
         prompts, BiEhPro ...), so they cost no memory and are not left untrained under DDP; the text side cannot be
         restored afterwards: create the model again. ``save_pretrained`` records the reset, so the saved model
         loads as it is.
+
+        Args:
+            num_classes: outputs of the new classifier; 0 for none.
+            global_pool: timm's argument, accepted for its signature: the pooling over frames is the family's
+                architecture (MSTA, a temporal class token, the time mean), so anything but None is an error.
+            class_names: labels of the new classes; for a text-prompt head, the new class texts.
+            linear: replace a text-prompt head by a linear one.
         """
+        if global_pool is not None:
+            raise ValueError(f"global_pool={global_pool!r}: {type(self).__name__} pools frames as its architecture "
+                             f"defines; leave global_pool=None (to change classes: class_names=[...])")
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
             raise ValueError(f"num_classes={num_classes!r}: expected 0 (no classifier: the embedding) or a positive "
                              f"number of classes")
