@@ -177,6 +177,10 @@ def test_weights_state_and_notice(tmp_path):
     assert tuned.is_finetuned and tuned.weights_notice() is None
     tuned.save_pretrained(str(tmp_path / "saved"))
     assert clipdfer.create_model(f"local-dir:{tmp_path / 'saved'}").weights == "finetuned"
+    tuned.reset_classifier(3, linear=True)  # a new, untrained classifier on fine-tuned features
+    assert tuned.weights == "pretrained" and tuned.weights_notice()
+    zs.reset_classifier(3, linear=True)  # zero-shot CLIP is meaningful through its text head only
+    assert zs.weights_notice()
 
 
 def test_declared_checkpoint_format_is_checked(tmp_path):

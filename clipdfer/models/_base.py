@@ -225,6 +225,8 @@ class DFERModel(HubMixin, nn.Module):
             names = names or tuple(f"class_{i}" for i in range(num_classes))
             ref = next(self.parameters())
             self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+            if self.weights != "random":  # the rest keeps its weights, the new classifier is untrained
+                self.weights = "pretrained"
         else:
             self.head = nn.Identity()
             names = ()
@@ -338,7 +340,7 @@ class DFERModel(HubMixin, nn.Module):
     def weights_notice(self) -> Optional[str]:
         """None when the model's predictions mean something (fine-tuned weights, or a zero-shot model with its
         pretrained weights); otherwise what its weights are."""
-        if self.is_finetuned or (self.zero_shot and self.weights == "pretrained"):
+        if self.is_finetuned or (self.zero_shot and self.has_prompt_head and self.weights == "pretrained"):
             return None
         return WEIGHT_STATES[self.weights]
 
