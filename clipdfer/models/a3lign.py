@@ -22,7 +22,6 @@ from torch import nn
 
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
-from ..layers.clip import check_video
 from ..layers.temporal import TemporalBlock
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
@@ -167,14 +166,12 @@ class A3lignDFER(DFERModel):
         return 3 if self.has_prompt_head else 1
 
     # ------------------------------------------------------------------ forward
-    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
-        """Frozen CLIP features per frame: (B, T, 3, H, W) -> (B, T, D)."""
-        check_video(video, self.image_encoder.image_size, self.num_frames)
-        return self.image_encoder(video)
+    @property
+    def required_num_frames(self) -> Optional[int]:
+        return self.num_frames
 
-    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+    def features_from_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Video sequence Z_v (B, T, D) after the video dynamic encoder; stage 1: the frame mean repeated."""
-        frames = self.encode_frames(video)
         if self.stage == 1:
             return frames.mean(dim=1, keepdim=True).expand_as(frames)
         return self.video_dynamic(frames)

@@ -24,7 +24,6 @@ from torch import nn
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import EXPRESSION_ADJECTIVES, ZERO_SHOT_TEMPLATES
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, tokenize
-from ..layers.clip import check_video
 from ..layers.prompt import PromptLearner
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
@@ -56,14 +55,9 @@ class _CLIPVideoModel(DFERModel):
         # stored in log space under CLIP's own name, so open_clip checkpoints set it (OpenAI's: log 100)
         self.register_buffer("logit_scale", torch.tensor(math.log(logit_scale)))
 
-    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
-        """Per-frame CLIP features: (B, T, 3, H, W) -> (B, T, D)."""
-        check_video(video, self.image_encoder.image_size)
-        return self.image_encoder(video)
-
-    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """The clip's feature: the frame features averaged over time, L2-normalised. (B, T, 3, H, W) -> (B, D)."""
-        return F.normalize(self.encode_frames(video).mean(dim=1), dim=-1)
+    def features_from_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """The clip's feature: the frame features averaged over time, L2-normalised. (B, T, D) -> (B, D)."""
+        return F.normalize(frames.mean(dim=1), dim=-1)
 
     @torch.jit.ignore
     def group_parameters(self) -> Dict[str, List[nn.Parameter]]:

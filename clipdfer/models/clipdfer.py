@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..layers import MSTA, BiEhPro, CLIPFrameEncoder, CLIPTextEncoder, InterFIT, build_open_clip, get_clip_arch
-from ..layers.clip import check_video, tokenize
+from ..layers.clip import tokenize
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
 from ._pretrained import PretrainedCfg
@@ -175,18 +175,21 @@ class CLIPGuidedDFER(DFERModel):
         self.clear_text_cache()
 
     # ------------------------------------------------------------------ visual side and heads
+    @property
+    def required_num_frames(self) -> Optional[int]:
+        return self.num_frames if self.msta is not None else None
+
     def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
         """Per-frame CLIP features after InterFIT: (B, T, 3, H, W) -> (B, T, D)."""
-        check_video(video, self.image_encoder.image_size, self.num_frames if self.msta is not None else None)
-        return self.image_encoder(video)
+        return super().encode_frames(video)
 
     def pool_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Video embedding V from frame features: MSTA, or the mean over time. (B, T, D) -> (B, D)."""
         return self.msta(frames) if self.msta is not None else frames.mean(dim=1)
 
-    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """Video embedding V before the prompt head: (B, T, 3, H, W) -> (B, D). It is also the pre-logits."""
-        return self.pool_frames(self.encode_frames(video))
+    def features_from_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Video embedding V before the prompt head (also the pre-logits): (B, T, D) frame features -> (B, D)."""
+        return self.pool_frames(frames)
 
     def _prompt_logits(self, features: torch.Tensor) -> torch.Tensor:
         """cos(V̂, K̂_j) / τ, with BiEhPro enhancing both sides first (eq. 12). (B, D) -> (B, C)."""

@@ -19,7 +19,6 @@ from ..convert.dferclip import convert_official_state_dict, detect_text_type, is
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import dferclip_texts
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
-from ..layers.clip import check_video
 from ..layers.prompt import PromptLearner
 from ..layers.temporal import TemporalTransformer
 from ._builder import build_model_with_cfg
@@ -114,14 +113,9 @@ class DFERCLIP(DFERModel):
         self.clear_text_cache()
 
     # ------------------------------------------------------------------ visual side and head
-    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
-        """Per-frame CLIP features: (B, T, 3, H, W) -> (B, T, D)."""
-        check_video(video, self.image_encoder.image_size)
-        return self.image_encoder(video)
-
-    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """Video feature (the temporal class token, before normalisation): (B, T, 3, H, W) -> (B, D)."""
-        return self.temporal_net(self.encode_frames(video))
+    def features_from_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Video feature (the temporal class token, before normalisation): (B, T, D) frame features -> (B, D)."""
+        return self.temporal_net(frames)
 
     def _prompt_logits(self, features: torch.Tensor) -> torch.Tensor:
         """cos(video, prompt_j) / temperature: (B, D) -> (B, C)."""

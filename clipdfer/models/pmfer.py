@@ -150,9 +150,9 @@ class PMFER(DFERModel):
         """CLIP image features per frame: (B, T, 3, H, W) or (B, 3, H, W) -> (B, T, D)."""
         return self.image_encoder(self._as_clip(x))
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def features_from_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Normalised per-frame features (B, T, D)."""
-        return F.normalize(self.encode_frames(x), dim=-1)
+        return F.normalize(frames, dim=-1)
 
     def _pool(self, features: torch.Tensor) -> torch.Tensor:
         """(B, T, D) normalised frame features -> their time mean (B, D), the pre-logits."""

@@ -1,0 +1,311 @@
+"""Following every face through a video: detection, association frame to frame, track birth and death, shot cuts.
+
+A track exists from its first to its last detection. Between detections (frames the detector missed, or frames not
+searched with ``detect_every > 1``) its box is interpolated once the next detection arrives; a track not found in
+``max_missing`` searches in a row ends at its last detection, so a face that leaves is never followed onto the
+background. A track shorter than ``min_track_frames`` is dropped (a false detection, a face passing by), and a shot
+cut ends every track. Ids are given to kept tracks only, 1, 2, 3 ... in the order they are confirmed.
+
+Boxes therefore become final with a delay (at most :attr:`FaceTracker.max_delay` frames): each call of
+:meth:`FaceTracker.update` returns the boxes that became final with that frame, possibly of earlier frames.
+"""
+
+import dataclasses
+from typing import Dict, Iterable, List, Optional, Tuple, Union
+
+import numpy as np
+
+from .detect import Box, Face, FaceDetector, make_detector
+
+__all__ = ["FaceTracker", "TrackBox", "Track", "TrackerStep", "ShotCutDetector", "track_faces", "iou"]
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackBox:
+    """The box of track ``track_id`` at frame ``frame_index``; ``detected`` is False where it was interpolated."""
+    track_id: int
+    frame_index: int
+    box: Box
+    detected: bool
+
+
+@dataclasses.dataclass
+class Track:
+    """A kept track: its id, first and last frame (both detections), how many frames had a detection, and (from
+    :func:`track_faces`) its box at every frame of its span."""
+    id: int
+    first_frame: int
+    last_frame: int
+    detections: int
+    boxes: Dict[int, Box] = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return self.last_frame - self.first_frame + 1
+
+
+@dataclasses.dataclass
+class TrackerStep:
+    """What one :meth:`FaceTracker.update` call learned.
+
+    Attributes:
+        boxes: boxes that became final, in frame order per track (they may be of earlier frames).
+        ended: kept tracks that ended (a face left, a shot cut, the end of the stream).
+        cut: a shot cut was found at this frame.
+        final_until: every box of frames up to this index has been given (-1: none yet).
+    """
+    boxes: List[TrackBox]
+    ended: List[Track]
+    cut: bool
+    final_until: int
+
+
+class ShotCutDetector:
+    """A shot cut is a frame whose colour histogram (``bins``^3 bins, on a thumbnail) differs from the previous
+    frame's by more than ``threshold`` in total variation distance (0: the same, 1: disjoint). Motion and lighting
+    changes within a shot stay far below 0.45; a cut to another scene usually exceeds it."""
+
+    def __init__(self, threshold: float = 0.45, bins: int = 4):
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold={threshold}: expected a distance in (0, 1]")
+        self.threshold, self.bins = threshold, bins
+        self._previous: Optional[np.ndarray] = None
+
+    def histogram(self, frame: np.ndarray) -> np.ndarray:
+        step = max(1, max(frame.shape[:2]) // 64)
+        q = frame[::step, ::step].reshape(-1, 3).astype(np.int64) * self.bins // 256
+        h = np.bincount((q[:, 0] * self.bins + q[:, 1]) * self.bins + q[:, 2], minlength=self.bins ** 3)
+        return h / max(1, h.sum())
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Total variation distance between the histograms of two frames."""
+        return 0.5 * float(np.abs(self.histogram(a) - self.histogram(b)).sum())
+
+    def update(self, frame: np.ndarray) -> bool:
+        """True when ``frame`` starts a new shot."""
+        h = self.histogram(frame)
+        cut = self._previous is not None and 0.5 * float(np.abs(h - self._previous).sum()) > self.threshold
+        self._previous = h
+        return cut
+
+
+@dataclasses.dataclass
+class _Live:
+    first_frame: int
+    last_frame: int  # last detection
+    box: Box  # box at the last detection (smoothed)
+    velocity: Box = (0.0, 0.0, 0.0, 0.0)  # per frame, from the last detections
+    detections: int = 1
+    misses: int = 0  # searches in a row without it
+    id: Optional[int] = None  # given when the track is kept
+    pending: List[Tuple[int, Box, bool]] = dataclasses.field(default_factory=list)  # boxes of a track not yet kept
+
+
+def _lerp(a: Box, b: Box, w: float) -> Box:
+    return tuple(x + (y - x) * w for x, y in zip(a, b))
+
+
+def _predict(t: _Live, i: int) -> Box:
+    """Where track ``t`` should be at frame ``i``: its last box moved at its recent velocity."""
+    return tuple(b + v * (i - t.last_frame) for b, v in zip(t.box, t.velocity))
+
+
+class FaceTracker:
+    """Follows every face of a stream of frames, each with a stable id.
+
+    Args:
+        detector: ``auto``, ``yunet``, ``haar`` or a :class:`FaceDetector`.
+        min_score: score a detection needs (see :func:`make_detector`).
+        detect_every: search for faces every k-th frame (and at shot cuts); boxes in between are interpolated.
+        match_iou: overlap a detection needs with where the track is expected (its last box moved at its recent
+            velocity) to continue it.
+        max_missing: searches in a row a track may miss before it ends at its last detection.
+        min_track_frames: tracks spanning fewer frames are dropped.
+        smoothing: weight of the expected box (the last one moved at the track's velocity) against the detection in
+            a continuing track's box; 0 (the default) keeps YuNet's boxes as they are, which follow a moving face best.
+        cut_threshold: histogram distance of a shot cut (see :class:`ShotCutDetector`); None: no cut detection.
+    """
+
+    def __init__(self, detector: Union[str, FaceDetector] = "auto", min_score: Optional[float] = None,
+                 detect_every: int = 1, match_iou: float = 0.3, max_missing: int = 3, min_track_frames: int = 4,
+                 smoothing: float = 0.0, cut_threshold: Optional[float] = 0.45):
+        for name, value, low in (("detect_every", detect_every, 1), ("max_missing", max_missing, 0),
+                                 ("min_track_frames", min_track_frames, 1)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r}: expected an integer >= {low}")
+        if not 0 <= smoothing < 1:
+            raise ValueError(f"smoothing={smoothing}: expected a weight in [0, 1)")
+        self.detector = make_detector(detector, min_score)
+        self.detect_every, self.match_iou, self.max_missing = detect_every, match_iou, max_missing
+        self.min_track_frames, self.smoothing = min_track_frames, smoothing
+        self.cuts = ShotCutDetector(cut_threshold) if cut_threshold is not None else None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track (ids start again at 1)."""
+        self._live: List[_Live] = []
+        self._index = -1
+        self._last_search = None
+        self._next_id = 1
+        self.frames_with_face = 0
+        if self.cuts is not None:
+            self.cuts._previous = None
+
+    @property
+    def max_delay(self) -> int:
+        """The most frames by which a box can be final after its frame arrived (to size a buffer of frames)."""
+        return self.min_track_frames + (self.max_missing + 1) * self.detect_every
+
+    # ------------------------------------------------------------------------------------------ stepping
+    def update(self, frame: np.ndarray) -> TrackerStep:
+        """Take the next frame (RGB (H, W, 3) uint8); returns what became final with it."""
+        self._index += 1
+        i = self._index
+        boxes: List[TrackBox] = []
+        ended: List[Track] = []
+        cut = bool(self.cuts.update(frame)) if self.cuts is not None else False
+        if cut:
+            boxes += self._extend_unsearched(i - 1)
+            ended += self._end_all()
+        if cut or self._last_search is None or i - self._last_search >= self.detect_every:
+            self._last_search = i
+            faces = self.detector.detect(frame)
+            self.frames_with_face += bool(faces)
+            boxes, more_ended = self._associate(i, faces)
+            ended += more_ended
+        return TrackerStep(boxes, ended, cut, self._final_until())
+
+    def finish(self) -> TrackerStep:
+        """End of the stream: every live track ends. Short ones are dropped, unless the whole stream was shorter than
+        ``min_track_frames`` (then no track could be longer, and the faces it has are kept)."""
+        boxes = self._extend_unsearched(self._index)
+        if self._index + 1 < self.min_track_frames:
+            for t in self._live:
+                if t.id is None:
+                    t.id, self._next_id = self._next_id, self._next_id + 1
+                    boxes += [TrackBox(t.id, j, b, d) for j, b, d in t.pending]
+                    t.pending = []
+        return TrackerStep(boxes, self._end_all(), False, self._index)
+
+    def _extend_unsearched(self, until: int) -> List[TrackBox]:
+        """Tracks found at the last search go on, at their velocity, over the frames after it that were not searched
+        (``detect_every > 1``) up to frame ``until``: the end of the stream or of a shot."""
+        boxes: List[TrackBox] = []
+        for t in self._live:
+            if t.misses or t.last_frame >= until or until - t.last_frame >= self.detect_every:
+                continue
+            extra = [(j, _predict(t, j), False) for j in range(t.last_frame + 1, until + 1)]
+            t.last_frame, t.box = until, extra[-1][1]
+            if t.id is not None:
+                boxes += [TrackBox(t.id, j, b, d) for j, b, d in extra]
+            else:
+                t.pending += extra
+        return boxes
+
+    def _final_until(self) -> int:
+        limit = self._index
+        for t in self._live:
+            limit = min(limit, t.last_frame if t.id is not None else t.first_frame - 1)
+        return limit
+
+    def _associate(self, i: int, faces: List[Face]) -> Tuple[List[TrackBox], List[Track]]:
+        expected = [_predict(t, i) for t in self._live]
+        pairs = sorted(((iou(expected[ti], f.box), ti, fi) for ti in range(len(self._live))
+                        for fi, f in enumerate(faces)), reverse=True)
+        matched_t, matched_f = set(), set()
+        boxes: List[TrackBox] = []
+        for overlap, ti, fi in pairs:  # greedy: the best overlaps first (a handful of faces: as good as optimal)
+            if overlap < self.match_iou:
+                break
+            if ti in matched_t or fi in matched_f:
+                continue
+            matched_t.add(ti)
+            matched_f.add(fi)
+            boxes += self._continue(self._live[ti], i, faces[fi].box)
+        ended: List[Track] = []
+        survivors = []
+        for ti, t in enumerate(self._live):
+            if ti not in matched_t:
+                t.misses += 1
+                if t.misses > self.max_missing:
+                    track = self._end(t)
+                    if track is not None:
+                        ended.append(track)
+                    continue
+            survivors.append(t)
+        self._live = survivors
+        for fi, f in enumerate(faces):
+            if fi not in matched_f:
+                t = _Live(first_frame=i, last_frame=i, box=f.box, pending=[(i, f.box, True)])
+                self._live.append(t)
+                boxes += self._maybe_keep(t)
+        return boxes, ended
+
+    def _continue(self, t: _Live, i: int, box: Box) -> List[TrackBox]:
+        a = self.smoothing  # around where the track was expected, so a face moving steadily is not lagged behind
+        new = tuple(a * p + (1 - a) * n for p, n in zip(_predict(t, i), box))
+        dt = i - t.last_frame
+        gap = [(j, _lerp(t.box, new, (j - t.last_frame) / dt), False) for j in range(t.last_frame + 1, i)]
+        step = tuple((n - o) / dt for n, o in zip(new, t.box))
+        t.velocity = step if t.detections == 1 else tuple(0.5 * v + 0.5 * s for v, s in zip(t.velocity, step))
+        t.box, t.last_frame, t.misses = new, i, 0
+        t.detections += 1
+        if t.id is not None:
+            return [TrackBox(t.id, j, b, d) for j, b, d in gap + [(i, new, True)]]
+        t.pending += gap + [(i, new, True)]
+        return self._maybe_keep(t)
+
+    def _maybe_keep(self, t: _Live) -> List[TrackBox]:
+        if t.id is not None or t.last_frame - t.first_frame + 1 < self.min_track_frames:
+            return []
+        t.id, self._next_id = self._next_id, self._next_id + 1
+        out = [TrackBox(t.id, j, b, d) for j, b, d in t.pending]
+        t.pending = []
+        return out
+
+    def _end(self, t: _Live) -> Optional[Track]:
+        if t.id is None:  # never kept: too short
+            return None
+        return Track(t.id, t.first_frame, t.last_frame, t.detections)
+
+    def _end_all(self) -> List[Track]:
+        ended = [track for track in map(self._end, self._live) if track is not None]
+        self._live = []
+        return ended
+
+
+def track_faces(frames: Iterable[np.ndarray], detector: Union[str, FaceDetector] = "auto", **kwargs) -> List[Track]:
+    """Every kept face track of a sequence of RGB (H, W, 3) uint8 frames, with its box at each frame of its span.
+
+    Args:
+        frames: the frames, in order (a list, or a generator: they are read once).
+        detector: see :class:`FaceTracker`; ``**kwargs`` are its other arguments.
+
+    Returns:
+        The tracks, by id, each with ``boxes`` {frame index: (x0, y0, x1, y1)}.
+    """
+    tracker = FaceTracker(detector, **kwargs)
+    boxes: Dict[int, Dict[int, Box]] = {}
+    tracks: Dict[int, Track] = {}
+
+    def take(step: TrackerStep) -> None:
+        for b in step.boxes:
+            boxes.setdefault(b.track_id, {})[b.frame_index] = b.box
+        for t in step.ended:
+            tracks[t.id] = t
+
+    for frame in frames:
+        take(tracker.update(frame))
+    take(tracker.finish())
+    for t in tracks.values():
+        t.boxes = dict(sorted(boxes.get(t.id, {}).items()))
+    return [tracks[k] for k in sorted(tracks)]
