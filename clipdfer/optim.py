@@ -14,6 +14,7 @@ def param_groups(
         weight_decay: float = 0.0,
         group_lr: Optional[Dict[str, float]] = None,
         layer_decay: Optional[float] = None,
+        decay_all: bool = False,
 ) -> List[Dict]:
     """Parameter groups with one learning rate for the pretrained CLIP backbone and another for the new modules.
 
@@ -31,6 +32,8 @@ def param_groups(
             from ``model.group_matcher()``): with L visual blocks, block i (0-based) gets ``layer_decay ** (L - i)``
             of its group's rate, the stem (patch, class and positional embeddings) ``layer_decay ** (L + 1)``, and
             everything after the backbone (temporal modules, prompts, heads) the full rate. None: no decay.
+        decay_all: weight decay on every parameter, biases, norms and embeddings included (as DFER-CLIP's official
+            SGD, and plain ``torch.optim.SGD(model.parameters(), weight_decay=...)``).
 
     Returns:
         A list for ``torch.optim.AdamW(param_groups(...))``; each group has a ``name`` and, with ``layer_decay``, its
@@ -69,7 +72,7 @@ def param_groups(
     for o, params in model.group_parameters().items():
         for p in params:
             layer, scale = placement[id(p)]
-            decay = p.ndim > 1 and names[id(p)] not in skip  # timm's rule too: no decay on 1-d and listed ones
+            decay = decay_all or (p.ndim > 1 and names[id(p)] not in skip)  # timm's rule: no decay on 1-d, listed
             key = (o, layer, decay)
             if key not in groups:
                 name = o + ("" if layer is None else f"_layer{layer}") + ("" if decay else "_no_decay")

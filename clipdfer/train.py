@@ -54,6 +54,7 @@ class TrainConfig:
     model: str
     out: str
     model_kwargs: Optional[Dict] = None
+    recipe: Optional[str] = None
     data: Optional[str] = None
     train_list: Optional[str] = None
     test_list: Optional[str] = None
@@ -127,7 +128,7 @@ def _datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, 
 
 # ---------------------------------------------------------------------------------------------------- optimisation
 def _recipe(cfg: TrainConfig, model) -> Recipe:
-    recipe = recipe_for(model)
+    recipe = recipe_for(model, name=cfg.recipe)
     if cfg.warmup_epochs is not None:
         recipe = dataclasses.replace(recipe, warmup_epochs=cfg.warmup_epochs)
     return recipe
@@ -137,7 +138,7 @@ def _optimizer(model, recipe: Recipe, cfg: TrainConfig) -> torch.optim.Optimizer
     groups = clipdfer.optim.param_groups(
         model, lr=cfg.lr or recipe.lr, backbone_lr=cfg.backbone_lr or recipe.backbone_lr,
         weight_decay=recipe.weight_decay if cfg.weight_decay is None else cfg.weight_decay, group_lr=recipe.groups(),
-        layer_decay=cfg.layer_decay)
+        layer_decay=cfg.layer_decay, decay_all=recipe.decay_all)
     if not groups:
         raise ValueError(f"{cfg.model} has no trainable parameters in stage {model.stage}")
     if recipe.optimizer == "sgd":
@@ -324,6 +325,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--model", required=True, help="registered name, arch.tag, hf-hub:..., or local-dir:...")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--model-kwargs", type=json.loads, help="model arguments as JSON, e.g. '{\"num_frames\": 16}'")
+    p.add_argument("--recipe", help="another recipe of the model's family, e.g. dferclip_ours (default: the family's)")
     p.add_argument("--data", help="directory with train.txt and test.txt (FRAME_FOLDER NUM_FRAMES LABEL)")
     p.add_argument("--train-list")
     p.add_argument("--test-list")

@@ -7,8 +7,8 @@ from safetensors.torch import save_file
 from timm.models import group_parameters
 
 import clipdfer
-from helpers import random_video as _video, tiny as _tiny
 from clipdfer.models import DFERModel, PromptHead
+from helpers import random_video as _video, tiny as _tiny
 
 ALL_MODELS = clipdfer.list_models()
 # the families whose classes are their class texts and can change after construction

@@ -169,6 +169,60 @@ def test_interfit_layer_shapes_and_any_num_frames():
     torch.testing.assert_close(inter(cls), inter.token(cls))
 
 
+def _interfit_layer_reference(enc, i, x, num_frames):
+    """One InterFIT layer from PyTorch's modules: eq. 2 with nn.LSTM and nn.MultiheadAttention, then eq. 3 with the
+    pretrained block's nn.MultiheadAttention called as a module over the frame's tokens and its interaction token
+    (appended last), which is dropped before the block's MLP."""
+    layer, block = enc.interaction[i], enc.blocks[i]
+    n, length, w = x.shape
+    cls = x[:, 0].reshape(n // num_frames, num_frames, w)
+    tokens = F.linear(cls, layer.token.weight, layer.token.bias)  # i_t
+    h = F.linear(layer.bilstm.to_lstm()(tokens)[0], layer.bilstm.proj.weight, layer.bilstm.proj.bias)
+    hn = _ln(h, layer.norm)
+    inter = tokens + _mha(layer.attn)(hn, hn, hn, need_weights=False)[0]  # eq. 2
+    xi = torch.cat([x, inter.reshape(n, 1, w)], dim=1)
+    y = _ln(xi, block.ln_1)
+    if block.attn.batch_first:
+        xi = xi + block.attn(y, y, y, need_weights=False)[0]  # eq. 3
+    else:  # (L, N, W), as older open_clip releases build it
+        y = y.transpose(0, 1)
+        xi = xi + block.attn(y, y, y, need_weights=False)[0].transpose(0, 1)
+    x = xi[:, :length]
+    return x + block.mlp(_ln(x, block.ln_2))
+
+
+@pytest.mark.parametrize("gate", [False, True])
+def test_interfit_layer_against_pytorch_modules(gate):
+    torch.manual_seed(0)
+    enc = InterFIT(build_open_clip("test").visual, gate=gate)
+    for layer in enc.interaction:  # leave the zero init so eq. 2's attention contributes
+        nn.init.normal_(layer.attn.proj.weight, std=0.3)
+        if gate:
+            nn.init.constant_(layer.gate, 1.0)  # g = 1 is eq. 3
+    x = torch.randn(2 * 4, 17, 64)  # B = 2 clips of T = 4 frames, 1 + 16 tokens of width 64
+    for i in range(len(enc.blocks)):
+        with torch.no_grad():
+            torch.testing.assert_close(enc.run_block(i, x, 4), _interfit_layer_reference(enc, i, x, 4),
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_interfit_gate_starts_as_exactly_clip_and_learns():
+    torch.manual_seed(0)
+    clip = build_open_clip("test").eval()
+    enc = InterFIT(clip.visual, gate=True)
+    for layer in enc.interaction:
+        nn.init.normal_(layer.attn.proj.weight, std=0.3)  # an interaction token far from zero: still ignored
+    video = torch.randn(2, 4, 3, 32, 32)
+    out = enc(video)
+    with torch.no_grad():
+        ref = clip.encode_image(video.flatten(0, 1)).view_as(out)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    out.square().sum().backward()
+    assert all(layer.gate.grad is not None and layer.gate.grad.abs() > 0 for layer in enc.interaction)
+    ungated = InterFIT(build_open_clip("test").visual)
+    assert sum(p.numel() for p in enc.parameters()) == sum(p.numel() for p in ungated.parameters()) + 2
+
+
 def _msta_reference(z, msta):
     """eqs. 4-8 written out scale by scale, with the fused score Linear split into its n Linear(D, D)."""
     zt = z.transpose(1, 2)
@@ -215,16 +269,40 @@ def test_msta_rejects_wrong_num_frames_at_call():
         MSTA(8, 8)(torch.randn(1, 16, 8))
 
 
-def _biehpro_reference(block, text, visual):
-    """eqs. 10-11 written out: each side reads the other's previous value."""
+def _mha(attn: Attention) -> nn.MultiheadAttention:
+    """PyTorch's own multi-head attention holding the same weights as one of ours."""
+    dim = attn.qkv.in_features
+    ref = nn.MultiheadAttention(dim, attn.num_heads, batch_first=True)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(attn.qkv.weight)
+        ref.in_proj_bias.copy_(attn.qkv.bias)
+        ref.out_proj.weight.copy_(attn.proj.weight)
+        ref.out_proj.bias.copy_(attn.proj.bias)
+    return ref
+
+
+def _ln(x, norm):
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def _cross_side_reference(x, context, side):
+    """One side of a BiEhPro block from plain tensors and nn.MultiheadAttention: pre-LN cross-attention, pre-LN FFN."""
+    kv = _ln(context, side.norm_kv)
+    x = x + _mha(side.attn)(_ln(x, side.norm_q), kv, kv, need_weights=False)[0]
+    fc1, fc2 = side.mlp[0], side.mlp[2]
+    return x + F.linear(F.gelu(F.linear(_ln(x, side.norm_mlp), fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
+
+
+def _biehpro_reference(block, text, visual, text_context=None):
+    """eqs. 10-11 written out: each side reads the other's previous value (the text side reads ``text_context``
+    instead, when given)."""
     k = text.expand(visual.shape[0], -1, -1)
     v = visual
     kt, vt = k, v
     for blk in block.blocks:
-        side_t, side_v = blk.text, blk.visual
-        k_bar = kt + side_t.attn(side_t.norm_q(kt), side_t.norm_kv(vt))
-        v_bar = vt + side_v.attn(side_v.norm_q(vt), side_v.norm_kv(kt))
-        kt, vt = k_bar + side_t.mlp(side_t.norm_mlp(k_bar)), v_bar + side_v.mlp(side_v.norm_mlp(v_bar))
+        k_new = _cross_side_reference(kt, vt if text_context is None else text_context, blk.text)
+        v_new = _cross_side_reference(vt, kt, blk.visual)
+        kt, vt = k_new, v_new
     return k + block.alpha * kt, v + block.beta * vt
 
 
@@ -243,6 +321,21 @@ def test_biehpro_standalone(visual_shape, shared_text):
     torch.testing.assert_close(v_hat, v_ref.view_as(visual))
     (k_hat.sum() + v_hat.sum()).backward()
     assert block.alpha.grad is not None and block.beta.grad is not None
+
+
+def test_biehpro_frame_tokens_as_the_text_sides_keys():
+    block = BiEhPro(32, depth=2, num_heads=8)
+    text, video, frames = torch.randn(7, 32), torch.randn(4, 32), torch.randn(4, 8, 32)
+    k_hat, v_hat = block(text, video, text_context=frames)
+    k_ref, v_ref = _biehpro_reference(block, text, video.unsqueeze(1), text_context=frames)
+    torch.testing.assert_close(k_hat, k_ref)
+    torch.testing.assert_close(v_hat, v_ref.view_as(video))
+    # with several keys, each class's query attends to the frames differently: its attention output differs
+    side = block.blocks[0].text
+    per_class = side.attn(side.norm_q(text.expand(4, -1, -1)), side.norm_kv(frames))  # (4, 7, 32)
+    assert (per_class - per_class[:, :1]).abs().amax() > 1e-3
+    with pytest.raises(ValueError, match="text_context"):
+        block(text, video, text_context=torch.randn(3, 8, 32))
 
 
 def test_biehpro_single_visual_token_gives_uniform_text_attention():

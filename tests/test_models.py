@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import clipdfer
-from helpers import random_video as _video, tiny as _tiny
 from clipdfer.layers import build_open_clip
+from helpers import random_video as _video, tiny as _tiny
 
 ALL_MODELS = clipdfer.list_models()
 
@@ -227,3 +228,37 @@ def test_compile_and_export_match_eager(name):
         torch.testing.assert_close(torch.compile(model, backend="eager")(video), ref, rtol=1e-4, atol=1e-4)
         exported = torch.export.export(model, (video,))
         torch.testing.assert_close(exported.module()(video), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_interfit_gate_option_starts_as_the_model_without_interfit():
+    torch.manual_seed(0)
+    gated = clipdfer.create_model("clipdfer_test", interfit_gate=True).eval()
+    plain = clipdfer.create_model("clipdfer_test", interfit=False).eval()
+    state = {k: v for k, v in gated.state_dict().items() if not k.startswith("image_encoder.interaction.")}
+    plain.load_state_dict(state)
+    video = _video(gated)
+    with torch.no_grad():
+        torch.testing.assert_close(gated(video), plain(video), rtol=1e-5, atol=1e-5)
+    gated.train()
+    gated(video).sum().backward()
+    assert all(layer.gate.grad is not None for layer in gated.image_encoder.interaction)
+
+
+def test_biehpro_on_frame_tokens_option():
+    model = clipdfer.create_model("clipdfer_test", biehpro_visual_tokens="frames").eval()
+    video = _video(model)
+    d, t = model.clip_arch.embed_dim, model.num_frames
+    with torch.no_grad():
+        feats = model.forward_features(video)
+        pre = model.forward_head(feats, pre_logits=True)
+        logits = model(video)
+        frames = model.encode_frames(video)
+        v_hat_ref = model.biehpro(model.text_features(), model.pool_frames(frames), text_context=frames)
+    assert feats.shape == (2, 1 + t, d) and pre.shape == (2, model.num_features) == (2, (1 + t) * d)
+    torch.testing.assert_close(model.get_classifier()(pre), logits)
+    text, video_hat = (F.normalize(x, dim=-1) for x in v_hat_ref)
+    torch.testing.assert_close(logits, torch.einsum("bd,bcd->bc", video_hat, text) / model.temperature)
+    with pytest.raises(ValueError, match="biehpro_depth=0"):
+        clipdfer.create_model("clipdfer_test", biehpro_visual_tokens="frames", biehpro_depth=0)
+    with pytest.raises(ValueError, match="T=8"):
+        clipdfer.create_model("clipdfer_test", biehpro_visual_tokens="frames", msta=False)(torch.randn(1, 5, 3, 32, 32))

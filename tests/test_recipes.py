@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,11 +26,11 @@ def test_recipe_comes_from_the_model_not_its_name(tmp_path):
 def test_dfew_fold_tags_keep_dfews_colour_jitter(fold):
     with torch.device("meta"):
         model = clipdfer.create_model(f"dferclip_vitb32_dfew.dfew_fold{fold}")
-    assert recipe_for(model).augment == ("color_jitter", "crop", "flip")
+    assert recipe_for(model).augment == ("color_jitter", "sized_crop", "flip")
 
 
-@pytest.mark.parametrize("name,augment", [("dferclip_vitb32_ferv39k", ("rotation", "crop", "flip")),
-                                          ("dferclip_vitb32_mafw", ("crop", "flip"))])
+@pytest.mark.parametrize("name,augment", [("dferclip_vitb32_ferv39k", ("rotation", "sized_crop", "flip")),
+                                          ("dferclip_vitb32_mafw", ("sized_crop", "flip"))])
 def test_each_dataset_gets_its_augmentation(name, augment):
     with torch.device("meta"):
         assert recipe_for(clipdfer.create_model(name)).augment == augment
@@ -160,3 +161,57 @@ def test_the_library_logs_and_does_not_print(tmp_path, capsys):
     train(TrainConfig(model="clipdfer_test", out=str(tmp_path), synthetic=True, synthetic_size=14, epochs=1,
                       batch_size=7))
     assert capsys.readouterr().out == ""
+
+
+def _official_sized_crop(width, height, size, rng):
+    """DFER-CLIP's GroupRandomSizedCrop rule, written from its description: the box it crops."""
+    for _ in range(10):
+        target = rng.uniform(0.08, 1.0) * width * height
+        aspect = rng.uniform(3.0 / 4, 4.0 / 3)
+        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if rng.random() < 0.5:
+            w, h = h, w
+        if w <= width and h <= height:
+            return rng.randint(0, width - w), rng.randint(0, height - h), w, h
+    # fallback: scale the smaller side to size (torchvision's Resize rounds the other side down), crop at random
+    sw, sh = (size, int(size * height / width)) if width <= height else (int(size * width / height), size)
+    return rng.randint(0, sw - size), rng.randint(0, sh - size), size, size
+
+
+@pytest.mark.parametrize("width,height", [(224, 224), (320, 240), (112, 300), (40, 3000)])
+def test_dferclip_sized_crop_follows_the_official_rule(width, height):
+    import random
+
+    from clipdfer.data.transforms import sample_sized_crop
+    ours, ref = random.Random(7), random.Random(7)
+    for _ in range(500):
+        assert sample_sized_crop(width, height, 224, ours)[:4] == _official_sized_crop(width, height, 224, ref)
+    boxes = [sample_sized_crop(width, height, 224, ours) for _ in range(2000)]
+    fractions = [b[2] * b[3] / (width * height) for b in boxes if b[4]]
+    if width >= 224 and height >= 224:  # the official range, not ours (0.8-1): most crops are much smaller
+        assert min(fractions) < 0.15 and np.median(fractions) < 0.7
+
+
+def test_sized_crop_crops_every_frame_alike():
+    from clipdfer.data.transforms import build_transform
+    cfg = clipdfer.get_pretrained_cfg("dferclip_vitb32_dfew.dfew_fold1")
+    tf = build_transform(cfg, train=True, augment=recipe_for("dferclip", dataset="dfew").augment)
+    clip = torch.arange(16).view(16, 1, 1, 1).expand(16, 3, 240, 320).to(torch.uint8).contiguous()
+    clip[:, :, :120] += 100  # a top half brighter than the bottom in every frame
+    out = tf(clip)
+    assert out.shape == (16, 3, 224, 224) and out.dtype == torch.float32
+    rows = (out[:, 0] - out[:, 0].mean(dim=(1, 2), keepdim=True)).mean(dim=2)  # each frame's row profile
+    assert torch.allclose(rows, rows[0].expand_as(rows), atol=0.02), "one box and one flip for the whole clip"
+
+
+def test_dferclip_recipes_official_and_ours():
+    model = clipdfer.create_model("dferclip_test")
+    official, ours = recipe_for(model), recipe_for(model, name="dferclip_ours")
+    assert official.decay_all and "sized_crop" in official.augment and "color_jitter" in official.augment
+    assert not ours.decay_all and "crop" in ours.augment
+    groups = clipdfer.optim.param_groups(model, lr=1e-2, backbone_lr=1e-5, weight_decay=1e-4,
+                                         group_lr=official.groups(), decay_all=official.decay_all)
+    assert all(g["weight_decay"] == 1e-4 for g in groups)  # biases and norms too, as the official SGD
+    assert any(g["weight_decay"] == 0 for g in clipdfer.optim.param_groups(model, lr=1e-2, weight_decay=1e-4))
+    with pytest.raises(ValueError, match="not one of the dferclip family's"):
+        recipe_for(model, name="clipdfer")

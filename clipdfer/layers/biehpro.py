@@ -8,7 +8,12 @@ attend to text tokens, in parallel, for M blocks; the outputs are added back to 
     K̂ = K + α·K̃⁽ᴹ⁾,  V̂ = V + β·Ṽ⁽ᴹ⁾
 
 Ours (constructor arguments): pre-LayerNorm on queries, keys/values and FFN inputs; FFN Linear(D, 4D)-GELU-Linear;
-α and β initialised to 0.1. Each side's cross-attention has a fused Linear(D, 3D) q/k/v projection.
+8 heads; α and β initialised to 0.1. Each side's cross-attention has a fused Linear(D, 3D) q/k/v projection.
+
+With one visual token (the paper's V in R^D), the text side's cross-attention has a single key, so its attention
+weights are all 1 and its output, the projected value of V, is the same for every class: the text side then depends
+on the class only through its residual and FFN. ``text_context`` gives the text side other keys and values, such as
+a clip's frame features (B, T, D) (ours), so that each class attends to the frames differently.
 
 Example (any features, not only CLIP's)::
 
@@ -16,7 +21,7 @@ Example (any features, not only CLIP's)::
     text_hat, visual_hat = block(text_feats, video_feats)  # (C, D) or (B, C, D); (B, D) or (B, L, D)
 """
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -60,9 +65,12 @@ class BiEhProBlock(nn.Module):
         self.text = CrossAttentionBlock(dim, num_heads, mlp_ratio) if update_text else None
         self.visual = CrossAttentionBlock(dim, num_heads, mlp_ratio) if update_visual else None
 
-    def forward(self, text: torch.Tensor, visual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """text (B, C, D), visual (B, L, D) -> both updated from the previous values of the other."""
-        new_text = self.text(text, visual) if self.text is not None else text
+    def forward(self, text: torch.Tensor, visual: torch.Tensor, text_context: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """text (B, C, D), visual (B, L, D) -> both updated from the previous values of the other; with
+        ``text_context`` (B, L', D) the text side attends to it instead of the visual features."""
+        context = visual if text_context is None else text_context
+        new_text = self.text(text, context) if self.text is not None else text
         new_visual = self.visual(visual, text) if self.visual is not None else visual
         return new_text, new_visual
 
@@ -73,7 +81,7 @@ class BiEhPro(nn.Module):
     Args:
         dim: feature width D shared by both inputs.
         depth: number of blocks M (the paper's best: 2).
-        num_heads: attention heads (the paper: 8).
+        num_heads: attention heads (8: ours; the paper does not give it).
         mlp_ratio: FFN hidden width / D.
         update_text: enhance the text features (the text prompt, TP).
         update_visual: enhance the visual features (the visual prompt, VP).
@@ -101,8 +109,12 @@ class BiEhPro(nn.Module):
         self.alpha = nn.Parameter(torch.tensor(float(init_scale))) if update_text else None
         self.beta = nn.Parameter(torch.tensor(float(init_scale))) if update_visual else None
 
-    def _check(self, text: torch.Tensor, visual: torch.Tensor) -> None:
+    def _check(self, text: torch.Tensor, visual: torch.Tensor, text_context: Optional[torch.Tensor]) -> None:
         d = self.dim
+        if text_context is not None and (text_context.dim() != 3 or text_context.shape[-1] != d
+                                         or text_context.shape[0] != visual.shape[0]):
+            raise ValueError(f"BiEhPro expected text_context (B, L, {d}) with B = {visual.shape[0]}, got "
+                             f"{tuple(text_context.shape)}: pass token features per sample, e.g. frame features")
         if visual.dim() not in (2, 3) or visual.shape[-1] != d:
             raise ValueError(
                 f"BiEhPro expected visual features (B, {d}) or (B, L, {d}), got {tuple(visual.shape)}: pass one "
@@ -116,22 +128,25 @@ class BiEhPro(nn.Module):
                 f"BiEhPro batch sizes differ: text {tuple(text.shape)} vs visual {tuple(visual.shape)}; pass text "
                 f"as (C, {d}) to share it across the batch")
 
-    def forward(self, text: torch.Tensor, visual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, text: torch.Tensor, visual: torch.Tensor, text_context: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Enhance both sides.
 
         Args:
             text: class text features K, (C, D) shared by the batch or (B, C, D).
             visual: visual features V, (B, D) or (B, L, D).
+            text_context: what the text side attends to instead of the visual features, (B, L', D), the same in
+                every block (ours; e.g. a clip's frame features). None: the paper's Ṽ.
 
         Returns:
             ``(text_hat, visual_hat)``: K̂ (B, C, D) and V̂ shaped like ``visual``.
         """
-        self._check(text, visual)
+        self._check(text, visual, text_context)
         v = visual.unsqueeze(1) if visual.dim() == 2 else visual  # (B, D) -> (B, 1, D)
         k = text.expand(v.shape[0], -1, -1) if text.dim() == 2 else text  # (C, D) -> (B, C, D)
         k_t, v_t = k, v
         for block in self.blocks:
-            k_t, v_t = block(k_t, v_t)
+            k_t, v_t = block(k_t, v_t, text_context)
         k_hat = k + self.alpha * k_t if self.alpha is not None else k  # eq. 11
         v_hat = v + self.beta * v_t if self.beta is not None else v
         return k_hat, v_hat.view_as(visual)

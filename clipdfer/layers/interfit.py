@@ -1,4 +1,4 @@
-"""InterFIT: the Inter-Frame Interaction Transformer of CLIP-Guided DFER (Zhang et al., IJCB 2024, section 3.2).
+"""InterFIT: the Inter-Frame Interaction Transformer of CLIP-Guided DFER (Zhang et al., IJCB 2024, section 3.1).
 
 Every layer of a pretrained CLIP ViT gains an interaction token per frame that carries information between frames:
 
@@ -7,20 +7,48 @@ Every layer of a pretrained CLIP ViT gains an interaction token per frame that c
 3. ``î_t`` is appended to its own frame's tokens for the pretrained block's self-attention, then dropped before the
    block's MLP (eq. 3). The pretrained block's weights are reused unchanged.
 
-Ours (constructor arguments): new Linear/LSTM weights normal(std=0.02) with zero biases, the interaction MHSA's
-output projection zero-initialised, so that step 0 stays close to the pretrained CLIP.
+Paper: eqs. 2-3 (the structure above). Inferred: the BiLSTM's width, D_v per direction with a Linear(2 D_v -> D_v)
+(the paper's FLOPs column pins it; D_v / 2 would give +0.34 G instead of its +1.07 G). Ours (constructor arguments):
+D_v / 64 heads in the interaction MHSA; new Linear/LSTM weights normal(std=0.02) with zero biases and the
+interaction MHSA's output projection zero-initialised. That init is not the identity: the appended token, even at
+zero, takes a share of every frame token's attention, so at step 0 the frame features already differ from plain
+CLIP's (measured in docs/models/clipdfer.md). ``gate=True`` (ours) adds a learnable gate g per layer, zero at
+init, that scales the interaction token's attention weight before normalisation: at g = 0 the model is exactly
+CLIP, at g = 1 it is eq. 3, and every g > 0 is eq. 3 with the interaction token's attention scaled by g.
 """
 
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention
 from .clip import CLIPFrameEncoder, clip_block_attention, clip_block_mlp
 from .temporal import BiLSTM
 
-__all__ = ["InteractionLayer", "InterFIT"]
+__all__ = ["InteractionLayer", "InterFIT", "gated_token_attention"]
+
+
+def gated_token_attention(attn: nn.MultiheadAttention, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """Self-attention of a CLIP block over tokens (N, L, W) whose last token's attention weight is scaled by
+    ``gate`` before the softmax normalisation: weights e^{s_j} for the others, ``gate`` * e^{s_last} for it.
+
+    At ``gate`` = 0 the last token is ignored exactly (the block's attention over the others); at 1 it is plain
+    attention over all tokens. Differentiable in ``gate`` everywhere, 0 included.
+    """
+    if type(attn) is not nn.MultiheadAttention or attn._forward_hooks or attn._forward_pre_hooks:
+        raise TypeError(f"the InterFIT gate reads the block's nn.MultiheadAttention weights; got {type(attn).__name__}"
+                        f" (wrapped or hooked): build the model with interfit_gate=False to use adapters or hooks")
+    n, length, w = x.shape
+    heads = attn.num_heads
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(n, length, heads, w // heads).transpose(1, 2) for t in (q, k, v))  # (N, H, L, hd)
+    scores = (q @ k.transpose(-1, -2)) * (w // heads) ** -0.5  # (N, H, L, L)
+    e = (scores - scores.amax(dim=-1, keepdim=True)).exp()
+    e = torch.cat([e[..., :-1], e[..., -1:] * gate.to(e.dtype)], dim=-1)
+    out = (e / e.sum(dim=-1, keepdim=True)) @ v  # (N, H, L, hd)
+    return attn.out_proj(out.transpose(1, 2).reshape(n, length, w))
 
 
 class InteractionLayer(nn.Module):
@@ -32,6 +60,7 @@ class InteractionLayer(nn.Module):
         lstm_hidden: hidden width per LSTM direction (the paper's FLOPs pin D_v).
         init_std: std of the normal init of new Linear and LSTM weights.
         lstm_impl: see :class:`BiLSTM`.
+        gate: add the zero-initialised attention gate of the interaction token (see the module docstring).
     """
 
     def __init__(
@@ -41,9 +70,11 @@ class InteractionLayer(nn.Module):
             lstm_hidden: Optional[int] = None,
             init_std: float = 0.02,
             lstm_impl: str = "auto",
+            gate: bool = False,
     ):
         super().__init__()
         num_heads = num_heads or max(1, width // 64)
+        self.gate = nn.Parameter(torch.zeros(())) if gate else None
         self.token = nn.Linear(width, width)
         self.bilstm = BiLSTM(width, lstm_hidden or width, width, impl=lstm_impl)
         self.norm = nn.LayerNorm(width)
@@ -73,6 +104,7 @@ class InterFIT(CLIPFrameEncoder):
         lstm_hidden: LSTM hidden width per direction; default the visual width (as the paper's FLOPs require).
         init_std: std of the normal init of the new weights.
         lstm_impl: ``"auto"``, ``"native"`` or ``"unrolled"`` (see :class:`BiLSTM`).
+        gate: a zero-initialised gate on each layer's interaction token: exactly CLIP at init (ours).
     """
 
     def __init__(
@@ -82,10 +114,11 @@ class InterFIT(CLIPFrameEncoder):
             lstm_hidden: Optional[int] = None,
             init_std: float = 0.02,
             lstm_impl: str = "auto",
+            gate: bool = False,
     ):
         super().__init__(visual)
         self.interaction = nn.ModuleList([
-            InteractionLayer(self.width, num_heads, lstm_hidden, init_std, lstm_impl) for _ in self.blocks])
+            InteractionLayer(self.width, num_heads, lstm_hidden, init_std, lstm_impl, gate) for _ in self.blocks])
 
     def run_block(self, i: int, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         """Layer i with the interaction token: x (B*T, 1 + P, W) -> (B*T, 1 + P, W)."""
@@ -93,6 +126,10 @@ class InterFIT(CLIPFrameEncoder):
         n, length, w = x.shape
         inter = self.interaction[i](x[:, 0].view(n // num_frames, num_frames, w))  # (B, T, W)
         xi = torch.cat([x, inter.reshape(n, 1, w)], dim=1)  # (B*T, 1 + P + 1, W)
-        xi = xi + block.ls_1(clip_block_attention(block.attn, block.ln_1(xi)))  # eq. 3, spatio-temporal attention
+        gate = self.interaction[i].gate
+        if gate is None:
+            xi = xi + block.ls_1(clip_block_attention(block.attn, block.ln_1(xi)))  # eq. 3, spatio-temporal attention
+        else:
+            xi = xi + block.ls_1(gated_token_attention(block.attn, block.ln_1(xi), gate))
         x = xi[:, :length]  # drop the interaction token
         return x + block.ls_2(clip_block_mlp(block.mlp, block.ln_2(x)))

@@ -61,9 +61,16 @@ class CLIPGuidedDFER(DFERModel):
         msta_kernel_sizes / msta_strides: MSTA's max-pool scales.
         msta_fc_v_init: ``mean`` or ``normal``.
         biehpro_heads / biehpro_mlp_ratio / biehpro_init_scale: BiEhPro's shape and α, β init.
+        interfit_gate: a zero-initialised gate on InterFIT's interaction tokens, so that the model starts as exactly
+            CLIP (ours; see :mod:`clipdfer.layers.interfit`).
+        biehpro_visual_tokens: what BiEhPro's text side attends to: ``embedding``, the video embedding V (the
+            paper's eq. 10), or ``frames``, the T frame features (ours). With V alone the text side has one key: its
+            cross-attention output is the same for every class, and the class enters only through the FFN.
 
     Head (timm's contract, see :class:`DFERModel`): the pre-logits embedding is V (B, D) after MSTA, and
-    ``get_classifier()`` is the text head (the text encoder and BiEhPro) or the Linear of ``text_head=False``.
+    ``get_classifier()`` is the text head (the text encoder and BiEhPro) or the Linear of ``text_head=False``. With
+    ``biehpro_visual_tokens="frames"`` the head reads V and the frame features: the pre-logits are [V, Z_1..Z_T]
+    flattened, (B, (1 + T) * D).
     """
     family = "clipdfer"
     prompt_head_parts = ("text_encoder", "biehpro")
@@ -93,6 +100,8 @@ class CLIPGuidedDFER(DFERModel):
             biehpro_heads: int = 8,
             biehpro_mlp_ratio: float = 4.0,
             biehpro_init_scale: float = 0.1,
+            interfit_gate: bool = False,
+            biehpro_visual_tokens: str = "embedding",
     ):
         arch = get_clip_arch(clip_arch)
         class_names = tuple(class_names) if class_names is not None else None
@@ -111,7 +120,13 @@ class CLIPGuidedDFER(DFERModel):
         if biehpro_depth < 0:
             raise ValueError(f"biehpro_depth={biehpro_depth}: expected 0 (no BiEhPro) or more blocks")
         if temperature <= 0:
-            raise ValueError(f"temperature={temperature}: expected a positive τ (the paper: 0.01)")
+            raise ValueError(f"temperature={temperature}: expected a positive τ (ours: 0.01, as DFER-CLIP)")
+        if biehpro_visual_tokens not in ("embedding", "frames"):
+            raise ValueError(f"biehpro_visual_tokens={biehpro_visual_tokens!r}: expected 'embedding' (the paper's V) "
+                             f"or 'frames' (the frame features)")
+        if biehpro_visual_tokens == "frames" and not biehpro_depth:
+            raise ValueError("biehpro_visual_tokens='frames' gives BiEhPro frame features, but biehpro_depth=0: "
+                             "use biehpro_depth >= 1")
 
         super().__init__(arch, class_names, num_frames, num_classes)
         self.prompt_template = prompt_template
@@ -122,13 +137,16 @@ class CLIPGuidedDFER(DFERModel):
         clip = build_open_clip(arch)
         if interfit:
             self.image_encoder = InterFIT(clip.visual, interfit_heads, interfit_lstm_hidden, interfit_init_std,
-                                          lstm_impl)
+                                          lstm_impl, gate=interfit_gate)
         else:
             self.image_encoder = CLIPFrameEncoder(clip.visual)
         dim = arch.embed_dim
         self.msta = MSTA(dim, num_frames, msta_kernel_sizes, msta_strides, msta_fc_v_init) if msta else None
         self.biehpro = BiEhPro(dim, biehpro_depth, biehpro_heads, biehpro_mlp_ratio, update_visual=visual_prompt,
                                init_scale=biehpro_init_scale) if biehpro_depth else None
+        self.frame_tokens = biehpro_visual_tokens == "frames"
+        if self.frame_tokens:
+            self.num_features = (1 + num_frames) * dim
         if text_head:
             self.text_encoder = CLIPTextEncoder(clip)
             self.text_encoder.requires_grad_(not freeze_text)
@@ -177,7 +195,7 @@ class CLIPGuidedDFER(DFERModel):
     # ------------------------------------------------------------------ visual side and heads
     @property
     def required_num_frames(self) -> Optional[int]:
-        return self.num_frames if self.msta is not None else None
+        return self.num_frames if self.msta is not None or self.frame_tokens else None
 
     def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
         """Per-frame CLIP features after InterFIT: (B, T, 3, H, W) -> (B, T, D)."""
@@ -188,14 +206,23 @@ class CLIPGuidedDFER(DFERModel):
         return self.msta(frames) if self.msta is not None else frames.mean(dim=1)
 
     def features_from_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Video embedding V before the prompt head (also the pre-logits): (B, T, D) frame features -> (B, D)."""
-        return self.pool_frames(frames)
+        """Video embedding V before the prompt head (also the pre-logits): (B, T, D) frame features -> (B, D); with
+        ``biehpro_visual_tokens="frames"``, V and the frame features: (B, 1 + T, D)."""
+        video = self.pool_frames(frames)
+        return torch.cat([video.unsqueeze(1), frames], dim=1) if self.frame_tokens else video
+
+    def _pool(self, features: torch.Tensor) -> torch.Tensor:
+        return features.flatten(1) if self.frame_tokens else features  # (B, 1 + T, D) -> (B, (1 + T) * D)
 
     def _prompt_logits(self, features: torch.Tensor) -> torch.Tensor:
         """cos(V̂, K̂_j) / τ, with BiEhPro enhancing both sides first (eq. 12). (B, D) -> (B, C)."""
         text = self.text_features().to(features.dtype)  # (C, D)
+        context = None
+        if self.frame_tokens:
+            tokens = features.view(features.shape[0], -1, text.shape[-1])  # (B, 1 + T, D)
+            features, context = tokens[:, 0], tokens[:, 1:]
         if self.biehpro is not None:
-            text, features = self.biehpro(text, features)  # (B, C, D), (B, D)
+            text, features = self.biehpro(text, features, text_context=context)  # (B, C, D), (B, D)
             text = F.normalize(text, dim=-1)
             return torch.einsum("bd,bcd->bc", F.normalize(features, dim=-1), text) / self.temperature
         return F.normalize(features, dim=-1) @ F.normalize(text, dim=-1).t() / self.temperature

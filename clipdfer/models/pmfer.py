@@ -59,8 +59,8 @@ class PMFER(DFERModel):
     """
     family = "pmfer"
     prompt_head_parts = ("prompt_learner", "text_encoder")
-    text_only_parts = ("mask_text_proj", "mask_blocks", "mask_out", "discriminator", "mask_tokens", "mask_target",
-                       "mask_offset", "mask_count", "phrase_tokens")
+    text_only_parts = ("mask_query", "mask_blocks", "mask_out", "discriminator", "mask_target", "mask_offset",
+                       "mask_count", "phrase_tokens")
 
     def __init__(
             self,
@@ -87,32 +87,30 @@ class PMFER(DFERModel):
         self.vocab = sorted({p for ps in self.phrases.values() for p in ps})  # the phrase vocabulary P
 
         clip = build_open_clip(arch)
-        dim, width = arch.embed_dim, arch.text_width
+        dim = arch.embed_dim
         self.image_encoder = CLIPFrameEncoder(clip.visual)
         self.text_encoder = CLIPTextEncoder(clip)
         self.text_encoder.requires_grad_(False)
         self.prompt_learner = PromptLearner(
             self.text_encoder, [class_prompt(n, self.phrases[n]) for n in self.class_names], n_ctx, False, ctx_init)
-        # every prompt with one phrase dropped, its class and the dropped phrase's index in the vocabulary
-        texts, mask_class, mask_target = [], [], []
+        # every (class, phrase) pair that masking can drop: its class, and the phrase's index in the vocabulary
+        mask_class, mask_target = [], []
         for c, name in enumerate(self.class_names):
-            for k, phrase in enumerate(self.phrases[name]):
-                texts.append(class_prompt(name, self.phrases[name][:k] + self.phrases[name][k + 1:]))
+            for phrase in self.phrases[name]:
                 mask_class.append(c)
                 mask_target.append(self.vocab.index(phrase))
-        self.mask_texts = tuple(texts)
         counts = [mask_class.count(c) for c in range(self.num_classes)]
         if 0 in counts:
             raise ValueError(f"classes {[n for n, k in zip(self.class_names, counts) if k == 0]} have no phrases")
         offsets = [sum(counts[:c]) for c in range(self.num_classes)]
         cpu = torch.device("cpu")  # index data, also when the model is built on the meta device
-        self.register_buffer("mask_tokens", self.prompt_learner.tokenize_texts(texts), persistent=False)
         self.register_buffer("mask_target", torch.tensor(mask_target, device=cpu), persistent=False)
         self.register_buffer("mask_offset", torch.tensor(offsets, device=cpu), persistent=False)
         self.register_buffer("mask_count", torch.tensor(counts, device=cpu), persistent=False)
         self.register_buffer("phrase_tokens", tokenize(self.vocab, arch.context_length), persistent=False)
 
-        self.mask_text_proj = nn.Linear(width, dim)
+        self.mask_query = nn.Parameter(torch.empty(1, 1, dim))  # the masked phrase's query: no text content
+        nn.init.normal_(self.mask_query, std=0.02)
         self.mask_blocks = nn.ModuleList([CrossAttentionBlock(dim, mask_heads, 4.0) for _ in range(mask_layers)])
         self.mask_out = nn.Linear(dim, dim)
         self.discriminator = nn.Sequential(nn.Linear(dim, max(1, dim // 2)), nn.ReLU(inplace=True),
@@ -196,15 +194,15 @@ class PMFER(DFERModel):
         text = self.text_features()  # (C, D), with gradient into the context
         loss_cls = F.cross_entropy(self.logit_scale * image @ text.t(), y)
 
-        # prompt masking: predict the dropped phrase from the masked prompt attending to the image's patches
+        # prompt masking (ours): the phrase dropped from the label's prompt is predicted from the image alone. The
+        # query carries no text: the masked prompt's class name and remaining phrases would give the dropped phrase
+        # away through the fixed bank, and a head reading them would not need to look at the face.
         rows = self.sample_masks(y)
-        prompts = self.prompt_learner(self.text_encoder.token_embedding, tokens=self.mask_tokens[rows])
-        q = self.mask_text_proj(self.text_encoder.forward_tokens(prompts))  # (N, L, D)
-        patches = tokens[:, 1:]
+        patches = tokens[:, 1:]  # (N, P, D)
+        q = self.mask_query.to(patches.dtype).expand(patches.shape[0], 1, -1)  # (N, 1, D)
         for block in self.mask_blocks:
             q = block(q, patches)
-        eot = self.mask_tokens[rows].argmax(dim=-1)
-        q = F.normalize(self.mask_out(q[torch.arange(q.shape[0], device=q.device), eot]), dim=-1)
+        q = F.normalize(self.mask_out(q[:, 0]), dim=-1)
         scores = q @ self.phrase_features().t().to(q.dtype) / self.mask_temperature
         targets = self.mask_target[rows]
         loss_mask = F.cross_entropy(scores, targets)
