@@ -5,9 +5,11 @@ Dynamic Facial Expression Recognition with CLIP", arXiv 2403.04294 (2024). No of
 file follows ``shared/spec/a3lign_dfer.md``, and ``docs/models/a3lign.md`` says point by point what is the paper's and
 what is ours.
 
-From the paper: MAT (learnable tokens, C x S x L x D_w, replacing the label text and run through the frozen CLIP text
-encoder so that each class is a sequence of S text features), JAS (temporal "dynamic encoders" on both sides, then
-the video scored against each class's sequence), BAP (three training stages), frozen CLIP encoders, T = S = 16.
+From the paper (abstract and its tensor summary): MAT (learnable tokens, C x S x L x D_w, replacing the label text
+and run through the frozen CLIP text encoder so that each class is a sequence of S text features), JAS (temporal
+"dynamic encoders" on both sides, then the video scored against each class's sequence), BAP (three training stages),
+frozen CLIP encoders, SGD with batch 64. Inferred from third-party reading notes of the full paper (not in the
+abstract): S = T = 16, L = 64, the stages' content and their 40 + 30 + 30 epochs.
 
 Ours, each an argument: MAT init normal(0.02); the dynamic encoders (learnable positional embedding, one pre-LN block,
 residual around the encoder's update); per-step similarity 100 * mean_t <Z_v, Z_t> (``pooled_similarity`` for the

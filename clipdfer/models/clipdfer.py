@@ -4,10 +4,19 @@ Paper: J. Zhang, X. Liu, Y. Liang, X. Xian, W. Xie, L. Shen, S. Song, "CLIP-Guid
 Supervision for Dynamic Facial Expression Recognition", IJCB 2024, DOI 10.1109/IJCB62174.2024.10744485.
 The authors released no code and no weights; this file follows ``shared/spec/clipdfer.md``.
 
-Choices that are ours, each a constructor argument: frame features after CLIP's ``ln_post`` and ``proj``; InterFIT's
-init (``interfit_init_std``, zero-init MHSA output); MSTA's channel-wise score Linears, channel-major flatten and
-mean-init of its output Linear (``msta_fc_v_init``); BiEhPro's pre-LayerNorms, GELU FFN and α = β = 0.1 at init
-(``biehpro_init_scale``); the temperature τ = 0.01 (``temperature``); the class-name text (``prompt_template="{}"``).
+Where each value comes from (docs/models/clipdfer.md has the full table):
+
+- paper: InterFIT's structure (sec. 3.1, eqs. 2-3), MSTA (eqs. 4-8, kernels (5, 5, 7), strides (3, 3, 1)), BiEhPro's
+  parallel update, α, β and cosine logits (eqs. 9-12), M = 2 (Table 4), the label text as the class text, T = 8 and
+  the recipe (sec. 4.1);
+- inferred: InterFIT's BiLSTM width, D_v per direction (from the FLOPs column of Table 2), and BiEhPro's fused q/k/v
+  projection (from Table 4's 0.030 G per block);
+- ours, each a constructor argument: InterFIT's D_v / 64 heads (``interfit_heads``), its init
+  (``interfit_init_std``, zero-init MHSA output) and optional gate (``interfit_gate``); frame features after CLIP's
+  ``ln_post`` and ``proj``; MSTA's channel-wise score Linears, channel-major flatten and mean-init of its output
+  Linear (``msta_fc_v_init``); BiEhPro's 8 heads (``biehpro_heads``), pre-LayerNorms, GELU FFN, α = β = 0.1 at init
+  (``biehpro_init_scale``) and optional frame tokens (``biehpro_visual_tokens``); τ = 0.01 (``temperature``); the
+  class text's exact string, the noun without a template (``prompt_template="{}"``).
 """
 
 from typing import Dict, Optional, Sequence

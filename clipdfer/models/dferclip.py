@@ -4,9 +4,12 @@ Paper: Z. Zhao, I. Patras, "Prompting Visual-Language Models for Dynamic Facial 
 arXiv 2308.13382. Official code and checkpoints: github zengqunzhao/DFER-CLIP (MIT). The structure matches the official
 code so that its checkpoints load and give the same logits (``clipdfer.convert.dferclip``); ``shared/spec/dferclip.md``.
 
-What is ours: the class texts are looked up by class name (``text_type``), any list of classes works through
-``set_classes`` when the contexts are shared; and the prompt text features are computed once and cached at inference
-(the official code re-encodes the C prompts in every forward). Nothing changes the function.
+Where each value comes from: the architecture, the class texts, the input pipeline and the training recipe are the
+official code's (``models/``, ``dataloader/``, ``main.py``, ``train_*.sh``); the paper gives the method and the
+results. Ours: the class texts are looked up by class name (``text_type``), other classes work through
+``set_classes``, and the prompt text features are computed once and cached at inference (the official code
+re-encodes the C prompts in every forward). None of it changes the function. The training recipe ``dferclip_ours``
+(torchvision's crop of area 0.8-1, no decay on biases and norms) is ours too; ``dferclip`` is the official one.
 """
 
 from typing import Dict, List, Optional, Sequence

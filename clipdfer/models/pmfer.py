@@ -2,14 +2,17 @@
 
 Paper: W. Ren, Y. Gao, et al., "Facial Expression Monitoring via Fine-Grained Vision-Language Alignment", IEEE
 Transactions on Automation Science and Engineering, 2024, DOI 10.1109/TASE.2024.3464519. Closed access, no code; only
-the abstract is known. From it: a static FER model on a vision-language backbone; per-expression text prompts made of
-facial action unit (AU) phrases; prompt masking (a phrase is dropped in training and predicted through cross-attention
-between the modalities); a modal-adversarial strategy against the gap between image and text embeddings.
+the abstract is known. From it (paper): a static FER model on a vision-language backbone; per-expression text prompts
+made of facial action unit (AU) phrases; prompt masking (a phrase is dropped in training and predicted through
+cross-attention between the modalities); a modal-adversarial strategy against the gap between image and text
+embeddings.
 
 Everything else is ours (``shared/spec/pmfer.md``; ``docs/models/pmfer.md`` lists each choice), every choice an
 argument: CLIP ViT-B/16, 4 contexts from "a photo of a", the AU phrase bank (``clipdfer/data/au_prompts.json``), the
-masking head (2 cross-attention layers, EOT readout, temperature 0.07), the discriminator and its DANN schedule, and
-the loss weights 1 / 0.5 / 0.1. Video: per-frame logits averaged over time.
+masking head (a learned query with no text content, 2 cross-attention layers over the image's patches, temperature
+0.07: the dropped phrase must be read from the face, since the masked prompt's text alone gives it away through the
+fixed bank), the discriminator and its DANN schedule, and the loss weights 1 / 0.5 / 0.1. Video: per-frame logits
+averaged over time.
 """
 
 from typing import Dict, List, Mapping, Optional, Sequence
