@@ -62,7 +62,8 @@ RECIPES: Dict[str, Recipe] = {
     "dferclip_ours": Recipe("sgd", lr=1e-2, backbone_lr=1e-5, group_lr=(("prompt", 1e-3),), weight_decay=1e-4,
                             schedule="multistep", milestones=(30, 40), batch_size=48, epochs=50,
                             augment=("crop", "flip"), source="DFER-CLIP's schedule with our crop and decay (ours)"),
-    # A³lign-DFER: 40 + 30 + 30 epochs, SGD, batch 64 (paper); momentum, decay, lrs, cosine per stage (ours)
+    # A³lign-DFER: SGD, batch 64 (paper); 40 + 30 + 30 epochs (inferred: third-party notes of the paper); momentum,
+    # decay, lrs, cosine per stage (ours)
     "a3lign": Recipe("sgd", lr=1e-3, group_lr=(("prompt", 2e-3),), weight_decay=1e-4, batch_size=64, epochs=100,
                      stages=(40, 30, 30), augment=("crop", "flip"), source="A3lign-DFER spec (partly ours)"),
     # PMFER (ours throughout)

@@ -56,8 +56,8 @@ class InteractionLayer(nn.Module):
 
     Args:
         width: visual width D_v.
-        num_heads: heads of the MHSA over interaction tokens (the paper: D_v / 64).
-        lstm_hidden: hidden width per LSTM direction (the paper's FLOPs pin D_v).
+        num_heads: heads of the MHSA over interaction tokens (default D_v / 64: ours, the paper gives none).
+        lstm_hidden: hidden width per LSTM direction (default D_v: inferred from the paper's FLOPs).
         init_std: std of the normal init of new Linear and LSTM weights.
         lstm_impl: see :class:`BiLSTM`.
         gate: add the zero-initialised attention gate of the interaction token (see the module docstring).
