@@ -21,7 +21,7 @@ _EXPORTS = {
     "predict": "inference", "Prediction": "inference",
 }
 _SUBMODULES = ("layers", "models", "optim", "data", "recipes", "train", "eval", "inference", "export", "profiling",
-               "metrics", "convert", "schedule", "checkpoint", "distributed")
+               "metrics", "convert", "schedule", "checkpoint", "distributed", "faces", "visualize")
 
 __all__ = [
     "create_model", "list_models", "list_pretrained", "get_pretrained_cfg", "is_model", "register_model",

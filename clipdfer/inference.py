@@ -414,10 +414,11 @@ class Predictor:
         self.shares_frames = self.net.frames_independent
         self.detect_faces, self.margin, self.top_k = detect_faces, margin, top_k
         self.batch_size, self.live = max(1, batch_size), live
-        self._tracker_args = dict(detector=detector, min_score=min_face_score, detect_every=detect_every,
-                                  min_track_frames=min_track_frames, max_missing=max_missing,
-                                  cut_threshold=cut_threshold)
-        self.detector_name = self._new_tracker().detector.name if detect_faces else None
+        from .faces import make_detector
+        face_detector = make_detector(detector, min_face_score) if detect_faces else None  # shared by every run
+        self._tracker_args = dict(detector=face_detector, detect_every=detect_every, min_track_frames=min_track_frames,
+                                  max_missing=max_missing, cut_threshold=cut_threshold)
+        self.detector_name = face_detector.name if face_detector is not None else None
         state = self.net.weights_notice()
         self.notice = (f"NOT MEANINGFUL: this model has {state}; these probabilities only show that the pipeline "
                        f"runs." if state else None)

@@ -179,11 +179,12 @@ class CLIPGuidedDFER(DFERModel):
         """
         if self.text_encoder is None:
             raise RuntimeError("this model has no text encoder (text_head=False or reset_classifier)")
-        trainable = [p for p in self.text_encoder.parameters() if p.requires_grad]
-        if trainable and torch.is_grad_enabled():
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.text_encoder.parameters()):
             return self.text_encoder(self.text_tokens)
-        keys = trainable or [self.text_encoder.token_embedding.weight]
-        return self._text_cache.get(lambda: self.text_encoder(self.text_tokens), self.text_tokens, *keys)
+        # no parameter scan on the inference path: the token embedding's version moves with any training step of a
+        # trainable text tower, and train()/eval(), load_state_dict and set_classes clear the cache
+        return self._text_cache.get(lambda: self.text_encoder(self.text_tokens), self.text_tokens,
+                                    self.text_encoder.token_embedding.weight)
 
     def set_classes(self, class_names: Sequence[str], prompt_template: Optional[str] = None) -> None:
         """Use another list of classes (open vocabulary); only the cached text features change.
