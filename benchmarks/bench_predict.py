@@ -1,7 +1,8 @@
-"""Throughput of ``clipdfer predict`` and what its face tracking costs, on a synthetic 640x360 video.
+"""Throughput of ``clipdfer predict``: one video (what face tracking costs) and many videos (processes, threads).
 
     python benchmarks/bench_predict.py --model clip_zeroshot_vitb32 --seconds 30 --detect-every 1 2 3
     python benchmarks/bench_predict.py --detectors          # YuNet vs Haar, ms per 640x360 frame
+    python benchmarks/bench_predict.py --many 8 --processes 1 2 --model clip_zeroshot_vitb32   # a corpus
 
 The video is made from the sample clip's face (no download, no data): two faces on a textured 640x360 frame, one
 moving sideways at 10 px per frame, the other leaving half way, at 8 frames per second (``--seconds`` of it). For each
@@ -9,13 +10,19 @@ moving sideways at 10 px per frame, the other leaving half way, at 8 frames per 
 tracking, crops, the model; the frames are in memory, so decoding is not timed), the share of time spent detecting
 and tracking, and how far the tracked boxes are from searching every frame: the mean and the minimum IoU of each
 frame's box with the detection in that frame. Models run with random weights (the speed is the same).
+
+``--many N`` writes N such videos (``--seconds`` each, 25 frames/s, H.264) to a temporary folder and runs them as
+``clipdfer predict DIR --out OUT`` does (:class:`clipdfer.inference.BatchRun`, sampled at 8 frames/s), with 1 and 2
+processes (torchrun, gloo; each process gets ``cpu_count / processes`` threads) and with the decode/detect thread on
+and off: videos/s and frames/s from the moment every process has built its model (a barrier) to the last one done.
 """
 
 import argparse
 import json
+import os
 import statistics
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -65,18 +72,19 @@ def bench_detectors(runs: int = 20) -> List[Dict]:
 
 def bench_predict(model: str, seconds: float, detect_every: List[int], batch_size: int = 8) -> List[Dict]:
     from clipdfer.faces import iou, make_detector
-    from clipdfer.inference import Predictor, _Session
+    from clipdfer.inference import Predictor
+    from clipdfer.inference.predictor import _Session
     frames = make_video(seconds)
     detector = make_detector("auto")
     searched = [detector.detect(f) for f in frames]
     rows = []
     for k in detect_every:
-        predictor = Predictor(model, pretrained=False, detect_every=k, batch_size=batch_size, device="cpu")
-        session = _Session(predictor)
+        predictor = Predictor(model, pretrained=False, detect_every=k, batch_size=batch_size, device="cpu",
+                              background=False)
+        stage, session = predictor.tracking_stage(), _Session(predictor)
         t0 = time.perf_counter()
-        for i, f in enumerate(frames):
-            session.feed(i / 8.0, f)
-        session.close()
+        for event in stage((i / 8.0, f) for i, f in enumerate(frames)):
+            session.take(event)
         total = time.perf_counter() - t0
         overlaps = []  # the boxes the tracker gave, against the detection of the same face in that frame
         for i, per_track in _tracked_boxes(predictor, frames).items():
@@ -84,17 +92,17 @@ def bench_predict(model: str, seconds: float, detect_every: List[int], batch_siz
                 found = [iou(box, f.box) for f in searched[i]]
                 overlaps.append(max(found, default=0.0))
         rows.append({
-            "model": model, "detect_every": k, "frames": len(frames), "faces": len(session.faces),
+            "model": model, "detect_every": k, "frames": len(frames), "faces": len(session.faces()),
             "frames_per_s": round(len(frames) / total, 2),
-            "detect_and_track_share": round(session.seconds["detect_and_track_s"] / total, 3),
-            "model_share": round(session.seconds["model_s"] / total, 3),
+            "detect_and_track_share": round(stage.seconds["detect_and_track_s"] / total, 3),
+            "model_share": round(session.model_s / total, 3),
             "mean_iou_vs_detection": round(float(np.mean(overlaps)), 3),
             "min_iou_vs_detection": round(float(np.min(overlaps)), 3)})
     return rows
 
 
 def _tracked_boxes(predictor, frames) -> Dict[int, List[tuple]]:
-    tracker = predictor._new_tracker()
+    tracker = predictor.tracking_stage().tracker
     out: Dict[int, List[tuple]] = {}
     for f in frames:
         for b in tracker.update(f).boxes:
@@ -104,6 +112,93 @@ def _tracked_boxes(predictor, frames) -> Dict[int, List[tuple]]:
     return out
 
 
+# ------------------------------------------------------------------------------------------------ many videos
+def write_videos(folder: str, count: int, seconds: float, fps: float = 25.0) -> List[str]:
+    """``count`` videos of :func:`make_video`'s two faces at ``fps`` frames/s (H.264, else MPEG-4), each starting
+    at another point of the face's motion."""
+    import fractions
+
+    import av
+    os.makedirs(folder, exist_ok=True)
+    n = int(seconds * fps)
+    base = make_video((n + count) / fps, fps=fps)  # enough frames for every video's offset
+    paths = []
+    for v in range(count):
+        path = os.path.join(folder, f"video{v:03d}.mp4")
+        with av.open(path, "w") as container:
+            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+            stream = container.add_stream(codec, rate=fractions.Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+            for frame in base[v:v + n]:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        paths.append(path)
+    return paths
+
+
+def many_worker(args) -> Optional[Dict]:
+    """One process of a many-videos run (under torchrun when ``WORLD_SIZE`` > 1): its share of ``args.videos``;
+    rank 0 returns the row."""
+    import torch
+    import torch.distributed as dist
+
+    from clipdfer.inference import BatchRun, Predictor, expand_sources
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    if world > 1:
+        dist.init_process_group("gloo")
+    predictor = Predictor(args.model, pretrained=False, device="cpu", background=not args.no_background,
+                          batch_size=args.batch_size)
+    out = os.path.join(args.out, f"run-{world}-{int(not args.no_background)}")
+    run = BatchRun(predictor, expand_sources([args.videos]), out, overwrite=True, fps=8.0)
+    if world > 1:
+        dist.barrier()
+    start = time.perf_counter()
+    items = list(run)
+    mine = (time.perf_counter() - start, len(items), sum(i.result.frames_used for i in items if not i.failed),
+            sum(i.failed for i in items))
+    everyone = [mine]
+    if world > 1:
+        everyone = [None] * world
+        dist.all_gather_object(everyone, mine)
+        dist.barrier()
+        dist.destroy_process_group()
+    if rank:
+        return None
+    wall = max(e[0] for e in everyone)
+    videos, frames, failed = (sum(e[k] for e in everyone) for k in (1, 2, 3))
+    return {"mode": "many", "model": args.model, "processes": world, "background_thread": not args.no_background,
+            "threads_per_process": torch.get_num_threads(), "videos": videos, "failed": failed, "frames": frames,
+            "wall_s": round(wall, 2), "videos_per_s": round(videos / wall, 3), "frames_per_s": round(frames / wall, 2),
+            "torch": torch.__version__, "cpus": os.cpu_count()}
+
+
+def bench_many(model: str, count: int, seconds: float, processes: List[int], batch_size: int = 8) -> List[Dict]:
+    """Each (processes, background thread) configuration in its own launch; the rows of rank 0."""
+    import subprocess
+    import sys
+    import tempfile
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="clipdfer-bench-") as tmp:
+        videos = os.path.join(tmp, "videos")
+        write_videos(videos, count, seconds)
+        for n in processes:
+            for background in (True, False):
+                cmd = [os.path.abspath(__file__), "--worker", "--videos", videos, "--out", os.path.join(tmp, "out"),
+                       "--model", model, "--batch-size", str(batch_size)] + ([] if background else ["--no-background"])
+                launcher = [sys.executable] if n == 1 else [
+                    sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n)]
+                env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+                proc = subprocess.run(launcher + cmd, capture_output=True, text=True, env=env)
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+                if proc.returncode or not lines:
+                    raise RuntimeError(f"{' '.join(launcher + cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+                rows.append({**json.loads(lines[-1]), "seconds_per_video": seconds, "source_fps": 25.0})
+    return rows
+
+
 def main(argv=None) -> List[Dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="clip_zeroshot_vitb32")
@@ -111,11 +206,26 @@ def main(argv=None) -> List[Dict]:
     p.add_argument("--detect-every", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--detectors", action="store_true", help="only time the detectors on one 640x360 frame")
+    p.add_argument("--many", type=int, metavar="N", help="many-videos mode: N videos of --seconds each")
+    p.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="many-videos mode: process counts")
     p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one process of a --many run
+    p.add_argument("--videos", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--no-background", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.worker:
+        row = many_worker(args)
+        if row is not None:
+            print(json.dumps(row), flush=True)
+        return [row] if row else []
     import torch
-    rows = bench_detectors() if args.detectors else bench_predict(args.model, args.seconds, args.detect_every,
-                                                                   args.batch_size)
+    if args.many:
+        rows = bench_many(args.model, args.many, args.seconds, args.processes, args.batch_size)
+    elif args.detectors:
+        rows = bench_detectors()
+    else:
+        rows = bench_predict(args.model, args.seconds, args.detect_every, args.batch_size)
     for r in rows:
         print(json.dumps({**r, "threads": torch.get_num_threads()}))
     if args.json:

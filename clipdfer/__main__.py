@@ -1,5 +1,8 @@
+"""``python -m clipdfer`` (and ``torchrun -m clipdfer predict ...``): the command line."""
+
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

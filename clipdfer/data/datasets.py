@@ -5,10 +5,11 @@ import os
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import is_video_file, list_frames, read_frames, read_video
+from .io import _pil_filter, is_video_file, list_frames, read_frames, read_video
 from .sampling import sample_indices
 
 __all__ = ["ClipRecord", "read_annotations", "ClipDataset", "SyntheticClips"]
@@ -63,10 +64,22 @@ class ClipDataset(Dataset):
         transform: from :func:`clipdfer.data.transforms.build_transform`.
         train: random segment offsets (else the middle frame of each segment).
         seed: base seed of the training offsets (per index and epoch via :meth:`set_epoch`).
+        frame_size: (H, W) in pixels that every frame is resized to as it is read, as DFER-CLIP's loader does (the
+            model's input size, ``cfg.input_size[-2:]``); None keeps the clip's size, resizing frames of a folder
+            that differ from its first frame's size to it (see :func:`clipdfer.data.io.read_frames`).
+        interpolation: of that resize, one of :data:`clipdfer.data.io.INTERPOLATIONS` (``cfg.interpolation``).
+
+    Raises:
+        ValueError: ``interpolation`` is unknown; reading a clip raises as :func:`clipdfer.data.io.read_frames` and
+            :func:`clipdfer.data.io.read_video` do, and when its frame count differs from the annotation's.
     """
 
     def __init__(self, records: Sequence[ClipRecord], num_frames: int, sampling: str = "segment",
-                 transform: Optional[Callable] = None, train: bool = False, seed: int = 0):
+                 transform: Optional[Callable] = None, train: bool = False, seed: int = 0,
+                 frame_size: Optional[Tuple[int, int]] = None, interpolation: str = "bilinear"):
+        _pil_filter(interpolation)
+        self.frame_size = (int(frame_size[0]), int(frame_size[1])) if frame_size is not None else None
+        self.interpolation = interpolation
         self.records = list(records)
         self.num_frames = num_frames
         self.sampling = sampling
@@ -101,10 +114,24 @@ class ClipDataset(Dataset):
                 f"clip {record.path!r}: the annotation says {record.num_frames} frames but it has {found} {source}; "
                 f"fix the annotation line or restore the clip's frames")
         idx = sample_indices(found, self.num_frames, self.sampling, self.train, g)
-        clip = frames[idx] if is_video_file(record.path) else read_frames(paths, idx)
+        if is_video_file(record.path):
+            clip = frames[idx]
+            if self.frame_size is not None and tuple(clip.shape[-2:]) != self.frame_size:
+                clip = _resize_clip(clip, self.frame_size, self.interpolation)
+        else:
+            clip = read_frames(paths, idx, self.frame_size, self.interpolation)
         if self.transform is not None:
             clip = self.transform(clip)
         return clip, record.label
+
+
+def _resize_clip(clip: torch.Tensor, size: Tuple[int, int], interpolation: str) -> torch.Tensor:
+    """(T, 3, H, W) uint8 -> (T, 3, *size) uint8, frame by frame with PIL (as frame folders are resized)."""
+    from PIL import Image
+    resample = _pil_filter(interpolation)
+    frames = [np.array(Image.fromarray(f.permute(1, 2, 0).numpy()).resize((size[1], size[0]), resample))
+              for f in clip]
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)  # (T, H, W, 3) -> (T, 3, H, W)
 
 
 class SyntheticClips(Dataset):

@@ -1,18 +1,41 @@
-"""Reading clips: folders of face frames (natural order) and video files (PyAV)."""
+"""Reading clips: folders of face frames (natural order), video files and live streams (PyAV), cameras (OpenCV).
 
+Every reader gives frames the way a player shows them: a video's display matrix (the mp4 ``tkhd`` matrix, or an
+H.264/HEVC display-orientation SEI) and an image's EXIF orientation are applied, rotations and mirrorings alike.
+Every reader that takes ``fps`` keeps frames on the ``k / fps`` grid of :class:`~clipdfer.data.sampling.FpsSampler`.
+"""
+
+import logging
+import math
 import os
 import re
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+import struct
+from typing import Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import torch
 
-__all__ = ["natural_key", "list_frames", "read_frames", "read_video", "count_video_frames", "iter_video_frames",
-           "estimate_frames", "iter_stream_frames", "iter_camera_frames", "LIVE_PREFIXES", "IMAGE_EXTENSIONS",
-           "VIDEO_EXTENSIONS", "is_video_file"]
+from .sampling import FpsSampler
+
+__all__ = ["natural_key", "list_frames", "read_frames", "read_image", "read_video", "count_video_frames",
+           "iter_video_frames", "estimate_frames", "iter_stream_frames", "iter_camera_frames", "iter_frame_folder",
+           "iter_tensor_frames", "apply_display_matrix", "LIVE_PREFIXES", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
+           "INTERPOLATIONS", "DEFAULT_FRAME_RATE", "is_video_file"]
+
+_logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+DEFAULT_FRAME_RATE = 25.0  # fps assumed for frames without timestamps when the stream gives no rate (FFmpeg's too)
+
+_warned: Set[Tuple[str, str]] = set()  # (source, what): warnings given once per source and process
+
+
+def _warn_once(source: str, what: str, message: str, *args) -> None:
+    if (source, what) not in _warned:
+        _warned.add((source, what))
+        _logger.warning(message, *args)
 
 
 def natural_key(name: str):
@@ -24,35 +47,296 @@ def is_video_file(path: str) -> bool:
     return os.path.isfile(path) and path.lower().endswith(VIDEO_EXTENSIONS)
 
 
+# ---------------------------------------------------------------------------------------------------- frame folders
 def list_frames(folder: str) -> List[str]:
-    """The image files of a frame folder, in natural order."""
+    """The image files of a frame folder, in natural order.
+
+    Hidden files (names starting with ``.``) are skipped: macOS leaves ``._00001.png`` sidecars (AppleDouble
+    metadata, not images) next to every file copied from its disks.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: it holds no image files.
+    """
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"clip folder {folder!r} does not exist: check the annotation file's paths and "
                                 f"the data root")
-    names = sorted((n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)), key=natural_key)
+    names = sorted((n for n in os.listdir(folder) if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS)),
+                   key=natural_key)
     if not names:
         raise ValueError(f"clip folder {folder!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return [os.path.join(folder, n) for n in names]
 
 
-def read_frames(paths: Sequence[str], indices: Sequence[int]) -> torch.Tensor:
-    """Frames ``paths[i]`` for i in ``indices`` as a (T, 3, H, W) uint8 RGB tensor (every frame the same size)."""
-    from PIL import Image, UnidentifiedImageError
-    cache, frames = {}, []
+def _pil_filter(interpolation: str):
+    from PIL import Image
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation={interpolation!r}: expected one of {INTERPOLATIONS} (a pretrained cfg's "
+                         f"interpolation)")
+    return getattr(Image.Resampling, interpolation.upper())
+
+
+def _load_image(path: str):
+    """An image file as a loaded RGB PIL image, EXIF orientation applied."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+    try:
+        with Image.open(path) as img:
+            return ImageOps.exif_transpose(img).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"cannot read frame {path!r}: {e}; is it a complete image file?") from e
+
+
+def _resized(img, size: Tuple[int, int], resample):
+    return img if img.size == (size[1], size[0]) else img.resize((size[1], size[0]), resample)
+
+
+def read_image(path: str, size: Optional[Tuple[int, int]] = None, interpolation: str = "bilinear") -> np.ndarray:
+    """One image file as a viewer shows it (EXIF orientation applied): RGB (H, W, 3) uint8.
+
+    Args:
+        path: the image file.
+        size: (H, W) to resize it to, in pixels; None keeps its size.
+        interpolation: one of :data:`INTERPOLATIONS`.
+
+    Raises:
+        ValueError: the file is not a readable image, or ``interpolation`` is unknown.
+    """
+    resample = _pil_filter(interpolation)
+    img = _load_image(path)
+    return np.array(img if size is None else _resized(img, size, resample))
+
+
+def read_frames(paths: Sequence[str], indices: Sequence[int], size: Optional[Tuple[int, int]] = None,
+                interpolation: str = "bilinear") -> torch.Tensor:
+    """Frames ``paths[i]`` for i in ``indices`` as a (T, 3, H, W) uint8 RGB tensor, EXIF orientation applied.
+
+    Every frame is resized to ``size`` when given, as DFER-CLIP's loader does (it resizes each frame to the model's
+    input size as it reads it); otherwise frames whose size differs from the first frame's are resized to it (face
+    crops of one clip often differ by a few pixels).
+
+    Args:
+        paths: the clip's frame files, e.g. from :func:`list_frames`.
+        indices: which of them, in order (repeats allowed; each file is read once).
+        size: (H, W) in pixels, or None.
+        interpolation: one of :data:`INTERPOLATIONS` (a pretrained cfg's ``interpolation``).
+
+    Raises:
+        ValueError: a frame is not a readable image, or ``interpolation`` is unknown.
+    """
+    resample = _pil_filter(interpolation)
+    target = (int(size[0]), int(size[1])) if size is not None else None
+    cache, frames, resized = {}, [], 0
     for i in indices:
         if i not in cache:
-            try:
-                with Image.open(paths[i]) as img:
-                    cache[i] = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
-            except (UnidentifiedImageError, OSError) as e:
-                raise ValueError(f"cannot read frame {paths[i]!r}: {e}") from e
+            img = _load_image(paths[i])
+            if target is None:
+                target = (img.height, img.width)
+            elif size is None and (img.height, img.width) != target:
+                resized += 1
+            cache[i] = torch.from_numpy(np.array(_resized(img, target, resample))).permute(2, 0, 1)
         frames.append(cache[i])
-    sizes = {tuple(f.shape) for f in frames}
-    if len(sizes) > 1:
-        raise ValueError(f"frames of {os.path.dirname(paths[0])!r} differ in size: {sorted(sizes)}")
+    if resized:
+        _logger.debug("%s: %d frames resized to the first frame's size %s", os.path.dirname(paths[0]), resized, target)
     return torch.stack(frames)
 
 
+def _check_rate(folder_fps: float) -> None:
+    if not folder_fps or not math.isfinite(folder_fps) or folder_fps <= 0:
+        raise ValueError(f"folder_fps={folder_fps!r}: expected the frame rate of the frames, a positive number "
+                         f"(e.g. 25.0)")
+
+
+def _within(t: float, start: Optional[float], end: Optional[float]) -> bool:
+    return (start is None or t >= start - 1e-9) and (end is None or t <= end + 1e-9)
+
+
+def iter_frame_folder(folder: str, fps: Optional[float] = None, start: Optional[float] = None,
+                      end: Optional[float] = None, folder_fps: float = 25.0) -> Iterator[Tuple[float, np.ndarray]]:
+    """(time in s, RGB (H, W, 3) uint8) for the frames of a folder (:func:`list_frames`), EXIF orientation applied.
+
+    Frame i is at ``i / folder_fps`` s. Frames from ``start`` to ``end`` s (both included) are kept, then ``fps``
+    frames per second of them (:class:`~clipdfer.data.sampling.FpsSampler`, its grid anchored at the first frame in
+    range); only the frames kept are read.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: it holds no image files, a frame cannot be read, or ``fps`` / ``folder_fps`` is not positive.
+    """
+    _check_rate(folder_fps)
+    sampler = FpsSampler(fps)
+    for i, path in enumerate(list_frames(folder)):
+        t = i / folder_fps
+        if end is not None and t > end + 1e-9:
+            return
+        if _within(t, start, end) and sampler.take(t):
+            yield t, read_image(path)
+
+
+def iter_tensor_frames(video: torch.Tensor, fps: Optional[float] = None, start: Optional[float] = None,
+                       end: Optional[float] = None, folder_fps: float = 25.0) -> Iterator[Tuple[float, np.ndarray]]:
+    """(time in s, RGB (H, W, 3) uint8) for the frames of a video tensor, like :func:`iter_frame_folder`.
+
+    Args:
+        video: (T, 3, H, W), uint8 or float in [0, 1] (floats are clamped to it, then scaled by 255 and rounded).
+        fps: frames per second to keep (None or 0: every frame).
+        start / end: the time range, in s (frame i is at ``i / folder_fps`` s).
+        folder_fps: the frame rate of the tensor.
+
+    Raises:
+        ValueError: ``video`` is not (T, 3, H, W), or ``fps`` / ``folder_fps`` is not positive.
+    """
+    if not isinstance(video, torch.Tensor) or video.dim() != 4 or video.shape[1] != 3:
+        shape = tuple(video.shape) if hasattr(video, "shape") else type(video).__name__
+        raise ValueError(f"expected a video tensor (T, 3, H, W), got {shape}: for one frame use "
+                         f"frame.unsqueeze(0); channels-last video: video.permute(0, 3, 1, 2)")
+    _check_rate(folder_fps)
+    sampler = FpsSampler(fps)
+    for i in range(video.shape[0]):
+        t = i / folder_fps
+        if end is not None and t > end + 1e-9:
+            return
+        if _within(t, start, end) and sampler.take(t):
+            frame = video[i]
+            if frame.is_floating_point():
+                frame = (frame.clamp(0, 1) * 255).round()
+            yield t, frame.to(torch.uint8).permute(1, 2, 0).cpu().numpy()  # (3, H, W) -> (H, W, 3)
+
+
+# ---------------------------------------------------------------------------------------------------- orientation
+def _orientation(matrix: Sequence[int]) -> Optional[Tuple[bool, bool, bool]]:
+    """(transpose, flip rows, flip columns), applied in that order, for a display matrix; None when it is not a
+    multiple of 90 degrees (with or without a mirroring)."""
+    a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
+    scale = max(abs(a), abs(b), abs(c), abs(d))
+    tol = scale * 1e-3
+    if scale == 0:
+        return None
+    if abs(b) <= tol and abs(c) <= tol and abs(a) > tol and abs(d) > tol:
+        return False, d < 0, a < 0
+    if abs(a) <= tol and abs(d) <= tol and abs(b) > tol and abs(c) > tol:
+        return True, b < 0, c < 0
+    return None
+
+
+def apply_display_matrix(frame: np.ndarray, matrix: Sequence[int]) -> np.ndarray:
+    """A decoded frame as a player shows it, given its display matrix.
+
+    The matrix is FFmpeg's (``AV_FRAME_DATA_DISPLAYMATRIX``, the layout of the mp4 ``tkhd`` matrix): 9 int32, with
+    ``a, b, c, d`` (16.16 fixed point) at indices 0, 1, 3, 4; a pixel at column p, row q of the decoded frame is
+    shown at column ``a p + c q``, row ``b p + d q`` (plus a translation that only places the picture). This is the
+    convention of FFmpeg's own autorotation (checked against it for the 4 rotations and the 4 mirrored ones).
+
+    Args:
+        frame: (H, W, C) or (H, W).
+        matrix: the 9 values (only 0, 1, 3, 4 are used).
+
+    Returns:
+        (H, W, C) or, for a quarter turn or a transposition, (W, H, C); C-contiguous (``frame`` itself when the
+        matrix is the identity).
+
+    Raises:
+        ValueError: the matrix is not a multiple of 90 degrees, with or without a mirroring.
+    """
+    ops = _orientation(matrix)
+    if ops is None:
+        raise ValueError(f"display matrix {list(matrix)} is not a rotation by a multiple of 90 degrees (with or "
+                         f"without a mirroring)")
+    transpose, flip_rows, flip_cols = ops
+    if not (transpose or flip_rows or flip_cols):
+        return frame
+    if transpose:
+        frame = frame.swapaxes(0, 1)
+    if flip_rows:
+        frame = frame[::-1]
+    if flip_cols:
+        frame = frame[:, ::-1]
+    return np.ascontiguousarray(frame)
+
+
+def _frame_display_matrix(frame) -> Optional[Tuple[int, ...]]:
+    """The display matrix a decoded PyAV frame carries (from the container or the bitstream), or None."""
+    for data in frame.side_data:
+        if getattr(data.type, "name", None) == "DISPLAYMATRIX":
+            raw = bytes(data)
+            if len(raw) >= 36:
+                return struct.unpack("=9i", raw[:36])  # native int32, as FFmpeg stores it
+    return None
+
+
+class _Orienter:
+    """Applies the display matrix of a video's frames. A matrix holds until the next one arrives (an orientation
+    SEI may come with the first frame of a sequence only), so every decoded frame is to be :meth:`seen`, kept or not.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.matrix: Optional[Tuple[int, ...]] = None
+
+    def seen(self, frame) -> None:
+        matrix = _frame_display_matrix(frame)
+        if matrix is not None:
+            self.matrix = matrix
+
+    def __call__(self, frame) -> np.ndarray:
+        """The frame (already :meth:`seen`) as RGB (H, W, 3) uint8, as a player shows it."""
+        rgb = frame.to_ndarray(format="rgb24")
+        if self.matrix is None:
+            return rgb
+        try:
+            return apply_display_matrix(rgb, self.matrix)
+        except ValueError:
+            rotation = getattr(frame, "rotation", None)
+            _warn_once(self.name, "orientation", "%s is to be shown rotated by %s degrees (display matrix %s), not "
+                       "a multiple of 90: its frames are used as stored", self.name, rotation, list(self.matrix))
+            return rgb
+
+
+# ---------------------------------------------------------------------------------------------------- frame times
+def _stream_rate(stream) -> Tuple[float, str]:
+    """The rate to time frames without timestamps by, and where it comes from (for the note).
+
+    ``guessed_rate`` first: FFmpeg's guess from the bitstream's timing (for a raw H.264 stream, its VUI), where
+    ``average_rate`` is the raw demuxer's made-up default (25) and ``base_rate`` may count fields (twice the rate)."""
+    for rate in (getattr(stream, "guessed_rate", None), stream.average_rate, getattr(stream, "base_rate", None)):
+        if rate and float(rate) > 0:
+            return float(rate), "the stream's rate"
+    return DEFAULT_FRAME_RATE, "assumed: the stream gives no rate"
+
+
+class _Clock:
+    """Frame times in s: each frame's own timestamp; a frame without one follows the last known time by one frame
+    interval of the stream's rate (frame index / rate when no frame has one). Says so once per video."""
+
+    def __init__(self, name: str, stream, notes: Optional[List[str]]):
+        self.name, self.stream, self.notes = name, stream, notes
+        self.rate: Optional[float] = None
+        self.anchor: Optional[float] = None  # last known time
+        self.since = 0  # frames since it
+        self.index = 0
+
+    def __call__(self, t: Optional[float]) -> float:
+        index, self.index = self.index, self.index + 1
+        if t is not None:
+            self.anchor, self.since = float(t), 0
+            return float(t)
+        if self.rate is None:
+            self.rate, source = _stream_rate(self.stream)
+            name = self.name if "://" in self.name else os.path.basename(self.name.rstrip("/")) or self.name
+            if self.anchor is None:
+                note = f"{name} carries no timestamps: frame times are frame index / {self.rate:g} fps ({source})"
+            else:
+                note = (f"{name}: frame {index} and others carry no timestamp: each is timed 1/{self.rate:g} s after "
+                        f"the frame before it ({self.rate:g} fps, {source})")
+            _warn_once(self.name, "timestamps", "%s", note)
+            if self.notes is not None:
+                self.notes.append(note)
+        self.since += 1
+        if self.anchor is None:
+            return index / self.rate
+        return self.anchor + self.since / self.rate
+
+
+# ---------------------------------------------------------------------------------------------------- video files
 def _open(path: str):
     try:
         import av
@@ -72,32 +356,57 @@ def _open(path: str):
     return container
 
 
-def _keep(t: float, last: float, fps: Optional[float]) -> bool:
-    """Whether a frame at time ``t`` is taken when the last one taken was at ``last``, for at most ``fps`` per s."""
-    return not fps or t - last >= 1.0 / fps - 1e-6
+def _video_stream(container, threads: bool = True):
+    stream = container.streams.video[0]
+    if threads:
+        stream.thread_type = "AUTO"  # frame and slice threads; frames still come out in order
+    return stream
 
 
 def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[float] = None,
-                      end: Optional[float] = None) -> Iterator[Tuple[float, np.ndarray]]:
-    """(time in s, RGB (H, W, 3) uint8) for each frame of a video file, at most ``fps`` per second if given,
-    between ``start`` and ``end`` seconds if given (the decoder seeks to ``start``)."""
+                      end: Optional[float] = None, notes: Optional[List[str]] = None
+                      ) -> Iterator[Tuple[float, np.ndarray]]:
+    """(time in s, RGB (H, W, 3) uint8) for the frames of a video file, as a player shows them.
+
+    The display matrix (rotation and mirroring, from the container or the bitstream) is applied; one that is not a
+    multiple of 90 degrees is logged once and the frames are left as stored.
+
+    Args:
+        path: the video file.
+        fps: frames per second to keep (None or 0: every frame), on the grid of
+            :class:`~clipdfer.data.sampling.FpsSampler` anchored at the first frame in range.
+        start / end: the time range in s, both included (the decoder seeks to the key frame before ``start``).
+        notes: receives a sentence for each assumption made, e.g. that frames without timestamps (a raw H.264
+            stream) are timed by the stream's rate; the same sentence is logged once per file as a warning.
+
+    Yields:
+        The frame's own time (its timestamp in s; for a frame without one, the last known time plus one interval
+        of the stream's rate, or frame index / rate) and the frame.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: it is empty, unreadable or corrupt, has no video stream, or has no frame in the range.
+    """
     import av
+    sampler = FpsSampler(fps)
     container = _open(path)
     got = False
     try:
-        if start:
+        stream = _video_stream(container)
+        clock, orient = _Clock(path, stream, notes), _Orienter(path)
+        if start and stream.start_time is not None:  # a stream without timestamps cannot be sought in by time
             container.seek(int(start * av.time_base), backward=True, any_frame=False)  # the key frame before it
-        last = -1e9
-        for frame in container.decode(video=0):
-            t = float(frame.time) if frame.time is not None else 0.0
+        for frame in container.decode(stream):
+            t = clock(frame.time)
+            orient.seen(frame)
             if start and t < start - 1e-6:
                 continue
             if end is not None and t > end + 1e-6:
                 break
-            if not _keep(t, last, fps):
+            if not sampler.take(t):
                 continue
-            last, got = t, True
-            yield t, frame.to_ndarray(format="rgb24")
+            got = True
+            yield t, orient(frame)
     except av.error.FFmpegError as e:
         raise ValueError(f"video {path!r} is corrupt: decoding failed ({e})") from e
     finally:
@@ -109,7 +418,14 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
 
 def estimate_frames(path: str, fps: Optional[float] = None, start: Optional[float] = None,
                     end: Optional[float] = None) -> Optional[int]:
-    """About how many frames :func:`iter_video_frames` yields (for a progress bar); None when unknown."""
+    """How many frames :func:`iter_video_frames` yields for these arguments (a progress bar's total).
+
+    The same sampler runs over the times ``start_time + i / rate`` of the frames the container lists (or
+    duration x rate of them), so the count is exact for constant-rate files.
+
+    Returns:
+        The count, or None when the file cannot be opened or gives no rate or no frame count / duration.
+    """
     try:
         container = _open(path)
     except (ValueError, FileNotFoundError, ImportError):
@@ -117,22 +433,78 @@ def estimate_frames(path: str, fps: Optional[float] = None, start: Optional[floa
     try:
         stream = container.streams.video[0]
         rate = float(stream.average_rate or 0)
-        duration = float(stream.duration * stream.time_base) if stream.duration else (
-            container.duration / 1e6 if container.duration else 0.0)
-        if not rate or not duration:
+        if stream.duration and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        else:
+            duration = container.duration / 1e6 if container.duration else 0.0
+        count = stream.frames or int(round(duration * rate))
+        if not rate or not count:
             return None
-        span = max(0.0, min(duration, end if end is not None else duration) - (start or 0.0))
-        return max(1, int(span * min(rate, fps) if fps else span * rate))
+        first = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     finally:
         container.close()
+    sampler, n = FpsSampler(fps), 0
+    for i in range(count):
+        t = first + i / rate
+        if start and t < start - 1e-6:
+            continue
+        if end is not None and t > end + 1e-6:
+            break
+        n += sampler.take(t)
+    return n
 
 
+def read_video(path: str) -> torch.Tensor:
+    """Every frame of a video file, as a player shows it (see :func:`iter_video_frames`), as (N, 3, H, W) uint8 RGB.
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`iter_video_frames`.
+    """
+    return torch.stack([torch.from_numpy(f).permute(2, 0, 1) for _, f in iter_video_frames(path)])
+
+
+def count_video_frames(path: str) -> int:
+    """Number of decodable frames of a video file (as many as :func:`read_video` gives), without converting them.
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`iter_video_frames`.
+    """
+    import av
+    container = _open(path)
+    try:
+        n = sum(1 for _ in container.decode(_video_stream(container)))
+    except av.error.FFmpegError as e:
+        raise ValueError(f"video {path!r} is corrupt: decoding failed ({e})") from e
+    finally:
+        container.close()
+    if not n:
+        raise ValueError(f"video {path!r} has no decodable frames")
+    return n
+
+
+# ---------------------------------------------------------------------------------------------------- live sources
 LIVE_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
 
-def iter_stream_frames(url: str, fps: Optional[float] = None) -> Iterator[Tuple[float, np.ndarray]]:
-    """Frames of a live stream (RTSP, RTMP, HTTP, UDP ...) through PyAV, as they arrive: (time in s from the
-    first frame, RGB (H, W, 3) uint8), at most ``fps`` per second. Runs until the stream ends or the caller stops."""
+def iter_stream_frames(url: str, fps: Optional[float] = None, notes: Optional[List[str]] = None
+                       ) -> Iterator[Tuple[float, np.ndarray]]:
+    """Frames of a live stream (RTSP, RTMP, HTTP, UDP ...) through PyAV, as they arrive, as a player shows them.
+
+    Runs until the stream ends or the caller stops.
+
+    Args:
+        url: the stream (any input PyAV opens; a file is read like a stream).
+        fps: frames per second to keep (None or 0: every frame), on the grid of
+            :class:`~clipdfer.data.sampling.FpsSampler`.
+        notes: receives a sentence for each assumption made (frames without timestamps timed by the stream's rate),
+            as :func:`iter_video_frames`.
+
+    Yields:
+        (time in s from the first frame, RGB (H, W, 3) uint8).
+
+    Raises:
+        ValueError: the stream cannot be opened, has no video, or breaks off.
+    """
     try:
         import av
     except ImportError as e:  # pragma: no cover - depends on the install
@@ -141,14 +513,19 @@ def iter_stream_frames(url: str, fps: Optional[float] = None) -> Iterator[Tuple[
         container = av.open(url, timeout=10.0)
     except av.error.FFmpegError as e:
         raise ValueError(f"cannot open stream {url!r}: {e}") from e
+    sampler = FpsSampler(fps)
     try:
-        first, last = None, -1e9
-        for frame in container.decode(video=0):
-            t = float(frame.time) if frame.time is not None else 0.0
+        if not container.streams.video:
+            raise ValueError(f"stream {url!r} has no video")
+        stream = _video_stream(container)
+        clock, orient = _Clock(url, stream, notes), _Orienter(url)
+        first = None
+        for frame in container.decode(stream):
+            t = clock(frame.time)
+            orient.seen(frame)
             first = t if first is None else first
-            if _keep(t - first, last, fps):
-                last = t - first
-                yield last, frame.to_ndarray(format="rgb24")
+            if sampler.take(t - first):
+                yield t - first, orient(frame)
     except av.error.FFmpegError as e:
         raise ValueError(f"stream {url!r} broke off: {e}") from e
     finally:
@@ -157,39 +534,34 @@ def iter_stream_frames(url: str, fps: Optional[float] = None) -> Iterator[Tuple[
 
 def iter_camera_frames(camera: Union[int, str], fps: Optional[float] = None) -> Iterator[Tuple[float, np.ndarray]]:
     """Frames of a camera through OpenCV (``0`` for the first one, or a device path such as ``/dev/video0``): (time
-    in s since the first frame, RGB (H, W, 3) uint8), at most ``fps`` per second, until the camera stops.
+    in s since the first frame, RGB (H, W, 3) uint8), ``fps`` per second on the grid of
+    :class:`~clipdfer.data.sampling.FpsSampler` (None or 0: every frame), until the camera stops.
 
     Times are the wall clock, as frames arrive; a video file given here (for tests) is read through the same path
-    with its own timestamps."""
+    with its own timestamps.
+
+    Raises:
+        ValueError: the camera cannot be opened.
+    """
     import time
     try:
         import cv2
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ImportError("reading a camera needs OpenCV: pip install 'clipdfer[predict]'") from e
+    sampler = FpsSampler(fps)
     capture = cv2.VideoCapture(camera)
     if not capture.isOpened():
         raise ValueError(f"cannot open camera {camera!r}: check the index or device path (0 is the first camera) "
                          f"and that no other program holds it")
     media_time = isinstance(camera, str) and os.path.isfile(camera)
     try:
-        start, last = time.monotonic(), -1e9
+        start = time.monotonic()
         while True:
             ok, bgr = capture.read()
             if not ok:
                 break
             t = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if media_time else time.monotonic() - start
-            if _keep(t, last, fps):
-                last = t
+            if sampler.take(t):
                 yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     finally:
         capture.release()
-
-
-def read_video(path: str) -> torch.Tensor:
-    """Every frame of a video file as (N, 3, H, W) uint8 RGB."""
-    return torch.stack([torch.from_numpy(f).permute(2, 0, 1) for _, f in iter_video_frames(path)])
-
-
-def count_video_frames(path: str) -> int:
-    """Number of decodable frames of a video file."""
-    return int(read_video(path).shape[0])

@@ -1,10 +1,12 @@
-"""Which frames of a clip to use: segment sampling (DFER-CLIP's, to the index) and uniform sampling."""
+"""Which frames to use: of a clip, segment sampling (DFER-CLIP's, to the index) and uniform sampling; of a video
+as it is read, :class:`FpsSampler` (frames on a ``k / fps`` grid)."""
 
+import math
 from typing import List, Optional
 
 import torch
 
-__all__ = ["segment_indices", "uniform_indices", "sample_indices", "SAMPLINGS"]
+__all__ = ["segment_indices", "uniform_indices", "sample_indices", "SAMPLINGS", "FpsSampler"]
 
 SAMPLINGS = ("segment", "uniform", "single")
 
@@ -55,3 +57,69 @@ def sample_indices(num_frames: int, t: int, sampling: str = "segment", train: bo
     if sampling == "single":
         return [num_frames // 2] * t
     raise ValueError(f"frame_sampling={sampling!r}: expected one of {SAMPLINGS}")
+
+
+class FpsSampler:
+    """Decides, frame by frame as a video is read, which frames to keep for ``fps`` frames per second.
+
+    The rule (ours, after FFmpeg's ``fps`` filter): a grid of times ``t0 + k / fps`` is anchored at the first frame
+    offered (``t0``, as the filter's default start time). Each source frame stands for the times up to half a source
+    frame interval after it (the interval estimated as the shorter of the last two gaps between frames). A frame is
+    kept when the next grid point not yet served lies no later than that, i.e. when it is the first frame within
+    half a source interval of the grid point, and then serves every grid point up to that time (ties go to the
+    earlier frame). A frame that follows a gap in the source longer than 1.5 grid intervals is kept and anchors the
+    grid anew, so sampling restarts evenly after a gap, as at the start.
+
+    So a constant-rate source at ``fps`` or faster keeps one frame per grid point, the one nearest to it: ``fps``
+    frames per second whatever the source rate, unchanged by timestamps that wobble by much less than half a source
+    interval; a slower source keeps every frame. Unlike the filter, it never repeats a frame to fill a grid point
+    without one (slow sources, gaps) and it decides at once, without waiting for the next frame; and the filter
+    (``round=near``) keeps the last frame whose time rounds to a grid point, up to half a grid interval after it,
+    where this keeps the nearest (e.g. from 24 fps to 8 fps: source frames 1, 4, 7 ... there, 0, 3, 6 ... here;
+    the same count).
+
+    Args:
+        fps: frames per second to keep; None or 0 keeps every frame.
+
+    Raises:
+        ValueError: ``fps`` is negative or not finite.
+
+    Example:
+        >>> sampler = FpsSampler(8)
+        >>> [t for t in (i / 25 for i in range(13)) if sampler.take(t)]  # 25 fps source: one frame per 1/8 s
+        [0.0, 0.12, 0.24, 0.36, 0.48]
+    """
+
+    tolerance = 1e-6  # s: times this close count as equal (so rounding of timestamps never flips a decision)
+
+    def __init__(self, fps: Optional[float] = None):
+        if fps is not None and (not math.isfinite(fps) or fps < 0):
+            raise ValueError(f"fps={fps!r}: expected a positive number of frames per second, or None (or 0) to keep "
+                             f"every frame")
+        self.fps = float(fps) if fps else None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every frame seen: the next one anchors a new grid."""
+        self._t0: Optional[float] = None
+        self._next = 0  # index of the first grid point not yet served
+        self._last: Optional[float] = None  # time of the last frame offered
+        self._gaps: List[float] = []  # the last two intervals between frames offered (s)
+
+    def take(self, t: float) -> bool:
+        """Whether to keep the frame at time ``t`` (in s; frames in the order they are shown)."""
+        gap = None
+        if self._last is not None:
+            gap = max(0.0, t - self._last)
+            self._gaps = (self._gaps + [gap])[-2:]
+        self._last = t
+        if self.fps is None:
+            return True
+        half = min(self._gaps) / 2.0 if self._gaps else 0.0
+        reach = t + half + self.tolerance  # the latest time this frame stands for
+        if self._t0 is None or (gap is not None and gap > 1.5 / self.fps + self.tolerance):
+            self._t0 = t  # the first frame, or the first after a gap: the grid starts here
+        elif self._t0 + self._next / self.fps > reach:
+            return False
+        self._next = math.floor((reach - self._t0) * self.fps) + 1
+        return True

@@ -1,13 +1,18 @@
 """Following every face through a video: detection, association frame to frame, track birth and death, shot cuts.
 
-A track exists from its first to its last detection. Between detections (frames the detector missed, or frames not
-searched with ``detect_every > 1``) its box is interpolated once the next detection arrives; a track not found in
+A track exists from its first detection to its last one. Between detections (frames the detector missed, or frames
+not searched with ``detect_every > 1``) its box is interpolated once the next detection arrives; a track not found in
 ``max_missing`` searches in a row ends at its last detection, so a face that leaves is never followed onto the
-background. A track shorter than ``min_track_frames`` is dropped (a false detection, a face passing by), and a shot
-cut ends every track. Ids are given to kept tracks only, 1, 2, 3 ... in the order they are confirmed.
+background. A shot cut ends every track, and so does the end of the stream: a track found at the last search before
+them goes on, at its velocity, over the frames after that search that were not searched, up to the last frame of the
+shot. A track whose detections span fewer than ``min_track_frames`` frames is dropped (a false detection, a face
+passing by). Ids are given to kept tracks only, 1, 2, 3 ... in the order they are confirmed (tracks confirmed with the
+same frame: the oldest first).
 
-Boxes therefore become final with a delay (at most :attr:`FaceTracker.max_delay` frames): each call of
-:meth:`FaceTracker.update` returns the boxes that became final with that frame, possibly of earlier frames.
+Every kept track has exactly one box at every frame from its first frame to its last. Boxes become final with a delay
+(at most :attr:`FaceTracker.max_delay` frames): each call of :meth:`FaceTracker.update` returns the boxes that became
+final with that frame, possibly of earlier frames, and :attr:`TrackerStep.final_until` says up to which frame every
+box has been given.
 """
 
 import dataclasses
@@ -15,7 +20,7 @@ from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .detect import Box, Face, FaceDetector, make_detector
+from .detect import Box, Face, FaceDetector, _check_frame, make_detector
 
 __all__ = ["FaceTracker", "TrackBox", "Track", "TrackerStep", "ShotCutDetector", "track_faces", "iou"]
 
@@ -40,8 +45,17 @@ class TrackBox:
 
 @dataclasses.dataclass
 class Track:
-    """A kept track: its id, first and last frame (both detections), how many frames had a detection, and (from
-    :func:`track_faces`) its box at every frame of its span."""
+    """A kept track.
+
+    Attributes:
+        id: 1, 2, 3 ... in the order the tracks were kept.
+        first_frame: index of its first frame (a detection).
+        last_frame: index of its last frame: its last detection, or, when a shot cut or the end of the stream ended
+            it, the last frame before the cut (or of the stream) if the last search found it.
+        detections: how many of its frames had a detection (the others are interpolated or extrapolated).
+        boxes: {frame index: (x0, y0, x1, y1)} at every frame first_frame..last_frame; filled by
+            :func:`track_faces` only (:meth:`FaceTracker.update` gives the boxes as :class:`TrackBox` es).
+    """
     id: int
     first_frame: int
     last_frame: int
@@ -55,13 +69,17 @@ class Track:
 
 @dataclasses.dataclass
 class TrackerStep:
-    """What one :meth:`FaceTracker.update` call learned.
+    """What one :meth:`FaceTracker.update` (or :meth:`FaceTracker.finish`) call learned.
 
     Attributes:
-        boxes: boxes that became final, in frame order per track (they may be of earlier frames).
-        ended: kept tracks that ended (a face left, a shot cut, the end of the stream).
+        boxes: boxes that became final, in frame order per track (they may be of earlier frames). Each box of a kept
+            track is given once, and no box is given for a track that is dropped.
+        ended: kept tracks that ended (a face left, a shot cut, the end of the stream). Every box of an ended track
+            has been given by this step (in this step's ``boxes`` or earlier).
         cut: a shot cut was found at this frame.
-        final_until: every box of frames up to this index has been given (-1: none yet).
+        final_until: every box of every frame up to this index has been given, in this step or earlier: no later
+            step gives a box of such a frame (-1: none yet). It never decreases; after :meth:`FaceTracker.finish` it
+            is the last frame's index.
     """
     boxes: List[TrackBox]
     ended: List[Track]
@@ -79,6 +97,10 @@ class ShotCutDetector:
             raise ValueError(f"threshold={threshold}: expected a distance in (0, 1]")
         self.threshold, self.bins = threshold, bins
         self._previous: Optional[np.ndarray] = None
+
+    def reset(self) -> None:
+        """Forget the previous frame (the next one starts no shot)."""
+        self._previous = None
 
     def histogram(self, frame: np.ndarray) -> np.ndarray:
         step = max(1, max(frame.shape[:2]) // 64)
@@ -101,8 +123,8 @@ class ShotCutDetector:
 @dataclasses.dataclass
 class _Live:
     first_frame: int
-    last_frame: int  # last detection
-    box: Box  # box at the last detection (smoothed)
+    last_frame: int  # last detection (or last frame of a shot, when extended over unsearched frames)
+    box: Box  # box at last_frame (smoothed)
     velocity: Box = (0.0, 0.0, 0.0, 0.0)  # per frame, from the last detections
     detections: int = 1
     misses: int = 0  # searches in a row without it
@@ -129,10 +151,19 @@ class FaceTracker:
         match_iou: overlap a detection needs with where the track is expected (its last box moved at its recent
             velocity) or with its last box, to continue it.
         max_missing: searches in a row a track may miss before it ends at its last detection.
-        min_track_frames: tracks spanning fewer frames are dropped.
+        min_track_frames: tracks whose detections span fewer frames (first to last detection) are dropped; the frames
+            a track is extended over at a cut or at the end of the stream do not count.
         smoothing: weight of the expected box (the last one moved at the track's velocity) against the detection in
             a continuing track's box; 0 (the default) keeps YuNet's boxes as they are, which follow a moving face best.
         cut_threshold: histogram distance of a shot cut (see :class:`ShotCutDetector`); None: no cut detection.
+
+    Attributes:
+        frames_with_face: how many searched frames had at least one detection (kept track or not). With
+            ``detect_every > 1`` only every k-th frame (and each cut) is searched, so this is not the number of frames
+            with a face box: count the frames of the boxes given for that.
+
+    Raises:
+        ValueError: an argument out of its range.
     """
 
     def __init__(self, detector: Union[str, FaceDetector] = "auto", min_score: Optional[float] = None,
@@ -142,7 +173,7 @@ class FaceTracker:
                                  ("min_track_frames", min_track_frames, 1)):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r}: expected an integer >= {low}")
-        if not 0 <= smoothing < 1:
+        if not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
             raise ValueError(f"smoothing={smoothing}: expected a weight in [0, 1)")
         self.detector = make_detector(detector, min_score)
         self.detect_every, self.match_iou, self.max_missing = detect_every, match_iou, max_missing
@@ -158,35 +189,53 @@ class FaceTracker:
         self._next_id = 1
         self.frames_with_face = 0
         if self.cuts is not None:
-            self.cuts._previous = None
+            self.cuts.reset()
 
     @property
     def max_delay(self) -> int:
-        """The most frames by which a box can be final after its frame arrived (to size a buffer of frames)."""
+        """An upper bound on how late a box is given, in frames: the box of frame j is given by the :meth:`update`
+        of frame j + max_delay at the latest (or by :meth:`finish`), and ``final_until`` is never more than max_delay
+        frames behind the frame just taken. A buffer of the last max_delay + 1 frames therefore holds the frame of
+        every box still to come."""
         return self.min_track_frames + (self.max_missing + 1) * self.detect_every
 
     # ------------------------------------------------------------------------------------------ stepping
     def update(self, frame: np.ndarray) -> TrackerStep:
-        """Take the next frame (RGB (H, W, 3) uint8); returns what became final with it."""
+        """Take the next frame; returns what became final with it.
+
+        Args:
+            frame: RGB (H, W, 3) uint8.
+
+        Raises:
+            ValueError: the frame is not an RGB (H, W, 3) uint8 array.
+        """
+        _check_frame(frame)
         self._index += 1
         i = self._index
         boxes: List[TrackBox] = []
         ended: List[Track] = []
         cut = bool(self.cuts.update(frame)) if self.cuts is not None else False
-        if cut:
+        if cut:  # the last shot ends at the previous frame
             boxes += self._extend_unsearched(i - 1)
             ended += self._end_all()
         if cut or self._last_search is None or i - self._last_search >= self.detect_every:
             self._last_search = i
             faces = self.detector.detect(frame)
             self.frames_with_face += bool(faces)
-            boxes, more_ended = self._associate(i, faces)
-            ended += more_ended
+            found, lost = self._associate(i, faces)
+            boxes += found
+            ended += lost
         return TrackerStep(boxes, ended, cut, self._final_until())
 
     def finish(self) -> TrackerStep:
-        """End of the stream: every live track ends. Short ones are dropped, unless the whole stream was shorter than
-        ``min_track_frames`` (then no track could be longer, and the faces it has are kept)."""
+        """End of the stream: every live track ends (extended over the unsearched frames at the end, as at a cut).
+
+        Short tracks are dropped, unless the whole stream was shorter than ``min_track_frames`` (then no track could
+        be longer, and the faces it has are kept).
+
+        Returns:
+            The last boxes and every kept track still live; ``final_until`` is the last frame's index.
+        """
         boxes = self._extend_unsearched(self._index)
         if self._index + 1 < self.min_track_frames:
             for t in self._live:
@@ -198,10 +247,14 @@ class FaceTracker:
 
     def _extend_unsearched(self, until: int) -> List[TrackBox]:
         """Tracks found at the last search go on, at their velocity, over the frames after it that were not searched
-        (``detect_every > 1``) up to frame ``until``: the end of the stream or of a shot."""
+        (``detect_every > 1``) up to frame ``until``: the last frame of the stream or of a shot, which no later search
+        can reach. A track the last search missed is not extended (it ends at its last detection). The frames added
+        do not count towards ``min_track_frames``: a track not kept yet stays so (its boxes wait in ``pending``)."""
         boxes: List[TrackBox] = []
         for t in self._live:
-            if t.misses or t.last_frame >= until or until - t.last_frame >= self.detect_every:
+            # found at the last search <=> t.last_frame == self._last_search (a miss leaves it at an earlier frame);
+            # the frames after that search up to `until` (fewer than detect_every) were all unsearched
+            if t.last_frame != self._last_search or t.last_frame >= until:
                 continue
             extra = [(j, _predict(t, j), False) for j in range(t.last_frame + 1, until + 1)]
             t.last_frame, t.box = until, extra[-1][1]
@@ -212,6 +265,8 @@ class FaceTracker:
         return boxes
 
     def _final_until(self) -> int:
+        # a kept live track may still give boxes after its last frame, one not kept yet all of its frames; a track
+        # born later starts after the current frame (extension and interpolation never reach before a track's start)
         limit = self._index
         for t in self._live:
             limit = min(limit, t.last_frame if t.id is not None else t.first_frame - 1)
@@ -220,12 +275,13 @@ class FaceTracker:
     def _associate(self, i: int, faces: List[Face]) -> Tuple[List[TrackBox], List[Track]]:
         expected = [_predict(t, i) for t in self._live]
         # overlap with where the track should be, or where it was last (a face that stops or turns back)
-        pairs = sorted(((max(iou(expected[ti], f.box), iou(t.box, f.box)), ti, fi) for ti, t in enumerate(self._live)
-                        for fi, f in enumerate(faces)), reverse=True)
+        # ties: the older track and the larger face first
+        pairs = sorted(((-max(iou(expected[ti], f.box), iou(t.box, f.box)), ti, fi)
+                        for ti, t in enumerate(self._live) for fi, f in enumerate(faces)))
         matched_t, matched_f = set(), set()
         boxes: List[TrackBox] = []
-        for overlap, ti, fi in pairs:  # greedy: the best overlaps first (a handful of faces: as good as optimal)
-            if overlap < self.match_iou:
+        for negative, ti, fi in pairs:  # greedy: the best overlaps first (a handful of faces: as good as optimal)
+            if -negative < self.match_iou:
                 break
             if ti in matched_t or fi in matched_f:
                 continue
@@ -246,9 +302,9 @@ class FaceTracker:
         self._live = survivors
         for fi, f in enumerate(faces):
             if fi not in matched_f:
-                t = _Live(first_frame=i, last_frame=i, box=f.box, pending=[(i, f.box, True)])
-                self._live.append(t)
-                boxes += self._maybe_keep(t)
+                self._live.append(_Live(first_frame=i, last_frame=i, box=f.box, pending=[(i, f.box, True)]))
+        for t in self._live:  # oldest first: tracks confirmed with the same frame get ids in the order of their birth
+            boxes += self._maybe_keep(t)
         return boxes, ended
 
     def _continue(self, t: _Live, i: int, box: Box) -> List[TrackBox]:
@@ -262,8 +318,8 @@ class FaceTracker:
         t.detections += 1
         if t.id is not None:
             return [TrackBox(t.id, j, b, d) for j, b, d in gap + [(i, new, True)]]
-        t.pending += gap + [(i, new, True)]
-        return self._maybe_keep(t)
+        t.pending += gap + [(i, new, True)]  # until it is kept (see _maybe_keep)
+        return []
 
     def _maybe_keep(self, t: _Live) -> List[TrackBox]:
         if t.id is not None or t.last_frame - t.first_frame + 1 < self.min_track_frames:

@@ -1,0 +1,251 @@
+"""Many sources: one bad source does not stop the others, results saved as they come, runs that resume, shards.
+
+    from clipdfer.inference import BatchRun, Predictor, expand_sources
+    run = BatchRun(Predictor("clip_zeroshot_vitb32"), expand_sources(["videos/"]), out_dir="results")
+    for item in run:                     # this process's share, in order; each result written as it is done
+        print(item.index, item.result.source, "failed" if item.failed else "ok")
+    run.write_summary()                  # results/summary.csv
+
+Sharding: under ``torchrun --nproc_per_node N`` (or any launcher that sets ``RANK`` / ``WORLD_SIZE``) each process
+takes every N-th source and its own GPU (``cuda:LOCAL_RANK``); ``shard=(i, n)`` (``--shard i/n``, 0 <= i < n) does
+the same for independent jobs such as a Slurm job array; both together split each shard among the processes. The
+shares are disjoint and together hold every source once.
+"""
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from .results import FailedSource, Prediction, result_from_dict
+from .sources import source_name
+
+__all__ = ["BatchRun", "BatchItem", "predict_many", "parse_shard", "process_share", "output_names",
+           "SUMMARY_COLUMNS"]
+
+_logger = logging.getLogger(__name__)
+SUMMARY_COLUMNS = ("source", "faces", "frames", "seconds", "status", "error", "processing_s", "result")
+# Errors that are not one source's fault: they stop the run instead of being recorded against every source.
+_FATAL = (ImportError, MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
+
+
+def parse_shard(text: str) -> Tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)``: the i-th of n shares, 0 <= i < n (``--shard 0/4`` ... ``--shard 3/4``).
+
+    Raises:
+        ValueError: not of the form i/n with 0 <= i < n.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise ValueError(f"shard {text!r}: expected i/n with 0 <= i < n, e.g. 0/4 ... 3/4 (for a Slurm array: "
+                         f"--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT with ids from 0)")
+    return int(match[1]), int(match[2])
+
+
+def process_share(shard: Optional[Tuple[int, int]] = None) -> Tuple[int, int]:
+    """This process's share ``(index, count)``: ``shard`` (default 0/1) split among the ``WORLD_SIZE`` processes
+    of a torchrun launch (this one is ``RANK``)."""
+    index, count = shard or (0, 1)
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    return index * world + rank, count * world
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "source"
+
+
+def output_names(sources: Sequence) -> List[str]:
+    """A distinct file stem per source, the same for the same list in every process: the file's name without its
+    extension; where names collide, the path from the colliding files' common folder (``a__clip``, ``b__clip``),
+    then with the extension (``clip_mp4``, ``clip_avi``), then with a hash of the absolute path."""
+    from .sources import is_live
+    paths = [os.path.abspath(s) if isinstance(s, (str, os.PathLike)) and not is_live(os.fspath(s)) else None
+             for s in sources]
+
+    def split(path: str) -> Tuple[str, str]:
+        return ("", "") if path is None else ((path, "") if os.path.isdir(path) else os.path.splitext(path))
+
+    def level(i: int, depth: int, group: List[int]) -> str:
+        if paths[i] is None:
+            name = _safe(source_name(sources[i]).split("://", 1)[-1])
+        elif depth == 0:
+            name = _safe(os.path.basename(split(paths[i])[0]))
+        else:
+            root = os.path.commonpath([os.path.dirname(paths[j]) for j in group if paths[j] is not None])
+            stem, ext = split(os.path.relpath(paths[i], root))
+            name = "__".join(_safe(part) for part in stem.split(os.sep))
+            name += "_" + _safe(ext) if depth >= 2 and ext else ""
+        return name if depth < 3 else f"{name}-{hashlib.sha1(f'{paths[i] or name}|{i}'.encode()).hexdigest()[:8]}"
+
+    names = [level(i, 0, [i]) for i in range(len(sources))]
+    for depth in (1, 2, 3):
+        groups: Dict[str, List[int]] = {}
+        for i, name in enumerate(names):
+            groups.setdefault(name.lower(), []).append(i)  # case-insensitive file systems (macOS, Windows)
+        clashes = [g for g in groups.values() if len(g) > 1]
+        if not clashes:
+            break
+        for group in clashes:
+            for i in group:
+                names[i] = level(i, depth, group)
+    return names
+
+
+@dataclasses.dataclass
+class BatchItem:
+    """One source of a batch: its index in the whole list, the source, its result, and whether the result was read
+    back from a previous run's file instead of computed."""
+    index: int
+    source: object
+    result: Union[Prediction, FailedSource]
+    reused: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return isinstance(self.result, FailedSource)
+
+
+def _write_json(path: str, data: Dict) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class BatchRun:
+    """Predict on this process's share of ``sources``, one source at a time, each failure recorded and skipped.
+
+    Args:
+        predictor: the :class:`clipdfer.inference.Predictor` to run.
+        sources: every source of the job, in order (see :func:`clipdfer.inference.expand_sources`); every process
+            of a sharded job must get the same list.
+        out_dir: write each source's result as ``DIR/<name>.json`` as soon as it is done (:func:`output_names`),
+            and a ``summary.csv`` with :meth:`write_summary`; a source whose file holds its result is not run again.
+        shard: ``(i, n)``: take the i-th of n shares (see :func:`process_share`; torchrun's ranks split it further).
+        overwrite: run every source again, even those with a result in ``out_dir``.
+        retry_failed: run the sources whose file in ``out_dir`` records a failure again.
+        **run_kwargs: for :meth:`Predictor.run` (``fps``, ``start``, ``end``, ``folder_fps``, ``progress``).
+
+    A source fails (and is recorded as a :class:`FailedSource`) when it cannot be predicted: no face, corrupt, no
+    video stream, unreadable. Errors that are not one source's fault (a missing package, out of memory) stop the run;
+    the results written so far stay.
+    """
+
+    def __init__(self, predictor, sources: Sequence, out_dir: Optional[str] = None,
+                 shard: Optional[Tuple[int, int]] = None, overwrite: bool = False, retry_failed: bool = False,
+                 **run_kwargs):
+        self.predictor, self.sources = predictor, list(sources)
+        self.out_dir, self.overwrite, self.retry_failed, self.run_kwargs = out_dir, overwrite, retry_failed, run_kwargs
+        self.share = process_share(shard)
+        self.names = output_names(self.sources)
+        index, count = self.share
+        self.indices = [i for i in range(len(self.sources)) if i % count == index]
+        if out_dir:
+            os.makedirs(out_dir, exist_ok=True)
+
+    def path(self, index: int) -> Optional[str]:
+        """The result file of source ``index`` (None without ``out_dir``)."""
+        return os.path.join(self.out_dir, f"{self.names[index]}.json") if self.out_dir else None
+
+    def saved(self, index: int) -> Optional[Union[Prediction, FailedSource]]:
+        """The result of source ``index`` in ``out_dir`` (None: no complete file for this source)."""
+        path = self.path(index)
+        if path is None or not os.path.isfile(path):
+            return None
+        try:
+            with open(path) as f:
+                result = result_from_dict(json.load(f))
+        except (OSError, ValueError) as e:
+            _logger.warning("%s is not a complete result (%s): running its source again", path, e)
+            return None
+        if result.source != source_name(self.sources[index]):
+            _logger.warning("%s holds the result of %s, not of %s: running it again", path, result.source,
+                            source_name(self.sources[index]))
+            return None
+        return result
+
+    def __iter__(self) -> Iterator[BatchItem]:
+        for i in self.indices:
+            if not self.overwrite:
+                result = self.saved(i)
+                if result is not None and not (self.retry_failed and isinstance(result, FailedSource)):
+                    yield BatchItem(i, self.sources[i], result, reused=True)
+                    continue
+            yield BatchItem(i, self.sources[i], self._run(i))
+
+    def _run(self, index: int) -> Union[Prediction, FailedSource]:
+        source = self.sources[index]
+        try:
+            result = self.predictor.run(source, **self.run_kwargs)
+        except _FATAL:
+            raise
+        except Exception as e:  # one source's failure is its result; the run goes on
+            _logger.info("%s failed: %s: %s", source_name(source), type(e).__name__, e)
+            result = FailedSource(source_name(source), str(e), type(e).__name__)
+        if self.out_dir:
+            _write_json(self.path(index), result.to_dict())
+        return result
+
+    def write_summary(self, path: Optional[str] = None) -> str:
+        """Write the table of every source (not only this process's share) from the files in ``out_dir``: source,
+        faces, frames, seconds (of video read), status (``ok``, ``failed``, ``pending``: no result yet), error,
+        processing_s, result (the file); atomically. Returns its path.
+
+        Raises:
+            ValueError: the run has no ``out_dir`` and no ``path`` is given.
+        """
+        path = path or (os.path.join(self.out_dir, "summary.csv") if self.out_dir else None)
+        if path is None:
+            raise ValueError("write_summary needs out_dir (or a path)")
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(SUMMARY_COLUMNS)
+            for i, source in enumerate(self.sources):
+                result = self.saved(i) if self.out_dir else None
+                name = os.path.basename(self.path(i)) if self.out_dir else ""
+                if result is None:
+                    writer.writerow([source_name(source), "", "", "", "pending", "", "", ""])
+                elif isinstance(result, FailedSource):
+                    writer.writerow([result.source, "", "", "", "failed", result.error, "", name])
+                else:
+                    writer.writerow([result.source, len(result.faces), result.frames_used, f"{result.seconds:.3f}",
+                                     "ok", "", f"{result.timings.get('total_s', 0.0):.3f}", name])
+        os.replace(tmp, path)
+        return path
+
+
+def predict_many(sources: Sequence, model: Union[str, torch.nn.Module] = "clip_zeroshot_vitb32",
+                 out_dir: Optional[str] = None, shard: Optional[Tuple[int, int]] = None, overwrite: bool = False,
+                 retry_failed: bool = False, fps: Optional[float] = 8.0, start: Optional[float] = None,
+                 end: Optional[float] = None, folder_fps: float = 25.0, **predictor_kwargs
+                 ) -> List[Union[Prediction, FailedSource]]:
+    """Predict on many sources with one model: a result per source of this process's share, in order; a source
+    that fails gives a :class:`FailedSource` instead of stopping the others.
+
+    Args:
+        sources: files, folders, globs, text files of paths ... (expanded with
+            :func:`clipdfer.inference.expand_sources`).
+        out_dir / shard / overwrite / retry_failed: see :class:`BatchRun` (with ``out_dir``, ``summary.csv`` is
+            written at the end).
+        fps / start / end / folder_fps: see :meth:`Predictor.run`.
+        **predictor_kwargs: for :class:`clipdfer.inference.Predictor` (``pretrained``, ``device``, ``dtype`` ...).
+    """
+    from .predictor import Predictor
+    from .sources import expand_sources
+    predictor = Predictor(model, **predictor_kwargs)
+    run = BatchRun(predictor, expand_sources(sources), out_dir, shard, overwrite, retry_failed, fps=fps, start=start,
+                   end=end, folder_fps=folder_fps)
+    results = [item.result for item in run]
+    if out_dir:
+        run.write_summary()
+    return results

@@ -1,0 +1,370 @@
+"""One source through the pipeline: :class:`Predictor` builds the stages once; each run streams a source through them.
+
+    source -> frames with times (sources.py) -> faces -> tracks -> crops (tracking.py, in a background thread)
+           -> windows (windows.py) -> scores (scoring.py) -> timelines (results.py) -> outputs (outputs.py)
+"""
+
+import os
+import time
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from ..faces import FaceTracker
+from .outputs import FrameDrawer, Label
+from .results import FaceTimeline, Prediction, WindowResult
+from .scoring import WindowScorer
+from .sources import estimate_frames, iter_source, source_name
+from .tracking import TrackedFrame, TrackingStage, WholeFrames, background
+from .windows import FaceWindows, Window
+
+__all__ = ["Predictor", "predict", "NoFaceError"]
+
+
+class NoFaceError(ValueError):
+    """No face was found in the source."""
+
+
+class _Session:
+    """One pass of a stream of tracked frames through windows, scores and timelines (see :meth:`Predictor.stream`).
+
+    What it holds: the crops of the live tracks (T per face at most), the windows waiting for a batch, each face's
+    timeline (its scored windows), and with drawing, the frames not drawn yet.
+    """
+
+    def __init__(self, predictor: "Predictor", draw: Optional[Callable] = None):
+        self.p = predictor
+        self.live: Dict[int, FaceWindows] = {}  # faces on screen
+        self.timelines: Dict[int, FaceTimeline] = {}  # every face seen
+        self.due: List[Window] = []
+        self.ending: List[int] = []  # faces that ended, finished once their last windows are scored
+        self.drawer = FrameDrawer(draw) if draw is not None else None
+        self.eager = predictor.live or draw is not None  # score each window at once (live, or drawing waits on it)
+        self.model_s = 0.0
+
+    def take(self, event: TrackedFrame) -> List[WindowResult]:
+        """Take one frame's tracking results; returns the windows scored with it."""
+        if self.drawer is not None and event.image is not None:
+            self.drawer.add_frame(event.index, event.time, event.image)
+        for crop in event.crops:
+            faces = self.live.get(crop.face_id)
+            if faces is None:
+                faces = self.live[crop.face_id] = FaceWindows(crop.face_id, crop.index, self.p.window, self.p.stride)
+                self.timelines[crop.face_id] = FaceTimeline(crop.face_id, crop.index, crop.index, crop.time,
+                                                            crop.time)
+            timeline = self.timelines[crop.face_id]
+            timeline.last_frame, timeline.end = crop.index, crop.time
+            if self.drawer is not None:
+                self.drawer.add_box(crop.face_id, crop.index, crop.box)
+            window = faces.add(crop)
+            if window is not None:
+                self.due.append(window)
+        for track in event.ended:
+            faces = self.live.pop(track.id, None)  # its crops go with it: only the timeline stays
+            if faces is None:
+                continue
+            self.timelines[track.id].detections = track.detections
+            window = faces.finish()
+            if window is not None:
+                self.due.append(window)
+            self.ending.append(track.id)
+        end = event.index < 0
+        out = self._score() if end or len(self.due) >= self.p.batch_size or (self.eager and self.due) else []
+        if self.drawer is not None:
+            self.drawer.draw_until(event.final_until, self._label)
+        return out
+
+    def _score(self) -> List[WindowResult]:
+        start = time.perf_counter()
+        windows, self.due = self.due, []
+        probs = self.p.scorer(windows)
+        names = list(self.p.net.class_names)
+        results = []
+        for window, p in zip(windows, probs.tolist()):
+            first, last = window.crops[0], window.crops[-1]
+            r = WindowResult(window.face_id, first.time, last.time, first.index, last.index, dict(zip(names, p)))
+            self.timelines[window.face_id].windows.append(r)
+            results.append(r)
+        for face_id in self.ending:  # every window of these faces is scored now
+            self.timelines[face_id].finish(self.p.top_k)
+        self.ending = []
+        self.model_s += time.perf_counter() - start
+        return results
+
+    def _label(self, face_id: int, frame: int) -> Label:
+        faces = self.live.get(face_id)
+        timeline = self.timelines[face_id]
+        if faces is not None:
+            covering = timeline.window_at(frame)
+            if covering is not None:
+                return True, covering
+            if faces.may_cover(frame):
+                return False, None
+        return True, timeline.nearest_window(frame)
+
+    def faces(self) -> List[FaceTimeline]:
+        """The faces with at least one window, by id."""
+        return [self.timelines[k] for k in sorted(self.timelines) if self.timelines[k].windows]
+
+
+class Predictor:
+    """Expression timelines of every face in a source: the model, the face tracker's settings and the stages, built
+    once and used for any number of sources.
+
+    Args:
+        model: a registered name, a ``local-dir:``/``hf-hub:`` name, or a model instance.
+        pretrained: load the model's default weights (False: random weights, with a notice).
+        checkpoint: a weights file or saved directory instead.
+        window: frames per window (default: the model's T; models that need exactly T frames accept only T).
+        stride: frames between window starts (default window / 2).
+        detect_faces: find and follow faces; False scores the centre square of whole frames as one "face".
+        detector / min_face_score / detect_every / min_track_frames / max_missing / cut_threshold: the face tracker's
+            (see :class:`clipdfer.faces.FaceTracker`).
+        margin: context around each face box, as a fraction of its longer side on each side.
+        top_k: how many classes each face's ``top_k`` lists.
+        batch_size: windows per forward pass (windows of every face on screen are batched together).
+        device: ``cuda`` / ``cuda:1`` / ``cpu`` (default: CUDA when available).
+        dtype: run the model under ``torch.autocast`` in this dtype (``"bf16"``, ``"fp16"`` or a torch dtype);
+            None: as the model is.
+        live: score each window as soon as it completes (a camera, a stream) instead of in batches.
+        background: decode, detect and track in a background thread while the model scores.
+
+    Raises:
+        ValueError: a window the model cannot take, a model without classifier, an unknown dtype.
+    """
+
+    def __init__(
+            self,
+            model: Union[str, torch.nn.Module] = "clip_zeroshot_vitb32",
+            pretrained: bool = True,
+            checkpoint: Optional[str] = None,
+            window: Optional[int] = None,
+            stride: Optional[int] = None,
+            detect_faces: bool = True,
+            detector="auto",
+            min_face_score: Optional[float] = None,
+            detect_every: int = 1,
+            min_track_frames: int = 4,
+            max_missing: int = 3,
+            cut_threshold: Optional[float] = 0.45,
+            margin: float = 0.25,
+            top_k: int = 3,
+            batch_size: int = 8,
+            device: Optional[str] = None,
+            dtype: Union[None, str, torch.dtype] = None,
+            live: bool = False,
+            background: bool = True,
+    ):
+        import clipdfer
+        from ..data.transforms import build_transform
+        from ..faces import make_detector
+        start = time.perf_counter()
+        if isinstance(model, torch.nn.Module):
+            net, self.model_name = model, type(model).__name__
+        else:
+            self.model_name = model
+            if checkpoint and os.path.isdir(checkpoint):
+                net = clipdfer.create_model(f"local-dir:{checkpoint}")
+            elif model.startswith(("local-dir:", "hf-hub:")):
+                net = clipdfer.create_model(model)
+            else:
+                net = clipdfer.create_model(model, pretrained=pretrained and not checkpoint, checkpoint_path=checkpoint)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.net = net.eval().to(self.device)
+        self.load_seconds = time.perf_counter() - start
+        if not self.net.num_classes:
+            raise ValueError("the model has no classifier (reset_classifier(0)): predict needs class scores; give it "
+                             "classes with model.set_classes([...]) or a linear head with reset_classifier(n)")
+        self.window = window or self.net.num_frames
+        required = self.net.required_num_frames
+        if required is not None and self.window != required:
+            raise ValueError(f"window={self.window}: {type(self.net).__name__} scores clips of exactly T={required} "
+                             f"frames; leave window unset (or build the model with num_frames={self.window})")
+        self.stride = stride or max(1, self.window // 2)
+        if self.window < 1 or self.stride < 1:
+            raise ValueError(f"window={self.window}, stride={self.stride}: expected positive numbers of frames")
+        cfg = self.net.pretrained_cfg
+        self.size = cfg.input_size[-1]
+        self._transform = build_transform(cfg, train=False)
+        self.detect_faces, self.margin, self.top_k = detect_faces, margin, top_k
+        self.batch_size, self.live, self.background = max(1, batch_size), live, background
+        self.scorer = WindowScorer(self.net, self.device, self.batch_size, dtype)
+        face_detector = make_detector(detector, min_face_score) if detect_faces else None  # shared by every run
+        self._tracker_args = dict(detector=face_detector, detect_every=detect_every, min_track_frames=min_track_frames,
+                                  max_missing=max_missing, cut_threshold=cut_threshold)
+        FaceTracker(**self._tracker_args) if detect_faces else None  # check the settings now, not at the first run
+        self.detector_name = face_detector.name if face_detector is not None else None
+
+    @property
+    def class_names(self) -> List[str]:
+        """The model's classes now (they follow ``model.set_classes``)."""
+        return list(self.net.class_names)
+
+    @property
+    def notice(self) -> Optional[str]:
+        """Set when the model's weights make its probabilities meaningless."""
+        state = self.net.weights_notice()
+        return (f"NOT MEANINGFUL: this model has {state}; these probabilities only show that the pipeline runs."
+                if state else None)
+
+    def _prepare(self, crop: np.ndarray) -> torch.Tensor:
+        """A (S, S, 3) uint8 crop -> (3, S, S) prepared as the model's pretrained cfg says."""
+        return self._transform(torch.from_numpy(crop).permute(2, 0, 1).unsqueeze(0))[0]
+
+    def tracking_stage(self) -> TrackingStage:
+        """A fresh tracking stage (its own tracker) for one stream."""
+        tracker = FaceTracker(**self._tracker_args) if self.detect_faces else WholeFrames()
+        return TrackingStage(tracker, self._prepare, self.margin, self.size)
+
+    def _events(self, stage: TrackingStage, frames: Iterable[Tuple[float, np.ndarray]]) -> Iterator[TrackedFrame]:
+        events = stage(frames)
+        return background(events) if self.background else events
+
+    def stream(self, frames: Iterable[Tuple[float, np.ndarray]]) -> Iterator[WindowResult]:
+        """Score a stream of ``(time in s, RGB (H, W, 3) uint8)`` frames; yields each face's windows as they complete.
+
+        Works on an endless source (a camera): stop iterating whenever you like. What is held is bounded by the faces
+        on screen (T crops each) and the tracker's delay, not by the length of the stream or the faces seen.
+        """
+        session = _Session(self)
+        events = self._events(self.tracking_stage(), frames)
+        try:
+            for event in events:
+                yield from session.take(event)
+        finally:
+            events.close()
+
+    def run(self, source, fps: Optional[float] = 8.0, start: Optional[float] = None, end: Optional[float] = None,
+            folder_fps: float = 25.0, progress: bool = False, annotate: Optional[str] = None,
+            on_window: Optional[Callable[[WindowResult], None]] = None) -> Prediction:
+        """Predict on a whole source (see :func:`clipdfer.inference.iter_source`) and collect every face's timeline.
+
+        Args:
+            fps: frames per second to take, on the ``k / fps`` grid (None or 0: every frame).
+            start / end: the time range to read, in seconds.
+            folder_fps: the frame rate of a folder of frames or a tensor.
+            progress: show a progress bar of the frames read.
+            annotate: write the frames used, with each face's box, id and top class, to this video file (with the
+                source's timing).
+            on_window: called with each :class:`WindowResult` as it completes (e.g. to print a live timeline).
+
+        With ``live=True``, Ctrl-C (KeyboardInterrupt) ends the source and the faces seen so far are the result.
+
+        Raises:
+            NoFaceError: no face was found (or followed long enough to score).
+            FileNotFoundError, ValueError: the source cannot be read.
+        """
+        notes: List[str] = []
+        frames = iter_source(source, fps or None, start, end, folder_fps, notes)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(desc="frames", unit="frame", total=estimate_frames(source, fps or None, start, end))
+
+            def counted(items):
+                for item in items:
+                    yield item
+                    bar.update()
+
+            frames = counted(frames)
+        annotator = None
+        if annotate:
+            from ..visualize import VideoAnnotator
+            annotator = VideoAnnotator(annotate, fps=fps or None)
+        stage = self.tracking_stage()
+        session = _Session(self, annotator.write if annotator is not None else None)
+        wall = time.perf_counter()
+        events = self._events(stage, frames)
+
+        def take(event: TrackedFrame) -> None:
+            for r in session.take(event):
+                if on_window is not None:
+                    on_window(r)
+
+        try:
+            try:
+                for event in events:
+                    take(event)
+            except KeyboardInterrupt:
+                if not self.live:
+                    raise
+                events.close()  # a live source runs until it is stopped: what was seen so far is the result
+                take(stage.finish())
+        finally:
+            events.close()  # stops the reading thread and closes the source, whatever happened
+            if annotator is not None:
+                annotator.close()
+            if bar is not None:
+                bar.total = bar.n  # what was read, whatever the estimate said
+                bar.refresh()
+                bar.close()
+        timings = {"load_model_s": self.load_seconds, **stage.seconds, "model_s": session.model_s,
+                   "total_s": time.perf_counter() - wall}
+        return self._prediction(source, stage, session, timings, notes)
+
+    def _prediction(self, source, stage: TrackingStage, session: _Session, timings: Dict[str, float],
+                    notes: List[str]) -> Prediction:
+        name = source_name(source)
+        faces = session.faces()
+        if not faces:
+            if self.detect_faces:
+                raise NoFaceError(
+                    f"no face found in {name} ({stage.frames_read} frames read, a face in {stage.frames_with_face}): "
+                    f"check the video, lower min_track_frames if faces appear only briefly, or pass "
+                    f"detect_faces=False (--no-face-detection) to use whole frames")
+            raise ValueError(f"no frames in {name}: nothing to predict")
+        main = max(faces, key=lambda f: (f.last_frame - f.first_frame, -f.id))
+        seconds = (stage.last_time - stage.first_time) if stage.frames_read else 0.0
+        return Prediction(source=name, model=self.model_name, class_names=self.class_names, faces=faces,
+                          main_face=main.id, frames_used=stage.frames_read, frames_with_face=stage.frames_with_face,
+                          seconds=seconds, timings=timings, notice=self.notice, detector=self.detector_name,
+                          notes=notes)
+
+
+def predict(
+        source,
+        model: Union[str, torch.nn.Module] = "clip_zeroshot_vitb32",
+        pretrained: bool = True,
+        checkpoint: Optional[str] = None,
+        window: Optional[int] = None,
+        stride: Optional[int] = None,
+        fps: Optional[float] = 8.0,
+        folder_fps: float = 25.0,
+        detect_faces: bool = True,
+        margin: float = 0.25,
+        top_k: int = 3,
+        batch_size: int = 8,
+        device: Optional[str] = None,
+        dtype: Union[None, str, torch.dtype] = None,
+        progress: bool = False,
+        start: Optional[float] = None,
+        end: Optional[float] = None,
+        annotate: Optional[str] = None,
+        **tracker_kwargs,
+) -> Prediction:
+    """Expression probabilities over time for every face of a source (see :class:`Predictor`).
+
+    Args:
+        source: a video file, a folder of frames, a (T, 3, H, W) tensor (uint8, or float in [0, 1]), a stream URL,
+            or a camera index.
+        fps: frames per second taken from the video, on the ``k / fps`` grid (default 8; None or 0: every frame).
+        folder_fps: the frame rate of a folder of frames or a tensor.
+        start / end: the time range to read, in seconds.
+        progress: show a progress bar of the frames read.
+        annotate: also write the video with each face's box, id and current top class to this file.
+        **tracker_kwargs: ``detector``, ``min_face_score``, ``detect_every``, ``min_track_frames``, ``max_missing``,
+            ``cut_threshold``, ``live``, ``background`` of :class:`Predictor`.
+
+    Other arguments as :class:`Predictor`. To predict on many sources, build one :class:`Predictor` and use
+    :func:`clipdfer.inference.predict_many` (one bad source does not stop the others).
+
+    Raises:
+        NoFaceError: no face in the source.
+        FileNotFoundError, ValueError: the source cannot be read.
+    """
+    predictor = Predictor(model, pretrained=pretrained, checkpoint=checkpoint, window=window, stride=stride,
+                          detect_faces=detect_faces, margin=margin, top_k=top_k, batch_size=batch_size, device=device,
+                          dtype=dtype, **tracker_kwargs)
+    return predictor.run(source, fps=fps or None, start=start, end=end, folder_fps=folder_fps, progress=progress,
+                         annotate=annotate)

@@ -1,0 +1,93 @@
+"""The fourth stage of prediction: windows -> class probabilities, windows of every face batched into one forward.
+
+Models whose image encoder sees one frame at a time (``model.frames_independent``: zero-shot CLIP, CoOp, CoCoOp,
+DFER-CLIP, PMFER, A³lign-DFER) encode each crop once and share its features between the windows it is in
+(``encode_frame_batch`` + ``features_from_frames``); InterFIT's frames interact inside its encoder, so CLIP-Guided
+DFER scores whole windows.
+"""
+
+import contextlib
+from typing import List, Optional, Union
+
+import torch
+
+from .windows import Window
+
+__all__ = ["WindowScorer", "resolve_dtype", "DTYPES"]
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: Union[None, str, torch.dtype]) -> Optional[torch.dtype]:
+    """``torch.bfloat16`` / ``"bf16"`` / ``"bfloat16"`` ... -> the torch dtype (None stays None).
+
+    Raises:
+        ValueError: an unknown name or a dtype that is not floating point.
+    """
+    if dtype is None or isinstance(dtype, torch.dtype):
+        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
+            raise ValueError(f"dtype={dtype}: expected a floating point dtype (torch.bfloat16, torch.float16)")
+        return dtype
+    if str(dtype).lower() not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)} or a torch dtype")
+    return DTYPES[str(dtype).lower()]
+
+
+class WindowScorer:
+    """Class probabilities of windows, ``batch_size`` windows per forward pass.
+
+    Args:
+        net: a clipdfer model (in eval mode).
+        device: where the model is.
+        batch_size: windows per forward pass.
+        dtype: run the model under ``torch.autocast`` in this dtype (``torch.bfloat16``, ``torch.float16``); None or
+            float32: no autocast. Crops are cast to the dtype of the model's weights either way, so a model converted
+            with ``model.to(torch.bfloat16)`` works too.
+    """
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, batch_size: int = 8,
+                 dtype: Union[None, str, torch.dtype] = None):
+        self.net, self.device, self.batch_size = net, torch.device(device), max(1, int(batch_size))
+        self.dtype = resolve_dtype(dtype)
+        if self.dtype is torch.float32:
+            self.dtype = None
+
+    def _autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _input_dtype(self) -> torch.dtype:
+        for p in self.net.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    def __call__(self, windows: List[Window]) -> torch.Tensor:
+        """``windows`` -> their probabilities, (N, C) float32 on the CPU, in the model's class order."""
+        out = []
+        net = self.net
+        dtype = self._input_dtype()
+        for i in range(0, len(windows), self.batch_size):
+            batch = windows[i:i + self.batch_size]
+            with torch.inference_mode(), self._autocast():
+                if net.frames_independent:
+                    self._encode([c for w in batch for c in w.crops], dtype)
+                    feats = torch.stack([torch.stack([c.feature for c in w.crops]) for w in batch])  # (B, T, D)
+                    logits = net.forward_head(net.features_from_frames(feats))  # (B, T, D) -> (B, C)
+                else:
+                    clips = torch.stack([torch.stack([c.pixels for c in w.crops]) for w in batch])  # (B, T, 3, S, S)
+                    logits = net(clips.to(self.device, dtype))  # (B, T, 3, S, S) -> (B, C)
+            out.append(logits.float().softmax(-1).cpu())
+        return torch.cat(out) if out else torch.empty(0, len(net.class_names))
+
+    def _encode(self, crops, dtype: torch.dtype) -> None:
+        """Encode the crops that have no features yet, each once (a crop may be in several windows)."""
+        todo = list({id(c): c for c in crops if c.feature is None}.values())
+        chunk = self.batch_size * 16
+        for i in range(0, len(todo), chunk):
+            part = todo[i:i + chunk]
+            pixels = torch.stack([c.pixels for c in part]).to(self.device, dtype)  # (N, 3, S, S)
+            for c, feat in zip(part, self.net.encode_frame_batch(pixels)):  # (N, D)
+                c.feature, c.pixels = feat, None

@@ -1,0 +1,202 @@
+"""The first stage of prediction: sources -> frames with their times.
+
+A source is a video file, a folder of frames, a (T, 3, H, W) tensor, a stream URL or a camera. :func:`iter_source`
+reads one as ``(time in s, RGB (H, W, 3) uint8)`` frames, upright as a player shows them, sampled on the
+``k / fps`` grid (:mod:`clipdfer.data.io` does the decoding). :func:`expand_sources` turns what a user types (files,
+folders of videos, globs, text files of paths) into the list of sources.
+"""
+
+import dataclasses
+import glob
+import os
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+__all__ = ["Camera", "sample_clip_path", "iter_source", "expand_sources", "source_name", "is_live",
+           "estimate_frames", "LIST_EXTENSIONS"]
+
+_ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets")
+LIST_EXTENSIONS = (".txt", ".lst", ".list")
+Source = Union[str, int, "Camera", torch.Tensor]
+
+
+def sample_clip_path() -> str:
+    """The sample clip shipped with clipdfer: 3 s of astronaut Eileen Collins smiling (NASA, public domain)."""
+    return os.path.join(_ASSETS, "sample_clip.mp4")
+
+
+@dataclasses.dataclass(frozen=True)
+class Camera:
+    """A camera to read live through OpenCV: ``Camera(0)`` is the first one; a device path such as ``/dev/video0``
+    works too (and a video file, read through the same path, for tests)."""
+    device: Union[int, str] = 0
+
+
+def _is_url(source) -> bool:
+    from ..data.io import LIVE_PREFIXES
+    return isinstance(source, str) and source.lower().startswith(LIVE_PREFIXES)
+
+
+def is_live(source) -> bool:
+    """Whether a source is live (a camera or a stream URL): read as it comes, ended by the user."""
+    return isinstance(source, (int, Camera)) or _is_url(source)
+
+
+def source_name(source) -> str:
+    """How a source is named in results and messages: its path or URL, ``camera N``, or ``tensor``."""
+    if isinstance(source, (int, Camera)):
+        return f"camera {source.device if isinstance(source, Camera) else source}"
+    if isinstance(source, torch.Tensor):
+        return "tensor"
+    return str(source)
+
+
+def iter_source(source, fps: Optional[float] = 8.0, start: Optional[float] = None, end: Optional[float] = None,
+                folder_fps: float = 25.0, notes: Optional[List[str]] = None) -> Iterator[Tuple[float, np.ndarray]]:
+    """``(time in s, RGB (H, W, 3) uint8)`` frames of a source, ``fps`` per second, from ``start`` to ``end``.
+
+    Args:
+        source: a video file, a folder of frames, a (T, 3, H, W) tensor (uint8, or float in [0, 1]), a stream URL
+            (``rtsp://``, ``http://`` ...: read live through PyAV), or a camera (:class:`Camera`, or an int index:
+            read through OpenCV).
+        fps: frames per second to take, on the ``k / fps`` grid (None or 0: every frame).
+        start / end: the time range to read, in seconds of the source.
+        folder_fps: the frame rate of a folder of frames or a tensor.
+        notes: receives what the reader had to assume (e.g. frame times from the stream's rate).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the source cannot be read (corrupt, no video stream, no frames in the range, bad tensor shape).
+    """
+    from ..data import io
+
+    if isinstance(source, (int, Camera)):
+        yield from io.iter_camera_frames(source.device if isinstance(source, Camera) else source, fps)
+        return
+    if isinstance(source, torch.Tensor):
+        yield from io.iter_tensor_frames(source, fps, start, end, folder_fps)
+        return
+    path = os.fspath(source)
+    if _is_url(path):
+        for t, frame in io.iter_stream_frames(path, fps, notes=notes):
+            if end is not None and t > end + 1e-9:
+                return
+            if start is None or t >= start - 1e-9:
+                yield t, frame
+        return
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path!r} does not exist: give a video file, a folder of frames, a stream URL, a "
+                                f"camera index or a tensor")
+    if os.path.isdir(path):
+        yield from io.iter_frame_folder(path, fps, start, end, folder_fps)
+        return
+    yield from io.iter_video_frames(path, fps, start, end, notes=notes)
+
+
+def estimate_frames(source, fps: Optional[float] = 8.0, start: Optional[float] = None,
+                    end: Optional[float] = None) -> Optional[int]:
+    """How many frames :func:`iter_source` yields for a video file (a progress bar's total); None when unknown."""
+    if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) and not _is_url(os.fspath(source)):
+        from ..data.io import estimate_frames as estimate_video
+        return estimate_video(os.fspath(source), fps, start, end)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- many sources
+def _has_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _frame_folder(path: str) -> bool:
+    """A folder whose visible files include images and no videos: one clip as frames."""
+    from ..data.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+    names = [n.lower() for n in os.listdir(path) if not n.startswith(".")]
+    return any(n.endswith(IMAGE_EXTENSIONS) for n in names) and not any(n.endswith(VIDEO_EXTENSIONS) for n in names)
+
+
+def _walk(folder: str, recursive: bool) -> List[str]:
+    """The videos and frame folders under ``folder`` (hidden entries skipped), in natural order."""
+    from ..data.io import VIDEO_EXTENSIONS, natural_key
+    found = []
+    for name in sorted(os.listdir(folder), key=natural_key):
+        if name.startswith("."):
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and name.lower().endswith(VIDEO_EXTENSIONS):
+            found.append(path)
+        elif os.path.isdir(path) and recursive:
+            found.extend([path] if _frame_folder(path) else _walk(path, recursive))
+    return found
+
+
+def _read_list(path: str) -> List[str]:
+    """The paths of a text file of paths: one per line, blank lines and ``#`` comments skipped, relative paths under
+    the file's folder."""
+    base = os.path.dirname(os.path.abspath(path))
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                entries.append(line if os.path.isabs(line) or _is_url(line) else os.path.join(base, line))
+    return entries
+
+
+def expand_sources(items: Sequence[Source], recursive: bool = True) -> List[Source]:
+    """The sources that ``items`` name, in order, each once.
+
+    Each item is a video file (kept as given, even when missing: it fails as that source's error), a folder of
+    frames (one source), a folder of videos (its videos and frame folders, in natural order; below it too with
+    ``recursive``), a glob (``clips/*.mp4``, ``data/**/*.mov``), a text file of paths (``.txt``, ``.lst``,
+    ``.list``: one path or glob per line, ``#`` comments, relative to the file), a stream URL, a camera, or a tensor.
+    Hidden files and folders (names starting with ``.``, e.g. macOS ``._*`` sidecars) are skipped.
+
+    Raises:
+        ValueError: a glob matches nothing, or a folder holds no videos or frame folders.
+    """
+    out: List[Source] = []
+    seen = set()
+
+    def add(source) -> None:
+        key = os.path.realpath(source) if isinstance(source, str) and not _is_url(source) else id(source)
+        if isinstance(source, (int, Camera)):
+            key = ("camera", source.device if isinstance(source, Camera) else source)
+        if key not in seen:
+            seen.add(key)
+            out.append(source)
+
+    def expand(item, from_list: bool) -> None:
+        if not isinstance(item, (str, os.PathLike)) or _is_url(os.fspath(item)):
+            add(item)
+            return
+        path = os.fspath(item)
+        if os.path.isdir(path):
+            if _frame_folder(path):
+                add(path)
+                return
+            found = _walk(path, recursive)
+            if not found:
+                raise ValueError(f"folder {path!r} holds no videos or frame folders: give video files "
+                                 f"(.mp4, .mov ...), a folder of frames, or a folder of those")
+            for p in found:
+                add(p)
+        elif os.path.isfile(path) and path.lower().endswith(LIST_EXTENSIONS) and not from_list:
+            for entry in _read_list(path):
+                expand(entry, True)
+        elif not os.path.exists(path) and _has_glob(path):
+            from ..data.io import natural_key
+            matches = sorted(glob.glob(path, recursive=True), key=natural_key)
+            if not matches:
+                raise ValueError(f"{path!r} matches no file: check the pattern (quote it so the shell leaves it to "
+                                 f"clipdfer, e.g. 'videos/**/*.mp4')")
+            for p in matches:
+                if not os.path.basename(p).startswith("."):
+                    expand(p, True)
+        else:
+            add(path)
+
+    for item in items:
+        expand(item, False)
+    return out

@@ -1,0 +1,191 @@
+"""The second stage of prediction: frames -> faces -> tracks -> crops, optionally in a background thread.
+
+:class:`TrackingStage` numbers the frames of a source, runs the face tracker on them (:mod:`clipdfer.faces`) and
+cuts each final box's crop, prepared for the model, from the frames it still holds. It holds only the frames whose
+boxes are not final yet (at most the tracker's ``max_delay`` of them), and emits one :class:`TrackedFrame` per frame
+read plus one at the end of the stream. :func:`background` runs any iterator (here: decoding, detection, tracking and
+cropping) in a thread while the caller scores windows; PyAV, OpenCV, PIL and torch release the GIL while they work.
+"""
+
+import queue
+import threading
+import time
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..faces import Track, TrackBox, TrackerStep, crop_face
+
+__all__ = ["FaceCrop", "TrackedFrame", "TrackingStage", "WholeFrames", "background"]
+
+
+class FaceCrop:
+    """One face in one frame: its box, and its crop prepared for the model until the crop's features are computed
+    (then only those). A crop is shared by every window it is in."""
+    __slots__ = ("face_id", "index", "time", "box", "pixels", "feature")
+
+    def __init__(self, face_id: int, index: int, t: float, box: Optional[tuple], pixels: torch.Tensor):
+        self.face_id, self.index, self.time, self.box = face_id, index, t, box
+        self.pixels: Optional[torch.Tensor] = pixels  # (3, S, S)
+        self.feature: Optional[torch.Tensor] = None  # (D,) once encoded
+
+
+class TrackedFrame:
+    """What the tracking stage learned with one frame.
+
+    Attributes:
+        index: the frame's index among the frames read (-1: the end of the stream).
+        time: its time in seconds.
+        image: the RGB (H, W, 3) uint8 frame (None at the end of the stream).
+        crops: crops of the boxes that became final with this frame, in frame order per face (they may be of earlier
+            frames: a box is final once the tracker has decided, up to ``max_delay`` frames later).
+        ended: the tracks that ended (a face left, a shot cut, the end of the stream).
+        final_until: every box of the frames up to this index has been given.
+    """
+    __slots__ = ("index", "time", "image", "crops", "ended", "final_until")
+
+    def __init__(self, index: int, t: float, image: Optional[np.ndarray], crops: List[FaceCrop], ended: List[Track],
+                 final_until: int):
+        self.index, self.time, self.image, self.crops = index, t, image, crops
+        self.ended, self.final_until = ended, final_until
+
+
+class WholeFrames:
+    """Stands in for the face tracker without face detection: one 'face', the whole frame, from the first frame."""
+    max_delay = 0
+
+    def __init__(self):
+        self.index = -1
+
+    def update(self, frame: np.ndarray) -> TrackerStep:
+        self.index += 1
+        return TrackerStep([TrackBox(1, self.index, None, True)], [], False, self.index)
+
+    def finish(self) -> TrackerStep:
+        ended = [Track(1, 0, self.index, self.index + 1)] if self.index >= 0 else []
+        return TrackerStep([], ended, False, self.index)
+
+
+class TrackingStage:
+    """Frames -> final face boxes -> prepared crops, one :class:`TrackedFrame` per frame read.
+
+    Args:
+        tracker: a :class:`clipdfer.faces.FaceTracker` (or :class:`WholeFrames`), fresh for this stream.
+        prepare: a (S, S, 3) uint8 crop -> the model's (3, S, S) input.
+        margin: context around each box, a fraction of its longer side on each side.
+        size: the crop's side in pixels.
+
+    Attributes (read them once the stream has ended):
+        frames_read: frames taken from the source.
+        frames_with_face: frames in which at least one kept face has a final box (detected or interpolated).
+        first_time / last_time: the times of the first and last frame read (s).
+        seconds: ``{"detect_and_track_s", "crop_s"}``: time spent in the tracker and cutting crops.
+    """
+
+    def __init__(self, tracker, prepare: Callable[[np.ndarray], torch.Tensor], margin: float, size: int):
+        self.tracker, self.prepare, self.margin, self.size = tracker, prepare, margin, size
+        self.frames_read = self.frames_with_face = 0
+        self.first_time: Optional[float] = None
+        self.last_time: Optional[float] = None
+        self.seconds = {"detect_and_track_s": 0.0, "crop_s": 0.0}
+        self._frames: Dict[int, Tuple[float, np.ndarray]] = {}  # frames that may still get a box
+        self._boxes: Dict[int, int] = {}  # boxes given so far per frame not yet final
+        self._counted = -1  # frames up to here are counted in frames_with_face
+
+    def __call__(self, frames: Iterable[Tuple[float, np.ndarray]]) -> Iterator[TrackedFrame]:
+        """Track faces in ``(time in s, RGB (H, W, 3) uint8)`` frames; yields after each frame and once at the end."""
+        index = -1
+        for t, image in frames:
+            index += 1
+            self.frames_read += 1
+            self.first_time = t if self.first_time is None else self.first_time
+            self.last_time = t
+            self._frames[index] = (t, image)
+            start = time.perf_counter()
+            step = self.tracker.update(image)
+            self.seconds["detect_and_track_s"] += time.perf_counter() - start
+            yield TrackedFrame(index, t, image, self._crops(step), step.ended, step.final_until)
+            self._forget(step.final_until)
+        yield self.finish()
+
+    def finish(self) -> TrackedFrame:
+        """End the stream (every track ends): the last :class:`TrackedFrame`, with ``index`` -1. Called by the
+        iteration at the end of the frames; call it yourself after stopping a live source."""
+        step = self.tracker.finish()
+        event = TrackedFrame(-1, self.last_time or 0.0, None, self._crops(step), step.ended, step.final_until)
+        self._forget(step.final_until)
+        return event
+
+    def _crops(self, step: TrackerStep) -> List[FaceCrop]:
+        start = time.perf_counter()
+        crops = []
+        for b in step.boxes:
+            t, image = self._frames[b.frame_index]
+            crops.append(FaceCrop(b.track_id, b.frame_index, t, b.box,
+                                  self.prepare(crop_face(image, b.box, self.margin, self.size))))
+            self._boxes[b.frame_index] = self._boxes.get(b.frame_index, 0) + 1
+        self.seconds["crop_s"] += time.perf_counter() - start
+        return crops
+
+    def _forget(self, final_until: int) -> None:
+        """Frames up to ``final_until`` have all their boxes: count them and let them go."""
+        for j in range(self._counted + 1, final_until + 1):
+            self.frames_with_face += self._boxes.pop(j, 0) > 0
+            self._frames.pop(j, None)
+        self._counted = max(self._counted, final_until)
+
+    @property
+    def held(self) -> int:
+        """Frames held because their boxes are not final yet."""
+        return len(self._frames)
+
+
+_END = object()
+
+
+def background(items: Iterable, depth: int = 8, name: str = "clipdfer-reader") -> Iterator:
+    """Iterate ``items`` in a background thread, up to ``depth`` ahead of the caller.
+
+    An exception in the thread is raised in the caller; when the caller stops early (or is interrupted), the thread
+    stops at its next item and ``items`` is closed (a video file is closed, a camera released).
+    """
+    box: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if not put((True, item)):
+                    return
+            put((True, _END))
+        except BaseException as e:  # handed to the caller, who raises it
+            put((False, e))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = box.get()
+            if not ok:
+                raise item
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=10)

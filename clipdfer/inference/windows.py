@@ -1,0 +1,69 @@
+"""The third stage of prediction: each face's crops -> windows of T frames, due every ``stride`` frames.
+
+A :class:`FaceWindows` lives as long as its track: it holds the track's last T crops (their features once encoded)
+and is dropped when the track ends, so what is held is bounded by the faces on screen, not by the faces seen.
+Windows start every ``stride`` crops once T are in; a track shorter than T is one window with its crops sampled to T
+(as a short clip is in training, DFER-CLIP's segment rule); the last window of a track ends at its last frame.
+"""
+
+import collections
+from typing import Deque, List, NamedTuple, Optional
+
+from .tracking import FaceCrop
+
+__all__ = ["Window", "FaceWindows"]
+
+
+class Window(NamedTuple):
+    """T crops of one face, to score together."""
+    face_id: int
+    crops: List[FaceCrop]
+
+
+class FaceWindows:
+    """The window schedule of one live track.
+
+    Args:
+        face_id: the track's id.
+        first_frame: the frame index of its first crop (its crops come one per frame, in order).
+        window: T, crops per window.
+        stride: crops between window starts.
+    """
+
+    def __init__(self, face_id: int, first_frame: int, window: int, stride: int):
+        self.face_id, self.first_frame, self.window, self.stride = face_id, first_frame, window, stride
+        self.crops: Deque[FaceCrop] = collections.deque(maxlen=window)
+        self.count = 0  # crops added
+        self.next_start = 0  # position of the next regular window's first crop
+        self.last_end = -1  # position of the last crop of the last window given
+
+    def add(self, crop: FaceCrop) -> Optional[Window]:
+        """Take the track's next crop; returns a window when one is due."""
+        expected = self.first_frame + self.count
+        if crop.index != expected:
+            raise RuntimeError(f"face {self.face_id}: got the crop of frame {crop.index}, expected frame {expected} "
+                               f"(a track gives one box per frame, in order)")
+        self.crops.append(crop)
+        self.count += 1
+        if self.count - self.next_start == self.window:
+            self.next_start += self.stride
+            self.last_end = self.count - 1
+            return Window(self.face_id, list(self.crops))
+        return None
+
+    def finish(self) -> Optional[Window]:
+        """The track ended: its last window, if its last crops are in none yet."""
+        from ..data.sampling import segment_indices
+        if self.count == 0:
+            return None
+        crops = list(self.crops)
+        if self.last_end < 0:  # shorter than a window: its crops sampled to T, as a short clip is
+            return Window(self.face_id, [crops[i] for i in segment_indices(len(crops), self.window)])
+        if self.last_end < self.count - 1:  # the last window ends at the track's last frame
+            return Window(self.face_id, crops)
+        return None
+
+    def may_cover(self, frame: int) -> bool:
+        """Whether a window not given yet may still cover ``frame`` (one of this track's frames already added): a
+        regular window, or the last window if the track ended now. False once T more crops have come after it."""
+        return self.count <= (frame - self.first_frame) + self.window

@@ -1,0 +1,257 @@
+"""Reading videos as a player shows them: display matrices (container and bitstream), frames without timestamps,
+sampling on the k / fps grid, decoder threads. Every video is made here with PyAV (no ffmpeg binary)."""
+
+import fractions
+import logging
+import struct
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+from clipdfer.data import io  # noqa: E402
+from clipdfer.data.io import (apply_display_matrix, estimate_frames, iter_stream_frames,  # noqa: E402
+                              iter_video_frames, read_video)
+from clipdfer.data.sampling import FpsSampler  # noqa: E402
+from videos import (picture, tkhd_matrix_offset, with_display_matrix, with_orientation_sei,  # noqa: E402
+                    write_video)
+
+
+def close(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same shape and pixels, but for the rounding of RGB -> YUV -> RGB."""
+    return a.shape == b.shape and int(np.abs(a.astype(int) - b).max()) <= 2
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """(path, frames as decoded): 3 frames of :func:`picture`, moving, encoded without loss but for the colours'
+    rounding."""
+    path = tmp_path_factory.mktemp("clip") / "upright.mp4"
+    write_video(path, [np.roll(picture(), 4 * i, axis=1) for i in range(3)])
+    frames = [f for _, f in iter_video_frames(str(path))]
+    assert close(frames[0], picture())
+    return path, frames
+
+
+# matrix (a, b, c, d) -> what a player shows (checked against ffmpeg's autorotation: ffmpeg -i f.mp4 -f rawvideo)
+ORIENTATIONS = {
+    "upright": ((1, 0, 0, 1), lambda x: x),
+    "rotate=90": ((0, 1, -1, 0), lambda x: np.rot90(x, -1)),  # shown turned clockwise (ffmpeg's rotate=270 tag)
+    "rotate=180": ((-1, 0, 0, -1), lambda x: np.rot90(x, 2)),
+    "rotate=270": ((0, -1, 1, 0), lambda x: np.rot90(x, 1)),
+    "hflip": ((-1, 0, 0, 1), lambda x: x[:, ::-1]),
+    "vflip": ((1, 0, 0, -1), lambda x: x[::-1]),
+    "transpose": ((0, 1, 1, 0), lambda x: x.swapaxes(0, 1)),
+    "antitranspose": ((0, -1, -1, 0), lambda x: x[::-1, ::-1].swapaxes(0, 1)),
+}
+
+
+@pytest.mark.parametrize("name", list(ORIENTATIONS))
+def test_container_display_matrix_on_every_path(tmp_path, clip, name):
+    path, upright = clip
+    matrix, shown = ORIENTATIONS[name]
+    rotated = tmp_path / f"{name}.mp4"
+    with_display_matrix(path, rotated, *matrix)
+    expected = [np.ascontiguousarray(shown(f)) for f in upright]
+    for frames in ([f for _, f in iter_video_frames(str(rotated))],
+                   [f for _, f in iter_stream_frames(str(rotated))],
+                   [f.numpy() for f in read_video(str(rotated)).permute(0, 2, 3, 1).contiguous()]):
+        assert len(frames) == 3
+        for got, want in zip(frames, expected):
+            assert got.shape == want.shape and np.array_equal(got, want), name
+            assert got.flags["C_CONTIGUOUS"]
+
+
+def test_a_phone_clip_stored_sideways_comes_out_upright(tmp_path):
+    # what `ffmpeg -i in.mp4 -vf transpose=2 tmp.mp4; ffmpeg -i tmp.mp4 -c copy -metadata:s:v:0 rotate=270 out.mp4`
+    # makes: the picture stored turned anticlockwise, with the matrix that turns it back (0 1 0; -1 0 0; 0 0 1)
+    stored = tmp_path / "stored.mp4"
+    write_video(stored, [np.rot90(picture(), 1)] * 2)
+    phone = tmp_path / "phone.mp4"
+    with_display_matrix(stored, phone, 0, 1, -1, 0)
+    for _, frame in iter_video_frames(str(phone), fps=8, start=0.1):
+        assert close(frame, picture())
+
+
+SEI_CASES = [(0, ""), (90, ""), (180, ""), (270, ""), (0, "horizontal"), (90, "horizontal"), (0, "vertical"),
+             (270, "vertical")]
+
+
+@pytest.mark.parametrize("rotate,flip", SEI_CASES)
+def test_bitstream_orientation_sei(tmp_path, clip, rotate, flip):
+    path, upright = clip
+    out = tmp_path / "sei.mp4"
+    with_orientation_sei(path, out, rotate, flip)
+    frames = [f for _, f in iter_video_frames(str(out))]
+    assert len(frames) == 3  # the SEI comes with the first frame; it holds for the ones after it
+    for got, frame in zip(frames, upright):
+        # H.264's display orientation: the flip, then an anticlockwise rotation
+        flipped = frame[:, ::-1] if flip == "horizontal" else frame[::-1] if flip == "vertical" else frame
+        assert np.array_equal(got, np.rot90(flipped, rotate // 90))
+    later = [f for _, f in iter_video_frames(str(out), start=0.2)]  # the frame with the SEI is decoded, not kept
+    assert len(later) == 1 and np.array_equal(later[0], frames[2])
+
+
+def test_orientation_sei_in_a_raw_h264_stream(tmp_path, clip):
+    path, upright = clip
+    raw = tmp_path / "camera.h264"
+    with_orientation_sei(path, raw, 90, fmt="h264")
+    notes = []
+    got = list(iter_stream_frames(str(raw), notes=notes))
+    assert [t for t, _ in got] == [0.0, 0.125, 0.25] and len(notes) == 1
+    assert all(np.array_equal(f, np.rot90(u, 1)) for (_, f), u in zip(got, upright))
+
+
+def test_a_matrix_that_is_not_a_quarter_turn_is_logged_once_and_left_alone(tmp_path, clip, caplog):
+    path, upright = clip
+    tilted = tmp_path / "tilted.mp4"
+    data = bytearray(path.read_bytes())
+    at = tkhd_matrix_offset(data)
+    c, s = round(np.cos(np.pi / 6) * 65536), round(np.sin(np.pi / 6) * 65536)  # 30 degrees
+    data[at:at + 36] = struct.pack(">9i", c, s, 0, -s, c, 0, 0, 0, 1 << 30)
+    tilted.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="clipdfer.data.io"):
+        frames = [f for _, f in iter_video_frames(str(tilted))]
+    assert all(np.array_equal(f, u) for f, u in zip(frames, upright))
+    warnings = [r.getMessage() for r in caplog.records if "not a multiple of 90" in r.getMessage()]
+    assert len(warnings) == 1 and "tilted.mp4" in warnings[0]
+    with pytest.raises(ValueError, match="not a rotation by a multiple of 90 degrees"):
+        apply_display_matrix(upright[0], [c, s, 0, -s, c, 0, 0, 0, 1 << 30])
+
+
+# ---------------------------------------------------------------------------------------------------- timestamps
+def test_a_raw_h264_stream_is_timed_by_its_rate(tmp_path, caplog):
+    raw = tmp_path / "raw.h264"  # what a Raspberry Pi camera writes: no container, no timestamps
+    write_video(raw, [np.roll(picture(), i, axis=1) for i in range(24)], rate=8, fmt="h264", pix_fmt="yuv420p")
+    with av.open(str(raw)) as container:  # the raw demuxer makes up 25 fps; the bitstream's timing says 8
+        stream = container.streams.video[0]
+        assert (stream.guessed_rate, stream.average_rate) == (8, 25)
+    notes = []
+    with caplog.at_level(logging.WARNING, logger="clipdfer.data.io"):
+        times = [t for t, _ in iter_video_frames(str(raw), notes=notes)]
+        assert [t for t, _ in iter_video_frames(str(raw), fps=4)] == [i / 4 for i in range(12)]
+    assert times == [i / 8 for i in range(24)]
+    assert notes == ["raw.h264 carries no timestamps: frame times are frame index / 8 fps (the stream's rate)"]
+    assert sum("carries no timestamps" in r.getMessage() for r in caplog.records) == 1  # once per file
+    stream_notes = []
+    assert [t for t, _ in iter_stream_frames(str(raw), fps=8, notes=stream_notes)] == times
+    assert stream_notes == notes
+    assert [t for t, _ in iter_video_frames(str(raw), start=1.0, end=2.0)] == [i / 8 for i in range(8, 17)]
+    assert estimate_frames(str(raw), 8) is None  # no frame count, no duration: unknown
+
+
+def test_frames_without_a_timestamp_continue_from_the_last_one():
+    notes = []
+    clock = io._Clock("cam.ts", SimpleNamespace(guessed_rate=10, average_rate=25, base_rate=20), notes)
+    assert [round(clock(t), 9) for t in (3.0, 3.1, None, None, 3.5, None)] == [3.0, 3.1, 3.2, 3.3, 3.5, 3.6]
+    assert notes == ["cam.ts: frame 2 and others carry no timestamp: each is timed 1/10 s after the frame before it "
+                     "(10 fps, the stream's rate)"]
+    notes = []
+    clock = io._Clock("clip.h264", SimpleNamespace(guessed_rate=None, average_rate=None, base_rate=None), notes)
+    assert [clock(None) for _ in range(3)] == [0.0, 0.04, 0.08]
+    assert notes == ["clip.h264 carries no timestamps: frame times are frame index / 25 fps (assumed: the stream "
+                     "gives no rate)"]
+
+
+# ---------------------------------------------------------------------------------------------------- sampling
+def _sampled(times, fps):
+    sampler = FpsSampler(fps)
+    return [t for t in times if sampler.take(t)]
+
+
+@pytest.mark.parametrize("rate", [8, 10, 12.5, 24, 25, 30000 / 1001, 30, 50, 60, 120])
+@pytest.mark.parametrize("fps", [1, 5, 8])
+def test_sampler_keeps_fps_frames_per_second(rate, fps):
+    rng = np.random.default_rng(0)
+    for t0, wobble in ((0.0, 0.0), (3.7, 0.0), (0.0, 0.001), (12.3, 0.001)):
+        times = t0 + np.arange(int(rate * 10)) / rate + rng.uniform(-wobble, wobble, int(rate * 10))
+        kept = _sampled(times.tolist(), fps)
+        span = times[-1] - times[0]
+        assert abs(len(kept) - (span * fps + 1)) <= 1, (rate, fps, t0, wobble, len(kept))
+        gaps = np.diff(kept)  # never denser than fps, never a grid point skipped
+        assert gaps.min() >= 1 / fps - 1 / rate - 2 * wobble - 1e-9 and gaps.max() <= 1 / fps + 1 / rate + 2 * wobble
+        assert set(kept) <= set(times.tolist())  # the frames' own times
+
+
+def test_sampler_on_slow_sources_gaps_and_without_fps():
+    slow = [i / 5 for i in range(50)]
+    assert _sampled(slow, 8) == slow  # slower than fps: every frame
+    assert _sampled(slow, None) == _sampled(slow, 0) == slow
+    # 25 fps with the source silent for 0.3 s and 0.7 s: fps per second of each stretch (+-1 per stretch)
+    stretches = [(0.0, 2.0), (2.3, 3.0), (3.7, 6.0)]
+    times = [a + i / 25 for a, b in stretches for i in range(int(round((b - a) * 25)))]
+    kept = _sampled(times, 8)
+    for a, b in stretches:
+        n = sum(a - 1e-9 <= t < b for t in kept)
+        assert abs(n - (b - a - 1 / 25) * 8 - 1) <= 1, (a, b, n)
+    assert min(np.diff(kept)) >= 1 / 8 - 1 / 25 - 1e-9
+    assert _sampled([i / 25 for i in range(13)], 8) == [0.0, 0.12, 0.24, 0.36, 0.48]  # the nearest to k / 8
+    with pytest.raises(ValueError, match="fps=-8"):
+        FpsSampler(-8)
+
+
+@pytest.mark.parametrize("rate", [8, 10, 24, 25, fractions.Fraction(30000, 1001), 30, 60])
+def test_video_files_keep_fps_frames_per_second(tmp_path, rate):
+    path = tmp_path / "clip.mp4"
+    n = int(3 * rate)
+    write_video(path, [np.full((16, 16, 3), 3 * i % 256, np.uint8) for i in range(n)], rate, "mpeg4", "mp4",
+                "yuv420p")
+    every = [t for t, _ in iter_video_frames(str(path))]
+    assert len(every) == n
+    kept = [t for t, _ in iter_video_frames(str(path), fps=8)]
+    assert abs(len(kept) - ((every[-1] - every[0]) * 8 + 1)) <= 1
+    assert set(kept) <= set(every)
+    assert estimate_frames(str(path), 8) == len(kept)
+    assert estimate_frames(str(path), None) == n
+    part = [t for t, _ in iter_video_frames(str(path), fps=8, start=0.5, end=2.0)]
+    assert estimate_frames(str(path), 8, 0.5, 2.0) == len(part) and 0.5 - 1e-6 <= part[0] and part[-1] <= 2.0 + 1e-6
+    assert [t for t, _ in iter_stream_frames(str(path), fps=8)] == kept  # the stream path samples alike
+    if rate in (25, 30):  # and the camera path (OpenCV, here on a file with its own times)
+        pytest.importorskip("cv2")
+        camera = [t for t, _ in io.iter_camera_frames(str(path), fps=8)]
+        assert np.allclose(camera, kept, atol=1e-3)
+
+
+def test_variable_rate_files(tmp_path):
+    rng = np.random.default_rng(1)
+    wobbly = np.round(np.arange(90) / 30 + rng.choice([-0.001, 0.0, 0.001], 90), 3)  # 30 fps, +-1 ms
+    wobbly[0] = 0.0
+    # 1 s at 30 fps, a 0.5 s hole, 1 s at 20 fps, a 0.5 s hole, 0.75 s at 60 fps
+    stretches = [np.arange(30) / 30, 1.5 + np.arange(20) / 20, 3.0 + np.arange(45) / 60]
+    gappy = np.round(np.concatenate(stretches), 3)
+    for name, times, parts in (("wobbly", wobbly, [wobbly]), ("gappy", gappy, stretches)):
+        path = tmp_path / f"{name}.mp4"
+        write_video(path, [np.full((16, 16, 3), i, np.uint8) for i in range(len(times))], 30, "mpeg4", "mp4",
+                    "yuv420p", times=times.tolist())
+        every = [t for t, _ in iter_video_frames(str(path))]
+        assert np.allclose(every, times, atol=1e-9)  # the file holds the times we meant
+        kept = np.array([t for t, _ in iter_video_frames(str(path), fps=8)])
+        assert set(kept.tolist()) <= set(every)
+        for part in parts:  # fps per second of each stretch of frames, +-1
+            n = ((kept >= part[0] - 1e-3) & (kept <= part[-1] + 1e-3)).sum()
+            assert abs(n - ((part[-1] - part[0]) * 8 + 1)) <= 1, (name, part[0], n)
+        assert np.diff(kept).min() >= 1 / 8 - 1 / 20 - 2e-3  # never denser than 8 per second
+
+
+# ---------------------------------------------------------------------------------------------------- threads
+def test_decoder_threads_change_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "clip.mp4"
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(20)]
+    write_video(path, frames, 25, "libx264", pix_fmt="yuv420p", options={"preset": "medium", "bf": "3"})
+    with av.open(str(path)) as container:  # B-frames: decoding reorders, as threads must too
+        assert any(p.pts != p.dts for p in container.demux(video=0) if p.size)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_count = 1  # no threads (PyAV's default is slice threads)
+        plain = [(float(f.time), f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+    types = []
+    stream_of = io._video_stream
+    monkeypatch.setattr(io, "_video_stream", lambda c, *a: types.append(stream_of(c, *a).thread_type.name) or
+                        c.streams.video[0])
+    threaded = list(iter_video_frames(str(path)))
+    assert types == ["AUTO"]  # frame and slice threads
+    assert [t for t, _ in threaded] == [t for t, _ in plain]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(threaded, plain))
