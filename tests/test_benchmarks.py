@@ -62,6 +62,9 @@ def test_bench_predict_reports_throughput_and_tracking_accuracy():
     assert [r["detect_every"] for r in rows] == [1, 2]
     assert all(r["frames_per_s"] > 0 and r["faces"] == 2 for r in rows)
     assert rows[0]["mean_iou_vs_detection"] == 1.0 and 0.8 < rows[1]["mean_iou_vs_detection"] <= 1.0
+    many = bench_predict.main(["--many", "2", "--seconds", "1", "--processes", "1", "--model", "clip_zeroshot_test"])
+    assert [(r["processes"], r["background_thread"]) for r in many] == [(1, True), (1, False)]
+    assert all(r["videos"] == 2 and r["failed"] == 0 and r["frames"] == 16 and r["frames_per_s"] > 0 for r in many)
     detectors = bench_predict.main(["--detectors"])
     assert [d["detector"] for d in detectors] == ["yunet", "haar"] and all(d["ms"] > 0 for d in detectors)
 

@@ -125,15 +125,20 @@ def test_synthetic_clips_are_deterministic_and_balanced():
     assert sorted(ds.labels) == sorted(list(range(7)) * 2)
 
 
+def _dfew_split(root, rows: str) -> None:
+    """DFEW's fold-1 split files (train and test alike) with these CSV rows."""
+    for split in ("train", "test"):
+        d = root / "EmoLabel_DataSplit" / f"{split}(single-labeled)"
+        d.mkdir(parents=True)
+        (d / "set_1.csv").write_text(rows)
+
+
 def test_dfew_official_layout_to_annotations(tmp_path, capsys):
     from clipdfer.cli import main
     root = tmp_path / "DFEW"
     for name, n in (("00007", 5), ("00012", 9)):
         _write_clip(root / "Clip" / "clip_224x224" / name, n)
-    for split in ("train", "test"):
-        d = root / "EmoLabel_DataSplit" / f"{split}(single-labeled)"
-        d.mkdir(parents=True)
-        (d / "set_1.csv").write_text("video_name,label\n7,1\n12,7\n")
+    _dfew_split(root, "video_name,label\n7,1\n12,7\n")
     assert main(["prepare", "dfew", str(root), str(tmp_path / "splits"), "--folds", "1"]) == 0
     records = read_annotations(str(tmp_path / "splits" / "set_1" / "train.txt"), num_classes=7)
     assert [(r.path.endswith("00007"), r.num_frames, r.label) for r in records] == [(True, 5, 0), (False, 9, 6)]
@@ -179,10 +184,7 @@ def test_hidden_sidecar_files_are_skipped(tmp_path, capsys):
         (clip / f"._{i + 1:05d}.png").write_bytes(APPLE_DOUBLE)
     (clip / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     assert [os.path.basename(p) for p in list_frames(str(clip))] == [f"{i + 1:05d}.png" for i in range(24)]
-    for split in ("train", "test"):
-        d = root / "EmoLabel_DataSplit" / f"{split}(single-labeled)"
-        d.mkdir(parents=True)
-        (d / "set_1.csv").write_text("video_name,label\n7,3\n")
+    _dfew_split(root, "video_name,label\n7,3\n")
     assert main(["prepare", "dfew", str(root), str(tmp_path / "splits"), "--folds", "1"]) == 0
     records = read_annotations(str(tmp_path / "splits" / "set_1" / "train.txt"), num_classes=7)
     assert [(r.num_frames, r.label) for r in records] == [(24, 2)]  # 24 of 24 frames, not 48
