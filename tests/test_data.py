@@ -145,6 +145,10 @@ def test_dfew_official_layout_to_annotations(tmp_path, capsys):
     (root / "EmoLabel_DataSplit" / "test(single-labeled)" / "set_1.csv").write_text("video_name,label\n7,9\n")
     assert main(["prepare", "dfew", str(root), str(tmp_path / "splits"), "--folds", "1"]) == 2
     assert "label 9 is outside DFEW's 1..7" in capsys.readouterr().err
+    for split in ("train", "test"):  # saved by Excel: a byte-order mark before the header
+        (root / "EmoLabel_DataSplit" / f"{split}(single-labeled)" / "set_1.csv").write_bytes(
+            b"\xef\xbb\xbfvideo_name,label\n7,1\n")
+    assert main(["prepare", "dfew", str(root), str(tmp_path / "splits"), "--folds", "1"]) == 0
 
 
 def test_ferv39k_and_mafw_official_layouts(tmp_path):

@@ -300,11 +300,11 @@ def test_fps_sampling_does_not_depend_on_the_source_rate(model, tmp_path, rate):
     assert drawn == pytest.approx(used, abs=1e-3)  # the annotated video keeps the source's timing
     every = _scripted(model).run(path, fps=None, annotate=str(tmp_path / "all.mp4"))
     assert every.frames_used == 3 * rate
-    assert [t for t, _ in iter_video_frames(str(tmp_path / "all.mp4"))][-1] == pytest.approx((3 * rate - 1) / rate,
-                                                                                     abs=1e-3)
+    last = [t for t, _ in iter_video_frames(str(tmp_path / "all.mp4"))][-1]
+    assert last == pytest.approx((3 * rate - 1) / rate, abs=1e-3)
 
 
-def test_a_frame_folder_as_users_have_it(model, tmp_path):
+def test_a_frame_folder_as_users_have_it(model, tmp_path, monkeypatch, capsys):
     from PIL import Image
     folder = tmp_path / "crops"
     folder.mkdir()
@@ -315,3 +315,8 @@ def test_a_frame_folder_as_users_have_it(model, tmp_path):
         (folder / f"._{i:05d}.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
     r = _scripted(model).run(str(folder), folder_fps=8.0)
     assert r.frames_used == 24 and r.frames_with_face == 24 and r.seconds == pytest.approx(23 / 8)
+    from clipdfer.cli import main
+    use_scripted_detector(monkeypatch)
+    assert main(["predict", str(folder), "--folder-fps", "8", "--json", "--model", "clip_zeroshot_test",
+                 "--no-pretrained"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["frames_used"] == 24  # at 25 frames/s it would take 8 of them

@@ -93,11 +93,14 @@ def test_each_result_is_written_as_soon_as_it_is_done(tmp_path, capsys, monkeypa
         return real(self, source, *args, **kwargs)
 
     monkeypatch.setattr(Predictor, "run", run)
-    with pytest.raises(ImportError):
-        main(["predict", *sources, "--json", "--out", str(tmp_path / "out"), *MODEL])
-    out = json.loads(capsys.readouterr().out)  # the finished entries, in a complete JSON list
+    assert main(["predict", *sources, "--json", "--out", str(tmp_path / "out"), *MODEL]) == 2
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)  # the finished entries, in a complete JSON list
     assert [os.path.basename(e["source"]) for e in out] == ["a.mp4", "b.mp4"]
-    assert sorted(os.listdir(tmp_path / "out")) == ["a.json", "b.json"]
+    assert "clipdfer: error: the run stops here" in captured.err
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.json", "b.json", "summary.csv"]
+    with open(tmp_path / "out" / "summary.csv") as f:
+        assert [r["status"] for r in csv.DictReader(f)] == ["ok", "ok", "pending"]
 
 
 def test_out_dir_resumes_and_names_collisions_apart(tmp_path, capsys, runs, scripted_faces):
@@ -170,11 +173,16 @@ def test_torchrun_processes_each_take_a_share_and_rank_0_prints_every_result(tmp
     assert "[rank 0]" in proc.stderr and "[rank 1]" in proc.stderr
     with open(out / "summary.csv") as f:
         assert [r["status"] for r in csv.DictReader(f)] == ["ok", "ok", "ok", "failed"]
+    proc = subprocess.run(cmd[:cmd.index("--out")] + MODEL, capture_output=True, text=True, env=env, timeout=600)
+    report = ".mp4: 24 frames (2.88 s), a face in 24; 1 face(s) followed; model clip_zeroshot_test"
+    reports = [line for line in proc.stdout.splitlines() if line.endswith(report)]
+    assert len(reports) == 3 and proc.stdout.count("face 1: frames 0-23") == 3, proc.stdout  # rank 0 prints them all
 
 
 def test_sources_as_users_type_them(tmp_path):
     root = tmp_path / "corpus"
-    for rel in ("s1/b.mp4", "s1/a10.mov", "s1/a2.mp4", "s2/deep/c.mkv", ".hidden/x.mp4", "s1/._a2.mp4"):
+    for rel in ("s1/b.mp4", "s1/a10.mov", "s1/a2.mp4", "s2/deep/c.mkv", ".hidden/x.mp4", "s1/._a2.mp4",
+                "s3/pi.h264", "s3/cam.ts", "s3/phone.3gp", "s3/old.MTS"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"")
     frames = root / "s2" / "clip_frames"
@@ -183,13 +191,15 @@ def test_sources_as_users_type_them(tmp_path):
         (frames / name).write_bytes(b"")
     (root / "s1" / "notes.txt").write_text("not a source")
     listed = expand_sources([str(root)])
-    assert [os.path.relpath(p, root) for p in listed] == [
-        "s1/a2.mp4", "s1/a10.mov", "s1/b.mp4", "s2/clip_frames", "s2/deep/c.mkv"]  # natural order, hidden skipped
+    assert [os.path.relpath(p, root) for p in listed] == [  # natural order, hidden skipped, camera formats found
+        "s1/a2.mp4", "s1/a10.mov", "s1/b.mp4", "s2/clip_frames", "s2/deep/c.mkv", "s3/cam.ts", "s3/old.MTS",
+        "s3/phone.3gp", "s3/pi.h264"]
     assert expand_sources([str(frames)]) == [str(frames)]  # a frame folder is one source
     assert [os.path.basename(p) for p in expand_sources([str(root / "s1" / "*.mp4")])] == ["a2.mp4", "b.mp4"]
     assert len(expand_sources([str(root / "**" / "*.mkv")])) == 1
     paths = tmp_path / "paths.txt"
-    paths.write_text("# my corpus\ncorpus/s1/b.mp4\n\n" + str(root / "s1" / "a2.mp4") + "\ncorpus/s1/b.mp4\n")
+    paths.write_text("\ufeff# my corpus, saved by Notepad\ncorpus/s1/b.mp4  # the best one\n\n"
+                     + str(root / "s1" / "a2.mp4") + "\ncorpus/s1/b.mp4\n", encoding="utf-8")
     assert [os.path.basename(p) for p in expand_sources([str(paths), str(root / "s1" / "a2.mp4")])] == [
         "b.mp4", "a2.mp4"]  # relative to the list, each once
     assert expand_sources(["rtsp://cam/1", 0]) == ["rtsp://cam/1", 0]
@@ -212,3 +222,125 @@ def test_single_source_errors_name_the_problem(tmp_path):
         clipdfer.predict(str(tmp_path / "empty.mp4"), model="clipdfer_test", pretrained=False)
     assert main(["predict", sample_clip_path(), sample_clip_path() + "x", "--plot", str(tmp_path / "p.png"),
                  *MODEL]) == 2
+
+
+def test_resume_follows_the_settings_and_the_source_not_its_spelling(tmp_path, capsys, runs, scripted_faces,
+                                                                     monkeypatch):
+    corpus = tmp_path / "corpus"
+    _face_video(corpus / "a" / "clip.mp4")
+    out = str(tmp_path / "out")
+    assert main(["predict", str(corpus), "--out", out, *MODEL]) == 0 and runs == ["clip.mp4"]
+    runs.clear()
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "./corpus", "--out", out, *MODEL]) == 0 and runs == []  # the same file, spelled otherwise
+    capsys.readouterr()
+    assert main(["predict", "corpus", "--out", out, "--fps", "4", "--json", *MODEL]) == 0  # other settings: run again
+    assert runs == ["clip.mp4"] and json.loads(capsys.readouterr().out)[0]["frames_used"] == 8
+    runs.clear()
+    _face_video(corpus / "b" / "clip.mp4")  # a second clip.mp4: the names now collide
+    assert main(["predict", "corpus", "--out", out, "--fps", "4", *MODEL]) == 0
+    assert runs == ["clip.mp4"] and sorted(os.listdir(out)) == ["b__clip.json", "clip.json", "summary.csv"]
+    with open(os.path.join(out, "summary.csv")) as f:  # the first result stays where it is: no orphan, no rerun
+        assert [(r["status"], r["result"]) for r in csv.DictReader(f)] == [("ok", "clip.json"), ("ok", "b__clip.json")]
+
+
+@pytest.mark.parametrize("bad", [["--fps", "-1"], ["--fps", "nan"], ["--start", "12", "--end", "10"],
+                                 ["--window", "0"], ["--stride", "-2"], ["--folder-fps", "0"], ["--shard", "3/2"]])
+def test_bad_arguments_stop_the_run_before_any_source(tmp_path, capsys, runs, bad):
+    face = _face_video(tmp_path / "a.mp4")
+    assert main(["predict", face, "--out", str(tmp_path / "out"), *MODEL, *bad]) == 2
+    assert runs == [] and not (tmp_path / "out" / "a.json").exists()
+    assert bad[-1].lstrip("-") in capsys.readouterr().err or "shard" in bad[0]
+
+
+def test_output_paths_are_checked_before_the_run(tmp_path, capsys, runs, scripted_faces):
+    face = _face_video(tmp_path / "a.mp4")
+    for args, message in ([["--annotate", face], "is the source itself"],
+                          [["--annotate", str(tmp_path / "missing" / "x.mp4")], "does not exist"],
+                          [["--annotate", str(tmp_path / "x.txt")], "expected a file ending in .mp4"],
+                          [["--out", face], "is a file: give a folder"]):
+        assert main(["predict", face, *MODEL, *args]) == 2, args
+        assert message in capsys.readouterr().err and runs == []
+    (tmp_path / "out" / "a.json").mkdir(parents=True)  # a result that cannot be written (as on a full disk)
+    assert main(["predict", face, "--out", str(tmp_path / "out"), *MODEL]) == 2
+    assert "a.json" in capsys.readouterr().err and not [p for p in os.listdir(tmp_path / "out") if ".tmp" in p]
+    out, drawn = str(tmp_path / "out2"), str(tmp_path / "drawn.mp4")
+    assert main(["predict", face, "--out", out, *MODEL]) == 0
+    runs.clear()
+    assert main(["predict", face, "--out", out, "--annotate", drawn, *MODEL]) == 0  # drawing needs the frames: run
+    assert runs == ["a.mp4"] and os.path.isfile(drawn) and f"wrote {drawn}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("signum,code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_stopped_run_keeps_its_results_valid_and_resumes(tmp_path, capsys, monkeypatch, scripted_faces, signum,
+                                                           code):
+    import signal
+    import threading
+    import time
+    sources = [_face_video(tmp_path / f"{name}.mp4") for name in "abc"]
+    out = tmp_path / "out"
+    real = Predictor.run
+
+    def run(self, source, *args, **kwargs):
+        if source.endswith("b.mp4"):
+            threading.Timer(0.2, os.kill, (os.getpid(), getattr(signal, signum))).start()
+            time.sleep(30)  # a long video: Slurm's time limit (SIGTERM) or Ctrl-C (SIGINT) comes first
+        return real(self, source, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "run", run)
+    before = signal.getsignal(signal.SIGTERM)
+    start = time.monotonic()
+    assert main(["predict", *sources, "--json", "--out", str(out), *MODEL]) == code
+    assert time.monotonic() - start < 20 and signal.getsignal(signal.SIGTERM) == before
+    captured = capsys.readouterr()
+    assert [os.path.basename(e["source"]) for e in json.loads(captured.out)] == ["a.mp4"]  # valid JSON, a's result
+    assert f"stopped ({signum}) after 1 of 3" in captured.err and "Traceback" not in captured.err
+    with open(out / "summary.csv") as f:
+        assert [r["status"] for r in csv.DictReader(f)] == ["ok", "pending", "pending"]
+    monkeypatch.setattr(Predictor, "run", real)
+    assert main(["predict", *sources, "--json", "--out", str(out), *MODEL]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+def test_names_and_environments_users_have(tmp_path, capsys, monkeypatch, scripted_faces):
+    import sys
+    latin = tmp_path / "latin"
+    latin.mkdir()
+    name = os.fsdecode(b"caf\xe9.mp4")  # a file name that is not UTF-8 (Latin-1, from an old camera)
+    shutil.copy(_face_video(tmp_path / "a.mp4"), latin / name)
+    assert main(["predict", str(latin), "--out", str(tmp_path / "out"), *MODEL]) == 0
+    summary = (tmp_path / "out" / "summary.csv").read_text(encoding="utf-8")
+    assert "caf\\udce9.mp4" in summary and ",ok," in summary
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, "av", None)  # PyAV missing: one clear line, not a traceback per source
+    assert main(["predict", str(tmp_path / "a.mp4"), *MODEL]) == 2
+    assert "pip install 'clipdfer[video]'" in capsys.readouterr().err
+
+
+def test_csv_has_its_header_when_every_source_fails(tmp_path, capsys, scripted_faces):
+    no_face = write_video(tmp_path / "no_face.mp4", [face_frame([]) for _ in range(8)])
+    assert main(["predict", no_face, "--csv", *MODEL]) == 1
+    assert capsys.readouterr().out.splitlines()[0].startswith("source,face_id,start_frame")
+
+
+def test_shards_do_not_depend_on_how_many_processes_run_them():
+    from clipdfer.inference.batch import share_indices
+    for n in (1, 2, 3):
+        for i in range(n):
+            shard = share_indices(11, (i, n))
+            for world in (1, 2, 4):  # the same shard, run by 1, 2 or 4 processes: the same sources
+                parts = [share_indices(11, (i, n), rank, world) for rank in range(world)]
+                assert sorted(sum(parts, [])) == shard
+        assert sorted(sum((share_indices(11, (i, n)) for i in range(n)), [])) == list(range(11))
+
+
+def test_tensors_are_always_run(tmp_path):
+    import torch
+
+    from clipdfer.inference import BatchRun
+    predictor = Predictor("clip_zeroshot_test", pretrained=False, detect_faces=False)
+    videos = [torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.full((8, 3, 32, 32), 200, dtype=torch.uint8)]
+    first = [item.result for item in BatchRun(predictor, videos, str(tmp_path / "out"))]
+    again = list(BatchRun(predictor, videos[::-1], str(tmp_path / "out")))
+    assert not any(item.reused for item in again) and len(os.listdir(tmp_path / "out")) == 2
+    assert again[0].result.windows[0].probs == first[1].windows[0].probs

@@ -128,3 +128,14 @@ def test_annotated_video_times_always_increase(tmp_path):
         VideoAnnotator(str(tmp_path / "c.mp4"), fps=0)
     VideoAnnotator(str(tmp_path / "never.mp4")).close()  # no frame: no file
     assert not (tmp_path / "never.mp4").exists()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (5, 3)])
+def test_annotated_video_of_tiny_and_odd_frames(tmp_path, size):
+    from clipdfer.data.io import read_video
+    path = str(tmp_path / "tiny.mp4")
+    with VideoAnnotator(path) as annotator:
+        for i in range(3):
+            annotator.write(i, i / 8, np.full((*size, 3), 200, np.uint8), [(1, None, ("happiness", 0.9))])
+    h, w = size
+    assert read_video(path).shape == (3, 3, max(2, h - h % 2), max(2, w - w % 2))  # it was "tuple index out of range"

@@ -18,11 +18,12 @@ def picture(height: int = 32, width: int = 48) -> np.ndarray:
     return img
 
 
-def write_video(path, frames, rate=8, codec="libx264", fmt=None, pix_fmt="yuv444p", times=None, options=None):
+def write_video(path, frames, rate=8, codec="libx264", fmt=None, pix_fmt="yuv444p", times=None, options=None,
+                container_options=None):
     """Encode RGB frames (libx264: losslessly unless ``options`` say otherwise); ``times`` (s, on a 1 ms clock) makes
     a variable-rate file."""
     height, width = frames[0].shape[:2]
-    with av.open(str(path), "w", format=fmt) as container:
+    with av.open(str(path), "w", format=fmt, options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if options is not None or codec == "libx264":

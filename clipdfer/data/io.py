@@ -25,7 +25,9 @@ __all__ = ["natural_key", "list_frames", "read_frames", "read_image", "read_vide
 _logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".3gp",
+                    ".3g2", ".flv", ".wmv", ".asf", ".ogv", ".vob", ".mxf", ".y4m", ".h264", ".264", ".h265", ".hevc",
+                    ".mjpeg", ".mjpg")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 DEFAULT_FRAME_RATE = 25.0  # fps assumed for frames without timestamps when the stream gives no rate (FFmpeg's too)
 
@@ -253,9 +255,21 @@ def apply_display_matrix(frame: np.ndarray, matrix: Sequence[int]) -> np.ndarray
     return np.ascontiguousarray(frame)
 
 
+def _rotation_matrix(degrees: float) -> Tuple[int, ...]:
+    """FFmpeg's display matrix of an anticlockwise rotation (``av_display_rotation_set``), 16.16 fixed point."""
+    rad = math.radians(degrees)
+    cos, sin = round(math.cos(rad) * 65536), round(math.sin(rad) * 65536)
+    return cos, -sin, 0, sin, cos, 0, 0, 0, 1 << 30
+
+
 def _frame_display_matrix(frame) -> Optional[Tuple[int, ...]]:
     """The display matrix a decoded PyAV frame carries (from the container or the bitstream), or None."""
-    for data in frame.side_data:
+    try:
+        side_data = frame.side_data
+    except ValueError:  # a side data type this PyAV does not know (FFmpeg 8's EXIF, from MJPEG): the rotation alone
+        rotation = getattr(frame, "rotation", 0) or 0
+        return _rotation_matrix(rotation) if rotation else None
+    for data in side_data:
         if getattr(data.type, "name", None) == "DISPLAYMATRIX":
             raw = bytes(data)
             if len(raw) >= 36:
@@ -387,33 +401,86 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
         FileNotFoundError: the file does not exist.
         ValueError: it is empty, unreadable or corrupt, has no video stream, or has no frame in the range.
     """
-    import av
     sampler = FpsSampler(fps)
     container = _open(path)
-    got = False
+    import av
+    got, damaged, last, duration, origin = False, [0], None, None, 0.0
     try:
         stream = _video_stream(container)
-        clock, orient = _Clock(path, stream, notes), _Orienter(path)
-        if start and stream.start_time is not None:  # a stream without timestamps cannot be sought in by time
-            container.seek(int(start * av.time_base), backward=True, any_frame=False)  # the key frame before it
-        for frame in container.decode(stream):
-            t = clock(frame.time)
-            orient.seen(frame)
-            if start and t < start - 1e-6:
-                continue
-            if end is not None and t > end + 1e-6:
+        origin = _origin(container, stream)
+        duration = container.duration / 1e6 if container.duration else None  # what the container announces (s)
+        seek = bool(start) and stream.start_time is not None  # a stream without timestamps cannot be sought in
+        while True:
+            clock, orient = _Clock(path, stream, notes), _Orienter(path)
+            if seek:
+                container.seek(int((start + origin) * av.time_base), backward=True, any_frame=False)  # the key frame
+            decoded = False  # before start: decoding goes on from there
+            for frame in _decode(container, stream, damaged):
+                t = clock(frame.time - origin if frame.time is not None else None)
+                if seek and not decoded and t > start + 1e-6:
+                    break  # the seek landed after start: read from the beginning instead
+                decoded = True
+                orient.seen(frame)
+                if start and t < start - 1e-6:
+                    continue
+                if end is not None and t > end + 1e-6:
+                    return
+                if not sampler.take(t):
+                    continue
+                got, last = True, t
+                yield t, orient(frame)
+            if not seek or decoded:
                 break
-            if not sampler.take(t):
-                continue
-            got = True
-            yield t, orient(frame)
+            container.close()  # some containers (a short MPEG-TS) seek to nowhere: decode from the start
+            container, seek, damaged[0] = _open(path), False, 0
+            stream = _video_stream(container)
     except av.error.FFmpegError as e:
-        raise ValueError(f"video {path!r} is corrupt: decoding failed ({e})") from e
+        if not got:
+            raise ValueError(f"video {path!r} is corrupt: decoding failed ({e})") from e
+        _note(path, notes, "broken", f"{os.path.basename(path)} could not be read past {last:.2f} s ({e}): the rest "
+                                     f"is left out")
     finally:
         container.close()
+        if damaged[0] and got:
+            _note(path, notes, "damaged", f"{os.path.basename(path)}: {damaged[0]} damaged packet(s) could not be "
+                                          f"decoded and were skipped")
     if not got:
-        where = f" between {start or 0} s and {end} s" if start or end is not None else ""
+        where = "" if not start and end is None else (
+            f" from {start} s" if end is None else f" up to {end} s" if not start else f" between {start} and {end} s")
         raise ValueError(f"video {path!r} has no decodable frames{where}")
+    if end is None and duration and last is not None and last + origin < duration - max(1.0, 0.1 * duration):
+        _note(path, notes, "truncated", f"{os.path.basename(path)} ends at {last:.2f} s of the {duration:.2f} s its "
+                                        f"container announces: the file may be truncated")
+
+
+def _decode(container, stream, damaged: List[int]):
+    """The decoded frames of ``stream``; a packet the decoder rejects as invalid is skipped (as players do) and
+    counted in ``damaged[0]``."""
+    import av
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            damaged[0] += 1
+            continue
+        yield from frames
+
+
+def _note(source: str, notes: Optional[List[str]], what: str, message: str) -> None:
+    """Log ``message`` once per source and add it to ``notes``."""
+    _warn_once(source, what, "%s", message)
+    if notes is not None:
+        notes.append(message)
+
+
+def _origin(container, stream) -> float:
+    """The time a player's timeline starts at, in s: the container's start time (an MPEG-TS stream from a camera
+    may start at 1.65 s, a cut at 5 s), else the stream's; frame times are counted from it."""
+    if container.start_time is not None:
+        return container.start_time / 1e6  # AV_TIME_BASE units
+    if stream.start_time is not None and stream.time_base:
+        return float(stream.start_time * stream.time_base)
+    return 0.0
 
 
 def estimate_frames(path: str, fps: Optional[float] = None, start: Optional[float] = None,
@@ -441,6 +508,7 @@ def estimate_frames(path: str, fps: Optional[float] = None, start: Optional[floa
         if not rate or not count:
             return None
         first = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        first -= _origin(container, stream)
     finally:
         container.close()
     sampler, n = FpsSampler(fps), 0
@@ -469,8 +537,8 @@ def count_video_frames(path: str) -> int:
     Raises:
         FileNotFoundError / ValueError: as :func:`iter_video_frames`.
     """
-    import av
     container = _open(path)
+    import av
     try:
         n = sum(1 for _ in container.decode(_video_stream(container)))
     except av.error.FFmpegError as e:
@@ -554,13 +622,18 @@ def iter_camera_frames(camera: Union[int, str], fps: Optional[float] = None) -> 
         raise ValueError(f"cannot open camera {camera!r}: check the index or device path (0 is the first camera) "
                          f"and that no other program holds it")
     media_time = isinstance(camera, str) and os.path.isfile(camera)
+    rate = capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FRAME_RATE
     try:
-        start = time.monotonic()
+        start, index, last = time.monotonic(), -1, None
         while True:
             ok, bgr = capture.read()
             if not ok:
                 break
+            index += 1
             t = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if media_time else time.monotonic() - start
+            if media_time and last is not None and t <= last:  # a file without timestamps: its rate
+                t = index / rate
+            last = t
             if sampler.take(t):
                 yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     finally:

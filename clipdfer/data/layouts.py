@@ -36,7 +36,7 @@ def dfew_records(root: str, fold: int, split: str) -> List[ClipRecord]:
         raise FileNotFoundError(f"{csv_path!r} not found: ROOT must be the DFEW directory that holds "
                                 f"EmoLabel_DataSplit/ and Clip/clip_224x224/")
     records = []
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Excel's) is skipped
         for n, row in enumerate(csv.DictReader(f), 2):
             try:
                 name, label = str(int(row["video_name"])).zfill(5), int(row["label"]) - 1
@@ -63,7 +63,7 @@ def write_annotations(records: List[ClipRecord], path: str) -> None:
 def _split_lines(path: str, what: str):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} not found: ROOT must be the {what} directory of its official release")
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 yield n, line.split()

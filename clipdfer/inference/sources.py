@@ -8,14 +8,19 @@ folders of videos, globs, text files of paths) into the list of sources.
 
 import dataclasses
 import glob
+import logging
+import math
 import os
+import re
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 __all__ = ["Camera", "sample_clip_path", "iter_source", "expand_sources", "source_name", "is_live",
-           "estimate_frames", "LIST_EXTENSIONS"]
+           "estimate_frames", "check_run_args", "LIST_EXTENSIONS"]
+
+_logger = logging.getLogger(__name__)
 
 _ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets")
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
@@ -51,6 +56,32 @@ def source_name(source) -> str:
     if isinstance(source, torch.Tensor):
         return "tensor"
     return str(source)
+
+
+def check_run_args(fps: Optional[float] = None, start: Optional[float] = None, end: Optional[float] = None,
+                   folder_fps: float = 25.0) -> None:
+    """Check the reading arguments of a run before any source is read.
+
+    Raises:
+        ValueError: ``fps`` negative or not finite; ``start`` / ``end`` negative, not finite, or ``end`` before
+            ``start``; ``folder_fps`` not a positive finite number.
+    """
+    def number(name: str, value, low: float, allow_low: bool = True) -> None:
+        if value is None:
+            return
+        try:
+            ok = math.isfinite(value) and (value >= low if allow_low else value > low)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{name}={value!r}: expected a finite number {'>=' if allow_low else '>'} {low:g}")
+
+    number("fps", fps, 0)
+    number("start", start, 0)
+    number("end", end, 0)
+    number("folder_fps", folder_fps, 0, allow_low=False)
+    if start is not None and end is not None and end < start:
+        raise ValueError(f"start={start} s, end={end} s: the end comes before the start; swap them")
 
 
 def iter_source(source, fps: Optional[float] = 8.0, start: Optional[float] = None, end: Optional[float] = None,
@@ -119,7 +150,7 @@ def _frame_folder(path: str) -> bool:
 def _walk(folder: str, recursive: bool) -> List[str]:
     """The videos and frame folders under ``folder`` (hidden entries skipped), in natural order."""
     from ..data.io import VIDEO_EXTENSIONS, natural_key
-    found = []
+    found, skipped = [], []
     for name in sorted(os.listdir(folder), key=natural_key):
         if name.startswith("."):
             continue
@@ -128,18 +159,23 @@ def _walk(folder: str, recursive: bool) -> List[str]:
             found.append(path)
         elif os.path.isdir(path) and recursive:
             found.extend([path] if _frame_folder(path) else _walk(path, recursive))
+        elif os.path.isfile(path):
+            skipped.append(name)
+    if skipped:
+        _logger.info("%s: %d file(s) that are not videos skipped (%s); give a file by name to read it anyway",
+                     folder, len(skipped), ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else ""))
     return found
 
 
 def _read_list(path: str) -> List[str]:
-    """The paths of a text file of paths: one per line, blank lines and ``#`` comments skipped, relative paths under
-    the file's folder."""
+    """The paths of a text file of paths: one per line, blank lines and ``#`` comments (at the start of a line or
+    after a space) skipped, relative paths under the file's folder."""
     base = os.path.dirname(os.path.abspath(path))
     entries = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's, Excel's) is skipped
         for line in f:
-            line = line.strip()
-            if line and not line.startswith("#"):
+            line = re.sub(r"(^|\s)#.*$", "", line).strip()  # a comment: '#' at the start or after a space
+            if line:
                 entries.append(line if os.path.isabs(line) or _is_url(line) else os.path.join(base, line))
     return entries
 
