@@ -66,7 +66,14 @@ def _predict(args) -> int:
     if args.annotate:
         check_output_path(args.annotate, "--annotate", sources, VIDEO_OUTPUTS)
     if args.plot:
-        check_output_path(args.plot, "--plot", sources)
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+        except ImportError as e:
+            raise ImportError("--plot needs matplotlib: pip install 'clipdfer[predict]' (or pip install matplotlib)") \
+                from e
+        formats = tuple(f".{ext}" for ext in FigureCanvasAgg(Figure()).get_supported_filetypes())
+        check_output_path(args.plot, "--plot", sources, formats)
     shard = parse_shard(args.shard) if args.shard else None
     live = any(is_live(s) for s in sources)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -106,7 +113,7 @@ def _predict(args) -> int:
     finally:  # also when the run stops on an error that is not one source's: the summary shows what is done
         if args.out and world == 1:
             print(f"wrote {run.write_summary()}", file=info)
-    if args.out and world > 1 and rank == 0 and not interrupted:  # every process has finished (_run_batch gathered)
+    if args.out and world > 1 and rank == 0:  # every process has finished, or all were stopped
         print(f"wrote {run.write_summary()}", file=info)
     if world > 1 and not interrupted:
         from clipdfer.distributed import teardown
@@ -122,9 +129,10 @@ def _predict(args) -> int:
             print(f"wrote {plot_prediction(first.result, args.plot)}", file=info)
         if args.annotate and not first.reused:  # (--annotate runs its source even when a result is saved)
             print(f"wrote {args.annotate}", file=info)
-    if failed:
+    if failed and rank == 0:  # under torchrun, rank 0 speaks for every process (the others exit 0)
         print(f"clipdfer: {failed} of {done} source(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+        return 1
+    return 0
 
 
 def _run_batch(run, args, predictor, world: int, rank: int, info):
@@ -178,22 +186,31 @@ def _run_batch(run, args, predictor, world: int, rank: int, info):
         csv_out.write_header()
     if world > 1 and not interrupted:
         everyone = _gather((entries, failed, done))
-        entries = sorted((e for part, _, _ in everyone for e in part), key=lambda ie: ie[0])
+        entries = [e for part, _, _ in everyone for e in part]
         failed, done = sum(f for _, f, _ in everyone), sum(d for _, _, d in everyone)
-        if rank == 0:
-            if args.json:
-                with JsonListWriter(sys.stdout) as out:
-                    for _, e in entries:
-                        out.add(e)
-            elif args.csv:
-                writer = CsvWriter(sys.stdout, predictor.class_names)
+    elif world > 1 and rank == 0:  # stopped: the other processes cannot be asked; their results are in --out
+        mine = {i for i, _ in entries}
+        run._found = None
+        entries += [(i, r.to_dict()) for i in range(len(run.sources)) if i not in mine and args.out
+                    for r in [run.saved(i)] if r is not None]
+        if not args.out:
+            print("clipdfer: stopped under torchrun without --out: only rank 0's results are printed",
+                  file=sys.stderr)
+    if world > 1 and rank == 0:
+        entries.sort(key=lambda ie: ie[0])
+        if args.json:
+            with JsonListWriter(sys.stdout) as out:
                 for _, e in entries:
-                    writer.add(e)
-                writer.write_header()
-            elif not args.out:
-                for _, e in entries:
-                    if "error" not in e:
-                        print(format_prediction(Prediction.from_dict(e)), flush=True)
+                    out.add(e)
+        elif args.csv:
+            writer = CsvWriter(sys.stdout, predictor.class_names)
+            for _, e in entries:
+                writer.add(e)
+            writer.write_header()
+        elif not args.out:
+            for _, e in entries:
+                if "error" not in e:
+                    print(format_prediction(Prediction.from_dict(e)), flush=True)
     return first, failed, done, interrupted
 
 

@@ -21,8 +21,8 @@ class ScriptedDetector(FaceDetector):
 
     name = "scripted"
 
-    def __init__(self, tolerance: int = 90, min_pixels: int = 12):
-        super().__init__(min_score=0.0, min_size=1, max_side=1 << 30)
+    def __init__(self, tolerance: int = 90, min_pixels: int = 12, min_score: float = 0.0):
+        super().__init__(min_score=min_score, min_size=1, max_side=1 << 30)
         self.tolerance, self.min_pixels = tolerance, min_pixels
         self.calls = 0
 
@@ -57,5 +57,10 @@ def use_scripted_detector(monkeypatch) -> None:
     """Make ``detector="auto"`` (the CLI's default) give a :class:`ScriptedDetector` for the rest of a test."""
     import clipdfer.faces
     real = clipdfer.faces.make_detector
-    monkeypatch.setattr(clipdfer.faces, "make_detector",
-                        lambda detector="auto", *a, **k: ScriptedDetector() if detector == "auto" else real(detector))
+
+    def make(detector="auto", min_score=None, **kwargs):
+        if detector != "auto":
+            return real(detector, min_score, **kwargs)
+        return ScriptedDetector(min_score=0.0 if min_score is None else min_score)
+
+    monkeypatch.setattr(clipdfer.faces, "make_detector", make)

@@ -291,3 +291,16 @@ def test_frame_folders_and_tensors_are_sampled_on_the_fps_grid(tmp_path):
     with pytest.raises(ValueError, match=r"expected a video tensor \(T, 3, H, W\), got \(3, 16, 16\): for one frame "
                                          r"use frame.unsqueeze\(0\)"):
         list(iter_tensor_frames(video[0]))
+
+
+def test_prepare_writes_splits_that_read_back_from_a_folder_with_a_space(tmp_path, monkeypatch):
+    from clipdfer.cli import main
+    home = tmp_path / "my dfew"
+    _write_clip(home / "DFEW" / "Clip" / "clip_224x224" / "00007", 5)
+    _dfew_split(home / "DFEW", "video_name,label\n7,1\n")
+    monkeypatch.chdir(home)
+    assert main(["prepare", "dfew", "DFEW", "DFEW/splits", "--folds", "1"]) == 0
+    records = read_annotations(str(home / "DFEW" / "splits" / "set_1" / "train.txt"), num_classes=7)
+    assert [(r.path, r.num_frames) for r in records] == [(str(home / "DFEW" / "Clip" / "clip_224x224" / "00007"), 5)]
+    assert main(["prepare", "dfew", "DFEW", str(tmp_path / "other splits"), "--folds", "1"]) == 2  # no way to write it
+    assert not list((tmp_path / "other splits").rglob("*.tmp"))

@@ -320,3 +320,55 @@ def test_a_frame_folder_as_users_have_it(model, tmp_path, monkeypatch, capsys):
     assert main(["predict", str(folder), "--folder-fps", "8", "--json", "--model", "clip_zeroshot_test",
                  "--no-pretrained"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["frames_used"] == 24  # at 25 frames/s it would take 8 of them
+    (folder / "00005.png").write_bytes(b"\x89PNG broken in a copy")  # a damaged frame is skipped, as a packet is
+    r = _scripted(model).run(str(folder), folder_fps=8.0)
+    assert r.frames_used == 23 and r.notes == ["crops: 1 frame(s) could not be read and were skipped (00005.png)"]
+
+
+def test_stream_keeps_nothing_of_the_windows_it_has_handed_over(model):
+    """A camera running for days: a new face every 20 frames, windows consumed and dropped."""
+    import gc
+    import weakref
+    p = _scripted(model, background=False)
+    frames = ((i / 8, face_frame([(20 + i % 20, 20, 60 + i % 20, 70)],
+                                 background=(40, 40, 40) if (i // 20) % 2 else (200, 200, 200))) for i in range(2000))
+    stage, session = p.tracking_stage(), _Session(p, keep=False)
+    refs, timelines, windows = [], 0, 0
+    for event in stage(frames):
+        for w in session.take(event):
+            refs.append(weakref.ref(w))
+        timelines = max(timelines, len(session.timelines))
+        windows = max(windows, sum(len(t.windows) for t in session.timelines.values()))
+    del w, event
+    gc.collect()
+    assert len(refs) == 400 and all(r() is None for r in refs)  # it kept every window it yielded
+    # 100 faces seen: held are the face on screen and those whose last windows wait for a batch; none at the end
+    assert timelines <= 1 + p.batch_size and windows <= 4 * (1 + p.batch_size) and len(session.timelines) == 0
+
+
+def test_a_stopped_run_does_not_blame_its_source_for_the_video_it_was_drawing(tmp_path, monkeypatch, capsys):
+    from clipdfer.cli import main
+    from clipdfer.visualize import VideoAnnotator
+    use_scripted_detector(monkeypatch)
+    path = write_video(tmp_path / "a.mp4", [face_frame([(10, 10, 50, 60)]) for _ in range(16)])
+    written = []
+
+    def write(self, index, *args):
+        written.append(index)
+        if index == 5:
+            raise KeyboardInterrupt  # Ctrl-C while drawing
+        return real_write(self, index, *args)
+
+    def close(self):  # the container was cut off mid-write (PyAV: "Invalid argument ... returned 22")
+        real_close(self)
+        raise ValueError("Invalid argument: 'drawn.mp4' returned 22")
+
+    real_write, real_close = VideoAnnotator.write, VideoAnnotator.close
+    monkeypatch.setattr(VideoAnnotator, "write", write)
+    monkeypatch.setattr(VideoAnnotator, "close", close)
+    drawn, out = tmp_path / "drawn.mp4", tmp_path / "out"
+    assert main(["predict", path, "--annotate", str(drawn), "--out", str(out), "--model", "clip_zeroshot_test",
+                 "--no-pretrained"]) == 130  # it was exit 1 with the source recorded as failed
+    assert not drawn.exists() and written[-1] == 5  # a video that could not be finished is removed
+    summary = (out / "summary.csv").read_text()
+    assert "Invalid argument" not in summary and ",pending," in summary

@@ -179,7 +179,7 @@ def test_torchrun_processes_each_take_a_share_and_rank_0_prints_every_result(tmp
     assert len(reports) == 3 and proc.stdout.count("face 1: frames 0-23") == 3, proc.stdout  # rank 0 prints them all
 
 
-def test_sources_as_users_type_them(tmp_path):
+def test_sources_as_users_type_them(tmp_path, caplog):
     root = tmp_path / "corpus"
     for rel in ("s1/b.mp4", "s1/a10.mov", "s1/a2.mp4", "s2/deep/c.mkv", ".hidden/x.mp4", "s1/._a2.mp4",
                 "s3/pi.h264", "s3/cam.ts", "s3/phone.3gp", "s3/old.MTS"):
@@ -202,15 +202,32 @@ def test_sources_as_users_type_them(tmp_path):
                      + str(root / "s1" / "a2.mp4") + "\ncorpus/s1/b.mp4\n", encoding="utf-8")
     assert [os.path.basename(p) for p in expand_sources([str(paths), str(root / "s1" / "a2.mp4")])] == [
         "b.mp4", "a2.mp4"]  # relative to the list, each once
+    assert "given more than once" in caplog.text
     assert expand_sources(["rtsp://cam/1", 0]) == ["rtsp://cam/1", 0]
+    take = root / "s1" / "take #2.mp4"  # a '#' in a file name is not a comment
+    take.write_bytes(b"")
+    (tmp_path / "takes.txt").write_text("corpus/s1/take #2.mp4\n")
+    assert expand_sources([str(tmp_path / "takes.txt")]) == [str(take)]
+    (tmp_path / "dir.txt").write_bytes("corpus/s1/b.mp4\r\n".encode("utf-16"))  # PowerShell's dir > dir.txt
+    assert expand_sources([str(tmp_path / "dir.txt")]) == [str(root / "s1" / "b.mp4")]
+    latin = os.fsdecode(b"caf\xe9.mp4")  # find > list.txt keeps a name that is not UTF-8 as its bytes
+    (root / "s1" / latin).write_bytes(b"")
+    (tmp_path / "find.txt").write_bytes(b"corpus/s1/caf\xe9.mp4\n")
+    assert expand_sources([str(tmp_path / "find.txt")]) == [str(root / "s1" / latin)]
+    covered = tmp_path / "covered"  # a cover picture beside folders of videos
+    (covered / "interviews").mkdir(parents=True)
+    (covered / "cover.png").write_bytes(b"")
+    (covered / "interviews" / "i1.mp4").write_bytes(b"")
+    assert expand_sources([str(covered)]) == [str(covered / "interviews" / "i1.mp4")]
     with pytest.raises(ValueError, match="matches no file"):
         expand_sources([str(root / "*.avi")])
     (root / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no videos or frame folders"):
         expand_sources([str(root / "empty")])
     names = output_names([str(root / "s1" / "a2.mp4"), str(root / "s1" / "b.mp4"), str(root / "s2" / "b.mp4"),
-                          str(root / "s1" / "x.mp4"), str(root / "s1" / "x.mov"), "rtsp://cam/1"])
-    assert names == ["a2", "s1__b", "s2__b", "x_mp4", "x_mov", "cam_1"]
+                          str(root / "s1" / "x.mp4"), str(root / "s1" / "x.mov"), "rtsp://cam/1", "v/面试.mp4",
+                          "v/Привет мир.mov"])
+    assert names == ["a2", "s1__b", "s2__b", "x_mp4", "x_mov", "cam_1", "面试", "Привет_мир"]
 
 
 def test_single_source_errors_name_the_problem(tmp_path):
@@ -242,10 +259,19 @@ def test_resume_follows_the_settings_and_the_source_not_its_spelling(tmp_path, c
     assert runs == ["clip.mp4"] and sorted(os.listdir(out)) == ["b__clip.json", "clip.json", "summary.csv"]
     with open(os.path.join(out, "summary.csv")) as f:  # the first result stays where it is: no orphan, no rerun
         assert [(r["status"], r["result"]) for r in csv.DictReader(f)] == [("ok", "clip.json"), ("ok", "b__clip.json")]
+    runs.clear()
+    assert main(["predict", "corpus", "--out", out, "--fps", "4", "--min-face-score", "0.5", *MODEL]) == 0
+    assert runs == ["clip.mp4", "clip.mp4"]  # the detector's settings are settings too
+    runs.clear()
+    _face_video(corpus / "b" / "clip.mp4", n=24)  # the same path, another video
+    capsys.readouterr()
+    assert main(["predict", "corpus", "--out", out, "--fps", "4", "--min-face-score", "0.5", "--json", *MODEL]) == 0
+    assert runs == ["clip.mp4"] and json.loads(capsys.readouterr().out)[1]["frames_used"] == 12
 
 
 @pytest.mark.parametrize("bad", [["--fps", "-1"], ["--fps", "nan"], ["--start", "12", "--end", "10"],
-                                 ["--window", "0"], ["--stride", "-2"], ["--folder-fps", "0"], ["--shard", "3/2"]])
+                                 ["--window", "0"], ["--stride", "-2"], ["--folder-fps", "0"], ["--shard", "3/2"],
+                                 ["--min-face-score", "2"]])
 def test_bad_arguments_stop_the_run_before_any_source(tmp_path, capsys, runs, bad):
     face = _face_video(tmp_path / "a.mp4")
     assert main(["predict", face, "--out", str(tmp_path / "out"), *MODEL, *bad]) == 2
@@ -258,7 +284,8 @@ def test_output_paths_are_checked_before_the_run(tmp_path, capsys, runs, scripte
     for args, message in ([["--annotate", face], "is the source itself"],
                           [["--annotate", str(tmp_path / "missing" / "x.mp4")], "does not exist"],
                           [["--annotate", str(tmp_path / "x.txt")], "expected a file ending in .mp4"],
-                          [["--out", face], "is a file: give a folder"]):
+                          [["--out", face], "is a file: give a folder"],
+                          [["--plot", str(tmp_path / "plot.txt")], "expected a file ending in"]):
         assert main(["predict", face, *MODEL, *args]) == 2, args
         assert message in capsys.readouterr().err and runs == []
     (tmp_path / "out" / "a.json").mkdir(parents=True)  # a result that cannot be written (as on a full disk)
@@ -344,3 +371,37 @@ def test_tensors_are_always_run(tmp_path):
     again = list(BatchRun(predictor, videos[::-1], str(tmp_path / "out")))
     assert not any(item.reused for item in again) and len(os.listdir(tmp_path / "out")) == 2
     assert again[0].result.windows[0].probs == first[1].windows[0].probs
+    run = BatchRun(predictor, videos + [torch.zeros(1, 3, 8)], str(tmp_path / "out2"))
+    list(run)
+    with open(run.write_summary()) as f:
+        assert [r["status"] for r in csv.DictReader(f)] == ["ok", "ok", "failed"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals and torchrun's gloo rendezvous")
+def test_torchrun_stopped_by_sigterm_keeps_its_results(tmp_path):
+    pytest.importorskip("cv2")
+    import signal
+    import time
+
+    from clipdfer.data.io import read_video
+    face = list(read_video(sample_clip_path()).permute(0, 2, 3, 1).numpy())
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(6):  # 30 s each: far longer than the wait for the first result
+        write_video(videos / f"v{i}.mp4", face * 10, rate=8, pix_fmt="yuv420p", options={"preset": "ultrafast"})
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "clipdfer",
+           "predict", str(videos), "--out", str(out), "--json", *MODEL]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not (out.exists() and any(p.suffix == ".json" for p in out.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # Slurm's time limit
+    stdout, stderr = proc.communicate(timeout=300)
+    results = json.loads(stdout)  # rank 0 closed its list: every result written so far, in order
+    assert results and all(len(e["faces"]) == 1 for e in results), stderr
+    with open(out / "summary.csv") as f:
+        statuses = [r["status"] for r in csv.DictReader(f)]
+    assert statuses.count("ok") == len(results) and "pending" in statuses, (statuses, stderr)
+    assert "stopped (SIGTERM)" in stderr

@@ -142,6 +142,20 @@ def test_a_raw_h264_stream_is_timed_by_its_rate(tmp_path, caplog):
     assert estimate_frames(str(raw), 8) is None  # no frame count, no duration: unknown
 
 
+@pytest.mark.parametrize("rate", [12, 13])
+def test_a_raw_stream_at_a_rate_ffmpeg_guesses_double(tmp_path, rate):
+    raw = write_video(tmp_path / "pi.h264", [picture() for _ in range(2 * rate)], rate=rate, fmt="h264")
+    with av.open(raw) as container:  # guessed_rate says 24 for 12 fps, 26 for 13; the decoder's rate is right
+        assert container.streams.video[0].guessed_rate == 2 * rate
+    assert [t for t, _ in iter_video_frames(raw)] == pytest.approx([i / rate for i in range(2 * rate)])
+
+
+def test_a_time_range_without_frames_says_so(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", [picture() for _ in range(24)], rate=8)
+    with pytest.raises(ValueError, match=r"no decodable frames between 1.01 and 1.02 s"):
+        list(iter_video_frames(path, start=1.01, end=1.02))
+
+
 def test_frames_without_a_timestamp_continue_from_the_last_one():
     notes = []
     clock = io._Clock("cam.ts", SimpleNamespace(guessed_rate=10, average_rate=25, base_rate=20), notes)

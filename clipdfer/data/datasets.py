@@ -45,7 +45,7 @@ def read_annotations(path: str, root: Optional[str] = None, num_classes: Optiona
             if label < 0 or (num_classes is not None and label >= num_classes):
                 raise ValueError(f"{path}:{n}: label {label} is outside 0..{(num_classes or 1) - 1}; labels are "
                                  f"0-based indices into the model's class order")
-            records.append(ClipRecord(os.path.join(root, parts[0]), int(parts[1]), label))
+            records.append(ClipRecord(os.path.normpath(os.path.join(root, parts[0])), int(parts[1]), label))
     if not records:
         raise ValueError(f"annotation file {path!r} lists no clips")
     return records

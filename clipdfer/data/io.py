@@ -153,25 +153,41 @@ def _within(t: float, start: Optional[float], end: Optional[float]) -> bool:
 
 
 def iter_frame_folder(folder: str, fps: Optional[float] = None, start: Optional[float] = None,
-                      end: Optional[float] = None, folder_fps: float = 25.0) -> Iterator[Tuple[float, np.ndarray]]:
+                      end: Optional[float] = None, folder_fps: float = 25.0, notes: Optional[List[str]] = None
+                      ) -> Iterator[Tuple[float, np.ndarray]]:
     """(time in s, RGB (H, W, 3) uint8) for the frames of a folder (:func:`list_frames`), EXIF orientation applied.
 
     Frame i is at ``i / folder_fps`` s. Frames from ``start`` to ``end`` s (both included) are kept, then ``fps``
     frames per second of them (:class:`~clipdfer.data.sampling.FpsSampler`, its grid anchored at the first frame in
-    range); only the frames kept are read.
+    range); only the frames kept are read. A frame that cannot be read is skipped, as a damaged packet of a video is,
+    and ``notes`` says which (:func:`read_frames`, for training, raises instead).
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
-        ValueError: it holds no image files, a frame cannot be read, or ``fps`` / ``folder_fps`` is not positive.
+        ValueError: it holds no image files, none of them can be read, or ``fps`` / ``folder_fps`` is not positive.
     """
     _check_rate(folder_fps)
     sampler = FpsSampler(fps)
+    got, bad = False, []
     for i, path in enumerate(list_frames(folder)):
         t = i / folder_fps
         if end is not None and t > end + 1e-9:
-            return
+            break
         if _within(t, start, end) and sampler.take(t):
-            yield t, read_image(path)
+            try:
+                frame = read_image(path)
+            except ValueError as e:
+                if not bad:
+                    first_error = e
+                bad.append(os.path.basename(path))
+                continue
+            got = True
+            yield t, frame
+    if bad and not got:
+        raise ValueError(f"no frame of {folder!r} can be read ({len(bad)} tried): {first_error}")
+    if bad:
+        _note(folder, notes, "frames", f"{os.path.basename(folder.rstrip(os.sep))}: {len(bad)} frame(s) could not be "
+                                       f"read and were skipped ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
 
 
 def iter_tensor_frames(video: torch.Tensor, fps: Optional[float] = None, start: Optional[float] = None,
@@ -309,9 +325,12 @@ class _Orienter:
 def _stream_rate(stream) -> Tuple[float, str]:
     """The rate to time frames without timestamps by, and where it comes from (for the note).
 
-    ``guessed_rate`` first: FFmpeg's guess from the bitstream's timing (for a raw H.264 stream, its VUI), where
-    ``average_rate`` is the raw demuxer's made-up default (25) and ``base_rate`` may count fields (twice the rate)."""
-    for rate in (getattr(stream, "guessed_rate", None), stream.average_rate, getattr(stream, "base_rate", None)):
+    The decoder's frame rate first (from the bitstream's timing: a raw H.264 stream's VUI), then ``guessed_rate``,
+    which doubles it for some rates (24 for a 12 fps stream), then ``average_rate`` (the raw demuxer's made-up
+    default, 25) and ``base_rate`` (which may count fields, twice the rate)."""
+    decoder = getattr(getattr(stream, "codec_context", None), "framerate", None)
+    rates = (decoder, getattr(stream, "guessed_rate", None), stream.average_rate, getattr(stream, "base_rate", None))
+    for rate in rates:
         if rate and float(rate) > 0:
             return float(rate), "the stream's rate"
     return DEFAULT_FRAME_RATE, "assumed: the stream gives no rate"
@@ -404,7 +423,7 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
     sampler = FpsSampler(fps)
     container = _open(path)
     import av
-    got, damaged, last, duration, origin = False, [0], None, None, 0.0
+    got, damaged, last, duration, origin, past_end = False, [0], None, None, 0.0, False
     try:
         stream = _video_stream(container)
         origin = _origin(container, stream)
@@ -414,7 +433,7 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
             clock, orient = _Clock(path, stream, notes), _Orienter(path)
             if seek:
                 container.seek(int((start + origin) * av.time_base), backward=True, any_frame=False)  # the key frame
-            decoded = False  # before start: decoding goes on from there
+            decoded = past_end = False  # before start: decoding goes on from there
             for frame in _decode(container, stream, damaged):
                 t = clock(frame.time - origin if frame.time is not None else None)
                 if seek and not decoded and t > start + 1e-6:
@@ -424,12 +443,13 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
                 if start and t < start - 1e-6:
                     continue
                 if end is not None and t > end + 1e-6:
-                    return
+                    past_end = True
+                    break
                 if not sampler.take(t):
                     continue
                 got, last = True, t
                 yield t, orient(frame)
-            if not seek or decoded:
+            if not seek or decoded or past_end:
                 break
             container.close()  # some containers (a short MPEG-TS) seek to nowhere: decode from the start
             container, seek, damaged[0] = _open(path), False, 0
@@ -448,7 +468,8 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
         where = "" if not start and end is None else (
             f" from {start} s" if end is None else f" up to {end} s" if not start else f" between {start} and {end} s")
         raise ValueError(f"video {path!r} has no decodable frames{where}")
-    if end is None and duration and last is not None and last + origin < duration - max(1.0, 0.1 * duration):
+    short = duration and last is not None and last + origin < duration - max(1.0, 0.1 * duration)
+    if end is None and not past_end and short:
         _note(path, notes, "truncated", f"{os.path.basename(path)} ends at {last:.2f} s of the {duration:.2f} s its "
                                         f"container announces: the file may be truncated")
 
@@ -504,7 +525,8 @@ def estimate_frames(path: str, fps: Optional[float] = None, start: Optional[floa
             duration = float(stream.duration * stream.time_base)
         else:
             duration = container.duration / 1e6 if container.duration else 0.0
-        count = stream.frames or int(round(duration * rate))
+        counts = [n for n in (stream.frames, int(round(duration * rate))) if n]  # an edit list hides frames
+        count = min(counts) if counts else 0
         if not rate or not count:
             return None
         first = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0

@@ -50,14 +50,34 @@ def dfew_records(root: str, fold: int, split: str) -> List[ClipRecord]:
 
 
 def write_annotations(records: List[ClipRecord], path: str) -> None:
-    """Write records as an annotation file (absolute paths), atomically."""
+    """Write records as an annotation file, atomically (a temporary file, then a rename; removed on an error).
+
+    Paths are absolute, or relative to the file's folder where the absolute path holds a space (the format separates
+    its fields by spaces; :func:`clipdfer.data.read_annotations` resolves relative paths from the file's folder).
+
+    Raises:
+        ValueError: a clip's path holds a space even relative to the file's folder (move the data or the splits).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    lines = []
+    for r in records:
+        clip = os.path.abspath(r.path)
+        if any(c.isspace() for c in clip):
+            clip = os.path.relpath(clip, folder)
+        if any(c.isspace() for c in clip):
+            raise ValueError(f"{r.path!r} holds a space, which the annotation format (FRAME_FOLDER NUM_FRAMES LABEL) "
+                             f"cannot hold: move the dataset, or write the splits next to it so that paths relative "
+                             f"to them have no spaces")
+        lines.append(f"{clip} {r.num_frames} {r.label}\n")
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in records:
-            if " " in r.path:
-                raise ValueError(f"{r.path!r} contains a space, which the annotation format cannot hold")
-            f.write(f"{os.path.abspath(r.path)} {r.num_frames} {r.label}\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.writelines(lines)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def _split_lines(path: str, what: str):

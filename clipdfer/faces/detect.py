@@ -58,11 +58,18 @@ class FaceDetector:
         min_score: faces with a lower score are dropped.
         min_size: smallest face side kept, in pixels of the frame.
         max_side: frames are downscaled so that their longer side is at most this before detection.
+
+    Raises:
+        ValueError: ``min_score`` outside [0, 1], or a size below 1.
     """
 
     name = "base"
 
     def __init__(self, min_score: float = 0.7, min_size: int = 12, max_side: int = 640):
+        if not 0 <= min_score <= 1:
+            raise ValueError(f"min_score={min_score}: expected a detection score in [0, 1] (0.7 for YuNet)")
+        if min_size < 1 or max_side < 1:
+            raise ValueError(f"min_size={min_size}, max_side={max_side}: expected positive numbers of pixels")
         self.min_score, self.min_size, self.max_side = min_score, min_size, max_side
 
     def _detect(self, frame: np.ndarray) -> List[Face]:

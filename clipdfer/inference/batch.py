@@ -64,7 +64,9 @@ def share_indices(count: int, shard: Tuple[int, int] = (0, 1), rank: int = 0, wo
 
 
 def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "source"
+    """A file name's part: letters and digits of any script, '.', '-'; the rest (spaces, separators, bytes that are
+    not UTF-8) as '_'."""
+    return re.sub(r"[^\w.-]+", "_", text).strip("._") or "source"
 
 
 def output_names(sources: Sequence) -> List[str]:
@@ -145,6 +147,16 @@ def _identity(source) -> Optional[str]:
     return None
 
 
+def _stat(source) -> Optional[Dict]:
+    """What changes when a local source is replaced or edited: a file's size and modification time, a folder's
+    modification time (adding or removing a frame changes it)."""
+    key = _identity(source)
+    if key is None or not os.path.exists(key):
+        return None
+    st = os.stat(key)
+    return {"mtime_ns": st.st_mtime_ns} if os.path.isdir(key) else {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def _saved_identity(data: Dict) -> Optional[str]:
     """The identity of the source of a saved result (``source_path``, written with it; else from its name)."""
     return data["source_path"] if "source_path" in data else _identity(data.get("source", ""))
@@ -165,8 +177,9 @@ class BatchRun:
         **run_kwargs: for :meth:`Predictor.run` (``fps``, ``start``, ``end``, ``folder_fps``, ``progress`` ...).
 
     Resuming: a source is not run again when a file in ``out_dir`` holds its result (found by the source's real path,
-    whatever its file is named) made with the same settings (:attr:`settings`: the model, its classes and weights,
-    the window, the face tracker's and the sampling's settings). Tensors and cameras are always run.
+    whatever its file is named), made from the source as it is now (same size and modification time) with the same
+    settings (:attr:`settings`: the model, its classes and weights, the window, the face detector's, the tracker's
+    and the sampling's settings). Tensors and cameras are always run.
 
     A source fails (and is recorded as a :class:`FailedSource`) when it cannot be predicted: no face, corrupt, no
     video stream, unreadable. Errors that are not one source's fault (a missing package, out of memory, a result that
@@ -249,6 +262,10 @@ class BatchRun:
         except ValueError as e:
             _logger.warning("%s is not a complete result (%s): running its source again", path, e)
             return None
+        if data.get("source_stat") != _stat(self.sources[index]):
+            _logger.warning("%s changed since its result in %s was made: running it again",
+                            source_name(self.sources[index]), path)
+            return None
         if data.get("settings") != self.settings:
             self._settings_changed += 1
             if self._settings_changed == 1:
@@ -259,6 +276,14 @@ class BatchRun:
                                 self.out_dir, diff or "unknown")
             return None
         return result
+
+    def _saved_by_name(self, index: int) -> Optional[Union[Prediction, FailedSource]]:
+        """The result in ``<name>.json`` of a source that is never resumed (a tensor, a camera), for the summary."""
+        data = self._load(self.path(index)) if self.out_dir and os.path.exists(self.path(index)) else None
+        try:
+            return result_from_dict(data) if data is not None else None
+        except ValueError:
+            return None
 
     def __iter__(self) -> Iterator[BatchItem]:
         for i in self.indices:
@@ -280,7 +305,8 @@ class BatchRun:
             result = FailedSource(source_name(source), str(e), type(e).__name__)
         if self.out_dir:
             path = self.path(index)
-            data = {**result.to_dict(), "source_path": _identity(source), "settings": self.settings}
+            data = {**result.to_dict(), "source_path": _identity(source), "source_stat": _stat(source),
+                    "settings": self.settings}
             _write_atomically(path, lambda f: json.dump(data, f, indent=2))
             if _identity(source) is not None:
                 self._index()[_identity(source)] = path
@@ -304,7 +330,7 @@ class BatchRun:
             writer = csv.writer(f)
             writer.writerow(SUMMARY_COLUMNS)
             for i, source in enumerate(self.sources):
-                result = self.saved(i) if self.out_dir else None
+                result = self.saved(i) if _identity(source) is not None else self._saved_by_name(i)
                 name = os.path.basename(self.path(i)) if result is not None else ""
                 if result is None:
                     writer.writerow([source_name(source), "", "", "", "pending", "", "", ""])

@@ -4,6 +4,7 @@
            -> windows (windows.py) -> scores (scoring.py) -> timelines (results.py) -> outputs (outputs.py)
 """
 
+import logging
 import os
 import time
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
@@ -21,6 +22,8 @@ from .windows import FaceWindows, Window
 
 __all__ = ["Predictor", "predict", "NoFaceError"]
 
+_logger = logging.getLogger(__name__)
+
 
 class NoFaceError(ValueError):
     """No face was found in the source."""
@@ -30,11 +33,13 @@ class _Session:
     """One pass of a stream of tracked frames through windows, scores and timelines (see :meth:`Predictor.stream`).
 
     What it holds: the crops of the live tracks (T per face at most), the windows waiting for a batch, each face's
-    timeline (its scored windows), and with drawing, the frames not drawn yet.
+    timeline, and with drawing, the frames not drawn yet. With ``keep`` (a run's result) a timeline keeps every
+    window of its face; without (:meth:`Predictor.stream`, which hands each window over as it is scored) only the
+    last few, and an ended face's timeline is dropped.
     """
 
-    def __init__(self, predictor: "Predictor", draw: Optional[Callable] = None):
-        self.p = predictor
+    def __init__(self, predictor: "Predictor", draw: Optional[Callable] = None, keep: bool = True):
+        self.p, self.keep = predictor, keep
         self.live: Dict[int, FaceWindows] = {}  # faces on screen
         self.timelines: Dict[int, FaceTimeline] = {}  # every face seen
         self.due: List[Window] = []
@@ -84,10 +89,16 @@ class _Session:
         for window, p in zip(windows, probs.tolist()):
             first, last = window.crops[0], window.crops[-1]
             r = WindowResult(window.face_id, first.time, last.time, first.index, last.index, dict(zip(names, p)))
-            self.timelines[window.face_id].windows.append(r)
+            windows = self.timelines[window.face_id].windows
+            windows.append(r)
+            if not self.keep:
+                del windows[:-4]  # enough to label the frames around the newest window
             results.append(r)
         for face_id in self.ending:  # every window of these faces is scored now
-            self.timelines[face_id].finish(self.p.top_k)
+            if self.keep:
+                self.timelines[face_id].finish(self.p.top_k)
+            else:
+                del self.timelines[face_id]
         self.ending = []
         self.model_s += time.perf_counter() - start
         return results
@@ -197,16 +208,21 @@ class Predictor:
                                   max_missing=max_missing, cut_threshold=cut_threshold)
         if detect_faces:
             FaceTracker(**self._tracker_args)  # raises on bad settings now, not at the first run
+        self.detector = face_detector
         self.detector_name = face_detector.name if face_detector is not None else None
 
     @property
     def settings(self) -> Dict:
         """What the results depend on besides the source and the reading (JSON-ready): the model, its classes and
         weights, the windows, the crops and the face tracker's settings."""
-        tracker = {k: v for k, v in self._tracker_args.items() if k != "detector"}
+        faces = {}
+        if self.detector is not None:
+            faces = {k: v for k, v in self._tracker_args.items() if k != "detector"}
+            faces.update(min_face_score=self.detector.min_score, min_face_size=self.detector.min_size,
+                         detect_max_side=self.detector.max_side)
         return {"model": self.model_name, "class_names": self.class_names, "weights": self.net.weights,
                 "window": self.window, "stride": self.stride, "margin": self.margin, "detector": self.detector_name,
-                **(tracker if self.detect_faces else {}), "dtype": str(self.scorer.dtype or self.scorer._input_dtype())}
+                **faces, "dtype": str(self.scorer.dtype or self.scorer._input_dtype())}
 
     @property
     def class_names(self) -> List[str]:
@@ -237,9 +253,10 @@ class Predictor:
         """Score a stream of ``(time in s, RGB (H, W, 3) uint8)`` frames; yields each face's windows as they complete.
 
         Works on an endless source (a camera): stop iterating whenever you like. What is held is bounded by the faces
-        on screen (T crops each) and the tracker's delay, not by the length of the stream or the faces seen.
+        on screen (T crops and a few windows each) and the tracker's delay, not by the length of the stream or the
+        faces seen: each window is handed over as it is scored, and an ended face leaves nothing behind.
         """
-        session = _Session(self)
+        session = _Session(self, keep=False)
         events = self._events(self.tracking_stage(), frames)
         try:
             for event in events:
@@ -298,6 +315,7 @@ class Predictor:
                 if on_window is not None:
                     on_window(r)
 
+        finished = False
         try:
             try:
                 for event in events:
@@ -307,10 +325,14 @@ class Predictor:
                     raise
                 events.close()  # a live source runs until it is stopped: what was seen so far is the result
                 take(stage.finish())
+            finished = True
         finally:
             events.close()  # stops the reading thread and closes the source, whatever happened
             if annotator is not None:
-                annotator.close()
+                if finished:
+                    annotator.close()
+                else:  # keep what went wrong (an error, Ctrl-C) as the error, not a failure to close the video
+                    _close_after_error(annotator)
             if bar is not None:
                 bar.total = bar.n  # what was read, whatever the estimate said
                 bar.refresh()
@@ -336,6 +358,17 @@ class Predictor:
                           main_face=main.id, frames_used=stage.frames_read, frames_with_face=stage.frames_with_face,
                           seconds=seconds, timings=timings, notice=self.notice, detector=self.detector_name,
                           notes=notes)
+
+
+def _close_after_error(annotator) -> None:
+    """Finish an annotated video after the run stopped; a video that cannot be finished is removed (it would not
+    play), with a warning."""
+    try:
+        annotator.close()
+    except Exception as e:  # the run's own error is what the caller sees
+        _logger.warning("the annotated video %s could not be finished (%s): removed", annotator.path, e)
+        if os.path.exists(annotator.path):
+            os.remove(annotator.path)
 
 
 def predict(

@@ -121,7 +121,7 @@ def iter_source(source, fps: Optional[float] = 8.0, start: Optional[float] = Non
         raise FileNotFoundError(f"{path!r} does not exist: give a video file, a folder of frames, a stream URL, a "
                                 f"camera index or a tensor")
     if os.path.isdir(path):
-        yield from io.iter_frame_folder(path, fps, start, end, folder_fps)
+        yield from io.iter_frame_folder(path, fps, start, end, folder_fps, notes=notes)
         return
     yield from io.iter_video_frames(path, fps, start, end, notes=notes)
 
@@ -141,9 +141,13 @@ def _has_glob(text: str) -> bool:
 
 
 def _frame_folder(path: str) -> bool:
-    """A folder whose visible files include images and no videos: one clip as frames."""
+    """A folder of frames (one clip): images, and no videos nor folders next to them (a cover picture beside folders
+    of videos does not make one)."""
     from ..data.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-    names = [n.lower() for n in os.listdir(path) if not n.startswith(".")]
+    names = [n for n in os.listdir(path) if not n.startswith(".")]
+    if any(os.path.isdir(os.path.join(path, n)) for n in names):
+        return False
+    names = [n.lower() for n in names]
     return any(n.endswith(IMAGE_EXTENSIONS) for n in names) and not any(n.endswith(VIDEO_EXTENSIONS) for n in names)
 
 
@@ -168,15 +172,36 @@ def _walk(folder: str, recursive: bool) -> List[str]:
 
 
 def _read_list(path: str) -> List[str]:
-    """The paths of a text file of paths: one per line, blank lines and ``#`` comments (at the start of a line or
-    after a space) skipped, relative paths under the file's folder."""
+    """The paths of a text file of paths: one per line, relative ones under the file's folder; blank lines and lines
+    starting with ``#`` skipped, and a trailing `` # comment`` dropped when the line is not a path as it stands (file
+    names may hold '#': ``Interview #3.mp4``). UTF-8 (with or without a byte-order mark; bytes that are not UTF-8
+    kept as the file system's, as ``find > list.txt`` writes them) or UTF-16 with its byte-order mark (PowerShell's
+    ``dir > list.txt``).
+
+    Raises:
+        ValueError: the file is neither.
+    """
+    import codecs
     base = os.path.dirname(os.path.abspath(path))
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"list of paths {path!r}: not readable as UTF-16 ({e}); save it as UTF-8") from e
+    else:
+        text = data.decode("utf-8", "surrogateescape").lstrip("\ufeff")
     entries = []
-    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's, Excel's) is skipped
-        for line in f:
-            line = re.sub(r"(^|\s)#.*$", "", line).strip()  # a comment: '#' at the start or after a space
-            if line:
-                entries.append(line if os.path.isabs(line) or _is_url(line) else os.path.join(base, line))
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        full = line if os.path.isabs(line) or _is_url(line) else os.path.join(base, line)
+        if not os.path.exists(full) and not _has_glob(line) and re.search(r"\s#", line):
+            bare = re.sub(r"\s+#.*$", "", line)  # 'clip.mp4  # the best one'
+            full = bare if os.path.isabs(bare) or _is_url(bare) else os.path.join(base, bare)
+        entries.append(full)
     return entries
 
 
@@ -187,7 +212,8 @@ def expand_sources(items: Sequence[Source], recursive: bool = True) -> List[Sour
     frames (one source), a folder of videos (its videos and frame folders, in natural order; below it too with
     ``recursive``), a glob (``clips/*.mp4``, ``data/**/*.mov``), a text file of paths (``.txt``, ``.lst``,
     ``.list``: one path or glob per line, ``#`` comments, relative to the file), a stream URL, a camera, or a tensor.
-    Hidden files and folders (names starting with ``.``, e.g. macOS ``._*`` sidecars) are skipped.
+    Hidden files and folders (names starting with ``.``, e.g. macOS ``._*`` sidecars) are skipped, and a source given
+    twice is kept once (with a warning).
 
     Raises:
         ValueError: a glob matches nothing, or a folder holds no videos or frame folders.
@@ -199,9 +225,11 @@ def expand_sources(items: Sequence[Source], recursive: bool = True) -> List[Sour
         key = os.path.realpath(source) if isinstance(source, str) and not _is_url(source) else id(source)
         if isinstance(source, (int, Camera)):
             key = ("camera", source.device if isinstance(source, Camera) else source)
-        if key not in seen:
-            seen.add(key)
-            out.append(source)
+        if key in seen:
+            _logger.warning("%s is given more than once: it is predicted once", source_name(source))
+            return
+        seen.add(key)
+        out.append(source)
 
     def expand(item, from_list: bool) -> None:
         if not isinstance(item, (str, os.PathLike)) or _is_url(os.fspath(item)):
