@@ -2,35 +2,42 @@
 
 A checkpoint directory holds ``config.json`` + ``model.safetensors`` (what ``create_model("local-dir:...")`` loads)
 and ``state.pt`` (optimizer, schedule position, RNG state, the EMA weights when there are any), read back with
-``torch.load(weights_only=True)``. It is written beside its final place and moved there in one rename, so a crash
-at any moment leaves either the old checkpoint or the new one, never a mix.
+``torch.load(weights_only=True)``. It is written beside its final place (``DIR.tmp``, marked complete once every file
+is written) and moved there by renames: the previous checkpoint goes to ``DIR.old``, the new one to ``DIR``, then
+``DIR.old`` is removed. Whenever a crash comes, a complete checkpoint remains, and :func:`latest_checkpoint` finds
+the newest one: ``DIR``, else a complete ``DIR.tmp`` (a crash between the two renames), else ``DIR.old``.
 """
 
+import logging
 import os
 import shutil
 from typing import Any, Dict, Optional
 
 import torch
 
-__all__ = ["save_checkpoint", "load_training_state", "STATE_NAME"]
+__all__ = ["save_checkpoint", "load_training_state", "latest_checkpoint", "STATE_NAME"]
 
+_logger = logging.getLogger(__name__)
 STATE_NAME = "state.pt"
+_COMPLETE = "complete"  # written last into DIR.tmp: every file before it is whole
+_FILES = ("config.json", "model.safetensors", STATE_NAME)
 
 
 def save_checkpoint(model: torch.nn.Module, directory: str, state: Dict[str, Any],
                     optimizer: Optional[torch.optim.Optimizer] = None, ema: Optional[torch.nn.Module] = None,
                     **cfg_updates) -> str:
-    """Write ``model`` (``save_pretrained``) and the training state into ``directory``, atomically.
+    """Write ``model`` (``save_pretrained``) and the training state into ``directory``, replacing it as a whole.
 
     Args:
         model: a clipdfer model; its weights are what the directory loads as.
-        directory: the checkpoint directory (replaced as a whole).
+        directory: the checkpoint directory.
         state: JSON-like training state (step, epoch, best score ...).
         optimizer: its state is saved for resuming.
         ema: an EMA copy of the model whose weights are saved for resuming.
         **cfg_updates: pretrained-cfg fields to record (``finetuned``, ``notes`` ...).
     """
-    tmp = directory.rstrip("/") + ".tmp"
+    directory = directory.rstrip("/")
+    tmp, old = directory + ".tmp", directory + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, **cfg_updates)
     extra: Dict[str, Any] = {"rng_cpu": torch.get_rng_state()}
@@ -41,13 +48,35 @@ def save_checkpoint(model: torch.nn.Module, directory: str, state: Dict[str, Any
     if ema is not None:
         extra["ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
     torch.save({**state, **extra}, os.path.join(tmp, STATE_NAME))
-    old = directory.rstrip("/") + ".old"
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.isdir(directory):
+    for name in _FILES:  # on disk before the marker says so
+        with open(os.path.join(tmp, name), "rb+") as f:
+            os.fsync(f.fileno())
+    with open(os.path.join(tmp, _COMPLETE), "w") as f:
+        os.fsync(f.fileno())
+    if os.path.isdir(directory):  # the current checkpoint becomes the fallback (an older fallback can go)
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(directory, old)
-    os.replace(tmp, directory)
+    os.replace(tmp, directory)  # a crash before this leaves DIR.tmp (complete) and DIR.old
     shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def _complete(path: str, marked: bool) -> bool:
+    return (all(os.path.isfile(os.path.join(path, name)) for name in _FILES)
+            and (not marked or os.path.isfile(os.path.join(path, _COMPLETE))))
+
+
+def latest_checkpoint(directory: str) -> Optional[str]:
+    """The newest complete checkpoint that :func:`save_checkpoint` left for ``directory``: ``directory`` itself,
+    else ``directory.tmp`` if it was written completely (a crash between the renames), else ``directory.old`` (the
+    one before); None when there is none. A fallback is logged."""
+    directory = directory.rstrip("/")
+    for path, marked in ((directory, False), (directory + ".tmp", True), (directory + ".old", False)):
+        if _complete(path, marked):
+            if path != directory:
+                _logger.warning("%s is missing or incomplete (a crash while it was saved): using %s", directory, path)
+            return path
+    return None
 
 
 def load_training_state(directory: str) -> Dict[str, Any]:

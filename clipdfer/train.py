@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import clipdfer
-from clipdfer.checkpoint import load_training_state, save_checkpoint
+from clipdfer.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from clipdfer.data import ClipDataset, SyntheticClips, build_transform, read_annotations
 from clipdfer.distributed import LossWrapper, ResumableSampler, setup, teardown
 from clipdfer.eval import evaluate
@@ -182,8 +182,12 @@ def train(cfg: TrainConfig) -> Dict:
     last = os.path.join(ckpt_dir, "last")
     if main_rank:
         os.makedirs(ckpt_dir, exist_ok=True)
-    resume = cfg.resume and os.path.isfile(os.path.join(last, "state.pt"))
-    source = f"local-dir:{last}" if resume else cfg.model
+    found = latest_checkpoint(last) if cfg.resume else None
+    if cfg.resume and found is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {last!r} (nor {last}.tmp or {last}.old) to continue from; "
+                                f"check --out, or run without --resume to start a new run")
+    resume = found is not None
+    source = f"local-dir:{found}" if resume else cfg.model
     model = clipdfer.create_model(source, pretrained=cfg.pretrained and not resume,
                                   checkpoint_path=None if resume else cfg.checkpoint,
                                   **({} if resume else (cfg.model_kwargs or {})))
@@ -201,7 +205,7 @@ def train(cfg: TrainConfig) -> Dict:
                         drop_last=False)
     steps_per_epoch = len(loader)
     state = {"stage_index": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": -1}
-    saved = load_training_state(last) if resume else {}
+    saved = load_training_state(found) if resume else {}
     saved_optimizer = saved.pop("optimizer", None)
     state.update({k: saved[k] for k in state if k in saved})
     ema = _make_ema(model, cfg) if cfg.ema else None
@@ -372,7 +376,11 @@ def main(argv=None) -> int:
         _logger.setLevel(logging.INFO)
         _logger.propagate = False
     cfg = TrainConfig(**{k.replace("-", "_"): v for k, v in vars(args).items() if k != "func"})
-    results = train(cfg)
+    try:
+        results = train(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"clipdfer train: error: {e}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0 and "test" in results:
         print(f"test UAR {results['test']['uar']:.2f} WAR {results['test']['war']:.2f}")
     return 0

@@ -122,3 +122,44 @@ def test_bap_stages_run_in_one_command(tmp_path):
 def test_zero_shot_has_no_recipe():
     with pytest.raises(ValueError, match="nothing to train"):
         train(TrainConfig(model="clip_zeroshot_test", out="unused", synthetic=True))
+
+
+def test_a_crash_between_the_checkpoint_renames_loses_nothing(tmp_path, monkeypatch):
+    import clipdfer
+    from clipdfer import checkpoint
+    from clipdfer.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+    model = clipdfer.create_model("clipdfer_test")
+    last = str(tmp_path / "last")
+    save_checkpoint(model, last, {"global_step": 1})
+    real = os.replace
+
+    def crash_before_the_second_rename(src, dst):
+        real(src, dst)
+        if dst.endswith(".old"):  # `last` has just become `last.old`: the process dies here
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.os, "replace", crash_before_the_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model, last, {"global_step": 2})
+    monkeypatch.setattr(checkpoint.os, "replace", real)
+    assert not os.path.exists(last) and latest_checkpoint(last) == last + ".tmp"  # the newer, complete one
+    assert load_training_state(latest_checkpoint(last))["global_step"] == 2
+    os.remove(os.path.join(last + ".tmp", "complete"))  # had the crash come while .tmp was written: the one before
+    assert latest_checkpoint(last) == last + ".old" and load_training_state(last + ".old")["global_step"] == 1
+    save_checkpoint(model, last, {"global_step": 3})  # the next save keeps .old until `last` is in place again
+    assert latest_checkpoint(last) == last and sorted(os.listdir(tmp_path)) == ["last"]
+    assert load_training_state(last)["global_step"] == 3
+
+
+def test_resume_from_a_crash_state_and_resume_with_nothing_fails_loudly(tmp_path, capsys):
+    from clipdfer.train import main
+    out = str(tmp_path / "run")
+    assert main(_train_cmd(out, "--resume")[3:]) == 2  # nothing to resume: it used to start from step 0
+    assert "--resume: no checkpoint" in capsys.readouterr().err
+    assert main(_train_cmd(out, "--max-steps", "3")[3:]) == 0
+    last = os.path.join(out, "checkpoints", "last")
+    os.replace(last, last + ".old")  # a crash between the renames, with .tmp not finished
+    assert main(_train_cmd(out, "--max-steps", "5", "--resume")[3:]) == 0
+    with open(os.path.join(out, "log.jsonl")) as f:
+        steps = [json.loads(line)["step"] for line in f if '"step"' in line]
+    assert steps[-2:] == [4, 5] and not os.path.exists(last + ".old")  # resumed at step 3, the fallback gone
