@@ -25,14 +25,15 @@ def test_head_contract(name):
         pre = model.forward_head(feats, pre_logits=True)
         logits = model.forward_head(feats)
         torch.testing.assert_close(model(video), logits)
-        assert pre.shape == (3, model.num_features) and model.head_hidden_size == model.num_features
+        assert pre.shape == (3, model.head_hidden_size)  # timm: the pre-logits width
+        assert feats.shape[-1] == model.num_features == model.clip_arch.embed_dim  # timm: forward_features' width
         classifier = model.get_classifier()
         torch.testing.assert_close(classifier(pre), logits)
     own = {id(p) for p in model.parameters()}
     assert {id(p) for p in classifier.parameters()} <= own  # a view of the model's own modules, not copies
     if model.has_prompt_head:
         assert isinstance(classifier, PromptHead)
-        assert (classifier.in_features, classifier.out_features) == (model.num_features, model.num_classes)
+        assert (classifier.in_features, classifier.out_features) == (model.head_hidden_size, model.num_classes)
     state = model.state_dict()
     assert all(k in state for k in model.classifier_keys), (model.classifier_keys, name)
 
@@ -64,7 +65,7 @@ def test_reset_classifier_to_a_linear_head_trains_saves_and_loads(name, tmp_path
             model.reset_classifier(5)
     model.reset_classifier(5, linear=True)
     assert isinstance(model.get_classifier(), torch.nn.Linear) and model.get_classifier().in_features == \
-        model.num_features
+        model.head_hidden_size
     assert model.num_classes == 5 and len(model.class_names) == 5
     assert set(model.classifier_keys) == {"head.weight", "head.bias"} <= set(model.state_dict())
     video = _video(model)
@@ -120,7 +121,7 @@ def test_reset_classifier_takes_timms_global_pool_only_as_none():
 def test_create_model_num_classes_follows_timm():
     m = clipdfer.create_model("dferclip_test", num_classes=0).eval()
     with torch.no_grad():
-        assert m(_video(m)).shape == (2, m.num_features)
+        assert m(_video(m)).shape == (2, m.head_hidden_size)
     assert clipdfer.create_model("dferclip_test", num_classes=7).num_classes == 7  # the classes it has
     with pytest.raises(ValueError, match=r"class_names=\[\.\.\.\] with 3 names.*reset_classifier\(3, linear=True\)"):
         clipdfer.create_model("dferclip_test", num_classes=3)
@@ -137,7 +138,7 @@ def test_pre_logits_of_sequence_heads_against_their_formulas():
         text_seq = a3.text_dynamic(a3.sentence_features())  # (C, T, D)
         ref = 100 * torch.einsum("btd,ctd->bc", F.normalize(seq, dim=-1), F.normalize(text_seq, dim=-1)) / seq.shape[1]
         torch.testing.assert_close(a3(video), ref)
-        assert a3.num_features == a3.num_frames * a3.clip_arch.embed_dim
+        assert a3.head_hidden_size == a3.num_frames * a3.clip_arch.embed_dim and seq.shape[-1] == a3.num_features
     pm = clipdfer.create_model("pmfer_test").eval()
     video = _video(pm)
     with torch.no_grad():

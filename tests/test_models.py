@@ -254,7 +254,8 @@ def test_biehpro_on_frame_tokens_option():
         logits = model(video)
         frames = model.encode_frames(video)
         v_hat_ref = model.biehpro(model.text_features(), model.pool_frames(frames), text_context=frames)
-    assert feats.shape == (2, 1 + t, d) and pre.shape == (2, model.num_features) == (2, (1 + t) * d)
+    assert feats.shape == (2, 1 + t, d) and pre.shape == (2, model.head_hidden_size) == (2, (1 + t) * d)
+    assert model.num_features == d  # timm: the width of forward_features' tokens
     torch.testing.assert_close(model.get_classifier()(pre), logits)
     text, video_hat = (F.normalize(x, dim=-1) for x in v_hat_ref)
     torch.testing.assert_close(logits, torch.einsum("bd,bcd->bc", video_hat, text) / model.temperature)

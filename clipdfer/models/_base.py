@@ -4,7 +4,9 @@ evaluation and prediction ask of a model, declared here with defaults that the f
 timm's contract, as in its ``VisionTransformer``:
 
 - ``forward(video) = forward_head(forward_features(video))``;
-- ``forward_head(x, pre_logits=True)`` is the (B, ``num_features``) embedding the classifier reads;
+- ``num_features`` is the feature width of ``forward_features`` (its last dimension), ``head_hidden_size`` the width
+  of the pre-logits;
+- ``forward_head(x, pre_logits=True)`` is the (B, ``head_hidden_size``) embedding the classifier reads;
 - ``get_classifier()`` is the module that maps that embedding to the logits;
 - ``reset_classifier(num_classes)``: a new ``nn.Linear`` head, or ``0`` for the embedding itself;
 - ``group_matcher()`` orders the parameters by depth for layer-wise learning-rate decay;
@@ -63,7 +65,7 @@ class PromptHead(nn.Module):
                 self.register_parameter(name, part)
             elif isinstance(part, nn.Module):
                 self.add_module(name, part)
-        self.in_features = model.num_features
+        self.in_features = model.head_hidden_size
         self.out_features = model.num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +80,9 @@ class DFERModel(HubMixin, nn.Module):
 
     Attributes every model has:
         clip_arch, class_names, num_classes, num_frames: its CLIP shape, its classes in label order and its T.
-        num_features: width of the pre-logits embedding (``forward_head(x, pre_logits=True)``).
+        num_features: timm's feature width: the last dimension of ``forward_features`` (the CLIP embedding D).
+        head_hidden_size: width of the pre-logits embedding (``forward_head(x, pre_logits=True)``): D, or more for a
+            head that reads a sequence (A³lign-DFER's T x D, CLIP-Guided DFER's frame tokens (1 + T) x D).
         head: the classifier when it is a module of its own (``nn.Linear`` after ``reset_classifier(n)``, or the
             family's linear head); None while the family's text-prompt head classifies.
         pretrained_cfg, model_args: set by the builder (preprocessing, class order; what ``config.json`` records).
@@ -93,7 +97,7 @@ class DFERModel(HubMixin, nn.Module):
             head they are removed by ``reset_classifier``.
 
     A family implements ``forward_features`` (video -> what its head reads), ``_pool`` (that -> the (B,
-    num_features) pre-logits; identity by default) and ``_prompt_logits`` (pre-logits -> logits through its text
+    head_hidden_size) pre-logits; identity by default) and ``_prompt_logits`` (pre-logits -> logits through its text
     head), and may override ``training_losses``, ``set_stage``, ``checkpoint_filter_fn``, ``group_parameters``,
     ``no_weight_decay`` and ``_class_args``.
     """
@@ -111,6 +115,7 @@ class DFERModel(HubMixin, nn.Module):
         self.num_classes = len(self.class_names) if self.class_names is not None else num_classes
         self.num_frames = num_frames
         self.num_features = self.clip_arch.embed_dim
+        self.head_hidden_size = self.clip_arch.embed_dim  # a family whose pre-logits are wider sets it
         self.head: Optional[nn.Module] = None
         self.stage = 1
         self.pretrained_cfg: Optional[PretrainedCfg] = None
@@ -122,11 +127,6 @@ class DFERModel(HubMixin, nn.Module):
         self.register_load_state_dict_post_hook(_after_load_state_dict)
 
     # ------------------------------------------------------------------------------------------ timm's head contract
-    @property
-    def head_hidden_size(self) -> int:
-        """timm's name for the width the classifier reads; equal to ``num_features`` here."""
-        return self.num_features
-
     @property
     def required_num_frames(self) -> Optional[int]:
         """The T a clip must have (MSTA and A³lign-DFER's sequences need their T); None: any T."""
@@ -160,11 +160,11 @@ class DFERModel(HubMixin, nn.Module):
         return self.image_encoder(frames.unsqueeze(1))[:, 0]
 
     def _pool(self, features: torch.Tensor) -> torch.Tensor:
-        """``forward_features`` output -> the (B, num_features) pre-logits embedding."""
+        """``forward_features`` output -> the (B, head_hidden_size) pre-logits embedding."""
         return features
 
     def _prompt_logits(self, pre_logits: torch.Tensor) -> torch.Tensor:
-        """The family's text-prompt head: pre-logits (B, num_features) -> logits (B, C)."""
+        """The family's text-prompt head: pre-logits (B, head_hidden_size) -> logits (B, C)."""
         raise NotImplementedError(f"{type(self).__name__} has no text-prompt head")
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -172,7 +172,7 @@ class DFERModel(HubMixin, nn.Module):
 
         Args:
             x: what ``forward_features`` returns.
-            pre_logits: return the (B, num_features) embedding the classifier reads instead of the logits.
+            pre_logits: return the (B, head_hidden_size) embedding the classifier reads instead of the logits.
         """
         x = self._pool(x)
         if pre_logits:
@@ -183,7 +183,7 @@ class DFERModel(HubMixin, nn.Module):
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) clips, prepared as ``pretrained_cfg`` says -> (B, num_classes) logits (the (B,
-        num_features) embedding after ``reset_classifier(0)``)."""
+        head_hidden_size) embedding after ``reset_classifier(0)``)."""
         return self.forward_head(self.forward_features(video))
 
     @torch.jit.ignore
@@ -206,8 +206,8 @@ class DFERModel(HubMixin, nn.Module):
                          class_names: Optional[Sequence[str]] = None, linear: bool = False) -> None:
         """A new classifier for ``num_classes`` outputs, as timm's ``reset_classifier``.
 
-        - ``0``: no classifier; ``forward`` returns the (B, num_features) embedding.
-        - A model whose head is linear (``text_head=False``, or after a reset): a new ``nn.Linear(num_features,
+        - ``0``: no classifier; ``forward`` returns the (B, head_hidden_size) embedding.
+        - A model whose head is linear (``text_head=False``, or after a reset): a new ``nn.Linear(head_hidden_size,
           num_classes)``, with ``class_names`` as labels (default ``class_0`` ...).
         - A model that classifies by class texts (a text-prompt head): its equivalent of a new classifier is new
           class texts, so ``reset_classifier(n, class_names=[n names])`` calls ``set_classes(class_names)`` and keeps
@@ -242,8 +242,8 @@ class DFERModel(HubMixin, nn.Module):
                     f"{type(self).__name__} classifies by cosine similarity to class texts, so a new classifier means "
                     f"new class texts: reset_classifier({num_classes}, class_names=[...]) or set_classes([...]) with "
                     f"{num_classes} names keeps the text-prompt head; reset_classifier({num_classes}, linear=True) "
-                    f"replaces it by a randomly initialised nn.Linear({self.num_features}, {num_classes}); "
-                    f"reset_classifier(0) gives the {self.num_features}-d embedding")
+                    f"replaces it by a randomly initialised nn.Linear({self.head_hidden_size}, {num_classes}); "
+                    f"reset_classifier(0) gives the {self.head_hidden_size}-d embedding")
             self.set_classes(names)
             return
         if self.has_prompt_head:
@@ -252,7 +252,7 @@ class DFERModel(HubMixin, nn.Module):
         if num_classes:
             names = names or tuple(f"class_{i}" for i in range(num_classes))
             ref = next(self.parameters())
-            self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+            self.head = nn.Linear(self.head_hidden_size, num_classes, device=ref.device, dtype=ref.dtype)
             if self.weights != "random":  # the rest keeps its weights, the new classifier is untrained
                 self.weights = "pretrained"
         else:

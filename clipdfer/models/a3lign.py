@@ -119,7 +119,7 @@ class A3lignDFER(DFERModel):
         nn.init.normal_(self.mat, std=mat_init_std)
         self.text_dynamic = DynamicEncoder(dim, num_frames, num_heads, mlp_ratio)
         self.video_dynamic = DynamicEncoder(dim, num_frames, num_heads, mlp_ratio)
-        self.num_features = dim if pooled_similarity else num_frames * dim
+        self.head_hidden_size = dim if pooled_similarity else num_frames * dim
         self.stage = 3
         self.set_stage(3)
 

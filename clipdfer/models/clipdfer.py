@@ -155,7 +155,7 @@ class CLIPGuidedDFER(DFERModel):
                                init_scale=biehpro_init_scale) if biehpro_depth else None
         self.frame_tokens = biehpro_visual_tokens == "frames"
         if self.frame_tokens:
-            self.num_features = (1 + num_frames) * dim
+            self.head_hidden_size = (1 + num_frames) * dim  # the video token and the frame tokens, flattened
         if text_head:
             self.text_encoder = CLIPTextEncoder(clip)
             self.text_encoder.requires_grad_(not freeze_text)
@@ -163,7 +163,7 @@ class CLIPGuidedDFER(DFERModel):
         else:
             self.text_encoder = None
             self.text_tokens = None
-            self.head = nn.Linear(dim, self.num_classes)
+            self.head = nn.Linear(self.head_hidden_size, self.num_classes)
 
     # ------------------------------------------------------------------ text side
     def _tokenize(self, class_names: Sequence[str]) -> torch.Tensor:
