@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
-from .results import FailedSource, Prediction, WindowResult
+from .results import Prediction, WindowResult
 
 __all__ = ["FrameDrawer", "JsonListWriter", "CsvWriter", "format_prediction", "check_output_path", "CSV_COLUMNS",
            "VIDEO_OUTPUTS"]
@@ -160,10 +160,3 @@ def check_output_path(path: str, what: str, sources: Sequence = (), extensions: 
             raise ValueError(f"{what} {path!r} is the source itself: it would be overwritten; give another file name")
     if extensions and not path.lower().endswith(tuple(extensions)):
         raise ValueError(f"{what} {path!r}: expected a file ending in {', '.join(extensions)}")
-
-
-def entry_dict(entry) -> Dict:
-    """A prediction, a failed source or an already loaded dict -> its JSON-ready dict."""
-    if isinstance(entry, (Prediction, FailedSource)):
-        return entry.to_dict()
-    return dict(entry)

@@ -89,10 +89,10 @@ class _Session:
         for window, p in zip(windows, probs.tolist()):
             first, last = window.crops[0], window.crops[-1]
             r = WindowResult(window.face_id, first.time, last.time, first.index, last.index, dict(zip(names, p)))
-            windows = self.timelines[window.face_id].windows
-            windows.append(r)
+            timeline = self.timelines[window.face_id].windows
+            timeline.append(r)
             if not self.keep:
-                del windows[:-4]  # enough to label the frames around the newest window
+                del timeline[:-4]  # enough to label the frames around the newest window
             results.append(r)
         for face_id in self.ending:  # every window of these faces is scored now
             if self.keep:
