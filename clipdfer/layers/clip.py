@@ -22,7 +22,8 @@ if TYPE_CHECKING:  # open_clip is imported where a tower is built, not with clip
 
 __all__ = [
     "CLIPArch", "CLIP_ARCHS", "get_clip_arch", "build_open_clip", "CLIPFrameEncoder", "CLIPTextEncoder",
-    "tokenize", "clip_block_forward", "clip_block_attention", "clip_block_mlp", "check_video",
+    "tokenize", "token_counts", "check_text_lengths", "clip_block_forward", "clip_block_attention", "clip_block_mlp",
+    "check_video",
 ]
 
 _QUICK_GELU = 1.702
@@ -86,13 +87,60 @@ def _tokenizer(context_length: int):
     return SimpleTokenizer(context_length=context_length)
 
 
-def tokenize(texts: Sequence[str], context_length: int = 77) -> torch.Tensor:
-    """CLIP's BPE tokenizer (the one bundled with open_clip): texts -> (N, context_length) int64 token ids."""
+def token_counts(texts: Sequence[str]) -> List[int]:
+    """BPE tokens in each text, without [SOS] and [EOS] (CLIP's tokenizer, lower-cased and cleaned as it does)."""
+    encode = _tokenizer(77).encode
+    return [len(encode(text)) for text in texts]
+
+
+def check_text_lengths(texts: Sequence[str], context_length: int, reserved: int = 0, what: str = "text",
+                       fix: str = "pass truncate=True to cut them") -> None:
+    """Raise ``ValueError`` naming every text longer than the budget ``context_length - 2 - reserved`` tokens.
+
+    CLIP's tokenizer cuts longer texts at the context length, so texts that differ only after the cut would silently
+    give identical features. Source: ours.
+
+    Args:
+        texts: the texts to check.
+        context_length: the text encoder's context length L (77 for OpenAI's CLIP).
+        reserved: tokens of each sequence taken by something else (learned context vectors).
+        what: what the texts are, for the message ("class text", "prompt").
+        fix: the way to opt in to cutting, for the message.
+    """
+    budget = context_length - 2 - reserved
+    counts = token_counts(texts)
+    over = [(text, n) for text, n in zip(texts, counts) if n > budget]
+    if not over:
+        return
+    shown = ", ".join(f"{_shorten(text)!r} ({n} tokens)" for text, n in over[:5]) + (", ..." if len(over) > 5 else "")
+    parts = f"context length {context_length} - 2 for [SOS] and [EOS]" + (
+        f" - {reserved} learned context vectors" if reserved else "")
+    verb = "do not fit" if len(over) > 1 else "does not fit"
+    raise ValueError(
+        f"{len(over)} of {len(texts)} {what}{'s' if len(texts) > 1 else ''} {verb} the text encoder: {shown}; the budget is {budget} tokens "
+        f"({parts}). CLIP's tokenizer would cut them there, and texts that differ only after the cut would give "
+        f"identical features. Shorten them, or {fix} (opt-in).")
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def tokenize(texts: Sequence[str], context_length: int = 77, truncate: bool = False) -> torch.Tensor:
+    """CLIP's BPE tokenizer (the one bundled with open_clip): texts -> (N, context_length) int64 token ids.
+
+    Raises:
+        ValueError: empty input, or (unless ``truncate``) a text longer than ``context_length - 2`` tokens (see
+            :func:`check_text_lengths`). With ``truncate=True`` such texts are cut and end with [EOS], as OpenAI's
+            ``clip.tokenize(..., truncate=True)`` does.
+    """
     if isinstance(texts, str):
         texts = [texts]
     texts = list(texts)
     if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
         raise ValueError(f"expected a non-empty list of non-empty strings, got {texts!r}")
+    if not truncate:
+        check_text_lengths(texts, context_length)
     with torch.device("cpu"):  # token ids are data: never created on a default device such as "meta"
         return _tokenizer(context_length)(texts)
 
@@ -345,7 +393,7 @@ class CLIPTextEncoder(nn.Module):
         """Encode token ids (N, L) from :func:`tokenize` -> (N, D). The EOT token has the largest id in each row."""
         return self.forward_embeddings(self.token_embedding(tokens), tokens.argmax(dim=-1))
 
-    def encode(self, texts: List[str]) -> torch.Tensor:
-        """Tokenize and encode strings -> (N, D)."""
-        tokens = tokenize(texts, self.context_length).to(self.token_embedding.weight.device)
+    def encode(self, texts: List[str], truncate: bool = False) -> torch.Tensor:
+        """Tokenize and encode strings -> (N, D); a text longer than the context is an error unless ``truncate``."""
+        tokens = tokenize(texts, self.context_length, truncate).to(self.token_embedding.weight.device)
         return self(tokens)

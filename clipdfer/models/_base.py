@@ -19,14 +19,14 @@ make it (:class:`PromptHead`), and the equivalent of a new classifier for it is 
 """
 
 import logging
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..layers import CLIPFrameEncoder, check_video, get_clip_arch
-from ..layers.prompt import TextFeatureCache
+from ..layers.prompt import TextFeatureCache, outside_inference_mode, source_tensors
 from ._hub import HubMixin
 from ._pretrained import PretrainedCfg
 
@@ -122,6 +122,7 @@ class DFERModel(HubMixin, nn.Module):
         self.model_args: Dict[str, Any] = {}
         self.weights = "random"
         self._text_cache = TextFeatureCache()
+        self.cache_text = True  # False: text features are computed in every forward (see cached_text)
         self._classifier_args: Optional[Dict[str, Any]] = None  # what reset_classifier did, for config.json
         self._class_args_before_reset: Optional[Dict[str, Any]] = None
         self.register_load_state_dict_post_hook(_after_load_state_dict)
@@ -202,6 +203,7 @@ class DFERModel(HubMixin, nn.Module):
         """True while the family's text-prompt head classifies (no ``head`` module)."""
         return self.head is None
 
+    @outside_inference_mode
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, *,
                          class_names: Optional[Sequence[str]] = None, linear: bool = False) -> None:
         """A new classifier for ``num_classes`` outputs, as timm's ``reset_classifier``.
@@ -384,13 +386,38 @@ class DFERModel(HubMixin, nn.Module):
         return args
 
     # ------------------------------------------------------------------------------------------ text features
+    def cached_text(self, cache: TextFeatureCache, compute: Callable[[], torch.Tensor],
+                    *sources: Union[nn.Module, torch.Tensor, None]) -> torch.Tensor:
+        """``compute()``: the text features made from ``sources`` (modules, tensors), reused while they are unchanged.
+
+        - A gradient is needed (grad mode on and a parameter of ``sources`` requires grad): computed with it, not kept.
+        - ``cache_text`` is False, or the model is being compiled in training mode: computed without gradient, not
+          kept (the compiled training graph stays one graph).
+        - Otherwise (eager, or compiled in eval mode): served by ``cache``, which makes them again after any change of
+          any tensor of ``sources`` (see :class:`~clipdfer.layers.TextFeatureCache`). A compiled model in eval mode
+          checks outside its graph (one graph break).
+
+        Either way the result equals what a freshly built model with the same weights computes. Source: ours.
+        """
+        tensors = source_tensors(sources)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return compute()
+        if not self.cache_text or (self.training and torch.compiler.is_compiling()):
+            with torch.no_grad():
+                return compute()
+        return cache.get(compute, *tensors)
+
     def clear_text_cache(self) -> None:
-        """Forget cached text features (done for you on ``load_state_dict``, ``set_classes``, ``train()``/
-        ``eval()``); a device, dtype or in-place weight change is noticed by the cache itself."""
-        self._text_cache.clear()
+        """Drop cached text features now, e.g. to free their memory. Never needed for correctness: the cache
+        notices every change of the weights, classes, device and dtype itself."""
+        for value in vars(self).values():
+            if isinstance(value, TextFeatureCache):
+                value.clear()
 
     def train(self, mode: bool = True):
-        # Inside torch.compile / torch.export the cache cannot check its key, so it serves what it holds: dropping it
-        # at every switch keeps a compiled model from serving features from before a training phase.
-        self.clear_text_cache()
+        self.clear_text_cache()  # not needed for correctness: drops features kept from the other phase
         return super().train(mode)
+
+    def _apply(self, fn, recurse=True):
+        self.clear_text_cache()  # .to() / .half(): the old device's or dtype's features go at once
+        return super()._apply(fn, recurse)

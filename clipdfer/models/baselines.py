@@ -15,7 +15,7 @@ frame-averaged feature, so the text encoder runs C prompts per clip.
 """
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,8 @@ from torch import nn
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import EXPRESSION_ADJECTIVES, ZERO_SHOT_TEMPLATES
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, tokenize
-from ..layers.prompt import PromptLearner
+from ..layers.clip import check_text_lengths
+from ..layers.prompt import PromptLearner, outside_inference_mode
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
 from ._pretrained import PretrainedCfg
@@ -79,6 +80,7 @@ class ZeroShotCLIP(_CLIPVideoModel):
         words: the word per class (default :func:`class_words`).
         num_frames: T of the pretrained cfg (any T works).
         logit_scale: initial CLIP logit scale (OpenAI's weights set their own, 100).
+        truncate: cut prompts longer than the context (L - 2 tokens) instead of raising ``ValueError`` (ours).
     """
     family = "clip_zeroshot"
     zero_shot = True
@@ -87,25 +89,39 @@ class ZeroShotCLIP(_CLIPVideoModel):
 
     def __init__(self, clip_arch: str = "vitb32", class_names: Sequence[str] = DFEW_CLASSES,
                  templates: Sequence[str] = ZERO_SHOT_TEMPLATES, words: Optional[Sequence[str]] = None,
-                 num_frames: int = 8, logit_scale: float = 100.0):
+                 num_frames: int = 8, logit_scale: float = 100.0, truncate: bool = False):
         super().__init__(clip_arch, class_names, num_frames, logit_scale)
         self.templates = tuple(templates)
+        self.truncate = truncate
         if not self.templates or not all("{}" in t for t in self.templates):
             raise ValueError(f"templates={templates!r}: give one or more strings, each with a '{{}}' for the class")
-        self.register_buffer("text_tokens", self._tokens(words), persistent=False)
+        self.words, tokens = self._tokens(words, self.class_names, truncate)
+        self.register_buffer("text_tokens", tokens, persistent=False)
 
-    def _tokens(self, words: Optional[Sequence[str]]) -> torch.Tensor:
-        words = list(words) if words is not None else class_words(self.class_names)
-        if len(words) != self.num_classes:
-            raise ValueError(f"{len(words)} words for {self.num_classes} classes: give one per class")
-        self.words = tuple(words)
-        return tokenize([t.format(w) for w in words for t in self.templates], self.clip_arch.context_length)
+    def _tokens(self, words: Optional[Sequence[str]], class_names: Sequence[str],
+                truncate: bool) -> Tuple[Tuple[str, ...], torch.Tensor]:
+        words = list(words) if words is not None else class_words(class_names)
+        if len(words) != len(class_names):
+            raise ValueError(f"{len(words)} words for {len(class_names)} classes: give one per class")
+        texts = [t.format(w) for w in words for t in self.templates]
+        if not truncate:
+            check_text_lengths(texts, self.clip_arch.context_length, what="prompt")
+        return tuple(words), tokenize(texts, self.clip_arch.context_length, truncate=True)
 
-    def set_classes(self, class_names: Sequence[str], words: Optional[Sequence[str]] = None) -> None:
-        """Classify among other classes."""
+    @outside_inference_mode
+    def set_classes(self, class_names: Sequence[str], words: Optional[Sequence[str]] = None,
+                    truncate: Optional[bool] = None) -> None:
+        """Classify among other classes.
+
+        Raises:
+            ValueError: not one word per class; a prompt longer than the context unless ``truncate`` (None: as
+                constructed; kept after).
+        """
         self._require_prompt_head("set_classes")
-        self.class_names, self.num_classes = tuple(class_names), len(class_names)
-        self.text_tokens = self._tokens(words).to(self.text_tokens.device)
+        truncate = self.truncate if truncate is None else truncate
+        self.words, tokens = self._tokens(words, class_names, truncate)  # checked before anything changes
+        self.class_names, self.num_classes, self.truncate = tuple(class_names), len(class_names), truncate
+        self.text_tokens = tokens.to(self.text_tokens.device)
         self.clear_text_cache()
 
     def _encode_classes(self) -> torch.Tensor:
@@ -114,13 +130,14 @@ class ZeroShotCLIP(_CLIPVideoModel):
 
     def text_features(self) -> torch.Tensor:
         """Normalised class features (C, D), computed once and cached."""
-        return self._text_cache.get(self._encode_classes, self.text_tokens, self.text_encoder.token_embedding.weight)
+        return self.cached_text(self._text_cache, self._encode_classes, self.text_encoder, self.text_tokens)
 
     def _prompt_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.logit_scale.exp() * features @ self.text_features().to(features.dtype).t()
 
     def _class_args(self) -> Dict:
-        return {"class_names": list(self.class_names), "words": list(self.words), "templates": list(self.templates)}
+        return {"class_names": list(self.class_names), "words": list(self.words), "templates": list(self.templates),
+                "truncate": self.truncate}
 
 
 class CoOp(_CLIPVideoModel):
@@ -135,17 +152,20 @@ class CoOp(_CLIPVideoModel):
         words: the word per class (default :func:`class_words`); the prompt is ``ctx <word>.``.
         num_frames: T of the pretrained cfg (any T works).
         logit_scale: initial CLIP logit scale (OpenAI's weights set their own).
+        truncate: cut class words longer than their budget (L - 2 - M tokens) instead of raising ``ValueError``
+            (ours).
     """
     family = "coop"
     prompt_head_parts = ("prompt_learner", "text_encoder", "logit_scale")
 
     def __init__(self, clip_arch: str = "vitb32", class_names: Sequence[str] = DFEW_CLASSES, n_ctx: int = 16,
                  ctx_init: Optional[str] = None, class_specific_contexts: bool = False,
-                 words: Optional[Sequence[str]] = None, num_frames: int = 8, logit_scale: float = 100.0):
+                 words: Optional[Sequence[str]] = None, num_frames: int = 8, logit_scale: float = 100.0,
+                 truncate: bool = False):
         super().__init__(clip_arch, class_names, num_frames, logit_scale)
         self.words = tuple(words) if words is not None else tuple(class_words(self.class_names))
         self.prompt_learner = PromptLearner(self.text_encoder, [f"{w}." for w in self.words], n_ctx,
-                                            class_specific_contexts, ctx_init)
+                                            class_specific_contexts, ctx_init, truncate=truncate)
 
     def _encode_prompts(self, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         prompts = self.prompt_learner(self.text_encoder.token_embedding, bias)  # (C, L, W) or (B, C, L, W)
@@ -158,15 +178,22 @@ class CoOp(_CLIPVideoModel):
 
     def text_features(self) -> torch.Tensor:
         """Normalised prompt features (C, D); cached while the contexts are unchanged and no gradient is needed."""
-        if torch.is_grad_enabled() and self.prompt_learner.ctx.requires_grad:
-            return self._encode_prompts()
-        return self._text_cache.get(self._encode_prompts, self.prompt_learner.ctx, self.prompt_learner.tokens)
+        return self.cached_text(self._text_cache, self._encode_prompts, self.prompt_learner, self.text_encoder)
 
-    def set_classes(self, class_names: Sequence[str], words: Optional[Sequence[str]] = None) -> None:
-        """Other classes; shared contexts carry over, class-specific ones need the same number of classes."""
+    @outside_inference_mode
+    def set_classes(self, class_names: Sequence[str], words: Optional[Sequence[str]] = None,
+                    truncate: Optional[bool] = None) -> None:
+        """Other classes; shared contexts carry over, class-specific ones need the same number of classes.
+
+        Raises:
+            ValueError: another class count with class-specific contexts; a word longer than its budget unless
+                ``truncate`` (None: as constructed; kept after).
+        """
         self._require_prompt_head("set_classes")
         words = list(words) if words is not None else class_words(class_names)
-        self.prompt_learner.set_class_texts([f"{w}." for w in words])
+        self.prompt_learner.set_class_texts([f"{w}." for w in words], truncate)
+        if truncate is not None:
+            self.prompt_learner.truncate = truncate
         self.class_names, self.words, self.num_classes = tuple(class_names), tuple(words), len(class_names)
         self.clear_text_cache()
 
@@ -177,7 +204,8 @@ class CoOp(_CLIPVideoModel):
         return ("prompt_learner.ctx",) if self.prompt_learner.class_specific else ()
 
     def _class_args(self) -> Dict:
-        return {"class_names": list(self.class_names), "words": list(self.words)}
+        return {"class_names": list(self.class_names), "words": list(self.words),
+                "truncate": self.prompt_learner.truncate}
 
 
 class CoCoOp(CoOp):
@@ -192,8 +220,8 @@ class CoCoOp(CoOp):
 
     def __init__(self, clip_arch: str = "vitb32", class_names: Sequence[str] = DFEW_CLASSES, n_ctx: int = 4,
                  ctx_init: Optional[str] = "a photo of a", words: Optional[Sequence[str]] = None,
-                 num_frames: int = 8, logit_scale: float = 100.0, meta_ratio: int = 16):
-        super().__init__(clip_arch, class_names, n_ctx, ctx_init, False, words, num_frames, logit_scale)
+                 num_frames: int = 8, logit_scale: float = 100.0, meta_ratio: int = 16, truncate: bool = False):
+        super().__init__(clip_arch, class_names, n_ctx, ctx_init, False, words, num_frames, logit_scale, truncate)
         dim, width = self.clip_arch.embed_dim, self.clip_arch.text_width
         hidden = max(1, dim // meta_ratio)
         self.meta_net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, width))

@@ -27,7 +27,8 @@ from torch import nn
 
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..layers import MSTA, BiEhPro, CLIPFrameEncoder, CLIPTextEncoder, InterFIT, build_open_clip, get_clip_arch
-from ..layers.clip import tokenize
+from ..layers.clip import check_text_lengths, tokenize
+from ..layers.prompt import outside_inference_mode
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
 from ._pretrained import PretrainedCfg
@@ -61,6 +62,8 @@ class CLIPGuidedDFER(DFERModel):
         text_head: classify by cosine to (enhanced) text features; False: a random-init Linear classifier on V.
         num_classes: only for ``text_head=False`` without class names, or as a check of ``len(class_names)``.
         prompt_template: format string applied to each class name before tokenizing.
+        truncate: cut class prompts longer than the context (L - 2 tokens) instead of raising ``ValueError``
+            (ours).
         temperature: τ of the logits cos / τ.
         freeze_text: keep the text encoder frozen (the paper); its features are then computed once and cached.
         interfit_heads: heads of InterFIT's interaction MHSA (default width / 64).
@@ -97,6 +100,7 @@ class CLIPGuidedDFER(DFERModel):
             text_head: bool = True,
             num_classes: Optional[int] = None,
             prompt_template: str = "{}",
+            truncate: bool = False,
             temperature: float = 0.01,
             freeze_text: bool = True,
             interfit_heads: Optional[int] = None,
@@ -139,6 +143,7 @@ class CLIPGuidedDFER(DFERModel):
 
         super().__init__(arch, class_names, num_frames, num_classes)
         self.prompt_template = prompt_template
+        self.truncate = truncate
         self.temperature = temperature
         self.text_head = text_head
         self.freeze_text = freeze_text
@@ -168,36 +173,44 @@ class CLIPGuidedDFER(DFERModel):
     # ------------------------------------------------------------------ text side
     def _tokenize(self, class_names: Sequence[str]) -> torch.Tensor:
         texts = [self.prompt_template.format(name) for name in class_names]
-        return tokenize(texts, self.clip_arch.context_length)
+        if not self.truncate:
+            check_text_lengths(texts, self.clip_arch.context_length, what="class prompt")
+        return tokenize(texts, self.clip_arch.context_length, truncate=True)
 
     def text_features(self) -> torch.Tensor:
         """Class text features K (C, D) from the text encoder.
 
-        With a frozen text encoder they are computed once, in full precision, and cached until the classes, the
-        weights, the device or the dtype change. A trainable text encoder is re-run in every forward that needs its
-        gradient.
+        With a frozen text encoder they are computed once, in full precision, and reused until the classes, a text
+        weight, the device or the dtype change (:meth:`cached_text`). A trainable text encoder is re-run in every
+        forward that needs its gradient.
         """
         if self.text_encoder is None:
             raise RuntimeError("this model has no text encoder (text_head=False or reset_classifier)")
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.text_encoder.parameters()):
-            return self.text_encoder(self.text_tokens)
-        # no parameter scan on the inference path: the token embedding's version moves with any training step of a
-        # trainable text tower, and train()/eval(), load_state_dict and set_classes clear the cache
-        return self._text_cache.get(lambda: self.text_encoder(self.text_tokens), self.text_tokens,
-                                    self.text_encoder.token_embedding.weight)
+        return self.cached_text(self._text_cache, lambda: self.text_encoder(self.text_tokens), self.text_encoder,
+                                self.text_tokens)
 
-    def set_classes(self, class_names: Sequence[str], prompt_template: Optional[str] = None) -> None:
+    @outside_inference_mode
+    def set_classes(self, class_names: Sequence[str], prompt_template: Optional[str] = None,
+                    truncate: Optional[bool] = None) -> None:
         """Use another list of classes (open vocabulary); only the cached text features change.
 
         Args:
             class_names: class texts in the new label order.
             prompt_template: optionally a new format string, e.g. ``"a face showing {}."``.
+            truncate: cut prompts longer than the context (None: as constructed); kept for later calls.
+
+        Raises:
+            ValueError: a prompt longer than the context (L - 2 tokens), naming it, unless ``truncate``.
         """
         self._require_prompt_head("set_classes")
         class_names = tuple(class_names)
-        if prompt_template is not None:
-            self.prompt_template = prompt_template
-        self.text_tokens = self._tokenize(class_names).to(self.text_tokens.device)
+        template = self.prompt_template if prompt_template is None else prompt_template
+        truncate = self.truncate if truncate is None else truncate
+        texts = [template.format(name) for name in class_names]
+        if not truncate:  # checked before anything changes
+            check_text_lengths(texts, self.clip_arch.context_length, what="class prompt")
+        self.prompt_template, self.truncate = template, truncate
+        self.text_tokens = tokenize(texts, self.clip_arch.context_length, truncate=True).to(self.text_tokens.device)
         self.class_names = class_names
         self.num_classes = len(class_names)
         self.clear_text_cache()
@@ -242,7 +255,8 @@ class CLIPGuidedDFER(DFERModel):
         if self.text_encoder is None:
             return {"num_classes": self.num_classes,
                     "class_names": list(self.class_names) if self.class_names is not None else None}
-        return {"class_names": list(self.class_names), "prompt_template": self.prompt_template}
+        return {"class_names": list(self.class_names), "prompt_template": self.prompt_template,
+                "truncate": self.truncate}
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:

@@ -22,7 +22,7 @@ from ..convert.dferclip import convert_official_state_dict, detect_text_type, is
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import dferclip_texts
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
-from ..layers.prompt import PromptLearner
+from ..layers.prompt import PromptLearner, outside_inference_mode
 from ..layers.temporal import TemporalTransformer
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
@@ -47,6 +47,7 @@ class DFERCLIP(DFERModel):
         temperature: logits = cos / temperature (0.01).
         freeze_text: keep CLIP's text transformer frozen (the paper).
         temporal_heads / temporal_mlp_dim: shape of the temporal blocks (8 heads, MLP 2 x width).
+        truncate: cut class texts longer than the text encoder's budget instead of raising ``ValueError`` (ours).
         cache_text: reuse prompt text features while the prompts are unchanged (False re-encodes every call, as the
             official code does; for comparisons).
 
@@ -72,6 +73,7 @@ class DFERCLIP(DFERModel):
             temporal_heads: int = 8,
             temporal_mlp_dim: Optional[int] = None,
             cache_text: bool = True,
+            truncate: bool = False,
     ):
         super().__init__(clip_arch, class_names, num_frames)
         arch, class_names = self.clip_arch, self.class_names
@@ -90,7 +92,8 @@ class DFERCLIP(DFERModel):
                                                 temporal_mlp_dim or 2 * dim)
         self.text_encoder = CLIPTextEncoder(clip)
         self.text_encoder.requires_grad_(not freeze_text)
-        self.prompt_learner = PromptLearner(self.text_encoder, class_texts, n_ctx, class_specific_contexts)
+        self.prompt_learner = PromptLearner(self.text_encoder, class_texts, n_ctx, class_specific_contexts,
+                                            truncate=truncate)
 
     # ------------------------------------------------------------------ text side
     def _encode_prompts(self) -> torch.Tensor:
@@ -100,18 +103,23 @@ class DFERCLIP(DFERModel):
     def text_features(self) -> torch.Tensor:
         """Prompt text features (C, D). Cached while the contexts, classes and text weights are unchanged, except
         when gradients must flow into them (training)."""
-        needs_grad = torch.is_grad_enabled() and any(
-            p.requires_grad for p in (self.prompt_learner.ctx, self.text_encoder.token_embedding.weight))
-        if needs_grad or not self.cache_text:
-            return self._encode_prompts()
-        return self._text_cache.get(self._encode_prompts, self.prompt_learner.ctx, self.prompt_learner.tokens)
+        return self.cached_text(self._text_cache, self._encode_prompts, self.prompt_learner, self.text_encoder)
 
-    def set_classes(self, class_names: Sequence[str], class_texts: Optional[Sequence[str]] = None) -> None:
-        """Use other classes (texts from ``text_type`` unless given). Class-specific contexts keep their count."""
+    @outside_inference_mode
+    def set_classes(self, class_names: Sequence[str], class_texts: Optional[Sequence[str]] = None,
+                    truncate: Optional[bool] = None) -> None:
+        """Use other classes (texts from ``text_type`` unless given). Class-specific contexts keep their count.
+
+        Raises:
+            ValueError: another class count with class-specific contexts; a text longer than its budget
+                (context length - 2 - ``n_ctx`` tokens) unless ``truncate`` (None: as constructed; kept after).
+        """
         self._require_prompt_head("set_classes")
         class_names = tuple(class_names)
         texts = list(class_texts) if class_texts is not None else dferclip_texts(class_names, self.text_type)
-        self.prompt_learner.set_class_texts(texts)
+        self.prompt_learner.set_class_texts(texts, truncate)
+        if truncate is not None:
+            self.prompt_learner.truncate = truncate
         self.class_names, self.class_texts, self.num_classes = class_names, tuple(texts), len(class_names)
         self.clear_text_cache()
 
@@ -130,7 +138,8 @@ class DFERCLIP(DFERModel):
         return ("prompt_learner.ctx",) if self.prompt_learner.class_specific else ()
 
     def _class_args(self) -> Dict:
-        return {"class_names": list(self.class_names), "class_texts": list(self.class_texts)}
+        return {"class_names": list(self.class_names), "class_texts": list(self.class_texts),
+                "truncate": self.prompt_learner.truncate}
 
     def checkpoint_filter_fn(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Official DFER-CLIP state dicts are renamed; a mismatch of their class texts with ours is an error."""

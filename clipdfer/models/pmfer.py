@@ -54,6 +54,7 @@ class PMFER(DFERModel):
         mask_temperature: temperature of the phrase scores (0.07).
         loss_weights: weights of the classification, masking and adversarial losses (1, 0.5, 0.1).
         logit_scale: multiplies the cosine logits (100).
+        truncate: cut class prompts and phrases longer than their budget instead of raising ``ValueError`` (ours).
 
     Head (timm's contract, see :class:`DFERModel`): ``forward_features`` are the normalised frame features (B, T, D);
     the logits, per-frame cosine logits averaged over time, are linear in them, so the pre-logits embedding is their
@@ -78,6 +79,7 @@ class PMFER(DFERModel):
             mask_temperature: float = 0.07,
             loss_weights: Sequence[float] = (1.0, 0.5, 0.1),
             logit_scale: float = 100.0,
+            truncate: bool = False,
     ):
         super().__init__(clip_arch, class_names, num_frames)
         arch = self.clip_arch
@@ -95,7 +97,8 @@ class PMFER(DFERModel):
         self.text_encoder = CLIPTextEncoder(clip)
         self.text_encoder.requires_grad_(False)
         self.prompt_learner = PromptLearner(
-            self.text_encoder, [class_prompt(n, self.phrases[n]) for n in self.class_names], n_ctx, False, ctx_init)
+            self.text_encoder, [class_prompt(n, self.phrases[n]) for n in self.class_names], n_ctx, False, ctx_init,
+            truncate=truncate)
         # every (class, phrase) pair that masking can drop: its class, and the phrase's index in the vocabulary
         mask_class, mask_target = [], []
         for c, name in enumerate(self.class_names):
@@ -110,7 +113,7 @@ class PMFER(DFERModel):
         self.register_buffer("mask_target", torch.tensor(mask_target, device=cpu), persistent=False)
         self.register_buffer("mask_offset", torch.tensor(offsets, device=cpu), persistent=False)
         self.register_buffer("mask_count", torch.tensor(counts, device=cpu), persistent=False)
-        self.register_buffer("phrase_tokens", tokenize(self.vocab, arch.context_length), persistent=False)
+        self.register_buffer("phrase_tokens", tokenize(self.vocab, arch.context_length, truncate), persistent=False)
 
         self.mask_query = nn.Parameter(torch.empty(1, 1, dim))  # the masked phrase's query: no text content
         nn.init.normal_(self.mask_query, std=0.02)
@@ -127,18 +130,12 @@ class PMFER(DFERModel):
 
     def text_features(self) -> torch.Tensor:
         """Normalised class prompt features (C, D); cached while the context is unchanged and no gradient is needed."""
-        if torch.is_grad_enabled() and self.prompt_learner.ctx.requires_grad:
-            return self._encode_classes()
-        return self._text_cache.get(self._encode_classes, self.prompt_learner.ctx, self.prompt_learner.tokens)
+        return self.cached_text(self._text_cache, self._encode_classes, self.prompt_learner, self.text_encoder)
 
     def phrase_features(self) -> torch.Tensor:
         """E_P (|P|, D): each phrase encoded alone by the frozen text encoder, normalised; computed once."""
-        return self._phrase_cache.get(lambda: F.normalize(self.text_encoder(self.phrase_tokens), dim=-1),
-                                      self.phrase_tokens, self.text_encoder.token_embedding.weight)
-
-    def clear_text_cache(self) -> None:
-        super().clear_text_cache()
-        self._phrase_cache.clear()
+        return self.cached_text(self._phrase_cache, lambda: F.normalize(self.text_encoder(self.phrase_tokens), dim=-1),
+                                self.text_encoder, self.phrase_tokens)
 
     # ------------------------------------------------------------------ inference path
     def _as_clip(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,7 +220,8 @@ class PMFER(DFERModel):
 
     # ------------------------------------------------------------------ helpers
     def _class_args(self) -> Dict:
-        return {"class_names": list(self.class_names), "phrases": {k: list(v) for k, v in self.phrases.items()}}
+        return {"class_names": list(self.class_names), "phrases": {k: list(v) for k, v in self.phrases.items()},
+                "truncate": self.prompt_learner.truncate}
 
     @torch.jit.ignore
     def group_parameters(self) -> Dict[str, List[nn.Parameter]]:

@@ -1,0 +1,95 @@
+"""Class texts longer than the text encoder's context are an error, not a silent cut (issue 19, item 4)."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import clipdfer
+from clipdfer.layers import CLIP_ARCHS, tokenize
+from clipdfer.layers.clip import token_counts
+
+SHORT_CONTEXT = dataclasses.replace(CLIP_ARCHS["test"], context_length=16)
+# two 66-token descriptions that differ only in their last words
+_COMMON = " ".join(["a face with raised eyebrows and wide open eyes"] * 7)
+LONG = [_COMMON + " and a smile", _COMMON + " and a pout"]
+
+
+def test_token_counts_are_the_tokenizers():
+    counts = token_counts(LONG + ["happiness"])
+    assert counts[:2] == [66, 66] and counts[2] == 1
+    full = tokenize(["happiness"], 77)[0]
+    assert int((full != 0).sum()) == counts[2] + 2  # [SOS] text [EOS]
+
+
+def test_tokenize_names_each_long_text_and_the_budget():
+    with pytest.raises(ValueError) as info:
+        tokenize(["ok", *LONG], 16)
+    msg = str(info.value)
+    assert "2 of 3 texts do not fit" in msg and msg.count("(66 tokens)") == 2 and "the budget is 14 tokens" in msg
+    assert "truncate=True" in msg
+    cut = tokenize(LONG, 16, truncate=True)
+    assert torch.equal(cut[0], cut[1]) and cut.shape == (2, 16)  # what truncation does to them: the same prompt
+
+
+def test_dferclip_long_descriptions_fail_at_construction_with_the_learned_context_in_the_budget():
+    names = ["happiness", "sadness"]
+    with pytest.raises(ValueError) as info:
+        clipdfer.create_model("dferclip_test", clip_arch=SHORT_CONTEXT, class_names=names, class_texts=LONG)
+    msg = str(info.value)
+    assert "2 of 2 class texts do not fit" in msg and msg.count("(66 tokens)") == 2
+    assert "the budget is 6 tokens (context length 16 - 2 for [SOS] and [EOS] - 8 learned context vectors)" in msg
+    # opting in gives what the issue reproduced: identical prompts, identical probabilities
+    model = clipdfer.create_model("dferclip_test", clip_arch=SHORT_CONTEXT, class_names=names, class_texts=LONG,
+                                  truncate=True, class_specific_contexts=False).eval()
+    with torch.no_grad():
+        probs = model(torch.randn(2, 16, 3, 32, 32)).softmax(-1)
+    torch.testing.assert_close(probs[:, 0], probs[:, 1])
+
+
+# 132 tokens: longer than any budget of the 77-token context
+VERY_LONG = [_COMMON + " " + _COMMON + " and a smile", _COMMON + " " + _COMMON + " and a pout"]
+
+
+@pytest.mark.parametrize("name,how", [
+    ("clipdfer_test", "class_names"),
+    ("dferclip_test", "class_texts"),
+    ("clip_zeroshot_test", "words"),
+    ("coop_test", "words"),
+    ("cocoop_test", "words"),
+])
+def test_set_classes_checks_before_changing_anything(name, how):
+    extra = {"class_specific_contexts": False} if name == "dferclip_test" else {}
+    model = clipdfer.create_model(name, **extra).eval()
+    video = torch.randn(1, model.num_frames, 3, 32, 32)
+    with torch.no_grad():
+        before = model(video)
+    names, kwargs = (VERY_LONG, {}) if how == "class_names" else (["happiness", "sadness"], {how: VERY_LONG})
+    with pytest.raises(ValueError, match=r"of \d+ [\w ]+ do not fit the text encoder: .*\(1[23]\d tokens\)"):
+        model.set_classes(names, **kwargs)
+    assert model.num_classes == 7
+    with torch.no_grad():
+        torch.testing.assert_close(model(video), before)
+    model.set_classes(names, truncate=True, **kwargs)  # explicit opt-in
+    assert model.num_classes == 2
+    with torch.no_grad():
+        out = model(video)
+    assert out.shape == (1, 2)
+    torch.testing.assert_close(out[:, 0], out[:, 1])  # what the cut does: the two classes became one prompt
+
+
+def test_pmfer_and_text_encoder_check_too():
+    with pytest.raises(ValueError, match=r"'happiness face, a face with .*\.\.\.' \(70 tokens\)"):
+        clipdfer.create_model("pmfer_test", clip_arch=SHORT_CONTEXT, class_names=["happiness"],
+                              phrases={"happiness": [LONG[0]]})
+    model = clipdfer.create_model("clipdfer_test")
+    with pytest.raises(ValueError, match=r"1 of 1 text does not fit the text encoder: .*\(80 tokens\)"):
+        model.text_encoder.encode([" ".join(["smile"] * 80)])
+    assert model.text_encoder.encode([" ".join(["smile"] * 80)], truncate=True).shape == (1, 32)
+
+
+def test_truncate_travels_with_the_saved_config(tmp_path):
+    model = clipdfer.create_model("clipdfer_test", class_names=LONG[:1] + ["calm"], truncate=True, clip_arch="test")
+    model.save_pretrained(tmp_path / "m")
+    again = clipdfer.create_model(f"local-dir:{tmp_path / 'm'}")
+    assert again.truncate is True and again.class_names == model.class_names
