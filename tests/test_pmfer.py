@@ -1,6 +1,9 @@
 """PMFER: AU prompts, prompt masking, the gradient-reversal schedule, its three losses."""
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -25,18 +28,16 @@ def test_prompts_are_made_of_the_classes_au_phrases():
     assert torch.equal(tokens, expected)
 
 
-def test_masked_phrase_is_one_of_the_labels():
-    torch.manual_seed(0)
+def test_masking_targets_are_the_labels_phrases():
     model = _model()
-    labels = torch.arange(model.num_classes).repeat(20)
-    rows = model.sample_masks(labels)
-    seen = set()
-    for label, row in zip(labels.tolist(), rows.tolist()):
-        dropped = model.vocab[model.mask_target[row]]
-        assert dropped in model.phrases[model.class_names[label]]
-        seen.add((label, dropped))
-    # every phrase of every class gets dropped sometimes
-    assert seen == {(c, p) for c, n in enumerate(model.class_names) for p in model.phrases[n]}
+    assert model.phrase_targets.shape == (model.num_classes, len(model.vocab))
+    for c, name in enumerate(model.class_names):
+        on = {model.vocab[i] for i in model.phrase_targets[c].nonzero().flatten().tolist()}
+        assert on == set(model.phrases[name])
+    labels = torch.tensor([0, 3])
+    losses = model.training_losses(torch.randn(2, 2, 3, 32, 32), labels)
+    assert losses["mask_logits"].shape == losses["mask_targets"].shape == (4, len(model.vocab))
+    torch.testing.assert_close(losses["mask_targets"], model.phrase_targets[labels.repeat_interleave(2)])
 
 
 def _mask_loss_after_training(frames_carry_the_label: bool, steps: int = 300) -> float:
@@ -62,21 +63,16 @@ def _mask_loss_after_training(frames_carry_the_label: bool, steps: int = 300) ->
     return sum(losses[-30:]) / 30
 
 
-def test_the_masked_phrase_must_be_read_from_the_face():
-    """With frames that show the class, the masking loss falls far below its chance value; with noise it cannot:
-    nothing else the head reads (no text) tells which phrase was dropped."""
+def test_the_masked_phrases_must_be_read_from_the_face():
+    """The masking target is determined by the face: with frames that show the class the loss falls far below its
+    chance value, towards 0; with noise it stays at chance (nothing the head reads tells the class)."""
     model = _model()
-    counts = [len(model.phrases[n]) for n in model.class_names]
-    # chance: the dropped phrase's marginal over the vocabulary (uniform classes, then a uniform phrase of the class)
-    q = torch.zeros(len(model.vocab))
-    for name, k in zip(model.class_names, counts):
-        for p in model.phrases[name]:
-            q[model.vocab.index(p)] += 1 / (len(counts) * k)
-    chance = float(-(q * q.log()).sum())
-    floor = sum(math.log(k) for k in counts) / len(counts)  # a phrase of the (known) class, at random
+    # chance: each phrase predicted by its frequency over the (uniform) classes, binary entropy averaged over phrases
+    freq = model.phrase_targets.mean(dim=0)
+    chance = float(-(freq * freq.log() + (1 - freq) * (1 - freq).log()).mean())
     with_faces, with_noise = _mask_loss_after_training(True), _mask_loss_after_training(False)
-    assert with_faces < floor + 0.5 * (chance - floor), (with_faces, floor, chance)
-    assert abs(with_noise - chance) < 0.25, (with_noise, chance)
+    assert with_faces < 0.25 * chance, (with_faces, chance)
+    assert abs(with_noise - chance) < 0.1 * chance, (with_noise, chance)
 
 
 def test_gradient_reversal_flips_the_sign_with_the_dann_weight():
@@ -99,7 +95,7 @@ def test_training_losses_and_inference_path():
     assert set(losses) >= {"cls", "mask", "adv", "total"}
     w = model.loss_weights
     torch.testing.assert_close(losses["total"], w[0] * losses["cls"] + w[1] * losses["mask"] + w[2] * losses["adv"])
-    assert losses["mask_rows"].shape == (6,)  # each frame of each clip is a training image
+    assert losses["mask_logits"].shape == (6, len(model.vocab))  # each frame of each clip is a training image
     losses["total"].backward()
     for name in ("mask_query", "mask_out.weight", "discriminator.0.weight", "prompt_learner.ctx",
                  "image_encoder.visual.proj"):
@@ -121,7 +117,6 @@ def test_a_few_steps_lower_the_total_loss():
     opt = torch.optim.AdamW(clipdfer.optim.param_groups(model, lr=1e-2, backbone_lr=1e-4))
     losses = []
     for step in range(8):
-        torch.manual_seed(step)  # the same masks each step, so losses are comparable
         opt.zero_grad()
         loss = model.training_losses(video, labels, progress=step / 8)["total"]
         loss.backward()
@@ -135,3 +130,61 @@ def test_unknown_class_needs_phrases():
         _model(class_names=["happiness", "boredom"])
     model = _model(class_names=["happiness", "boredom"], phrases={"boredom": ["lids drooping", "gaze averted"]})
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2)
+
+
+_DDP_SCRIPT = r"""
+import sys
+import torch
+import torch.distributed as dist
+import clipdfer
+from clipdfer.distributed import LossWrapper
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(rank)  # different initial weights per rank: DDP broadcasts rank 0's
+model = clipdfer.create_model("pmfer_test")
+video = torch.randn(2, 2, 3, 32, 32) + rank
+labels = torch.tensor([rank, 3])
+
+# 1. a user's loop on the forward alone: the masking head and discriminator get no gradient
+ddp = torch.nn.parallel.DistributedDataParallel(model)
+opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+for _ in range(3):
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(ddp(video), labels).backward()
+    opt.step()
+ctx = [torch.zeros_like(model.prompt_learner.ctx) for _ in range(2)]
+dist.all_gather(ctx, model.prompt_learner.ctx.detach())
+assert torch.equal(ctx[0], ctx[1]), "the trained parameters stay in sync"
+
+# 2. the recipe's way: training_losses through LossWrapper, the auxiliary heads trained and synchronised too
+torch.manual_seed(10 + rank)
+model = clipdfer.create_model("pmfer_test")
+ddp = torch.nn.parallel.DistributedDataParallel(LossWrapper(model))
+opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+for _ in range(2):
+    opt.zero_grad()
+    ddp(video, labels, 0.5).backward()
+    opt.step()
+w = [torch.zeros_like(model.mask_out.weight) for _ in range(2)]
+dist.all_gather(w, model.mask_out.weight.detach())
+assert torch.equal(w[0], w[1]), "the masking head is synchronised through LossWrapper"
+dist.destroy_process_group()
+print(f"rank {rank} ok")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="torchrun's gloo rendezvous on localhost")
+def test_ddp_on_the_forward_alone_needs_no_find_unused_parameters(tmp_path):
+    model = _model()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    model(torch.randn(2, 2, 3, 32, 32)).sum().backward()
+    unused = {n for n, p in model.named_parameters() if p.requires_grad and p.grad is None}
+    assert unused and unused == set(model._ddp_params_and_buffers_to_ignore) & trainable  # 35 of 68 on issue 19
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0 ok" in proc.stdout and "rank 1 ok" in proc.stdout

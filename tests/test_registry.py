@@ -1,6 +1,7 @@
 import dataclasses
 
 import pytest
+import torch
 
 import clipdfer
 from clipdfer.models import PretrainedCfg, UnknownModelError, register_model
@@ -83,3 +84,11 @@ def test_create_model_kwargs_and_overlay():
     assert m.num_frames == 16 and m.pretrained_cfg.notes == "mine"
     with pytest.raises(ValueError, match="unknown fields"):
         clipdfer.create_model("clipdfer_test", pretrained_cfg_overlay=dict(nope=1))
+
+
+@pytest.mark.parametrize("name", clipdfer.list_models())
+def test_model_and_its_cfg_agree_on_the_frame_count(name):
+    """One T per model: what the cfg promises (predict, eval and exports read it) is what the model is built with."""
+    with torch.device("meta"):
+        model = clipdfer.create_model(name)
+    assert model.num_frames == model.pretrained_cfg.num_frames, name

@@ -116,8 +116,9 @@ def check_text_lengths(texts: Sequence[str], context_length: int, reserved: int 
     parts = f"context length {context_length} - 2 for [SOS] and [EOS]" + (
         f" - {reserved} learned context vectors" if reserved else "")
     verb = "do not fit" if len(over) > 1 else "does not fit"
+    noun = what + ("s" if len(texts) > 1 else "")
     raise ValueError(
-        f"{len(over)} of {len(texts)} {what}{'s' if len(texts) > 1 else ''} {verb} the text encoder: {shown}; the budget is {budget} tokens "
+        f"{len(over)} of {len(texts)} {noun} {verb} the text encoder: {shown}; the budget is {budget} tokens "
         f"({parts}). CLIP's tokenizer would cut them there, and texts that differ only after the cut would give "
         f"identical features. Shorten them, or {fix} (opt-in).")
 

@@ -95,6 +95,11 @@ class DFERModel(HubMixin, nn.Module):
         prompt_head_parts: attributes that form its text-prompt classifier (what ``get_classifier()`` shows).
         text_only_parts: attributes that only serve the text head (e.g. auxiliary text losses); with the prompt
             head they are removed by ``reset_classifier``.
+        training_only_parts: attributes that only ``training_losses`` uses (PMFER's masking head and
+            discriminator). ``DistributedDataParallel(model)`` leaves them alone (DDP's
+            ``_ddp_params_and_buffers_to_ignore``), so that a training loop on ``model(x)`` alone needs no
+            ``find_unused_parameters``; ``clipdfer.distributed.LossWrapper`` (what ``clipdfer train`` wraps in DDP)
+            is a different root module, and there they are synchronised like every other parameter.
 
     A family implements ``forward_features`` (video -> what its head reads), ``_pool`` (that -> the (B,
     head_hidden_size) pre-logits; identity by default) and ``_prompt_logits`` (pre-logits -> logits through its text
@@ -106,6 +111,7 @@ class DFERModel(HubMixin, nn.Module):
     zero_shot: ClassVar[bool] = False
     prompt_head_parts: ClassVar[Tuple[str, ...]] = ()
     text_only_parts: ClassVar[Tuple[str, ...]] = ()
+    training_only_parts: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, clip_arch, class_names: Optional[Sequence[str]], num_frames: int,
                  num_classes: Optional[int] = None):
@@ -384,6 +390,20 @@ class DFERModel(HubMixin, nn.Module):
         if self._classifier_args is not None:
             args["classifier"] = dict(self._classifier_args)
         return args
+
+    @property
+    def _ddp_params_and_buffers_to_ignore(self) -> List[str]:
+        """Names DDP leaves alone when this model is its root: every parameter and buffer of ``training_only_parts``."""
+        names: List[str] = []
+        for part in self.training_only_parts:
+            value = getattr(self, part, None)
+            if isinstance(value, nn.Module):
+                names += [f"{part}.{n}" for n, _ in value.named_parameters()]
+                names += [f"{part}.{n}" for n, _ in value.named_buffers()]
+            elif isinstance(value, torch.Tensor):
+                # both spellings: DDP names a root parameter "name" in one place and ".name" in another (torch 2.14)
+                names += [part, f".{part}"]
+        return names
 
     # ------------------------------------------------------------------------------------------ text features
     def cached_text(self, cache: TextFeatureCache, compute: Callable[[], torch.Tensor],

@@ -9,10 +9,10 @@ embeddings.
 
 Everything else is ours (``shared/spec/pmfer.md``; ``docs/models/pmfer.md`` lists each choice), every choice an
 argument: CLIP ViT-B/16, 4 contexts from "a photo of a", the AU phrase bank (``clipdfer/data/au_prompts.json``), the
-masking head (a learned query with no text content, 2 cross-attention layers over the image's patches, temperature
-0.07: the dropped phrase must be read from the face, since the masked prompt's text alone gives it away through the
-fixed bank), the discriminator and its DANN schedule, and the loss weights 1 / 0.5 / 0.1. Video: per-frame logits
-averaged over time.
+masking head (every phrase of the vocabulary is a masked slot whose presence is predicted from the face: the phrase's
+text feature plus a learned [MASK] embedding queries the image's patches through 2 cross-attention layers; its score,
+cosine with the phrase over temperature 0.07, is trained multi-label against the label's phrases), the discriminator
+and its DANN schedule, and the loss weights 1 / 0.5 / 0.1. Video: per-frame logits averaged over time.
 """
 
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -63,8 +63,9 @@ class PMFER(DFERModel):
     """
     family = "pmfer"
     prompt_head_parts = ("prompt_learner", "text_encoder")
-    text_only_parts = ("mask_query", "mask_blocks", "mask_out", "discriminator", "mask_target", "mask_offset",
-                       "mask_count", "phrase_tokens")
+    text_only_parts = ("mask_query", "mask_blocks", "mask_out", "discriminator", "phrase_targets", "phrase_tokens")
+    # Used only by ``training_losses``: a model trained by its forward alone leaves them without a gradient
+    training_only_parts = ("mask_query", "mask_blocks", "mask_out", "discriminator")
 
     def __init__(
             self,
@@ -99,23 +100,17 @@ class PMFER(DFERModel):
         self.prompt_learner = PromptLearner(
             self.text_encoder, [class_prompt(n, self.phrases[n]) for n in self.class_names], n_ctx, False, ctx_init,
             truncate=truncate)
-        # every (class, phrase) pair that masking can drop: its class, and the phrase's index in the vocabulary
-        mask_class, mask_target = [], []
-        for c, name in enumerate(self.class_names):
-            for phrase in self.phrases[name]:
-                mask_class.append(c)
-                mask_target.append(self.vocab.index(phrase))
-        counts = [mask_class.count(c) for c in range(self.num_classes)]
-        if 0 in counts:
-            raise ValueError(f"classes {[n for n, k in zip(self.class_names, counts) if k == 0]} have no phrases")
-        offsets = [sum(counts[:c]) for c in range(self.num_classes)]
-        cpu = torch.device("cpu")  # index data, also when the model is built on the meta device
-        self.register_buffer("mask_target", torch.tensor(mask_target, device=cpu), persistent=False)
-        self.register_buffer("mask_offset", torch.tensor(offsets, device=cpu), persistent=False)
-        self.register_buffer("mask_count", torch.tensor(counts, device=cpu), persistent=False)
+        empty = [n for n in self.class_names if not self.phrases[n]]
+        if empty:
+            raise ValueError(f"classes {empty} have no phrases: give phrases={{class: [...]}} for them")
+        # the masking target of each class: which phrases of the vocabulary its prompt holds (C, |P|), multi-hot
+        cpu = torch.device("cpu")  # label data, also when the model is built on the meta device
+        targets = torch.tensor([[float(p in self.phrases[n]) for p in self.vocab] for n in self.class_names],
+                               device=cpu)
+        self.register_buffer("phrase_targets", targets, persistent=False)
         self.register_buffer("phrase_tokens", tokenize(self.vocab, arch.context_length, truncate), persistent=False)
 
-        self.mask_query = nn.Parameter(torch.empty(1, 1, dim))  # the masked phrase's query: no text content
+        self.mask_query = nn.Parameter(torch.empty(1, 1, dim))  # the [MASK] embedding added to every phrase query
         nn.init.normal_(self.mask_query, std=0.02)
         self.mask_blocks = nn.ModuleList([CrossAttentionBlock(dim, mask_heads, 4.0) for _ in range(mask_layers)])
         self.mask_out = nn.Linear(dim, dim)
@@ -165,11 +160,19 @@ class PMFER(DFERModel):
         return self.forward_head(self.forward_features(x))
 
     # ------------------------------------------------------------------ training
-    def sample_masks(self, labels: torch.Tensor) -> torch.Tensor:
-        """For each label, a random row of the masked prompts of that class (one of its phrases dropped)."""
-        count = self.mask_count[labels]
-        pick = (torch.rand(labels.shape, device=labels.device) * count).long().clamp_max(count - 1)
-        return self.mask_offset[labels] + pick
+    def phrase_logits(self, patches: torch.Tensor) -> torch.Tensor:
+        """The masking head: image patch tokens (N, P, D) -> one logit per phrase of the vocabulary (N, |P|).
+
+        Each phrase is a masked slot: its frozen text feature plus the learned [MASK] embedding is a query that
+        attends to the patches (``mask_blocks``); the output, through ``mask_out`` and normalised, is scored by its
+        cosine with the phrase's feature over ``mask_temperature``. Ours (spec: "prompt masking").
+        """
+        phrases = self.phrase_features().to(patches.dtype)  # (|P|, D), normalised
+        q = (phrases + self.mask_query[0].to(patches.dtype)).expand(patches.shape[0], -1, -1)  # (N, |P|, D)
+        for block in self.mask_blocks:
+            q = block(q, patches)
+        q = F.normalize(self.mask_out(q), dim=-1)
+        return (q * phrases).sum(dim=-1) / self.mask_temperature
 
     def training_losses(self, x: torch.Tensor, labels: torch.Tensor, progress: float = 0.0) -> Dict[str, torch.Tensor]:
         """The three losses of a training step.
@@ -181,8 +184,9 @@ class PMFER(DFERModel):
             progress: fraction of training done, in [0, 1] (sets the gradient-reversal weight).
 
         Returns:
-            ``{"cls", "mask", "adv", "total"}`` and, for inspection, ``"mask_rows"`` and ``"mask_targets"``; only
-            ``{"cls", "total"}`` (cross-entropy) once ``reset_classifier`` replaced the text side.
+            ``{"cls", "mask", "adv", "total"}`` and, for inspection, ``"mask_logits"`` and ``"mask_targets"``
+            (N, |P|) for the N = B x T frames; only ``{"cls", "total"}`` (cross-entropy) once ``reset_classifier``
+            replaced the text side.
         """
         if not self.has_prompt_head:
             return super().training_losses(x, labels, progress)
@@ -194,18 +198,12 @@ class PMFER(DFERModel):
         text = self.text_features()  # (C, D), with gradient into the context
         loss_cls = F.cross_entropy(self.logit_scale * image @ text.t(), y)
 
-        # prompt masking (ours): the phrase dropped from the label's prompt is predicted from the image alone. The
-        # query carries no text: the masked prompt's class name and remaining phrases would give the dropped phrase
-        # away through the fixed bank, and a head reading them would not need to look at the face.
-        rows = self.sample_masks(y)
-        patches = tokens[:, 1:]  # (N, P, D)
-        q = self.mask_query.to(patches.dtype).expand(patches.shape[0], 1, -1)  # (N, 1, D)
-        for block in self.mask_blocks:
-            q = block(q, patches)
-        q = F.normalize(self.mask_out(q[:, 0]), dim=-1)
-        scores = q @ self.phrase_features().t().to(q.dtype) / self.mask_temperature
-        targets = self.mask_target[rows]
-        loss_mask = F.cross_entropy(scores, targets)
+        # prompt masking (ours): every phrase of the vocabulary is masked and its presence in the face predicted,
+        # multi-label against the phrases of the label's prompt. Nothing but the image can tell them: the queries
+        # carry the phrases, not the class (a randomly dropped phrase, by contrast, cannot be told from anything).
+        mask_logits = self.phrase_logits(tokens[:, 1:])  # (N, |P|)
+        targets = self.phrase_targets[y].to(mask_logits.dtype)
+        loss_mask = F.binary_cross_entropy_with_logits(mask_logits, targets)
 
         # modal-adversarial: the discriminator tells image (0) from text (1) embeddings through a reversed gradient
         weight = dann_lambda(progress)
@@ -216,7 +214,7 @@ class PMFER(DFERModel):
         w_cls, w_mask, w_adv = self.loss_weights
         total = w_cls * loss_cls + w_mask * loss_mask + w_adv * loss_adv
         return {"cls": loss_cls, "mask": loss_mask, "adv": loss_adv, "total": total,
-                "mask_rows": rows, "mask_targets": targets}
+                "mask_logits": mask_logits, "mask_targets": targets}
 
     # ------------------------------------------------------------------ helpers
     def _class_args(self) -> Dict:
@@ -257,8 +255,9 @@ default_cfgs = generate_default_cfgs({
 
 
 def _entry(variant: str, arch: str, dataset: str, pretrained: bool, kwargs) -> PMFER:
-    classes, frames = _DATASETS[dataset]
-    args = dict(clip_arch=arch, class_names=classes, num_frames=frames)
+    classes = _DATASETS[dataset][0]
+    cfg = default_cfgs[variant]
+    args = dict(clip_arch=arch, class_names=classes, num_frames=cfg.cfgs[cfg.tags[0]].num_frames)  # T as the cfg's
     args.update(kwargs)
     return build_model_with_cfg(PMFER, variant, pretrained, **args)
 
