@@ -267,10 +267,12 @@ def train(cfg: TrainConfig) -> Dict:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                model.weights = "finetuned"  # known here: the recipe trains them (recorded by every save)
                 state.update(stage_index=stage_index, epoch=epoch, step_in_epoch=i + 1,
                              global_step=state["global_step"] + 1)
                 if ema is not None:
                     ema.update(model, step=state["global_step"])
+                    ema.module.weights = "finetuned"
                 if main_rank and state["global_step"] % max(1, cfg.log_every) == 0:
                     _log(log_path, event="step", stage=stage_index + 1, epoch=epoch, step=state["global_step"],
                          loss=loss.item(), lr=optimizer.param_groups[0]["lr"], time=time.time())

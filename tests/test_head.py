@@ -1,5 +1,7 @@
 """timm's head contract on every registered model: pre-logits, get_classifier, reset_classifier, group_matcher."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -175,9 +177,16 @@ def test_weights_state_and_notice(tmp_path):
     full = str(tmp_path / "full.safetensors")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, full)
     tuned = clipdfer.create_model("clipdfer_test", checkpoint_path=full)
+    # a bare state dict does not say what it is: never guessed fine-tuned from its keys (issue 19)
+    assert tuned.weights == "loaded" and not tuned.is_finetuned and "unknown training" in tuned.weights_notice()
+    tuned.weights = "finetuned"  # the user knows
     assert tuned.is_finetuned and tuned.weights_notice() is None
+    with pytest.raises(ValueError, match="weights='tuned': expected one of"):
+        tuned.weights = "tuned"
     tuned.save_pretrained(str(tmp_path / "saved"))
     assert clipdfer.create_model(f"local-dir:{tmp_path / 'saved'}").weights == "finetuned"
+    assert clipdfer.create_model("clipdfer_test", checkpoint_path=str(tmp_path / "saved" / "model.safetensors")
+                                 ).weights == "finetuned"  # the file records it
     tuned.reset_classifier(3, linear=True)  # a new, untrained classifier on fine-tuned features
     assert tuned.weights == "pretrained" and tuned.weights_notice()
     zs.reset_classifier(3, linear=True)  # zero-shot CLIP is meaningful through its text head only
@@ -194,3 +203,29 @@ def test_declared_checkpoint_format_is_checked(tmp_path):
     # a file named without its format is told from its keys
     loaded = clipdfer.create_model("clipdfer_test", pretrained=True, pretrained_cfg_overlay=dict(file=path))
     assert loaded.weights == "pretrained"  # the cfg says its weights are not fine-tuned
+
+
+def test_a_random_model_through_load_state_dict_is_not_published_as_fine_tuned(tmp_path, caplog):
+    from clipdfer.models._hub import model_card
+    model = clipdfer.create_model("clipdfer_test")
+    model.load_state_dict(clipdfer.create_model("clipdfer_test").state_dict())  # still random weights
+    assert model.weights == "loaded" and not model.is_finetuned
+    with caplog.at_level("WARNING"):
+        model.save_pretrained(str(tmp_path / "a"))
+    assert "unknown training" in caplog.text and "finetuned=True" in caplog.text
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["weights"] == "loaded" and config["pretrained_cfg"]["finetuned"] is False
+    assert "not known to be fine-tuned" in model_card(config, "me/a")
+    again = clipdfer.create_model(f"local-dir:{tmp_path / 'a'}")
+    assert again.weights == "loaded" and again.weights_notice()
+    # a random model saved as such stays random; an explicit finetuned=True is recorded
+    clipdfer.create_model("clipdfer_test").save_pretrained(str(tmp_path / "r"))
+    assert clipdfer.create_model(f"local-dir:{tmp_path / 'r'}").weights == "random"
+    model.save_pretrained(str(tmp_path / "f"), finetuned=True)
+    assert clipdfer.create_model(f"local-dir:{tmp_path / 'f'}").weights == "finetuned"
+    # a tag whose cfg says fine-tuned, built without its weights, is random, and saved as random
+    tagged = clipdfer.create_model("dferclip_test", pretrained=False,
+                                   pretrained_cfg_overlay=dict(finetuned=True))
+    assert tagged.weights == "random"
+    tagged.save_pretrained(str(tmp_path / "t"))
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["pretrained_cfg"]["finetuned"] is False

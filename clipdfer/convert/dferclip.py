@@ -167,6 +167,7 @@ def convert_checkpoint(path: str, out_dir: str, dataset: Optional[str] = None, f
         class_specific_contexts=ctx.dim() == 3, temporal_layers=depth,
         num_frames=converted["temporal_net.pos_embedding"].shape[1] - 1)
     model.load_state_dict(converted)
+    model.weights = "finetuned"  # the authors' fine-tuned release (what the file is was checked above)
     tag = f"{dataset}_fold{fold}" if fold else dataset
     model.save_pretrained(out_dir, tag=tag, finetuned=True, dataset=dataset, num_frames=model.num_frames,
                           frame_sampling="segment", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),

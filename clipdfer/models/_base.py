@@ -34,18 +34,19 @@ __all__ = ["DFERModel", "PromptHead", "WEIGHT_STATES"]
 
 _logger = logging.getLogger(__name__)
 
-# What a model's weights are (``model.weights``), set by the builder when it loads them.
+# What a model's weights are (``model.weights``), recorded where it is known: by the builder from the pretrained cfg
+# or the file's own record, by the trainer, the converter, or ``save_pretrained(finetuned=...)``; never guessed.
 WEIGHT_STATES = {
     "random": "random weights",
     "pretrained": "pretrained weights not fine-tuned for expressions (e.g. the CLIP initialisation)",
     "finetuned": "fine-tuned weights",
-    "loaded": "weights loaded with load_state_dict",
+    "loaded": ("weights of unknown training (load_state_dict, or a checkpoint that does not record it): set "
+               "model.weights = 'finetuned' if they are fine-tuned"),
 }
 
 
 def _after_load_state_dict(module: "DFERModel", incompatible_keys) -> None:
-    module.clear_text_cache()
-    module.weights = "loaded"  # the builder says more precisely what it loaded
+    module.weights = "loaded"  # unknown: the loaders that know what they loaded say so after this
 
 
 class PromptHead(nn.Module):
@@ -87,7 +88,9 @@ class DFERModel(HubMixin, nn.Module):
             family's linear head); None while the family's text-prompt head classifies.
         pretrained_cfg, model_args: set by the builder (preprocessing, class order; what ``config.json`` records).
         weights: what the weights are: ``random``, ``pretrained`` (not fine-tuned for expressions: the CLIP
-            initialisation), ``finetuned``, or ``loaded`` (by ``load_state_dict``, not through clipdfer's loaders).
+            initialisation), ``finetuned``, or ``loaded`` (unknown: by ``load_state_dict``, or from a file that does
+            not record it). Set by whoever knows (the builder from the pretrained cfg or the file's record, the
+            trainer, the converter); assign it yourself after loading your own fine-tuned weights.
 
     What a family declares (class attributes):
         family: its name in :mod:`clipdfer.recipes` (``clipdfer``, ``dferclip`` ...).
@@ -368,10 +371,25 @@ class DFERModel(HubMixin, nn.Module):
         """Adapt another code base's state dict to this model's names (the identity unless a family reads one)."""
         return state_dict
 
+    def checkpoint_weights_state(self, state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
+        """What a state dict's weights are when its format tells (an official fine-tuned release), else None."""
+        return None
+
+    @property
+    def weights(self) -> str:
+        """What the weights are, one of :data:`WEIGHT_STATES` (see the class docstring)."""
+        return self.__dict__.get("_weights", "random")
+
+    @weights.setter
+    def weights(self, state: str) -> None:
+        if state not in WEIGHT_STATES:
+            raise ValueError(f"weights={state!r}: expected one of {sorted(WEIGHT_STATES)}")
+        self.__dict__["_weights"] = state
+
     @property
     def is_finetuned(self) -> bool:
-        """True when the weights were fine-tuned for expressions (or loaded with ``load_state_dict``)."""
-        return self.weights in ("finetuned", "loaded")
+        """True when the weights are known to be fine-tuned for expressions (``weights == "finetuned"``)."""
+        return self.weights == "finetuned"
 
     def weights_notice(self) -> Optional[str]:
         """None when the model's predictions mean something (fine-tuned weights, or a zero-shot model with its

@@ -8,8 +8,8 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
-from ._base import DFERModel
-from ._hub import PretrainedWeightsError, download_weights
+from ._base import WEIGHT_STATES, DFERModel
+from ._hub import WEIGHTS_STATE_KEY, PretrainedWeightsError, download_weights
 from ._pretrained import PretrainedCfg
 from ._safe_load import UnsafeCheckpointError, load_inert
 
@@ -158,11 +158,31 @@ def load_weights(model: DFERModel, state_dict: Dict[str, torch.Tensor], source: 
     return backbone_only
 
 
+def recorded_weights_state(path: str) -> Optional[str]:
+    """The weights state a clipdfer safetensors file records (``save_pretrained`` writes it), or None."""
+    if not path.endswith(".safetensors"):
+        return None
+    from safetensors import safe_open
+    try:
+        with safe_open(path, framework="pt") as f:
+            state = (f.metadata() or {}).get(WEIGHTS_STATE_KEY)
+    except Exception:  # unreadable files are reported by the loader
+        return None
+    return state if state in WEIGHT_STATES else None
+
+
 def load_checkpoint(model: DFERModel, checkpoint_path: str) -> None:
-    """Load a local checkpoint (.safetensors preferred) into ``model``: an open_clip CLIP checkpoint gives the
-    backbone (``model.weights == "pretrained"``), a full state dict your fine-tuned weights (``"finetuned"``)."""
-    backbone_only = load_weights(model, load_state_dict_file(checkpoint_path), checkpoint_path)
-    model.weights = "pretrained" if backbone_only else "finetuned"
+    """Load a local checkpoint (.safetensors preferred) into ``model``.
+
+    ``model.weights`` becomes what is known: ``pretrained`` for an open_clip CLIP checkpoint (the backbone), the state
+    a clipdfer file records (``save_pretrained``), else ``loaded`` (unknown: assign ``model.weights = "finetuned"``
+    for your own fine-tuned weights).
+    """
+    state_dict = load_state_dict_file(checkpoint_path)
+    known = model.checkpoint_weights_state(state_dict)  # a release format the family recognises
+    backbone_only = load_weights(model, state_dict, checkpoint_path)
+    model.weights = "pretrained" if backbone_only else (
+        recorded_weights_state(checkpoint_path) or known or "loaded")
 
 
 def load_pretrained(model: DFERModel, cfg: PretrainedCfg, cache_dir: Optional[str] = None) -> None:
@@ -178,7 +198,10 @@ def load_pretrained(model: DFERModel, cfg: PretrainedCfg, cache_dir: Optional[st
     path = cfg.file if cfg.file else download_weights(cfg, cache_dir)
     source = cfg.file or f"{cfg.hf_hub_id}/{cfg.hf_hub_filename}"
     backbone_only = load_weights(model, load_state_dict_file(path), source, cfg.checkpoint_format)
-    model.weights = "finetuned" if cfg.finetuned and not backbone_only else "pretrained"
+    recorded = None if backbone_only else recorded_weights_state(path)
+    # the cfg says what a published tag's weights are; a file saved by clipdfer records its own state
+    model.weights = "finetuned" if cfg.finetuned and not backbone_only else (
+        recorded if recorded in ("random", "loaded") else "pretrained")
     notice = model.weights_notice()
     if notice:
         _logger.warning("%s: these weights are %s (pretrained_cfg.finetuned is False%s); fine-tune before trusting "

@@ -31,6 +31,7 @@ _logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_STATE_KEY = "clipdfer_weights"  # model.safetensors metadata: what the weights are (model.weights)
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
@@ -128,7 +129,9 @@ def model_config(model: nn.Module, **cfg_updates) -> Dict[str, Any]:
         raise ValueError(f"unknown pretrained-cfg fields {sorted(unknown)}")
     if isinstance(cfg_updates.get("metrics"), dict):
         cfg_updates["metrics"] = tuple(cfg_updates["metrics"].items())
-    current = dict(num_classes=num_classes, num_frames=model.num_frames, finetuned=cfg.finetuned or model.is_finetuned,
+    state = weights_state(model, cfg_updates.get("finetuned"))
+    cfg_updates["finetuned"] = state == "finetuned"
+    current = dict(num_classes=num_classes, num_frames=model.num_frames,
                    class_names=tuple(class_names) if class_names is not None else cfg.class_names)
     pcfg = dataclasses.replace(cfg, **{**current, **cfg_updates})
     pcfg_dict = {k: v for k, v in pcfg.to_dict().items()
@@ -140,8 +143,25 @@ def model_config(model: nn.Module, **cfg_updates) -> Dict[str, Any]:
         "label_names": list(class_names) if class_names else None,
         "model_args": args,
         "pretrained_cfg": pcfg_dict,
+        "weights": state,
         "clipdfer_version": __version__,
     })
+
+
+def weights_state(model: nn.Module, finetuned: Optional[bool] = None) -> str:
+    """What saved weights are recorded as: ``finetuned=True/False`` when the caller says, else ``model.weights``.
+
+    Never guessed: weights of unknown training (``loaded``) stay ``loaded``, with a warning saying how to record them.
+    """
+    state = getattr(model, "weights", "loaded")
+    if finetuned is not None:
+        return "finetuned" if finetuned else ("random" if state == "random" else "pretrained")
+    if state == "loaded":
+        _logger.warning(
+            "saving weights of unknown training (loaded with load_state_dict or from a file that does not record "
+            "it): they are recorded as such, not as fine-tuned. Pass finetuned=True (or set model.weights = "
+            "'finetuned') if they are fine-tuned")
+    return state
 
 
 def _atomic_write(path: str, write) -> None:
@@ -172,8 +192,8 @@ def save_pretrained(model: nn.Module, save_directory: str, **cfg_updates) -> str
     config = model_config(model, **cfg_updates)
     os.makedirs(save_directory, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(os.path.join(save_directory, WEIGHTS_NAME),
-                  lambda p: save_file(state, p, metadata={"format": "pt", "clipdfer_version": __version__}))
+    metadata = {"format": "pt", "clipdfer_version": __version__, WEIGHTS_STATE_KEY: config["weights"]}
+    _atomic_write(os.path.join(save_directory, WEIGHTS_NAME), lambda p: save_file(state, p, metadata=metadata))
 
     def write_json(p):
         with open(p, "w") as f:
@@ -183,16 +203,25 @@ def save_pretrained(model: nn.Module, save_directory: str, **cfg_updates) -> str
     return save_directory
 
 
+_CARD_STATES = {
+    "finetuned": "fine-tuned",
+    "pretrained": "not fine-tuned for expression recognition",
+    "random": "random weights, not trained",
+    "loaded": "weights of unrecorded training: not known to be fine-tuned",
+}
+
+
 def model_card(config: Dict[str, Any], repo_id: str) -> str:
     """A README.md for the Hub from a model's config."""
     pcfg = config["pretrained_cfg"]
+    state = config.get("weights") or ("finetuned" if pcfg.get("finetuned") else "pretrained")  # older configs
     metrics = "".join(f"| {k} | {v} |\n" for k, v in (pcfg.get("metrics") or []))
     return (
         f"---\nlibrary_name: clipdfer\nlicense: {pcfg.get('license') or 'other'}\ntags:\n- video-classification\n"
         f"- facial-expression-recognition\n- clipdfer\n---\n\n"
         f"# {repo_id}\n\n"
         f"A `{config['architecture']}` model of [clipdfer](https://pypi.org/project/clipdfer/) "
-        f"({'fine-tuned' if pcfg.get('finetuned') else 'not fine-tuned for expression recognition'}"
+        f"({_CARD_STATES[state]}"
         f"{', on ' + pcfg['dataset'] if pcfg.get('dataset') else ''}).\n\n"
         f"```python\nimport clipdfer\nmodel = clipdfer.create_model(\"hf-hub:{repo_id}\", pretrained=True)"
         f".eval()\n```\n\n"

@@ -141,6 +141,10 @@ class DFERCLIP(DFERModel):
         return {"class_names": list(self.class_names), "class_texts": list(self.class_texts),
                 "truncate": self.prompt_learner.truncate}
 
+    def checkpoint_weights_state(self, state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
+        """The official release's format: the authors' fine-tuned checkpoints (DFEW / FERV39k / MAFW)."""
+        return "finetuned" if is_official_state_dict(state_dict) else None
+
     def checkpoint_filter_fn(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Official DFER-CLIP state dicts are renamed; a mismatch of their class texts with ours is an error."""
         if not is_official_state_dict(state_dict):
