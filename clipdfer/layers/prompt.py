@@ -168,6 +168,19 @@ def _compute_detached(compute: Callable[[], torch.Tensor], device_type: str) -> 
         return compute()
 
 
+# torch.compiler.is_exporting() is also True under torch.compile before pytorch#176347 (fixed in 2.13.0): there it
+# cannot tell torch.export (strict) from compilation, and only fake tensors tell non-strict export
+_IS_EXPORTING_RELIABLE = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 13)
+
+
+def _exporting(tensors: Sequence[torch.Tensor]) -> bool:
+    """True while torch.export traces: non-strict (the default: the module's tensors are fake) or strict."""
+    from torch._subclasses.fake_tensor import FakeTensor
+    if tensors and isinstance(tensors[0], FakeTensor):
+        return True
+    return _IS_EXPORTING_RELIABLE and torch.compiler.is_exporting()
+
+
 class TextFeatureCache:
     """Text features kept while every tensor they are computed from is unchanged.
 
@@ -213,7 +226,7 @@ class TextFeatureCache:
             *sources: Union[nn.Module, torch.Tensor, None]) -> torch.Tensor:
         """``compute()``'s value, cached until any tensor of ``sources`` changes (see the class docstring)."""
         tensors = source_tensors(sources)
-        if torch.compiler.is_exporting():  # an exported program is a snapshot: the features become a constant
+        if _exporting(tensors):  # an exported program is a snapshot: the features become a constant
             if self._value is not None:
                 return self._value
             return _compute_detached(compute, tensors[0].device.type if tensors else "cpu")
