@@ -46,7 +46,9 @@ def _endpoint() -> str:
 
 def _offline() -> bool:
     from huggingface_hub import constants
-    return os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE or constants.is_offline_mode()
+    is_offline_mode = getattr(constants, "is_offline_mode", None)  # huggingface_hub >= 1.2.1; a constant before
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE or bool(
+        is_offline_mode() if is_offline_mode is not None else constants.HF_HUB_OFFLINE)
 
 
 def hub_download(repo_id: str, filename: str, revision: Optional[str] = None, cache_dir: Optional[str] = None,
@@ -92,6 +94,14 @@ def hub_download(repo_id: str, filename: str, revision: Optional[str] = None, ca
         raise PretrainedWeightsError(
             f"download of {where} from {url} failed ({type(e).__name__}: {e}); retry, or pass checkpoint_path= "
             f"a local file") from e
+    except RuntimeError as e:
+        # huggingface_hub 1.2.1 - 1.26 report an unreachable endpoint as "Cannot send a request, as the client has
+        # been closed" (their HTTP client is fetched once, outside the retry loop; fixed in 1.27)
+        if "client has been closed" not in str(e):
+            raise
+        raise PretrainedWeightsError(
+            f"cannot get {where}: {endpoint} cannot be reached ({url}). Retry when online, point HF_HOME / cache_dir "
+            f"at a cache that has it, or pass checkpoint_path= a local .safetensors file") from e
 
 
 def download_weights(cfg: PretrainedCfg, cache_dir: Optional[str] = None) -> str:
