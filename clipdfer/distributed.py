@@ -82,4 +82,6 @@ class ResumableSampler(Sampler):
         return iter(order[self.rank::self.world][self.start:])
 
     def __len__(self) -> int:
-        return self.per_rank - self.start
+        # 0 when a run resumes at the very end of an epoch (a save on its last step, then a crash before the
+        # epoch-end save): the loop then goes straight to the epoch's end, as the uninterrupted run did
+        return max(0, self.per_rank - self.start)

@@ -63,7 +63,13 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int, device, workers: 
 
 
 def load_for_eval(model: str, checkpoint: Optional[str], pretrained: bool = False):
-    """A model ready to evaluate: a saved directory, a weights file on a registered model, or pretrained weights."""
+    """A model ready to evaluate: a saved directory, a weights file on a registered model, or pretrained weights.
+
+    A checkpoint directory that a crash left missing or incomplete is replaced by the complete copy ``clipdfer
+    train`` left beside it (``DIR.tmp`` or ``DIR.old``, with a warning), as ``--resume`` does."""
+    if checkpoint and not os.path.isfile(checkpoint):
+        from .checkpoint import latest_checkpoint
+        checkpoint = latest_checkpoint(checkpoint) or checkpoint
     if checkpoint and os.path.isdir(checkpoint):
         return clipdfer.create_model(f"local-dir:{checkpoint}")
     return clipdfer.create_model(model, pretrained=pretrained and not checkpoint, checkpoint_path=checkpoint)

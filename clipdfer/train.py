@@ -226,7 +226,10 @@ def train(cfg: TrainConfig) -> Dict:
     resumed_stage = state["stage_index"]
     epoch_offset = sum(stages[:state["stage_index"]])
     scored = lambda: ema.module if ema is not None else model  # noqa: E731  (the model that is evaluated and kept)
-    cfg_updates = dict(finetuned=True, notes=f"trained with clipdfer train on {data_name}")
+    # synthetic clips are a smoke test: what they train is not an expression model, and is not recorded as one
+    trained_state = "finetuned" if not cfg.synthetic else None
+    cfg_updates = dict(finetuned=not cfg.synthetic, notes=f"trained with clipdfer train on {data_name}" + (
+        " (a smoke test: not an expression model)" if cfg.synthetic else ""))
 
     def checkpoint(directory: str, weights) -> None:
         save_checkpoint(weights, directory, dict(state), optimizer, ema.module if ema is not None else None,
@@ -267,12 +270,14 @@ def train(cfg: TrainConfig) -> Dict:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                model.weights = "finetuned"  # known here: the recipe trains them (recorded by every save)
+                if trained_state:  # known here: the recipe trains them (recorded by every save)
+                    model.weights = trained_state
                 state.update(stage_index=stage_index, epoch=epoch, step_in_epoch=i + 1,
                              global_step=state["global_step"] + 1)
                 if ema is not None:
                     ema.update(model, step=state["global_step"])
-                    ema.module.weights = "finetuned"
+                    if trained_state:
+                        ema.module.weights = trained_state
                 if main_rank and state["global_step"] % max(1, cfg.log_every) == 0:
                     _log(log_path, event="step", stage=stage_index + 1, epoch=epoch, step=state["global_step"],
                          loss=loss.item(), lr=optimizer.param_groups[0]["lr"], time=time.time())

@@ -229,3 +229,13 @@ def test_a_random_model_through_load_state_dict_is_not_published_as_fine_tuned(t
     assert tagged.weights == "random"
     tagged.save_pretrained(str(tmp_path / "t"))
     assert json.loads((tmp_path / "t" / "config.json").read_text())["pretrained_cfg"]["finetuned"] is False
+
+
+def test_the_files_own_record_wins_over_a_config_that_says_fine_tuned(tmp_path):
+    model = clipdfer.create_model("clipdfer_test")
+    model.save_pretrained(str(tmp_path / "m"))  # random, recorded so in model.safetensors
+    path = tmp_path / "m" / "config.json"
+    config = json.loads(path.read_text())
+    config["pretrained_cfg"]["finetuned"] = True  # an edited (or mistaken) config
+    path.write_text(json.dumps(config))
+    assert clipdfer.create_model(f"local-dir:{tmp_path / 'm'}").weights == "random"

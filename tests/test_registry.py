@@ -92,3 +92,9 @@ def test_model_and_its_cfg_agree_on_the_frame_count(name):
     with torch.device("meta"):
         model = clipdfer.create_model(name)
     assert model.num_frames == model.pretrained_cfg.num_frames, name
+
+
+def test_an_overridden_frame_count_is_what_the_cfg_says():
+    for name in ("pmfer_test", "a3lign_test", "coop_test", "dferclip_test"):
+        model = clipdfer.create_model(name, num_frames=4)
+        assert model.num_frames == model.pretrained_cfg.num_frames == 4, name

@@ -244,3 +244,32 @@ def test_copies_start_empty_and_moves_drop_the_cache():
     assert model._text_cache.value is None
     with torch.no_grad():
         assert model(_video(model).double()).dtype == torch.float64
+
+
+def test_ensembles_through_torch_func_and_a_text_tower_in_another_dtype():
+    import copy
+    torch.manual_seed(0)
+    models = [clipdfer.create_model("clipdfer_test").eval() for _ in range(2)]
+    params, buffers = torch.func.stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    video = _video(models[0])
+    with torch.no_grad():
+        out = torch.vmap(lambda p, b, x: torch.func.functional_call(base, (p, b), (x,)),
+                         in_dims=(0, 0, None))(params, buffers, video)  # no storage to key on: computed, not kept
+        torch.testing.assert_close(out, torch.stack([m(video) for m in models]), rtol=1e-4, atol=1e-4)
+    for name in FAMILIES:  # only the text tower converted (A3lign-DFER's MAT follows it)
+        model = clipdfer.create_model(name).eval()
+        model.text_encoder.double()
+        with torch.no_grad():
+            assert torch.isfinite(model(_video(model))).all(), name
+
+
+def test_writes_through_data_bypass_version_counters_and_clear_text_cache_is_the_remedy():
+    """``.data`` writes are invisible to autograd's version counters (documented in docs/finetuning.md)."""
+    model = clipdfer.create_model("coop_test").eval()
+    video = _video(model)
+    with torch.no_grad():
+        model(video)
+        model.prompt_learner.ctx.data.mul_(0.0)
+        model.clear_text_cache()
+        torch.testing.assert_close(model(video), _fresh(model)(video))

@@ -93,3 +93,37 @@ def test_truncate_travels_with_the_saved_config(tmp_path):
     model.save_pretrained(tmp_path / "m")
     again = clipdfer.create_model(f"local-dir:{tmp_path / 'm'}")
     assert again.truncate is True and again.class_names == model.class_names
+
+
+def test_the_message_keeps_each_texts_end_and_a_context_too_long_for_any_text():
+    with pytest.raises(ValueError) as info:
+        tokenize(LONG, 16)
+    msg = str(info.value)
+    assert "and a smile' (66 tokens)" in msg and "and a pout' (66 tokens)" in msg  # told apart by their ends
+    with pytest.raises(ValueError, match="16 learned context vectors leave no room for class texts in a 16-token "
+                                         r"context .* use at most 13 context vectors \(n_ctx\)"):
+        clipdfer.create_model("coop_test", clip_arch=SHORT_CONTEXT, n_ctx=16)
+
+
+def _set(name, **kwargs):
+    return lambda: clipdfer.create_model(name).set_classes(**kwargs)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: clipdfer.create_model("clipdfer_test", class_names="joy"), r"class_names='joy': expected a list"),
+    (_set("clipdfer_test", class_names="happy"), r"class_names='happy': expected a list of strings, e.g. \['happy'\]"),
+    (_set("clipdfer_test", class_names=["joy", "joy"]), r"\['joy'\] appear more than once"),
+    (_set("clip_zeroshot_test", class_names=[1, 2]), r"\(1 is not one\)"),
+    (_set("clipdfer_test", class_names=["joy", "pain"], prompt_template="a face."), r"one '\{\}' for the class"),
+    (_set("clipdfer_test", class_names=["joy", "pain"], truncate="false"), r"truncate='false': expected True or False"),
+    (lambda: clipdfer.create_model("coop_test", truncate="no"), r"truncate='no'"),
+    (_set("coop_test", class_names=["joy", "pain"], words=["happy"]), "1 words for 2 classes"),
+    (lambda: clipdfer.create_model("coop_test", class_names=["joy", "pain"], words=["happy"]), "1 words for 2"),
+    (lambda: clipdfer.create_model("dferclip_test", class_specific_contexts=False).set_classes(
+        ["joy", "pain"], class_texts=["x"]), "1 class_texts for 2 class_names"),
+    (lambda: clipdfer.create_model("pmfer_test", class_names=["happiness"], phrases={"happiness": "smile"}),
+     r"phrases\['happiness'\]='smile': expected a list"),
+])
+def test_malformed_class_inputs_are_errors_not_other_classes(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -163,3 +163,29 @@ def test_resume_from_a_crash_state_and_resume_with_nothing_fails_loudly(tmp_path
     with open(os.path.join(out, "log.jsonl")) as f:
         steps = [json.loads(line)["step"] for line in f if '"step"' in line]
     assert steps[-2:] == [4, 5] and not os.path.exists(last + ".old")  # resumed at step 3, the fallback gone
+
+
+def test_a_crash_after_a_save_on_an_epochs_last_step_resumes(tmp_path, monkeypatch):
+    """--ckpt-every dividing the epoch: a save on its last step, then a crash before the epoch-end save (here in
+    validation). The resumed run goes straight to the epoch's end and finishes as the uninterrupted one."""
+    import clipdfer.train as train_module
+    args = dict(model="clipdfer_test", synthetic=True, synthetic_size=40, epochs=2, batch_size=8, lr=5e-4,
+                warmup_epochs=1, ckpt_every=5, log_every=1)
+    whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
+    train(TrainConfig(out=whole, **args))
+    real = train_module.evaluate
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt("killed in validation")
+    monkeypatch.setattr(train_module, "evaluate", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(out=part, **args))
+    state = torch.load(os.path.join(part, "checkpoints", "last", "state.pt"), weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 5)  # the end of epoch 0, before its end-of-epoch work
+    monkeypatch.setattr(train_module, "evaluate", real)
+    train(TrainConfig(out=part, resume=True, **args))  # "__len__() should return >= 0" before
+    assert _digest(part)["parameter_digest"] == _digest(whole)["parameter_digest"]
+    config = json.load(open(os.path.join(whole, "checkpoints", "last", "config.json")))
+    # synthetic clips are a smoke test: not recorded as a fine-tuned expression model
+    assert config["pretrained_cfg"]["finetuned"] is False and config["weights"] == "random"
+    assert "smoke test" in config["pretrained_cfg"]["notes"]

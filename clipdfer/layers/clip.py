@@ -9,7 +9,7 @@ to fix.
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -108,11 +108,17 @@ def check_text_lengths(texts: Sequence[str], context_length: int, reserved: int 
         fix: the way to opt in to cutting, for the message.
     """
     budget = context_length - 2 - reserved
+    if budget < 1:
+        raise ValueError(
+            f"{reserved} learned context vectors leave no room for {what}s in a {context_length}-token context "
+            f"({context_length} - 2 for [SOS] and [EOS] - {reserved} = {budget}): use at most "
+            f"{context_length - 3} context vectors (n_ctx)")
     counts = token_counts(texts)
     over = [(text, n) for text, n in zip(texts, counts) if n > budget]
     if not over:
         return
-    shown = ", ".join(f"{_shorten(text)!r} ({n} tokens)" for text, n in over[:5]) + (", ..." if len(over) > 5 else "")
+    shown = ", ".join(f"{_shorten(text)!r} ({n} tokens)" for text, n in over[:10]) + (
+        f", and {len(over) - 10} more" if len(over) > 10 else "")
     parts = f"context length {context_length} - 2 for [SOS] and [EOS]" + (
         f" - {reserved} learned context vectors" if reserved else "")
     verb = "do not fit" if len(over) > 1 else "does not fit"
@@ -123,8 +129,41 @@ def check_text_lengths(texts: Sequence[str], context_length: int, reserved: int 
         f"identical features. Shorten them, or {fix} (opt-in).")
 
 
-def _shorten(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+def _shorten(text: str, head: int = 40, tail: int = 40) -> str:
+    """Long texts keep their start and their end (texts that differ only at the end stay told apart)."""
+    return text if len(text) <= head + tail + 5 else f"{text[:head]} ... {text[-tail:]}"
+
+
+def check_texts(texts, name: str = "class_names", distinct: bool = True) -> Tuple[str, ...]:
+    """``texts`` as a tuple, or ``ValueError`` naming the argument ``name``: not a list of non-empty strings (a bare
+    string would be read as its letters), or (``distinct``) two equal ones, which would make two classes one.
+    Source: ours."""
+    if isinstance(texts, str):
+        raise ValueError(f"{name}={texts!r}: expected a list of strings, e.g. [{texts!r}]")
+    if isinstance(texts, bytes) or not hasattr(texts, "__iter__"):
+        raise ValueError(f"{name}={texts!r}: expected a list of strings")
+    texts = tuple(texts)
+    bad = [t for t in texts if not isinstance(t, str) or not t.strip()]
+    if not texts or bad:
+        raise ValueError(f"{name}={list(texts)!r}: expected a non-empty list of non-empty strings"
+                         + (f" ({bad[0]!r} is not one)" if bad else ""))
+    if distinct:
+        seen, repeated = set(), []
+        for t in texts:
+            if t in seen and t not in repeated:
+                repeated.append(t)
+            seen.add(t)
+        if repeated:
+            raise ValueError(f"{name}={list(texts)!r}: {repeated} appear more than once, which would make their "
+                             f"classes indistinguishable; give each class its own")
+    return texts
+
+
+def require_bool(name: str, value) -> bool:
+    """``value`` if it is a bool; ``ValueError`` naming the argument otherwise (a string such as "no" is truthy)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r}: expected True or False")
+    return value
 
 
 def tokenize(texts: Sequence[str], context_length: int = 77, truncate: bool = False) -> torch.Tensor:
@@ -140,7 +179,7 @@ def tokenize(texts: Sequence[str], context_length: int = 77, truncate: bool = Fa
     texts = list(texts)
     if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
         raise ValueError(f"expected a non-empty list of non-empty strings, got {texts!r}")
-    if not truncate:
+    if not require_bool("truncate", truncate):
         check_text_lengths(texts, context_length)
     with torch.device("cpu"):  # token ids are data: never created on a default device such as "meta"
         return _tokenizer(context_length)(texts)

@@ -7,7 +7,7 @@ from typing import Callable, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .clip import CLIPTextEncoder, check_text_lengths, tokenize
+from .clip import CLIPTextEncoder, check_text_lengths, require_bool, tokenize
 
 __all__ = ["PromptLearner", "TextFeatureCache", "outside_inference_mode", "source_tensors"]
 
@@ -69,7 +69,7 @@ class PromptLearner(nn.Module):
         self.n_ctx = n_ctx
         self.class_specific = class_specific
         self.ctx_init = ctx_init
-        self.truncate = truncate
+        self.truncate = require_bool("truncate", truncate)
         self.ctx = nn.Parameter(ctx)
         self.register_buffer("tokens", self._tokens(class_texts), persistent=False)
 
@@ -79,7 +79,7 @@ class PromptLearner(nn.Module):
 
     def _tokens(self, class_texts: Sequence[str], truncate: Optional[bool] = None) -> torch.Tensor:
         class_texts = list(class_texts)
-        if not (self.truncate if truncate is None else truncate):
+        if not (self.truncate if truncate is None else require_bool("truncate", truncate)):
             check_text_lengths(class_texts, self.context_length, self.n_ctx, "class text",
                                "pass truncate=True to cut them after the learned context")
         head = self.ctx_init if self.ctx_init else " ".join(["X"] * self.n_ctx)  # placeholders, replaced by ctx
@@ -237,10 +237,8 @@ class TextFeatureCache:
         device = tensors[0].device if tensors else None
         try:
             key = (device, *((t._version, t.data_ptr(), t.dtype) for t in tensors))
-        except RuntimeError:  # an inference tensor has no version counter: nothing to key on, never keep
-            if not any(t.is_inference() for t in tensors):
-                raise
-            self.clear()
+        except RuntimeError:  # nothing to key on: an inference tensor (no version counter), or a tensor without
+            self.clear()      # storage (torch.func.functional_call under vmap): computed, never kept
             return _compute_detached(compute, device.type if device is not None else "cpu")
         held = self._tensors
         if (self._value is None or held is None or key != self._key or len(held) != len(tensors)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import CLIPFrameEncoder, check_video, get_clip_arch
+from ..layers.clip import check_texts
 from ..layers.prompt import TextFeatureCache, outside_inference_mode, source_tensors
 from ._hub import HubMixin
 from ._pretrained import PretrainedCfg
@@ -120,7 +121,7 @@ class DFERModel(HubMixin, nn.Module):
                  num_classes: Optional[int] = None):
         super().__init__()
         self.clip_arch = get_clip_arch(clip_arch)
-        self.class_names = tuple(class_names) if class_names is not None else None
+        self.class_names = check_texts(class_names) if class_names is not None else None
         self.num_classes = len(self.class_names) if self.class_names is not None else num_classes
         self.num_frames = num_frames
         self.num_features = self.clip_arch.embed_dim
@@ -243,7 +244,7 @@ class DFERModel(HubMixin, nn.Module):
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
             raise ValueError(f"num_classes={num_classes!r}: expected 0 (no classifier: the embedding) or a positive "
                              f"number of classes")
-        names = tuple(class_names) if class_names is not None else None
+        names = check_texts(class_names) if class_names is not None else None
         if names is not None and len(names) != num_classes:
             raise ValueError(f"num_classes={num_classes} but {len(names)} class_names {list(names)}: give one name per "
                              f"class")

@@ -1,5 +1,6 @@
 """Building a model from its factory arguments and pretrained cfg, and loading weights into it."""
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -199,9 +200,8 @@ def load_pretrained(model: DFERModel, cfg: PretrainedCfg, cache_dir: Optional[st
     source = cfg.file or f"{cfg.hf_hub_id}/{cfg.hf_hub_filename}"
     backbone_only = load_weights(model, load_state_dict_file(path), source, cfg.checkpoint_format)
     recorded = None if backbone_only else recorded_weights_state(path)
-    # the cfg says what a published tag's weights are; a file saved by clipdfer records its own state
-    model.weights = "finetuned" if cfg.finetuned and not backbone_only else (
-        recorded if recorded in ("random", "loaded") else "pretrained")
+    # a file saved by clipdfer records its own state, which wins over a cfg; else the cfg says what a tag's file is
+    model.weights = recorded or ("finetuned" if cfg.finetuned and not backbone_only else "pretrained")
     notice = model.weights_notice()
     if notice:
         _logger.warning("%s: these weights are %s (pretrained_cfg.finetuned is False%s); fine-tune before trusting "
@@ -258,6 +258,9 @@ def build_model_with_cfg(
     classifier = kwargs.pop("classifier", None)
     num_classes = _take_num_classes(model_cls, variant, kwargs)
     model = model_cls(**kwargs)
+    if getattr(model, "num_frames", None) not in (None, pretrained_cfg.num_frames):
+        # an override (create_model(name, num_frames=4)): the cfg says what the model takes, as input pipelines read it
+        pretrained_cfg = dataclasses.replace(pretrained_cfg, num_frames=model.num_frames)
     model.pretrained_cfg = pretrained_cfg
     model.model_args = dict(kwargs)  # what config.json records to build the model again
     if classifier:

@@ -148,10 +148,11 @@ class A3lignDFER(DFERModel):
     def _encode_mat(self) -> torch.Tensor:
         c, s, length, width = self.mat.shape
         emb = self.text_encoder.token_embedding
-        sot = emb.weight[_SOT].to(self.mat.dtype).expand(c * s, 1, width)
-        eot = emb.weight[_EOT].to(self.mat.dtype).expand(c * s, 1, width)
+        sot = emb.weight[_SOT].expand(c * s, 1, width)
+        eot = emb.weight[_EOT].expand(c * s, 1, width)
+        mat = self.mat.to(emb.weight.dtype)  # in the text tower's dtype, also when only the tower was converted
         # the causal mask makes positions after [EOT] irrelevant to its output: stop the sequence there
-        x = torch.cat([sot, self.mat.reshape(c * s, length, width), eot], dim=1)  # (C*S, L + 2, D_w)
+        x = torch.cat([sot, mat.reshape(c * s, length, width), eot], dim=1)  # (C*S, L + 2, D_w)
         eot_index = torch.full((c * s,), length + 1, device=x.device)
         return self.text_encoder.forward_embeddings(x, eot_index).view(c, s, -1)  # (C, S, D)
 

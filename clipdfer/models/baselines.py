@@ -24,7 +24,7 @@ from torch import nn
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import EXPRESSION_ADJECTIVES, ZERO_SHOT_TEMPLATES
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, tokenize
-from ..layers.clip import check_text_lengths
+from ..layers.clip import check_text_lengths, check_texts, require_bool
 from ..layers.prompt import PromptLearner, outside_inference_mode
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
@@ -66,6 +66,14 @@ class _CLIPVideoModel(DFERModel):
         return {"prompt": [p for p in self.parameters() if p.requires_grad]}
 
 
+def _words(words: Optional[Sequence[str]], class_names: Sequence[str]) -> Tuple[str, ...]:
+    """One distinct word per class: given, or :func:`class_words` of the names."""
+    words = check_texts(words, "words") if words is not None else tuple(class_words(class_names))
+    if len(words) != len(class_names):
+        raise ValueError(f"{len(words)} words for {len(class_names)} classes: give one per class")
+    return words
+
+
 class ZeroShotCLIP(_CLIPVideoModel):
     """Zero-shot CLIP: no training; class text features from a template ensemble averaged in embedding space.
 
@@ -92,7 +100,7 @@ class ZeroShotCLIP(_CLIPVideoModel):
                  num_frames: int = 8, logit_scale: float = 100.0, truncate: bool = False):
         super().__init__(clip_arch, class_names, num_frames, logit_scale)
         self.templates = tuple(templates)
-        self.truncate = truncate
+        self.truncate = require_bool("truncate", truncate)
         if not self.templates or not all("{}" in t for t in self.templates):
             raise ValueError(f"templates={templates!r}: give one or more strings, each with a '{{}}' for the class")
         self.words, tokens = self._tokens(words, self.class_names, truncate)
@@ -100,7 +108,8 @@ class ZeroShotCLIP(_CLIPVideoModel):
 
     def _tokens(self, words: Optional[Sequence[str]], class_names: Sequence[str],
                 truncate: bool) -> Tuple[Tuple[str, ...], torch.Tensor]:
-        words = list(words) if words is not None else class_words(class_names)
+        class_names = check_texts(class_names)
+        words = list(check_texts(words, "words")) if words is not None else class_words(class_names)
         if len(words) != len(class_names):
             raise ValueError(f"{len(words)} words for {len(class_names)} classes: give one per class")
         texts = [t.format(w) for w in words for t in self.templates]
@@ -118,7 +127,7 @@ class ZeroShotCLIP(_CLIPVideoModel):
                 constructed; kept after).
         """
         self._require_prompt_head("set_classes")
-        truncate = self.truncate if truncate is None else truncate
+        truncate = self.truncate if truncate is None else require_bool("truncate", truncate)
         self.words, tokens = self._tokens(words, class_names, truncate)  # checked before anything changes
         self.class_names, self.num_classes, self.truncate = tuple(class_names), len(class_names), truncate
         self.text_tokens = tokens.to(self.text_tokens.device)
@@ -163,7 +172,7 @@ class CoOp(_CLIPVideoModel):
                  words: Optional[Sequence[str]] = None, num_frames: int = 8, logit_scale: float = 100.0,
                  truncate: bool = False):
         super().__init__(clip_arch, class_names, num_frames, logit_scale)
-        self.words = tuple(words) if words is not None else tuple(class_words(self.class_names))
+        self.words = _words(words, self.class_names)
         self.prompt_learner = PromptLearner(self.text_encoder, [f"{w}." for w in self.words], n_ctx,
                                             class_specific_contexts, ctx_init, truncate=truncate)
 
@@ -190,7 +199,8 @@ class CoOp(_CLIPVideoModel):
                 ``truncate`` (None: as constructed; kept after).
         """
         self._require_prompt_head("set_classes")
-        words = list(words) if words is not None else class_words(class_names)
+        class_names = check_texts(class_names)
+        words = _words(words, class_names)
         self.prompt_learner.set_class_texts([f"{w}." for w in words], truncate)
         if truncate is not None:
             self.prompt_learner.truncate = truncate

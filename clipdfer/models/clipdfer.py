@@ -27,7 +27,7 @@ from torch import nn
 
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..layers import MSTA, BiEhPro, CLIPFrameEncoder, CLIPTextEncoder, InterFIT, build_open_clip, get_clip_arch
-from ..layers.clip import check_text_lengths, tokenize
+from ..layers.clip import check_text_lengths, check_texts, require_bool, tokenize
 from ..layers.prompt import outside_inference_mode
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
@@ -35,6 +35,13 @@ from ._pretrained import PretrainedCfg
 from ._registry import generate_default_cfgs, register_model
 
 __all__ = ["CLIPGuidedDFER"]
+
+
+def _check_template(template: str) -> str:
+    if not isinstance(template, str) or template.count("{}") != 1:
+        raise ValueError(f"prompt_template={template!r}: expected a string with one '{{}}' for the class name, e.g. "
+                         f"'a face showing {{}}.' (without it every class would get the same prompt)")
+    return template
 
 
 class CLIPGuidedDFER(DFERModel):
@@ -117,7 +124,8 @@ class CLIPGuidedDFER(DFERModel):
             biehpro_visual_tokens: str = "embedding",
     ):
         arch = get_clip_arch(clip_arch)
-        class_names = tuple(class_names) if class_names is not None else None
+        class_names = check_texts(class_names) if class_names is not None else None
+        _check_template(prompt_template)
         if class_names is None and (text_head or num_classes is None):
             raise ValueError("class_names=None: give the class texts in label order, or use text_head=False with "
                              "num_classes=N for a plain linear classifier")
@@ -143,7 +151,7 @@ class CLIPGuidedDFER(DFERModel):
 
         super().__init__(arch, class_names, num_frames, num_classes)
         self.prompt_template = prompt_template
-        self.truncate = truncate
+        self.truncate = require_bool("truncate", truncate)
         self.temperature = temperature
         self.text_head = text_head
         self.freeze_text = freeze_text
@@ -203,9 +211,9 @@ class CLIPGuidedDFER(DFERModel):
             ValueError: a prompt longer than the context (L - 2 tokens), naming it, unless ``truncate``.
         """
         self._require_prompt_head("set_classes")
-        class_names = tuple(class_names)
-        template = self.prompt_template if prompt_template is None else prompt_template
-        truncate = self.truncate if truncate is None else truncate
+        class_names = check_texts(class_names)
+        template = self.prompt_template if prompt_template is None else _check_template(prompt_template)
+        truncate = self.truncate if truncate is None else require_bool("truncate", truncate)
         texts = [template.format(name) for name in class_names]
         if not truncate:  # checked before anything changes
             check_text_lengths(texts, self.clip_arch.context_length, what="class prompt")

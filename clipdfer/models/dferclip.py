@@ -22,6 +22,7 @@ from ..convert.dferclip import convert_official_state_dict, detect_text_type, is
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import dferclip_texts
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
+from ..layers.clip import check_texts
 from ..layers.prompt import PromptLearner, outside_inference_mode
 from ..layers.temporal import TemporalTransformer
 from ._builder import build_model_with_cfg
@@ -77,7 +78,8 @@ class DFERCLIP(DFERModel):
     ):
         super().__init__(clip_arch, class_names, num_frames)
         arch, class_names = self.clip_arch, self.class_names
-        class_texts = list(class_texts) if class_texts is not None else dferclip_texts(class_names, text_type)
+        class_texts = list(check_texts(class_texts, "class_texts")) if class_texts is not None else dferclip_texts(
+            class_names, text_type)
         if len(class_texts) != len(class_names):
             raise ValueError(f"{len(class_texts)} class_texts for {len(class_names)} class_names: give one per class")
         self.class_texts = tuple(class_texts)
@@ -115,8 +117,11 @@ class DFERCLIP(DFERModel):
                 (context length - 2 - ``n_ctx`` tokens) unless ``truncate`` (None: as constructed; kept after).
         """
         self._require_prompt_head("set_classes")
-        class_names = tuple(class_names)
-        texts = list(class_texts) if class_texts is not None else dferclip_texts(class_names, self.text_type)
+        class_names = check_texts(class_names)
+        texts = list(check_texts(class_texts, "class_texts")) if class_texts is not None else dferclip_texts(
+            class_names, self.text_type)
+        if len(texts) != len(class_names):
+            raise ValueError(f"{len(texts)} class_texts for {len(class_names)} class_names: give one per class")
         self.prompt_learner.set_class_texts(texts, truncate)
         if truncate is not None:
             self.prompt_learner.truncate = truncate

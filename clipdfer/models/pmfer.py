@@ -26,7 +26,7 @@ from ..data.texts import au_prompt_bank
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, tokenize
 from ..layers.adversarial import dann_lambda, grad_reverse
 from ..layers.biehpro import CrossAttentionBlock
-from ..layers.clip import check_video
+from ..layers.clip import check_texts, check_video
 from ..layers.prompt import PromptLearner, TextFeatureCache
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
@@ -87,7 +87,7 @@ class PMFER(DFERModel):
         self.mask_temperature = mask_temperature
         self.loss_weights = tuple(float(w) for w in loss_weights)
         self.logit_scale = logit_scale
-        given = {k: list(v) for k, v in (phrases or {}).items()}
+        given = {k: list(check_texts(v, f"phrases[{k!r}]")) for k, v in (phrases or {}).items()}
         bank = au_prompt_bank([n for n in self.class_names if n not in given])
         self.phrases = {n: given.get(n, bank.get(n)) for n in self.class_names}
         self.vocab = sorted({p for ps in self.phrases.values() for p in ps})  # the phrase vocabulary P
