@@ -204,8 +204,15 @@ def train(cfg: TrainConfig) -> Dict:
     loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.workers,
                         drop_last=False)
     steps_per_epoch = len(loader)
-    state = {"stage_index": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": -1}
+    state = {"stage_index": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": -1,
+             "run": {"model": cfg.model, "batch_size": batch, "seed": cfg.seed, "synthetic": cfg.synthetic}}
     saved = load_training_state(found) if resume else {}
+    changed = {k: (v, state["run"][k]) for k, v in saved.get("run", {}).items() if state["run"].get(k) != v}
+    if changed:  # the same batches need the same run: another one would silently differ from the interrupted one
+        raise ValueError(
+            f"--resume: {found} was saved by a run with "
+            + ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new) in changed.items())
+            + ": resume with the same arguments, or start a new run in another --out")
     saved_optimizer = saved.pop("optimizer", None)
     state.update({k: saved[k] for k in state if k in saved})
     ema = _make_ema(model, cfg) if cfg.ema else None
@@ -343,11 +350,11 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--train-list")
     p.add_argument("--test-list")
     p.add_argument("--synthetic", action="store_true", help="train on synthetic clips (a smoke test)")
-    p.add_argument("--synthetic-size", type=int, default=64)
+    p.add_argument("--synthetic-size", type=_positive_int, default=64)
     p.add_argument("--pretrained", action="store_true", help="start from the model's default weights")
     p.add_argument("--checkpoint", help="start from these weights (.safetensors)")
-    p.add_argument("--epochs", type=int, help="default: the recipe's")
-    p.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
+    p.add_argument("--epochs", type=_positive_int, help="default: the recipe's")
+    p.add_argument("--batch-size", type=_positive_int, help="global batch size (default: the recipe's)")
     p.add_argument("--lr", type=float)
     p.add_argument("--backbone-lr", type=float)
     p.add_argument("--weight-decay", type=float)
@@ -366,11 +373,26 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last")
-    p.add_argument("--ckpt-every", type=int, default=0, help="also save every N steps (default: every epoch)")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--ckpt-every", type=_non_negative_int, default=0,
+                   help="also save every N steps (default: every epoch)")
+    p.add_argument("--log-every", type=_positive_int, default=10)
+    p.add_argument("--max-steps", type=_positive_int)
     p.add_argument("--device")
     return p
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 0 (0: off)")
+    return value
 
 
 def main(argv=None) -> int:

@@ -189,3 +189,17 @@ def test_a_crash_after_a_save_on_an_epochs_last_step_resumes(tmp_path, monkeypat
     # synthetic clips are a smoke test: not recorded as a fine-tuned expression model
     assert config["pretrained_cfg"]["finetuned"] is False and config["weights"] == "random"
     assert "smoke test" in config["pretrained_cfg"]["notes"]
+
+
+def test_bad_lengths_and_a_resume_with_other_arguments_are_errors(tmp_path, capsys):
+    from clipdfer.train import main
+    for flag in ("--epochs", "--max-steps", "--batch-size"):
+        with pytest.raises(SystemExit) as info:
+            main(["--model", "clipdfer_test", "--synthetic", "--out", str(tmp_path / "x"), flag, "0"])
+        assert info.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err
+    out = str(tmp_path / "run")
+    args = ["--model", "clipdfer_test", "--synthetic", "--synthetic-size", "16", "--epochs", "1", "--out", out]
+    assert main(args + ["--batch-size", "4", "--max-steps", "1"]) == 0
+    assert main(args + ["--batch-size", "8", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "saved by a run with batch_size=4 (now 8)" in err and "resume with the same arguments" in err
