@@ -25,12 +25,14 @@ def _seed():
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     """A loopback Hub (see hub_server.py) with HF_ENDPOINT pointing at it, online, and a fresh cache."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants, file_download  # file_download imported before the cache is patched
 
     from hub_server import FakeHub
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    if hasattr(file_download, "HF_HUB_CACHE"):  # huggingface_hub < 0.25 reads its own copy, bound at import
+        monkeypatch.setattr(file_download, "HF_HUB_CACHE", constants.HF_HUB_CACHE)
     with FakeHub() as fake:
         monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
         yield fake
