@@ -79,7 +79,7 @@ def test_set_classes_checks_before_changing_anything(name, how):
 
 
 def test_pmfer_and_text_encoder_check_too():
-    with pytest.raises(ValueError, match=r"'happiness face, a face with .*\.\.\.' \(70 tokens\)"):
+    with pytest.raises(ValueError, match=r"'happiness face, a face with .* \.\.\. .*and a smile\.' \(70 tokens\)"):
         clipdfer.create_model("pmfer_test", clip_arch=SHORT_CONTEXT, class_names=["happiness"],
                               phrases={"happiness": [LONG[0]]})
     model = clipdfer.create_model("clipdfer_test")

@@ -244,7 +244,7 @@ class DFERModel(HubMixin, nn.Module):
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
             raise ValueError(f"num_classes={num_classes!r}: expected 0 (no classifier: the embedding) or a positive "
                              f"number of classes")
-        names = check_texts(class_names) if class_names is not None else None
+        names = None if class_names is None else (check_texts(class_names) if num_classes or class_names else ())
         if names is not None and len(names) != num_classes:
             raise ValueError(f"num_classes={num_classes} but {len(names)} class_names {list(names)}: give one name per "
                              f"class")
