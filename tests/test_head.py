@@ -239,3 +239,23 @@ def test_the_files_own_record_wins_over_a_config_that_says_fine_tuned(tmp_path):
     config["pretrained_cfg"]["finetuned"] = True  # an edited (or mistaken) config
     path.write_text(json.dumps(config))
     assert clipdfer.create_model(f"local-dir:{tmp_path / 'm'}").weights == "random"
+
+
+def test_timm_none_kwargs_are_dropped_and_meaningful_nones_kept():
+    model = clipdfer.create_model("clipdfer_test", global_pool=None, drop_rate=None, drop_path_rate=None)
+    assert model.num_classes == 7
+    cocoop = clipdfer.create_model("cocoop_test", ctx_init=None)  # None means something here: random contexts
+    assert cocoop.prompt_learner.ctx_init is None
+
+
+@pytest.mark.parametrize("prefixes", [("module.",), ("_orig_mod.",), ("module.", "_orig_mod."),
+                                      ("_orig_mod.", "module.")])
+def test_checkpoints_of_wrapped_models_load(tmp_path, prefixes):
+    """Saved from DDP / DataParallel (module.) or torch.compile (_orig_mod.), in any order."""
+    model = clipdfer.create_model("clipdfer_test").eval()
+    path = str(tmp_path / "wrapped.safetensors")
+    save_file({"".join(prefixes) + k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    loaded = clipdfer.create_model("clipdfer_test", checkpoint_path=path).eval()
+    video = _video(model)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(video), model(video))

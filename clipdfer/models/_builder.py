@@ -65,6 +65,22 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     return obj
 
 
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
+
+
+def strip_wrapper_prefixes(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Keys without the prefixes wrappers add when a wrapped model is saved: ``module.`` (DDP, DataParallel) and
+    ``_orig_mod.`` (``torch.compile``), in any order and number. Only when every key has one: a model whose own
+    modules had such names keeps them."""
+    out = dict(state_dict)
+    while out:
+        prefix = next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in out)), None)
+        if prefix is None:
+            return out
+        out = {k[len(prefix):]: v for k, v in out.items()}
+    return out
+
+
 def is_open_clip_state_dict(state_dict: Dict[str, torch.Tensor]) -> bool:
     return any(k.startswith("visual.") for k in state_dict) and not any(k.startswith(VISUAL_PREFIX) for k in state_dict)
 
@@ -130,7 +146,7 @@ def load_weights(model: DFERModel, state_dict: Dict[str, torch.Tensor], source: 
     """
     if checkpoint_format not in CHECKPOINT_FORMATS:
         raise ValueError(f"checkpoint_format={checkpoint_format!r}: expected one of {CHECKPOINT_FORMATS}")
-    state_dict = model.checkpoint_filter_fn(state_dict)
+    state_dict = model.checkpoint_filter_fn(strip_wrapper_prefixes(state_dict))
     backbone_only = is_open_clip_state_dict(state_dict)
     if checkpoint_format != "auto" and backbone_only != (checkpoint_format == "open_clip"):
         found = "an open_clip CLIP checkpoint" if backbone_only else "not an open_clip CLIP checkpoint"
@@ -256,6 +272,10 @@ def build_model_with_cfg(
         from ._registry import get_pretrained_cfg
         pretrained_cfg = get_pretrained_cfg(variant)
     classifier = kwargs.pop("classifier", None)
+    # timm code passes generic arguments as None to mean "the default" (global_pool=None, drop_rate=None): those that
+    # this family does not take are dropped; None stays meaningful for the arguments it does take
+    accepted = inspect.signature(model_cls).parameters
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k in accepted}
     num_classes = _take_num_classes(model_cls, variant, kwargs)
     model = model_cls(**kwargs)
     if getattr(model, "num_frames", None) not in (None, pretrained_cfg.num_frames):
