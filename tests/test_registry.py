@@ -98,3 +98,16 @@ def test_an_overridden_frame_count_is_what_the_cfg_says():
     for name in ("pmfer_test", "a3lign_test", "coop_test", "dferclip_test"):
         model = clipdfer.create_model(name, num_frames=4)
         assert model.num_frames == model.pretrained_cfg.num_frames == 4, name
+
+
+def test_pretrained_cfg_reads_as_timm_code_reads_it():
+    """timm code treats a model's cfg as a mapping (issue 20, item 4: the first part)."""
+    model = clipdfer.create_model("dferclip_test")
+    cfg = model.pretrained_cfg
+    assert cfg["mean"] == cfg.mean and cfg.get("input_size") == cfg.input_size == (3, 32, 32)
+    assert cfg["label_names"] == cfg.class_names and "label_names" in cfg and "nonsense" not in cfg
+    assert cfg.get("nonsense", 0.875) == 0.875 and model.default_cfg is cfg
+    with pytest.raises(KeyError):
+        cfg["nonsense"]
+    as_dict = dict(cfg)
+    assert as_dict == cfg.to_dict() and as_dict["num_frames"] == model.num_frames

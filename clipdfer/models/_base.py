@@ -377,6 +377,11 @@ class DFERModel(HubMixin, nn.Module):
         return None
 
     @property
+    def default_cfg(self) -> Optional[PretrainedCfg]:
+        """timm's older name of ``pretrained_cfg`` (a mapping too: ``model.default_cfg["mean"]``)."""
+        return self.pretrained_cfg
+
+    @property
     def weights(self) -> str:
         """What the weights are, one of :data:`WEIGHT_STATES` (see the class docstring)."""
         return self.__dict__.get("_weights", "random")

@@ -54,6 +54,39 @@ class PretrainedCfg:
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    # timm code reads a model's pretrained cfg as a mapping: cfg["mean"], cfg.get("input_size"), dict(cfg)
+    _ALIASES = {"label_names": "class_names"}  # timm's name for the label order
+
+    def _field(self, key: str) -> str:
+        if not isinstance(key, str) or self._ALIASES.get(key, key) not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return self._ALIASES.get(key, key)
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, self._field(key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``cfg[key]``, or ``default`` for a field this cfg does not have (as ``dict.get``)."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._ALIASES.get(key, key) in self.__dataclass_fields__
+
+    def keys(self):
+        return [f.name for f in dataclasses.fields(self)]
+
+    def items(self):
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
+
 
 @dataclasses.dataclass
 class DefaultCfg:
