@@ -6,6 +6,7 @@ from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 from .clip import CLIPTextEncoder, check_text_lengths, require_bool, tokenize
 
@@ -175,7 +176,6 @@ _IS_EXPORTING_RELIABLE = tuple(int(x) for x in torch.__version__.split("+")[0].s
 
 def _exporting(tensors: Sequence[torch.Tensor]) -> bool:
     """True while torch.export traces: non-strict (the default: the module's tensors are fake) or strict."""
-    from torch._subclasses.fake_tensor import FakeTensor
     if tensors and isinstance(tensors[0], FakeTensor):
         return True
     return _IS_EXPORTING_RELIABLE and torch.compiler.is_exporting()
@@ -225,7 +225,10 @@ class TextFeatureCache:
     def get(self, compute: Callable[[], torch.Tensor],
             *sources: Union[nn.Module, torch.Tensor, None]) -> torch.Tensor:
         """``compute()``'s value, cached until any tensor of ``sources`` changes (see the class docstring)."""
-        tensors = source_tensors(sources)
+        return self.get_for_tensors(compute, source_tensors(sources))
+
+    def get_for_tensors(self, compute: Callable[[], torch.Tensor], tensors: List[torch.Tensor]) -> torch.Tensor:
+        """:meth:`get` with the sources' tensors already listed (:func:`source_tensors`): no second walk."""
         if _exporting(tensors):  # an exported program is a snapshot: the features become a constant
             if self._value is not None:
                 return self._value

@@ -449,7 +449,7 @@ class DFERModel(HubMixin, nn.Module):
         if not self.cache_text or (self.training and torch.compiler.is_compiling()):
             with torch.no_grad():
                 return compute()
-        return cache.get(compute, *tensors)
+        return cache.get_for_tensors(compute, tensors)
 
     def clear_text_cache(self) -> None:
         """Drop cached text features now, e.g. to free their memory. Never needed for correctness: the cache
