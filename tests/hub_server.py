@@ -102,3 +102,61 @@ class FakeHub:
     def __exit__(self, *exc):
         self._server.shutdown()
         self._server.server_close()
+
+
+class FileServer:
+    """A loopback HTTP server of plain files: ``files[path] = bytes`` served at ``url(path)``.
+
+    ``truncate[path] = n`` announces the whole file's length but sends only its first ``n`` bytes and closes the
+    connection (an interrupted transfer). ``html[path]`` is served as ``text/html``. Every request is logged.
+    """
+
+    def __init__(self):
+        self.files: Dict[str, bytes] = {}
+        self.truncate: Dict[str, int] = {}
+        self.requests: List[Tuple[str, str]] = []
+        self._server: Optional[http.server.ThreadingHTTPServer] = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/{path.lstrip('/')}"
+
+    def count(self, path: str = "") -> int:
+        return sum(1 for m, p in self.requests if m == "GET" and p.endswith(path))
+
+    def __enter__(self):
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
+                server.requests.append(("GET", path))
+                data = server.files.get(path)
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                html = data.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html"))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8" if html else "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                sent = data[:server.truncate[path]] if path in server.truncate else data
+                self.wfile.write(sent)
+                self.wfile.flush()
+                if path in server.truncate:
+                    self.close_connection = True
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()

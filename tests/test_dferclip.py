@@ -12,7 +12,6 @@ import clipdfer
 from clipdfer.convert import UnsafeCheckpointError
 from clipdfer.data.texts import dferclip_texts
 from clipdfer.layers import build_open_clip
-from clipdfer.models import PretrainedWeightsError
 
 
 class RecorderMeter:  # the official script pickles an object of its own class like this one
@@ -193,15 +192,6 @@ def test_class_specific_contexts_keep_their_class_count():
         model.set_classes(["happiness", "anger"])
     with pytest.raises(ValueError, match="no DFER-CLIP descriptor for classes \\['boredom'\\]"):
         clipdfer.create_model("dferclip_test", class_names=["boredom"])
-
-
-def test_official_fold_tags_explain_how_to_get_the_weights():
-    cfg = clipdfer.get_pretrained_cfg("dferclip_vitb32_dfew.dfew_fold3")
-    assert cfg.finetuned and cfg.num_frames == 16 and cfg.mean == (0.0, 0.0, 0.0) and cfg.std == (1.0, 1.0, 1.0)
-    with torch.device("meta"):
-        with pytest.raises(PretrainedWeightsError,
-                           match="github.com/zengqunzhao.*clipdfer convert dferclip FILE.pth OUT_DIR"):
-            clipdfer.create_model("dferclip_vitb32_dfew.dfew_fold3", pretrained=True)
 
 
 def test_paper_learning_rates():

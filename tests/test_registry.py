@@ -29,10 +29,10 @@ def test_tags_and_pretrained_listing():
         "dferclip_test", "dferclip_vitb32_dfew", "dferclip_vitb32_ferv39k", "dferclip_vitb32_mafw"]
     pretrained = clipdfer.list_pretrained()
     assert "clipdfer_vitb32_dfew.openai" in pretrained
-    # the tiny test model and the official DFER-CLIP checkpoints (not on the Hub) are not listed
-    assert not any(n.startswith("clipdfer_test") or "_fold" in n for n in pretrained)
-    assert "dferclip_vitb32_dfew.openai" in pretrained
-    assert clipdfer.get_pretrained_cfg("dferclip_vitb32_dfew").tag == "openai", "default: the best published tag"
+    # the tiny test model is not listed; the official DFER-CLIP checkpoints are (their release URLs)
+    assert not any(n.startswith("clipdfer_test") for n in pretrained)
+    assert "dferclip_vitb32_dfew.openai" in pretrained and "dferclip_vitb32_mafw.mafw_fold5" in pretrained
+    assert clipdfer.get_pretrained_cfg("dferclip_vitb32_dfew").tag == "dfew_fold1", "default: the best published tag"
     assert "clipdfer_test" in clipdfer.list_models(include_tags=True)
 
 

@@ -22,6 +22,7 @@ them up from the current class texts, and uses the stored ones only to find whic
 with. The rest of ``clip_model_`` (a second reference to the same CLIP) is dropped.
 """
 
+import json
 import os
 import re
 from typing import Dict, List, Optional, Tuple
@@ -30,6 +31,7 @@ import torch
 
 from ..data.labels import DFEW_CLASSES, MAFW_CLASSES
 from ..data.texts import DFERCLIP_TEXT_TYPES, dferclip_texts
+from ..models._hub import _atomic_write
 from ..models._safe_load import load_inert
 
 __all__ = ["is_official_state_dict", "convert_official_state_dict", "detect_text_type", "convert_checkpoint",
@@ -136,14 +138,51 @@ def read_official_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     return sd
 
 
-def convert_checkpoint(path: str, out_dir: str, dataset: Optional[str] = None, fold: Optional[int] = None) -> str:
+_ORIGIN = "https://github.com/zengqunzhao/DFER-CLIP"
+
+
+def _registered_cfg(dataset: str, tag: str):
+    """The registered pretrained cfg of ``dferclip_vitb32_<dataset>.<tag>`` (or the dataset's first official tag)."""
+    import clipdfer
+    arch = f"dferclip_vitb32_{dataset}"
+    if not clipdfer.is_model(arch):
+        return None
+    tags = [t for t in clipdfer.list_pretrained(f"{arch}.*") if t.split(".", 1)[1] != "openai"]
+    name = f"{arch}.{tag}" if f"{arch}.{tag}" in tags else (tags[0] if tags else None)
+    return clipdfer.get_pretrained_cfg(name) if name else None
+
+
+def _file_record(path: str) -> Dict:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"file": os.path.basename(path), "sha256": h.hexdigest(), "size": os.path.getsize(path)}
+
+
+def convert_checkpoint(path: str, out_dir: str, dataset: Optional[str] = None, fold: Optional[int] = None,
+                       pretrained_cfg=None) -> str:
     """Convert an official ``.pth`` into ``out_dir`` (``config.json`` + ``model.safetensors``).
 
     The model arguments (classes, text setting, contexts, temporal depth, T) are read from the checkpoint; the
-    pretrained cfg records the official input pipeline: 16 frames, segment sampling, no mean/std normalisation.
+    pretrained cfg records the official input pipeline (16 frames, segment sampling, no mean/std normalisation), the
+    release's licence, paper, reported metrics and data terms (from the registered tag), and ``config["source"]``
+    the file's name, sha256 and size.
+
+    Args:
+        dataset: ``dfew``, ``ferv39k`` or ``mafw`` (default: told from the class count: 11 is MAFW, 7 DFEW).
+        fold: the fold of a DFEW / MAFW release (1-5), recorded in the tag.
+        pretrained_cfg: the cfg of the tag this file should be (``pretrained=True`` passes it): its dataset and tag
+            are used, and a checkpoint for other classes is an error.
 
     Returns:
         ``out_dir``; load it with ``clipdfer.create_model("local-dir:" + out_dir)``.
+
+    Raises:
+        ValueError: not an official checkpoint, prompts of no known text setting, or (with ``pretrained_cfg``)
+            another dataset's classes.
+        UnsafeCheckpointError: the file names code to run (nothing ran).
     """
     import clipdfer
     sd = read_official_checkpoint(path)
@@ -158,7 +197,21 @@ def convert_checkpoint(path: str, out_dir: str, dataset: Optional[str] = None, f
                          f"build the model with create_model('dferclip_vitb32_...', class_texts=[...], "
                          f"checkpoint_path=...) instead")
     text_type, class_names = found
-    dataset = dataset or ("mafw" if num_classes == 11 else "dfew")
+    expected = pretrained_cfg.class_names if pretrained_cfg is not None else None
+    if expected is not None and tuple(class_names) != tuple(expected):
+        from ..models._url import ReleaseMismatchError
+        name = ".".join(filter(None, (pretrained_cfg.architecture, pretrained_cfg.tag)))
+        raise ReleaseMismatchError(
+            f"it is a DFER-CLIP checkpoint for {num_classes} classes ({', '.join(class_names)}), but "
+            f"{name} is for {len(expected)} ({', '.join(expected)}): "
+            f"the file is another dataset's release. Use the tag of its dataset (clipdfer.list_pretrained("
+            f"'dferclip*')) or point this one at the right file")
+    if pretrained_cfg is not None:
+        dataset, tag = pretrained_cfg.dataset, pretrained_cfg.tag
+    else:
+        dataset = dataset or ("mafw" if num_classes == 11 else "dfew")
+        tag = f"{dataset}_fold{fold}" if fold else dataset
+    registered = pretrained_cfg or _registered_cfg(dataset, tag)
     depth = 1 + max(int(k.split(".")[2]) for k in converted if k.startswith("temporal_net.layers."))
     arch = infer_clip_arch(converted)
     model = clipdfer.create_model(
@@ -168,12 +221,23 @@ def convert_checkpoint(path: str, out_dir: str, dataset: Optional[str] = None, f
         num_frames=converted["temporal_net.pos_embedding"].shape[1] - 1)
     model.load_state_dict(converted)
     model.weights = "finetuned"  # the authors' fine-tuned release (what the file is was checked above)
-    tag = f"{dataset}_fold{fold}" if fold else dataset
+    record = ({k: getattr(registered, k) for k in ("license", "paper_ids", "metrics", "origin_url", "url", "notes")}
+              if registered is not None else {"license": "mit", "origin_url": _ORIGIN})
+    note = (f"Converted by clipdfer from the official DFER-CLIP checkpoint {os.path.basename(path)} (text: "
+            f"{text_type}). Frames: 16 per clip, the middle frame of each of 16 equal segments, resized to 224x224, "
+            f"scaled to [0, 1], no mean/std normalisation.")
+    record["notes"] = f"{record['notes']} {note}" if record.get("notes") else note
     model.save_pretrained(out_dir, tag=tag, finetuned=True, dataset=dataset, num_frames=model.num_frames,
                           frame_sampling="segment", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                          interpolation="bilinear", license="mit",
-                          origin_url="https://github.com/zengqunzhao/DFER-CLIP",
-                          notes=f"Converted from the official DFER-CLIP checkpoint {os.path.basename(path)} "
-                                f"(text: {text_type}). Frames: 16 per clip, the middle frame of each of 16 equal "
-                                f"segments, resized to 224x224, scaled to [0, 1], no mean/std normalisation.")
+                          interpolation="bilinear", **record)
+    config_path = os.path.join(out_dir, "config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    config["source"] = _file_record(path)
+
+    def write(p):
+        with open(p, "w") as f:
+            json.dump(config, f, indent=2)
+            f.write("\n")
+    _atomic_write(config_path, write)
     return out_dir

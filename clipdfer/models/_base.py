@@ -104,11 +104,12 @@ class DFERModel(HubMixin, nn.Module):
             ``_ddp_params_and_buffers_to_ignore``), so that a training loop on ``model(x)`` alone needs no
             ``find_unused_parameters``; ``clipdfer.distributed.LossWrapper`` (what ``clipdfer train`` wraps in DDP)
             is a different root module, and there they are synchronised like every other parameter.
+        release_convert_command: the CLI command that converts the family's release files (named in errors).
 
     A family implements ``forward_features`` (video -> what its head reads), ``_pool`` (that -> the (B,
     head_hidden_size) pre-logits; identity by default) and ``_prompt_logits`` (pre-logits -> logits through its text
-    head), and may override ``training_losses``, ``set_stage``, ``checkpoint_filter_fn``, ``group_parameters``,
-    ``no_weight_decay`` and ``_class_args``.
+    head), and may override ``training_losses``, ``set_stage``, ``checkpoint_filter_fn``, ``convert_release``,
+    ``group_parameters``, ``no_weight_decay`` and ``_class_args``.
     """
 
     family: ClassVar[str] = ""
@@ -116,6 +117,7 @@ class DFERModel(HubMixin, nn.Module):
     prompt_head_parts: ClassVar[Tuple[str, ...]] = ()
     text_only_parts: ClassVar[Tuple[str, ...]] = ()
     training_only_parts: ClassVar[Tuple[str, ...]] = ()
+    release_convert_command: ClassVar[Optional[str]] = None
 
     def __init__(self, clip_arch, class_names: Optional[Sequence[str]], num_frames: int,
                  num_classes: Optional[int] = None):
@@ -371,6 +373,14 @@ class DFERModel(HubMixin, nn.Module):
     def checkpoint_filter_fn(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Adapt another code base's state dict to this model's names (the identity unless a family reads one)."""
         return state_dict
+
+    def convert_release(self, path: str, out_dir: str, pretrained_cfg: PretrainedCfg) -> None:
+        """Turn a file downloaded from ``pretrained_cfg.url`` into ``out_dir`` (``model.safetensors`` +
+        ``config.json``). This default takes a state dict file (safetensors, or a torch file read without running
+        code) in this family's names or those ``checkpoint_filter_fn`` reads; a family with its own release format
+        overrides it."""
+        from ._url import save_state_dict_file
+        save_state_dict_file(path, out_dir, pretrained_cfg)
 
     def checkpoint_weights_state(self, state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
         """What a state dict's weights are when its format tells (an official fine-tuned release), else None."""

@@ -2,9 +2,10 @@
 
 import dataclasses
 import inspect
+import itertools
 import logging
 import os
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -212,16 +213,61 @@ def load_pretrained(model: DFERModel, cfg: PretrainedCfg, cache_dir: Optional[st
             f"initialised model, checkpoint_path='weights.safetensors' for your own weights, or "
             f"pretrained_cfg_overlay=dict(file=...) (or hf_hub_id=...) to say where they are. "
             f"clipdfer.list_pretrained() lists what can be downloaded")
-    path = cfg.file if cfg.file else download_weights(cfg, cache_dir)
-    source = cfg.file or f"{cfg.hf_hub_id}/{cfg.hf_hub_filename}"
-    backbone_only = load_weights(model, load_state_dict_file(path), source, cfg.checkpoint_format)
-    recorded = None if backbone_only else recorded_weights_state(path)
+    path = None
+    if cfg.state_dict is not None:
+        state_dict, source = cfg.state_dict, f"the pretrained cfg's state_dict ({name})"
+    else:
+        path, source = _pretrained_file(model, cfg, name, cache_dir)
+        state_dict = load_state_dict_file(path)
+    backbone_only = load_weights(model, state_dict, source, cfg.checkpoint_format)
+    recorded = None if backbone_only or path is None else recorded_weights_state(path)
     # a file saved by clipdfer records its own state, which wins over a cfg; else the cfg says what a tag's file is
     model.weights = recorded or ("finetuned" if cfg.finetuned and not backbone_only else "pretrained")
     notice = model.weights_notice()
     if notice:
         _logger.warning("%s: these weights are %s (pretrained_cfg.finetuned is False%s); fine-tune before trusting "
                         "its predictions", name, notice, f": {cfg.notes}" if cfg.notes else "")
+
+
+def _pretrained_file(model: DFERModel, cfg: PretrainedCfg, name: str, cache_dir: Optional[str]) -> Tuple[str, str]:
+    """``(path, source)`` of the weight file a cfg names: ``file``, else ``hf_hub_id``, else ``url`` (also when the
+    Hub copy cannot be had)."""
+    if cfg.file:
+        return cfg.file, cfg.file
+    hub_error = None
+    if cfg.hf_hub_id:
+        try:
+            return download_weights(cfg, cache_dir), f"{cfg.hf_hub_id}/{cfg.hf_hub_filename}"
+        except PretrainedWeightsError as e:
+            if not cfg.url:
+                raise
+            _logger.warning("%s: the Hub copy cannot be had (%s); trying the release URL %s", name, e, cfg.url)
+            hub_error = e
+    from ._url import url_weights
+    try:
+        path, config = url_weights(model, cfg, cache_dir)
+    except PretrainedWeightsError as e:
+        if hub_error is None:
+            raise
+        raise PretrainedWeightsError(f"{e} (The Hub copy failed before: {hub_error})") from e
+    _check_release_texts(model, config, name)
+    return path, cfg.url
+
+
+def _check_release_texts(model: DFERModel, config: Dict, name: str) -> None:
+    """A release trained with other class texts than the model's is an error: its prompt contexts would load
+    silently next to texts they were not trained with."""
+    args = config.get("model_args") or {}
+    theirs, ours = args.get("class_texts"), getattr(model, "class_texts", None)
+    if theirs is None or ours is None or tuple(theirs) == tuple(ours):
+        return
+    pairs = list(itertools.zip_longest(theirs, ours))
+    first = next(i for i, (a, b) in enumerate(pairs) if a != b)
+    raise ValueError(
+        f"the weights of {name} were trained with other class texts than the model's (class {first}: "
+        f"{pairs[first][0]!r} in the release, {pairs[first][1]!r} in the model). Build the "
+        f"model with the release's: text_type={args.get('text_type')!r} (or class_texts=...), or leave the class "
+        f"arguments at the tag's defaults")
 
 
 def _take_num_classes(model_cls: Callable[..., nn.Module], variant: str, kwargs: Dict) -> Optional[int]:

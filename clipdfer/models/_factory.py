@@ -51,8 +51,11 @@ def create_model(
                 f"pretrained_cfg_overlay has unknown fields {sorted(unknown)}: PretrainedCfg fields are "
                 f"{[f.name for f in dataclasses.fields(cfg)]}")
         overlay = dict(pretrained_cfg_overlay)
-        if {"file", "hf_hub_id", "hf_hub_filename"} & set(overlay) and "checkpoint_format" not in overlay:
+        if {"file", "hf_hub_id", "hf_hub_filename", "url", "state_dict"} & set(overlay) \
+                and "checkpoint_format" not in overlay:
             overlay["checkpoint_format"] = "auto"  # the format the cfg records is that of the file it named before
+        if "url" in overlay and "hf_hub_id" not in overlay:
+            overlay["hf_hub_id"] = None  # a mirror URL is where to look, not a fallback behind the tag's Hub copy
         cfg = dataclasses.replace(cfg, **overlay)
     return entrypoint(
         pretrained=pretrained, pretrained_cfg=cfg, checkpoint_path=checkpoint_path, cache_dir=cache_dir, **kwargs)

@@ -17,8 +17,11 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class PretrainedCfg:
     """Where a set of weights lives and what it expects.
 
-    A cfg with neither ``hf_hub_id`` nor ``file`` describes weights that are not published: the tag is registered
-    (its preprocessing is known) but ``pretrained=True`` on it raises.
+    Where the weights come from, in timm's order: ``state_dict`` (in memory), ``file`` (a local path),
+    ``hf_hub_id`` (the Hugging Face Hub), ``url`` (a release file: downloaded once, checked, converted to safetensors
+    and cached; when a cfg names both ``hf_hub_id`` and ``url`` the Hub is tried first). A cfg with none of them
+    describes weights that are not published: the tag is registered (its preprocessing is known) but
+    ``pretrained=True`` on it raises.
     """
     architecture: str = ""
     tag: str = ""
@@ -26,6 +29,11 @@ class PretrainedCfg:
     hf_hub_filename: str = "model.safetensors"
     hf_hub_revision: Optional[str] = None
     file: Optional[str] = None
+    # A release file outside the Hub (Google Drive links through gdown, other http(s) links), and the sha256 it must
+    # have when known (None: recorded at the first download, not checked)
+    url: Optional[str] = None
+    url_sha256: Optional[str] = None
+    state_dict: Optional[Dict[str, Any]] = dataclasses.field(default=None, repr=False, compare=False)
     # What the weight file holds, checked when it loads: 'clipdfer' (our state-dict names, or those the family's
     # checkpoint_filter_fn converts), 'open_clip' (an open_clip/OpenAI CLIP checkpoint: the backbone only), or 'auto'
     # (told from its keys).
@@ -49,10 +57,12 @@ class PretrainedCfg:
     @property
     def has_weights(self) -> bool:
         """True when the cfg names a place to load weights from."""
-        return bool(self.hf_hub_id or self.file)
+        return bool(self.state_dict is not None or self.file or self.hf_hub_id or self.url)
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as plain data (a ``state_dict`` is left out: weights are not metadata)."""
+        return {k: v for k, v in dataclasses.asdict(dataclasses.replace(self, state_dict=None)).items()
+                if k != "state_dict"}
 
     # timm code reads a model's pretrained cfg as a mapping: cfg["mean"], cfg.get("input_size"), dict(cfg)
     _ALIASES = {"label_names": "class_names"}  # timm's name for the label order
@@ -76,7 +86,8 @@ class PretrainedCfg:
         return isinstance(key, str) and self._ALIASES.get(key, key) in self.__dataclass_fields__
 
     def keys(self):
-        return [f.name for f in dataclasses.fields(self)]
+        """The metadata fields (``to_dict``'s keys: an in-memory ``state_dict`` is not metadata)."""
+        return [f.name for f in dataclasses.fields(self) if f.name != "state_dict"]
 
     def items(self):
         return [(k, getattr(self, k)) for k in self.keys()]
@@ -85,7 +96,7 @@ class PretrainedCfg:
         return iter(self.keys())
 
     def __len__(self) -> int:
-        return len(self.__dataclass_fields__)
+        return len(self.keys())
 
 
 @dataclasses.dataclass

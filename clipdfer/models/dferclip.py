@@ -58,6 +58,7 @@ class DFERCLIP(DFERModel):
     """
     family = "dferclip"
     prompt_head_parts = ("prompt_learner", "text_encoder")
+    release_convert_command = "clipdfer convert dferclip FILE OUT_DIR"
 
     def __init__(
             self,
@@ -146,6 +147,12 @@ class DFERCLIP(DFERModel):
         return {"class_names": list(self.class_names), "class_texts": list(self.class_texts),
                 "truncate": self.prompt_learner.truncate}
 
+    def convert_release(self, path: str, out_dir: str, pretrained_cfg: PretrainedCfg) -> None:
+        """An official release file (``torch.save`` of the authors' training state) -> ``out_dir``, through
+        :func:`clipdfer.convert.dferclip.convert_checkpoint` (checked against the tag's classes)."""
+        from ..convert.dferclip import convert_checkpoint
+        convert_checkpoint(path, out_dir, pretrained_cfg=pretrained_cfg)
+
     def checkpoint_weights_state(self, state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
         """The official release's format: the authors' fine-tuned checkpoints (DFEW / FERV39k / MAFW)."""
         return "finetuned" if is_official_state_dict(state_dict) else None
@@ -205,20 +212,24 @@ _RELEASES = {
     ("mafw", 3): "12MS8ZVh582n2j37zy2Z7V85IwcnxuKC4", ("mafw", 4): "1Zs6pkzPU2Wkqb5ykrTU-csiu_c8Tpggh",
     ("mafw", 5): "1txju5MPe2eODw98Uz16iG3vxTR1GLMrx",
 }
-_HOW = ("The official checkpoint is not on the Hugging Face Hub. Download it from {url} (linked from the official "
-        "repository {origin}), then run `clipdfer convert dferclip FILE.pth OUT_DIR` and "
-        "`clipdfer.create_model('local-dir:OUT_DIR')`, or pass checkpoint_path='FILE.pth' to create_model.")
+# The training data's terms travel with the weights (the card, these notes, the first download's log line).
+_DATA_TERMS = {
+    "dfew": "DFEW is released for non-commercial research only (its licence agreement, dfew-dataset.github.io)",
+    "ferv39k": "FERV39k is released for non-commercial research only (its licence agreement, "
+               "wangyanckxx.github.io/Proj_CVPR2022_FERV39k.html)",
+    "mafw": "MAFW is released for non-commercial research only (its licence agreement, mafw-database.github.io/MAFW)",
+}
 
 
 def _official_cfg(dataset: str, fold: Optional[int]) -> PretrainedCfg:
     classes = _DATASETS[dataset]
-    url = _DRIVE.format(_RELEASES[(dataset, fold)])
     return PretrainedCfg(
+        url=_DRIVE.format(_RELEASES[(dataset, fold)]), checkpoint_format="clipdfer",
         num_classes=len(classes), class_names=classes, num_frames=16, frame_sampling="segment",
         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation="bilinear", finetuned=True, license="mit",
-        paper_ids=_PAPER, dataset=dataset, metrics=_METRICS[dataset], origin_url=url,
-        notes=(f"Official DFER-CLIP weights, {dataset.upper()}{f' fold {fold}' if fold else ''}. "
-               + _HOW.format(url=url, origin=_ORIGIN)))
+        paper_ids=_PAPER, dataset=dataset, metrics=_METRICS[dataset], origin_url=_ORIGIN,
+        notes=(f"Official DFER-CLIP weights, {dataset.upper()}{f' fold {fold}' if fold else ''} (MIT licence, "
+               f"{_ORIGIN}). Trained on {dataset.upper()}: {_DATA_TERMS[dataset]}; use these weights accordingly."))
 
 
 def _openai_cfg(dataset: str) -> PretrainedCfg:

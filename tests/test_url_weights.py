@@ -1,0 +1,262 @@
+"""Weights at a URL (DFER-CLIP's official releases): download once, check, convert, cache; each failure explained.
+
+A loopback HTTP server serves checkpoints in the official release format (``torch.save`` of the training state of a
+``DataParallel`` model, with an object of the training script's class that must never be instantiated), built from
+the tiny test model with random weights; Google Drive itself is never reached (its gdown path is scripted).
+"""
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+
+import pytest
+import torch
+
+import clipdfer
+from clipdfer.models import PretrainedWeightsError
+from clipdfer.models._url import url_cache_entry
+from hub_server import FileServer
+from test_dferclip import official_state_dict
+
+_MARKER = os.path.join(tempfile.gettempdir(), f"clipdfer-recorder-ran-{os.getpid()}")
+
+
+class Recorder:  # the official script pickles an object of its own class; restoring it must run nothing
+    def __init__(self):
+        self.epoch_accuracy = [[0.0, 0.0]]
+
+    def __setstate__(self, state):
+        open(_MARKER, "w").close()
+        self.__dict__.update(state)
+
+
+def _release_bytes(tmp_path, model, name="DFEW-set1-model_best.pth") -> bytes:
+    path = tmp_path / name
+    torch.save({"epoch": 30, "state_dict": official_state_dict(model), "best_acc": torch.tensor(55.0),
+                "optimizer": {"state": {}, "param_groups": []}, "recorder": Recorder()}, str(path))
+    return path.read_bytes()
+
+
+@pytest.fixture
+def release(hub, tmp_path):
+    """``(server, source model, bytes)``: a file server online with a fresh cache, serving one official release."""
+    source = clipdfer.create_model("dferclip_test").eval()
+    data = _release_bytes(tmp_path, source)
+    with FileServer() as server:
+        server.files["DFEW-set1-model_best.pth"] = data
+        yield server, source, data
+    assert not os.path.exists(_MARKER), "an object of the training script was restored"
+
+
+def _load(url, **overlay):
+    return clipdfer.create_model("dferclip_test", pretrained=True, pretrained_cfg_overlay=dict(url=url, **overlay))
+
+
+def _logits(model, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return model.eval()(torch.rand(2, 16, 3, 32, 32, generator=g))
+
+
+def _entries():
+    from huggingface_hub import constants
+    root = os.path.join(constants.HF_HUB_CACHE, "clipdfer-url")
+    return sorted(os.listdir(root)) if os.path.isdir(root) else []
+
+
+def test_release_is_downloaded_once_converted_cached_and_equal_to_checkpoint_path(
+        release, tmp_path, caplog, monkeypatch):
+    server, source, data = release
+    url = server.url("DFEW-set1-model_best.pth")
+    with caplog.at_level(logging.WARNING, logger="clipdfer"):
+        model = _load(url, finetuned=True, notes="Trained on DFEW: non-commercial research only.")
+    assert server.count() == 1
+    local = tmp_path / "DFEW-set1-model_best.pth"  # the same file, through checkpoint_path
+    expected = clipdfer.create_model("dferclip_test", checkpoint_path=str(local))
+    assert torch.equal(_logits(model), _logits(expected))
+    assert torch.equal(_logits(model), _logits(source))
+    assert model.weights == "finetuned"
+    # the first download says what was downloaded, under which licence and data terms
+    log = " ".join(r.getMessage() for r in caplog.records)
+    assert url in log and hashlib.sha256(data).hexdigest() in log and "non-commercial research only" in log
+
+    entry = url_cache_entry(model.pretrained_cfg)
+    config = json.loads(open(os.path.join(entry, "config.json")).read())
+    assert config["source"] == {"url": url, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert config["weights"] == "finetuned" and config["label_names"] == list(clipdfer.data.DFEW_CLASSES)
+    assert sorted(os.listdir(entry)) == ["config.json", "model.safetensors"]
+    assert _entries() == [os.path.basename(entry), os.path.basename(entry) + ".lock"]  # no temporary left
+    # the cache entry is a local-dir model
+    assert torch.equal(_logits(clipdfer.create_model("local-dir:" + entry)), _logits(source))
+
+    # a second call neither downloads nor converts; the cache serves with the server stopped and offline
+    again = _load(url)
+    assert server.count() == 1 and torch.equal(_logits(again), _logits(source))
+    server.__exit__(None, None, None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert torch.equal(_logits(_load(url)), _logits(source))
+    server.__enter__()  # the fixture stops it again
+
+
+def test_offline_without_a_cached_copy_names_the_url_the_cache_and_the_manual_route(release, monkeypatch):
+    server, _, _ = release
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    url = server.url("DFEW-set1-model_best.pth")
+    with pytest.raises(PretrainedWeightsError) as e:
+        _load(url)
+    msg = str(e.value)
+    assert "offline mode is on (HF_HUB_OFFLINE)" in msg and url in msg and "clipdfer-url" in msg
+    assert "checkpoint_path='FILE'" in msg and "clipdfer convert dferclip FILE OUT_DIR" in msg
+    assert server.count() == 0
+
+
+_DRIVE_PAGE = (b"<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head><body>"
+               b"<p>Too many users have viewed or downloaded this file recently.</p></body></html>")
+
+
+def test_an_html_page_is_refused_and_nothing_is_cached(release):
+    server, _, _ = release
+    server.files["quota"] = _DRIVE_PAGE
+    with pytest.raises(PretrainedWeightsError, match="gave an HTML page \\('Google Drive - Quota exceeded'\\)"):
+        _load(server.url("quota"))
+    assert not any(not e.endswith(".lock") for e in _entries())
+
+
+def test_an_interrupted_transfer_is_refused_and_no_partial_file_is_kept(release):
+    server, source, data = release
+    server.truncate["DFEW-set1-model_best.pth"] = len(data) // 2
+    with pytest.raises(PretrainedWeightsError, match="(?s)failed.*incomplete.*Nothing was cached"):
+        _load(server.url("DFEW-set1-model_best.pth"))
+    assert not any(not e.endswith(".lock") for e in _entries())
+    del server.truncate["DFEW-set1-model_best.pth"]  # a retry succeeds
+    assert torch.equal(_logits(_load(server.url("DFEW-set1-model_best.pth"))), _logits(source))
+
+
+def test_a_truncated_file_is_refused(release):
+    server, _, data = release
+    server.files["cut.pth"] = data[: len(data) * 2 // 3]  # served whole: the file itself is cut
+    with pytest.raises(PretrainedWeightsError, match="is not the weights of dferclip_test.*truncated"):
+        _load(server.url("cut.pth"))
+    assert not any(not e.endswith(".lock") for e in _entries())
+
+
+def test_another_datasets_release_is_refused(release, tmp_path):
+    server, _, _ = release
+    mafw = clipdfer.create_model("dferclip_test", class_names=clipdfer.data.MAFW_CLASSES)
+    server.files["MAFW-set1-model_best.pth"] = _release_bytes(tmp_path, mafw, "mafw.pth")
+    with pytest.raises(PretrainedWeightsError, match="checkpoint for 11 classes .*is for 7.*another dataset's release"
+                       ) as e:
+        _load(server.url("MAFW-set1-model_best.pth"))
+    assert "truncated" not in str(e.value) and "dferclip_test is for 7" in str(e.value)
+
+
+def test_a_release_trained_with_other_class_texts_is_refused(release, tmp_path):
+    server, _, _ = release
+    other = clipdfer.create_model("dferclip_test", text_type="class_names")
+    server.files["names.pth"] = _release_bytes(tmp_path, other, "names.pth")
+    with pytest.raises(ValueError, match="other class texts.*text_type='class_names'"):
+        _load(server.url("names.pth"))
+    model = clipdfer.create_model("dferclip_test", text_type="class_names", pretrained=True,
+                                  pretrained_cfg_overlay=dict(url=server.url("names.pth")))
+    assert server.count("names.pth") == 1  # the converted release was cached by the first call
+    assert torch.equal(_logits(model), _logits(other))
+
+
+def test_a_sha256_that_differs_is_refused(release):
+    server, _, data = release
+    with pytest.raises(PretrainedWeightsError, match=f"sha256 {hashlib.sha256(data).hexdigest()}.*expects 0000"):
+        _load(server.url("DFEW-set1-model_best.pth"), url_sha256="0" * 64)
+    model = _load(server.url("DFEW-set1-model_best.pth"), url_sha256=hashlib.sha256(data).hexdigest())
+    assert model.weights in ("finetuned", "pretrained")
+
+
+def test_concurrent_loads_download_once(release):
+    server, source, _ = release
+    url = server.url("DFEW-set1-model_best.pth")
+    results, errors = [], []
+
+    def load():
+        try:
+            results.append(_logits(_load(url)))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 2 and server.count() == 1
+    assert all(torch.equal(r, _logits(source)) for r in results)
+
+
+def test_without_gdown_the_error_names_the_extra(release, monkeypatch):
+    server, _, _ = release
+    monkeypatch.setitem(sys.modules, "gdown", None)
+    with pytest.raises(PretrainedWeightsError, match="pip install 'clipdfer\\[download\\]'"):
+        _load(server.url("DFEW-set1-model_best.pth"))
+
+
+def test_google_drive_links_go_through_gdown_and_its_refusals_are_explained(release, monkeypatch):
+    gdown = pytest.importorskip("gdown")
+    from gdown.exceptions import FileURLRetrievalError
+    _, _, data = release
+    calls = []
+
+    def scripted(url, output=None, quiet=False, **kwargs):  # Drive itself is not reachable from tests
+        calls.append(url)
+        if len(calls) == 1:
+            raise FileURLRetrievalError("Too many users have viewed or downloaded this file recently.")
+        with open(output, "wb") as f:
+            f.write(data)
+        return output
+
+    monkeypatch.setattr(gdown, "download", scripted)
+    drive = "https://drive.google.com/file/d/1tH1d2zZv2HtcQFPrGuVWJHXmD9sTeddQ/view"
+    with pytest.raises(PretrainedWeightsError, match="(?s)Too many users.*daily download quota.*checkpoint_path"):
+        _load(drive)
+    model = _load(drive)
+    assert calls == [drive, drive] and model.weights in ("finetuned", "pretrained")
+
+
+def test_the_hub_copy_comes_first_and_the_url_is_the_fallback(release, hub, tmp_path, caplog):
+    server, source, _ = release
+    url = server.url("DFEW-set1-model_best.pth")
+    mirror = clipdfer.create_model("dferclip_test")  # other weights, so the two sources can be told apart
+    mirror.save_pretrained(str(tmp_path / "mirror"), finetuned=True)
+    weights = (tmp_path / "mirror" / "model.safetensors").read_bytes()
+    hub.commit("clipdfer/dferclip-test", {"model.safetensors": weights})
+    both = dict(hf_hub_id="clipdfer/dferclip-test", url=url, checkpoint_format="clipdfer")
+    model = clipdfer.create_model("dferclip_test", pretrained=True, pretrained_cfg_overlay=both)
+    assert torch.equal(_logits(model), _logits(mirror)) and server.count() == 0
+    with caplog.at_level(logging.WARNING, logger="clipdfer"):
+        model = clipdfer.create_model("dferclip_test", pretrained=True,
+                                      pretrained_cfg_overlay=dict(both, hf_hub_id="clipdfer/missing"))
+    assert torch.equal(_logits(model), _logits(source)) and server.count() == 1
+    assert any("the Hub copy cannot be had" in r.getMessage() for r in caplog.records)
+
+
+def test_official_tags_name_their_release_url_licence_and_data_terms(monkeypatch):
+    for name in clipdfer.list_pretrained("dferclip_vitb32_*"):
+        cfg = clipdfer.get_pretrained_cfg(name)
+        if name.endswith(".openai"):
+            continue
+        assert cfg.url.startswith("https://drive.google.com/file/d/") and cfg.finetuned and cfg.license == "mit"
+        assert cfg.num_frames == 16 and cfg.mean == (0.0, 0.0, 0.0) and cfg.std == (1.0, 1.0, 1.0)
+        assert "non-commercial research only" in cfg.notes and cfg.dataset.upper() in cfg.notes
+    assert clipdfer.get_pretrained_cfg("dferclip_vitb32_dfew").tag == "dfew_fold1"  # the default is fine-tuned
+    with torch.device("meta"):  # offline (the tests' default) and nothing cached: the error says what to do
+        with pytest.raises(PretrainedWeightsError, match="(?s)drive.google.com.*clipdfer convert dferclip"):
+            clipdfer.create_model("dferclip_vitb32_dfew.dfew_fold3", pretrained=True)
+
+
+def test_a_state_dict_in_the_cfg_comes_first():
+    source = clipdfer.create_model("dferclip_test")
+    overlay = dict(state_dict=source.state_dict(), url="http://127.0.0.1:9/x")
+    model = clipdfer.create_model("dferclip_test", pretrained=True, pretrained_cfg_overlay=overlay)
+    assert torch.equal(_logits(model), _logits(source))
+    assert "state_dict" not in model.pretrained_cfg.to_dict()
