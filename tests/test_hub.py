@@ -148,6 +148,9 @@ def test_save_load_round_trip_keeps_classes_and_args(tmp_path):
     model.save_pretrained(str(tmp_path), finetuned=True, metrics={"uar": 12.5}, dataset="mine")
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["label_names"] == ["calm", "joy", "pain"] and config["num_classes"] == 3
+    assert config["num_features"] == model.num_features and config["pretrained_cfg"]["crop_pct"] == 1.0
+    assert config["pretrained_cfg"]["crop_mode"] == "squash" and config["pretrained_cfg"]["fixed_input_size"]
+    assert config["pretrained_cfg"]["first_conv"] == "image_encoder.visual.conv1"
     assert config["pretrained_cfg"]["metrics"] == [["uar", 12.5]]
     loaded = clipdfer.create_model(f"local-dir:{tmp_path}")
     assert loaded.class_names == ("calm", "joy", "pain") and loaded.prompt_template == "a face showing {}."

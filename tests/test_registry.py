@@ -111,3 +111,44 @@ def test_pretrained_cfg_reads_as_timm_code_reads_it():
         cfg["nonsense"]
     as_dict = dict(cfg)
     assert as_dict == cfg.to_dict() and as_dict["num_frames"] == model.num_frames
+
+
+@pytest.mark.parametrize("name", clipdfer.list_models("*_test"))
+def test_timm_data_config_gives_exactly_our_frames(name):
+    """timm.data.resolve_data_config(model=model) -> create_transform is build_transform: the same image, not timm's
+    0.875 centre crop (issue 20, item 4). timm's transform takes PIL images or float tensors in [0, 1]."""
+    from timm.data import create_transform, resolve_data_config
+
+    from clipdfer.data.transforms import build_transform
+    model = clipdfer.create_model(name)
+    config = resolve_data_config(model=model)
+    cfg = model.pretrained_cfg
+    assert config == {"input_size": cfg.input_size, "interpolation": cfg.interpolation, "mean": cfg.mean,
+                      "std": cfg.std, "crop_pct": 1.0, "crop_mode": "squash"}
+    frame = torch.rand(3, 57, 41)  # another size and aspect than the model's
+    assert torch.equal(create_transform(**config)(frame), build_transform(cfg)(frame))
+
+
+def test_timm_model_metadata_fields(tmp_path):
+    import json
+
+    import timm.data
+    for name in clipdfer.list_models("*_test"):
+        model = clipdfer.create_model(name)
+        cfg = model.pretrained_cfg
+        assert dict(model.named_modules())[cfg["first_conv"]] is model.image_encoder.visual.conv1, name
+        assert cfg["fixed_input_size"] is True and cfg["label_names"] == tuple(model.class_names), name
+        parts = (cfg["classifier"],) if isinstance(cfg["classifier"], str) else cfg["classifier"]
+        assert all(hasattr(model, p) for p in parts) and parts == tuple(model.prompt_head_parts), name
+        assert timm.data.resolve_model_data_config(model)["crop_pct"] == 1.0
+    linear = clipdfer.create_model("clipdfer_test", text_head=False, biehpro_depth=0)
+    assert linear.pretrained_cfg["classifier"] == "head"
+    reset = clipdfer.create_model("dferclip_test")
+    reset.reset_classifier(3, linear=True)  # what is saved describes the saved model
+    reset.save_pretrained(str(tmp_path))
+    assert json.loads((tmp_path / "config.json").read_text())["pretrained_cfg"]["classifier"] == "head"
+    assert clipdfer.create_model(f"local-dir:{tmp_path}").pretrained_cfg["classifier"] == "head"
+    # a full-size tag's cfg, read without building the model
+    config = timm.data.resolve_data_config(pretrained_cfg=clipdfer.get_pretrained_cfg("dferclip_vitb32_dfew"))
+    assert config["input_size"] == (3, 224, 224) and config["interpolation"] == "bilinear"
+    assert config["mean"] == (0.0, 0.0, 0.0) and (config["crop_pct"], config["crop_mode"]) == (1.0, "squash")

@@ -129,7 +129,7 @@ def test_an_html_page_is_refused_and_nothing_is_cached(release):
 def test_an_interrupted_transfer_is_refused_and_no_partial_file_is_kept(release):
     server, source, data = release
     server.truncate["DFEW-set1-model_best.pth"] = len(data) // 2
-    with pytest.raises(PretrainedWeightsError, match="(?s)failed.*incomplete.*Nothing was cached"):
+    with pytest.raises(PretrainedWeightsError, match="(?is)failed.*incomplete.*Nothing was cached"):
         _load(server.url("DFEW-set1-model_best.pth"))
     assert not any(not e.endswith(".lock") for e in _entries())
     del server.truncate["DFEW-set1-model_best.pth"]  # a retry succeeds
@@ -260,3 +260,45 @@ def test_a_state_dict_in_the_cfg_comes_first():
     model = clipdfer.create_model("dferclip_test", pretrained=True, pretrained_cfg_overlay=overlay)
     assert torch.equal(_logits(model), _logits(source))
     assert "state_dict" not in model.pretrained_cfg.to_dict()
+
+
+def test_convert_push_to_hub_publishes_the_release_with_its_card(tmp_path, monkeypatch, capsys):
+    """`clipdfer convert dferclip FILE OUT --push-to-hub ORG/NAME`: the converted files as they are, and a card with
+    the licence, the source file and its sha256, the data terms, the paper's metrics, the label order and the
+    preprocessing (issue 20, item 3). The Hub's upload API is recorded, not reached."""
+    import huggingface_hub
+
+    from clipdfer.cli import main
+    uploaded = {}
+
+    class RecordingApi:
+        def __init__(self, endpoint=None, token=None):
+            pass
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            uploaded["repo"] = (repo_id, private)
+
+        def upload_folder(self, repo_id, folder_path, commit_message, revision=None, create_pr=False):
+            uploaded["files"] = {f: open(os.path.join(folder_path, f), "rb").read() for f in os.listdir(folder_path)}
+            return f"https://hub/{repo_id}/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    source = clipdfer.create_model("dferclip_test")
+    data = _release_bytes(tmp_path, source, "FERV39k-model_best.pth")
+    out = tmp_path / "converted"
+    assert main(["convert", "dferclip", str(tmp_path / "FERV39k-model_best.pth"), str(out), "--dataset", "ferv39k",
+                 "--push-to-hub", "me/dferclip-ferv39k"]) == 0
+    assert uploaded["repo"] == ("me/dferclip-ferv39k", None)
+    files = uploaded["files"]
+    assert set(files) == {"config.json", "model.safetensors", "README.md"}
+    assert files["config.json"] == (out / "config.json").read_bytes()  # the converted files as they are
+    assert files["model.safetensors"] == (out / "model.safetensors").read_bytes()
+    card = files["README.md"].decode()
+    sha = hashlib.sha256(data).hexdigest()
+    for needle in ("license: mit", "github.com/zengqunzhao/DFER-CLIP", f"sha256 `{sha}`", "FERV39k-model_best.pth",
+                   "non-commercial research only", "https://drive.google.com/file/d/", "arxiv.org/abs/2308.13382",
+                   "| uar | 41.27 |", "not measured by clipdfer", "| 0 | happiness |", "| 6 | fear |",
+                   "16 frames per clip", "(bilinear)", "mean [0.0, 0.0, 0.0]", "fine-tuned, on ferv39k",
+                   'create_model("hf-hub:me/dferclip-ferv39k", pretrained=True)'):
+        assert needle in card, needle
+    assert "uploaded to me/dferclip-ferv39k" in capsys.readouterr().out

@@ -225,7 +225,8 @@ def convert_checkpoint(path: str, out_dir: str, dataset: Optional[str] = None, f
               if registered is not None else {"license": "mit", "origin_url": _ORIGIN})
     note = (f"Converted by clipdfer from the official DFER-CLIP checkpoint {os.path.basename(path)} (text: "
             f"{text_type}). Frames: 16 per clip, the middle frame of each of 16 equal segments, resized to 224x224, "
-            f"scaled to [0, 1], no mean/std normalisation.")
+            f"scaled to [0, 1], no mean/std normalisation. Metrics: UAR / WAR (%) as the paper reports them (DFEW and "
+            f"MAFW: the mean over 5 folds), not measured by clipdfer.")
     record["notes"] = f"{record['notes']} {note}" if record.get("notes") else note
     model.save_pretrained(out_dir, tag=tag, finetuned=True, dataset=dataset, num_frames=model.num_frames,
                           frame_sampling="segment", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),

@@ -23,10 +23,11 @@ sources. Memory is bounded by the window and the faces on screen, not by the vid
 """
 
 from .batch import BatchItem, BatchRun, output_names, parse_shard, predict_many, process_share
-from .predictor import NoFaceError, Predictor, predict
+from .predictor import DEFAULT_MODEL, NoFaceError, Predictor, predict
 from .results import FaceTimeline, FailedSource, Prediction, WindowResult, result_from_dict
 from .sources import Camera, expand_sources, is_live, iter_source, sample_clip_path, source_name
 
 __all__ = ["predict", "predict_many", "Predictor", "Prediction", "FaceTimeline", "WindowResult", "FailedSource",
            "NoFaceError", "BatchRun", "BatchItem", "Camera", "sample_clip_path", "iter_source", "expand_sources",
-           "is_live", "source_name", "output_names", "parse_shard", "process_share", "result_from_dict"]
+           "is_live", "source_name", "output_names", "parse_shard", "process_share", "result_from_dict",
+           "DEFAULT_MODEL"]

@@ -344,7 +344,7 @@ class BatchRun:
         return path
 
 
-def predict_many(sources: Sequence, model: Union[str, torch.nn.Module] = "clip_zeroshot_vitb32",
+def predict_many(sources: Sequence, model: Union[str, torch.nn.Module, None] = None,
                  out_dir: Optional[str] = None, shard: Optional[Tuple[int, int]] = None, overwrite: bool = False,
                  retry_failed: bool = False, fps: Optional[float] = 8.0, start: Optional[float] = None,
                  end: Optional[float] = None, folder_fps: float = 25.0, **predictor_kwargs
@@ -355,14 +355,15 @@ def predict_many(sources: Sequence, model: Union[str, torch.nn.Module] = "clip_z
     Args:
         sources: files, folders, globs, text files of paths ... (expanded with
             :func:`clipdfer.inference.expand_sources`).
+        model: as :class:`clipdfer.inference.Predictor` (None: its default, :data:`DEFAULT_MODEL`).
         out_dir / shard / overwrite / retry_failed: see :class:`BatchRun` (with ``out_dir``, ``summary.csv`` is
             written at the end).
         fps / start / end / folder_fps: see :meth:`Predictor.run`.
         **predictor_kwargs: for :class:`clipdfer.inference.Predictor` (``pretrained``, ``device``, ``dtype`` ...).
     """
-    from .predictor import Predictor
+    from .predictor import DEFAULT_MODEL, Predictor
     from .sources import expand_sources
-    predictor = Predictor(model, **predictor_kwargs)
+    predictor = Predictor(model if model is not None else DEFAULT_MODEL, **predictor_kwargs)
     run = BatchRun(predictor, expand_sources(sources), out_dir, shard, overwrite, retry_failed, fps=fps, start=start,
                    end=end, folder_fps=folder_fps)
     results = [item.result for item in run]

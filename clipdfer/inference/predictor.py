@@ -20,9 +20,13 @@ from .sources import check_run_args, estimate_frames, iter_source, source_name
 from .tracking import TrackedFrame, TrackingStage, WholeFrames, background
 from .windows import FaceWindows, Window
 
-__all__ = ["Predictor", "predict", "NoFaceError"]
+__all__ = ["Predictor", "predict", "NoFaceError", "DEFAULT_MODEL"]
 
 _logger = logging.getLogger(__name__)
+
+# What predict uses unless told: a video-trained expression model (DFER-CLIP's official FERV39k release, the largest
+# and most varied of the three datasets; see docs/predict.md). `clip_zeroshot_vitb32` is the zero-shot alternative.
+DEFAULT_MODEL = "dferclip_vitb32_ferv39k.ferv39k"
 
 
 class NoFaceError(ValueError):
@@ -55,7 +59,8 @@ class _Session:
         for crop in event.crops:
             faces = self.live.get(crop.face_id)
             if faces is None:
-                faces = self.live[crop.face_id] = FaceWindows(crop.face_id, crop.index, self.p.window, self.p.stride)
+                faces = self.live[crop.face_id] = FaceWindows(crop.face_id, crop.index, self.p.window, self.p.stride,
+                                                              self.p.sampling)
                 self.timelines[crop.face_id] = FaceTimeline(crop.face_id, crop.index, crop.index, crop.time,
                                                             crop.time)
             timeline = self.timelines[crop.face_id]
@@ -124,7 +129,8 @@ class Predictor:
     once and used for any number of sources.
 
     Args:
-        model: a registered name, a ``local-dir:``/``hf-hub:`` name, or a model instance.
+        model: a registered name, a ``local-dir:``/``hf-hub:`` name, or a model instance. Default
+            :data:`DEFAULT_MODEL`, DFER-CLIP fine-tuned on FERV39k (the official release; downloaded once).
         pretrained: load the model's default weights (False: random weights, with a notice).
         checkpoint: a weights file or saved directory instead.
         window: frames per window (default: the model's T; models that need exactly T frames accept only T).
@@ -132,7 +138,8 @@ class Predictor:
         detect_faces: find and follow faces; False scores the centre square of whole frames as one "face".
         detector / min_face_score / detect_every / min_track_frames / max_missing / cut_threshold: the face tracker's
             (see :class:`clipdfer.faces.FaceTracker`).
-        margin: context around each face box, as a fraction of its longer side on each side.
+        margin: context around each face box, as a fraction of its longer side on each side (default: the model's
+            ``pretrained_cfg.crop_margin``).
         top_k: how many classes each face's ``top_k`` lists.
         batch_size: windows per forward pass (windows of every face on screen are batched together).
         device: ``cuda`` / ``cuda:1`` / ``cpu`` (default: CUDA when available).
@@ -147,7 +154,7 @@ class Predictor:
 
     def __init__(
             self,
-            model: Union[str, torch.nn.Module] = "clip_zeroshot_vitb32",
+            model: Union[str, torch.nn.Module] = DEFAULT_MODEL,
             pretrained: bool = True,
             checkpoint: Optional[str] = None,
             window: Optional[int] = None,
@@ -159,7 +166,7 @@ class Predictor:
             min_track_frames: int = 4,
             max_missing: int = 3,
             cut_threshold: Optional[float] = 0.45,
-            margin: float = 0.25,
+            margin: Optional[float] = None,
             top_k: int = 3,
             batch_size: int = 8,
             device: Optional[str] = None,
@@ -197,10 +204,15 @@ class Predictor:
             raise ValueError(f"window={self.window}: {type(self.net).__name__} scores clips of exactly T={required} "
                              f"frames; leave window unset (or build the model with num_frames={self.window})")
         self.stride = stride if stride is not None else max(1, self.window // 2)
+        # preprocessing travels with the weights: size, interpolation, mean/std, frame sampling and crop margin
         cfg = self.net.pretrained_cfg
-        self.size = cfg.input_size[-1]
+        self.size, self.interpolation, self.sampling = cfg.input_size[-1], cfg.interpolation, cfg.frame_sampling
         self._transform = build_transform(cfg, train=False)
-        self.detect_faces, self.margin, self.top_k = detect_faces, margin, top_k
+        margin = cfg.crop_margin if margin is None else margin
+        if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0 <= margin <= 2:
+            raise ValueError(f"margin={margin!r}: expected a fraction of the face box's longer side in [0, 2] "
+                             f"(e.g. 0.25), or leave it unset for the model's pretrained_cfg.crop_margin")
+        self.detect_faces, self.margin, self.top_k = detect_faces, float(margin), top_k
         self.batch_size, self.live, self.background = batch_size, live, background
         self.scorer = WindowScorer(self.net, self.device, self.batch_size, dtype)
         face_detector = make_detector(detector, min_face_score) if detect_faces else None  # shared by every run
@@ -221,7 +233,8 @@ class Predictor:
             faces.update(min_face_score=self.detector.min_score, min_face_size=self.detector.min_size,
                          detect_max_side=self.detector.max_side)
         return {"model": self.model_name, "class_names": self.class_names, "weights": self.net.weights,
-                "window": self.window, "stride": self.stride, "margin": self.margin, "detector": self.detector_name,
+                "window": self.window, "stride": self.stride, "margin": self.margin,
+                "interpolation": self.interpolation, "frame_sampling": self.sampling, "detector": self.detector_name,
                 **faces, "dtype": str(self.scorer.dtype or self.scorer._input_dtype())}
 
     @property
@@ -243,7 +256,7 @@ class Predictor:
     def tracking_stage(self) -> TrackingStage:
         """A fresh tracking stage (its own tracker) for one stream."""
         tracker = FaceTracker(**self._tracker_args) if self.detect_faces else WholeFrames()
-        return TrackingStage(tracker, self._prepare, self.margin, self.size)
+        return TrackingStage(tracker, self._prepare, self.margin, self.size, self.interpolation)
 
     def _events(self, stage: TrackingStage, frames: Iterable[Tuple[float, np.ndarray]]) -> Iterator[TrackedFrame]:
         events = stage(frames)
@@ -373,7 +386,7 @@ def _close_after_error(annotator) -> None:
 
 def predict(
         source,
-        model: Union[str, torch.nn.Module] = "clip_zeroshot_vitb32",
+        model: Union[str, torch.nn.Module] = DEFAULT_MODEL,
         pretrained: bool = True,
         checkpoint: Optional[str] = None,
         window: Optional[int] = None,
@@ -381,7 +394,7 @@ def predict(
         fps: Optional[float] = 8.0,
         folder_fps: float = 25.0,
         detect_faces: bool = True,
-        margin: float = 0.25,
+        margin: Optional[float] = None,
         top_k: int = 3,
         batch_size: int = 8,
         device: Optional[str] = None,

@@ -75,6 +75,7 @@ class TrackingStage:
         prepare: a (S, S, 3) uint8 crop -> the model's (3, S, S) input.
         margin: context around each box, a fraction of its longer side on each side.
         size: the crop's side in pixels.
+        interpolation: how crops are resized to ``size`` (the model's ``pretrained_cfg.interpolation``).
 
     Attributes (read them once the stream has ended):
         frames_read: frames taken from the source.
@@ -83,8 +84,10 @@ class TrackingStage:
         seconds: ``{"detect_and_track_s", "crop_s"}``: time spent in the tracker and cutting crops.
     """
 
-    def __init__(self, tracker, prepare: Callable[[np.ndarray], torch.Tensor], margin: float, size: int):
+    def __init__(self, tracker, prepare: Callable[[np.ndarray], torch.Tensor], margin: float, size: int,
+                 interpolation: str = "bicubic"):
         self.tracker, self.prepare, self.margin, self.size = tracker, prepare, margin, size
+        self.interpolation = interpolation
         self.frames_read = self.frames_with_face = 0
         self.first_time: Optional[float] = None
         self.last_time: Optional[float] = None
@@ -123,7 +126,7 @@ class TrackingStage:
         for b in step.boxes:
             t, image = self._frames[b.frame_index]
             crops.append(FaceCrop(b.track_id, b.frame_index, t, b.box,
-                                  self.prepare(crop_face(image, b.box, self.margin, self.size))))
+                                  self.prepare(crop_face(image, b.box, self.margin, self.size, self.interpolation))))
             self._boxes[b.frame_index] = self._boxes.get(b.frame_index, 0) + 1
         self.seconds["crop_s"] += time.perf_counter() - start
         return crops

@@ -3,7 +3,8 @@
 A :class:`FaceWindows` lives as long as its track: it holds the track's last T crops (their features once encoded)
 and is dropped when the track ends, so what is held is bounded by the faces on screen, not by the faces seen.
 Windows start every ``stride`` crops once T are in; a track shorter than T is one window with its crops sampled to T
-(as a short clip is in training, DFER-CLIP's segment rule); the last window of a track ends at its last frame.
+(as a short clip is in training: the model's ``frame_sampling``, e.g. DFER-CLIP's segment rule); the last window of
+a track ends at its last frame.
 """
 
 import collections
@@ -28,10 +29,12 @@ class FaceWindows:
         first_frame: the frame index of its first crop (its crops come one per frame, in order).
         window: T, crops per window.
         stride: crops between window starts.
+        sampling: how a track shorter than T is sampled to T frames (the model's ``pretrained_cfg.frame_sampling``).
     """
 
-    def __init__(self, face_id: int, first_frame: int, window: int, stride: int):
+    def __init__(self, face_id: int, first_frame: int, window: int, stride: int, sampling: str = "segment"):
         self.face_id, self.first_frame, self.window, self.stride = face_id, first_frame, window, stride
+        self.sampling = sampling
         self.crops: Deque[FaceCrop] = collections.deque(maxlen=window)
         self.count = 0  # crops added
         self.next_start = 0  # position of the next regular window's first crop
@@ -53,12 +56,12 @@ class FaceWindows:
 
     def finish(self) -> Optional[Window]:
         """The track ended: its last window, if its last crops are in none yet."""
-        from ..data.sampling import segment_indices
+        from ..data.sampling import sample_indices
         if self.count == 0:
             return None
         crops = list(self.crops)
         if self.last_end < 0:  # shorter than a window: its crops sampled to T, as a short clip is
-            return Window(self.face_id, [crops[i] for i in segment_indices(len(crops), self.window)])
+            return Window(self.face_id, [crops[i] for i in sample_indices(len(crops), self.window, self.sampling)])
         if self.last_end < self.count - 1:  # the last window ends at the track's last frame
             return Window(self.face_id, crops)
         return None

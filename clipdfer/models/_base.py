@@ -211,6 +211,14 @@ class DFERModel(HubMixin, nn.Module):
         return PromptHead(self)
 
     @property
+    def classifier_modules(self) -> Union[str, Tuple[str, ...], None]:
+        """timm's ``pretrained_cfg["classifier"]``: ``"head"`` for a linear head, else the attributes that form the
+        text-prompt head (``prompt_head_parts``), None when there are none."""
+        if self.head is not None:
+            return "head"
+        return tuple(self.prompt_head_parts) or None
+
+    @property
     def has_prompt_head(self) -> bool:
         """True while the family's text-prompt head classifies (no ``head`` module)."""
         return self.head is None

@@ -327,6 +327,9 @@ def build_model_with_cfg(
     if getattr(model, "num_frames", None) not in (None, pretrained_cfg.num_frames):
         # an override (create_model(name, num_frames=4)): the cfg says what the model takes, as input pipelines read it
         pretrained_cfg = dataclasses.replace(pretrained_cfg, num_frames=model.num_frames)
+    if pretrained_cfg.classifier is None and isinstance(model, DFERModel):
+        # timm's cfg["classifier"]: the module(s) holding the class-dependent weights, as built
+        pretrained_cfg = dataclasses.replace(pretrained_cfg, classifier=model.classifier_modules)
     model.pretrained_cfg = pretrained_cfg
     model.model_args = dict(kwargs)  # what config.json records to build the model again
     if classifier:

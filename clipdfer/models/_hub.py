@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import tempfile
 from typing import Any, Dict, Optional, Tuple
 
@@ -24,6 +25,7 @@ from ._pretrained import PretrainedCfg
 
 __all__ = [
     "PretrainedWeightsError", "download_weights", "hub_download", "save_pretrained", "push_to_hf_hub",
+    "push_folder_to_hf_hub",
     "load_model_config", "HubMixin", "CONFIG_NAME", "WEIGHTS_NAME",
 ]
 
@@ -141,7 +143,7 @@ def model_config(model: nn.Module, **cfg_updates) -> Dict[str, Any]:
         cfg_updates["metrics"] = tuple(cfg_updates["metrics"].items())
     state = weights_state(model, cfg_updates.get("finetuned"))
     cfg_updates["finetuned"] = state == "finetuned"
-    current = dict(num_classes=num_classes, num_frames=model.num_frames,
+    current = dict(num_classes=num_classes, num_frames=model.num_frames, classifier=model.classifier_modules,
                    class_names=tuple(class_names) if class_names is not None else cfg.class_names)
     pcfg = dataclasses.replace(cfg, **{**current, **cfg_updates})
     pcfg_dict = {k: v for k, v in pcfg.to_dict().items()
@@ -150,6 +152,7 @@ def model_config(model: nn.Module, **cfg_updates) -> Dict[str, Any]:
     return _jsonable({
         "architecture": cfg.architecture,
         "num_classes": num_classes,
+        "num_features": model.num_features,
         "label_names": list(class_names) if class_names else None,
         "model_args": args,
         "pretrained_cfg": pcfg_dict,
@@ -221,11 +224,28 @@ _CARD_STATES = {
 }
 
 
+def _paper_link(paper_id: str) -> str:
+    return f"[{paper_id}](https://arxiv.org/abs/{paper_id[len('arXiv:'):]})" if paper_id.startswith("arXiv:") \
+        else paper_id
+
+
 def model_card(config: Dict[str, Any], repo_id: str) -> str:
-    """A README.md for the Hub from a model's config."""
+    """A README.md for the Hub from a model's config: what the weights are, where they come from and under which
+    terms (licence, source file, notes: e.g. the training data's terms), the paper and its metrics, the label order
+    and the preprocessing."""
     pcfg = config["pretrained_cfg"]
     state = config.get("weights") or ("finetuned" if pcfg.get("finetuned") else "pretrained")  # older configs
     metrics = "".join(f"| {k} | {v} |\n" for k, v in (pcfg.get("metrics") or []))
+    source = config.get("source") or {}
+    origin = [f"- Licence: {pcfg.get('license') or 'not stated'}"
+              + (f" (from {pcfg['origin_url']})" if pcfg.get("origin_url") else "")]
+    if source:
+        origin.append(f"- Converted from `{source.get('file') or source.get('url')}` (sha256 `{source.get('sha256')}`, "
+                      f"{source.get('size')} bytes)" + (f", published at {pcfg['url']}" if pcfg.get("url") else ""))
+    elif pcfg.get("url"):
+        origin.append(f"- Published at {pcfg['url']}")
+    labels = "".join(f"| {i} | {name} |\n" for i, name in enumerate(config.get("label_names") or []))
+    papers = ", ".join(_paper_link(p) for p in pcfg.get("paper_ids") or [])
     return (
         f"---\nlibrary_name: clipdfer\nlicense: {pcfg.get('license') or 'other'}\ntags:\n- video-classification\n"
         f"- facial-expression-recognition\n- clipdfer\n---\n\n"
@@ -235,12 +255,16 @@ def model_card(config: Dict[str, Any], repo_id: str) -> str:
         f"{', on ' + pcfg['dataset'] if pcfg.get('dataset') else ''}).\n\n"
         f"```python\nimport clipdfer\nmodel = clipdfer.create_model(\"hf-hub:{repo_id}\", pretrained=True)"
         f".eval()\n```\n\n"
-        f"## Input\n\n- {pcfg['num_frames']} frames per clip, `{pcfg['frame_sampling']}` sampling, "
-        f"size {pcfg['input_size']}, {pcfg['interpolation']} resize\n- mean {pcfg['mean']}, std {pcfg['std']}\n\n"
-        f"## Classes (label order)\n\n{', '.join(config.get('label_names') or [])}\n\n"
+        f"## Origin and terms\n\n" + "\n".join(origin) + "\n\n"
+        + (f"{pcfg['notes']}\n\n" if pcfg.get("notes") else "")
+        + f"## Input\n\n- {pcfg['num_frames']} frames per clip, `{pcfg['frame_sampling']}` sampling\n"
+        f"- each frame resized whole to {pcfg['input_size'][1]}x{pcfg['input_size'][2]} ({pcfg['interpolation']}), "
+        f"scaled to [0, 1], then mean {pcfg['mean']}, std {pcfg['std']}\n"
+        f"- face crops: {pcfg.get('crop_margin', 0.25)} of the face box's longer side added on each side "
+        f"(`clipdfer predict`)\n\n"
+        f"## Classes (label order)\n\n| index | class |\n|---|---|\n{labels}\n"
         + (f"## Metrics\n\n| metric | value |\n|---|---|\n{metrics}\n" if metrics else "")
-        + (f"## Notes\n\n{pcfg['notes']}\n\n" if pcfg.get("notes") else "")
-        + (f"Papers: {', '.join(pcfg['paper_ids'])}\n" if pcfg.get("paper_ids") else "")
+        + (f"Papers: {papers}\n" if papers else "")
     )
 
 
@@ -261,13 +285,36 @@ def push_to_hf_hub(
     Returns:
         The URL of the commit.
     """
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(model, tmp, **cfg_updates)
+        return push_folder_to_hf_hub(tmp, repo_id, commit_message, revision, private, token, create_pr)
+
+
+def push_folder_to_hf_hub(
+        directory: str,
+        repo_id: str,
+        commit_message: str = "Add clipdfer model",
+        revision: Optional[str] = None,
+        private: Optional[bool] = None,
+        token: Optional[str] = None,
+        create_pr: bool = False,
+) -> str:
+    """Upload a saved model directory (``config.json`` + ``model.safetensors``, as ``save_pretrained`` or
+    ``clipdfer convert`` write it) with a model card generated from its config; the directory is not modified.
+
+    Returns:
+        The URL of the commit.
+
+    Raises:
+        FileNotFoundError: the directory lacks one of the two files.
+    """
     from huggingface_hub import HfApi
+    config, _ = load_model_config("local-dir:" + directory)
     api = HfApi(endpoint=_endpoint(), token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(model, tmp, **cfg_updates)
-        with open(os.path.join(tmp, CONFIG_NAME)) as f:
-            config = json.load(f)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            shutil.copyfile(os.path.join(directory, name), os.path.join(tmp, name))
         with open(os.path.join(tmp, "README.md"), "w") as f:
             f.write(model_card(config, repo_id))
         info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,

@@ -5,7 +5,7 @@ how frames must be prepared for them (preprocessing travels with the weights).
 """
 
 import dataclasses
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 __all__ = ["PretrainedCfg", "DefaultCfg", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "split_model_name_tag"]
 
@@ -46,6 +46,16 @@ class PretrainedCfg:
     mean: Tuple[float, float, float] = OPENAI_CLIP_MEAN
     std: Tuple[float, float, float] = OPENAI_CLIP_STD
     interpolation: str = "bicubic"
+    # timm's data config (timm.data.resolve_data_config reads these): frames are resized to input_size whole (no crop)
+    crop_pct: float = 1.0
+    crop_mode: str = "squash"
+    # Context around a detected face box, a fraction of its longer side on each side (clipdfer predict's crops)
+    crop_margin: float = 0.25
+    # timm's model metadata: the first convolution (the CLIP patch embedding), a ViT's fixed input size, and the
+    # module(s) that map the pre-logits to the logits (filled in from the model when it is built)
+    first_conv: Optional[str] = "image_encoder.visual.conv1"
+    fixed_input_size: bool = True
+    classifier: Optional[Union[str, Tuple[str, ...]]] = None
     finetuned: bool = False
     license: Optional[str] = None
     paper_ids: Tuple[str, ...] = ()
