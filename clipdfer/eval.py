@@ -12,6 +12,7 @@
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 from typing import Dict, List, Optional
@@ -62,6 +63,26 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int, device, workers: 
     return classification_report(p, y, unwrap(model).class_names)
 
 
+def check_fold_weights(name: str, fold: Optional[int]) -> None:
+    """Refuse to evaluate a fold-specific release on another fold (or on all folds with one release): its training
+    data holds the other folds' test clips.
+
+    Raises:
+        ValueError: naming the release, the fold and the fix (``{fold}`` in the model name).
+    """
+    if fold is None or name.startswith(("hf-hub:", "local-dir:")) or not clipdfer.is_model(name):
+        return
+    cfg = clipdfer.get_pretrained_cfg(name)
+    match = re.search(r"_fold(\d+)$", cfg.tag or "")
+    if match is None or int(match.group(1)) == fold:
+        return
+    each = f"{cfg.architecture}.{cfg.tag[:match.start()]}_fold{{fold}}"
+    raise ValueError(
+        f"{name} loads the weights fine-tuned for fold {match.group(1)} ({cfg.architecture}.{cfg.tag}), but they would "
+        f"be evaluated on fold {fold}: the other folds' test clips are in their training data. Name each fold's "
+        f"release: --model '{each}' --folds 1-5, or evaluate fold {match.group(1)} only.")
+
+
 def load_for_eval(model: str, checkpoint: Optional[str], pretrained: bool = False):
     """A model ready to evaluate: a saved directory, a weights file on a registered model, or pretrained weights.
 
@@ -106,7 +127,9 @@ def _print(report: Dict, title: str) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="clipdfer eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True,
+                   help="may contain {fold}: --model 'dferclip_vitb32_dfew.dfew_fold{fold}' --pretrained evaluates "
+                        "each fold's official release on its own fold")
     p.add_argument("--checkpoint", help="saved directory or weights file; may contain {fold}")
     p.add_argument("--pretrained", action="store_true", help="evaluate the model's default weights")
     p.add_argument("--data", help="directory with test.txt; may contain {fold}")
@@ -121,14 +144,17 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not (args.synthetic or args.data or args.test_list):
         p.error("give --data, --test-list or --synthetic")
-    out = args.out or f"eval_{args.model.replace('/', '_').replace(':', '_')}"
+    out = args.out or f"eval_{args.model.replace('{fold}', 'N').replace('/', '_').replace(':', '_')}"
     os.makedirs(out, exist_ok=True)
     device = torch.device(args.device)
     folds, results = _fold_list(args.folds), {"model": args.model, "folds": {}}
+    if args.pretrained and not args.checkpoint:
+        for fold in folds:
+            check_fold_weights(args.model.format(fold=fold) if fold is not None else args.model, fold)
     for fold in folds:
         fmt = (lambda s: s.format(fold=fold) if s and fold is not None else s)  # noqa: E731
         test_list = fmt(args.test_list) or (os.path.join(fmt(args.data), "test.txt") if args.data else None)
-        net = load_for_eval(args.model, fmt(args.checkpoint), args.pretrained)
+        net = load_for_eval(fmt(args.model), fmt(args.checkpoint), args.pretrained)
         notice = net.weights_notice()
         if notice:
             print(f"NOTICE: this model has {notice}; its scores mean nothing.")

@@ -85,6 +85,31 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------------- data
+def starting_weights(name: str) -> str:
+    """The model name ``--pretrained`` loads to start training from.
+
+    An untagged architecture starts from its initialisation (its first published tag that is not fine-tuned, e.g.
+    ``.openai``), not from the default tag when that is a fine-tuned release (``dferclip_vitb32_dfew`` ->
+    ``.dfew_fold1``): training the other DFEW folds from fold 1's weights would test on clips those weights were
+    trained on. A tag, ``hf-hub:`` or ``local-dir:`` name is taken as given; a fine-tuned one gets a warning.
+    """
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return name
+    arch, _, tag = name.partition(".")
+    if not tag:
+        init = [t for t in clipdfer.list_pretrained(arch)
+                if t.partition(".")[0] == arch and not clipdfer.get_pretrained_cfg(t).finetuned]
+        if init and init[0] != f"{arch}.{clipdfer.get_pretrained_cfg(arch).tag}":
+            _logger.info("--pretrained: starting from %s (the initialisation; name a fine-tuned tag to start from it)",
+                         init[0])
+        return init[0] if init else name
+    cfg = clipdfer.get_pretrained_cfg(name)
+    if cfg.finetuned:
+        _logger.warning("--pretrained: %s is already fine-tuned on %s; if you train or test on %s's splits, their test "
+                        "clips may be in these weights' training data", name, cfg.dataset, cfg.dataset)
+    return name
+
+
 def _stratified_split(labels: List[int], fraction: float, seed: int) -> Tuple[List[int], List[int]]:
     rng = random.Random(seed)
     train, val = [], []
@@ -187,7 +212,7 @@ def train(cfg: TrainConfig) -> Dict:
         raise FileNotFoundError(f"--resume: no checkpoint in {last!r} (nor {last}.tmp or {last}.old) to continue from; "
                                 f"check --out, or run without --resume to start a new run")
     resume = found is not None
-    source = f"local-dir:{found}" if resume else cfg.model
+    source = f"local-dir:{found}" if resume else (starting_weights(cfg.model) if cfg.pretrained else cfg.model)
     model = clipdfer.create_model(source, pretrained=cfg.pretrained and not resume,
                                   checkpoint_path=None if resume else cfg.checkpoint,
                                   **({} if resume else (cfg.model_kwargs or {})))

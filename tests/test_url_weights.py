@@ -302,3 +302,46 @@ def test_convert_push_to_hub_publishes_the_release_with_its_card(tmp_path, monke
                    'create_model("hf-hub:me/dferclip-ferv39k", pretrained=True)'):
         assert needle in card, needle
     assert "uploaded to me/dferclip-ferv39k" in capsys.readouterr().out
+
+
+def test_fold_releases_are_never_evaluated_or_trained_across_folds(monkeypatch, tmp_path, caplog):
+    """A DFEW fold's release was trained on the other folds' test clips: eval refuses it on another fold, evaluates
+    each fold's own release with '{fold}' in the model name, and train --pretrained on an untagged architecture starts
+    from the initialisation, not from the default fine-tuned release."""
+    from clipdfer import eval as clipdfer_eval
+    from clipdfer.train import starting_weights
+    with pytest.raises(ValueError, match="fine-tuned for fold 1 .*evaluated on fold 2.*dfew_fold\\{fold\\}"):
+        clipdfer_eval.main(["--model", "dferclip_vitb32_dfew", "--pretrained", "--synthetic", "--folds", "1-5",
+                            "--out", str(tmp_path / "a")])
+    loaded = []
+
+    def load(name, checkpoint, pretrained):
+        loaded.append((name, pretrained))
+        return clipdfer.create_model("dferclip_test")
+
+    monkeypatch.setattr(clipdfer_eval, "load_for_eval", load)
+    assert clipdfer_eval.main(["--model", "dferclip_vitb32_dfew.dfew_fold{fold}", "--pretrained", "--synthetic",
+                               "--synthetic-size", "4", "--folds", "1-2", "--out", str(tmp_path / "b")]) == 0
+    assert loaded == [("dferclip_vitb32_dfew.dfew_fold1", True), ("dferclip_vitb32_dfew.dfew_fold2", True)]
+    assert starting_weights("dferclip_vitb32_dfew") == "dferclip_vitb32_dfew.openai"
+    assert starting_weights("clipdfer_vitb32_dfew") == "clipdfer_vitb32_dfew.openai"
+    assert starting_weights("local-dir:runs/x") == "local-dir:runs/x"
+    with caplog.at_level(logging.WARNING, logger="clipdfer"):
+        assert starting_weights("dferclip_vitb32_mafw.mafw_fold2") == "dferclip_vitb32_mafw.mafw_fold2"
+    assert "already fine-tuned on mafw" in caplog.text
+
+
+def test_train_pretrained_starts_from_the_initialisation(monkeypatch, tmp_path):
+    from clipdfer import train as clipdfer_train
+    seen = []
+
+    def create_model(source, **kwargs):
+        seen.append((source, kwargs.get("pretrained")))
+        raise RuntimeError("built")  # the model itself is not the point
+
+    monkeypatch.setattr(clipdfer, "create_model", create_model)
+    cfg = clipdfer_train.TrainConfig(model="dferclip_vitb32_dfew", pretrained=True, synthetic=True,
+                                     out=str(tmp_path / "run"))
+    with pytest.raises(RuntimeError, match="built"):
+        clipdfer_train.train(cfg)
+    assert seen == [("dferclip_vitb32_dfew.openai", True)]
