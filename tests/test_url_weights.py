@@ -58,8 +58,9 @@ def _load(url, **overlay):
 
 def _logits(model, seed=1):
     g = torch.Generator().manual_seed(seed)
+    cfg = model.pretrained_cfg
     with torch.no_grad():
-        return model.eval()(torch.rand(2, 16, 3, 32, 32, generator=g))
+        return model.eval()(torch.rand(2, cfg.num_frames, *cfg.input_size, generator=g))
 
 
 def _entries():
@@ -72,9 +73,13 @@ def test_release_is_downloaded_once_converted_cached_and_equal_to_checkpoint_pat
         release, tmp_path, caplog, monkeypatch):
     server, source, data = release
     url = server.url("DFEW-set1-model_best.pth")
+    conversions = []
+    convert = clipdfer.models.DFERCLIP.convert_release
+    monkeypatch.setattr(clipdfer.models.DFERCLIP, "convert_release",
+                        lambda self, *a: conversions.append(a) or convert(self, *a))
     with caplog.at_level(logging.WARNING, logger="clipdfer"):
         model = _load(url, finetuned=True, notes="Trained on DFEW: non-commercial research only.")
-    assert server.count() == 1
+    assert server.count() == 1 and len(conversions) == 1
     local = tmp_path / "DFEW-set1-model_best.pth"  # the same file, through checkpoint_path
     expected = clipdfer.create_model("dferclip_test", checkpoint_path=str(local))
     assert torch.equal(_logits(model), _logits(expected))
@@ -95,7 +100,7 @@ def test_release_is_downloaded_once_converted_cached_and_equal_to_checkpoint_pat
 
     # a second call neither downloads nor converts; the cache serves with the server stopped and offline
     again = _load(url)
-    assert server.count() == 1 and torch.equal(_logits(again), _logits(source))
+    assert server.count() == 1 and len(conversions) == 1 and torch.equal(_logits(again), _logits(source))
     server.__exit__(None, None, None)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert torch.equal(_logits(_load(url)), _logits(source))
@@ -345,3 +350,16 @@ def test_train_pretrained_starts_from_the_initialisation(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="built"):
         clipdfer_train.train(cfg)
     assert seen == [("dferclip_vitb32_dfew.openai", True)]
+
+
+def test_any_family_loads_a_state_dict_file_at_a_url(hub, tmp_path):
+    """Outside DFER-CLIP's release format, a URL serves a state dict file (here one save_pretrained wrote): cached as
+    safetensors with its recorded weights state, logits equal to the source."""
+    source = clipdfer.create_model("clipdfer_test").eval()
+    source.save_pretrained(str(tmp_path / "saved"), finetuned=True)
+    with FileServer() as server:
+        server.files["w.safetensors"] = (tmp_path / "saved" / "model.safetensors").read_bytes()
+        model = clipdfer.create_model("clipdfer_test", pretrained=True,
+                                      pretrained_cfg_overlay=dict(url=server.url("w.safetensors")))
+        assert server.count() == 1
+    assert torch.equal(_logits(model), _logits(source)) and model.weights == "finetuned"

@@ -209,9 +209,9 @@ def load_pretrained(model: DFERModel, cfg: PretrainedCfg, cache_dir: Optional[st
     if not cfg.has_weights:
         origin = f" {cfg.notes}" if cfg.origin_url and cfg.notes else ""
         raise PretrainedWeightsError(
-            f"{name!r} has no published weights on the Hub.{origin} Otherwise: pretrained=False for a randomly "
+            f"{name!r} has no published weights.{origin} Otherwise: pretrained=False for a randomly "
             f"initialised model, checkpoint_path='weights.safetensors' for your own weights, or "
-            f"pretrained_cfg_overlay=dict(file=...) (or hf_hub_id=...) to say where they are. "
+            f"pretrained_cfg_overlay=dict(file=...) (or hf_hub_id=..., url=...) to say where they are. "
             f"clipdfer.list_pretrained() lists what can be downloaded")
     path = None
     if cfg.state_dict is not None:
