@@ -94,9 +94,10 @@ def _predict(args) -> int:
         if args.model is not None:
             raise
         raise PretrainedWeightsError(
-            f"{e}. The default model ({DEFAULT_MODEL}) needs its weights once; --model clip_zeroshot_vitb32 "
-            f"predicts zero-shot (CLIP's weights, from the Hugging Face Hub), --no-pretrained checks the pipeline "
-            f"with random weights") from e
+            f"{e}. The default model ({DEFAULT_MODEL}) needs its weights once; on the command line: --checkpoint FILE "
+            f"(the downloaded release), --model local-dir:OUT_DIR (converted), --model clip_zeroshot_vitb32 "
+            f"(zero-shot: CLIP's weights, from the Hugging Face Hub), or --no-pretrained (random weights: checks "
+            f"the pipeline)") from e
     quiet = args.json or args.csv
     info = sys.stderr if quiet or world > 1 else sys.stdout
     rank = int(os.environ.get("RANK", "0"))
@@ -266,7 +267,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("train", "eval"):  # full programs of their own, with their own options
         from clipdfer import eval as eval_module, train as train_module
-        return (train_module if argv[0] == "train" else eval_module).main(argv[1:])
+        from clipdfer.models import PretrainedWeightsError
+        try:
+            return (train_module if argv[0] == "train" else eval_module).main(argv[1:])
+        except (PretrainedWeightsError, ValueError, FileNotFoundError, ImportError) as e:  # ours say what to do
+            print(f"clipdfer: error: {e}", file=sys.stderr)
+            return 2
     parser = argparse.ArgumentParser(prog="clipdfer", description="CLIP-based dynamic facial expression recognition",
                                      epilog="also: `clipdfer train --help`, `clipdfer eval --help`")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -274,7 +280,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     q = sub.add_parser("quickstart", help="create a model and run it on the built-in demo clip")
     q.add_argument("--model", default="clipdfer_vitb32_dfew", help="registered model name (see `clipdfer models`)")
-    q.add_argument("--pretrained", action="store_true", help="download the model's default weights from the Hub")
+    q.add_argument("--pretrained", action="store_true",
+                   help="load the model's default weights (downloaded once: the Hub, or a release URL)")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_quickstart)
 

@@ -148,6 +148,10 @@ def main(argv=None) -> int:
     os.makedirs(out, exist_ok=True)
     device = torch.device(args.device)
     folds, results = _fold_list(args.folds), {"model": args.model, "folds": {}}
+    templated = [f"--{k.replace('_', '-')}" for k in ("model", "checkpoint", "data", "test_list")
+                 if "{fold}" in (getattr(args, k) or "")]
+    if templated and folds == [None]:
+        p.error(f"{', '.join(templated)} contain(s) {{fold}}: give the folds to fill it with, e.g. --folds 1-5")
     if args.pretrained and not args.checkpoint:
         for fold in folds:
             check_fold_weights(args.model.format(fold=fold) if fold is not None else args.model, fold)

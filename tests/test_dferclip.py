@@ -209,3 +209,47 @@ def test_torch_compile_runs():
     ref = _logits(model, video)
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(model, backend="eager")(video), ref)
+
+
+def test_converter_records_only_the_provenance_it_can_tell(tmp_path, capsys):
+    """Dataset and fold come from the caller or the official file name; a contradiction, or a 7-class file whose
+    dataset cannot be told, is an error; a release URL is recorded only for a known dataset and fold."""
+    from clipdfer.cli import main
+    seven = clipdfer.create_model("dferclip_test")
+
+    def convert(name, *args, model=seven):
+        path = tmp_path / name
+        if not path.exists():
+            save_official(model, str(path))
+        out = tmp_path / f"out-{name}-{len(args)}"
+        code = main(["convert", "dferclip", str(path), str(out), *args])
+        return code, (json.loads((out / "config.json").read_text())["pretrained_cfg"] if code == 0 else None)
+
+    code, pcfg = convert("FERV39K-2307-set1-model_best.pth")
+    assert code == 0 and (pcfg["dataset"], pcfg["tag"]) == ("ferv39k", "ferv39k")
+    assert pcfg["url"] == clipdfer.get_pretrained_cfg("dferclip_vitb32_ferv39k.ferv39k").url
+    assert pcfg["metrics"] == [["uar", 41.27], ["war", 51.65]] and "FERV39K" in pcfg["notes"]
+    code, pcfg = convert("DFEW-2307-set3-model_best.pth")
+    assert code == 0 and pcfg["tag"] == "dfew_fold3" and "DFEW fold 3" in pcfg["notes"]
+    assert pcfg["url"] == clipdfer.get_pretrained_cfg("dferclip_vitb32_dfew.dfew_fold3").url
+    code, pcfg = convert("my_dfew_model.pth", "--dataset", "dfew")  # no fold: the dataset's record, no URL
+    assert code == 0 and pcfg["tag"] == "dfew" and pcfg["url"] is None and "fold" not in pcfg["notes"].split(".")[0]
+    capsys.readouterr()
+    for name, args, message in [
+            ("model_best.pth", (), "7-class release, which DFEW's and FERV39k's both are"),
+            ("model_best.pth", ("--dataset", "mafw"), "dataset 'mafw' has 11 classes but the checkpoint has 7"),
+            ("model_best.pth", ("--dataset", "dfew", "--fold", "9"), "--fold 9: DFEW's releases are folds 1-5"),
+            ("model_best.pth", ("--dataset", "ferv39k", "--fold", "3"), "FERV39K has one split"),
+            ("DFEW-2307-set3-model_best.pth", ("--fold", "2"), "contradicts the file name")]:
+        assert convert(name, *args)[0] == 2, (name, args)
+        assert message in capsys.readouterr().err, message
+    (tmp_path / "page.pth").write_bytes(b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning"
+                                        b"</title></head></html>")
+    assert main(["convert", "dferclip", str(tmp_path / "page.pth"), str(tmp_path / "o1")]) == 2
+    assert "is an HTML page ('Google Drive - Virus scan warning'), not a checkpoint" in capsys.readouterr().err
+    full = (tmp_path / "DFEW-2307-set3-model_best.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(full[: len(full) // 2])
+    assert main(["convert", "dferclip", str(tmp_path / "cut.pth"), str(tmp_path / "o2"), "--dataset", "dfew"]) == 2
+    err = capsys.readouterr().err
+    assert "cut.pth" in err and "is not a readable PyTorch checkpoint" in err and "truncated" in err
+    assert "\n" not in err.strip()  # one line, not torch's paragraph

@@ -111,6 +111,8 @@ def test_pretrained_cfg_reads_as_timm_code_reads_it():
         cfg["nonsense"]
     as_dict = dict(cfg)
     assert as_dict == cfg.to_dict() and as_dict["num_frames"] == model.num_frames
+    import collections.abc
+    assert isinstance(cfg, collections.abc.Mapping) and list(cfg.values()) == list(as_dict.values())
 
 
 @pytest.mark.parametrize("name", clipdfer.list_models("*_test"))

@@ -212,20 +212,25 @@ def test_google_drive_links_go_through_gdown_and_its_refusals_are_explained(rele
     _, _, data = release
     calls = []
 
-    def scripted(url, output=None, quiet=False, **kwargs):  # Drive itself is not reachable from tests
-        calls.append(url)
+    def scripted(url, output=None, quiet=False, fuzzy=False):  # gdown 5's signature; Drive is not reachable here
+        calls.append((url, fuzzy))
         if len(calls) == 1:
             raise FileURLRetrievalError("Too many users have viewed or downloaded this file recently.")
-        with open(output, "wb") as f:
+        assert output.endswith(os.sep)  # a directory: gdown names the file as Drive does
+        path = os.path.join(output, "DFEW-set1-model_best.pth")
+        with open(path, "wb") as f:
             f.write(data)
-        return output
+        return path
 
     monkeypatch.setattr(gdown, "download", scripted)
     drive = "https://drive.google.com/file/d/1tH1d2zZv2HtcQFPrGuVWJHXmD9sTeddQ/view"
     with pytest.raises(PretrainedWeightsError, match="(?s)Too many users.*daily download quota.*checkpoint_path"):
         _load(drive)
-    model = _load(drive)
-    assert calls == [drive, drive] and model.weights in ("finetuned", "pretrained")
+    model = _load(drive, finetuned=True)
+    # gdown < 6 reads a Drive viewer link only with fuzzy=True (gdown 6 has no such argument and is not given it)
+    assert calls == [(drive, True), (drive, True)] and model.weights == "finetuned"
+    config = json.loads(open(os.path.join(url_cache_entry(model.pretrained_cfg), "config.json")).read())
+    assert "DFEW-set1-model_best.pth" in config["pretrained_cfg"]["notes"]  # the release's own name is recorded
 
 
 def test_the_hub_copy_comes_first_and_the_url_is_the_fallback(release, hub, tmp_path, caplog):
@@ -309,7 +314,7 @@ def test_convert_push_to_hub_publishes_the_release_with_its_card(tmp_path, monke
     assert "uploaded to me/dferclip-ferv39k" in capsys.readouterr().out
 
 
-def test_fold_releases_are_never_evaluated_or_trained_across_folds(monkeypatch, tmp_path, caplog):
+def test_fold_releases_are_never_evaluated_or_trained_across_folds(monkeypatch, tmp_path, caplog, capsys):
     """A DFEW fold's release was trained on the other folds' test clips: eval refuses it on another fold, evaluates
     each fold's own release with '{fold}' in the model name, and train --pretrained on an untagged architecture starts
     from the initialisation, not from the default fine-tuned release."""
@@ -328,6 +333,14 @@ def test_fold_releases_are_never_evaluated_or_trained_across_folds(monkeypatch, 
     assert clipdfer_eval.main(["--model", "dferclip_vitb32_dfew.dfew_fold{fold}", "--pretrained", "--synthetic",
                                "--synthetic-size", "4", "--folds", "1-2", "--out", str(tmp_path / "b")]) == 0
     assert loaded == [("dferclip_vitb32_dfew.dfew_fold1", True), ("dferclip_vitb32_dfew.dfew_fold2", True)]
+    from clipdfer.cli import main
+    with pytest.raises(SystemExit):  # {fold} without folds to fill it with: argparse's usage error
+        main(["eval", "--model", "dferclip_vitb32_dfew.dfew_fold{fold}", "--pretrained", "--synthetic"])
+    assert "contain(s) {fold}: give the folds to fill it with, e.g. --folds 1-5" in capsys.readouterr().err
+    assert main(["eval", "--model", "dferclip_vitb32_dfew", "--pretrained", "--synthetic", "--folds", "1-2",
+                 "--out", str(tmp_path / "c")]) == 2  # through the CLI: one line, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("clipdfer: error: dferclip_vitb32_dfew loads the weights fine-tuned for fold 1")
     assert starting_weights("dferclip_vitb32_dfew") == "dferclip_vitb32_dfew.openai"
     assert starting_weights("clipdfer_vitb32_dfew") == "clipdfer_vitb32_dfew.openai"
     assert starting_weights("local-dir:runs/x") == "local-dir:runs/x"
@@ -363,3 +376,72 @@ def test_any_family_loads_a_state_dict_file_at_a_url(hub, tmp_path):
                                       pretrained_cfg_overlay=dict(url=server.url("w.safetensors")))
         assert server.count() == 1
     assert torch.equal(_logits(model), _logits(source)) and model.weights == "finetuned"
+
+
+def test_a_pinned_sha256_is_checked_against_the_cache_too(release):
+    server, source, data = release
+    url = server.url("DFEW-set1-model_best.pth")
+    _load(url)
+    with pytest.raises(PretrainedWeightsError, match="expects 0000"):  # a cached copy of another file is not used
+        _load(url, url_sha256="0" * 64)
+    assert server.count() == 2
+    model = _load(url, url_sha256=" " + hashlib.sha256(data).hexdigest().upper() + "\n")  # as sha256sum prints it
+    assert server.count() == 2 and torch.equal(_logits(model), _logits(source))
+    with pytest.raises(ValueError, match="url_sha256='abc': expected the file's sha256 as 64 hex digits"):
+        _load(url, url_sha256="abc")
+
+
+def test_a_file_named_as_another_release_is_refused(release, tmp_path):
+    server, source, data = release
+    server.files["DFEW-2307-set2-model_best.pth"] = data
+    server.files["FERV39K-2307-set1-model_best.pth"] = data
+    fold1 = dict(dataset="dfew", tag="dfew_fold1")
+    with pytest.raises(PretrainedWeightsError, match="named 'DFEW-2307-set2-model_best.pth', a DFEW fold 2 release, "
+                                                     "but dferclip_test.dfew_fold1 is DFEW fold 1"):
+        _load(server.url("DFEW-2307-set2-model_best.pth"), **fold1)
+    with pytest.raises(PretrainedWeightsError, match="a FERV39K release, but dferclip_test.dfew_fold1 is DFEW"):
+        _load(server.url("FERV39K-2307-set1-model_best.pth"), **fold1)
+    assert torch.equal(_logits(_load(server.url("DFEW-set1-model_best.pth"), **fold1)), _logits(source))
+
+
+def test_a_mirror_of_converted_weights_loads_and_keeps_its_class_texts(release, hub, tmp_path):
+    """A safetensors file (a mirror of a converted release) at the URL or on the Hub loads; weights whose
+    class-specific contexts were trained with other class texts are refused whichever route they come by."""
+    server, source, _ = release
+    source.save_pretrained(str(tmp_path / "same"), finetuned=True)
+    server.files["model.safetensors"] = (tmp_path / "same" / "model.safetensors").read_bytes()
+    assert torch.equal(_logits(_load(server.url("model.safetensors"))), _logits(source))
+
+    other = clipdfer.create_model("dferclip_test", text_type="class_names")
+    other.save_pretrained(str(tmp_path / "other"), finetuned=True)
+    weights = str(tmp_path / "other" / "model.safetensors")
+    hub.commit("me/names", {"model.safetensors": open(weights, "rb").read()})
+    server.files["names.safetensors"] = open(weights, "rb").read()
+    for route in (dict(pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id="me/names")),
+                  dict(pretrained=True, pretrained_cfg_overlay=dict(url=server.url("names.safetensors"))),
+                  dict(checkpoint_path=weights)):
+        with pytest.raises(ValueError, match="other class texts.*class-specific: build the model with "
+                                             "text_type='class_names'"):
+            clipdfer.create_model("dferclip_test", **route)
+    model = clipdfer.create_model("dferclip_test", text_type="class_names", checkpoint_path=weights)
+    assert torch.equal(_logits(model), _logits(other))
+    shared = clipdfer.create_model("dferclip_test", class_specific_contexts=False)  # shared contexts carry over
+    shared.save_pretrained(str(tmp_path / "shared"))
+    clipdfer.create_model("dferclip_test", class_specific_contexts=False, text_type="class_names",
+                          checkpoint_path=str(tmp_path / "shared" / "model.safetensors"))
+
+
+def test_an_unwritable_cache_and_a_killed_download_are_handled(release, tmp_path):
+    server, source, _ = release
+    (tmp_path / "a-file").write_text("not a directory")
+    url = server.url("DFEW-set1-model_best.pth")
+    with pytest.raises(PretrainedWeightsError, match="cannot write the cache .*a-file.*Point cache_dir="):
+        clipdfer.create_model("dferclip_test", pretrained=True, cache_dir=str(tmp_path / "a-file" / "cache"),
+                              pretrained_cfg_overlay=dict(url=url))
+    entry = url_cache_entry(clipdfer.create_model("dferclip_test", pretrained_cfg_overlay=dict(url=url)).pretrained_cfg)
+    stale = os.path.join(os.path.dirname(entry), f".tmp-{os.path.basename(entry)}-killed")
+    os.makedirs(os.path.join(stale, "download"))  # what a download killed with SIGKILL leaves
+    open(os.path.join(stale, "download", "x.pth.part"), "wb").close()
+    assert torch.equal(_logits(_load(url)), _logits(source))
+    assert not os.path.exists(stale) and sorted(os.listdir(os.path.dirname(entry))) == sorted(
+        [os.path.basename(entry), os.path.basename(entry) + ".lock"])

@@ -93,9 +93,11 @@ def test_plain_torch_state_dict_loads_with_weights_only(tmp_path):
     path = str(tmp_path / "w.pth")
     torch.save({"state_dict": a.state_dict(), "epoch": 3}, path)
     b = clipdfer.create_model("clipdfer_test", checkpoint_path=path).eval()
+    torch.save({"model": a.state_dict(), "optimizer": {}}, str(tmp_path / "m.pth"))  # another script's wrapper
+    c = clipdfer.create_model("clipdfer_test", checkpoint_path=str(tmp_path / "m.pth")).eval()
     with torch.no_grad():
         video = _video()
-        assert torch.equal(a(video), b(video))
+        assert torch.equal(a(video), b(video)) and torch.equal(a(video), c(video))
 
 
 def test_missing_checkpoint_file():

@@ -32,10 +32,10 @@ import torch
 from ..data.labels import DFEW_CLASSES, MAFW_CLASSES
 from ..data.texts import DFERCLIP_TEXT_TYPES, dferclip_texts
 from ..models._hub import _atomic_write
-from ..models._safe_load import load_inert
+from ..models._safe_load import UnsafeCheckpointError, load_inert
 
 __all__ = ["is_official_state_dict", "convert_official_state_dict", "detect_text_type", "convert_checkpoint",
-           "read_official_checkpoint", "infer_clip_arch"]
+           "read_official_checkpoint", "infer_clip_arch", "release_from_filename", "NotOfficialCheckpointError"]
 
 _TEMPORAL = [
     (r"temporal_net\.temporal_transformer\.layers\.(\d+)\.0\.fn\.norm\.", r"temporal_net.layers.\1.norm1."),
@@ -128,28 +128,99 @@ def infer_clip_arch(state_dict: Dict[str, torch.Tensor]) -> str:
     raise ValueError(f"no known CLIP shape has width {width}, patch {patch}, {layers} layers, text width {text_width}")
 
 
+class NotOfficialCheckpointError(ValueError):
+    """A readable checkpoint that is not in the official release format (e.g. a plain state dict)."""
+
+
 def read_official_checkpoint(path: str) -> Dict[str, torch.Tensor]:
-    """The ``state_dict`` of an official DFER-CLIP ``.pth`` file, read without running any code."""
-    obj, _ = load_inert(path)
+    """The ``state_dict`` of an official DFER-CLIP ``.pth`` file, read without running any code.
+
+    Raises:
+        ValueError: a web page saved in place of the file, or a file torch cannot read (truncated, not a checkpoint).
+        NotOfficialCheckpointError: a readable checkpoint of another format (a safetensors file, a plain state dict).
+        UnsafeCheckpointError: the file names code to run (nothing ran).
+    """
+    from ..models._safe_load import file_kind, html_title
+    size = os.path.getsize(path)
+    kind = file_kind(path)
+    if kind == "html":
+        title = html_title(path)
+        raise ValueError(
+            f"{path!r} is an HTML page{f' ({title!r})' if title else ''}, not a checkpoint: the download got a web "
+            f"page instead of the file (Google Drive: its quota, login or virus-scan page). Download it again, e.g. "
+            f"in a browser from the link in {_ORIGIN}")
+    if kind == "safetensors":
+        raise NotOfficialCheckpointError(
+            f"{path!r} is a safetensors file, not an official DFER-CLIP release (a torch.save .pth): load it with "
+            f"create_model(name, checkpoint_path=...)")
+    try:
+        obj, _ = load_inert(path)
+    except UnsafeCheckpointError:
+        raise
+    except Exception as e:  # torch's own reasons are long and name no file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"{path!r} ({size} bytes) is not a readable PyTorch checkpoint ({reason}): it is probably truncated (an "
+            f"interrupted download or copy) or not a checkpoint. Download it again") from e
     sd = obj.get("state_dict") if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not is_official_state_dict(sd):
-        raise ValueError(f"{path!r} is not an official DFER-CLIP checkpoint (no module.prompt_learner.ctx / "
-                         f"temporal_net.temporal_transformer keys under 'state_dict')")
+        raise NotOfficialCheckpointError(
+            f"{path!r} is not an official DFER-CLIP checkpoint (no module.prompt_learner.ctx / "
+            f"temporal_net.temporal_transformer keys under 'state_dict')")
     return sd
 
 
 _ORIGIN = "https://github.com/zengqunzhao/DFER-CLIP"
+_CLASS_COUNTS = {"dfew": 7, "ferv39k": 7, "mafw": 11}
+_FOLDED = ("dfew", "mafw")  # released per fold (1-5); FERV39k has one split
 
 
-def _registered_cfg(dataset: str, tag: str):
-    """The registered pretrained cfg of ``dferclip_vitb32_<dataset>.<tag>`` (or the dataset's first official tag)."""
-    import clipdfer
-    arch = f"dferclip_vitb32_{dataset}"
-    if not clipdfer.is_model(arch):
-        return None
-    tags = [t for t in clipdfer.list_pretrained(f"{arch}.*") if t.split(".", 1)[1] != "openai"]
-    name = f"{arch}.{tag}" if f"{arch}.{tag}" in tags else (tags[0] if tags else None)
-    return clipdfer.get_pretrained_cfg(name) if name else None
+def release_from_filename(filename: str) -> Tuple[Optional[str], Optional[int]]:
+    """``(dataset, fold)`` as an official file name says them (the official script names its checkpoints
+    ``<DATASET>-<time>-set<N>-model_best.pth``); None for what it does not say."""
+    name = os.path.basename(filename).lower()
+    dataset = next((d for d in ("ferv39k", "dfew", "mafw") if d in name), None)
+    match = re.search(r"(?:set|fold)[ _-]?(\d+)", name)
+    fold = int(match.group(1)) if match and dataset in _FOLDED else None
+    return dataset, fold
+
+
+def _tag_fold(tag: str) -> Optional[int]:
+    match = re.search(r"_fold(\d+)$", tag or "")
+    return int(match.group(1)) if match else None
+
+
+def _release(num_classes: int, filename: str, dataset: Optional[str], fold: Optional[int], pretrained_cfg):
+    """The dataset and fold a release file is, from the caller, the tag it is loaded for and its file name; a
+    contradiction or what cannot be told is an error."""
+    from ..models._url import ReleaseMismatchError
+    named_dataset, named_fold = release_from_filename(filename)
+    if pretrained_cfg is not None:
+        name = ".".join(filter(None, (pretrained_cfg.architecture, pretrained_cfg.tag)))
+        dataset, fold = pretrained_cfg.dataset, _tag_fold(pretrained_cfg.tag)
+        if named_dataset and dataset and named_dataset != dataset or named_fold and fold and named_fold != fold:
+            said = f"{named_dataset.upper()}{f' fold {named_fold}' if named_fold else ''}"
+            raise ReleaseMismatchError(
+                f"the file is named {os.path.basename(filename)!r}, a {said} release, but {name} is "
+                f"{(dataset or '?').upper()}{f' fold {fold}' if fold else ''}: the URL points at another release. "
+                f"Use that release's tag (clipdfer.list_pretrained('dferclip*')) or point this one at the right file")
+        return dataset, fold
+    if dataset and named_dataset and dataset != named_dataset or fold and named_fold and fold != named_fold:
+        raise ValueError(f"--dataset {dataset} --fold {fold} contradicts the file name {os.path.basename(filename)!r} "
+                         f"({named_dataset} fold {named_fold}): check which release the file is")
+    dataset = dataset or named_dataset or ("mafw" if num_classes == 11 else None)
+    if dataset is None:
+        raise ValueError(f"{os.path.basename(filename)!r} is a 7-class release, which DFEW's and FERV39k's both are, "
+                         f"and its name does not say which: pass the dataset (--dataset dfew or --dataset ferv39k)")
+    if _CLASS_COUNTS.get(dataset) != num_classes:
+        raise ValueError(f"dataset {dataset!r} has {_CLASS_COUNTS.get(dataset)} classes but the checkpoint has "
+                         f"{num_classes}: it is not a {dataset.upper()} release; check --dataset")
+    fold = fold or named_fold
+    if dataset not in _FOLDED and fold is not None:
+        raise ValueError(f"--fold {fold}: {dataset.upper()} has one split and one release; leave --fold out")
+    if fold is not None and not 1 <= fold <= 5:
+        raise ValueError(f"--fold {fold}: {dataset.upper()}'s releases are folds 1-5")
+    return dataset, fold
 
 
 def _file_record(path: str) -> Dict:
@@ -167,24 +238,26 @@ def convert_checkpoint(path: str, out_dir: str, dataset: Optional[str] = None, f
 
     The model arguments (classes, text setting, contexts, temporal depth, T) are read from the checkpoint; the
     pretrained cfg records the official input pipeline (16 frames, segment sampling, no mean/std normalisation), the
-    release's licence, paper, reported metrics and data terms (from the registered tag), and ``config["source"]``
-    the file's name, sha256 and size.
+    release's licence, paper, reported metrics and data terms, its URL when the file is a known release (dataset and
+    fold), and ``config["source"]`` the file's name, sha256 and size.
 
     Args:
-        dataset: ``dfew``, ``ferv39k`` or ``mafw`` (default: told from the class count: 11 is MAFW, 7 DFEW).
-        fold: the fold of a DFEW / MAFW release (1-5), recorded in the tag.
-        pretrained_cfg: the cfg of the tag this file should be (``pretrained=True`` passes it): its dataset and tag
-            are used, and a checkpoint for other classes is an error.
+        dataset: ``dfew``, ``ferv39k`` or ``mafw`` (default: from the file name, e.g. ``DFEW-...-set1-model_best.pth``,
+            else MAFW for 11 classes; 7 classes with a name that does not say are an error).
+        fold: the fold of a DFEW / MAFW release (1-5; default: from the file name).
+        pretrained_cfg: the cfg of the tag this file should be (``pretrained=True`` passes it): its dataset and fold
+            are used, and a file of other classes, or named as another release, is an error.
 
     Returns:
         ``out_dir``; load it with ``clipdfer.create_model("local-dir:" + out_dir)``.
 
     Raises:
-        ValueError: not an official checkpoint, prompts of no known text setting, or (with ``pretrained_cfg``)
-            another dataset's classes.
+        ValueError: not a readable official checkpoint, prompts of no known text setting, a dataset or fold that
+            contradicts the file or cannot be told.
         UnsafeCheckpointError: the file names code to run (nothing ran).
     """
     import clipdfer
+    from ..models.dferclip import official_notes
     sd = read_official_checkpoint(path)
     converted, extras = convert_official_state_dict(sd)
     ctx = converted["prompt_learner.ctx"]
@@ -203,15 +276,10 @@ def convert_checkpoint(path: str, out_dir: str, dataset: Optional[str] = None, f
         name = ".".join(filter(None, (pretrained_cfg.architecture, pretrained_cfg.tag)))
         raise ReleaseMismatchError(
             f"it is a DFER-CLIP checkpoint for {num_classes} classes ({', '.join(class_names)}), but "
-            f"{name} is for {len(expected)} ({', '.join(expected)}): "
-            f"the file is another dataset's release. Use the tag of its dataset (clipdfer.list_pretrained("
-            f"'dferclip*')) or point this one at the right file")
-    if pretrained_cfg is not None:
-        dataset, tag = pretrained_cfg.dataset, pretrained_cfg.tag
-    else:
-        dataset = dataset or ("mafw" if num_classes == 11 else "dfew")
-        tag = f"{dataset}_fold{fold}" if fold else dataset
-    registered = pretrained_cfg or _registered_cfg(dataset, tag)
+            f"{name} is for {len(expected)} ({', '.join(expected)}): the file is another dataset's release. Use the "
+            f"tag of its dataset (clipdfer.list_pretrained('dferclip*')) or point this one at the right file")
+    dataset, fold = _release(num_classes, path, dataset, fold, pretrained_cfg)
+    tag = pretrained_cfg.tag if pretrained_cfg is not None else (f"{dataset}_fold{fold}" if fold else dataset)
     depth = 1 + max(int(k.split(".")[2]) for k in converted if k.startswith("temporal_net.layers."))
     arch = infer_clip_arch(converted)
     model = clipdfer.create_model(
@@ -221,16 +289,21 @@ def convert_checkpoint(path: str, out_dir: str, dataset: Optional[str] = None, f
         num_frames=converted["temporal_net.pos_embedding"].shape[1] - 1)
     model.load_state_dict(converted)
     model.weights = "finetuned"  # the authors' fine-tuned release (what the file is was checked above)
-    record = ({k: getattr(registered, k) for k in ("license", "paper_ids", "metrics", "origin_url", "url", "notes")}
-              if registered is not None else {"license": "mit", "origin_url": _ORIGIN})
+    # what is known of this release: its tag's record when dataset and fold are known, else the dataset's (no URL)
+    known = f"dferclip_vitb32_{dataset}.{dataset}" + (f"_fold{fold}" if fold else "")
+    registered = clipdfer.get_pretrained_cfg(known) if known in clipdfer.list_pretrained("dferclip_vitb32_*") else None
+    dataset_cfg = clipdfer.get_pretrained_cfg(f"dferclip_vitb32_{dataset}")
+    size = "x".join(str(s) for s in model.pretrained_cfg.input_size[1:])
     note = (f"Converted by clipdfer from the official DFER-CLIP checkpoint {os.path.basename(path)} (text: "
-            f"{text_type}). Frames: 16 per clip, the middle frame of each of 16 equal segments, resized to 224x224, "
-            f"scaled to [0, 1], no mean/std normalisation. Metrics: UAR / WAR (%) as the paper reports them (DFEW and "
-            f"MAFW: the mean over 5 folds), not measured by clipdfer.")
-    record["notes"] = f"{record['notes']} {note}" if record.get("notes") else note
-    model.save_pretrained(out_dir, tag=tag, finetuned=True, dataset=dataset, num_frames=model.num_frames,
-                          frame_sampling="segment", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                          interpolation="bilinear", **record)
+            f"{text_type}). Frames: {model.num_frames} per clip, the middle frame of each of {model.num_frames} "
+            f"equal segments, resized to {size}, scaled to [0, 1], no mean/std normalisation. Metrics: UAR / WAR (%) "
+            f"as the paper reports them (DFEW and MAFW: the mean over 5 folds), not measured by clipdfer.")
+    model.save_pretrained(
+        out_dir, tag=tag, finetuned=True, dataset=dataset, num_frames=model.num_frames, frame_sampling="segment",
+        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation="bilinear", license="mit",
+        paper_ids=dataset_cfg.paper_ids, metrics=dataset_cfg.metrics, origin_url=_ORIGIN,
+        url=pretrained_cfg.url if pretrained_cfg is not None else (registered.url if registered else None),
+        notes=f"{official_notes(dataset, fold)} {note}")
     config_path = os.path.join(out_dir, "config.json")
     with open(config_path) as f:
         config = json.load(f)

@@ -390,6 +390,10 @@ class DFERModel(HubMixin, nn.Module):
         from ._url import save_state_dict_file
         save_state_dict_file(path, out_dir, pretrained_cfg)
 
+    def check_class_texts(self, texts: Sequence[str], source: str) -> None:
+        """Raise ``ValueError`` when weights trained with class ``texts`` cannot serve this model's class texts
+        (a family whose learned weights are tied to each class's text overrides it); this default accepts any."""
+
     def checkpoint_weights_state(self, state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
         """What a state dict's weights are when its format tells (an official fine-tuned release), else None."""
         return None

@@ -2,7 +2,7 @@
 
 import dataclasses
 import inspect
-import itertools
+import json
 import logging
 import os
 from typing import Callable, Dict, Optional, Tuple
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ._base import WEIGHT_STATES, DFERModel
-from ._hub import WEIGHTS_STATE_KEY, PretrainedWeightsError, download_weights
+from ._hub import CLASS_TEXTS_KEY, WEIGHTS_STATE_KEY, PretrainedWeightsError, download_weights
 from ._pretrained import PretrainedCfg
 from ._safe_load import UnsafeCheckpointError, load_inert
 
@@ -45,7 +45,7 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     """Read a state dict without running code: safetensors, or a torch file through a restricted unpickler.
 
     A torch file may hold objects of its training script's classes next to the weights (as DFER-CLIP's do); they
-    are kept as inert data. A wrapping ``{"state_dict": ...}`` dict is unwrapped.
+    are kept as inert data. A wrapping ``{"state_dict": ...}`` or ``{"model": ...}`` dict is unwrapped.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist: give the path of a .safetensors file")
@@ -59,10 +59,13 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
         raise ValueError(
             f"cannot read {path!r} as a checkpoint ({type(e).__name__}: {e}). clipdfer never unpickles arbitrary "
             f"objects: convert the file to safetensors first") from e
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+    for key in ("state_dict", "model"):  # training scripts' wrappers, as timm unwraps them
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path!r} does not hold a state dict of tensors (directly or under 'state_dict')")
+        raise ValueError(f"{path!r} does not hold a state dict of tensors (directly or under 'state_dict' or "
+                         f"'model')")
     return obj
 
 
@@ -176,17 +179,30 @@ def load_weights(model: DFERModel, state_dict: Dict[str, torch.Tensor], source: 
     return backbone_only
 
 
-def recorded_weights_state(path: str) -> Optional[str]:
-    """The weights state a clipdfer safetensors file records (``save_pretrained`` writes it), or None."""
+def _metadata(path: str) -> Dict[str, str]:
+    """The metadata of a safetensors file ({} for other or unreadable files: the loader reports those)."""
     if not path.endswith(".safetensors"):
-        return None
+        return {}
     from safetensors import safe_open
     try:
         with safe_open(path, framework="pt") as f:
-            state = (f.metadata() or {}).get(WEIGHTS_STATE_KEY)
+            return dict(f.metadata() or {})
     except Exception:  # unreadable files are reported by the loader
-        return None
+        return {}
+
+
+def recorded_weights_state(path: str) -> Optional[str]:
+    """The weights state a clipdfer safetensors file records (``save_pretrained`` writes it), or None."""
+    state = _metadata(path).get(WEIGHTS_STATE_KEY)
     return state if state in WEIGHT_STATES else None
+
+
+def check_recorded_class_texts(model: DFERModel, path: str, source: str) -> None:
+    """The class texts a clipdfer safetensors file records (``save_pretrained`` writes those of text-prompt models)
+    against the model's, by the family's rule (``DFERModel.check_class_texts``)."""
+    recorded = _metadata(path).get(CLASS_TEXTS_KEY)
+    if recorded and getattr(model, "class_texts", None) is not None and model.has_prompt_head:
+        model.check_class_texts(json.loads(recorded), source)
 
 
 def load_checkpoint(model: DFERModel, checkpoint_path: str) -> None:
@@ -197,6 +213,7 @@ def load_checkpoint(model: DFERModel, checkpoint_path: str) -> None:
     for your own fine-tuned weights).
     """
     state_dict = load_state_dict_file(checkpoint_path)
+    check_recorded_class_texts(model, checkpoint_path, checkpoint_path)
     known = model.checkpoint_weights_state(state_dict)  # a release format the family recognises
     backbone_only = load_weights(model, state_dict, checkpoint_path)
     model.weights = "pretrained" if backbone_only else (
@@ -219,6 +236,7 @@ def load_pretrained(model: DFERModel, cfg: PretrainedCfg, cache_dir: Optional[st
     else:
         path, source = _pretrained_file(model, cfg, name, cache_dir)
         state_dict = load_state_dict_file(path)
+        check_recorded_class_texts(model, path, source)
     backbone_only = load_weights(model, state_dict, source, cfg.checkpoint_format)
     recorded = None if backbone_only or path is None else recorded_weights_state(path)
     # a file saved by clipdfer records its own state, which wins over a cfg; else the cfg says what a tag's file is
@@ -245,29 +263,12 @@ def _pretrained_file(model: DFERModel, cfg: PretrainedCfg, name: str, cache_dir:
             hub_error = e
     from ._url import url_weights
     try:
-        path, config = url_weights(model, cfg, cache_dir)
+        path, _ = url_weights(model, cfg, cache_dir)
     except PretrainedWeightsError as e:
         if hub_error is None:
             raise
         raise PretrainedWeightsError(f"{e} (The Hub copy failed before: {hub_error})") from e
-    _check_release_texts(model, config, name)
     return path, cfg.url
-
-
-def _check_release_texts(model: DFERModel, config: Dict, name: str) -> None:
-    """A release trained with other class texts than the model's is an error: its prompt contexts would load
-    silently next to texts they were not trained with."""
-    args = config.get("model_args") or {}
-    theirs, ours = args.get("class_texts"), getattr(model, "class_texts", None)
-    if theirs is None or ours is None or tuple(theirs) == tuple(ours):
-        return
-    pairs = list(itertools.zip_longest(theirs, ours))
-    first = next(i for i, (a, b) in enumerate(pairs) if a != b)
-    raise ValueError(
-        f"the weights of {name} were trained with other class texts than the model's (class {first}: "
-        f"{pairs[first][0]!r} in the release, {pairs[first][1]!r} in the model). Build the "
-        f"model with the release's: text_type={args.get('text_type')!r} (or class_texts=...), or leave the class "
-        f"arguments at the tag's defaults")
 
 
 def _take_num_classes(model_cls: Callable[..., nn.Module], variant: str, kwargs: Dict) -> Optional[int]:

@@ -34,6 +34,7 @@ _logger = logging.getLogger(__name__)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_STATE_KEY = "clipdfer_weights"  # model.safetensors metadata: what the weights are (model.weights)
+CLASS_TEXTS_KEY = "clipdfer_class_texts"  # and the class texts a text-prompt head was trained with (JSON list)
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
@@ -206,6 +207,8 @@ def save_pretrained(model: nn.Module, save_directory: str, **cfg_updates) -> str
     os.makedirs(save_directory, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": "pt", "clipdfer_version": __version__, WEIGHTS_STATE_KEY: config["weights"]}
+    if getattr(model, "class_texts", None) is not None and model.has_prompt_head:
+        metadata[CLASS_TEXTS_KEY] = json.dumps(list(model.class_texts))
     _atomic_write(os.path.join(save_directory, WEIGHTS_NAME), lambda p: save_file(state, p, metadata=metadata))
 
     def write_json(p):

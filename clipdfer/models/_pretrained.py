@@ -4,6 +4,7 @@ The architecture (the part of a model name before the dot) fixes the graph; the 
 how frames must be prepared for them (preprocessing travels with the weights).
 """
 
+import collections.abc
 import dataclasses
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -102,11 +103,17 @@ class PretrainedCfg:
     def items(self):
         return [(k, getattr(self, k)) for k in self.keys()]
 
+    def values(self):
+        return [getattr(self, k) for k in self.keys()]
+
     def __iter__(self):
         return iter(self.keys())
 
     def __len__(self) -> int:
         return len(self.keys())
+
+
+collections.abc.Mapping.register(PretrainedCfg)  # isinstance(cfg, Mapping), as timm code may check
 
 
 @dataclasses.dataclass

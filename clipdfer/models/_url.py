@@ -22,8 +22,10 @@ from typing import Any, Dict, Optional, Tuple
 
 from ._hub import CONFIG_NAME, WEIGHTS_NAME, PretrainedWeightsError, _offline
 from ._pretrained import PretrainedCfg
+from ._safe_load import file_kind, html_title
 
-__all__ = ["url_weights", "url_cache_entry", "is_google_drive_url", "ReleaseMismatchError", "GDOWN_EXTRA"]
+__all__ = ["url_weights", "url_cache_entry", "is_google_drive_url", "ReleaseMismatchError", "check_sha256",
+           "GDOWN_EXTRA"]
 
 _logger = logging.getLogger(__name__)
 
@@ -58,8 +60,23 @@ def _manual_route(cfg: PretrainedCfg, convert_command: Optional[str]) -> str:
             f"create_model({_name(cfg)!r}, checkpoint_path='FILE'){convert}")
 
 
-def _cached(entry: str, url: str) -> Optional[Dict[str, Any]]:
-    """The record of a complete cache entry for ``url``, or None."""
+def check_sha256(value: Optional[str]) -> Optional[str]:
+    """A ``url_sha256`` as 64 lower-case hex digits (surrounding space removed), or None.
+
+    Raises:
+        ValueError: anything else, naming the value.
+    """
+    if value is None:
+        return None
+    digest = str(value).strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError(f"url_sha256={value!r}: expected the file's sha256 as 64 hex digits (sha256sum prints it), "
+                         f"or None to record it at the first download")
+    return digest
+
+
+def _cached(entry: str, url: str, sha256: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """The record of a complete cache entry for ``url`` (made from a file of ``sha256`` when given), or None."""
     try:
         with open(os.path.join(entry, CONFIG_NAME)) as f:
             config = json.load(f)
@@ -67,6 +84,10 @@ def _cached(entry: str, url: str) -> Optional[Dict[str, Any]]:
         return None
     source = config.get("source") or {}
     if source.get("url") != url or not os.path.isfile(os.path.join(entry, WEIGHTS_NAME)):
+        return None
+    if sha256 and source.get("sha256") != sha256:
+        _logger.info("%s was made from a file with sha256 %s, but %s is expected: downloading again", entry,
+                     source.get("sha256"), sha256)
         return None
     return config
 
@@ -87,10 +108,14 @@ def _download(url: str, directory: str, name: str, route: str) -> str:
         raise PretrainedWeightsError(
             f"downloading the weights of {name} from {url} needs gdown, an optional dependency: "
             f"pip install '{GDOWN_EXTRA}' (or pip install gdown). Without it: {route}") from e
-    path = os.path.join(directory, "download")
+    import inspect
+    os.makedirs(directory)
+    # gdown names the file as the server does (Google Drive's file name, else the URL's); gdown < 6 needs fuzzy=True
+    # to read a Drive viewer link (.../file/d/ID/view), gdown 6 reads it and has no such argument
+    fuzzy = {"fuzzy": True} if "fuzzy" in inspect.signature(gdown.download).parameters else {}
     _logger.info("%s: downloading %s", name, url)
     try:
-        out = gdown.download(url, output=path, quiet=False)
+        out = gdown.download(url, output=directory + os.sep, quiet=False, **fuzzy)
     except Exception as e:  # gdown's own errors and requests' network errors; reported, never swallowed
         drive = is_google_drive_url(url)
         why = (" Google Drive refuses a file whose daily download quota is used up (retry in a day) or that is not "
@@ -98,52 +123,36 @@ def _download(url: str, directory: str, name: str, route: str) -> str:
         raise PretrainedWeightsError(
             f"download of the weights of {name} from {url} failed ({type(e).__name__}: {e}).{why} Nothing was "
             f"cached; retry, or {route}") from e
-    if out is None or not os.path.isfile(path):  # gdown < 5 returns None instead of raising
+    files = [f for f in os.listdir(directory) if not f.endswith(".part")]
+    if out is None or len(files) != 1:  # gdown < 5 returns None instead of raising
         raise PretrainedWeightsError(f"download of the weights of {name} from {url} failed (gdown gave no file); "
                                      f"retry, or {route}")
-    return path
-
-
-def _sniff(path: str) -> str:
-    """``'html'``, ``'torch'`` (a zip or pickle file), ``'safetensors'`` or ``'unknown'``."""
-    with open(path, "rb") as f:
-        head = f.read(4096)
-    text = head.lstrip().lower()
-    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text[:512]:
-        return "html"
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return "torch"
-    if len(head) > 8 and head[8:9] == b"{":
-        return "safetensors"
-    return "unknown"
-
-
-def _html_title(path: str) -> str:
-    with open(path, "rb") as f:
-        match = re.search(rb"<title[^>]*>(.*?)</title>", f.read(1 << 16), re.S | re.I)
-    return match.group(1).decode("utf-8", "replace").strip() if match else ""
+    return os.path.join(directory, files[0])
 
 
 def _check_download(path: str, cfg: PretrainedCfg, name: str, route: str) -> Tuple[str, str]:
     """Refuse what is not a checkpoint; the file renamed to its format's extension, and its sha256."""
     size = os.path.getsize(path)
-    kind = _sniff(path)
+    kind = file_kind(path)
     if kind == "html":
-        title = _html_title(path)
+        title = html_title(path)
+        why = ("Google Drive answers with such a page when the file's download quota is used up, when it needs a "
+               "login, or when the link is not a file link" if is_google_drive_url(cfg.url) else
+               "the server answered with a web page (a login, an error or a landing page), not the file")
         raise PretrainedWeightsError(
             f"{cfg.url} gave an HTML page{f' ({title!r})' if title else ''}, {size} bytes, instead of the weights "
-            f"of {name}. Google Drive answers with such a page when the file's download quota is used up, when it "
-            f"needs a login, or when the link is not a file link. Open the URL in a browser: retry later, or {route}")
+            f"of {name}: {why}. Open the URL in a browser: retry later, or {route}")
     if kind == "unknown":
         raise PretrainedWeightsError(
             f"{cfg.url} gave {size} bytes that are neither a PyTorch nor a safetensors file: not the weights of "
             f"{name}. Check the URL (pretrained_cfg_overlay=dict(url=...)), or {route}")
     sha = _sha256(path)
-    if cfg.url_sha256 and sha != cfg.url_sha256.lower():
+    if cfg.url_sha256 and sha != check_sha256(cfg.url_sha256):
         raise PretrainedWeightsError(
             f"{cfg.url} gave a file with sha256 {sha}, but {name} expects {cfg.url_sha256}: the file changed at its "
             f"source, or the download was corrupted. Retry; if it persists, report it")
-    final = path + (".safetensors" if kind == "safetensors" else ".pth")
+    extension = ".safetensors" if kind == "safetensors" else ".pth"
+    final = path if path.endswith(extension) else path + extension  # the server's name, with its format's extension
     os.replace(path, final)
     return final, sha
 
@@ -186,9 +195,10 @@ def url_weights(model, cfg: PretrainedCfg, cache_dir: Optional[str] = None) -> T
     from filelock import FileLock
 
     name = _name(cfg)
+    sha256 = check_sha256(cfg.url_sha256)
     entry = url_cache_entry(cfg, cache_dir)
     route = _manual_route(cfg, getattr(model, "release_convert_command", None))
-    config = _cached(entry, cfg.url)
+    config = _cached(entry, cfg.url, sha256)
     if config is not None:
         return os.path.join(entry, WEIGHTS_NAME), config
     if _offline():
@@ -196,13 +206,26 @@ def url_weights(model, cfg: PretrainedCfg, cache_dir: Optional[str] = None) -> T
             f"the weights of {name} are not in the cache ({entry}) and offline mode is on (HF_HUB_OFFLINE), so "
             f"{cfg.url} cannot be downloaded. Run once online (or unset HF_HUB_OFFLINE), point cache_dir / "
             f"HF_HUB_CACHE at a cache that has them, or {route}")
-    os.makedirs(os.path.dirname(entry), exist_ok=True)
-    with FileLock(entry + ".lock"):  # one download per entry, also across processes (torchrun ranks)
-        config = _cached(entry, cfg.url)
+    root = os.path.dirname(entry)
+    try:
+        os.makedirs(root, exist_ok=True)
+        lock = FileLock(entry + ".lock")
+        lock.acquire()
+    except OSError as e:
+        raise PretrainedWeightsError(
+            f"cannot write the cache {root} for the weights of {name} ({type(e).__name__}: {e}). Point cache_dir= "
+            f"(or HF_HUB_CACHE) at a writable directory, or {route}") from e
+    try:  # one download per entry, also across processes (torchrun ranks)
+        config = _cached(entry, cfg.url, sha256)
         if config is not None:
             return os.path.join(entry, WEIGHTS_NAME), config
-        with tempfile.TemporaryDirectory(prefix=".tmp-", dir=os.path.dirname(entry)) as tmp:
-            raw, sha = _check_download(_download(cfg.url, tmp, name, route), cfg, name, route)
+        prefix = f".tmp-{os.path.basename(entry)}-"
+        for stale in os.listdir(root):  # left by a killed download of this entry (the lock says none is running)
+            if stale.startswith(prefix):
+                shutil.rmtree(os.path.join(root, stale), ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix=prefix, dir=root) as tmp:
+            raw, sha = _check_download(_download(cfg.url, os.path.join(tmp, "download"), name, route), cfg, name,
+                                       route)
             size = os.path.getsize(raw)
             out = os.path.join(tmp, "converted")
             _convert(model, raw, out, cfg, name, route)
@@ -219,6 +242,8 @@ def url_weights(model, cfg: PretrainedCfg, cache_dir: Optional[str] = None) -> T
         _logger.warning("%s: downloaded %s (sha256 %s, %d bytes), converted and cached in %s. Licence: %s (%s).%s",
                         name, cfg.url, sha, size, entry, cfg.license or "not stated", cfg.origin_url or cfg.url,
                         terms)
+    finally:
+        lock.release()
     return os.path.join(entry, WEIGHTS_NAME), config
 
 
@@ -228,12 +253,18 @@ def save_state_dict_file(path: str, out_dir: str, cfg: PretrainedCfg) -> None:
     from safetensors.torch import save_file
 
     from ..version import __version__
-    from ._builder import WEIGHTS_STATE_KEY, load_state_dict_file, recorded_weights_state, strip_wrapper_prefixes
+    from ._builder import (
+        CLASS_TEXTS_KEY, WEIGHTS_STATE_KEY, _metadata, load_state_dict_file, recorded_weights_state,
+        strip_wrapper_prefixes,
+    )
     state_dict = strip_wrapper_prefixes(load_state_dict_file(path))
     state = recorded_weights_state(path) or ("finetuned" if cfg.finetuned else "loaded")
+    metadata = {"format": "pt", WEIGHTS_STATE_KEY: state}
+    if CLASS_TEXTS_KEY in _metadata(path):  # the class texts the weights were trained with travel with them
+        metadata[CLASS_TEXTS_KEY] = _metadata(path)[CLASS_TEXTS_KEY]
     os.makedirs(out_dir, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state_dict.items()}, os.path.join(out_dir, WEIGHTS_NAME),
-              metadata={"format": "pt", WEIGHTS_STATE_KEY: state})
+              metadata=metadata)
     with open(os.path.join(out_dir, CONFIG_NAME), "w") as f:
         json.dump({"architecture": cfg.architecture, "weights": state, "clipdfer_version": __version__,
                    "pretrained_cfg": cfg.to_dict()}, f, indent=2)

@@ -149,9 +149,30 @@ class DFERCLIP(DFERModel):
 
     def convert_release(self, path: str, out_dir: str, pretrained_cfg: PretrainedCfg) -> None:
         """An official release file (``torch.save`` of the authors' training state) -> ``out_dir``, through
-        :func:`clipdfer.convert.dferclip.convert_checkpoint` (checked against the tag's classes)."""
-        from ..convert.dferclip import convert_checkpoint
-        convert_checkpoint(path, out_dir, pretrained_cfg=pretrained_cfg)
+        :func:`clipdfer.convert.dferclip.convert_checkpoint` (checked against the tag's dataset, fold and classes);
+        a safetensors file or a plain state dict goes through the default conversion."""
+        from ..convert.dferclip import NotOfficialCheckpointError, convert_checkpoint
+        if not path.endswith(".safetensors"):
+            try:
+                return convert_checkpoint(path, out_dir, pretrained_cfg=pretrained_cfg)
+            except NotOfficialCheckpointError:
+                pass  # a plain state dict, e.g. a mirror of converted weights
+        super().convert_release(path, out_dir, pretrained_cfg)
+
+    def check_class_texts(self, texts: Sequence[str], source: str) -> None:
+        """Class-specific contexts are learned for their class's text: weights trained with other texts for the same
+        classes would load silently and predict wrongly, so that is an error (shared contexts carry over)."""
+        ours = tuple(self.class_texts)
+        if not self.prompt_learner.class_specific or len(texts) != len(ours) or tuple(texts) == ours:
+            return
+        i = next(i for i, (a, b) in enumerate(zip(texts, ours)) if a != b)
+        found = [t for t in ("class_descriptor", "class_names", "class_names_with_context")
+                 if tuple(dferclip_texts(self.class_names, t)) == tuple(texts)]
+        how = f"text_type={found[0]!r}" if found else f"class_texts={list(texts)!r}"
+        raise ValueError(
+            f"the weights from {source} were trained with other class texts than the model's (class {i}: {texts[i]!r} "
+            f"in the weights, {ours[i]!r} in the model), and its prompt contexts are class-specific: build the model "
+            f"with {how}")
 
     def checkpoint_weights_state(self, state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
         """The official release's format: the authors' fine-tuned checkpoints (DFEW / FERV39k / MAFW)."""
@@ -169,8 +190,14 @@ class DFERCLIP(DFERModel):
             own = F.embedding(ours, emb)[:, 1 + self.prompt_learner.n_ctx:]
             if own.shape != suffix.shape or not torch.allclose(own, suffix.float(), atol=1e-3):
                 found = detect_text_type(suffix, emb, self.prompt_learner.n_ctx)
-                hint = (f"it was trained with text_type={found[0]!r} for classes {list(found[1])}: create the model "
-                        f"with text_type={found[0]!r}" if found else "pass the class_texts it was trained with")
+                if found and tuple(found[1]) != tuple(self.class_names):
+                    hint = (f"it was trained for {len(found[1])} classes {list(found[1])} (text_type={found[0]!r}): "
+                            f"create the model with those classes (the dferclip_vitb32_"
+                            f"{'mafw' if len(found[1]) == 11 else 'dfew'} architecture)")
+                elif found:
+                    hint = f"it was trained with text_type={found[0]!r}: create the model with text_type={found[0]!r}"
+                else:
+                    hint = "pass the class_texts it was trained with"
                 raise ValueError(f"this DFER-CLIP checkpoint's prompts differ from the model's class texts; {hint}, "
                                  f"or convert it with `clipdfer convert dferclip`, which reads them from the file")
         return converted
@@ -221,6 +248,12 @@ _DATA_TERMS = {
 }
 
 
+def official_notes(dataset: str, fold: Optional[int]) -> str:
+    """What an official release is and under which terms (its licence, its training data's)."""
+    return (f"Official DFER-CLIP weights, {dataset.upper()}{f' fold {fold}' if fold else ''} (MIT licence, {_ORIGIN}). "
+            f"Trained on {dataset.upper()}: {_DATA_TERMS[dataset]}; use these weights accordingly.")
+
+
 def _official_cfg(dataset: str, fold: Optional[int]) -> PretrainedCfg:
     classes = _DATASETS[dataset]
     return PretrainedCfg(
@@ -228,8 +261,7 @@ def _official_cfg(dataset: str, fold: Optional[int]) -> PretrainedCfg:
         num_classes=len(classes), class_names=classes, num_frames=16, frame_sampling="segment",
         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation="bilinear", finetuned=True, license="mit",
         paper_ids=_PAPER, dataset=dataset, metrics=_METRICS[dataset], origin_url=_ORIGIN,
-        notes=(f"Official DFER-CLIP weights, {dataset.upper()}{f' fold {fold}' if fold else ''} (MIT licence, "
-               f"{_ORIGIN}). Trained on {dataset.upper()}: {_DATA_TERMS[dataset]}; use these weights accordingly."))
+        notes=official_notes(dataset, fold))
 
 
 def _openai_cfg(dataset: str) -> PretrainedCfg:
