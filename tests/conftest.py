@@ -36,3 +36,26 @@ def hub(monkeypatch, tmp_path):
     with FakeHub() as fake:
         monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
         yield fake
+
+
+@pytest.fixture
+def hub_uploads(monkeypatch):
+    """``huggingface_hub.HfApi`` replaced by a recorder: the dict it returns gets ``endpoint``, ``created``
+    (repo id, private, exist_ok) and ``files`` (name -> bytes of the uploaded folder); uploads return
+    ``"commit to <repo id>"``."""
+    import huggingface_hub
+    uploaded = {}
+
+    class RecordingApi:
+        def __init__(self, endpoint=None, token=None):
+            uploaded["endpoint"] = endpoint
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            uploaded["created"] = (repo_id, private, exist_ok)
+
+        def upload_folder(self, repo_id, folder_path, commit_message, revision=None, create_pr=False):
+            uploaded["files"] = {f: open(os.path.join(folder_path, f), "rb").read() for f in os.listdir(folder_path)}
+            return f"commit to {repo_id}"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    return uploaded

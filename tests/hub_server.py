@@ -13,6 +13,19 @@ import urllib.parse
 from typing import Dict, List, Optional, Tuple
 
 
+def _serve(handler) -> http.server.ThreadingHTTPServer:
+    """A threaded HTTP server of ``handler`` on a free loopback port, serving in a daemon thread."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _stop(server: http.server.ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
 class FakeHub:
     def __init__(self):
         self.repos: Dict[str, Dict[str, Dict[str, bytes]]] = {}  # repo -> commit -> filename -> data
@@ -94,14 +107,11 @@ class FakeHub:
             def do_GET(self):
                 self._answer(send_body=True)
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = _serve(Handler)
         return self
 
     def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
+        _stop(self._server)
 
 
 class FileServer:
@@ -152,11 +162,8 @@ class FileServer:
                 if path in server.truncate:
                     self.close_connection = True
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = _serve(Handler)
         return self
 
     def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
+        _stop(self._server)

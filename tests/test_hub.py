@@ -177,26 +177,11 @@ def test_num_classes_conflict_drops_the_head_with_a_warning(tmp_path, caplog):
                               msta_kernel_sizes=(7, 7, 13), checkpoint_path=path)
 
 
-def test_push_to_hf_hub_uploads_config_weights_and_card(monkeypatch):
-    import huggingface_hub
-    uploaded = {}
-
-    class RecordingApi:
-        def __init__(self, endpoint=None, token=None):
-            uploaded["endpoint"] = endpoint
-
-        def create_repo(self, repo_id, private=None, exist_ok=False):
-            uploaded["created"] = (repo_id, exist_ok)
-
-        def upload_folder(self, repo_id, folder_path, commit_message, revision=None, create_pr=False):
-            import os
-            uploaded["files"] = {f: open(os.path.join(folder_path, f), "rb").read() for f in os.listdir(folder_path)}
-            return f"commit to {repo_id}"
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+def test_push_to_hf_hub_uploads_config_weights_and_card(hub_uploads):
+    uploaded = hub_uploads
     model = clipdfer.create_model("clipdfer_test")
     assert clipdfer.push_to_hf_hub(model, "me/my-dfer", finetuned=True, dataset="dfew") == "commit to me/my-dfer"
-    assert uploaded["created"] == ("me/my-dfer", True)
+    assert uploaded["created"] == ("me/my-dfer", None, True)
     files = uploaded["files"]
     assert set(files) == {"config.json", "model.safetensors", "README.md"}
     card = files["README.md"].decode()

@@ -272,33 +272,18 @@ def test_a_state_dict_in_the_cfg_comes_first():
     assert "state_dict" not in model.pretrained_cfg.to_dict()
 
 
-def test_convert_push_to_hub_publishes_the_release_with_its_card(tmp_path, monkeypatch, capsys):
+def test_convert_push_to_hub_publishes_the_release_with_its_card(tmp_path, hub_uploads, capsys):
     """`clipdfer convert dferclip FILE OUT --push-to-hub ORG/NAME`: the converted files as they are, and a card with
     the licence, the source file and its sha256, the data terms, the paper's metrics, the label order and the
     preprocessing (issue 20, item 3). The Hub's upload API is recorded, not reached."""
-    import huggingface_hub
-
     from clipdfer.cli import main
-    uploaded = {}
-
-    class RecordingApi:
-        def __init__(self, endpoint=None, token=None):
-            pass
-
-        def create_repo(self, repo_id, private=None, exist_ok=False):
-            uploaded["repo"] = (repo_id, private)
-
-        def upload_folder(self, repo_id, folder_path, commit_message, revision=None, create_pr=False):
-            uploaded["files"] = {f: open(os.path.join(folder_path, f), "rb").read() for f in os.listdir(folder_path)}
-            return f"https://hub/{repo_id}/commit/1"
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    uploaded = hub_uploads
     source = clipdfer.create_model("dferclip_test")
     data = _release_bytes(tmp_path, source, "FERV39k-model_best.pth")
     out = tmp_path / "converted"
     assert main(["convert", "dferclip", str(tmp_path / "FERV39k-model_best.pth"), str(out), "--dataset", "ferv39k",
                  "--push-to-hub", "me/dferclip-ferv39k"]) == 0
-    assert uploaded["repo"] == ("me/dferclip-ferv39k", None)
+    assert uploaded["created"] == ("me/dferclip-ferv39k", None, True)
     files = uploaded["files"]
     assert set(files) == {"config.json", "model.safetensors", "README.md"}
     assert files["config.json"] == (out / "config.json").read_bytes()  # the converted files as they are
