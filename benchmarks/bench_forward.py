@@ -1,18 +1,21 @@
 """Forward time of clipdfer models against the CLIP floor, on the CPU or a CUDA GPU.
 
     python benchmarks/bench_forward.py "clipdfer_vitb32_*" dferclip_vitb32_dfew --batch-sizes 1 32 \\
-        --dtype bf16 --device cuda --compile --json fwd.json --markdown fwd.md
+        --dtypes bf16 fp32 --device cuda --compile both --save --markdown fwd.md
 
-For each model and batch size, eval mode under ``torch.inference_mode``: the model's forward and open_clip's bare
-``encode_image`` of the same B x T frames with the same visual weights (the floor of any CLIP-based DFER model) are
-timed alternately after warm-up (CUDA events on a GPU, ``perf_counter`` on the CPU); medians are reported, with the
-ratio, clips per second, the achieved matmul throughput (full multiply-accumulate count x 2 / time) and its fraction
-of this device's matmul peak measured by a large GEMM in the same dtype. bf16 / fp16 cast both models' weights.
+For each model, batch size, dtype and compile mode, eval mode under ``torch.inference_mode``: the model's forward and
+open_clip's bare ``encode_image`` of the same B x T frames with the same visual weights (the floor of any CLIP-based
+DFER model) are timed alternately after warm-up (CUDA events on a GPU, ``perf_counter`` on the CPU); medians are
+reported, with the ratio, clips per second, the achieved matmul throughput (full multiply-accumulate count x 2 / time)
+and its fraction of this device's matmul peak measured by a large GEMM in the same dtype, and on a GPU the peak memory
+allocated during one forward of the model (every resident tensor: both models' weights included). bf16 / fp16 cast
+both models' weights. ``--save`` merges the rows into ``benchmarks/results/forward-<device>.json`` (see _results.py).
 """
 
 import argparse
+import itertools
 import json
-import platform
+import sys
 import statistics
 import time
 from typing import Dict, List, Optional
@@ -21,11 +24,14 @@ import open_clip
 import torch
 
 import clipdfer
+from _results import device_name, peak_memory_mb, save_rows
 from clipdfer.layers import build_open_clip
 from clipdfer.models import DFERCLIP
 from clipdfer.profiling import count_macs
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
+ROW_KEYS = ("model", "model_kwargs", "batch_size", "num_frames", "dtype", "compiled")  # what names a measurement
 
 
 def _timer(device: torch.device):
@@ -93,25 +99,24 @@ def bench(name: str, batch: int, device: torch.device, dtype: torch.dtype, compi
             ms_floor.append(timer(lambda: floor(frames)))
             if reencode:
                 ms_reencode.append(timer(uncached))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            fwd(video)
+            torch.cuda.synchronize(device)
+        peak_mem = peak_memory_mb(device)
     with torch.device("meta"):
         meta_model = clipdfer.create_model(name, **model_kwargs)
     meta_model.to("meta")
     macs = count_macs(meta_model, torch.empty(batch, t, 3, size, size, device="meta"), "full")
     m, f = statistics.median(ms_model), statistics.median(ms_floor)
     row = {"model": name, "model_kwargs": model_kwargs, "batch_size": batch, "num_frames": t,
-           "dtype": str(dtype).split(".")[-1],
-           "compile": compile_, "model_ms": m, "encode_image_ms": f, "ratio": m / f,
-           "clips_per_s": batch / (m / 1e3), "achieved_tflops": 2 * macs / (m / 1e3) / 1e12}
+           "dtype": _DTYPE_NAMES[dtype], "compiled": compile_, "model_ms": m, "floor_ms": f, "ratio": m / f,
+           "clips_per_s": batch / (m / 1e3), "tflops": 2 * macs / (m / 1e3) / 1e12, "peak_mem_mb": peak_mem}
     if reencode:
         r = statistics.median(ms_reencode)
-        row.update(reencode_prompts_ms=r, prompt_cache_speedup=r / m)
+        row.update(reencode_ms=r, cache_speedup=r / m)
     return row
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def _label(row: Dict) -> str:
@@ -119,21 +124,27 @@ def _label(row: Dict) -> str:
     return f"`{row['model']}`" + "".join(f", `{k}={v!r}`" for k, v in extra.items())
 
 
-def markdown(rows: List[Dict], device: str, peak: float) -> str:
-    head = (f"Device: {device}; matmul peak measured {peak:.1f} TFLOP/s; torch {torch.__version__}, "
-            f"open_clip {open_clip.__version__}\n\n| model | B | T | dtype | compile | model ms | encode_image ms | "
-            "ratio | clips/s | TFLOP/s | of peak |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+def _mib(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def markdown(rows: List[Dict], device: str) -> str:
+    peaks = ", ".join(sorted({f"{r['dtype']} {r['matmul_peak_tflops']:.1f}" for r in rows}))
+    head = (f"Device: {device}; matmul peak measured (TFLOP/s): {peaks}; torch {torch.__version__}, "
+            f"open_clip {open_clip.__version__}\n\n| model | B | T | dtype | compiled | model ms | encode_image ms | "
+            "ratio | clips/s | TFLOP/s | of peak | peak MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     table = head + "".join(
-        f"| {_label(r)} | {r['batch_size']} | {r['num_frames']} | {r['dtype']} | {r['compile']} | "
-        f"{r['model_ms']:.2f} | {r['encode_image_ms']:.2f} | {r['ratio']:.3f} | {r['clips_per_s']:.1f} | "
-        f"{r['achieved_tflops']:.2f} | {100 * r['fraction_of_peak']:.1f}% |\n" for r in rows)
-    cached = [r for r in rows if "reencode_prompts_ms" in r]
+        f"| {_label(r)} | {r['batch_size']} | {r['num_frames']} | {r['dtype']} | {r['compiled']} | "
+        f"{r['model_ms']:.2f} | {r['floor_ms']:.2f} | {r['ratio']:.3f} | {r['clips_per_s']:.1f} | "
+        f"{r['tflops']:.2f} | {100 * r['peak_fraction']:.1f}% | "
+        f"{_mib(r['peak_mem_mb'])} |\n" for r in rows)
+    cached = [r for r in rows if "reencode_ms" in r]
     if cached:
         table += ("\nCached prompt features against re-encoding the prompts every call:\n\n"
-                  "| model | B | dtype | compile | "
+                  "| model | B | dtype | compiled | "
                   "cached ms | re-encoding ms | speed-up |\n|---|---|---|---|---|---|---|\n" + "".join(
-                      f"| {_label(r)} | {r['batch_size']} | {r['dtype']} | {r['compile']} | {r['model_ms']:.2f} | "
-                      f"{r['reencode_prompts_ms']:.2f} | {r['prompt_cache_speedup']:.2f}x |\n" for r in cached))
+                      f"| {_label(r)} | {r['batch_size']} | {r['dtype']} | {r['compiled']} | {r['model_ms']:.2f} | "
+                      f"{r['reencode_ms']:.2f} | {r['cache_speedup']:.2f}x |\n" for r in cached))
     return table
 
 
@@ -144,39 +155,42 @@ def main(argv=None) -> List[Dict]:
     p.add_argument("--num-frames", type=int, default=None,
                    help="T (default: each model's own); models whose temporal modules need another T refuse it")
     p.add_argument("--model-kwargs", default="{}", help="JSON of extra model arguments, e.g. '{\"interfit\": false}'")
-    p.add_argument("--dtype", choices=sorted(_DTYPES), default="fp32")
+    p.add_argument("--dtypes", "--dtype", nargs="+", choices=sorted(_DTYPES), default=["fp32"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--compile", action="store_true", help="torch.compile both sides")
+    p.add_argument("--compile", nargs="?", const="on", default="off", choices=["off", "on", "both"],
+                   help="torch.compile both sides (on), or time eager and compiled (both)")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--json")
+    p.add_argument("--save", nargs="?", const="", metavar="PATH",
+                   help="merge the rows into PATH (default benchmarks/results/forward-<device>.json)")
     p.add_argument("--markdown")
     args = p.parse_args(argv)
-    device, dtype = torch.device(args.device), _DTYPES[args.dtype]
+    device = torch.device(args.device)
     names = [n for pattern in args.models for n in (clipdfer.list_models(pattern) or [pattern])]
     model_kwargs = json.loads(args.model_kwargs)
     if args.num_frames is not None:
         model_kwargs["num_frames"] = args.num_frames
-    peak = matmul_peak_tflops(device, dtype)
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     rows = []
-    for name in names:
-        for batch in args.batch_sizes:
-            row = bench(name, batch, device, dtype, args.compile, args.runs, args.warmup, model_kwargs)
-            row["fraction_of_peak"] = row["achieved_tflops"] / peak
+    for dtype_name in args.dtypes:
+        dtype = _DTYPES[dtype_name]
+        peak = matmul_peak_tflops(device, dtype)
+        for name, batch, compiled in itertools.product(names, args.batch_sizes, modes):
+            row = bench(name, batch, device, dtype, compiled, args.runs, args.warmup, model_kwargs)
+            row.update(matmul_peak_tflops=peak, peak_fraction=row["tflops"] / peak)
             rows.append(row)
-            extra = (f"; re-encoding the prompts every call {row['reencode_prompts_ms']:.2f} ms, the cache is "
-                     f"{row['prompt_cache_speedup']:.2f}x faster" if "reencode_prompts_ms" in row else "")
-            print(f"{name} B={batch} {row['dtype']}{' compiled' if args.compile else ''}: {row['model_ms']:.2f} ms "
-                  f"vs encode_image {row['encode_image_ms']:.2f} ms, ratio {row['ratio']:.3f}, "
-                  f"{row['clips_per_s']:.1f} clips/s, {100 * row['fraction_of_peak']:.1f}% of matmul peak{extra}",
+            extra = (f"; re-encoding the prompts every call {row['reencode_ms']:.2f} ms, the cache is "
+                     f"{row['cache_speedup']:.2f}x faster" if "reencode_ms" in row else "")
+            print(f"{name} B={batch} {dtype_name}{' compiled' if compiled else ''}: {row['model_ms']:.2f} ms "
+                  f"vs encode_image {row['floor_ms']:.2f} ms, ratio {row['ratio']:.3f}, "
+                  f"{row['clips_per_s']:.1f} clips/s, {100 * row['peak_fraction']:.1f}% of matmul peak{extra}",
                   flush=True)
-    dev = device_name(device)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": dev, "matmul_peak_tflops": peak, "rows": rows}, f, indent=2)
+    if args.save is not None:
+        command = ["bench_forward.py"] + list(sys.argv[1:] if argv is None else argv)
+        print("wrote", save_rows("forward", device, rows, ROW_KEYS, args.save or None, command))
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(markdown(rows, dev, peak))
+            f.write(markdown(rows, device_name(device)))
     return rows
 
 

@@ -1,6 +1,6 @@
 """Time and peak memory of one training step, with and without gradient checkpointing, in fp32 and bf16.
 
-    python benchmarks/bench_train.py clipdfer_vitb32_dfew --batch-size 8 --device cuda --markdown train.md
+    python benchmarks/bench_train.py clipdfer_vitb32_dfew --batch-sizes 8 32 64 --device cuda --save
 
 A step is forward, loss (the model's ``training_losses``: cross-entropy, or its family's losses), backward and an AdamW
 step over the trainable parameters, in training mode; bf16 runs under autocast with fp32 weights. Each configuration
@@ -54,19 +54,25 @@ def child(cfg: dict) -> dict:
         times.append(1e3 * (time.perf_counter() - start))
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {**cfg, "step_ms": statistics.median(times), "peak_memory_mb": peak / 2 ** 20,
+    return {**cfg, "step_ms": statistics.median(times), "peak_mem_mb": peak / 2 ** 20,
             "memory_kind": "cuda max allocated" if device.type == "cuda" else "process peak RSS"}
+
+
+ROW_KEYS = ("model", "batch_size", "dtype", "grad_checkpointing")  # what names a measurement
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="*")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-sizes", "--batch-size", type=int, nargs="+", default=[8],
+                   help="ascending; a configuration that runs out of memory is recorded and its larger sizes skipped")
     p.add_argument("--device", default=None)
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--grad-checkpointing", choices=["off", "on", "both"], default="both")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--json")
+    p.add_argument("--save", nargs="?", const="", metavar="PATH",
+                   help="merge the rows into PATH (default benchmarks/results/train-<device>.json)")
     p.add_argument("--markdown")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -75,26 +81,36 @@ def main(argv=None):
         return None
     import torch
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ckpts = {"off": [False], "on": [True], "both": [False, True]}[args.grad_checkpointing]
     rows = []
-    for name, dtype, ckpt in itertools.product(args.models, args.dtypes, (False, True)):
-        cfg = {"model": name, "batch_size": args.batch_size, "device": device, "dtype": dtype,
-               "grad_checkpointing": ckpt, "steps": args.steps, "warmup": args.warmup}
-        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True, text=True)
-        if out.returncode:
-            raise RuntimeError(f"{cfg} failed:\n{out.stderr[-2000:]}")
-        row = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append(row)
-        print(f"{name} B={args.batch_size} {dtype} grad-ckpt={ckpt}: {row['step_ms']:.1f} ms/step, "
-              f"peak {row['peak_memory_mb']:.0f} MB ({row['memory_kind']})", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    for name, dtype, ckpt in itertools.product(args.models, args.dtypes, ckpts):
+        for batch in sorted(args.batch_sizes):
+            cfg = {"model": name, "batch_size": batch, "device": device, "dtype": dtype,
+                   "grad_checkpointing": ckpt, "steps": args.steps, "warmup": args.warmup}
+            out = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True,
+                                 text=True)
+            if out.returncode and "OutOfMemoryError" in out.stderr:
+                rows.append({**cfg, "step_ms": None, "peak_mem_mb": None, "oom": True})
+                print(f"{name} B={batch} {dtype} grad-ckpt={ckpt}: out of memory; larger batches skipped", flush=True)
+                break
+            if out.returncode:
+                raise RuntimeError(f"{cfg} failed:\n{out.stderr[-2000:]}")
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"{name} B={batch} {dtype} grad-ckpt={ckpt}: {row['step_ms']:.1f} ms/step, "
+                  f"peak {row['peak_mem_mb']:.0f} MiB ({row['memory_kind']})", flush=True)
+    if args.save is not None:
+        from _results import save_rows
+        command = ["bench_train.py"] + list(sys.argv[1:] if argv is None else argv)
+        print("wrote", save_rows("train", torch.device(device), rows, ROW_KEYS, args.save or None, command))
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write("| model | B | dtype | grad ckpt | ms/step | peak MB | memory |\n|---|---|---|---|---|---|---|\n")
+            f.write("| model | B | dtype | grad ckpt | ms/step | peak MiB | memory |\n|---|---|---|---|---|---|---|\n")
             for r in rows:
+                ms = "out of memory" if r.get("oom") else f"{r['step_ms']:.1f}"
+                mem = "-" if r.get("oom") else f"{r['peak_mem_mb']:.0f}"
                 f.write(f"| `{r['model']}` | {r['batch_size']} | {r['dtype']} | {r['grad_checkpointing']} | "
-                        f"{r['step_ms']:.1f} | {r['peak_memory_mb']:.0f} | {r['memory_kind']} |\n")
+                        f"{ms} | {mem} | {r.get('memory_kind', '-')} |\n")
     return rows
 
 

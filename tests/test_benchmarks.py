@@ -19,12 +19,41 @@ def test_bench_forward_reports_ratio_and_peak_fraction(tmp_path):
     assert [(r["model"], r["batch_size"]) for r in rows] == [("clipdfer_test", 1), ("clipdfer_test", 2),
                                                             ("dferclip_test", 1), ("dferclip_test", 2)]
     for r in rows:
-        assert r["model_ms"] > 0 and r["encode_image_ms"] > 0 and r["ratio"] > 0 and 0 < r["fraction_of_peak"] < 1
+        assert r["model_ms"] > 0 and r["floor_ms"] > 0 and r["ratio"] > 0 and 0 < r["peak_fraction"] < 1
+        assert r["compiled"] is False and r["dtype"] == "fp32" and r["peak_mem_mb"] is None  # no GPU memory on a CPU
         # DFER-CLIP is also timed re-encoding its prompts every call (the official behaviour); the others are not
-        assert ("reencode_prompts_ms" in r) == r["model"].startswith("dferclip")
-    assert all(r["reencode_prompts_ms"] > 0 for r in rows[2:])
+        assert ("reencode_ms" in r) == r["model"].startswith("dferclip")
+    assert all(r["reencode_ms"] > 0 for r in rows[2:])
     md = (tmp_path / "fwd.md").read_text()
     assert "matmul peak measured" in md and "re-encoding ms" in md
+
+
+def test_benchmark_results_are_data_and_make_the_docs_tables(tmp_path):
+    """--save merges rows (issue 21's schema) into one JSON per script and device; make_tables.py renders them."""
+    import json
+
+    import make_tables
+    path = str(tmp_path / "forward-cpu.json")
+    common = ["dferclip_test", "--runs", "1", "--warmup", "1", "--save", path]
+    bench_forward.main(common + ["--batch-sizes", "1", "2", "--compile", "off"])
+    bench_forward.main(common + ["--batch-sizes", "2", "--dtypes", "bf16"])  # adds rows
+    bench_forward.main(common + ["--batch-sizes", "1"])  # measures B = 1 fp32 again: replaces that row
+    data = json.load(open(path))
+    rows = data["rows"]
+    assert [(r["batch_size"], r["dtype"]) for r in rows] == [(2, "fp32"), (2, "bf16"), (1, "fp32")]
+    schema = {"device", "script", "model", "batch_size", "num_frames", "dtype", "compiled", "model_ms", "floor_ms",
+              "ratio", "tflops", "peak_fraction", "peak_mem_mb", "torch_version", "reencode_ms"}
+    assert all(schema <= set(r) and r["script"] == "forward" for r in rows)
+    assert data["environment"]["torch_version"] == rows[0]["torch_version"] and "bench_forward" in data["command"]
+    table = make_tables.render([path])
+    assert "`dferclip_test`" in table and f"{rows[0]['model_ms']:.2f}" in table
+    assert data["environment"]["device"] in table and data["command"] in table
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("intro\n<!-- results:begin -->\nold\n<!-- results:end -->\nafter\n")
+    make_tables.main(["--results", path, "--doc", str(doc)])
+    text = doc.read_text()
+    assert text.startswith("intro\n<!-- results:begin -->\n") and "old" not in text and text.endswith("after\n")
+    assert f"{rows[0]['model_ms']:.2f}" in text
 
 
 def test_bench_forward_takes_num_frames_and_model_kwargs():
@@ -37,7 +66,7 @@ def test_bench_train_measures_each_configuration_in_its_own_process():
     rows = bench_train.main(["clipdfer_test", "--batch-size", "2", "--steps", "1", "--warmup", "1",
                              "--dtypes", "fp32"])
     assert [r["grad_checkpointing"] for r in rows] == [False, True]
-    assert all(r["step_ms"] > 0 and r["peak_memory_mb"] > 0 for r in rows)
+    assert all(r["step_ms"] > 0 and r["peak_mem_mb"] > 0 for r in rows)
 
 
 def test_bench_cpu_kernels_runs_both_parts():
@@ -78,3 +107,33 @@ def test_check_face_detectors_reproduces_the_docs_table():
     assert rows["mouth and chin covered"]["haar"] == 0 and rows["cameraman (three-quarter)"]["haar"] == 0
     free = next(r for c, r in rows.items() if "face-free" in c)
     assert free["yunet_false_boxes"] == 0
+
+
+def test_bench_train_records_out_of_memory_and_skips_larger_batches(monkeypatch, tmp_path):
+    """Batch sizes 'up to what fits': a configuration that runs out of memory is a row, its larger sizes are not run
+    (the child processes are scripted here; a CPU does not run out of memory on cue)."""
+    import json
+    import subprocess
+
+    ran = []
+    real_run = subprocess.run
+
+    def run(cmd, **kwargs):
+        if "--child" not in cmd:
+            return real_run(cmd, **kwargs)
+        cfg = json.loads(cmd[-1])
+        ran.append((cfg["batch_size"], cfg["grad_checkpointing"]))
+        if cfg["batch_size"] >= 32 and not cfg["grad_checkpointing"]:
+            return subprocess.CompletedProcess(cmd, 1, "", "torch.OutOfMemoryError: CUDA out of memory.")
+        row = {**cfg, "step_ms": 10.0 * cfg["batch_size"], "peak_mem_mb": 100.0, "memory_kind": "scripted"}
+        return subprocess.CompletedProcess(cmd, 0, json.dumps(row) + "\n", "")
+
+    monkeypatch.setattr(bench_train.subprocess, "run", run)
+    rows = bench_train.main(["clipdfer_test", "--batch-sizes", "64", "8", "32", "--dtypes", "bf16", "--save",
+                             str(tmp_path / "train.json"), "--markdown", str(tmp_path / "train.md")])
+    assert ran == [(8, False), (32, False), (8, True), (32, True), (64, True)]
+    assert [(r["batch_size"], r["grad_checkpointing"], r.get("oom", False)) for r in rows] == [
+        (8, False, False), (32, False, True), (8, True, False), (32, True, False), (64, True, False)]
+    assert "out of memory" in (tmp_path / "train.md").read_text()
+    saved = json.load(open(tmp_path / "train.json"))["rows"]
+    assert len(saved) == 5 and all(r["script"] == "train" for r in saved)

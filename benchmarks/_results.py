@@ -1,0 +1,102 @@
+"""Benchmark results as data: every script's rows, with the machine they ran on, in one JSON file per script and device.
+
+    benchmarks/results/<script>-<device>.json = {"environment": {...}, "command": "...", "rows": [{...}, ...]}
+
+Each row carries ``device``, ``script`` and ``torch_version`` besides the script's own fields, so rows from several
+files can be put side by side; ``environment`` names the device, its driver and the torch / CUDA / open_clip versions.
+A rerun of a script on the same device replaces the rows it measured again (same key fields) and keeps the others.
+``benchmarks/make_tables.py`` turns the files into the GPU tables of docs/benchmarks.md.
+"""
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def device_name(device: torch.device) -> str:
+    """``NVIDIA H200`` for a GPU; the processor and thread count for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def device_slug(device: torch.device) -> str:
+    """A short file-name part for the device: the GPU's model (``H200``, ``A100-SXM4-80GB``), or ``cpu``."""
+    if device.type != "cuda":
+        return "cpu"
+    name = re.sub(r"^NVIDIA\s+", "", torch.cuda.get_device_name(device))
+    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-") or "cuda"
+
+
+def _driver_version() -> Optional[str]:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def environment(device: torch.device) -> Dict:
+    """What the numbers depend on besides the code: device, driver, library versions."""
+    env = {"device": device_name(device), "torch_version": torch.__version__, "python": platform.python_version()}
+    try:
+        import open_clip
+        env["open_clip_version"] = open_clip.__version__
+    except ImportError:
+        pass
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(cuda_version=torch.version.cuda, cudnn_version=torch.backends.cudnn.version(),
+                   driver_version=_driver_version(), gpu_memory_gib=round(props.total_memory / 2 ** 30, 1))
+    return env
+
+
+def save_rows(script: str, device: torch.device, rows: Sequence[Dict], keys: Sequence[str],
+              path: Optional[str] = None, command: Optional[Sequence[str]] = None) -> str:
+    """Merge ``rows`` into ``path`` (default ``benchmarks/results/<script>-<device slug>.json``).
+
+    Args:
+        script: the script's name (``forward``, ``train``, ``predict``, ``lstm``).
+        keys: the row fields that name a measurement; an old row with the same values is replaced.
+        command: the script file and its arguments (default ``sys.argv``), recorded to rerun the measurement.
+
+    Returns:
+        The path written.
+    """
+    path = path or os.path.join(RESULTS_DIR, f"{script}-{device_slug(device)}.json")
+    env = environment(device)
+    stamped = [{"device": env["device"], "script": script, "torch_version": env["torch_version"], **row}
+               for row in rows]
+    old: List[Dict] = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f).get("rows", [])
+
+    def key(row: Dict):
+        return tuple(json.dumps(row.get(k), sort_keys=True) for k in keys)
+
+    new_keys = {key(r) for r in stamped}
+    merged = [r for r in old if key(r) not in new_keys] + stamped
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        argv = list(command) if command is not None else [os.path.basename(sys.argv[0])] + sys.argv[1:]
+        json.dump({"environment": env, "command": "python benchmarks/" + " ".join(argv), "rows": merged}, f,
+                  indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def peak_memory_mb(device: torch.device) -> Optional[float]:
+    """``torch.cuda.max_memory_allocated`` since the last reset, in MiB (None on the CPU)."""
+    return torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None

@@ -1,0 +1,94 @@
+"""Markdown tables from the benchmark results (``benchmarks/results/*.json``), for docs/benchmarks.md.
+
+    python benchmarks/make_tables.py                      # print the tables of every results file
+    python benchmarks/make_tables.py --doc docs/benchmarks.md  # replace the block between the results markers
+
+One table per file (a script on a device), headed by the device, its driver and the library versions the rows were
+measured with, and the command that wrote them. Numbers are printed as measured, rounded for reading.
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+from typing import Dict, List, Sequence
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+_HIDDEN = {"device", "script", "torch_version", "matmul_peak_tflops"}  # in the heading instead
+_TITLES = {"forward": "Forward pass", "train": "Training step", "predict": "Prediction", "lstm": "InterFIT's LSTM"}
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if key.endswith(("fraction", "ratio")):
+            return f"{100 * value:.1f}%" if key.endswith("fraction") else f"{value:.3f}"
+        return f"{value:.2f}" if abs(value) < 1e4 else f"{value:.0f}"
+    if isinstance(value, dict):
+        return ", ".join(f"`{k}={v!r}`" for k, v in value.items()) or "-"
+    if key == "model":
+        return f"`{value}`"
+    return str(value)
+
+
+def _columns(rows: Sequence[Dict]) -> List[str]:
+    cols: List[str] = []
+    for row in rows:
+        cols += [k for k in row if k not in cols and k not in _HIDDEN]
+    return [c for c in cols if any(r.get(c) not in (None, {}, "") for r in rows)]
+
+
+def render_file(path: str) -> str:
+    with open(path) as f:
+        data = json.load(f)
+    rows, env = data.get("rows", []), data.get("environment", {})
+    if not rows:
+        return ""
+    script = rows[0].get("script", os.path.basename(path).split("-")[0])
+    versions = ", ".join(f"{k.replace('_version', '')} {v}" for k, v in env.items()
+                         if k.endswith("_version") and v is not None)
+    peaks = sorted({f"{r['dtype']} {r['matmul_peak_tflops']:.1f}" for r in rows if r.get("matmul_peak_tflops")})
+    head = (f"### {_TITLES.get(script, script)}: {env.get('device', rows[0].get('device'))}\n\n"
+            f"{versions}" + (f"; GPU memory {env['gpu_memory_gib']} GiB" if env.get("gpu_memory_gib") else "")
+            + (f"; matmul peak measured (TFLOP/s): {', '.join(peaks)}" if peaks else "")
+            + f". Written by `{data.get('command', '?')}` ({os.path.relpath(path, os.path.dirname(HERE))}).\n\n")
+    cols = _columns(rows)
+    table = ("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+             + "".join("| " + " | ".join(_cell(c, r.get(c)) for c in cols) + " |\n" for r in rows))
+    return head + table
+
+
+def render(paths: Sequence[str]) -> str:
+    return "\n".join(t for t in (render_file(p) for p in sorted(paths)) if t)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", nargs="+", default=None,
+                   help="result files (default: benchmarks/results/*.json)")
+    p.add_argument("--doc", help=f"replace the block between {BEGIN} and {END} in this file")
+    args = p.parse_args(argv)
+    paths = args.results or sorted(glob.glob(os.path.join(HERE, "results", "*.json")))
+    text = render(paths)
+    if not args.doc:
+        print(text)
+        return 0
+    with open(args.doc) as f:
+        doc = f.read()
+    if BEGIN not in doc or END not in doc:
+        print(f"{args.doc} has no {BEGIN} ... {END} block to fill", file=sys.stderr)
+        return 2
+    before, rest = doc.split(BEGIN, 1)
+    after = rest.split(END, 1)[1]
+    with open(args.doc, "w") as f:
+        f.write(f"{before}{BEGIN}\n{text}{END}{after}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
