@@ -62,7 +62,8 @@ def environment(device: torch.device) -> Dict:
 
 def save_rows(script: str, device: torch.device, rows: Sequence[Dict], keys: Sequence[str],
               path: Optional[str] = None, command: Optional[Sequence[str]] = None) -> str:
-    """Merge ``rows`` into ``path`` (default ``benchmarks/results/<script>-<device slug>.json``).
+    """Merge ``rows`` into ``path`` (default ``benchmarks/results/<script>-<device slug>.json``; a folder: that
+    file name in it).
 
     Args:
         script: the script's name (``forward``, ``train``, ``predict``, ``lstm``).
@@ -72,7 +73,10 @@ def save_rows(script: str, device: torch.device, rows: Sequence[Dict], keys: Seq
     Returns:
         The path written.
     """
-    path = path or os.path.join(RESULTS_DIR, f"{script}-{device_slug(device)}.json")
+    name = f"{script}-{device_slug(device)}.json"
+    path = path or os.path.join(RESULTS_DIR, name)
+    if path.endswith(os.sep) or os.path.isdir(path):  # a folder: the file is named as in benchmarks/results
+        path = os.path.join(path, name)
     env = environment(device)
     stamped = [{"device": env["device"], "script": script, "torch_version": env["torch_version"], **row}
                for row in rows]

