@@ -41,6 +41,22 @@ def _release_bytes(tmp_path, model, name="DFEW-set1-model_best.pth") -> bytes:
     return path.read_bytes()
 
 
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch):
+    """No test here may reach past the loopback servers: any other connection fails at once (the official tags name
+    Google Drive; only scripted stand-ins ever see those addresses)."""
+    import socket
+    connect = socket.socket.connect
+
+    def loopback_connect(sock, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise OSError(f"test tried to connect to {address!r}: tests reach loopback servers only")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_connect)
+
+
 @pytest.fixture
 def release(hub, tmp_path):
     """``(server, source model, bytes)``: a file server online with a fresh cache, serving one official release."""
@@ -223,7 +239,7 @@ def test_google_drive_links_go_through_gdown_and_its_refusals_are_explained(rele
         return path
 
     monkeypatch.setattr(gdown, "download", scripted)
-    drive = "https://drive.google.com/file/d/1tH1d2zZv2HtcQFPrGuVWJHXmD9sTeddQ/view"
+    drive = clipdfer.get_pretrained_cfg("dferclip_vitb32_dfew.dfew_fold1").url  # only the scripted gdown sees it
     with pytest.raises(PretrainedWeightsError, match="(?s)Too many users.*daily download quota.*checkpoint_path"):
         _load(drive)
     model = _load(drive, finetuned=True)
