@@ -244,7 +244,16 @@ def _convert(args) -> int:
     import os
 
     from clipdfer.convert.dferclip import convert_checkpoint
-    out = convert_checkpoint(args.input, args.output, dataset=args.dataset, fold=args.fold)
+    release = None
+    if args.release:
+        if args.dataset or args.fold is not None:
+            raise ValueError("--release names the dataset and fold already: leave --dataset and --fold out")
+        import clipdfer
+        release = clipdfer.get_pretrained_cfg(args.release)
+        if not (release.url and release.architecture.startswith("dferclip_") and release.finetuned):
+            raise ValueError(f"--release {args.release}: expected an official DFER-CLIP tag, one of "
+                             f"{[n for n in clipdfer.list_pretrained('dferclip_*') if not n.endswith('.openai')]}")
+    out = convert_checkpoint(args.input, args.output, dataset=args.dataset, fold=args.fold, pretrained_cfg=release)
     if args.push_to_hub:
         from clipdfer.models import push_folder_to_hf_hub
         url = push_folder_to_hf_hub(out, args.push_to_hub, commit_message=f"Add {os.path.basename(args.input)}, "
@@ -345,6 +354,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.add_argument("output", help="directory for config.json + model.safetensors")
     c.add_argument("--dataset", choices=["dfew", "ferv39k", "mafw"], help="default: from its number of classes")
     c.add_argument("--fold", type=int, help="the fold it was trained on (recorded in its tag)")
+    c.add_argument("--release", metavar="TAG",
+                   help="the file is this official release (e.g. dferclip_vitb32_ferv39k.ferv39k): its licence, URL, "
+                        "paper metrics and data terms are recorded; checked against the file's classes and name")
     c.add_argument("--push-to-hub", metavar="ORG/NAME",
                    help="also upload the converted model with a model card (licence, source file and sha256, data "
                         "terms, paper metrics, label order, preprocessing) to this Hub repository; log in first "

@@ -73,14 +73,30 @@ def check_fold_weights(name: str, fold: Optional[int]) -> None:
     if fold is None or name.startswith(("hf-hub:", "local-dir:")) or not clipdfer.is_model(name):
         return
     cfg = clipdfer.get_pretrained_cfg(name)
-    match = re.search(r"_fold(\d+)$", cfg.tag or "")
+    _refuse_other_fold(name, cfg.architecture, cfg.tag, fold)
+
+
+def _refuse_other_fold(name: str, architecture: str, tag: Optional[str], fold: int) -> None:
+    match = re.search(r"_fold(\d+)$", tag or "")
     if match is None or int(match.group(1)) == fold:
         return
-    each = f"{cfg.architecture}.{cfg.tag[:match.start()]}_fold{{fold}}"
+    each = f"{architecture}.{tag[:match.start()]}_fold{{fold}}"
     raise ValueError(
-        f"{name} loads the weights fine-tuned for fold {match.group(1)} ({cfg.architecture}.{cfg.tag}), but they would "
-        f"be evaluated on fold {fold}: the other folds' test clips are in their training data. Name each fold's "
-        f"release: --model '{each}' --folds 1-5, or evaluate fold {match.group(1)} only.")
+        f"{name} holds the weights fine-tuned for fold {match.group(1)} ({architecture}.{tag}), but they would be "
+        f"evaluated on fold {fold}: the other folds' test clips are in their training data. Name each fold's "
+        f"release: --model '{each}' --folds 1-5 (or a converted release per fold with {{fold}} in the path), or "
+        f"evaluate fold {match.group(1)} only.")
+
+
+def check_saved_release(directory: Optional[str], fold: Optional[int]) -> None:
+    """The same refusal for a saved model directory made from a release (``clipdfer convert``, the URL cache: its
+    ``config.json`` records the release's ``source`` and tag). A model trained here records no release: not checked."""
+    if fold is None or not directory or not os.path.isfile(os.path.join(directory, "config.json")):
+        return
+    with open(os.path.join(directory, "config.json")) as f:
+        config = json.load(f)
+    if config.get("source"):
+        _refuse_other_fold(directory, config.get("architecture", "?"), config["pretrained_cfg"].get("tag"), fold)
 
 
 def load_for_eval(model: str, checkpoint: Optional[str], pretrained: bool = False):
@@ -158,6 +174,12 @@ def main(argv=None) -> int:
     for fold in folds:
         fmt = (lambda s: s.format(fold=fold) if s and fold is not None else s)  # noqa: E731
         test_list = fmt(args.test_list) or (os.path.join(fmt(args.data), "test.txt") if args.data else None)
+        saved = fmt(args.model)[len("local-dir:"):] if fmt(args.model).startswith("local-dir:") else None
+        if args.checkpoint:
+            from .checkpoint import latest_checkpoint
+            saved = latest_checkpoint(fmt(args.checkpoint)) or fmt(args.checkpoint)
+            saved = saved if os.path.isdir(saved) else os.path.dirname(saved)  # a saved directory's model file too
+        check_saved_release(saved, fold)
         net = load_for_eval(fmt(args.model), fmt(args.checkpoint), args.pretrained)
         notice = net.weights_notice()
         if notice:

@@ -225,22 +225,32 @@ def test_converter_records_only_the_provenance_it_can_tell(tmp_path, capsys):
         code = main(["convert", "dferclip", str(path), str(out), *args])
         return code, (json.loads((out / "config.json").read_text())["pretrained_cfg"] if code == 0 else None)
 
+    # the official script names everyone's runs alike: a name tells dataset and fold, not that it is the release
     code, pcfg = convert("FERV39K-2307-set1-model_best.pth")
     assert code == 0 and (pcfg["dataset"], pcfg["tag"]) == ("ferv39k", "ferv39k")
-    assert pcfg["url"] == clipdfer.get_pretrained_cfg("dferclip_vitb32_ferv39k.ferv39k").url
-    assert pcfg["metrics"] == [["uar", 41.27], ["war", 51.65]] and "FERV39K" in pcfg["notes"]
+    assert pcfg["url"] is None and pcfg["metrics"] == [] and pcfg["license"] is None
+    assert "not known to be the authors' release" in pcfg["notes"] and "non-commercial research only" in pcfg["notes"]
     code, pcfg = convert("DFEW-2307-set3-model_best.pth")
-    assert code == 0 and pcfg["tag"] == "dfew_fold3" and "DFEW fold 3" in pcfg["notes"]
+    assert code == 0 and pcfg["tag"] == "dfew_fold3" and "DFEW fold 3, not known" in pcfg["notes"]
+    code, pcfg = convert("DFEW-2307-set3-model_best.pth", "--release", "dferclip_vitb32_dfew.dfew_fold3")
+    assert code == 0 and pcfg["tag"] == "dfew_fold3" and pcfg["license"] == "mit"  # said to be the release
     assert pcfg["url"] == clipdfer.get_pretrained_cfg("dferclip_vitb32_dfew.dfew_fold3").url
-    code, pcfg = convert("my_dfew_model.pth", "--dataset", "dfew")  # no fold: the dataset's record, no URL
-    assert code == 0 and pcfg["tag"] == "dfew" and pcfg["url"] is None and "fold" not in pcfg["notes"].split(".")[0]
+    assert pcfg["metrics"] == [["uar_5fold_mean", 59.61], ["war_5fold_mean", 71.25]]
+    assert pcfg["notes"].startswith("Official DFER-CLIP weights, DFEW fold 3")
+    code, pcfg = convert("my_dfew_model.pth", "--dataset", "dfew")  # no fold
+    assert code == 0 and pcfg["tag"] == "dfew" and pcfg["url"] is None and "fold" not in pcfg["notes"].split(",")[0]
     capsys.readouterr()
     for name, args, message in [
             ("model_best.pth", (), "7-class release, which DFEW's and FERV39k's both are"),
             ("model_best.pth", ("--dataset", "mafw"), "dataset 'mafw' has 11 classes but the checkpoint has 7"),
             ("model_best.pth", ("--dataset", "dfew", "--fold", "9"), "--fold 9: DFEW's releases are folds 1-5"),
             ("model_best.pth", ("--dataset", "ferv39k", "--fold", "3"), "FERV39K has one split"),
-            ("DFEW-2307-set3-model_best.pth", ("--fold", "2"), "contradicts the file name")]:
+            ("model_best.pth", ("--dataset", "dfew", "--fold", "0"), "--fold 0: DFEW's releases are folds 1-5"),
+            ("DFEW-2307-set3-model_best.pth", ("--fold", "2"), "--fold 2 contradicts the file name"),
+            ("DFEW-2307-set3-model_best.pth", ("--release", "dferclip_vitb32_dfew.dfew_fold2"),
+             "a DFEW fold 3 release, but dferclip_vitb32_dfew.dfew_fold2 is DFEW fold 2"),
+            ("DFEW-2307-set3-model_best.pth", ("--release", "dferclip_vitb32_dfew.openai"),
+             "expected an official DFER-CLIP tag")]:
         assert convert(name, *args)[0] == 2, (name, args)
         assert message in capsys.readouterr().err, message
     (tmp_path / "page.pth").write_bytes(b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning"

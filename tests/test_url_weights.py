@@ -20,7 +20,7 @@ import clipdfer
 from clipdfer.models import PretrainedWeightsError
 from clipdfer.models._url import url_cache_entry
 from hub_server import FileServer
-from test_dferclip import official_state_dict
+from test_dferclip import official_state_dict, save_official
 
 _MARKER = os.path.join(tempfile.gettempdir(), f"clipdfer-recorder-ran-{os.getpid()}")
 
@@ -144,6 +144,9 @@ def test_an_html_page_is_refused_and_nothing_is_cached(release):
     server.files["quota"] = _DRIVE_PAGE
     with pytest.raises(PretrainedWeightsError, match="gave an HTML page \\('Google Drive - Quota exceeded'\\)"):
         _load(server.url("quota"))
+    server.files["empty.pth"] = b""
+    with pytest.raises(PretrainedWeightsError, match="gave an empty response \\(0 bytes\\).*URL is probably wrong"):
+        _load(server.url("empty.pth"))
     assert not any(not e.endswith(".lock") for e in _entries())
 
 
@@ -168,10 +171,10 @@ def test_a_truncated_file_is_refused(release):
 def test_another_datasets_release_is_refused(release, tmp_path):
     server, _, _ = release
     mafw = clipdfer.create_model("dferclip_test", class_names=clipdfer.data.MAFW_CLASSES)
-    server.files["MAFW-set1-model_best.pth"] = _release_bytes(tmp_path, mafw, "mafw.pth")
+    server.files["model_best.pth"] = _release_bytes(tmp_path, mafw, "mafw.pth")  # its name does not say: its classes do
     with pytest.raises(PretrainedWeightsError, match="checkpoint for 11 classes .*is for 7.*another dataset's release"
                        ) as e:
-        _load(server.url("MAFW-set1-model_best.pth"))
+        _load(server.url("model_best.pth"))
     assert "truncated" not in str(e.value) and "dferclip_test is for 7" in str(e.value)
 
 
@@ -297,8 +300,8 @@ def test_convert_push_to_hub_publishes_the_release_with_its_card(tmp_path, hub_u
     source = clipdfer.create_model("dferclip_test")
     data = _release_bytes(tmp_path, source, "FERV39k-model_best.pth")
     out = tmp_path / "converted"
-    assert main(["convert", "dferclip", str(tmp_path / "FERV39k-model_best.pth"), str(out), "--dataset", "ferv39k",
-                 "--push-to-hub", "me/dferclip-ferv39k"]) == 0
+    assert main(["convert", "dferclip", str(tmp_path / "FERV39k-model_best.pth"), str(out),
+                 "--release", "dferclip_vitb32_ferv39k.ferv39k", "--push-to-hub", "me/dferclip-ferv39k"]) == 0
     assert uploaded["created"] == ("me/dferclip-ferv39k", None, True)
     files = uploaded["files"]
     assert set(files) == {"config.json", "model.safetensors", "README.md"}
@@ -341,7 +344,18 @@ def test_fold_releases_are_never_evaluated_or_trained_across_folds(monkeypatch, 
     assert main(["eval", "--model", "dferclip_vitb32_dfew", "--pretrained", "--synthetic", "--folds", "1-2",
                  "--out", str(tmp_path / "c")]) == 2  # through the CLI: one line, no traceback
     err = capsys.readouterr().err
-    assert err.startswith("clipdfer: error: dferclip_vitb32_dfew loads the weights fine-tuned for fold 1")
+    assert err.startswith("clipdfer: error: dferclip_vitb32_dfew holds the weights fine-tuned for fold 1")
+    # a converted release is the same release: refused on another fold too, through local-dir: or --checkpoint
+    save_official(clipdfer.create_model("dferclip_test"), str(tmp_path / "DFEW-2307-set2-model_best.pth"))
+    assert main(["convert", "dferclip", str(tmp_path / "DFEW-2307-set2-model_best.pth"), str(tmp_path / "f2")]) == 0
+    capsys.readouterr()
+    for route in (["--model", f"local-dir:{tmp_path / 'f2'}"],
+                  ["--model", "dferclip_test", "--checkpoint", str(tmp_path / "f2")],
+                  ["--model", "dferclip_test", "--checkpoint", str(tmp_path / "f2" / "model.safetensors")]):
+        assert main(["eval", *route, "--synthetic", "--folds", "1", "--out", str(tmp_path / "d")]) == 2, route
+        assert "fine-tuned for fold 2" in capsys.readouterr().err
+    assert main(["eval", "--model", f"local-dir:{tmp_path / 'f2'}", "--synthetic", "--synthetic-size", "4",
+                 "--folds", "2", "--out", str(tmp_path / "e")]) == 0
     assert starting_weights("dferclip_vitb32_dfew") == "dferclip_vitb32_dfew.openai"
     assert starting_weights("clipdfer_vitb32_dfew") == "clipdfer_vitb32_dfew.openai"
     assert starting_weights("local-dir:runs/x") == "local-dir:runs/x"
@@ -379,7 +393,7 @@ def test_any_family_loads_a_state_dict_file_at_a_url(hub, tmp_path):
     assert torch.equal(_logits(model), _logits(source)) and model.weights == "finetuned"
 
 
-def test_a_pinned_sha256_is_checked_against_the_cache_too(release):
+def test_a_pinned_sha256_is_checked_against_the_cache_too(release, monkeypatch):
     server, source, data = release
     url = server.url("DFEW-set1-model_best.pth")
     _load(url)
@@ -390,13 +404,20 @@ def test_a_pinned_sha256_is_checked_against_the_cache_too(release):
     assert server.count() == 2 and torch.equal(_logits(model), _logits(source))
     with pytest.raises(ValueError, match="url_sha256='abc': expected the file's sha256 as 64 hex digits"):
         _load(url, url_sha256="abc")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PretrainedWeightsError, match="only as made from a file of sha256 .*not the pinned 1111"):
+        _load(url, url_sha256="1" * 64)
 
 
 def test_a_file_named_as_another_release_is_refused(release, tmp_path):
     server, source, data = release
     server.files["DFEW-2307-set2-model_best.pth"] = data
     server.files["FERV39K-2307-set1-model_best.pth"] = data
+    source.save_pretrained(str(tmp_path / "saved"))  # any format: a safetensors file named as fold 2's release
+    server.files["DFEW-set2-model.safetensors"] = (tmp_path / "saved" / "model.safetensors").read_bytes()
     fold1 = dict(dataset="dfew", tag="dfew_fold1")
+    with pytest.raises(PretrainedWeightsError, match="a DFEW fold 2 release, but dferclip_test.dfew_fold1"):
+        _load(server.url("DFEW-set2-model.safetensors"), **fold1)
     with pytest.raises(PretrainedWeightsError, match="named 'DFEW-2307-set2-model_best.pth', a DFEW fold 2 release, "
                                                      "but dferclip_test.dfew_fold1 is DFEW fold 1"):
         _load(server.url("DFEW-2307-set2-model_best.pth"), **fold1)

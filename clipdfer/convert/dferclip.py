@@ -190,24 +190,35 @@ def _tag_fold(tag: str) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
+def check_release_name(filename: str, pretrained_cfg) -> None:
+    """Refuse a file whose official-style name says another dataset or fold than the tag it is loaded for.
+
+    Raises:
+        ReleaseMismatchError: naming the file, what its name says and the tag.
+    """
+    from ..models._url import ReleaseMismatchError
+    named_dataset, named_fold = release_from_filename(filename)
+    name = ".".join(filter(None, (pretrained_cfg.architecture, pretrained_cfg.tag)))
+    dataset, fold = pretrained_cfg.dataset, _tag_fold(pretrained_cfg.tag)
+    if named_dataset and dataset and named_dataset != dataset or named_fold and fold and named_fold != fold:
+        said = f"{named_dataset.upper()}{f' fold {named_fold}' if named_fold else ''}"
+        raise ReleaseMismatchError(
+            f"the file is named {os.path.basename(filename)!r}, a {said} release, but {name} is "
+            f"{(dataset or '?').upper()}{f' fold {fold}' if fold else ''}: it is another release. Use that release's "
+            f"tag (clipdfer.list_pretrained('dferclip*')) or point this one at the right file")
+
+
 def _release(num_classes: int, filename: str, dataset: Optional[str], fold: Optional[int], pretrained_cfg):
     """The dataset and fold a release file is, from the caller, the tag it is loaded for and its file name; a
     contradiction or what cannot be told is an error."""
-    from ..models._url import ReleaseMismatchError
     named_dataset, named_fold = release_from_filename(filename)
     if pretrained_cfg is not None:
-        name = ".".join(filter(None, (pretrained_cfg.architecture, pretrained_cfg.tag)))
-        dataset, fold = pretrained_cfg.dataset, _tag_fold(pretrained_cfg.tag)
-        if named_dataset and dataset and named_dataset != dataset or named_fold and fold and named_fold != fold:
-            said = f"{named_dataset.upper()}{f' fold {named_fold}' if named_fold else ''}"
-            raise ReleaseMismatchError(
-                f"the file is named {os.path.basename(filename)!r}, a {said} release, but {name} is "
-                f"{(dataset or '?').upper()}{f' fold {fold}' if fold else ''}: the URL points at another release. "
-                f"Use that release's tag (clipdfer.list_pretrained('dferclip*')) or point this one at the right file")
-        return dataset, fold
-    if dataset and named_dataset and dataset != named_dataset or fold and named_fold and fold != named_fold:
-        raise ValueError(f"--dataset {dataset} --fold {fold} contradicts the file name {os.path.basename(filename)!r} "
-                         f"({named_dataset} fold {named_fold}): check which release the file is")
+        check_release_name(filename, pretrained_cfg)
+        return pretrained_cfg.dataset, _tag_fold(pretrained_cfg.tag)
+    if dataset and named_dataset and dataset != named_dataset or fold is not None and named_fold and fold != named_fold:
+        given = " ".join(f"--{k} {v}" for k, v in (("dataset", dataset), ("fold", fold)) if v is not None)
+        raise ValueError(f"{given} contradicts the file name {os.path.basename(filename)!r} ({named_dataset} fold "
+                         f"{named_fold}): check which release the file is")
     dataset = dataset or named_dataset or ("mafw" if num_classes == 11 else None)
     if dataset is None:
         raise ValueError(f"{os.path.basename(filename)!r} is a 7-class release, which DFEW's and FERV39k's both are, "
@@ -215,7 +226,7 @@ def _release(num_classes: int, filename: str, dataset: Optional[str], fold: Opti
     if _CLASS_COUNTS.get(dataset) != num_classes:
         raise ValueError(f"dataset {dataset!r} has {_CLASS_COUNTS.get(dataset)} classes but the checkpoint has "
                          f"{num_classes}: it is not a {dataset.upper()} release; check --dataset")
-    fold = fold or named_fold
+    fold = fold if fold is not None else named_fold
     if dataset not in _FOLDED and fold is not None:
         raise ValueError(f"--fold {fold}: {dataset.upper()} has one split and one release; leave --fold out")
     if fold is not None and not 1 <= fold <= 5:
@@ -257,7 +268,7 @@ def convert_checkpoint(path: str, out_dir: str, dataset: Optional[str] = None, f
         UnsafeCheckpointError: the file names code to run (nothing ran).
     """
     import clipdfer
-    from ..models.dferclip import official_notes
+    from ..models.dferclip import official_notes, training_data_terms
     sd = read_official_checkpoint(path)
     converted, extras = convert_official_state_dict(sd)
     ctx = converted["prompt_learner.ctx"]
@@ -288,22 +299,26 @@ def convert_checkpoint(path: str, out_dir: str, dataset: Optional[str] = None, f
         class_specific_contexts=ctx.dim() == 3, temporal_layers=depth,
         num_frames=converted["temporal_net.pos_embedding"].shape[1] - 1)
     model.load_state_dict(converted)
-    model.weights = "finetuned"  # the authors' fine-tuned release (what the file is was checked above)
-    # what is known of this release: its tag's record when dataset and fold are known, else the dataset's (no URL)
-    known = f"dferclip_vitb32_{dataset}.{dataset}" + (f"_fold{fold}" if fold else "")
-    registered = clipdfer.get_pretrained_cfg(known) if known in clipdfer.list_pretrained("dferclip_vitb32_*") else None
+    model.weights = "finetuned"  # a DFER-CLIP training checkpoint: trained for expressions
     dataset_cfg = clipdfer.get_pretrained_cfg(f"dferclip_vitb32_{dataset}")
     size = "x".join(str(s) for s in model.pretrained_cfg.input_size[1:])
-    note = (f"Converted by clipdfer from the official DFER-CLIP checkpoint {os.path.basename(path)} (text: "
-            f"{text_type}). Frames: {model.num_frames} per clip, the middle frame of each of {model.num_frames} "
-            f"equal segments, resized to {size}, scaled to [0, 1], no mean/std normalisation. Metrics: UAR / WAR (%) "
-            f"as the paper reports them (DFEW and MAFW: the mean over 5 folds), not measured by clipdfer.")
+    note = (f"Converted by clipdfer from the DFER-CLIP checkpoint {os.path.basename(path)} (official release "
+            f"format, text: {text_type}). Frames: {model.num_frames} per clip, the middle frame of each of "
+            f"{model.num_frames} equal segments, resized to {size}, scaled to [0, 1], no mean/std normalisation.")
+    if pretrained_cfg is not None:
+        # the authors' release: downloaded from the tag's URL, or named by the caller (`--release`)
+        record = dict(license="mit", metrics=dataset_cfg.metrics, url=pretrained_cfg.url,
+                      notes=f"{official_notes(dataset, fold)} {note} Metrics: UAR / WAR (%) as the paper reports them "
+                            f"(DFEW and MAFW: the mean over 5 folds), not measured by clipdfer.")
+    else:  # the official script names everyone's runs alike: nothing claims this file is the authors' release
+        record = dict(license=None, metrics=(), url=None,
+                      notes=f"A DFER-CLIP checkpoint trained on {dataset.upper()}{f' fold {fold}' if fold else ''}, "
+                            f"not known to be the authors' release (convert with --release TAG to record that it "
+                            f"is). {training_data_terms(dataset)}. {note}")
     model.save_pretrained(
         out_dir, tag=tag, finetuned=True, dataset=dataset, num_frames=model.num_frames, frame_sampling="segment",
-        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation="bilinear", license="mit",
-        paper_ids=dataset_cfg.paper_ids, metrics=dataset_cfg.metrics, origin_url=_ORIGIN,
-        url=pretrained_cfg.url if pretrained_cfg is not None else (registered.url if registered else None),
-        notes=f"{official_notes(dataset, fold)} {note}")
+        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation="bilinear", paper_ids=dataset_cfg.paper_ids,
+        origin_url=_ORIGIN, **record)
     config_path = os.path.join(out_dir, "config.json")
     with open(config_path) as f:
         config = json.load(f)

@@ -97,8 +97,9 @@ class PretrainedCfg:
         return isinstance(key, str) and self._ALIASES.get(key, key) in self.__dataclass_fields__
 
     def keys(self):
-        """The metadata fields (``to_dict``'s keys: an in-memory ``state_dict`` is not metadata)."""
-        return [f.name for f in dataclasses.fields(self) if f.name != "state_dict"]
+        """The metadata fields, as a dict's keys view (``to_dict``'s keys: an in-memory ``state_dict`` is not
+        metadata)."""
+        return dict.fromkeys(f.name for f in dataclasses.fields(self) if f.name != "state_dict").keys()
 
     def items(self):
         return [(k, getattr(self, k)) for k in self.keys()]

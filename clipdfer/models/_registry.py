@@ -119,7 +119,7 @@ def is_model(name: str) -> bool:
 
 def _unknown(name: str, what: str = "model") -> UnknownModelError:
     candidates = _all_names(include_tags=True) + list(_model_entrypoints)
-    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
+    close = difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=5, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return UnknownModelError(
         f"unknown {what} {name!r}{hint} clipdfer.list_models() lists the architectures and "

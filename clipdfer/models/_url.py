@@ -142,6 +142,10 @@ def _check_download(path: str, cfg: PretrainedCfg, name: str, route: str) -> Tup
         raise PretrainedWeightsError(
             f"{cfg.url} gave an HTML page{f' ({title!r})' if title else ''}, {size} bytes, instead of the weights "
             f"of {name}: {why}. Open the URL in a browser: retry later, or {route}")
+    if size == 0:
+        raise PretrainedWeightsError(
+            f"{cfg.url} gave an empty response (0 bytes) instead of the weights of {name}: the URL is probably wrong "
+            f"(a missing file answers so on some servers). Check it (pretrained_cfg_overlay=dict(url=...)), or {route}")
     if kind == "unknown":
         raise PretrainedWeightsError(
             f"{cfg.url} gave {size} bytes that are neither a PyTorch nor a safetensors file: not the weights of "
@@ -202,8 +206,11 @@ def url_weights(model, cfg: PretrainedCfg, cache_dir: Optional[str] = None) -> T
     if config is not None:
         return os.path.join(entry, WEIGHTS_NAME), config
     if _offline():
+        other = _cached(entry, cfg.url)  # an entry made from another file than the pinned one
+        where = (f"are in the cache ({entry}) only as made from a file of sha256 {other['source'].get('sha256')}, "
+                 f"not the pinned {sha256}," if other is not None else f"are not in the cache ({entry})")
         raise PretrainedWeightsError(
-            f"the weights of {name} are not in the cache ({entry}) and offline mode is on (HF_HUB_OFFLINE), so "
+            f"the weights of {name} {where} and offline mode is on (HF_HUB_OFFLINE), so "
             f"{cfg.url} cannot be downloaded. Run once online (or unset HF_HUB_OFFLINE), point cache_dir / "
             f"HF_HUB_CACHE at a cache that has them, or {route}")
     root = os.path.dirname(entry)

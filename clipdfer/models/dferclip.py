@@ -151,7 +151,8 @@ class DFERCLIP(DFERModel):
         """An official release file (``torch.save`` of the authors' training state) -> ``out_dir``, through
         :func:`clipdfer.convert.dferclip.convert_checkpoint` (checked against the tag's dataset, fold and classes);
         a safetensors file or a plain state dict goes through the default conversion."""
-        from ..convert.dferclip import NotOfficialCheckpointError, convert_checkpoint
+        from ..convert.dferclip import NotOfficialCheckpointError, check_release_name, convert_checkpoint
+        check_release_name(path, pretrained_cfg)  # whatever its format, a file named as another release is refused
         if not path.endswith(".safetensors"):
             try:
                 return convert_checkpoint(path, out_dir, pretrained_cfg=pretrained_cfg)
@@ -248,10 +249,15 @@ _DATA_TERMS = {
 }
 
 
+def training_data_terms(dataset: str) -> str:
+    """The terms of a dataset DFER-CLIP weights were trained on, which the weights inherit."""
+    return f"Trained on {dataset.upper()}: {_DATA_TERMS[dataset]}; use these weights accordingly"
+
+
 def official_notes(dataset: str, fold: Optional[int]) -> str:
     """What an official release is and under which terms (its licence, its training data's)."""
     return (f"Official DFER-CLIP weights, {dataset.upper()}{f' fold {fold}' if fold else ''} (MIT licence, {_ORIGIN}). "
-            f"Trained on {dataset.upper()}: {_DATA_TERMS[dataset]}; use these weights accordingly.")
+            f"{training_data_terms(dataset)}.")
 
 
 def _official_cfg(dataset: str, fold: Optional[int]) -> PretrainedCfg:
