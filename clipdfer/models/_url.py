@@ -267,8 +267,9 @@ def save_state_dict_file(path: str, out_dir: str, cfg: PretrainedCfg) -> None:
     state_dict = strip_wrapper_prefixes(load_state_dict_file(path))
     state = recorded_weights_state(path) or ("finetuned" if cfg.finetuned else "loaded")
     metadata = {"format": "pt", WEIGHTS_STATE_KEY: state}
-    if CLASS_TEXTS_KEY in _metadata(path):  # the class texts the weights were trained with travel with them
-        metadata[CLASS_TEXTS_KEY] = _metadata(path)[CLASS_TEXTS_KEY]
+    texts = _metadata(path).get(CLASS_TEXTS_KEY)
+    if texts is not None:  # the class texts the weights were trained with travel with them
+        metadata[CLASS_TEXTS_KEY] = texts
     os.makedirs(out_dir, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state_dict.items()}, os.path.join(out_dir, WEIGHTS_NAME),
               metadata=metadata)
