@@ -18,7 +18,8 @@ import torch
 
 import clipdfer
 from clipdfer.models import PretrainedWeightsError
-from clipdfer.models._url import is_google_drive_url, url_cache_entry
+from clipdfer.models._download import is_google_drive_url
+from clipdfer.models._loading import url_cache_entry
 from hub_server import FileServer
 from test_dferclip import official_state_dict, save_official
 
@@ -90,9 +91,8 @@ def test_release_is_downloaded_once_converted_cached_and_equal_to_checkpoint_pat
     server, source, data = release
     url = server.url("DFEW-set1-model_best.pth")
     conversions = []
-    convert = clipdfer.models.DFERCLIP.convert_release
-    monkeypatch.setattr(clipdfer.models.DFERCLIP, "convert_release",
-                        lambda self, *a: conversions.append(a) or convert(self, *a))
+    read = clipdfer.models.dferclip.read_release
+    monkeypatch.setattr(clipdfer.models.dferclip, "read_release", lambda *a: conversions.append(a) or read(*a))
     with caplog.at_level(logging.WARNING, logger="clipdfer"):
         model = _load(url, finetuned=True, notes="Trained on DFEW: non-commercial research only.")
     assert server.count() == 1 and len(conversions) == 1
@@ -468,3 +468,40 @@ def test_an_unwritable_cache_and_a_killed_download_are_handled(release, tmp_path
     assert torch.equal(_logits(_load(url)), _logits(source))
     assert not os.path.exists(stale) and sorted(os.listdir(os.path.dirname(entry))) == sorted(
         [os.path.basename(entry), os.path.basename(entry) + ".lock"])
+
+
+_OPENED = []  # files created or truncated while a test records them (after its "on" marker)
+
+
+def _record_writes(event, args):
+    if event == "open" and _OPENED[:1] == ["on"]:
+        path, mode, flags = args
+        if (mode and any(c in mode for c in "wxa")) or (mode is None and flags & (os.O_CREAT | os.O_TRUNC)):
+            _OPENED.append(path)
+
+
+sys.addaudithook(_record_writes)  # audit hooks stay for the process: it records only while the marker is there
+
+
+def test_a_first_load_builds_one_model_and_writes_each_file_once(release, monkeypatch):
+    """Issue 26: loading runs one way. The first load of a release URL builds the one model create_model returns (no
+    second model to convert with) and writes the cache's config.json and model.safetensors once each."""
+    import safetensors.torch
+    server, source, _ = release
+    built, saved = [], []
+    init = clipdfer.models.DFERModel.__init__
+    monkeypatch.setattr(clipdfer.models.DFERModel, "__init__",
+                        lambda self, *a, **k: built.append(type(self).__name__) or init(self, *a, **k))
+    save_file = safetensors.torch.save_file
+    monkeypatch.setattr(safetensors.torch, "save_file",
+                        lambda tensors, path, metadata=None: saved.append(path) or save_file(tensors, path, metadata))
+    _OPENED[:] = ["on"]
+    try:
+        model = _load(server.url("DFEW-set1-model_best.pth"))
+    finally:
+        opened, _OPENED[:] = _OPENED[1:], []
+    assert built == ["DFERCLIP"] and server.count() == 1
+    assert len(saved) == 1 and len([p for p in opened if "config.json" in os.path.basename(str(p))]) == 1, opened
+    entry = url_cache_entry(model.pretrained_cfg)
+    assert sorted(os.listdir(entry)) == ["config.json", "model.safetensors"]
+    assert torch.equal(_logits(model), _logits(source))

@@ -1,5 +1,18 @@
-"""Reading and converting checkpoints of other code bases (safely: nothing in a file is executed)."""
+"""Reading and converting checkpoints of other code bases (safely: nothing in a file is executed).
 
-from ..models._safe_load import InertObject, UnsafeCheckpointError, load_inert
+``clipdfer.convert.dferclip`` converts DFER-CLIP's official releases (``clipdfer convert dferclip``); it is imported
+when first used, so ``import clipdfer.convert`` loads no model family.
+"""
 
-__all__ = ["InertObject", "UnsafeCheckpointError", "load_inert"]
+import importlib
+from typing import Any
+
+from .._safe_load import InertObject, UnsafeCheckpointError, load_inert
+
+__all__ = ["InertObject", "UnsafeCheckpointError", "load_inert", "dferclip"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "dferclip":
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,21 +29,11 @@ from ..layers import CLIPFrameEncoder, check_video, get_clip_arch
 from ..layers.clip import check_texts
 from ..layers.prompt import TextFeatureCache, outside_inference_mode, source_tensors
 from ._hub import HubMixin
-from ._pretrained import PretrainedCfg
+from ._pretrained import WEIGHT_STATES, PretrainedCfg
 
 __all__ = ["DFERModel", "PromptHead", "WEIGHT_STATES"]
 
 _logger = logging.getLogger(__name__)
-
-# What a model's weights are (``model.weights``), recorded where it is known: by the builder from the pretrained cfg
-# or the file's own record, by the trainer, the converter, or ``save_pretrained(finetuned=...)``; never guessed.
-WEIGHT_STATES = {
-    "random": "random weights",
-    "pretrained": "pretrained weights not fine-tuned for expressions (e.g. the CLIP initialisation)",
-    "finetuned": "fine-tuned weights",
-    "loaded": ("weights of unknown training (load_state_dict, or a checkpoint that does not record it): set "
-               "model.weights = 'finetuned' if they are fine-tuned"),
-}
 
 
 def _after_load_state_dict(module: "DFERModel", incompatible_keys) -> None:
@@ -108,8 +98,9 @@ class DFERModel(HubMixin, nn.Module):
 
     A family implements ``forward_features`` (video -> what its head reads), ``_pool`` (that -> the (B,
     head_hidden_size) pre-logits; identity by default) and ``_prompt_logits`` (pre-logits -> logits through its text
-    head), and may override ``training_losses``, ``set_stage``, ``checkpoint_filter_fn``, ``convert_release``,
-    ``group_parameters``, ``no_weight_decay`` and ``_class_args``.
+    head), and may override ``training_losses``, ``set_stage``, ``group_parameters``, ``no_weight_decay`` and
+    ``_class_args``. Loading adapters are functions of the family's module (``checkpoint_filter_fn``, ``read_release``:
+    see :mod:`clipdfer.models._loading`), not methods.
     """
 
     family: ClassVar[str] = ""
@@ -377,26 +368,6 @@ class DFERModel(HubMixin, nn.Module):
 
     def _prompt_classifier_keys(self) -> Tuple[str, ...]:
         return ()
-
-    def checkpoint_filter_fn(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Adapt another code base's state dict to this model's names (the identity unless a family reads one)."""
-        return state_dict
-
-    def convert_release(self, path: str, out_dir: str, pretrained_cfg: PretrainedCfg) -> None:
-        """Turn a file downloaded from ``pretrained_cfg.url`` into ``out_dir`` (``model.safetensors`` +
-        ``config.json``). This default takes a state dict file (safetensors, or a torch file read without running
-        code) in this family's names or those ``checkpoint_filter_fn`` reads; a family with its own release format
-        overrides it."""
-        from ._url import save_state_dict_file
-        save_state_dict_file(path, out_dir, pretrained_cfg)
-
-    def check_class_texts(self, texts: Sequence[str], source: str) -> None:
-        """Raise ``ValueError`` when weights trained with class ``texts`` cannot serve this model's class texts
-        (a family whose learned weights are tied to each class's text overrides it); this default accepts any."""
-
-    def checkpoint_weights_state(self, state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
-        """What a state dict's weights are when its format tells (an official fine-tuned release), else None."""
-        return None
 
     @property
     def default_cfg(self) -> Optional[PretrainedCfg]:

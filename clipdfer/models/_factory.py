@@ -5,7 +5,7 @@ from typing import Any, Dict, Optional
 
 from torch import nn
 
-from ._hub import load_model_config, pretrained_cfg_from_config
+from ._loading import pretrained_cfg_from_config, read_model_config
 from ._registry import get_pretrained_cfg, model_entrypoint
 
 __all__ = ["create_model"]
@@ -36,7 +36,7 @@ def create_model(
         The model, in training mode like any new ``nn.Module``, with ``model.pretrained_cfg`` set.
     """
     if model_name.startswith(("hf-hub:", "local-dir:")):
-        config, location = load_model_config(model_name, cache_dir)
+        config, location = read_model_config(model_name, cache_dir)
         entrypoint = model_entrypoint(config["architecture"])
         cfg = pretrained_cfg_from_config(config, location)
         kwargs = {**config["model_args"], **kwargs}

@@ -8,10 +8,21 @@ import collections.abc
 import dataclasses
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
-__all__ = ["PretrainedCfg", "DefaultCfg", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "split_model_name_tag"]
+__all__ = ["PretrainedCfg", "DefaultCfg", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "WEIGHT_STATES",
+           "split_model_name_tag", "join_model_name_tag"]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# What a model's weights are (``model.weights``), recorded where it is known (the builder from the pretrained cfg or the
+# file's own record, the trainer, ``save_pretrained(finetuned=...)``); never guessed.
+WEIGHT_STATES = {
+    "random": "random weights",
+    "pretrained": "pretrained weights not fine-tuned for expressions (e.g. the CLIP initialisation)",
+    "finetuned": "fine-tuned weights",
+    "loaded": ("weights of unknown training (load_state_dict, or a checkpoint that does not record it): set "
+               "model.weights = 'finetuned' if they are fine-tuned"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +75,11 @@ class PretrainedCfg:
     metrics: Tuple[Tuple[str, float], ...] = ()
     origin_url: Optional[str] = None
     notes: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        """``arch.tag`` (``arch`` for the empty tag): the name ``create_model`` takes for these weights."""
+        return join_model_name_tag(self.architecture, self.tag)
 
     @property
     def has_weights(self) -> bool:
@@ -137,3 +153,8 @@ def split_model_name_tag(name: str) -> Tuple[str, str]:
     """``'arch.tag'`` -> ``('arch', 'tag')``; ``'arch'`` -> ``('arch', '')``."""
     arch, _, tag = name.partition(".")
     return arch, tag
+
+
+def join_model_name_tag(arch: str, tag: str) -> str:
+    """``('arch', 'tag')`` -> ``'arch.tag'``; ``('arch', '')`` -> ``'arch'``."""
+    return f"{arch}.{tag}" if tag else arch

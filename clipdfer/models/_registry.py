@@ -4,13 +4,13 @@ import dataclasses
 import difflib
 import fnmatch
 import sys
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ._pretrained import DefaultCfg, PretrainedCfg, split_model_name_tag
+from ._pretrained import DefaultCfg, PretrainedCfg, join_model_name_tag, split_model_name_tag
 
 __all__ = [
     "register_model", "list_models", "list_pretrained", "is_model", "model_entrypoint", "get_pretrained_cfg",
-    "get_arch_pretrained_cfgs", "generate_default_cfgs", "UnknownModelError",
+    "get_arch_pretrained_cfgs", "generate_default_cfgs", "family_loaders", "UnknownModelError",
 ]
 
 _model_entrypoints: Dict[str, Callable] = {}
@@ -41,8 +41,9 @@ def generate_default_cfgs(cfgs: Mapping[str, PretrainedCfg]) -> Dict[str, Defaul
 def register_model(fn: Callable) -> Callable:
     """Decorator: register a model factory under its function name.
 
-    The factory's module may define ``default_cfgs`` (from :func:`generate_default_cfgs`); the entry for this
-    architecture, if any, becomes its pretrained cfgs. A name may be registered once.
+    The factory's module may define ``default_cfgs`` (from :func:`generate_default_cfgs`): the entry for this
+    architecture, if any, becomes its pretrained cfgs; and its loading adapters ``checkpoint_filter_fn`` and
+    ``read_release`` (see :mod:`clipdfer.models._loading`). A name may be registered once.
     """
     name = fn.__name__
     if name in _model_entrypoints:
@@ -65,7 +66,7 @@ def _all_names(include_tags: bool) -> List[str]:
     names = []
     for arch in _model_entrypoints:
         tags = [t for t in _model_default_cfgs[arch].tags if t] if include_tags else []
-        names.extend([f"{arch}.{t}" for t in tags] or [arch])
+        names.extend([join_model_name_tag(arch, t) for t in tags] or [arch])
     return names
 
 
@@ -147,7 +148,7 @@ def _resolve_cfg(name: str) -> PretrainedCfg:
     if not tag:
         return entry.default
     if tag not in entry.cfgs:
-        tags = ", ".join(repr(f"{arch}.{t}") for t in entry.tags if t) or "none"
+        tags = ", ".join(repr(join_model_name_tag(arch, t)) for t in entry.tags if t) or "none"
         raise UnknownModelError(f"unknown weight tag {tag!r} for {arch!r}: its tags are {tags}")
     return entry.cfgs[tag]
 
@@ -155,6 +156,16 @@ def _resolve_cfg(name: str) -> PretrainedCfg:
 def get_pretrained_cfg(name: str) -> PretrainedCfg:
     """The pretrained cfg of ``arch.tag``, or of the architecture's default tag when ``name`` has no tag."""
     return _resolve_cfg(name)
+
+
+def family_loaders(name: str) -> Tuple[Optional[Callable], Optional[Callable]]:
+    """``(checkpoint_filter_fn, read_release)`` of the family module of a registered architecture (tag ignored; None
+    where the module defines none, and for a name that is not registered)."""
+    arch = split_model_name_tag(name)[0]
+    if arch not in _model_entrypoints:
+        return None, None
+    module = sys.modules[_model_entrypoints[arch].__module__]
+    return getattr(module, "checkpoint_filter_fn", None), getattr(module, "read_release", None)
 
 
 def iter_registered() -> Iterable[str]:

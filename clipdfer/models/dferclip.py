@@ -2,7 +2,8 @@
 
 Paper: Z. Zhao, I. Patras, "Prompting Visual-Language Models for Dynamic Facial Expression Recognition", BMVC 2023,
 arXiv 2308.13382. Official code and checkpoints: github zengqunzhao/DFER-CLIP (MIT). The structure matches the official
-code so that its checkpoints load and give the same logits (``clipdfer.convert.dferclip``); ``shared/spec/dferclip.md``.
+code so that its checkpoints load and give the same logits (``checkpoint_filter_fn``, ``read_release`` below);
+``shared/spec/dferclip.md``.
 
 Where each value comes from: the architecture, the class texts, the input pipeline and the training recipe are the
 official code's (``models/``, ``dataloader/``, ``main.py``, ``train_*.sh``); the paper gives the method and the
@@ -12,25 +13,34 @@ re-encodes the C prompts in every forward). None of it changes the function. The
 (torchvision's crop of area 0.8-1, no decay on biases and norms) is ours too; ``dferclip`` is the official one.
 """
 
-from typing import Dict, List, Optional, Sequence
+import dataclasses
+import os
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..convert.dferclip import convert_official_state_dict, detect_text_type, is_official_state_dict
+from .._files import file_kind, html_title
+from .._safe_load import UnsafeCheckpointError, load_inert
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
-from ..data.texts import dferclip_texts
-from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
+from ..data.texts import DFERCLIP_TEXT_TYPES, dferclip_texts
+from ..layers import CLIP_ARCHS, CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, get_clip_arch, tokenize
 from ..layers.clip import check_texts
 from ..layers.prompt import PromptLearner, outside_inference_mode
 from ..layers.temporal import TemporalTransformer
-from ._builder import build_model_with_cfg
 from ._base import DFERModel
+from ._builder import build_model_with_cfg
+from ._loading import (
+    Checkpoint, ReleaseMismatchError, model_dir_config, read_state_dict_release, strip_wrapper_prefixes,
+)
 from ._pretrained import PretrainedCfg
-from ._registry import generate_default_cfgs, register_model
+from ._registry import generate_default_cfgs, get_pretrained_cfg, register_model
 
-__all__ = ["DFERCLIP"]
+__all__ = ["DFERCLIP", "checkpoint_filter_fn", "read_release", "read_official_release", "convert_official_state_dict",
+           "detect_text_type", "is_official_state_dict", "read_official_checkpoint", "infer_clip_arch",
+           "release_from_filename", "check_release_name", "NotOfficialCheckpointError"]
 
 
 class DFERCLIP(DFERModel):
@@ -147,62 +157,6 @@ class DFERCLIP(DFERModel):
         return {"class_names": list(self.class_names), "class_texts": list(self.class_texts),
                 "truncate": self.prompt_learner.truncate}
 
-    def convert_release(self, path: str, out_dir: str, pretrained_cfg: PretrainedCfg) -> None:
-        """An official release file (``torch.save`` of the authors' training state) -> ``out_dir``, through
-        :func:`clipdfer.convert.dferclip.convert_checkpoint` (checked against the tag's dataset, fold and classes);
-        a safetensors file or a plain state dict goes through the default conversion."""
-        from ..convert.dferclip import NotOfficialCheckpointError, check_release_name, convert_checkpoint
-        check_release_name(path, pretrained_cfg)  # whatever its format, a file named as another release is refused
-        if not path.endswith(".safetensors"):
-            try:
-                return convert_checkpoint(path, out_dir, pretrained_cfg=pretrained_cfg)
-            except NotOfficialCheckpointError:
-                pass  # a plain state dict, e.g. a mirror of converted weights
-        super().convert_release(path, out_dir, pretrained_cfg)
-
-    def check_class_texts(self, texts: Sequence[str], source: str) -> None:
-        """Class-specific contexts are learned for their class's text: weights trained with other texts for the same
-        classes would load silently and predict wrongly, so that is an error (shared contexts carry over)."""
-        ours = tuple(self.class_texts)
-        if not self.prompt_learner.class_specific or len(texts) != len(ours) or tuple(texts) == ours:
-            return
-        i = next(i for i, (a, b) in enumerate(zip(texts, ours)) if a != b)
-        found = [t for t in ("class_descriptor", "class_names", "class_names_with_context")
-                 if tuple(dferclip_texts(self.class_names, t)) == tuple(texts)]
-        how = f"text_type={found[0]!r}" if found else f"class_texts={list(texts)!r}"
-        raise ValueError(
-            f"the weights from {source} were trained with other class texts than the model's (class {i}: {texts[i]!r} "
-            f"in the weights, {ours[i]!r} in the model), and its prompt contexts are class-specific: build the model "
-            f"with {how}")
-
-    def checkpoint_weights_state(self, state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
-        """The official release's format: the authors' fine-tuned checkpoints (DFEW / FERV39k / MAFW)."""
-        return "finetuned" if is_official_state_dict(state_dict) else None
-
-    def checkpoint_filter_fn(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Official DFER-CLIP state dicts are renamed; a mismatch of their class texts with ours is an error."""
-        if not is_official_state_dict(state_dict):
-            return state_dict
-        converted, extras = convert_official_state_dict(state_dict)
-        suffix = extras.get("token_suffix")
-        if suffix is not None and self.prompt_learner is not None:
-            ours = self.prompt_learner.tokens
-            emb = converted["text_encoder.token_embedding.weight"].float()
-            own = F.embedding(ours, emb)[:, 1 + self.prompt_learner.n_ctx:]
-            if own.shape != suffix.shape or not torch.allclose(own, suffix.float(), atol=1e-3):
-                found = detect_text_type(suffix, emb, self.prompt_learner.n_ctx)
-                if found and tuple(found[1]) != tuple(self.class_names):
-                    hint = (f"it was trained for {len(found[1])} classes {list(found[1])} (text_type={found[0]!r}): "
-                            f"create the model with those classes (the dferclip_vitb32_"
-                            f"{'mafw' if len(found[1]) == 11 else 'dfew'} architecture)")
-                elif found:
-                    hint = f"it was trained with text_type={found[0]!r}: create the model with text_type={found[0]!r}"
-                else:
-                    hint = "pass the class_texts it was trained with"
-                raise ValueError(f"this DFER-CLIP checkpoint's prompts differ from the model's class texts; {hint}, "
-                                 f"or convert it with `clipdfer convert dferclip`, which reads them from the file")
-        return converted
-
     @torch.jit.ignore
     def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
         """Trainable parameters: ``backbone`` (image encoder), ``new`` (temporal transformer), ``prompt`` (contexts).
@@ -220,6 +174,337 @@ class DFERCLIP(DFERModel):
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
         return super().no_weight_decay() | {"temporal_net.cls_token", "temporal_net.pos_embedding"}
+
+
+# ---------------------------------------------------------------------------------------------------- official files
+# Official checkpoints (github zengqunzhao/DFER-CLIP) are ``torch.save({'epoch', 'state_dict', 'best_acc', 'optimizer',
+# 'recorder'})`` of a ``DataParallel`` model; ``recorder`` is an object of their script's class (kept inert). Their
+# keys map to ours one to one (image_encoder.* -> image_encoder.visual.*, clip_model_.token_embedding ->
+# text_encoder.token_embedding, the temporal transformer's PreNorm blocks -> norm1/attn/norm2/mlp); their stored
+# token_prefix / token_suffix are not weights: they tell which class texts the prompts were trained with.
+_TEMPORAL = [
+    (r"temporal_net\.temporal_transformer\.layers\.(\d+)\.0\.fn\.norm\.", r"temporal_net.layers.\1.norm1."),
+    (r"temporal_net\.temporal_transformer\.layers\.(\d+)\.0\.fn\.fn\.to_qkv\.", r"temporal_net.layers.\1.attn.qkv."),
+    (r"temporal_net\.temporal_transformer\.layers\.(\d+)\.0\.fn\.fn\.to_out\.0\.",
+     r"temporal_net.layers.\1.attn.proj."),
+    (r"temporal_net\.temporal_transformer\.layers\.(\d+)\.1\.fn\.norm\.", r"temporal_net.layers.\1.norm2."),
+    (r"temporal_net\.temporal_transformer\.layers\.(\d+)\.1\.fn\.fn\.net\.0\.", r"temporal_net.layers.\1.mlp.0."),
+    (r"temporal_net\.temporal_transformer\.layers\.(\d+)\.1\.fn\.fn\.net\.3\.", r"temporal_net.layers.\1.mlp.2."),
+]
+
+
+def is_official_state_dict(state_dict: Dict[str, torch.Tensor]) -> bool:
+    """True for a state dict of the official DFER-CLIP ``GenerateModel`` (with or without ``module.``)."""
+    keys = strip_wrapper_prefixes(state_dict)
+    return "prompt_learner.ctx" in keys and any(k.startswith("temporal_net.temporal_transformer.") for k in keys)
+
+
+def convert_official_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict]:
+    """Rename an official state dict to clipdfer's.
+
+    Returns:
+        ``(converted, extras)``: the clipdfer state dict, and ``extras`` with the official ``token_suffix`` (if
+        present) for :func:`detect_text_type`.
+    """
+    sd = strip_wrapper_prefixes(state_dict)
+    out, extras = {}, {}
+    for k, v in sd.items():
+        if k.startswith("image_encoder."):
+            out["image_encoder.visual." + k[len("image_encoder."):]] = v
+        elif k.startswith("text_encoder."):
+            out[k] = v
+        elif k == "clip_model_.token_embedding.weight":
+            out["text_encoder.token_embedding.weight"] = v
+        elif k == "prompt_learner.ctx" or k in ("temporal_net.cls_token", "temporal_net.pos_embedding"):
+            out[k] = v
+        elif k in ("prompt_learner.token_prefix", "prompt_learner.token_suffix"):
+            extras[k.split(".")[1]] = v
+        elif k.startswith("temporal_net.temporal_transformer."):
+            for pattern, repl in _TEMPORAL:
+                new, n = re.subn("^" + pattern, repl, k)
+                if n:
+                    out[new] = v
+                    break
+            else:
+                raise ValueError(f"unexpected DFER-CLIP temporal key {k!r}")
+        elif not k.startswith("clip_model_."):
+            raise ValueError(f"unexpected key {k!r} in a DFER-CLIP checkpoint")
+    if "text_encoder.token_embedding.weight" not in out:
+        raise ValueError("the DFER-CLIP checkpoint has no clip_model_.token_embedding.weight: it cannot build prompts")
+    return out, extras
+
+
+def _suffix_for(texts: List[str], token_embedding: torch.Tensor, n_ctx: int) -> torch.Tensor:
+    tokens = tokenize([" ".join(["X"] * n_ctx) + " " + t for t in texts])
+    return torch.nn.functional.embedding(tokens, token_embedding)[:, 1 + n_ctx:]
+
+
+def detect_text_type(token_suffix: torch.Tensor, token_embedding: torch.Tensor, n_ctx: int,
+                     class_names_options=(DFEW_CLASSES, MAFW_CLASSES)) -> Optional[Tuple[str, Tuple[str, ...]]]:
+    """Which of DFER-CLIP's text settings (and class list) produced a checkpoint's stored ``token_suffix``."""
+    for names in class_names_options:
+        if len(names) != token_suffix.shape[0]:
+            continue
+        for text_type in DFERCLIP_TEXT_TYPES:
+            ours = _suffix_for(dferclip_texts(names, text_type), token_embedding.float(), n_ctx)
+            if ours.shape == token_suffix.shape and torch.allclose(ours, token_suffix.float(), atol=1e-3):
+                return text_type, tuple(names)
+    return None
+
+
+def infer_clip_arch(state_dict: Dict[str, torch.Tensor]) -> str:
+    """The name in ``CLIP_ARCHS`` whose shapes the converted state dict has (``vitb32`` for real checkpoints)."""
+    sd = state_dict
+    width, _, patch, _ = sd["image_encoder.visual.conv1.weight"].shape
+    layers = 1 + max(int(k.split(".")[4]) for k in sd if k.startswith("image_encoder.visual.transformer.resblocks."))
+    text_width = sd["text_encoder.token_embedding.weight"].shape[1]
+    for name, a in CLIP_ARCHS.items():
+        if (a.width, a.patch_size, a.layers, a.text_width, a.embed_dim) == (
+                width, patch, layers, text_width, sd["image_encoder.visual.proj"].shape[1]):
+            return name
+    raise ValueError(f"no known CLIP shape has width {width}, patch {patch}, {layers} layers, text width {text_width}")
+
+
+class NotOfficialCheckpointError(ValueError):
+    """A readable checkpoint that is not in the official release format (e.g. a plain state dict)."""
+
+
+def read_official_checkpoint(path: str) -> Dict[str, torch.Tensor]:
+    """The ``state_dict`` of an official DFER-CLIP ``.pth`` file, read without running any code.
+
+    Raises:
+        ValueError: a web page saved in place of the file, or a file torch cannot read (truncated, not a checkpoint).
+        NotOfficialCheckpointError: a readable checkpoint of another format (a safetensors file, a plain state dict).
+        UnsafeCheckpointError: the file names code to run (nothing ran).
+    """
+    size = os.path.getsize(path)
+    kind = file_kind(path)
+    if kind == "html":
+        title = html_title(path)
+        raise ValueError(
+            f"{path!r} is an HTML page{f' ({title!r})' if title else ''}, not a checkpoint: the download got a web "
+            f"page instead of the file (Google Drive: its quota, login or virus-scan page). Download it again, e.g. "
+            f"in a browser from the link in {_ORIGIN}")
+    if kind == "safetensors":
+        raise NotOfficialCheckpointError(
+            f"{path!r} is a safetensors file, not an official DFER-CLIP release (a torch.save .pth): load it with "
+            f"create_model(name, checkpoint_path=...)")
+    try:
+        obj, _ = load_inert(path)
+    except UnsafeCheckpointError:
+        raise
+    except Exception as e:  # torch's own reasons are long and name no file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"{path!r} ({size} bytes) is not a readable PyTorch checkpoint ({reason}): it is probably truncated (an "
+            f"interrupted download or copy) or not a checkpoint. Download it again") from e
+    sd = obj.get("state_dict") if isinstance(obj, dict) else None
+    if not isinstance(sd, dict) or not is_official_state_dict(sd):
+        raise NotOfficialCheckpointError(
+            f"{path!r} is not an official DFER-CLIP checkpoint (no module.prompt_learner.ctx / "
+            f"temporal_net.temporal_transformer keys under 'state_dict')")
+    return sd
+
+
+_CLASS_COUNTS = {"dfew": 7, "ferv39k": 7, "mafw": 11}
+_FOLDED = ("dfew", "mafw")  # released per fold (1-5); FERV39k has one split
+
+
+def release_from_filename(filename: str) -> Tuple[Optional[str], Optional[int]]:
+    """``(dataset, fold)`` as an official file name says them (the official script names its checkpoints
+    ``<DATASET>-<time>-set<N>-model_best.pth``); None for what it does not say."""
+    name = os.path.basename(filename).lower()
+    dataset = next((d for d in ("ferv39k", "dfew", "mafw") if d in name), None)
+    match = re.search(r"(?:set|fold)[ _-]?(\d+)", name)
+    fold = int(match.group(1)) if match and dataset in _FOLDED else None
+    return dataset, fold
+
+
+def _tag_fold(tag: str) -> Optional[int]:
+    match = re.search(r"_fold(\d+)$", tag or "")
+    return int(match.group(1)) if match else None
+
+
+def check_release_name(filename: str, pretrained_cfg) -> None:
+    """Refuse a file whose official-style name says another dataset or fold than the tag it is loaded for.
+
+    Raises:
+        ReleaseMismatchError: naming the file, what its name says and the tag.
+    """
+    named_dataset, named_fold = release_from_filename(filename)
+    dataset, fold = pretrained_cfg.dataset, _tag_fold(pretrained_cfg.tag)
+    if named_dataset and dataset and named_dataset != dataset or named_fold and fold and named_fold != fold:
+        said = f"{named_dataset.upper()}{f' fold {named_fold}' if named_fold else ''}"
+        raise ReleaseMismatchError(
+            f"the file is named {os.path.basename(filename)!r}, a {said} release, but {pretrained_cfg.name} is "
+            f"{(dataset or '?').upper()}{f' fold {fold}' if fold else ''}: it is another release. Use that release's "
+            f"tag (clipdfer.list_pretrained('dferclip*')) or point this one at the right file")
+
+
+def _release(num_classes: int, filename: str, dataset: Optional[str], fold: Optional[int], pretrained_cfg):
+    """The dataset and fold a release file is, from the caller, the tag it is loaded for and its file name; a
+    contradiction or what cannot be told is an error."""
+    named_dataset, named_fold = release_from_filename(filename)
+    if pretrained_cfg is not None:
+        check_release_name(filename, pretrained_cfg)
+        return pretrained_cfg.dataset, _tag_fold(pretrained_cfg.tag)
+    if dataset and named_dataset and dataset != named_dataset or fold is not None and named_fold and fold != named_fold:
+        given = " ".join(f"--{k} {v}" for k, v in (("dataset", dataset), ("fold", fold)) if v is not None)
+        raise ValueError(f"{given} contradicts the file name {os.path.basename(filename)!r} ({named_dataset} fold "
+                         f"{named_fold}): check which release the file is")
+    dataset = dataset or named_dataset or ("mafw" if num_classes == 11 else None)
+    if dataset is None:
+        raise ValueError(f"{os.path.basename(filename)!r} is a 7-class release, which DFEW's and FERV39k's both are, "
+                         f"and its name does not say which: pass the dataset (--dataset dfew or --dataset ferv39k)")
+    if _CLASS_COUNTS.get(dataset) != num_classes:
+        raise ValueError(f"dataset {dataset!r} has {_CLASS_COUNTS.get(dataset)} classes but the checkpoint has "
+                         f"{num_classes}: it is not a {dataset.upper()} release; check --dataset")
+    fold = fold if fold is not None else named_fold
+    if dataset not in _FOLDED and fold is not None:
+        raise ValueError(f"--fold {fold}: {dataset.upper()} has one split and one release; leave --fold out")
+    if fold is not None and not 1 <= fold <= 5:
+        raise ValueError(f"--fold {fold}: {dataset.upper()}'s releases are folds 1-5")
+    return dataset, fold
+
+
+def _check_class_texts(model: DFERCLIP, texts: Sequence[str], source: str) -> None:
+    """Class-specific contexts are learned for their class's text: weights trained with other texts for the same
+    classes would load silently and predict wrongly, so that is an error (shared contexts carry over)."""
+    ours = tuple(model.class_texts)
+    if not model.prompt_learner.class_specific or len(texts) != len(ours) or tuple(texts) == ours:
+        return
+    i = next(i for i, (a, b) in enumerate(zip(texts, ours)) if a != b)
+    found = [t for t in DFERCLIP_TEXT_TYPES if tuple(dferclip_texts(model.class_names, t)) == tuple(texts)]
+    how = f"text_type={found[0]!r}" if found else f"class_texts={list(texts)!r}"
+    raise ValueError(
+        f"the weights from {source} were trained with other class texts than the model's (class {i}: {texts[i]!r} "
+        f"in the weights, {ours[i]!r} in the model), and its prompt contexts are class-specific: build the model "
+        f"with {how}")
+
+
+def checkpoint_filter_fn(checkpoint: Checkpoint, model: DFERCLIP) -> Checkpoint:
+    """What a file holds -> this model's state dict: an official state dict is renamed (and its weights are the
+    authors' fine-tuned ones); prompts trained with other class texts than the model's are an error.
+
+    Raises:
+        ValueError: the official prompts' class texts, or the texts a clipdfer file records, differ from the model's
+            (class-specific contexts), naming the ``text_type`` or classes to build the model with.
+    """
+    if checkpoint.class_texts and model.has_prompt_head:
+        _check_class_texts(model, checkpoint.class_texts, checkpoint.source)
+    if not is_official_state_dict(checkpoint.state_dict):
+        return checkpoint
+    converted, extras = convert_official_state_dict(checkpoint.state_dict)
+    suffix = extras.get("token_suffix")
+    if suffix is not None and model.prompt_learner is not None:
+        learner = model.prompt_learner
+        emb = converted["text_encoder.token_embedding.weight"].float()
+        own = F.embedding(learner.tokens, emb)[:, 1 + learner.n_ctx:]
+        if own.shape != suffix.shape or not torch.allclose(own, suffix.float(), atol=1e-3):
+            found = detect_text_type(suffix, emb, learner.n_ctx)
+            if found and tuple(found[1]) != tuple(model.class_names):
+                hint = (f"it was trained for {len(found[1])} classes {list(found[1])} (text_type={found[0]!r}): "
+                        f"create the model with those classes (the dferclip_vitb32_"
+                        f"{'mafw' if len(found[1]) == 11 else 'dfew'} architecture)")
+            elif found:
+                hint = f"it was trained with text_type={found[0]!r}: create the model with text_type={found[0]!r}"
+            else:
+                hint = "pass the class_texts it was trained with"
+            raise ValueError(f"this DFER-CLIP checkpoint's prompts differ from the model's class texts; {hint}, "
+                             f"or convert it with `clipdfer convert dferclip`, which reads them from the file")
+    return dataclasses.replace(checkpoint, state_dict=converted, weights=checkpoint.weights or "finetuned")
+
+
+def read_release(path: str, pretrained_cfg: PretrainedCfg) -> Checkpoint:
+    """A file downloaded for a tag (``pretrained_cfg.url``) -> a saved model's checkpoint: an official release
+    (:func:`read_official_release`), or a safetensors file / plain state dict in our names (a mirror).
+
+    Raises:
+        ReleaseMismatchError: a file named or made for another release; see :func:`read_official_release`.
+    """
+    check_release_name(path, pretrained_cfg)  # whatever its format, a file named as another release is refused
+    if not path.endswith(".safetensors"):
+        try:
+            return read_official_release(path, pretrained_cfg)
+        except NotOfficialCheckpointError:
+            pass
+    return read_state_dict_release(path, pretrained_cfg)
+
+
+def read_official_release(path: str, pretrained_cfg: Optional[PretrainedCfg] = None, dataset: Optional[str] = None,
+                          fold: Optional[int] = None) -> Checkpoint:
+    """An official ``.pth`` -> a saved model's checkpoint (state dict in our names, the class texts its prompts were
+    trained with, and its ``config.json``), as ``clipdfer convert dferclip`` writes it and the cache of a release
+    URL holds it; nothing in the file runs and no model is built.
+
+    The model arguments (classes, text setting, contexts, temporal depth, T) are read from the file; the config
+    records the official input pipeline (16 frames, segment sampling, no mean/std normalisation). The licence, the
+    release URL and the paper's metrics are recorded only with ``pretrained_cfg`` (the file is that tag's release);
+    otherwise the notes say it is not known to be the authors'.
+
+    Args:
+        pretrained_cfg: the tag this file is the release of.
+        dataset: ``dfew``, ``ferv39k`` or ``mafw`` (default: the tag's, the file name's, else MAFW for 11 classes).
+        fold: the fold of a DFEW / MAFW release (1-5; default: the tag's or the file name's).
+
+    Raises:
+        NotOfficialCheckpointError: a readable file of another format (safetensors, a plain state dict).
+        ValueError: not a readable checkpoint, prompts of no known text setting, a dataset or fold that contradicts
+            the file or cannot be told.
+        ReleaseMismatchError: another dataset's classes or another release's file name than ``pretrained_cfg``'s.
+        UnsafeCheckpointError: the file names code to run (nothing ran).
+    """
+    state_dict = read_official_checkpoint(path)
+    converted, extras = convert_official_state_dict(state_dict)
+    ctx = converted["prompt_learner.ctx"]
+    n_ctx = ctx.shape[-2]
+    num_classes = ctx.shape[0] if ctx.dim() == 3 else extras["token_suffix"].shape[0]
+    found = detect_text_type(extras["token_suffix"], converted["text_encoder.token_embedding.weight"], n_ctx) \
+        if "token_suffix" in extras else None
+    if found is None:
+        raise ValueError(f"{path!r}: its prompts match none of DFER-CLIP's text settings for 7 or 11 classes; "
+                         f"build the model with create_model('dferclip_vitb32_...', class_texts=[...], "
+                         f"checkpoint_path=...) instead")
+    text_type, class_names = found
+    expected = pretrained_cfg.class_names if pretrained_cfg is not None else None
+    if expected is not None and tuple(class_names) != tuple(expected):
+        raise ReleaseMismatchError(
+            f"it is a DFER-CLIP checkpoint for {num_classes} classes ({', '.join(class_names)}), but "
+            f"{pretrained_cfg.name} is for {len(expected)} ({', '.join(expected)}): the file is another dataset's "
+            f"release. Use the tag of its dataset (clipdfer.list_pretrained('dferclip*')) or point this one at the "
+            f"right file")
+    dataset, fold = _release(num_classes, path, dataset, fold, pretrained_cfg)
+    tag = pretrained_cfg.tag if pretrained_cfg is not None else (f"{dataset}_fold{fold}" if fold else dataset)
+    clip_arch = infer_clip_arch(converted)
+    num_frames = converted["temporal_net.pos_embedding"].shape[1] - 1
+    texts = dferclip_texts(class_names, text_type)
+    model_args = dict(
+        clip_arch=clip_arch, class_names=list(class_names), num_frames=num_frames, text_type=text_type, n_ctx=n_ctx,
+        class_specific_contexts=ctx.dim() == 3,
+        temporal_layers=1 + max(int(k.split(".")[2]) for k in converted if k.startswith("temporal_net.layers.")),
+        class_texts=list(texts), truncate=False)
+    architecture = "dferclip_test" if clip_arch == "test" else f"dferclip_vitb32_{dataset}"
+    base = get_pretrained_cfg(architecture)
+    size = "x".join(str(s) for s in base.input_size[1:])
+    note = (f"Converted by clipdfer from the DFER-CLIP checkpoint {os.path.basename(path)} (official release "
+            f"format, text: {text_type}). Frames: {num_frames} per clip, the middle frame of each of "
+            f"{num_frames} equal segments, resized to {size}, scaled to [0, 1], no mean/std normalisation.")
+    if pretrained_cfg is not None:  # the authors' release: downloaded from the tag's URL, or named (`--release`)
+        record = dict(license="mit", metrics=_METRICS[dataset], url=pretrained_cfg.url,
+                      notes=f"{official_notes(dataset, fold)} {note} Metrics: UAR / WAR (%) as the paper reports them "
+                            f"(DFEW and MAFW: the mean over 5 folds), not measured by clipdfer.")
+    else:  # the official script names everyone's runs alike: nothing claims this file is the authors' release
+        record = dict(license=None, metrics=(), url=None,
+                      notes=f"A DFER-CLIP checkpoint trained on {dataset.upper()}{f' fold {fold}' if fold else ''}, "
+                            f"not known to be the authors' release (convert with --release TAG to record that it "
+                            f"is). {training_data_terms(dataset)}. {note}")
+    cfg = dataclasses.replace(
+        base, tag=tag, num_classes=len(class_names), class_names=tuple(class_names), num_frames=num_frames,
+        classifier=base.classifier or DFERCLIP.prompt_head_parts, finetuned=True, dataset=dataset,
+        frame_sampling="segment", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation="bilinear",
+        paper_ids=_PAPER, origin_url=_ORIGIN, **record)
+    config = model_dir_config(cfg, model_args, "finetuned", get_clip_arch(clip_arch).embed_dim)
+    return Checkpoint(converted, path, "finetuned", tuple(texts), config)
 
 
 # ---------------------------------------------------------------------------------------------------- registry

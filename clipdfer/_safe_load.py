@@ -81,26 +81,3 @@ def load_inert(path: str) -> Tuple[Any, List[str]]:
     if names:
         _logger.info("%s: kept objects of %s as inert data (not executed)", path, ", ".join(names))
     return obj, names
-
-
-def file_kind(path: str) -> str:
-    """What a weights file looks like from its first bytes: ``'html'`` (a web page: a download that got a login,
-    quota or warning page), ``'torch'`` (a ``torch.save`` zip or legacy pickle), ``'safetensors'`` or ``'unknown'``."""
-    with open(path, "rb") as f:
-        head = f.read(4096)
-    text = head.lstrip().lower()
-    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text[:512]:
-        return "html"
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return "torch"
-    if len(head) > 8 and head[8:9] == b"{":
-        return "safetensors"
-    return "unknown"
-
-
-def html_title(path: str) -> str:
-    """The ``<title>`` of an HTML file ('' when it has none)."""
-    import re
-    with open(path, "rb") as f:
-        match = re.search(rb"<title[^>]*>(.*?)</title>", f.read(1 << 16), re.S | re.I)
-    return " ".join(match.group(1).decode("utf-8", "replace").split()) if match else ""
