@@ -36,13 +36,14 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch.utils.data import DataLoader, Subset
 
-import clipdfer
-from clipdfer.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
-from clipdfer.data import ClipDataset, SyntheticClips, build_transform, read_annotations
-from clipdfer.distributed import LossWrapper, ResumableSampler, setup, teardown
-from clipdfer.eval import evaluate
-from clipdfer.recipes import Recipe, recipe_for
-from clipdfer.schedule import build_scheduler
+from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from .data import ClipDataset, SyntheticClips, build_transform, read_annotations
+from .distributed import LossWrapper, ResumableSampler, setup, teardown
+from .eval import evaluate
+from .models import create_model, get_pretrained_cfg, list_pretrained
+from .optim import param_groups
+from .recipes import Recipe, recipe_for
+from .schedule import build_scheduler
 
 __all__ = ["main", "train", "evaluate", "ResumableSampler", "TrainConfig", "build_parser"]
 
@@ -97,13 +98,12 @@ def starting_weights(name: str) -> str:
         return name
     arch, _, tag = name.partition(".")
     if not tag:
-        init = [t for t in clipdfer.list_pretrained(arch)
-                if t.partition(".")[0] == arch and not clipdfer.get_pretrained_cfg(t).finetuned]
-        if init and init[0] != f"{arch}.{clipdfer.get_pretrained_cfg(arch).tag}":
+        init = [t for t in list_pretrained(arch) if t.partition(".")[0] == arch and not get_pretrained_cfg(t).finetuned]
+        if init and init[0] != f"{arch}.{get_pretrained_cfg(arch).tag}":
             _logger.info("--pretrained: starting from %s (the initialisation; name a fine-tuned tag to start from it)",
                          init[0])
         return init[0] if init else name
-    cfg = clipdfer.get_pretrained_cfg(name)
+    cfg = get_pretrained_cfg(name)
     if cfg.finetuned:
         _logger.warning("--pretrained: %s is already fine-tuned on %s; if you train or test on %s's splits, their test "
                         "clips may be in these weights' training data", name, cfg.dataset, cfg.dataset)
@@ -162,7 +162,7 @@ def _recipe(cfg: TrainConfig, model) -> Recipe:
 
 
 def _optimizer(model, recipe: Recipe, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = clipdfer.optim.param_groups(
+    groups = param_groups(
         model, lr=cfg.lr or recipe.lr, backbone_lr=cfg.backbone_lr or recipe.backbone_lr,
         weight_decay=recipe.weight_decay if cfg.weight_decay is None else cfg.weight_decay, group_lr=recipe.groups(),
         layer_decay=cfg.layer_decay, decay_all=recipe.decay_all)
@@ -213,9 +213,8 @@ def train(cfg: TrainConfig) -> Dict:
                                 f"check --out, or run without --resume to start a new run")
     resume = found is not None
     source = f"local-dir:{found}" if resume else (starting_weights(cfg.model) if cfg.pretrained else cfg.model)
-    model = clipdfer.create_model(source, pretrained=cfg.pretrained and not resume,
-                                  checkpoint_path=None if resume else cfg.checkpoint,
-                                  **({} if resume else (cfg.model_kwargs or {})))
+    model = create_model(source, pretrained=cfg.pretrained and not resume, checkpoint_path=None if resume else
+                         cfg.checkpoint, **({} if resume else (cfg.model_kwargs or {})))
     recipe = _recipe(cfg, model)  # from the built model: its family and the dataset of its classes
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing()
