@@ -21,10 +21,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-import clipdfer
-from clipdfer.data import ClipDataset, SyntheticClips, build_transform, read_annotations
-from clipdfer.distributed import ResumableSampler, unwrap
-from clipdfer.metrics import classification_report, save_confusion_png
+from .checkpoint import latest_checkpoint
+from .data import ClipDataset, SyntheticClips, build_transform, read_annotations
+from .distributed import ResumableSampler, unwrap
+from .metrics import classification_report, save_confusion_png
+from .models import create_model, get_pretrained_cfg, is_model
 
 __all__ = ["main", "evaluate", "evaluate_model", "load_for_eval"]
 
@@ -70,9 +71,9 @@ def check_fold_weights(name: str, fold: Optional[int]) -> None:
     Raises:
         ValueError: naming the release, the fold and the fix (``{fold}`` in the model name).
     """
-    if fold is None or name.startswith(("hf-hub:", "local-dir:")) or not clipdfer.is_model(name):
+    if fold is None or name.startswith(("hf-hub:", "local-dir:")) or not is_model(name):
         return
-    cfg = clipdfer.get_pretrained_cfg(name)
+    cfg = get_pretrained_cfg(name)
     _refuse_other_fold(name, cfg.architecture, cfg.tag, fold)
 
 
@@ -105,11 +106,10 @@ def load_for_eval(model: str, checkpoint: Optional[str], pretrained: bool = Fals
     A checkpoint directory that a crash left missing or incomplete is replaced by the complete copy ``clipdfer
     train`` left beside it (``DIR.tmp`` or ``DIR.old``, with a warning), as ``--resume`` does."""
     if checkpoint and not os.path.isfile(checkpoint):
-        from .checkpoint import latest_checkpoint
         checkpoint = latest_checkpoint(checkpoint) or checkpoint
     if checkpoint and os.path.isdir(checkpoint):
-        return clipdfer.create_model(f"local-dir:{checkpoint}")
-    return clipdfer.create_model(model, pretrained=pretrained and not checkpoint, checkpoint_path=checkpoint)
+        return create_model(f"local-dir:{checkpoint}")
+    return create_model(model, pretrained=pretrained and not checkpoint, checkpoint_path=checkpoint)
 
 
 def evaluate_model(net, test_list: Optional[str], synthetic: bool, batch_size: int, device, synthetic_size: int = 64,
@@ -176,7 +176,6 @@ def main(argv=None) -> int:
         test_list = fmt(args.test_list) or (os.path.join(fmt(args.data), "test.txt") if args.data else None)
         saved = fmt(args.model)[len("local-dir:"):] if fmt(args.model).startswith("local-dir:") else None
         if args.checkpoint:
-            from .checkpoint import latest_checkpoint
             saved = latest_checkpoint(fmt(args.checkpoint)) or fmt(args.checkpoint)
             saved = saved if os.path.isdir(saved) else os.path.dirname(saved)  # a saved directory's model file too
         check_saved_release(saved, fold)

@@ -3,24 +3,17 @@
     clipdfer train --model clipdfer_vitb32_dfew --data DFEW/annotations/set_1 --out runs/dfew1 --pretrained
     torchrun --standalone --nproc_per_node 2 -m clipdfer.train --model clipdfer_test --synthetic --epochs 1 --out DIR
 
-``--data`` is a directory with ``train.txt`` and ``test.txt`` in DFER-CLIP's annotation format
-(``FRAME_FOLDER NUM_FRAMES LABEL``), or give ``--train-list`` / ``--test-list``. The model is built first and its
-recipe follows from it (``clipdfer.recipes.recipe_for``: its family and the dataset of its classes), so registered
-names, weight tags, ``local-dir:`` and ``hf-hub:`` models train alike. Model selection uses a validation split held
-out from the training list (``--val-fraction``, stratified, seeded): the clean protocol. ``--select-on test``
-selects on the test list instead, as the papers do, and says so in its output and results.
+Data: ``--data DIR`` with ``train.txt`` and ``test.txt`` (DFER-CLIP's ``FRAME_FOLDER NUM_FRAMES LABEL``), or
+``--train-list`` / ``--test-list``. Recipe: the built model's (``recipes.recipe_for``: its family and the dataset of
+its classes). Selection: on a stratified, seeded split held out from the training list (``--val-fraction``);
+``--select-on test`` selects on the test list as the papers do (optimistic), and says so. With ``--ema`` the EMA
+weights (timm's ``ModelEmaV3``) are evaluated, selected and tested.
 
-Options beyond the recipe: ``--layer-decay`` (layer-wise learning-rate decay of the CLIP backbone, through
-``timm.optim``), ``--ema`` (an exponential moving average of the weights, timm's ``ModelEmaV3``, which is then the
-model that is evaluated, selected and tested), ``--amp``, ``--grad-checkpointing``.
-
-Outputs in ``--out``: ``checkpoints/last`` and ``checkpoints/best`` (``config.json`` + ``model.safetensors`` that
-``create_model("local-dir:...")`` loads, plus ``state.pt`` with optimizer, schedule position, RNG state and EMA
-weights, all written atomically), ``log.jsonl`` (one JSON object per logged step and per evaluation),
-``results.json``. ``--resume`` continues from ``checkpoints/last`` at the saved step: the data order is a function
-of the seed and the epoch, so the resumed run sees the batches the interrupted one would have seen.
-
-Progress goes to the ``clipdfer.train`` logger (the command line shows it on stdout).
+Outputs in ``--out``: ``checkpoints/last`` and ``checkpoints/best`` (``config.json`` + ``model.safetensors`` for
+``create_model("local-dir:...")``, and ``state.pt``: position, optimizer, RNG and EMA state), ``log.jsonl`` (one
+JSON object per logged step and per evaluation), ``results.json``. ``--resume`` continues from ``checkpoints/last``
+at the saved step: the data order is a function of the seed and the epoch. Progress goes to the ``clipdfer.train``
+logger.
 """
 
 import argparse
@@ -36,15 +29,16 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch.utils.data import DataLoader, Subset
 
-import clipdfer
-from clipdfer.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
-from clipdfer.data import ClipDataset, SyntheticClips, build_transform, read_annotations
-from clipdfer.distributed import LossWrapper, ResumableSampler, setup, teardown
-from clipdfer.eval import evaluate
-from clipdfer.recipes import Recipe, recipe_for
-from clipdfer.schedule import build_scheduler
+from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from .data import ClipDataset, SyntheticClips, build_transform, read_annotations
+from .distributed import LossWrapper, ResumableSampler, setup, teardown
+from .eval import evaluate
+from .models import create_model, get_pretrained_cfg, list_pretrained
+from .optim import param_groups
+from .recipes import Recipe, recipe_for
+from .schedule import build_scheduler
 
-__all__ = ["main", "train", "evaluate", "ResumableSampler", "TrainConfig", "build_parser"]
+__all__ = ["main", "train", "evaluate", "ResumableSampler", "TrainConfig", "TrainState", "build_parser"]
 
 _logger = logging.getLogger(__name__)
 
@@ -97,13 +91,12 @@ def starting_weights(name: str) -> str:
         return name
     arch, _, tag = name.partition(".")
     if not tag:
-        init = [t for t in clipdfer.list_pretrained(arch)
-                if t.partition(".")[0] == arch and not clipdfer.get_pretrained_cfg(t).finetuned]
-        if init and init[0] != f"{arch}.{clipdfer.get_pretrained_cfg(arch).tag}":
+        init = [t for t in list_pretrained(arch) if t.partition(".")[0] == arch and not get_pretrained_cfg(t).finetuned]
+        if init and init[0] != f"{arch}.{get_pretrained_cfg(arch).tag}":
             _logger.info("--pretrained: starting from %s (the initialisation; name a fine-tuned tag to start from it)",
                          init[0])
         return init[0] if init else name
-    cfg = clipdfer.get_pretrained_cfg(name)
+    cfg = get_pretrained_cfg(name)
     if cfg.finetuned:
         _logger.warning("--pretrained: %s is already fine-tuned on %s; if you train or test on %s's splits, their test "
                         "clips may be in these weights' training data", name, cfg.dataset, cfg.dataset)
@@ -162,7 +155,7 @@ def _recipe(cfg: TrainConfig, model) -> Recipe:
 
 
 def _optimizer(model, recipe: Recipe, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = clipdfer.optim.param_groups(
+    groups = param_groups(
         model, lr=cfg.lr or recipe.lr, backbone_lr=cfg.backbone_lr or recipe.backbone_lr,
         weight_decay=recipe.weight_decay if cfg.weight_decay is None else cfg.weight_decay, group_lr=recipe.groups(),
         layer_decay=cfg.layer_decay, decay_all=recipe.decay_all)
@@ -198,169 +191,304 @@ def _log(path: Optional[str], **entry) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def train(cfg: TrainConfig) -> Dict:
-    """Run a training job; returns the results written to ``results.json`` (on rank 0)."""
+@dataclasses.dataclass
+class TrainState:
+    """Where a run is and its best selection score: the entries of ``state.pt`` beside optimizer, RNG and EMA state.
+
+    ``epoch`` and ``step_in_epoch`` count within the stage, ``best_epoch`` over all stages (-1: none yet); ``best`` is
+    a UAR in percent (-1: none yet). ``run`` names what fixes the batches (model, batch size, seed, data): resuming
+    with another one is refused.
+    """
+    stage_index: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best: float = -1.0
+    best_epoch: int = -1
+    run: Dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> Dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: Dict) -> "TrainState":
+        """The state in a ``state.pt`` dict; its other entries (optimizer, EMA weights) are left out."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in names})
+
+    @classmethod
+    def resume(cls, saved: Dict, run: Dict, path: str) -> "TrainState":
+        """The state ``path`` saved (``saved``: its ``state.pt``), continued by the run ``run`` names.
+
+        Raises:
+            ValueError: ``path`` was saved by a run with another identity, whose batches would differ.
+        """
+        changed = {k: (v, run.get(k)) for k, v in saved.get("run", {}).items() if run.get(k) != v}
+        if changed:
+            raise ValueError(
+                f"--resume: {path} was saved by a run with "
+                + ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new) in changed.items())
+                + ": resume with the same arguments, or start a new run in another --out")
+        return cls.from_dict({"run": run, **saved})
+
+    def budget_spent(self, max_steps: Optional[int]) -> bool:
+        """Whether ``--max-steps`` (None: no budget) is used up, which ends the run after its next save."""
+        return bool(max_steps) and self.global_step >= max_steps
+
+    @property
+    def mid_stage(self) -> bool:
+        """Whether the stage has begun (a run resumed in it): its switch must not copy weights again."""
+        return bool(self.epoch or self.step_in_epoch)
+
+    def step(self) -> None:
+        self.step_in_epoch += 1
+        self.global_step += 1
+
+    def end_epoch(self) -> None:
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+
+    def next_stage(self) -> None:
+        self.stage_index, self.epoch, self.step_in_epoch = self.stage_index + 1, 0, 0
+
+
+@dataclasses.dataclass
+class _Run:
+    """What a run builds once; ``state`` and ``saved_optimizer`` (a resumed run's, until its first stage) change."""
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    model: torch.nn.Module
+    ema: Optional[torch.nn.Module]  # timm's ModelEmaV3
+    recipe: Recipe
+    train_set: object
+    val_set: Optional[object]
+    test_set: Optional[object]
+    sampler: ResumableSampler
+    loader: DataLoader
+    steps_per_epoch: int  # of a whole epoch (a resumed epoch's loader is shorter)
+    per_rank_batch: int
+    stages: List[int]  # epochs per stage
+    state: TrainState
+    saved_optimizer: Optional[Dict]
+    scaler: torch.amp.GradScaler
+    amp_dtype: Optional[torch.dtype]
+
+    @property
+    def main_rank(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def log_path(self) -> Optional[str]:
+        return os.path.join(self.cfg.out, "log.jsonl") if self.main_rank else None
+
+    @property
+    def epochs_before(self) -> int:
+        """Epochs of the stages before the state's: an epoch's number over all stages is this plus its own."""
+        return sum(self.stages[:self.state.stage_index])
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        """The model that is evaluated, selected and tested: the EMA copy if there is one."""
+        return self.model if self.ema is None else self.ema.module
+
+    def evaluated(self, ddp: torch.nn.Module) -> torch.nn.Module:
+        """:attr:`scored`, or without EMA the model as ``ddp`` wraps it (every rank evaluates its shard)."""
+        return ddp if self.ema is None else self.ema.module
+
+
+def _build_run(cfg: TrainConfig) -> _Run:
+    """The model (new, or the saved one with ``--resume``), its recipe, data, loader, EMA copy and state.
+
+    Raises:
+        FileNotFoundError: ``--resume`` with no checkpoint in ``OUT/checkpoints/last``.
+        ValueError: ``--resume`` of a run saved with other arguments; no training data.
+    """
     rank, world, device = setup(cfg.device)
-    main_rank = rank == 0
     torch.manual_seed(cfg.seed)
-    ckpt_dir = os.path.join(cfg.out, "checkpoints")
-    last = os.path.join(ckpt_dir, "last")
-    if main_rank:
-        os.makedirs(ckpt_dir, exist_ok=True)
+    last = os.path.join(cfg.out, "checkpoints", "last")
+    if rank == 0:
+        os.makedirs(os.path.dirname(last), exist_ok=True)
     found = latest_checkpoint(last) if cfg.resume else None
     if cfg.resume and found is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {last!r} (nor {last}.tmp or {last}.old) to continue from; "
                                 f"check --out, or run without --resume to start a new run")
     resume = found is not None
     source = f"local-dir:{found}" if resume else (starting_weights(cfg.model) if cfg.pretrained else cfg.model)
-    model = clipdfer.create_model(source, pretrained=cfg.pretrained and not resume,
-                                  checkpoint_path=None if resume else cfg.checkpoint,
-                                  **({} if resume else (cfg.model_kwargs or {})))
+    model = create_model(source, pretrained=cfg.pretrained and not resume, checkpoint_path=None if resume else
+                         cfg.checkpoint, **({} if resume else (cfg.model_kwargs or {})))
     recipe = _recipe(cfg, model)  # from the built model: its family and the dataset of its classes
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing()
     model.to(device)
     train_set, val_set, test_set = _datasets(cfg, model, recipe)
-    data_name = "synthetic clips" if cfg.synthetic else (cfg.data or cfg.train_list)
     stages = _stages(recipe, model, cfg)
     batch = cfg.batch_size or recipe.batch_size
     per_rank_batch = max(1, batch // world)
     sampler = ResumableSampler(len(train_set), True, cfg.seed, rank, world)
     loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.workers,
                         drop_last=False)
-    steps_per_epoch = len(loader)
-    state = {"stage_index": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": -1,
-             "run": {"model": cfg.model, "batch_size": batch, "seed": cfg.seed, "synthetic": cfg.synthetic}}
-    saved = load_training_state(found) if resume else {}
-    changed = {k: (v, state["run"][k]) for k, v in saved.get("run", {}).items() if state["run"].get(k) != v}
-    if changed:  # the same batches need the same run: another one would silently differ from the interrupted one
-        raise ValueError(
-            f"--resume: {found} was saved by a run with "
-            + ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new) in changed.items())
-            + ": resume with the same arguments, or start a new run in another --out")
-    saved_optimizer = saved.pop("optimizer", None)
-    state.update({k: saved[k] for k in state if k in saved})
+    identity = {"model": cfg.model, "batch_size": batch, "seed": cfg.seed, "synthetic": cfg.synthetic}
+    saved = load_training_state(found) if resume else {}  # restores the RNG state
+    state = TrainState.resume(saved, identity, found) if resume else TrainState(run=identity)
     ema = _make_ema(model, cfg) if cfg.ema else None
     if ema is not None and "ema" in saved:
         ema.module.load_state_dict(saved["ema"])
-    log_path = os.path.join(cfg.out, "log.jsonl") if main_rank else None
-    if main_rank:
-        notice = ("model selection on the TEST set, as the papers do (optimistic: not a clean protocol)"
-                  if cfg.select_on == "test" else "model selection on a validation split held out from train")
-        _logger.info("clipdfer train: %s (%s family, %s classes), %d training clips, %d process(es) on %s, "
-                     "recipe: %s; %s%s", cfg.model, model.family, model.pretrained_cfg.dataset or "its own",
-                     len(train_set), world, device, recipe.source, notice, "; EMA of the weights" if ema else "")
-        _log(log_path, event="start", model=cfg.model, family=model.family, world=world, select_on=cfg.select_on,
-             resumed=resume, ema=bool(ema), layer_decay=cfg.layer_decay, recipe=dataclasses.asdict(recipe))
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16" and device.type == "cuda")
-    total_epochs = sum(stages)
-    resumed_stage = state["stage_index"]
-    epoch_offset = sum(stages[:state["stage_index"]])
-    scored = lambda: ema.module if ema is not None else model  # noqa: E731  (the model that is evaluated and kept)
-    # synthetic clips are a smoke test: what they train is not an expression model, and is not recorded as one
-    trained_state = "finetuned" if not cfg.synthetic else None
-    cfg_updates = dict(finetuned=not cfg.synthetic, notes=f"trained with clipdfer train on {data_name}" + (
-        " (a smoke test: not an expression model)" if cfg.synthetic else ""))
+    run = _Run(cfg=cfg, rank=rank, world=world, device=device, model=model, ema=ema, recipe=recipe,
+               train_set=train_set, val_set=val_set, test_set=test_set, sampler=sampler, loader=loader,
+               steps_per_epoch=len(loader), per_rank_batch=per_rank_batch, stages=stages, state=state,
+               saved_optimizer=saved.get("optimizer"),
+               scaler=torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16" and device.type == "cuda"),
+               amp_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp))
+    if run.main_rank:
+        _log_start(run, resume)
+    return run
 
-    def checkpoint(directory: str, weights) -> None:
-        save_checkpoint(weights, directory, dict(state), optimizer, ema.module if ema is not None else None,
-                        **cfg_updates)
 
+def _log_start(run: _Run, resumed: bool) -> None:
+    cfg, model = run.cfg, run.model
+    notice = ("model selection on the TEST set, as the papers do (optimistic: not a clean protocol)"
+              if cfg.select_on == "test" else "model selection on a validation split held out from train")
+    _logger.info("clipdfer train: %s (%s family, %s classes), %d training clips, %d process(es) on %s, recipe: %s; "
+                 "%s%s", cfg.model, model.family, model.pretrained_cfg.dataset or "its own", len(run.train_set),
+                 run.world, run.device, run.recipe.source, notice, "; EMA of the weights" if run.ema else "")
+    _log(run.log_path, event="start", model=cfg.model, family=model.family, world=run.world, select_on=cfg.select_on,
+         resumed=resumed, ema=bool(run.ema), layer_decay=cfg.layer_decay, recipe=dataclasses.asdict(run.recipe))
+
+
+def _start_stage(run: _Run) -> Tuple[torch.nn.Module, torch.optim.Optimizer, object]:
+    """Switch the model (and its EMA copy) to the state's stage; returns its DDP wrapper, optimizer and scheduler."""
+    state, model, cfg = run.state, run.model, run.cfg
+    if len(run.stages) > 1:
+        sync = False if state.mid_stage else None  # never re-sync a resumed stage
+        model.set_stage(state.stage_index + 1, sync=sync)
+        if run.ema is not None:  # the EMA copy follows the stage's switches (and its copy of the weights)
+            run.ema.module.set_stage(state.stage_index + 1, sync=sync)
+    wrapped = LossWrapper(model)
+    ddp = torch.nn.parallel.DistributedDataParallel(wrapped) if run.world > 1 else wrapped
+    optimizer = _optimizer(model, run.recipe, cfg)
+    if run.saved_optimizer is not None:  # the stage the resumed run was saved in
+        optimizer.load_state_dict(run.saved_optimizer)
+        run.saved_optimizer = None
+    scheduler = build_scheduler(optimizer, run.recipe, run.steps_per_epoch, run.stages[state.stage_index],
+                                cfg.lr or run.recipe.lr)
+    return ddp, optimizer, scheduler
+
+
+def _train_one_epoch(run: _Run, ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> bool:
+    """Train from the state's step to the end of its epoch, or until the step budget is spent.
+
+    Returns:
+        True when the budget ended the epoch before its last step.
+    """
     from tqdm.auto import tqdm
 
-    for stage_index in range(state["stage_index"], len(stages)):
-        if len(stages) > 1:
-            mid_stage = resume and stage_index == resumed_stage and (state["epoch"] or state["step_in_epoch"])
-            model.set_stage(stage_index + 1, sync=False if mid_stage else None)  # never re-sync a resumed stage
-            if ema is not None:  # the EMA copy follows the stage's switches (and its copy of the weights)
-                ema.module.set_stage(stage_index + 1, sync=False if mid_stage else None)
-        wrapped = LossWrapper(model)
-        ddp = torch.nn.parallel.DistributedDataParallel(wrapped) if world > 1 else wrapped
-        optimizer = _optimizer(model, recipe, cfg)
-        if saved_optimizer is not None:
-            optimizer.load_state_dict(saved_optimizer)
-            saved_optimizer = None
-        scheduler = build_scheduler(optimizer, recipe, steps_per_epoch, stages[stage_index], cfg.lr or recipe.lr)
-        first_epoch = state["epoch"] if stage_index == state["stage_index"] else 0
-        for epoch in range(first_epoch, stages[stage_index]):
-            start_step = state["step_in_epoch"] if (epoch == state["epoch"] and stage_index == state["stage_index"]) \
-                else 0
-            sampler.set_epoch(epoch_offset + epoch, start_step * per_rank_batch)
-            base_set = train_set.dataset if isinstance(train_set, Subset) else train_set
-            base_set.set_epoch(epoch_offset + epoch)  # the clips' random frames and augmentations of this epoch
-            model.train()
-            bar = tqdm(loader, disable=not main_rank or not sys.stderr.isatty(),
-                       desc=f"stage {stage_index + 1} epoch {epoch + 1}/{stages[stage_index]}")
-            for i, (video, labels) in enumerate(bar, start=start_step):
-                scheduler.step_update(epoch * steps_per_epoch + i)  # the step within the stage
-                video, labels = video.to(device), labels.to(device)
-                progress = (epoch_offset + epoch + i / max(1, steps_per_epoch)) / max(1, total_epochs)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = ddp(video, labels=labels, progress=min(1.0, progress))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                if trained_state:  # known here: the recipe trains them (recorded by every save)
-                    model.weights = trained_state
-                state.update(stage_index=stage_index, epoch=epoch, step_in_epoch=i + 1,
-                             global_step=state["global_step"] + 1)
-                if ema is not None:
-                    ema.update(model, step=state["global_step"])
-                    if trained_state:
-                        ema.module.weights = trained_state
-                if main_rank and state["global_step"] % max(1, cfg.log_every) == 0:
-                    _log(log_path, event="step", stage=stage_index + 1, epoch=epoch, step=state["global_step"],
-                         loss=loss.item(), lr=optimizer.param_groups[0]["lr"], time=time.time())
-                if main_rank and cfg.ckpt_every and state["global_step"] % cfg.ckpt_every == 0:
-                    checkpoint(last, model)
-                if cfg.max_steps and state["global_step"] >= cfg.max_steps:
-                    break
-            if state["step_in_epoch"] < steps_per_epoch:  # stopped by --max-steps: keep the exact step, end here
-                if main_rank:
-                    checkpoint(last, model)
-                break
-            state.update(epoch=epoch + 1, step_in_epoch=0)
-            selection = val_set if val_set is not None else test_set
-            if selection is not None:
-                report = evaluate(ddp if ema is None else ema.module, selection, per_rank_batch, device, cfg.workers,
-                                  cfg.amp, rank, world)
-                model.train()
-                if main_rank:
-                    _log(log_path, event="eval", split=cfg.select_on, stage=stage_index + 1, epoch=epoch,
-                         uar=report["uar"], war=report["war"])
-                    _logger.info("stage %d epoch %d: %s UAR %.2f WAR %.2f", stage_index + 1, epoch + 1,
-                                 cfg.select_on, report["uar"], report["war"])
-                    if report["uar"] > state["best"]:
-                        state.update(best=report["uar"], best_epoch=epoch_offset + epoch)
-                        checkpoint(os.path.join(ckpt_dir, "best"), scored())
-            if main_rank:
-                checkpoint(last, model)
-            if cfg.max_steps and state["global_step"] >= cfg.max_steps:
-                break
-        epoch_offset += stages[stage_index]
-        state.update(stage_index=stage_index + 1, epoch=0, step_in_epoch=0)
-        if cfg.max_steps and state["global_step"] >= cfg.max_steps:
+    cfg, state, model, device = run.cfg, run.state, run.model, run.device
+    steps = run.steps_per_epoch
+    epoch = run.epochs_before + state.epoch  # over all stages: it seeds the data order
+    run.sampler.set_epoch(epoch, state.step_in_epoch * run.per_rank_batch)
+    base_set = run.train_set.dataset if isinstance(run.train_set, Subset) else run.train_set
+    base_set.set_epoch(epoch)  # the clips' random frames and augmentations of this epoch
+    model.train()
+    trained_state = None if cfg.synthetic else "finetuned"  # synthetic clips do not train an expression model
+    bar = tqdm(run.loader, disable=not run.main_rank or not sys.stderr.isatty(),
+               desc=f"stage {state.stage_index + 1} epoch {state.epoch + 1}/{run.stages[state.stage_index]}")
+    for video, labels in bar:
+        scheduler.step_update(state.epoch * steps + state.step_in_epoch)  # the step within the stage
+        video, labels = video.to(device), labels.to(device)
+        progress = (epoch + state.step_in_epoch / max(1, steps)) / max(1, sum(run.stages))
+        with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+            loss = ddp(video, labels=labels, progress=min(1.0, progress))
+        optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(optimizer)
+        run.scaler.update()
+        if trained_state:  # known here: the recipe trains them (recorded by every save)
+            model.weights = trained_state
+        state.step()
+        if run.ema is not None:
+            run.ema.update(model, step=state.global_step)
+            if trained_state:
+                run.ema.module.weights = trained_state
+        if run.main_rank and state.global_step % max(1, cfg.log_every) == 0:
+            _log(run.log_path, event="step", stage=state.stage_index + 1, epoch=state.epoch, step=state.global_step,
+                 loss=loss.item(), lr=optimizer.param_groups[0]["lr"], time=time.time())
+        if run.main_rank and cfg.ckpt_every and state.global_step % cfg.ckpt_every == 0:
+            _checkpoint(run, "last", model, optimizer)
+        if state.budget_spent(cfg.max_steps):
             break
+    return state.step_in_epoch < steps
 
+
+def _validate(run: _Run, ddp: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Evaluate on the selection split (validation, else test) after an epoch; a better UAR is saved as ``best``."""
+    cfg, state = run.cfg, run.state
+    selection = run.val_set if run.val_set is not None else run.test_set
+    if selection is None:
+        return
+    report = evaluate(run.evaluated(ddp), selection, run.per_rank_batch, run.device, cfg.workers, cfg.amp, run.rank,
+                      run.world)
+    run.model.train()
+    if not run.main_rank:
+        return
+    epoch = state.epoch - 1  # the epoch that has just ended
+    _log(run.log_path, event="eval", split=cfg.select_on, stage=state.stage_index + 1, epoch=epoch,
+         uar=report["uar"], war=report["war"])
+    _logger.info("stage %d epoch %d: %s UAR %.2f WAR %.2f", state.stage_index + 1, epoch + 1, cfg.select_on,
+                 report["uar"], report["war"])
+    if report["uar"] > state.best:
+        state.best, state.best_epoch = report["uar"], run.epochs_before + epoch
+        _checkpoint(run, "best", run.scored, optimizer)
+
+
+def _checkpoint(run: _Run, name: str, weights: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Save ``weights`` as ``OUT/checkpoints/NAME`` with the state, optimizer and EMA weights (``state.pt``)."""
+    data = "synthetic clips" if run.cfg.synthetic else (run.cfg.data or run.cfg.train_list)
+    smoke = " (a smoke test: not an expression model)" if run.cfg.synthetic else ""
+    save_checkpoint(weights, os.path.join(run.cfg.out, "checkpoints", name), run.state.to_dict(), optimizer,
+                    run.ema.module if run.ema is not None else None, finetuned=not run.cfg.synthetic,
+                    notes=f"trained with clipdfer train on {data}{smoke}")
+
+
+def _finish(run: _Run, ddp: torch.nn.Module) -> Dict:
+    """Test the evaluated model, write ``results.json`` and each rank's ``ranks/rankN.json``, end the process group."""
+    cfg, model = run.cfg, run.model
     digest = float(sum(p.detach().double().sum() for p in model.parameters()))
-    results = {"model": cfg.model, "family": model.family, "steps": state["global_step"], "select_on": cfg.select_on,
-               "ema": bool(ema), "best_selection_uar": state["best"], "parameter_digest": digest}
+    results = {"model": cfg.model, "family": model.family, "steps": run.state.global_step,
+               "select_on": cfg.select_on, "ema": bool(run.ema), "best_selection_uar": run.state.best,
+               "parameter_digest": digest}
     os.makedirs(os.path.join(cfg.out, "ranks"), exist_ok=True)
-    with open(os.path.join(cfg.out, "ranks", f"rank{rank}.json"), "w") as f:
-        json.dump({"rank": rank, "parameter_digest": digest,
+    with open(os.path.join(cfg.out, "ranks", f"rank{run.rank}.json"), "w") as f:
+        json.dump({"rank": run.rank, "parameter_digest": digest,
                    "first_values": [float(v) for v in next(model.parameters()).detach().flatten()[:8]]}, f)
-    if test_set is not None:
-        report = evaluate(ddp if ema is None else ema.module, test_set, per_rank_batch, device, cfg.workers, cfg.amp,
-                          rank, world)
+    if run.test_set is not None:
+        report = evaluate(run.evaluated(ddp), run.test_set, run.per_rank_batch, run.device, cfg.workers, cfg.amp,
+                          run.rank, run.world)
         results["test"] = {k: report[k] for k in ("uar", "war", "per_class_recall")}
-    if main_rank:
+    if run.main_rank:
         with open(os.path.join(cfg.out, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
-        _log(log_path, event="end", **{k: v for k, v in results.items() if k != "test"})
+        _log(run.log_path, event="end", **{k: v for k, v in results.items() if k != "test"})
     teardown()
     return results
+
+
+def train(cfg: TrainConfig) -> Dict:
+    """Run a training job; returns the results written to ``results.json`` (on rank 0)."""
+    run = _build_run(cfg)
+    state = run.state
+    for _ in range(state.stage_index, len(run.stages)):
+        ddp, optimizer, scheduler = _start_stage(run)
+        while state.epoch < run.stages[state.stage_index]:
+            if not _train_one_epoch(run, ddp, optimizer, scheduler):  # the epoch's end: select, then save
+                state.end_epoch()
+                _validate(run, ddp, optimizer)
+            if run.main_rank:
+                _checkpoint(run, "last", run.model, optimizer)
+            if state.budget_spent(cfg.max_steps):
+                return _finish(run, ddp)
+        state.next_stage()
+    return _finish(run, ddp)
 
 
 # ---------------------------------------------------------------------------------------------------- command line

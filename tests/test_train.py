@@ -119,6 +119,21 @@ def test_bap_stages_run_in_one_command(tmp_path):
     assert stages == [1, 2, 3] and res["steps"] > 0
 
 
+def test_bap_resumes_exactly_after_a_budget_ends_in_a_stage_or_at_its_end(tmp_path):
+    """--max-steps on stage 1's last step or in stage 2, then --resume: the uninterrupted run's steps and weights (the
+    resumed stage is not switched again, which would copy the text dynamic encoder over the trained video one)."""
+    args = dict(model="a3lign_test", synthetic=True, synthetic_size=70, epochs=3, batch_size=14, log_every=1)
+    whole = train(TrainConfig(out=str(tmp_path / "whole"), **args))  # 3 stages of one 5-step epoch
+    for stop, position in ((5, (0, 1, 0)), (7, (1, 0, 2))):
+        out = str(tmp_path / f"stop{stop}")
+        train(TrainConfig(out=out, max_steps=stop, **args))
+        state = torch.load(os.path.join(out, "checkpoints", "last", "state.pt"), weights_only=True)
+        assert (state["stage_index"], state["epoch"], state["step_in_epoch"], state["global_step"]) == (*position, stop)
+        part = train(TrainConfig(out=out, resume=True, **args))
+        assert part["steps"] == whole["steps"] == 15 and part["parameter_digest"] == whole["parameter_digest"], stop
+        assert _losses(out) == _losses(str(tmp_path / "whole")), stop
+
+
 def test_zero_shot_has_no_recipe():
     with pytest.raises(ValueError, match="nothing to train"):
         train(TrainConfig(model="clip_zeroshot_test", out="unused", synthetic=True))

@@ -373,7 +373,7 @@ def test_train_pretrained_starts_from_the_initialisation(monkeypatch, tmp_path):
         seen.append((source, kwargs.get("pretrained")))
         raise RuntimeError("built")  # the model itself is not the point
 
-    monkeypatch.setattr(clipdfer, "create_model", create_model)
+    monkeypatch.setattr(clipdfer_train, "create_model", create_model)  # train imports it from clipdfer.models
     cfg = clipdfer_train.TrainConfig(model="dferclip_vitb32_dfew", pretrained=True, synthetic=True,
                                      out=str(tmp_path / "run"))
     with pytest.raises(RuntimeError, match="built"):
