@@ -73,16 +73,15 @@ def bench_detectors(runs: int = 20) -> List[Dict]:
 def bench_predict(model: str, seconds: float, detect_every: List[int], batch_size: int = 8, device: str = "cpu"
                   ) -> List[Dict]:
     from clipdfer.faces import iou, make_detector
-    from clipdfer.inference import Predictor
-    from clipdfer.inference.predictor import _Session
+    from clipdfer.inference import FaceSettings, Predictor, WindowSettings
     frames = make_video(seconds)
     detector = make_detector("auto")
     searched = [detector.detect(f) for f in frames]
     rows = []
     for k in detect_every:
-        predictor = Predictor(model, pretrained=False, detect_every=k, batch_size=batch_size, device=device,
-                              background=False)
-        stage, session = predictor.tracking_stage(), _Session(predictor)
+        predictor = Predictor(model, pretrained=False, faces=FaceSettings(detect_every=k),
+                              windows=WindowSettings(batch_size=batch_size), device=device, background=False)
+        stage, session = predictor.tracking_stage(), predictor._session()
         t0 = time.perf_counter()
         for event in stage((i / 8.0, f) for i, f in enumerate(frames)):
             session.take(event)
@@ -147,16 +146,17 @@ def many_worker(args) -> Optional[Dict]:
     import torch
     import torch.distributed as dist
 
-    from clipdfer.inference import BatchRun, Predictor, expand_sources
-    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    from clipdfer.distributed import launch_env
+    from clipdfer.inference import BatchRun, Predictor, ReadSettings, WindowSettings, expand_sources
+    rank, world, _ = launch_env()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     if world > 1:
         dist.init_process_group("gloo")
     device = args.device if world == 1 else "cpu"  # several processes: CPU shares (one GPU is one process's)
     predictor = Predictor(args.model, pretrained=False, device=device, background=not args.no_background,
-                          batch_size=args.batch_size)
+                          windows=WindowSettings(batch_size=args.batch_size))
     out = os.path.join(args.out, f"run-{world}-{int(not args.no_background)}")
-    run = BatchRun(predictor, expand_sources([args.videos]), out, overwrite=True, fps=8.0)
+    run = BatchRun(predictor, expand_sources([args.videos]), out, overwrite=True, reading=ReadSettings(fps=8.0))
     if world > 1:
         dist.barrier()
     start = time.perf_counter()

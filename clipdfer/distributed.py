@@ -2,21 +2,45 @@
 
 import math
 import os
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, NamedTuple, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["setup", "teardown", "ResumableSampler", "LossWrapper", "unwrap"]
+__all__ = ["setup", "teardown", "launch_env", "LaunchEnv", "ResumableSampler", "LossWrapper", "unwrap"]
+
+
+class LaunchEnv(NamedTuple):
+    """This process's place in a launch (torchrun or any launcher that sets ``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``): ``(0, 1, 0)`` for one process."""
+    rank: int
+    world: int
+    local_rank: int
+
+
+def launch_env() -> LaunchEnv:
+    """The launcher's environment, read here and nowhere else.
+
+    Raises:
+        ValueError: a variable that is not a whole number, or a rank outside the world.
+    """
+    names = (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"))
+    try:
+        env = LaunchEnv(*(int(os.environ.get(name, default)) for name, default in names))
+    except ValueError as e:
+        raise ValueError(f"RANK / WORLD_SIZE / LOCAL_RANK must be whole numbers ({e}); unset them for one process, or "
+                         f"launch with torchrun") from e
+    if env.world < 1 or not 0 <= env.rank < env.world:
+        raise ValueError(f"RANK={env.rank}, WORLD_SIZE={env.world}: expected 0 <= RANK < WORLD_SIZE; unset them for "
+                         f"one process, or launch with torchrun")
+    return env
 
 
 def setup(device: Optional[str] = None) -> Tuple[int, int, torch.device]:
     """``(rank, world_size, device)`` from torchrun's environment; starts the process group when there are several
     processes (NCCL on CUDA, gloo on the CPU). One process without torchrun: ``(0, 1, cuda:0 or cpu)``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world, local = launch_env()
     if device is None:
         device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)

@@ -56,6 +56,7 @@ def face_frame(boxes: Iterable[Optional[Box]] = (), height: int = 120, width: in
 def use_scripted_detector(monkeypatch) -> None:
     """Make ``detector="auto"`` (the CLI's default) give a :class:`ScriptedDetector` for the rest of a test."""
     import clipdfer.faces
+    import clipdfer.inference.predictor
     real = clipdfer.faces.make_detector
 
     def make(detector="auto", min_score=None, **kwargs):
@@ -64,3 +65,4 @@ def use_scripted_detector(monkeypatch) -> None:
         return ScriptedDetector(min_score=0.0 if min_score is None else min_score)
 
     monkeypatch.setattr(clipdfer.faces, "make_detector", make)
+    monkeypatch.setattr(clipdfer.inference.predictor, "make_detector", make)  # where the predictor looks it up

@@ -21,7 +21,8 @@ from clipdfer.faces import crop_face
 from clipdfer.inference import (
     Camera, FaceTimeline, NoFaceError, Prediction, Predictor, WindowResult, sample_clip_path,
 )
-from clipdfer.inference.predictor import _Session
+from clipdfer.inference import FaceSettings, ReadSettings, WindowSettings
+from clipdfer.inference.settings import split_settings
 from clipdfer.visualize import face_colour
 from scripted import ScriptedDetector, face_frame, use_scripted_detector
 from videos import write_video
@@ -38,8 +39,10 @@ def clip():
     return list(read_video(sample_clip_path()).permute(0, 2, 3, 1).numpy())
 
 
-def _scripted(model, **kwargs) -> Predictor:
-    return Predictor(model, detector=ScriptedDetector(), **kwargs)
+def _scripted(model, *, background=True, dtype=None, **settings):
+    """A predictor whose faces come from the scripted detector; ``settings``: face and window settings."""
+    _, faces, windows = split_settings(settings, faces=FaceSettings(detector=ScriptedDetector()))
+    return Predictor(model, faces=faces, windows=windows, background=background, dtype=dtype)
 
 
 def _tensor(frames) -> torch.Tensor:
@@ -54,7 +57,7 @@ def _two_faces(n=30, leaves=12):
 # ------------------------------------------------------------------------------------------------ the pipeline
 def test_every_face_has_its_timeline_and_stream_and_run_give_the_same_windows(model):
     frames = _two_faces()
-    r = _scripted(model).run(_tensor(frames), folder_fps=8.0)
+    r = _scripted(model).run(_tensor(frames), ReadSettings(folder_fps=8.0))
     assert isinstance(r, Prediction) and len(r.faces) == 2 and all(isinstance(f, FaceTimeline) for f in r.faces)
     stays, leaves = r.faces
     assert (stays.first_frame, stays.last_frame, leaves.first_frame, leaves.last_frame) == (0, 29, 0, 11)
@@ -68,7 +71,7 @@ def test_every_face_has_its_timeline_and_stream_and_run_give_the_same_windows(mo
                    for w in face.windows)
     streamed = list(_scripted(model).stream((i / 8, f) for i, f in enumerate(frames)))
     assert sorted(streamed, key=lambda w: (w.face_id, w.start_frame)) == stays.windows + leaves.windows
-    unthreaded = _scripted(model, background=False).run(_tensor(frames), folder_fps=8.0)
+    unthreaded = _scripted(model, background=False).run(_tensor(frames), ReadSettings(folder_fps=8.0))
     assert unthreaded.to_dict()["faces"] == r.to_dict()["faces"]  # the background thread changes nothing
     assert Prediction.from_dict(json.loads(json.dumps(r.to_dict()))).to_dict() == r.to_dict()
 
@@ -78,7 +81,7 @@ def test_memory_is_bounded_by_the_faces_on_screen_not_the_faces_seen(model):
     p = _scripted(model, background=False)
     frames = ((i / 8, face_frame([(20 + i % 20, 20, 60 + i % 20, 70)],
                                  background=(40, 40, 40) if (i // 20) % 2 else (200, 200, 200))) for i in range(400))
-    stage, session = p.tracking_stage(), _Session(p)
+    stage, session = p.tracking_stage(), p._session()
     held = {}
     for event in stage(frames):
         session.take(event)
@@ -86,7 +89,7 @@ def test_memory_is_bounded_by_the_faces_on_screen_not_the_faces_seen(model):
         if event.index + 1 in (100, 200, 300, 400):
             held[event.index + 1] = (len(crops), len(session.live), stage.held)
     # the live face's last T crops and the windows waiting for a batch; it was 40/80/120/160 crops, growing
-    assert all(n <= p.window * (1 + p.batch_size) and live <= 1 and frames_held <= stage.tracker.max_delay + 1
+    assert all(n <= p.window * (1 + p.windows.batch_size) and live <= 1 and frames_held <= stage.tracker.max_delay + 1
                for n, live, frames_held in held.values()), held
     assert len(session.faces()) == 20 and all(len(f.windows) == 4 and f.ended for f in session.faces())
 
@@ -97,7 +100,7 @@ def test_drawing_never_waits_on_a_window_that_will_not_come(model):
     frames = ((i / 8, face_frame([(10, 10, 50, 60), (90, 20, 130, 70) if 20 <= i < 27 else None])) for i in range(200))
     drawn = []
     stage = p.tracking_stage()
-    session = _Session(p, lambda index, t, frame, faces: drawn.append((index, faces)))
+    session = p._session(lambda index, t, frame, faces: drawn.append((index, faces)))
     bound = p.window + stage.tracker.max_delay + 1
     held = []
     for event in stage(frames):
@@ -141,7 +144,7 @@ def test_low_precision_runs_close_to_fp32(model, dtype):
 def test_frames_with_a_face_count_every_frame_with_a_box(model):
     frames = [face_frame([(10, 10, 50, 60) if i < 25 else None]) for i in range(32)]
     for k in (1, 3):
-        r = _scripted(model, detect_every=k).run(_tensor(frames), folder_fps=8.0)
+        r = _scripted(model, detect_every=k).run(_tensor(frames), ReadSettings(folder_fps=8.0))
         assert r.frames_with_face == 25 and r.frames_used == 32, k  # with k = 3 it counted 9 (the searched frames)
 
 
@@ -195,18 +198,19 @@ def test_preprocessing_travels_with_the_weights():
     assert len(r.windows) == 1 and torch.allclose(_probs(r), expected("bilinear", "uniform"), atol=1e-5)
     assert not torch.allclose(_probs(r), expected("bicubic", "segment"), atol=1e-5)  # what was used before
 
-    p = Predictor(net, detector=ScriptedDetector(), background=False)
-    assert (p.margin, p.interpolation, p.sampling) == (0.1, "bilinear", "uniform") and p.settings["margin"] == 0.1
+    p = _scripted(net, background=False)
+    assert (p.margin, p.interpolation, p.sampling) == (0.1, "bilinear", "uniform")
+    assert p.settings["faces"]["margin"] == 0.1
     frames = [face_frame([(60, 30, 90, 70)], background=(60 + 5 * i, 60, 60)) for i in range(6)]
     events = list(p.tracking_stage()(((i / 8, f) for i, f in enumerate(frames))))
     crop = next(c for e in events for c in e.crops)
     ref = build_transform(net.pretrained_cfg)(
         torch.from_numpy(crop_face(frames[crop.index], crop.box, 0.1, 32, "bilinear")).permute(2, 0, 1)[None])[0]
     assert torch.equal(crop.pixels, ref)
-    assert Predictor(net, detector=ScriptedDetector(), margin=0.5).margin == 0.5
+    assert _scripted(net, margin=0.5).margin == 0.5
     for bad in (-0.1, "wide", True):
         with pytest.raises(ValueError, match="margin=.*pretrained_cfg.crop_margin"):
-            Predictor(net, detector=ScriptedDetector(), margin=bad)
+            FaceSettings(margin=bad)
     with pytest.raises(ValueError, match="interpolation='cubic'"):
         crop_face(frames[0], None, interpolation="cubic")
 
@@ -224,16 +228,16 @@ def test_the_default_model_is_a_fine_tuned_release(capsys):
 
 def test_time_range_short_clips_tensors_and_errors(model):
     video = _tensor(_two_faces(24, leaves=0))
-    r = _scripted(model).run(video, start=1.0, end=2.0, folder_fps=8.0)
+    r = _scripted(model).run(video, ReadSettings(start=1.0, end=2.0, folder_fps=8.0))
     assert r.frames_used == 9 and r.windows[0].start == 1.0 and r.windows[-1].end == 2.0
-    r = _scripted(model).run(video[:5], folder_fps=8.0)  # shorter than the window: one window, frames repeated
+    r = _scripted(model).run(video[:5], ReadSettings(folder_fps=8.0))  # shorter than the window: frames repeated
     assert len(r.windows) == 1 and r.frames_used == 5
     with pytest.raises(ValueError, match="window=6.*exactly T=8"):
-        Predictor("clipdfer_test", pretrained=False, window=6)
+        Predictor("clipdfer_test", pretrained=False, windows=WindowSettings(window=6))
     with pytest.raises(ValueError, match=r"\(T, 3, H, W\)"):
         _scripted(model).run(video[0])
     with pytest.raises(NoFaceError, match="no face found.*24 frames read.*no-face-detection"):
-        _scripted(model).run(_tensor([face_frame([]) for _ in range(24)]), folder_fps=8.0)
+        _scripted(model).run(_tensor([face_frame([]) for _ in range(24)]), ReadSettings(folder_fps=8.0))
 
 
 def test_a_source_that_fails_part_way_closes_the_reader_and_keeps_the_error(model):
@@ -314,7 +318,7 @@ def test_a_phone_clip_stored_sideways_is_predicted_and_drawn_upright(model, tmp_
     stored = write_video(tmp_path / "stored.mp4", [np.ascontiguousarray(np.rot90(f)) for f in upright])
     with_display_matrix(tmp_path / "stored.mp4", tmp_path / "phone.mp4", 0, 1, -1, 0)  # as rotate=270 stores it
     assert read_video(stored).shape[-2:] == (160, 120)
-    r = _scripted(model).run(str(tmp_path / "phone.mp4"), fps=None, annotate=str(tmp_path / "drawn.mp4"))
+    r = _scripted(model).run(str(tmp_path / "phone.mp4"), ReadSettings(fps=None), annotate=str(tmp_path / "drawn.mp4"))
     assert r.frames_with_face == 16 and len(r.faces) == 1
     drawn = read_video(str(tmp_path / "drawn.mp4"))
     assert drawn.shape == (16, 3, 120, 160)  # as a player shows it
@@ -343,13 +347,13 @@ def test_fps_sampling_does_not_depend_on_the_source_rate(model, tmp_path, rate):
     from clipdfer.inference.sources import estimate_frames
     path = write_video(tmp_path / f"clip{rate}.mp4", [face_frame([(10, 10, 50, 60)]) for _ in range(3 * rate)],
                        rate=rate)
-    r = _scripted(model).run(path, fps=8, annotate=str(tmp_path / "drawn.mp4"))
+    r = _scripted(model).run(path, ReadSettings(fps=8), annotate=str(tmp_path / "drawn.mp4"))
     assert abs(r.frames_used - 24) <= 1, r.frames_used  # it was 19 / 15 / 23 frames from 25 / 10 / 30 fps
     assert estimate_frames(path, 8) == r.frames_used  # the progress bar's total
     used = [t for t, _ in iter_video_frames(path, fps=8)]
     drawn = [t for t, _ in iter_video_frames(str(tmp_path / "drawn.mp4"))]
     assert drawn == pytest.approx(used, abs=1e-3)  # the annotated video keeps the source's timing
-    every = _scripted(model).run(path, fps=None, annotate=str(tmp_path / "all.mp4"))
+    every = _scripted(model).run(path, ReadSettings(fps=None), annotate=str(tmp_path / "all.mp4"))
     assert every.frames_used == 3 * rate
     last = [t for t, _ in iter_video_frames(str(tmp_path / "all.mp4"))][-1]
     assert last == pytest.approx((3 * rate - 1) / rate, abs=1e-3)
@@ -364,7 +368,7 @@ def test_a_frame_folder_as_users_have_it(model, tmp_path, monkeypatch, capsys):
         h, w = int(rng.integers(87, 94)), int(rng.integers(68, 76))
         Image.fromarray(face_frame([(8, 8, w - 8, h - 8)], height=h, width=w)).save(folder / f"{i:05d}.png")
         (folder / f"._{i:05d}.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
-    r = _scripted(model).run(str(folder), folder_fps=8.0)
+    r = _scripted(model).run(str(folder), ReadSettings(folder_fps=8.0))
     assert r.frames_used == 24 and r.frames_with_face == 24 and r.seconds == pytest.approx(23 / 8)
     from clipdfer.cli import main
     use_scripted_detector(monkeypatch)
@@ -372,7 +376,7 @@ def test_a_frame_folder_as_users_have_it(model, tmp_path, monkeypatch, capsys):
                  "--no-pretrained"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["frames_used"] == 24  # at 25 frames/s it would take 8 of them
     (folder / "00005.png").write_bytes(b"\x89PNG broken in a copy")  # a damaged frame is skipped, as a packet is
-    r = _scripted(model).run(str(folder), folder_fps=8.0)
+    r = _scripted(model).run(str(folder), ReadSettings(folder_fps=8.0))
     assert r.frames_used == 23 and r.notes == ["crops: 1 frame(s) could not be read and were skipped (00005.png)"]
 
 
@@ -383,7 +387,7 @@ def test_stream_keeps_nothing_of_the_windows_it_has_handed_over(model):
     p = _scripted(model, background=False)
     frames = ((i / 8, face_frame([(20 + i % 20, 20, 60 + i % 20, 70)],
                                  background=(40, 40, 40) if (i // 20) % 2 else (200, 200, 200))) for i in range(2000))
-    stage, session = p.tracking_stage(), _Session(p, keep=False)
+    stage, session = p.tracking_stage(), p._session(keep=False)
     refs, timelines, windows = [], 0, 0
     for event in stage(frames):
         for w in session.take(event):
@@ -394,7 +398,7 @@ def test_stream_keeps_nothing_of_the_windows_it_has_handed_over(model):
     gc.collect()
     assert len(refs) == 400 and all(r() is None for r in refs)  # it kept every window it yielded
     # 100 faces seen: held are the face on screen and those whose last windows wait for a batch; none at the end
-    assert timelines <= 1 + p.batch_size and windows <= 4 * (1 + p.batch_size) and len(session.timelines) == 0
+    assert timelines <= 1 + p.windows.batch_size and windows <= 4 * (1 + p.windows.batch_size) and len(session.timelines) == 0
 
 
 def test_a_stopped_run_does_not_blame_its_source_for_the_video_it_was_drawing(tmp_path, monkeypatch, capsys):
@@ -423,3 +427,50 @@ def test_a_stopped_run_does_not_blame_its_source_for_the_video_it_was_drawing(tm
     assert not drawn.exists() and written[-1] == 5  # a video that could not be finished is removed
     summary = (out / "summary.csv").read_text()
     assert "Invalid argument" not in summary and ",pending," in summary
+
+
+def test_settings_are_validated_data_that_a_result_records(model):
+    """Issue 26, item 2: reading, face and window settings are frozen objects, validated once when made, each default
+    stated once; Predictor / BatchRun take them, the flat keywords of earlier releases still work (with a warning),
+    and a result records them as data."""
+    import dataclasses
+    for bad, match in ((dict(fps=-1), "fps=-1"), (dict(start=3, end=1), "end comes before the start"),
+                       (dict(folder_fps=0), "folder_fps=0")):
+        with pytest.raises(ValueError, match=match):
+            ReadSettings(**bad)
+    for bad, match in ((dict(detect_every=0), "detect_every=0"), (dict(cut_threshold=2), "cut_threshold=2"),
+                       (dict(detector="mtcnn"), "detector='mtcnn'"), (dict(min_score=1.5), "min_score=1.5")):
+        with pytest.raises(ValueError, match=match):
+            FaceSettings(**bad)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        WindowSettings(batch_size=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ReadSettings().fps = 4
+    assert ReadSettings(fps=0).fps is None  # 0 and None both mean every frame
+    with pytest.raises(TypeError, match="unexpected keyword argument 'frame_rate'.*'folder_fps'"):
+        clipdfer.predict(torch.zeros(8, 3, 32, 32), model=model, frame_rate=4)
+
+    video = _tensor(_two_faces(24))
+    p = _scripted(model, window=4, stride=2)
+    r = p.run(video, ReadSettings(folder_fps=8.0))
+    assert r.settings["windows"] == {"window": 4, "stride": 2, "batch_size": 8, "top_k": 3}
+    assert r.settings["reading"] == {"fps": 8.0, "start": None, "end": None, "folder_fps": 8.0}
+    assert r.settings["faces"]["detector"] == "scripted" and r.settings["weights"] == model.weights
+    assert Prediction.from_dict(r.to_dict()).settings == r.settings  # a saved result says what made it
+    with pytest.warns(FutureWarning, match=r"Predictor\(window=..., stride=...\).*WindowSettings"):
+        old = Predictor(model, faces=FaceSettings(detector=ScriptedDetector()), window=4, stride=2)
+    with pytest.warns(FutureWarning, match=r"Predictor.run\(folder_fps=...\)"):
+        again = old.run(video, folder_fps=8.0)
+    assert [w.probs for w in again.windows] == [w.probs for w in r.windows] and again.settings == r.settings
+
+
+def test_settings_and_the_command_line_help_need_no_torch():
+    """`clipdfer --help` and the settings objects load neither torch nor the models (the CLI starts at once)."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom clipdfer.inference import FaceSettings, ReadSettings, WindowSettings\n"
+            "from clipdfer.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from clipdfer.cli import main
-from clipdfer.inference import Predictor, expand_sources, output_names, parse_shard, sample_clip_path
+from clipdfer.inference import FaceSettings, Predictor, expand_sources, output_names, parse_shard, sample_clip_path
 from scripted import face_frame, use_scripted_detector
 from videos import write_video
 
@@ -365,7 +365,7 @@ def test_tensors_are_always_run(tmp_path):
     import torch
 
     from clipdfer.inference import BatchRun
-    predictor = Predictor("clip_zeroshot_test", pretrained=False, detect_faces=False)
+    predictor = Predictor("clip_zeroshot_test", pretrained=False, faces=FaceSettings(detect=False))
     videos = [torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.full((8, 3, 32, 32), 200, dtype=torch.uint8)]
     first = [item.result for item in BatchRun(predictor, videos, str(tmp_path / "out"))]
     again = list(BatchRun(predictor, videos[::-1], str(tmp_path / "out")))
@@ -405,3 +405,19 @@ def test_torchrun_stopped_by_sigterm_keeps_its_results(tmp_path):
         statuses = [r["status"] for r in csv.DictReader(f)]
     assert statuses.count("ok") == len(results) and "pending" in statuses, (statuses, stderr)
     assert "stopped (SIGTERM)" in stderr
+
+
+def test_the_launchers_environment_is_read_in_one_place(monkeypatch):
+    """RANK / WORLD_SIZE / LOCAL_RANK are read by clipdfer.distributed.launch_env only; bad values are one clear
+    error, not a wrong share."""
+    from clipdfer.distributed import launch_env
+    from clipdfer.inference import process_share
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert launch_env() == (1, 3, 0) and process_share() == ((0, 1), (1, 3))
+    monkeypatch.setenv("RANK", "3")
+    with pytest.raises(ValueError, match="RANK=3, WORLD_SIZE=3: expected 0 <= RANK < WORLD_SIZE"):
+        process_share()
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="must be whole numbers"):
+        launch_env()

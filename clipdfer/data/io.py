@@ -153,7 +153,7 @@ def _within(t: float, start: Optional[float], end: Optional[float]) -> bool:
 
 
 def iter_frame_folder(folder: str, fps: Optional[float] = None, start: Optional[float] = None,
-                      end: Optional[float] = None, folder_fps: float = 25.0, notes: Optional[List[str]] = None
+                      end: Optional[float] = None, folder_fps: float = DEFAULT_FRAME_RATE, notes: Optional[List[str]] = None
                       ) -> Iterator[Tuple[float, np.ndarray]]:
     """(time in s, RGB (H, W, 3) uint8) for the frames of a folder (:func:`list_frames`), EXIF orientation applied.
 
@@ -191,7 +191,7 @@ def iter_frame_folder(folder: str, fps: Optional[float] = None, start: Optional[
 
 
 def iter_tensor_frames(video: torch.Tensor, fps: Optional[float] = None, start: Optional[float] = None,
-                       end: Optional[float] = None, folder_fps: float = 25.0) -> Iterator[Tuple[float, np.ndarray]]:
+                       end: Optional[float] = None, folder_fps: float = DEFAULT_FRAME_RATE) -> Iterator[Tuple[float, np.ndarray]]:
     """(time in s, RGB (H, W, 3) uint8) for the frames of a video tensor, like :func:`iter_frame_folder`.
 
     Args:

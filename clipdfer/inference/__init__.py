@@ -1,13 +1,14 @@
 """Predict expressions on your own videos: every face followed with a stable id and its own timeline.
 
     import clipdfer
-    result = clipdfer.predict("interview.mp4")            # zero-shot CLIP by default
+    result = clipdfer.predict("interview.mp4")            # DFER-CLIP fine-tuned on FERV39k by default
     print(result.top_k, result.overall)                   # the main face (the longest track): the clip's distribution
     for face in result.faces:                             # every face: id, span, sliding-window timeline, overall
         print(face.id, face.first_frame, face.last_frame, face.top_k)
 
 Prediction is a pipeline, each stage in its own module, the data flowing one way:
 
+    settings                         settings.py   ReadSettings, FaceSettings, WindowSettings: validated data
     source -> frames with times      sources.py    files, folders, tensors, streams, cameras; upright, k/fps grid
            -> faces -> tracks        tracking.py   clipdfer.faces' tracker, in a background thread
            -> crops                  tracking.py   each final box cut and prepared as the model's cfg says
@@ -22,12 +23,36 @@ as they complete, ``run(source)`` returns a :class:`Prediction`, :class:`BatchRu
 sources. Memory is bounded by the window and the faces on screen, not by the video's length or the faces seen.
 """
 
-from .batch import BatchItem, BatchRun, output_names, parse_shard, predict_many, process_share
-from .predictor import DEFAULT_MODEL, NoFaceError, Predictor, predict
-from .results import FaceTimeline, FailedSource, Prediction, WindowResult, result_from_dict
-from .sources import Camera, expand_sources, is_live, iter_source, sample_clip_path, source_name
+import importlib
+from typing import TYPE_CHECKING, Any, List
 
-__all__ = ["predict", "predict_many", "Predictor", "Prediction", "FaceTimeline", "WindowResult", "FailedSource",
-           "NoFaceError", "BatchRun", "BatchItem", "Camera", "sample_clip_path", "iter_source", "expand_sources",
-           "is_live", "source_name", "output_names", "parse_shard", "process_share", "result_from_dict",
-           "DEFAULT_MODEL"]
+# public name -> the module that defines it; imported when first used, so that the settings (and ``clipdfer --help``)
+# do not load torch
+_EXPORTS = {
+    **dict.fromkeys(("BatchItem", "BatchRun", "output_names", "parse_shard", "predict_many", "process_share"), "batch"),
+    **dict.fromkeys(("DEFAULT_MODEL", "NoFaceError", "Predictor", "predict"), "predictor"),
+    **dict.fromkeys(("FaceTimeline", "FailedSource", "Prediction", "WindowResult", "result_from_dict"), "results"),
+    **dict.fromkeys(("FaceSettings", "ReadSettings", "WindowSettings"), "settings"),
+    **dict.fromkeys(("Camera", "SourceFrames", "expand_sources", "is_live", "iter_source", "sample_clip_path",
+                     "source_name"), "sources"),
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .batch import BatchItem, BatchRun, output_names, parse_shard, predict_many, process_share
+    from .predictor import DEFAULT_MODEL, NoFaceError, Predictor, predict
+    from .results import FaceTimeline, FailedSource, Prediction, WindowResult, result_from_dict
+    from .settings import FaceSettings, ReadSettings, WindowSettings
+    from .sources import Camera, SourceFrames, expand_sources, is_live, iter_source, sample_clip_path, source_name
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups do not come back here
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

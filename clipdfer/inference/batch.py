@@ -23,8 +23,12 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from .._files import atomic_write
+from ..distributed import launch_env
+from .outputs import VideoOutput
 from .results import FailedSource, Prediction, result_from_dict
-from .sources import source_name
+from .settings import FaceSettings, ReadSettings, WindowSettings, legacy_settings, settings_dict, split_settings
+from .sources import is_live, source_name
 
 __all__ = ["BatchRun", "BatchItem", "predict_many", "parse_shard", "process_share", "share_indices", "output_names",
            "SUMMARY_COLUMNS"]
@@ -51,8 +55,8 @@ def parse_shard(text: str) -> Tuple[int, int]:
 def process_share(shard: Optional[Tuple[int, int]] = None) -> Tuple[Tuple[int, int], Tuple[int, int]]:
     """``((i, n), (rank, world))``: the shard this job takes (default 0/1) and this process's place among the
     ``WORLD_SIZE`` processes of a torchrun launch, which split the shard among them."""
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    return shard or (0, 1), (rank, world)
+    env = launch_env()
+    return shard or (0, 1), (env.rank, env.world)
 
 
 def share_indices(count: int, shard: Tuple[int, int] = (0, 1), rank: int = 0, world: int = 1) -> List[int]:
@@ -73,7 +77,6 @@ def output_names(sources: Sequence) -> List[str]:
     """A distinct file stem per source, the same for the same list in every process: the file's name without its
     extension; where names collide, the path from the colliding files' common folder (``a__clip``, ``b__clip``),
     then with the extension (``clip_mp4``, ``clip_avi``), then with a hash of the absolute path."""
-    from .sources import is_live
     paths = [os.path.abspath(s) if isinstance(s, (str, os.PathLike)) and not is_live(os.fspath(s)) else None
              for s in sources]
 
@@ -121,26 +124,16 @@ class BatchItem:
         return isinstance(self.result, FailedSource)
 
 
-def _write_atomically(path: str, write, **open_kwargs) -> None:
-    """Write a file through ``write(f)`` into a temporary file in the same folder, then rename it to ``path``: a
-    reader sees the old file or the new one, never part of one; on an error the temporary file is removed."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", **open_kwargs) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def _write_json(path: str, data) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+    atomic_write(path, write)
 
 
 def _identity(source) -> Optional[str]:
     """What makes two sources the same one for resuming: a local path's real path, a URL itself; None for sources
     that are never resumed (tensors, cameras)."""
-    from .sources import is_live
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         return text if is_live(text) else os.path.realpath(text)
@@ -155,6 +148,14 @@ def _stat(source) -> Optional[Dict]:
         return None
     st = os.stat(key)
     return {"mtime_ns": st.st_mtime_ns} if os.path.isdir(key) else {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _flat(settings: Dict, prefix: str = "") -> Dict:
+    """``{"faces": {"margin": 0.25}}`` -> ``{"faces.margin": 0.25}``: settings as the lines a difference names."""
+    out = {}
+    for k, v in settings.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def _saved_identity(data: Dict) -> Optional[str]:
@@ -174,7 +175,8 @@ class BatchRun:
         shard: ``(i, n)``: take the i-th of n shares (see :func:`share_indices`; torchrun's processes split it).
         overwrite: run every source again, even those with a result in ``out_dir``.
         retry_failed: run the sources whose result in ``out_dir`` records a failure again.
-        **run_kwargs: for :meth:`Predictor.run` (``fps``, ``start``, ``end``, ``folder_fps``, ``progress`` ...).
+        reading: which frames are read (:class:`~clipdfer.inference.ReadSettings`).
+        progress / annotate / on_window: for :meth:`Predictor.run`.
 
     Resuming: a source is not run again when a file in ``out_dir`` holds its result (found by the source's real path,
     whatever its file is named), made from the source as it is now (same size and modification time) with the same
@@ -186,16 +188,19 @@ class BatchRun:
     cannot be written) stop the run; the results written so far stay.
 
     Raises:
-        ValueError: bad ``run_kwargs`` (``fps``, ``start``, ``end``, ``folder_fps``), or ``out_dir`` is a file.
+        ValueError: ``out_dir`` is a file; ``annotate`` cannot be written.
     """
 
     def __init__(self, predictor, sources: Sequence, out_dir: Optional[str] = None,
                  shard: Optional[Tuple[int, int]] = None, overwrite: bool = False, retry_failed: bool = False,
-                 **run_kwargs):
-        from .sources import check_run_args
-        check_run_args(**{k: v for k, v in run_kwargs.items() if k in ("fps", "start", "end", "folder_fps")})
+                 reading: Optional[ReadSettings] = None, progress: bool = False,
+                 annotate: Union[None, str, VideoOutput] = None, on_window=None, **settings):
+        self.reading = legacy_settings("BatchRun", settings, reading=reading)[0]
         self.predictor, self.sources = predictor, list(sources)
-        self.out_dir, self.overwrite, self.retry_failed, self.run_kwargs = out_dir, overwrite, retry_failed, run_kwargs
+        self.out_dir, self.overwrite, self.retry_failed = out_dir, overwrite, retry_failed
+        if annotate is not None and not isinstance(annotate, VideoOutput):
+            annotate = VideoOutput(annotate, "annotate", self.sources)
+        self.run_kwargs = dict(progress=progress, annotate=annotate, on_window=on_window)
         self.shard, (self.rank, self.world) = process_share(shard)
         self.names = output_names(self.sources)
         self.indices = share_indices(len(self.sources), self.shard, self.rank, self.world)
@@ -209,9 +214,11 @@ class BatchRun:
     @property
     def settings(self) -> Dict:
         """What a result depends on besides its source: the predictor's settings and the reading's."""
-        keys = ("fps", "start", "end", "folder_fps")
-        reading = {k: self.run_kwargs.get(k) for k in keys if k in self.run_kwargs}
-        return json.loads(json.dumps({**self.predictor.settings, **reading}))
+        return json.loads(json.dumps({**self.predictor.settings, "reading": settings_dict(self.reading)}))
+
+    def rescan(self) -> None:
+        """Read ``out_dir`` again on the next lookup (other processes may have written results since)."""
+        self._found = None
 
     def _index(self) -> Dict[str, str]:
         """Source identity -> the result file that holds it, for the results already in ``out_dir``."""
@@ -269,7 +276,7 @@ class BatchRun:
         if data.get("settings") != self.settings:
             self._settings_changed += 1
             if self._settings_changed == 1:
-                old, new = data.get("settings") or {}, self.settings
+                old, new = _flat(data.get("settings") or {}), _flat(self.settings)
                 diff = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                                  if old.get(k) != new.get(k))
                 _logger.warning("results in %s were made with other settings (%s): running their sources again",
@@ -297,7 +304,7 @@ class BatchRun:
     def _run(self, index: int) -> Union[Prediction, FailedSource]:
         source = self.sources[index]
         try:
-            result = self.predictor.run(source, **self.run_kwargs)
+            result = self.predictor.run(source, self.reading, **self.run_kwargs)
         except _FATAL:
             raise
         except Exception as e:  # one source's failure is its result; the run goes on
@@ -307,7 +314,7 @@ class BatchRun:
             path = self.path(index)
             data = {**result.to_dict(), "source_path": _identity(source), "source_stat": _stat(source),
                     "settings": self.settings}
-            _write_atomically(path, lambda f: json.dump(data, f, indent=2))
+            _write_json(path, data)
             if _identity(source) is not None:
                 self._index()[_identity(source)] = path
         return result
@@ -324,30 +331,32 @@ class BatchRun:
         path = path or (os.path.join(self.out_dir, "summary.csv") if self.out_dir else None)
         if path is None:
             raise ValueError("write_summary needs out_dir (or a path)")
-        self._found = None  # other processes may have written results since
+        self.rescan()  # other processes may have written results since
 
-        def write(f) -> None:
-            writer = csv.writer(f)
-            writer.writerow(SUMMARY_COLUMNS)
-            for i, source in enumerate(self.sources):
-                result = self.saved(i) if _identity(source) is not None else self._saved_by_name(i)
-                name = os.path.basename(self.path(i)) if result is not None else ""
-                if result is None:
-                    writer.writerow([source_name(source), "", "", "", "pending", "", "", ""])
-                elif isinstance(result, FailedSource):
-                    writer.writerow([result.source, "", "", "", "failed", result.error, "", name])
-                else:
-                    writer.writerow([result.source, len(result.faces), result.frames_used, f"{result.seconds:.3f}",
-                                     "ok", "", f"{result.timings.get('total_s', 0.0):.3f}", name])
+        rows = []
+        for i, source in enumerate(self.sources):
+            result = self.saved(i) if _identity(source) is not None else self._saved_by_name(i)
+            name = os.path.basename(self.path(i)) if result is not None else ""
+            if result is None:
+                rows.append([source_name(source), "", "", "", "pending", "", "", ""])
+            elif isinstance(result, FailedSource):
+                rows.append([result.source, "", "", "", "failed", result.error, "", name])
+            else:
+                rows.append([result.source, len(result.faces), result.frames_used, f"{result.seconds:.3f}", "ok", "",
+                             f"{result.timings.get('total_s', 0.0):.3f}", name])
 
-        _write_atomically(path, write, newline="", encoding="utf-8", errors="backslashreplace")
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
+                csv.writer(f).writerows([SUMMARY_COLUMNS, *rows])
+
+        atomic_write(path, write)
         return path
 
 
 def predict_many(sources: Sequence, model: Union[str, torch.nn.Module, None] = None,
                  out_dir: Optional[str] = None, shard: Optional[Tuple[int, int]] = None, overwrite: bool = False,
-                 retry_failed: bool = False, fps: Optional[float] = 8.0, start: Optional[float] = None,
-                 end: Optional[float] = None, folder_fps: float = 25.0, **predictor_kwargs
+                 retry_failed: bool = False, *, reading: Optional[ReadSettings] = None,
+                 faces: Optional[FaceSettings] = None, windows: Optional[WindowSettings] = None, **kwargs
                  ) -> List[Union[Prediction, FailedSource]]:
     """Predict on many sources with one model: a result per source of this process's share, in order; a source
     that fails gives a :class:`FailedSource` instead of stopping the others.
@@ -358,14 +367,19 @@ def predict_many(sources: Sequence, model: Union[str, torch.nn.Module, None] = N
         model: as :class:`clipdfer.inference.Predictor` (None: its default, :data:`DEFAULT_MODEL`).
         out_dir / shard / overwrite / retry_failed: see :class:`BatchRun` (with ``out_dir``, ``summary.csv`` is
             written at the end).
-        fps / start / end / folder_fps: see :meth:`Predictor.run`.
-        **predictor_kwargs: for :class:`clipdfer.inference.Predictor` (``pretrained``, ``device``, ``dtype`` ...).
+        reading / faces / windows: the settings objects; their fields may also be given as keywords, as to
+            :func:`clipdfer.predict`.
+        **kwargs: settings fields, and :class:`clipdfer.inference.Predictor`'s ``pretrained``, ``checkpoint``,
+            ``device``, ``dtype``, ``live``, ``background``.
     """
     from .predictor import DEFAULT_MODEL, Predictor
     from .sources import expand_sources
-    predictor = Predictor(model if model is not None else DEFAULT_MODEL, **predictor_kwargs)
-    run = BatchRun(predictor, expand_sources(sources), out_dir, shard, overwrite, retry_failed, fps=fps, start=start,
-                   end=end, folder_fps=folder_fps)
+    own = ("pretrained", "checkpoint", "device", "dtype", "live", "background")
+    reading, faces, windows = split_settings({k: v for k, v in kwargs.items() if k not in own}, reading, faces,
+                                             windows)
+    predictor = Predictor(model if model is not None else DEFAULT_MODEL, faces=faces, windows=windows,
+                          **{k: v for k, v in kwargs.items() if k in own})
+    run = BatchRun(predictor, expand_sources(sources), out_dir, shard, overwrite, retry_failed, reading)
     results = [item.result for item in run]
     if out_dir:
         run.write_summary()

@@ -13,8 +13,8 @@ import numpy as np
 
 from .results import Prediction, WindowResult
 
-__all__ = ["FrameDrawer", "JsonListWriter", "CsvWriter", "format_prediction", "check_output_path", "CSV_COLUMNS",
-           "VIDEO_OUTPUTS"]
+__all__ = ["FrameDrawer", "JsonListWriter", "CsvWriter", "format_prediction", "check_output_path", "VideoOutput",
+           "CSV_COLUMNS", "VIDEO_OUTPUTS"]
 
 CSV_COLUMNS = ("source", "face_id", "start_frame", "end_frame", "start_s", "end_s")
 Label = Tuple[bool, Optional[WindowResult]]  # (resolved, the window whose label to draw)
@@ -139,6 +139,17 @@ class CsvWriter:
 
 
 VIDEO_OUTPUTS = (".mp4", ".mkv", ".mov")
+
+
+class VideoOutput:
+    """A video file to write (``--annotate``), checked once when made (see :func:`check_output_path`)."""
+
+    def __init__(self, path: str, what: str = "annotate", sources: Sequence = ()):
+        check_output_path(path, what, sources, VIDEO_OUTPUTS)
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"VideoOutput({self.path!r})"
 
 
 def check_output_path(path: str, what: str, sources: Sequence = (), extensions: Sequence[str] = ()) -> None:

@@ -4,6 +4,7 @@
            -> windows (windows.py) -> scores (scoring.py) -> timelines (results.py) -> outputs (outputs.py)
 """
 
+import dataclasses
 import logging
 import os
 import time
@@ -12,11 +13,14 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Un
 import numpy as np
 import torch
 
-from ..faces import FaceTracker
-from .outputs import VIDEO_OUTPUTS, FrameDrawer, Label, check_output_path
+from ..data.transforms import build_transform
+from ..faces import FaceTracker, make_detector
+from ..models import create_model
+from .outputs import FrameDrawer, Label, VideoOutput
 from .results import FaceTimeline, Prediction, WindowResult
 from .scoring import WindowScorer
-from .sources import check_run_args, estimate_frames, iter_source, source_name
+from .settings import FaceSettings, ReadSettings, WindowSettings, legacy_settings, settings_dict, split_settings
+from .sources import SourceFrames, source_name
 from .tracking import TrackedFrame, TrackingStage, WholeFrames, background
 from .windows import FaceWindows, Window
 
@@ -33,6 +37,17 @@ class NoFaceError(ValueError):
     """No face was found in the source."""
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What a session needs of its predictor: the windows, resolved for the model, and when to score them."""
+    window: int
+    stride: int
+    sampling: str
+    batch_size: int
+    top_k: int
+    eager: bool  # score each window at once (live, or drawing waits on it)
+
+
 class _Session:
     """One pass of a stream of tracked frames through windows, scores and timelines (see :meth:`Predictor.stream`).
 
@@ -42,25 +57,26 @@ class _Session:
     last few, and an ended face's timeline is dropped.
     """
 
-    def __init__(self, predictor: "Predictor", draw: Optional[Callable] = None, keep: bool = True):
-        self.p, self.keep = predictor, keep
+    def __init__(self, scorer: WindowScorer, plan: _Plan, draw: Optional[Callable] = None, keep: bool = True):
+        self.scorer, self.plan, self.keep = scorer, plan, keep
         self.live: Dict[int, FaceWindows] = {}  # faces on screen
         self.timelines: Dict[int, FaceTimeline] = {}  # every face seen
         self.due: List[Window] = []
         self.ending: List[int] = []  # faces that ended, finished once their last windows are scored
         self.drawer = FrameDrawer(draw) if draw is not None else None
-        self.eager = predictor.live or draw is not None  # score each window at once (live, or drawing waits on it)
+        self.eager = plan.eager or draw is not None
         self.model_s = 0.0
 
     def take(self, event: TrackedFrame) -> List[WindowResult]:
         """Take one frame's tracking results; returns the windows scored with it."""
+        plan = self.plan
         if self.drawer is not None and event.image is not None:
             self.drawer.add_frame(event.index, event.time, event.image)
         for crop in event.crops:
             faces = self.live.get(crop.face_id)
             if faces is None:
-                faces = self.live[crop.face_id] = FaceWindows(crop.face_id, crop.index, self.p.window, self.p.stride,
-                                                              self.p.sampling)
+                faces = self.live[crop.face_id] = FaceWindows(crop.face_id, crop.index, plan.window, plan.stride,
+                                                              plan.sampling)
                 self.timelines[crop.face_id] = FaceTimeline(crop.face_id, crop.index, crop.index, crop.time,
                                                             crop.time)
             timeline = self.timelines[crop.face_id]
@@ -80,7 +96,7 @@ class _Session:
                 self.due.append(window)
             self.ending.append(track.id)
         end = event.index < 0
-        out = self._score() if end or len(self.due) >= self.p.batch_size or (self.eager and self.due) else []
+        out = self._score() if end or len(self.due) >= plan.batch_size or (self.eager and self.due) else []
         if self.drawer is not None:
             self.drawer.draw_until(event.final_until, self._label)
         return out
@@ -88,8 +104,8 @@ class _Session:
     def _score(self) -> List[WindowResult]:
         start = time.perf_counter()
         windows, self.due = self.due, []
-        probs = self.p.scorer(windows)
-        names = list(self.p.net.class_names)
+        probs = self.scorer(windows)
+        names = self.scorer.class_names
         results = []
         for window, p in zip(windows, probs.tolist()):
             first, last = window.crops[0], window.crops[-1]
@@ -101,7 +117,7 @@ class _Session:
             results.append(r)
         for face_id in self.ending:  # every window of these faces is scored now
             if self.keep:
-                self.timelines[face_id].finish(self.p.top_k)
+                self.timelines[face_id].finish(self.plan.top_k)
             else:
                 del self.timelines[face_id]
         self.ending = []
@@ -125,23 +141,16 @@ class _Session:
 
 
 class Predictor:
-    """Expression timelines of every face in a source: the model, the face tracker's settings and the stages, built
-    once and used for any number of sources.
+    """Expression timelines of every face in a source: the model, the face tracker and the stages, built once and
+    used for any number of sources.
 
     Args:
         model: a registered name, a ``local-dir:``/``hf-hub:`` name, or a model instance. Default
             :data:`DEFAULT_MODEL`, DFER-CLIP fine-tuned on FERV39k (the official release; downloaded once).
         pretrained: load the model's default weights (False: random weights, with a notice).
         checkpoint: a weights file or saved directory instead.
-        window: frames per window (default: the model's T; models that need exactly T frames accept only T).
-        stride: frames between window starts (default window / 2).
-        detect_faces: find and follow faces; False scores the centre square of whole frames as one "face".
-        detector / min_face_score / detect_every / min_track_frames / max_missing / cut_threshold: the face tracker's
-            (see :class:`clipdfer.faces.FaceTracker`).
-        margin: context around each face box, as a fraction of its longer side on each side (default: the model's
-            ``pretrained_cfg.crop_margin``).
-        top_k: how many classes each face's ``top_k`` lists.
-        batch_size: windows per forward pass (windows of every face on screen are batched together).
+        faces: how faces are found, followed and cut out (:class:`FaceSettings`).
+        windows: how each face's crops are scored (:class:`WindowSettings`).
         device: ``cuda`` / ``cuda:1`` / ``cpu`` (default: CUDA when available).
         dtype: run the model under ``torch.autocast`` in this dtype (``"bf16"``, ``"fp16"`` or a torch dtype);
             None: as the model is.
@@ -157,85 +166,65 @@ class Predictor:
             model: Union[str, torch.nn.Module] = DEFAULT_MODEL,
             pretrained: bool = True,
             checkpoint: Optional[str] = None,
-            window: Optional[int] = None,
-            stride: Optional[int] = None,
-            detect_faces: bool = True,
-            detector="auto",
-            min_face_score: Optional[float] = None,
-            detect_every: int = 1,
-            min_track_frames: int = 4,
-            max_missing: int = 3,
-            cut_threshold: Optional[float] = 0.45,
-            margin: Optional[float] = None,
-            top_k: int = 3,
-            batch_size: int = 8,
+            *,
+            faces: Optional[FaceSettings] = None,
+            windows: Optional[WindowSettings] = None,
             device: Optional[str] = None,
             dtype: Union[None, str, torch.dtype] = None,
             live: bool = False,
             background: bool = True,
+            **settings,
     ):
-        import clipdfer
-        from ..data.transforms import build_transform
-        from ..faces import make_detector
+        _, faces, windows = legacy_settings("Predictor", settings, faces=faces, windows=windows)
         start = time.perf_counter()
         if isinstance(model, torch.nn.Module):
             net, self.model_name = model, type(model).__name__
         else:
             self.model_name = model
             if checkpoint and os.path.isdir(checkpoint):
-                net = clipdfer.create_model(f"local-dir:{checkpoint}")
+                net = create_model(f"local-dir:{checkpoint}")
             elif model.startswith(("local-dir:", "hf-hub:")):
-                net = clipdfer.create_model(model)
+                net = create_model(model)
             else:
-                net = clipdfer.create_model(model, pretrained=pretrained and not checkpoint, checkpoint_path=checkpoint)
+                net = create_model(model, pretrained=pretrained and not checkpoint, checkpoint_path=checkpoint)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.net = net.eval().to(self.device)
         self.load_seconds = time.perf_counter() - start
         if not self.net.num_classes:
             raise ValueError("the model has no classifier (reset_classifier(0)): predict needs class scores; give it "
                              "classes with model.set_classes([...]) or a linear head with reset_classifier(n)")
-        for name, value in (("window", window), ("stride", stride), ("batch_size", batch_size)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name}={value!r}: expected a positive number of frames (windows for batch_size), "
-                                 f"or leave it unset for the default")
-        self.window = window if window is not None else self.net.num_frames
-        required = self.net.required_num_frames
-        if required is not None and self.window != required:
-            raise ValueError(f"window={self.window}: {type(self.net).__name__} scores clips of exactly T={required} "
-                             f"frames; leave window unset (or build the model with num_frames={self.window})")
-        self.stride = stride if stride is not None else max(1, self.window // 2)
         # preprocessing travels with the weights: size, interpolation, mean/std, frame sampling and crop margin
         cfg = self.net.pretrained_cfg
-        self.size, self.interpolation, self.sampling = cfg.input_size[-1], cfg.interpolation, cfg.frame_sampling
+        window, stride = windows.resolve(self.net.num_frames, self.net.required_num_frames, type(self.net).__name__)
+        self.faces = dataclasses.replace(faces, margin=cfg.crop_margin if faces.margin is None else faces.margin)
+        self.windows = dataclasses.replace(windows, window=window, stride=stride)
+        self.live, self.background = live, background
+        self._plan = _Plan(window, stride, cfg.frame_sampling, windows.batch_size, windows.top_k, live)
+        self.size, self.interpolation = cfg.input_size[-1], cfg.interpolation
         self._transform = build_transform(cfg, train=False)
-        margin = cfg.crop_margin if margin is None else margin
-        if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0 <= margin <= 2:
-            raise ValueError(f"margin={margin!r}: expected a fraction of the face box's longer side in [0, 2] "
-                             f"(e.g. 0.25), or leave it unset for the model's pretrained_cfg.crop_margin")
-        self.detect_faces, self.margin, self.top_k = detect_faces, float(margin), top_k
-        self.batch_size, self.live, self.background = batch_size, live, background
-        self.scorer = WindowScorer(self.net, self.device, self.batch_size, dtype)
-        face_detector = make_detector(detector, min_face_score) if detect_faces else None  # shared by every run
-        self._tracker_args = dict(detector=face_detector, detect_every=detect_every, min_track_frames=min_track_frames,
-                                  max_missing=max_missing, cut_threshold=cut_threshold)
-        if detect_faces:
-            FaceTracker(**self._tracker_args)  # raises on bad settings now, not at the first run
-        self.detector = face_detector
-        self.detector_name = face_detector.name if face_detector is not None else None
+        self.scorer = WindowScorer(self.net, self.device, windows.batch_size, dtype)
+        # one detector, shared by every run (each stream gets its own tracker)
+        self.detector = make_detector(faces.detector, faces.min_score) if faces.detect else None
+
+    # settings as they resolved for this model (earlier releases' attribute names)
+    window = property(lambda self: self.windows.window)
+    stride = property(lambda self: self.windows.stride)
+    margin = property(lambda self: self.faces.margin)
+    sampling = property(lambda self: self._plan.sampling)
+    detector_name = property(lambda self: self.detector.name if self.detector is not None else None)
 
     @property
     def settings(self) -> Dict:
         """What the results depend on besides the source and the reading (JSON-ready): the model, its classes and
-        weights, the windows, the crops and the face tracker's settings."""
-        faces = {}
+        weights, the preprocessing, the dtype, the faces' settings (with the detector's) and the windows'."""
+        faces = settings_dict(self.faces)
         if self.detector is not None:
-            faces = {k: v for k, v in self._tracker_args.items() if k != "detector"}
-            faces.update(min_face_score=self.detector.min_score, min_face_size=self.detector.min_size,
-                         detect_max_side=self.detector.max_side)
+            faces.update(detector=self.detector.name, min_score=self.detector.min_score,
+                         min_face_size=self.detector.min_size, detect_max_side=self.detector.max_side)
         return {"model": self.model_name, "class_names": self.class_names, "weights": self.net.weights,
-                "window": self.window, "stride": self.stride, "margin": self.margin,
-                "interpolation": self.interpolation, "frame_sampling": self.sampling, "detector": self.detector_name,
-                **faces, "dtype": str(self.scorer.dtype or self.scorer._input_dtype())}
+                "interpolation": self.interpolation, "frame_sampling": self._plan.sampling,
+                "dtype": str(self.scorer.dtype or self.scorer._input_dtype()), "faces": faces,
+                "windows": settings_dict(self.windows)}
 
     @property
     def class_names(self) -> List[str]:
@@ -255,8 +244,11 @@ class Predictor:
 
     def tracking_stage(self) -> TrackingStage:
         """A fresh tracking stage (its own tracker) for one stream."""
-        tracker = FaceTracker(**self._tracker_args) if self.detect_faces else WholeFrames()
-        return TrackingStage(tracker, self._prepare, self.margin, self.size, self.interpolation)
+        tracker = FaceTracker(self.detector, **self.faces.tracker_args()) if self.faces.detect else WholeFrames()
+        return TrackingStage(tracker, self._prepare, self.faces.margin, self.size, self.interpolation)
+
+    def _session(self, draw: Optional[Callable] = None, keep: bool = True) -> _Session:
+        return _Session(self.scorer, self._plan, draw, keep)
 
     def _events(self, stage: TrackingStage, frames: Iterable[Tuple[float, np.ndarray]]) -> Iterator[TrackedFrame]:
         events = stage(frames)
@@ -269,7 +261,7 @@ class Predictor:
         on screen (T crops and a few windows each) and the tracker's delay, not by the length of the stream or the
         faces seen: each window is handed over as it is scored, and an ended face leaves nothing behind.
         """
-        session = _Session(self, keep=False)
+        session = self._session(keep=False)
         events = self._events(self.tracking_stage(), frames)
         try:
             for event in events:
@@ -277,15 +269,13 @@ class Predictor:
         finally:
             events.close()
 
-    def run(self, source, fps: Optional[float] = 8.0, start: Optional[float] = None, end: Optional[float] = None,
-            folder_fps: float = 25.0, progress: bool = False, annotate: Optional[str] = None,
-            on_window: Optional[Callable[[WindowResult], None]] = None) -> Prediction:
+    def run(self, source, reading: Optional[ReadSettings] = None, progress: bool = False,
+            annotate: Union[None, str, VideoOutput] = None, on_window: Optional[Callable[[WindowResult], None]] = None,
+            **settings) -> Prediction:
         """Predict on a whole source (see :func:`clipdfer.inference.iter_source`) and collect every face's timeline.
 
         Args:
-            fps: frames per second to take, on the ``k / fps`` grid (None or 0: every frame).
-            start / end: the time range to read, in seconds.
-            folder_fps: the frame rate of a folder of frames or a tensor.
+            reading: which frames are read (:class:`ReadSettings`: fps, time range, a folder's frame rate).
             progress: show a progress bar of the frames read.
             annotate: write the frames used, with each face's box, id and top class, to this video file (with the
                 source's timing).
@@ -295,33 +285,25 @@ class Predictor:
 
         Raises:
             NoFaceError: no face was found (or followed long enough to score).
-            FileNotFoundError, ValueError: the source cannot be read; bad ``fps``, ``start``, ``end``, ``folder_fps``
-                or ``annotate`` (a missing folder, the source itself, not .mp4 / .mkv / .mov).
+            FileNotFoundError, ValueError: the source cannot be read; ``annotate`` is not a writable video path
+                (a missing folder, the source itself, not .mp4 / .mkv / .mov).
         """
-        check_run_args(fps, start, end, folder_fps)
-        if annotate:
-            check_output_path(annotate, "annotate", [source], VIDEO_OUTPUTS)
-        notes: List[str] = []
-        frames = iter_source(source, fps or None, start, end, folder_fps, notes)
+        reading = legacy_settings("Predictor.run", settings, reading=reading)[0]
+        if annotate is not None and not isinstance(annotate, VideoOutput):
+            annotate = VideoOutput(annotate, "annotate", [source])
+        frames = SourceFrames(source, reading)
         bar = None
         if progress:
             from tqdm.auto import tqdm
-            bar = tqdm(desc="frames", unit="frame", total=estimate_frames(source, fps or None, start, end))
-
-            def counted(items):
-                for item in items:
-                    yield item
-                    bar.update()
-
-            frames = counted(frames)
+            bar = tqdm(desc="frames", unit="frame", total=frames.estimate())
         annotator = None
-        if annotate:
+        if annotate is not None:
             from ..visualize import VideoAnnotator
-            annotator = VideoAnnotator(annotate, fps=fps or None)
+            annotator = VideoAnnotator(annotate.path, fps=reading.fps)
         stage = self.tracking_stage()
-        session = _Session(self, annotator.write if annotator is not None else None)
+        session = self._session(annotator.write if annotator is not None else None)
         wall = time.perf_counter()
-        events = self._events(stage, frames)
+        events = self._events(stage, frames.counted(bar) if bar is not None else frames)
 
         def take(event: TrackedFrame) -> None:
             for r in session.take(event):
@@ -352,14 +334,15 @@ class Predictor:
                 bar.close()
         timings = {"load_model_s": self.load_seconds, **stage.seconds, "model_s": session.model_s,
                    "total_s": time.perf_counter() - wall}
-        return self._prediction(source, stage, session, timings, notes)
+        return self._prediction(source, stage, session, timings, frames.notes,
+                                {**self.settings, "reading": settings_dict(reading)})
 
     def _prediction(self, source, stage: TrackingStage, session: _Session, timings: Dict[str, float],
-                    notes: List[str]) -> Prediction:
+                    notes: List[str], settings: Dict) -> Prediction:
         name = source_name(source)
         faces = session.faces()
         if not faces:
-            if self.detect_faces:
+            if self.faces.detect:
                 raise NoFaceError(
                     f"no face found in {name} ({stage.frames_read} frames read, a face in {stage.frames_with_face}): "
                     f"check the video, lower min_track_frames if faces appear only briefly, or pass "
@@ -370,7 +353,7 @@ class Predictor:
         return Prediction(source=name, model=self.model_name, class_names=self.class_names, faces=faces,
                           main_face=main.id, frames_used=stage.frames_read, frames_with_face=stage.frames_with_face,
                           seconds=seconds, timings=timings, notice=self.notice, detector=self.detector_name,
-                          notes=notes)
+                          notes=list(notes), settings=settings)
 
 
 def _close_after_error(annotator) -> None:
@@ -389,44 +372,41 @@ def predict(
         model: Union[str, torch.nn.Module] = DEFAULT_MODEL,
         pretrained: bool = True,
         checkpoint: Optional[str] = None,
-        window: Optional[int] = None,
-        stride: Optional[int] = None,
-        fps: Optional[float] = 8.0,
-        folder_fps: float = 25.0,
-        detect_faces: bool = True,
-        margin: Optional[float] = None,
-        top_k: int = 3,
-        batch_size: int = 8,
+        *,
         device: Optional[str] = None,
         dtype: Union[None, str, torch.dtype] = None,
         progress: bool = False,
-        start: Optional[float] = None,
-        end: Optional[float] = None,
         annotate: Optional[str] = None,
-        **tracker_kwargs,
+        live: bool = False,
+        background: bool = True,
+        reading: Optional[ReadSettings] = None,
+        faces: Optional[FaceSettings] = None,
+        windows: Optional[WindowSettings] = None,
+        **settings,
 ) -> Prediction:
     """Expression probabilities over time for every face of a source (see :class:`Predictor`).
 
     Args:
         source: a video file, a folder of frames, a (T, 3, H, W) tensor (uint8, or float in [0, 1]), a stream URL,
             or a camera index.
-        fps: frames per second taken from the video, on the ``k / fps`` grid (default 8; None or 0: every frame).
-        folder_fps: the frame rate of a folder of frames or a tensor.
-        start / end: the time range to read, in seconds.
         progress: show a progress bar of the frames read.
         annotate: also write the video with each face's box, id and current top class to this file.
-        **tracker_kwargs: ``detector``, ``min_face_score``, ``detect_every``, ``min_track_frames``, ``max_missing``,
-            ``cut_threshold``, ``live``, ``background`` of :class:`Predictor`.
+        reading / faces / windows: the settings objects (:class:`ReadSettings`, :class:`FaceSettings`,
+            :class:`WindowSettings`).
+        **settings: their fields as keywords, over those objects: ``fps`` (default 8; None or 0: every frame),
+            ``start``, ``end``, ``folder_fps``; ``detect_faces``, ``detector``, ``min_face_score``, ``detect_every``,
+            ``min_track_frames``, ``max_missing``, ``cut_threshold``, ``margin``; ``window``, ``stride``,
+            ``batch_size``, ``top_k``.
 
     Other arguments as :class:`Predictor`. To predict on many sources, build one :class:`Predictor` and use
     :func:`clipdfer.inference.predict_many` (one bad source does not stop the others).
 
     Raises:
         NoFaceError: no face in the source.
-        FileNotFoundError, ValueError: the source cannot be read.
+        FileNotFoundError, ValueError: the source cannot be read, or a setting is out of range.
+        TypeError: a keyword that is no setting.
     """
-    predictor = Predictor(model, pretrained=pretrained, checkpoint=checkpoint, window=window, stride=stride,
-                          detect_faces=detect_faces, margin=margin, top_k=top_k, batch_size=batch_size, device=device,
-                          dtype=dtype, **tracker_kwargs)
-    return predictor.run(source, fps=fps or None, start=start, end=end, folder_fps=folder_fps, progress=progress,
-                         annotate=annotate)
+    reading, faces, windows = split_settings(settings, reading, faces, windows)
+    predictor = Predictor(model, pretrained, checkpoint, faces=faces, windows=windows, device=device, dtype=dtype,
+                          live=live, background=background)
+    return predictor.run(source, reading, progress=progress, annotate=annotate)

@@ -136,6 +136,8 @@ class Prediction:
         notice: set when the model's weights make its probabilities meaningless (random, untrained head).
         detector: the face detector that ran (None: whole frames).
         notes: what the reader had to assume about the source (e.g. frame times from its rate).
+        settings: what made it besides the source: the model, its weights and classes, and the reading, face and
+            window settings (``Predictor.settings`` with ``reading``).
     """
     source: str
     model: str
@@ -149,6 +151,7 @@ class Prediction:
     notice: Optional[str] = None
     detector: Optional[str] = None
     notes: List[str] = dataclasses.field(default_factory=list)
+    settings: Dict = dataclasses.field(default_factory=dict)
 
     def face(self, face_id: int) -> FaceTimeline:
         """The face with id ``face_id`` (KeyError naming the ids there are)."""
@@ -177,14 +180,15 @@ class Prediction:
                 "windows": main["windows"], "overall": main["overall"], "top_k": main["top_k"],
                 "frames_used": self.frames_used, "frames_with_face": self.frames_with_face, "seconds": self.seconds,
                 "timings": dict(self.timings), "notice": self.notice, "faces": [f.to_dict() for f in self.faces],
-                "main_face": self.main_face, "detector": self.detector, "notes": list(self.notes)}
+                "main_face": self.main_face, "detector": self.detector, "notes": list(self.notes),
+                "settings": self.settings}
 
     @classmethod
     def from_dict(cls, d: Dict) -> "Prediction":
         """The prediction that ``to_dict()`` (or a ``--json`` / ``--out`` file) describes."""
         return cls(d["source"], d["model"], list(d["class_names"]), [FaceTimeline.from_dict(f) for f in d["faces"]],
                    d["main_face"], d["frames_used"], d["frames_with_face"], d.get("seconds", 0.0), dict(d["timings"]),
-                   d.get("notice"), d.get("detector"), list(d.get("notes", [])))
+                   d.get("notice"), d.get("detector"), list(d.get("notes", [])), dict(d.get("settings") or {}))
 
 
 @dataclasses.dataclass

@@ -53,6 +53,11 @@ class WindowScorer:
         if self.dtype is torch.float32:
             self.dtype = None
 
+    @property
+    def class_names(self) -> List[str]:
+        """The model's classes now, in the order of the probabilities' columns."""
+        return list(self.net.class_names)
+
     def _autocast(self):
         if self.dtype is None:
             return contextlib.nullcontext()

@@ -8,11 +8,13 @@ them.
 
 import dataclasses
 import math
+import warnings
 from typing import Any, Dict, Optional, Tuple, Union
 
 from ..faces import DETECTORS, FaceDetector
 
-__all__ = ["ReadSettings", "FaceSettings", "WindowSettings", "split_settings", "settings_dict", "SETTINGS_ALIASES"]
+__all__ = ["ReadSettings", "FaceSettings", "WindowSettings", "split_settings", "legacy_settings", "settings_dict",
+           "SETTINGS_ALIASES"]
 
 
 def _number(name: str, value, low: float, allow_low: bool = True) -> None:
@@ -175,6 +177,16 @@ def split_settings(kwargs: Dict[str, Any], reading: Optional[ReadSettings] = Non
             raise TypeError(f"unexpected keyword argument {key!r}: the prediction settings are {known}")
         changes[owner][name] = value
     return tuple(dataclasses.replace(s, **c) if c else s for s, c in zip(out, changes))
+
+
+def legacy_settings(what: str, kwargs: Dict[str, Any], **settings) -> Tuple[ReadSettings, FaceSettings, WindowSettings]:
+    """Settings given as flat keywords to a class that takes settings objects (earlier releases): still applied, with
+    a FutureWarning that names the objects to use."""
+    if kwargs:
+        warnings.warn(f"{what}({', '.join(f'{k}=...' for k in kwargs)}): pass the settings as objects instead "
+                      f"(clipdfer.inference.ReadSettings / FaceSettings / WindowSettings: reading=, faces=, windows=); "
+                      f"flat keywords stay for clipdfer.predict and predict_many", FutureWarning, stacklevel=3)
+    return split_settings(kwargs, **settings)
 
 
 def settings_dict(settings: Union[ReadSettings, FaceSettings, WindowSettings]) -> Dict[str, Any]:

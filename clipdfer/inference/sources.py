@@ -9,7 +9,6 @@ folders of videos, globs, text files of paths) into the list of sources.
 import dataclasses
 import glob
 import logging
-import math
 import os
 import re
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
@@ -17,7 +16,9 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["Camera", "sample_clip_path", "iter_source", "expand_sources", "source_name", "is_live",
+from .settings import ReadSettings
+
+__all__ = ["Camera", "sample_clip_path", "iter_source", "SourceFrames", "expand_sources", "source_name", "is_live",
            "estimate_frames", "check_run_args", "LIST_EXTENSIONS"]
 
 _logger = logging.getLogger(__name__)
@@ -59,33 +60,14 @@ def source_name(source) -> str:
 
 
 def check_run_args(fps: Optional[float] = None, start: Optional[float] = None, end: Optional[float] = None,
-                   folder_fps: float = 25.0) -> None:
-    """Check the reading arguments of a run before any source is read.
-
-    Raises:
-        ValueError: ``fps`` negative or not finite; ``start`` / ``end`` negative, not finite, or ``end`` before
-            ``start``; ``folder_fps`` not a positive finite number.
-    """
-    def number(name: str, value, low: float, allow_low: bool = True) -> None:
-        if value is None:
-            return
-        try:
-            ok = math.isfinite(value) and (value >= low if allow_low else value > low)
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"{name}={value!r}: expected a finite number {'>=' if allow_low else '>'} {low:g}")
-
-    number("fps", fps, 0)
-    number("start", start, 0)
-    number("end", end, 0)
-    number("folder_fps", folder_fps, 0, allow_low=False)
-    if start is not None and end is not None and end < start:
-        raise ValueError(f"start={start} s, end={end} s: the end comes before the start; swap them")
+                   folder_fps: float = ReadSettings.folder_fps) -> None:
+    """Check reading arguments as :class:`~clipdfer.inference.ReadSettings` does (it raises the same errors)."""
+    ReadSettings(fps, start, end, folder_fps)
 
 
-def iter_source(source, fps: Optional[float] = 8.0, start: Optional[float] = None, end: Optional[float] = None,
-                folder_fps: float = 25.0, notes: Optional[List[str]] = None) -> Iterator[Tuple[float, np.ndarray]]:
+def iter_source(source, fps: Optional[float] = ReadSettings.fps, start: Optional[float] = None,
+                end: Optional[float] = None, folder_fps: float = ReadSettings.folder_fps,
+                notes: Optional[List[str]] = None) -> Iterator[Tuple[float, np.ndarray]]:
     """``(time in s, RGB (H, W, 3) uint8)`` frames of a source, ``fps`` per second, from ``start`` to ``end``.
 
     Args:
@@ -126,13 +108,40 @@ def iter_source(source, fps: Optional[float] = 8.0, start: Optional[float] = Non
     yield from io.iter_video_frames(path, fps, start, end, notes=notes)
 
 
-def estimate_frames(source, fps: Optional[float] = 8.0, start: Optional[float] = None,
+def estimate_frames(source, fps: Optional[float] = ReadSettings.fps, start: Optional[float] = None,
                     end: Optional[float] = None) -> Optional[int]:
     """How many frames :func:`iter_source` yields for a video file (a progress bar's total); None when unknown."""
     if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) and not _is_url(os.fspath(source)):
         from ..data.io import estimate_frames as estimate_video
         return estimate_video(os.fspath(source), fps, start, end)
     return None
+
+
+class SourceFrames:
+    """The frames of one source as ``reading`` says, ``(time in s, RGB (H, W, 3) uint8)``; iterate once.
+
+    Attributes:
+        notes: what the reader had to assume or skip (frame times from the stream's rate, damaged packets, an
+            early end ...), one sentence each, filled as it reads: complete once the iteration has ended.
+    """
+
+    def __init__(self, source, reading: Optional[ReadSettings] = None):
+        self.source, self.reading = source, reading or ReadSettings()
+        self.notes: List[str] = []
+
+    def __iter__(self) -> Iterator[Tuple[float, np.ndarray]]:
+        r = self.reading
+        return iter_source(self.source, r.fps, r.start, r.end, r.folder_fps, self.notes)
+
+    def estimate(self) -> Optional[int]:
+        """How many frames the iteration yields (a video file's estimate; None when unknown)."""
+        return estimate_frames(self.source, self.reading.fps, self.reading.start, self.reading.end)
+
+    def counted(self, bar) -> Iterator[Tuple[float, np.ndarray]]:
+        """The frames, each counted on a progress bar (``bar.update()``)."""
+        for item in self:
+            yield item
+            bar.update()
 
 
 # ---------------------------------------------------------------------------------------------------- many sources
