@@ -273,6 +273,7 @@ class _Run:
     saved_optimizer: Optional[Dict]
     scaler: torch.amp.GradScaler
     amp_dtype: Optional[torch.dtype]
+    trained_state: str  # what the trained weights are: fine-tuned, or (synthetic clips) what they were before
 
     @property
     def main_rank(self) -> bool:
@@ -339,7 +340,8 @@ def _build_run(cfg: TrainConfig) -> _Run:
                steps_per_epoch=len(loader), per_rank_batch=per_rank_batch, stages=stages, state=state,
                saved_optimizer=saved.get("optimizer"),
                scaler=torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16" and device.type == "cuda"),
-               amp_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp))
+               amp_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp),
+               trained_state=model.weights if cfg.synthetic else "finetuned")
     if run.main_rank:
         _log_start(run, resume)
     return run
@@ -390,7 +392,7 @@ def _train_one_epoch(run: _Run, ddp: torch.nn.Module, optimizer: torch.optim.Opt
     base_set = run.train_set.dataset if isinstance(run.train_set, Subset) else run.train_set
     base_set.set_epoch(epoch)  # the clips' random frames and augmentations of this epoch
     model.train()
-    trained_state = None if cfg.synthetic else "finetuned"  # synthetic clips do not train an expression model
+    trained_state = run.trained_state
     bar = tqdm(run.loader, disable=not run.main_rank or not sys.stderr.isatty(),
                desc=f"stage {state.stage_index + 1} epoch {state.epoch + 1}/{run.stages[state.stage_index]}")
     for video, labels in bar:
@@ -403,13 +405,11 @@ def _train_one_epoch(run: _Run, ddp: torch.nn.Module, optimizer: torch.optim.Opt
         run.scaler.scale(loss).backward()
         run.scaler.step(optimizer)
         run.scaler.update()
-        if trained_state:  # known here: the recipe trains them (recorded by every save)
-            model.weights = trained_state
+        model.weights = trained_state  # known here: the recipe trains them (recorded by every save)
         state.step()
         if run.ema is not None:
             run.ema.update(model, step=state.global_step)
-            if trained_state:
-                run.ema.module.weights = trained_state
+            run.ema.module.weights = trained_state
         if run.main_rank and state.global_step % max(1, cfg.log_every) == 0:
             _log(run.log_path, event="step", stage=state.stage_index + 1, epoch=state.epoch, step=state.global_step,
                  loss=loss.item(), lr=optimizer.param_groups[0]["lr"], time=time.time())

@@ -259,3 +259,29 @@ def test_checkpoints_of_wrapped_models_load(tmp_path, prefixes):
     video = _video(model)
     with torch.no_grad():
         torch.testing.assert_close(loaded(video), model(video))
+
+
+def test_the_weights_state_follows_the_weights_and_nothing_else_sets_it(tmp_path):
+    """Issue 26, item 3: the builder, the trainer and the user record what the weights are; any later change of them
+    shows as 'loaded' (unknown), a new head as 'pretrained'; moves, casts and copies keep the state."""
+    import copy
+    import pickle
+    model = clipdfer.create_model("clipdfer_test")
+    assert model.weights == "random"
+    model.weights = "finetuned"  # e.g. your own fine-tuned weights, loaded by hand
+    model.to(torch.float64).float()
+    assert model.weights == "finetuned"
+    assert copy.deepcopy(model).weights == "finetuned" and pickle.loads(pickle.dumps(model)).weights == "finetuned"
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        copied.msta.fc_v.weight.add_(1.0)  # the copy's own weights: the original is unchanged
+    assert copied.weights == "loaded" and model.weights == "finetuned"
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.training_losses(torch.randn(2, 8, 3, 32, 32), torch.tensor([0, 1]))["total"].backward()
+    optimizer.step()  # your own training loop: what they are now is not known ("finetuned" was stale before)
+    assert model.weights == "loaded" and "unknown training" in model.weights_notice()
+    model.weights = "finetuned"
+    model.reset_classifier(0)  # the embedding: what is left keeps its state
+    assert model.weights == "finetuned"
+    by_hand = type(model)(clip_arch="test", num_frames=8)  # not built by create_model: nothing says what it is
+    assert by_hand.weights == "loaded"

@@ -237,11 +237,11 @@ def test_copies_start_empty_and_moves_drop_the_cache():
     model = clipdfer.create_model("clipdfer_test").eval()
     with torch.no_grad():
         model(_video(model))
-    assert model._text_cache.value is not None
-    assert copy.deepcopy(model)._text_cache.value is None
-    assert pickle.loads(pickle.dumps(model))._text_cache.value is None
+    assert model.text_cache.value is not None
+    assert copy.deepcopy(model).text_cache.value is None
+    assert pickle.loads(pickle.dumps(model)).text_cache.value is None
     model.to(torch.float64)
-    assert model._text_cache.value is None
+    assert model.text_cache.value is None
     with torch.no_grad():
         assert model(_video(model).double()).dtype == torch.float64
 

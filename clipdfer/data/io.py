@@ -153,8 +153,8 @@ def _within(t: float, start: Optional[float], end: Optional[float]) -> bool:
 
 
 def iter_frame_folder(folder: str, fps: Optional[float] = None, start: Optional[float] = None,
-                      end: Optional[float] = None, folder_fps: float = DEFAULT_FRAME_RATE, notes: Optional[List[str]] = None
-                      ) -> Iterator[Tuple[float, np.ndarray]]:
+                      end: Optional[float] = None, folder_fps: float = DEFAULT_FRAME_RATE,
+                      notes: Optional[List[str]] = None) -> Iterator[Tuple[float, np.ndarray]]:
     """(time in s, RGB (H, W, 3) uint8) for the frames of a folder (:func:`list_frames`), EXIF orientation applied.
 
     Frame i is at ``i / folder_fps`` s. Frames from ``start`` to ``end`` s (both included) are kept, then ``fps``
@@ -191,7 +191,8 @@ def iter_frame_folder(folder: str, fps: Optional[float] = None, start: Optional[
 
 
 def iter_tensor_frames(video: torch.Tensor, fps: Optional[float] = None, start: Optional[float] = None,
-                       end: Optional[float] = None, folder_fps: float = DEFAULT_FRAME_RATE) -> Iterator[Tuple[float, np.ndarray]]:
+                       end: Optional[float] = None, folder_fps: float = DEFAULT_FRAME_RATE
+                       ) -> Iterator[Tuple[float, np.ndarray]]:
     """(time in s, RGB (H, W, 3) uint8) for the frames of a video tensor, like :func:`iter_frame_folder`.
 
     Args:

@@ -17,6 +17,7 @@ import csv
 import os
 from typing import List
 
+from .._files import atomic_write
 from .datasets import ClipRecord
 from .io import count_video_frames, list_frames
 from .labels import FERV39K_CLASSES, MAFW_CLASSES
@@ -69,15 +70,11 @@ def write_annotations(records: List[ClipRecord], path: str) -> None:
                              f"cannot hold: move the dataset, or write the splits next to it so that paths relative "
                              f"to them have no spaces")
         lines.append(f"{clip} {r.num_frames} {r.label}\n")
-    tmp = path + ".tmp"
-    try:
+
+    def write(tmp: str) -> None:
         with open(tmp, "w") as f:
             f.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, write)
 
 
 def _split_lines(path: str, what: str):

@@ -9,7 +9,7 @@ from .clip import (
 )
 from .interfit import InteractionLayer, InterFIT
 from .msta import MSTA, msta_output_lengths
-from .prompt import PromptLearner, TextFeatureCache
+from .prompt import CachedTextFeatures, PromptLearner, TextFeatureCache
 from .temporal import BiLSTM, TemporalBlock, TemporalTransformer, bilstm_unrolled
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "CrossAttentionBlock", "CLIP_ARCHS", "CLIPArch", "CLIPFrameEncoder", "CLIPTextEncoder", "build_open_clip",
     "check_video", "clip_block_attention",
     "clip_block_forward", "get_clip_arch", "tokenize", "InteractionLayer", "InterFIT", "MSTA", "msta_output_lengths",
-    "BiLSTM", "bilstm_unrolled", "PromptLearner", "TextFeatureCache", "TemporalBlock", "TemporalTransformer",
+    "BiLSTM", "bilstm_unrolled", "PromptLearner", "TextFeatureCache", "CachedTextFeatures", "TemporalBlock",
+    "TemporalTransformer",
 ]

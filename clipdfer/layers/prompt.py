@@ -10,7 +10,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 
 from .clip import CLIPTextEncoder, check_text_lengths, require_bool, tokenize
 
-__all__ = ["PromptLearner", "TextFeatureCache", "outside_inference_mode", "source_tensors"]
+__all__ = ["PromptLearner", "TextFeatureCache", "CachedTextFeatures", "outside_inference_mode", "source_tensors"]
 
 
 def outside_inference_mode(fn: Callable) -> Callable:
@@ -253,3 +253,54 @@ class TextFeatureCache:
             self._storages = [t.untyped_storage() for t in tensors]
             self._value, self._key, self._tensors = value, key, tensors
         return self._value
+
+
+class CachedTextFeatures(nn.Module):
+    """A prompt head's text features, reused while what they are made from is unchanged (a module without
+    parameters: it follows its model's ``train()`` / ``eval()``, and forgets on ``.to()`` / ``.half()``).
+
+    ``cache(compute, *sources)`` is ``compute()``, the features made from ``sources`` (modules, tensors):
+
+    - a gradient is needed (grad mode on and a tensor of ``sources`` requires grad): computed with it, not kept;
+    - ``enabled`` is False, or the model is compiled in training mode: computed without gradient, not kept (a
+      compiled training graph stays one graph);
+    - otherwise (eager, or compiled in eval mode): kept by a :class:`TextFeatureCache`, which makes them again after
+      any change of a tensor of ``sources``; a compiled model in eval mode checks outside its graph (one graph break).
+
+    Either way the result equals what a freshly built model with the same weights computes. Source: ours.
+    """
+
+    def __init__(self, enabled: bool = True):
+        super().__init__()
+        self.enabled = enabled
+        self._cache = TextFeatureCache()
+
+    @property
+    def value(self) -> Optional[torch.Tensor]:
+        """The features kept now, or None."""
+        return self._cache.value
+
+    def clear(self) -> None:
+        """Forget the kept features (never needed for correctness: they are checked at every use)."""
+        self._cache.clear()
+
+    def forward(self, compute: Callable[[], torch.Tensor], *sources: Union[nn.Module, torch.Tensor, None]
+                ) -> torch.Tensor:
+        tensors = source_tensors(sources)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return compute()
+        if not self.enabled or (self.training and torch.compiler.is_compiling()):
+            with torch.no_grad():
+                return compute()
+        return self._cache.get_for_tensors(compute, tensors)
+
+    def train(self, mode: bool = True) -> "CachedTextFeatures":
+        self.clear()  # features kept for the other phase go
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):
+        self.clear()  # .to() / .half(): the old device's or dtype's features go at once
+        return super()._apply(fn, recurse)
+
+    def extra_repr(self) -> str:
+        return f"enabled={self.enabled}"

@@ -19,7 +19,8 @@ make it (:class:`PromptHead`), and the equivalent of a new classifier for it is 
 """
 
 import logging
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
+import weakref
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ from torch import nn
 
 from ..layers import CLIPFrameEncoder, check_video, get_clip_arch
 from ..layers.clip import check_texts
-from ..layers.prompt import TextFeatureCache, outside_inference_mode, source_tensors
+from ..layers.prompt import CachedTextFeatures, outside_inference_mode
 from ._hub import HubMixin
 from ._pretrained import WEIGHT_STATES, PretrainedCfg
 
@@ -36,8 +37,11 @@ __all__ = ["DFERModel", "PromptHead", "WEIGHT_STATES"]
 _logger = logging.getLogger(__name__)
 
 
-def _after_load_state_dict(module: "DFERModel", incompatible_keys) -> None:
-    module.weights = "loaded"  # unknown: the loaders that know what they loaded say so after this
+def _version(tensor: torch.Tensor) -> int:
+    try:
+        return tensor._version
+    except RuntimeError:  # an inference-mode tensor keeps no version counter: its writes cannot be seen
+        return -1
 
 
 class PromptHead(nn.Module):
@@ -79,9 +83,9 @@ class DFERModel(HubMixin, nn.Module):
             family's linear head); None while the family's text-prompt head classifies.
         pretrained_cfg, model_args: set by the builder (preprocessing, class order; what ``config.json`` records).
         weights: what the weights are: ``random``, ``pretrained`` (not fine-tuned for expressions: the CLIP
-            initialisation), ``finetuned``, or ``loaded`` (unknown: by ``load_state_dict``, or from a file that does
-            not record it). Set by whoever knows (the builder from the pretrained cfg or the file's record, the
-            trainer, the converter); assign it yourself after loading your own fine-tuned weights.
+            initialisation), ``finetuned``, or ``loaded`` (unknown). Recorded by the builder and the trainer, or by
+            you after loading your own fine-tuned weights; any later change of the weights makes it ``loaded``.
+        text_cache: the text-prompt head's features (:class:`~clipdfer.layers.CachedTextFeatures`).
 
     What a family declares (class attributes):
         family: its name in :mod:`clipdfer.recipes` (``clipdfer``, ``dferclip`` ...).
@@ -123,12 +127,9 @@ class DFERModel(HubMixin, nn.Module):
         self.stage = 1
         self.pretrained_cfg: Optional[PretrainedCfg] = None
         self.model_args: Dict[str, Any] = {}
-        self.weights = "random"
-        self._text_cache = TextFeatureCache()
-        self.cache_text = True  # False: text features are computed in every forward (see cached_text)
+        self.text_cache = CachedTextFeatures()  # the prompt head's text features (families may add more caches)
         self._classifier_args: Optional[Dict[str, Any]] = None  # what reset_classifier did, for config.json
         self._class_args_before_reset: Optional[Dict[str, Any]] = None
-        self.register_load_state_dict_post_hook(_after_load_state_dict)
 
     # ------------------------------------------------------------------------------------------ timm's head contract
     @property
@@ -266,8 +267,6 @@ class DFERModel(HubMixin, nn.Module):
             names = names or tuple(f"class_{i}" for i in range(num_classes))
             ref = next(self.parameters())
             self.head = nn.Linear(self.head_hidden_size, num_classes, device=ref.device, dtype=ref.dtype)
-            if self.weights != "random":  # the rest keeps its weights, the new classifier is untrained
-                self.weights = "pretrained"
         else:
             self.head = nn.Identity()
             names = ()
@@ -376,14 +375,44 @@ class DFERModel(HubMixin, nn.Module):
 
     @property
     def weights(self) -> str:
-        """What the weights are, one of :data:`WEIGHT_STATES` (see the class docstring)."""
-        return self.__dict__.get("_weights", "random")
+        """What the weights are, one of :data:`WEIGHT_STATES`: the state recorded by whoever knew it (the builder, the
+        trainer, you: ``model.weights = "finetuned"``) while the weights it was recorded for are unchanged.
+
+        Any later change makes it ``loaded`` (unknown): ``load_state_dict``, an optimizer step, any in-place write
+        (a ``.data`` write bypasses the version counters it checks). A parameter that is new since (a head from
+        ``reset_classifier``) is untrained: ``pretrained`` (``random`` for a random model). Unrecorded (a family class
+        built by hand instead of by ``create_model``): ``loaded``. Moving or casting the model changes nothing.
+        """
+        record = self.__dict__.get("_weights_record")
+        if record is None:
+            return "loaded"
+        state, seen = record
+        new = False
+        for name, p in self.named_parameters():
+            ref, version = seen.get(name, (None, None))
+            if ref is None or ref() is not p:
+                new = True
+            elif _version(p) != version:
+                return "loaded"
+        return "pretrained" if new and state in ("pretrained", "finetuned") else state
 
     @weights.setter
     def weights(self, state: str) -> None:
         if state not in WEIGHT_STATES:
             raise ValueError(f"weights={state!r}: expected one of {sorted(WEIGHT_STATES)}")
-        self.__dict__["_weights"] = state
+        self.__dict__["_weights_record"] = (state, {n: (weakref.ref(p), _version(p))
+                                                    for n, p in self.named_parameters()})
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_weights_record"] = self.weights  # a copy holds what these weights are: recorded for its tensors
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        weights = state.pop("_weights_record", None)
+        super().__setstate__(state)
+        if weights is not None:
+            self.weights = weights
 
     @property
     def is_finetuned(self) -> bool:
@@ -401,13 +430,6 @@ class DFERModel(HubMixin, nn.Module):
         """Constructor arguments that follow the classes and may change after construction (``set_classes``)."""
         return {"class_names": list(self.class_names)}
 
-    def export_model_args(self) -> Dict[str, Any]:
-        """Constructor arguments that changed since construction, and the classifier ``reset_classifier`` set."""
-        args = dict(self._class_args_before_reset) if self._class_args_before_reset is not None else self._class_args()
-        if self._classifier_args is not None:
-            args["classifier"] = dict(self._classifier_args)
-        return args
-
     @property
     def _ddp_params_and_buffers_to_ignore(self) -> List[str]:
         """Names DDP leaves alone when this model is its root: every parameter and buffer of ``training_only_parts``."""
@@ -423,38 +445,22 @@ class DFERModel(HubMixin, nn.Module):
         return names
 
     # ------------------------------------------------------------------------------------------ text features
-    def cached_text(self, cache: TextFeatureCache, compute: Callable[[], torch.Tensor],
-                    *sources: Union[nn.Module, torch.Tensor, None]) -> torch.Tensor:
-        """``compute()``: the text features made from ``sources`` (modules, tensors), reused while they are unchanged.
+    @property
+    def cache_text(self) -> bool:
+        """Whether text features are kept between calls (False: computed in every forward, as the official codes
+        do; see :class:`~clipdfer.layers.CachedTextFeatures`)."""
+        return all(m.enabled for m in self.modules() if isinstance(m, CachedTextFeatures))
 
-        - A gradient is needed (grad mode on and a parameter of ``sources`` requires grad): computed with it, not kept.
-        - ``cache_text`` is False, or the model is being compiled in training mode: computed without gradient, not
-          kept (the compiled training graph stays one graph).
-        - Otherwise (eager, or compiled in eval mode): served by ``cache``, which makes them again after any change of
-          any tensor of ``sources`` (see :class:`~clipdfer.layers.TextFeatureCache`). A compiled model in eval mode
-          checks outside its graph (one graph break).
-
-        Either way the result equals what a freshly built model with the same weights computes. Source: ours.
-        """
-        tensors = source_tensors(sources)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            return compute()
-        if not self.cache_text or (self.training and torch.compiler.is_compiling()):
-            with torch.no_grad():
-                return compute()
-        return cache.get_for_tensors(compute, tensors)
+    @cache_text.setter
+    def cache_text(self, enabled: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, CachedTextFeatures):
+                m.enabled = bool(enabled)
 
     def clear_text_cache(self) -> None:
-        """Drop cached text features now, e.g. to free their memory. Never needed for correctness: the cache
-        notices every change of the weights, classes, device and dtype itself."""
-        for value in vars(self).values():
-            if isinstance(value, TextFeatureCache):
-                value.clear()
-
-    def train(self, mode: bool = True):
-        self.clear_text_cache()  # not needed for correctness: drops features kept from the other phase
-        return super().train(mode)
-
-    def _apply(self, fn, recurse=True):
-        self.clear_text_cache()  # .to() / .half(): the old device's or dtype's features go at once
-        return super()._apply(fn, recurse)
+        """Drop kept text features now, e.g. to free their memory, or after writing weights through ``.data`` (which
+        the checks cannot see). Otherwise never needed: the features follow every change of the weights, classes,
+        device and dtype."""
+        for m in self.modules():
+            if isinstance(m, CachedTextFeatures):
+                m.clear()

@@ -126,6 +126,7 @@ def build_model_with_cfg(
         pretrained_cfg = dataclasses.replace(pretrained_cfg, classifier=model.classifier_modules)
     model.pretrained_cfg = pretrained_cfg
     model.model_args = dict(kwargs)  # what config.json records to build the model again
+    model.weights = "random"  # until weights load; any later change of them shows (see DFERModel.weights)
     if classifier:
         model.reset_classifier(**classifier)
     if checkpoint_path:

@@ -47,7 +47,11 @@ def model_config(model: nn.Module, **cfg_updates) -> Dict[str, Any]:
     current = dict(num_classes=model.num_classes, num_frames=model.num_frames, classifier=model.classifier_modules,
                    class_names=names)
     pcfg = dataclasses.replace(cfg, **{**current, **cfg_updates})
-    return model_dir_config(pcfg, {**model.model_args, **model.export_model_args()}, state, model.num_features)
+    # the constructor's arguments, those that changed since (the classes), and the classifier reset_classifier set
+    args = {**model.model_args, **(model._class_args_before_reset or model._class_args())}
+    if model._classifier_args is not None:
+        args["classifier"] = dict(model._classifier_args)
+    return model_dir_config(pcfg, args, state, model.num_features)
 
 
 def weights_state(model: nn.Module, finetuned: Optional[bool] = None) -> str:

@@ -159,7 +159,7 @@ class A3lignDFER(DFERModel):
     def sentence_features(self) -> torch.Tensor:
         """F_t (C, S, D): MAT through the frozen text encoder; cached while MAT is unchanged and no gradient is
         needed (between optimizer steps and at inference)."""
-        return self.cached_text(self._text_cache, self._encode_mat, self.mat, self.text_encoder)
+        return self.text_cache(self._encode_mat, self.mat, self.text_encoder)
 
     @property
     def num_stages(self) -> int:

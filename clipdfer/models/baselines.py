@@ -139,7 +139,7 @@ class ZeroShotCLIP(_CLIPVideoModel):
 
     def text_features(self) -> torch.Tensor:
         """Normalised class features (C, D), computed once and cached."""
-        return self.cached_text(self._text_cache, self._encode_classes, self.text_encoder, self.text_tokens)
+        return self.text_cache(self._encode_classes, self.text_encoder, self.text_tokens)
 
     def _prompt_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.logit_scale.exp() * features @ self.text_features().to(features.dtype).t()
@@ -187,7 +187,7 @@ class CoOp(_CLIPVideoModel):
 
     def text_features(self) -> torch.Tensor:
         """Normalised prompt features (C, D); cached while the contexts are unchanged and no gradient is needed."""
-        return self.cached_text(self._text_cache, self._encode_prompts, self.prompt_learner, self.text_encoder)
+        return self.text_cache(self._encode_prompts, self.prompt_learner, self.text_encoder)
 
     @outside_inference_mode
     def set_classes(self, class_names: Sequence[str], words: Optional[Sequence[str]] = None,

@@ -189,13 +189,12 @@ class CLIPGuidedDFER(DFERModel):
         """Class text features K (C, D) from the text encoder.
 
         With a frozen text encoder they are computed once, in full precision, and reused until the classes, a text
-        weight, the device or the dtype change (:meth:`cached_text`). A trainable text encoder is re-run in every
-        forward that needs its gradient.
+        weight, the device or the dtype change (:class:`~clipdfer.layers.CachedTextFeatures`). A trainable text
+        encoder is re-run in every forward that needs its gradient.
         """
         if self.text_encoder is None:
             raise RuntimeError("this model has no text encoder (text_head=False or reset_classifier)")
-        return self.cached_text(self._text_cache, lambda: self.text_encoder(self.text_tokens), self.text_encoder,
-                                self.text_tokens)
+        return self.text_cache(lambda: self.text_encoder(self.text_tokens), self.text_encoder, self.text_tokens)
 
     @outside_inference_mode
     def set_classes(self, class_names: Sequence[str], prompt_template: Optional[str] = None,

@@ -116,7 +116,7 @@ class DFERCLIP(DFERModel):
     def text_features(self) -> torch.Tensor:
         """Prompt text features (C, D). Cached while the contexts, classes and text weights are unchanged, except
         when gradients must flow into them (training)."""
-        return self.cached_text(self._text_cache, self._encode_prompts, self.prompt_learner, self.text_encoder)
+        return self.text_cache(self._encode_prompts, self.prompt_learner, self.text_encoder)
 
     @outside_inference_mode
     def set_classes(self, class_names: Sequence[str], class_texts: Optional[Sequence[str]] = None,

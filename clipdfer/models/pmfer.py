@@ -27,7 +27,7 @@ from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, tokeniz
 from ..layers.adversarial import dann_lambda, grad_reverse
 from ..layers.biehpro import CrossAttentionBlock
 from ..layers.clip import check_texts, check_video
-from ..layers.prompt import PromptLearner, TextFeatureCache
+from ..layers.prompt import CachedTextFeatures, PromptLearner
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
 from ._pretrained import PretrainedCfg
@@ -116,7 +116,7 @@ class PMFER(DFERModel):
         self.mask_out = nn.Linear(dim, dim)
         self.discriminator = nn.Sequential(nn.Linear(dim, max(1, dim // 2)), nn.ReLU(inplace=True),
                                            nn.Linear(max(1, dim // 2), 1))
-        self._phrase_cache = TextFeatureCache()
+        self.phrase_cache = CachedTextFeatures()
 
     # ------------------------------------------------------------------ text side
     def _encode_classes(self) -> torch.Tensor:
@@ -125,12 +125,12 @@ class PMFER(DFERModel):
 
     def text_features(self) -> torch.Tensor:
         """Normalised class prompt features (C, D); cached while the context is unchanged and no gradient is needed."""
-        return self.cached_text(self._text_cache, self._encode_classes, self.prompt_learner, self.text_encoder)
+        return self.text_cache(self._encode_classes, self.prompt_learner, self.text_encoder)
 
     def phrase_features(self) -> torch.Tensor:
         """E_P (|P|, D): each phrase encoded alone by the frozen text encoder, normalised; computed once."""
-        return self.cached_text(self._phrase_cache, lambda: F.normalize(self.text_encoder(self.phrase_tokens), dim=-1),
-                                self.text_encoder, self.phrase_tokens)
+        return self.phrase_cache(lambda: F.normalize(self.text_encoder(self.phrase_tokens), dim=-1),
+                                 self.text_encoder, self.phrase_tokens)
 
     # ------------------------------------------------------------------ inference path
     def _as_clip(self, x: torch.Tensor) -> torch.Tensor:
