@@ -27,7 +27,7 @@ from .distributed import ResumableSampler, unwrap
 from .metrics import classification_report, save_confusion_png
 from .models import create_model, get_pretrained_cfg, is_model
 
-__all__ = ["main", "evaluate", "evaluate_model", "load_for_eval"]
+__all__ = ["main", "run", "build_parser", "evaluate", "evaluate_model", "load_for_eval"]
 
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -140,9 +140,10 @@ def _print(report: Dict, title: str) -> None:
         print(f"    {name:<16} recall {'-' if r is None else f'{r:6.2f}'}  (n={report['support'][name]})")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="clipdfer eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    """``clipdfer eval``'s options, added to ``parser`` (e.g. a sub-command's) or to a new one."""
+    p = parser or argparse.ArgumentParser(prog="clipdfer eval")
+    p.description, p.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
     p.add_argument("--model", required=True,
                    help="may contain {fold}: --model 'dferclip_vitb32_dfew.dfew_fold{fold}' --pretrained evaluates "
                         "each fold's official release on its own fold")
@@ -157,9 +158,17 @@ def main(argv=None) -> int:
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", help="where results.json and confusion PNGs go (default: eval_<model>)")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate as ``args`` (:func:`build_parser`'s options) say; errors propagate.
+
+    Raises:
+        argparse.ArgumentError: options that do not go together (a usage error).
+    """
     if not (args.synthetic or args.data or args.test_list):
-        p.error("give --data, --test-list or --synthetic")
+        raise argparse.ArgumentError(None, "give --data, --test-list or --synthetic")
     out = args.out or f"eval_{args.model.replace('{fold}', 'N').replace('/', '_').replace(':', '_')}"
     os.makedirs(out, exist_ok=True)
     device = torch.device(args.device)
@@ -167,7 +176,8 @@ def main(argv=None) -> int:
     templated = [f"--{k.replace('_', '-')}" for k in ("model", "checkpoint", "data", "test_list")
                  if "{fold}" in (getattr(args, k) or "")]
     if templated and folds == [None]:
-        p.error(f"{', '.join(templated)} contain(s) {{fold}}: give the folds to fill it with, e.g. --folds 1-5")
+        raise argparse.ArgumentError(None, f"{', '.join(templated)} contain(s) {{fold}}: give the folds to fill it "
+                                           f"with, e.g. --folds 1-5")
     if args.pretrained and not args.checkpoint:
         for fold in folds:
             check_fold_weights(args.model.format(fold=fold) if fold is not None else args.model, fold)
@@ -197,6 +207,14 @@ def main(argv=None) -> int:
         json.dump(results, f, indent=2)
     print(f"wrote {out}/results.json and the confusion matrix PNG(s)")
     return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        return run(parser.parse_args(argv))
+    except argparse.ArgumentError as e:
+        parser.error(str(e))
 
 
 if __name__ == "__main__":

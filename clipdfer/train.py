@@ -31,14 +31,14 @@ from torch.utils.data import DataLoader, Subset
 
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from .data import ClipDataset, SyntheticClips, build_transform, read_annotations
-from .distributed import LossWrapper, ResumableSampler, setup, teardown
+from .distributed import LossWrapper, ResumableSampler, launch_env, setup, teardown
 from .eval import evaluate
 from .models import create_model, get_pretrained_cfg, list_pretrained
 from .optim import param_groups
 from .recipes import Recipe, recipe_for
 from .schedule import build_scheduler
 
-__all__ = ["main", "train", "evaluate", "ResumableSampler", "TrainConfig", "TrainState", "build_parser"]
+__all__ = ["main", "run", "train", "evaluate", "ResumableSampler", "TrainConfig", "TrainState", "build_parser"]
 
 _logger = logging.getLogger(__name__)
 
@@ -493,8 +493,9 @@ def train(cfg: TrainConfig) -> Dict:
 
 # ---------------------------------------------------------------------------------------------------- command line
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    p = parser or argparse.ArgumentParser(prog="clipdfer train", description=__doc__,
-                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    """``clipdfer train``'s options, added to ``parser`` (e.g. a sub-command's) or to a new one."""
+    p = parser or argparse.ArgumentParser(prog="clipdfer train")
+    p.description, p.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
     p.add_argument("--model", required=True, help="registered name, arch.tag, hf-hub:..., or local-dir:...")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--model-kwargs", type=json.loads, help="model arguments as JSON, e.g. '{\"num_frames\": 16}'")
@@ -548,24 +549,29 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    if int(os.environ.get("RANK", "0")) == 0:  # the command line shows the run's progress on stdout
+def run(args: argparse.Namespace) -> int:
+    """Train as ``args`` (:func:`build_parser`'s options, nothing else) say; errors propagate."""
+    rank = launch_env().rank
+    if rank == 0:  # the command line shows the run's progress on stdout
         progress = logging.StreamHandler(sys.stdout)
         progress.setFormatter(logging.Formatter("%(message)s"))
         _logger.addHandler(progress)
         _logger.setLevel(logging.INFO)
         _logger.propagate = False
-    cfg = TrainConfig(**{k.replace("-", "_"): v for k, v in vars(args).items() if k != "func"})
+    results = train(TrainConfig(**vars(args)))
+    if rank == 0 and "test" in results:
+        print(f"test UAR {results['test']['uar']:.2f} WAR {results['test']['war']:.2f}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        results = train(cfg)
+        return run(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"clipdfer train: error: {e}", file=sys.stderr)
         return 2
-    if int(os.environ.get("RANK", "0")) == 0 and "test" in results:
-        print(f"test UAR {results['test']['uar']:.2f} WAR {results['test']['war']:.2f}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 :class:`FrameDrawer` decides when each frame can be drawn with its faces' labels (the window that covers it, else the
 nearest one once no window can cover it any more), so drawing never waits on a window that will not come and holds at
-most about ``window + the tracker's delay`` frames. The writers print results as soon as each source is done.
+most about ``window + the tracker's delay`` frames. :class:`ResultWriter` prints results as soon as each source is done.
 """
 
 import csv
@@ -13,8 +13,8 @@ import numpy as np
 
 from .results import Prediction, WindowResult
 
-__all__ = ["FrameDrawer", "JsonListWriter", "CsvWriter", "format_prediction", "check_output_path", "VideoOutput",
-           "CSV_COLUMNS", "VIDEO_OUTPUTS"]
+__all__ = ["FrameDrawer", "ResultWriter", "format_prediction", "check_output_path", "VideoOutput", "CSV_COLUMNS",
+           "VIDEO_OUTPUTS"]
 
 CSV_COLUMNS = ("source", "face_id", "start_frame", "end_frame", "start_s", "end_s")
 Label = Tuple[bool, Optional[WindowResult]]  # (resolved, the window whose label to draw)
@@ -87,54 +87,57 @@ def format_prediction(r: Prediction) -> str:
     return "\n".join(lines)
 
 
-class JsonListWriter:
-    """Writes one JSON list, an entry at a time, flushed as each is added: an interrupted run leaves every finished
-    entry readable. Use as a context manager (the closing bracket is written at exit)."""
+class ResultWriter:
+    """Writes each source's result as it comes, flushed: ``text`` (:func:`format_prediction`; failed sources are left
+    out), ``json`` (one list, ``[`` written at once and ``]`` at :meth:`close`: an interrupted run's finished entries
+    stay readable) or ``csv`` (one row per face and window: :data:`CSV_COLUMNS`, then one column per class; failed
+    sources write none; the header comes with the first rows, or at :meth:`close`).
 
-    def __init__(self, out: TextIO):
-        self.out, self.count = out, 0
+    Raises:
+        ValueError: a format that is not one of ``FORMATS``.
+    """
+    FORMATS = ("text", "json", "csv")
 
-    def __enter__(self) -> "JsonListWriter":
-        self.out.write("[")
-        self.out.flush()
-        return self
+    def __init__(self, out: TextIO, fmt: str, class_names: Sequence[str]):
+        if fmt not in self.FORMATS:
+            raise ValueError(f"output format {fmt!r}: expected one of {', '.join(self.FORMATS)}")
+        self.out, self.fmt, self.class_names = out, fmt, list(class_names)
+        self.csv, self.count = csv.writer(out), 0  # count: entries written (json), rows written or the header (csv)
+        if fmt == "json":
+            self._write("[")
 
     def add(self, entry: Dict) -> None:
-        text = json.dumps(entry, indent=2)
-        self.out.write(("," if self.count else "") + "\n" + "\n".join("  " + line for line in text.splitlines()))
-        self.out.flush()
-        self.count += 1
-
-    def __exit__(self, *exc) -> None:
-        self.out.write("\n]\n" if self.count else "]\n")
-        self.out.flush()
-
-
-class CsvWriter:
-    """One CSV row per face and window: ``source, face_id, start_frame, end_frame, start_s, end_s``, then one column
-    per class; the header is written with the first rows."""
-
-    def __init__(self, out: TextIO, class_names: Sequence[str]):
-        self.out, self.class_names = out, list(class_names)
-        self.writer = csv.writer(out)
-        self.header = False
-
-    def write_header(self) -> None:
-        """Write the header now if it is not written yet (a run whose sources all failed still gives it)."""
-        if not self.header:
-            self.writer.writerow([*CSV_COLUMNS, *self.class_names])
-            self.header = True
-            self.out.flush()
-
-    def add(self, r: Dict) -> None:
-        """Write the rows of one prediction's dict (``Prediction.to_dict()``); a failed source writes none."""
-        if "error" in r:
+        """Write one result: ``Prediction.to_dict()`` or a failed source's dict (with ``error``)."""
+        if self.fmt == "json":
+            lines = json.dumps(entry, indent=2).splitlines()
+            self._write(("," if self.count else "") + "\n" + "\n".join("  " + line for line in lines))
+            self.count += 1
+        elif "error" in entry:
             return
-        self.write_header()
-        for face in r["faces"]:
-            for w in face["windows"]:
-                self.writer.writerow([r["source"], face["id"], w["start_frame"], w["end_frame"], f"{w['start']:.3f}",
-                                      f"{w['end']:.3f}", *[f"{w['probs'][c]:.4f}" for c in self.class_names]])
+        elif self.fmt == "text":
+            self._write(format_prediction(Prediction.from_dict(entry)) + "\n")
+        else:
+            rows = [[entry["source"], face["id"], w["start_frame"], w["end_frame"], f"{w['start']:.3f}",
+                     f"{w['end']:.3f}", *[f"{w['probs'][c]:.4f}" for c in self.class_names]]
+                    for face in entry["faces"] for w in face["windows"]]
+            self._csv_rows(rows)
+
+    def close(self) -> None:
+        """End the output: the JSON list's ``]``, the CSV header if no row gave it."""
+        if self.fmt == "json":
+            self._write("\n]\n" if self.count else "]\n")
+        elif self.fmt == "csv":
+            self._csv_rows([])
+
+    def _csv_rows(self, rows: List[list]) -> None:
+        if not self.count:
+            rows.insert(0, [*CSV_COLUMNS, *self.class_names])
+        self.csv.writerows(rows)
+        self.count += len(rows)
+        self.out.flush()
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
         self.out.flush()
 
 
