@@ -552,13 +552,21 @@ def _non_negative_int(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     """Train as ``args`` (:func:`build_parser`'s options, nothing else) say; errors propagate."""
     rank = launch_env().rank
-    if rank == 0:  # the command line shows the run's progress on stdout
+    progress = None
+    if rank == 0:  # the command line shows the run's progress on stdout, for this run
         progress = logging.StreamHandler(sys.stdout)
         progress.setFormatter(logging.Formatter("%(message)s"))
         _logger.addHandler(progress)
+        level, propagate = _logger.level, _logger.propagate
         _logger.setLevel(logging.INFO)
         _logger.propagate = False
-    results = train(TrainConfig(**vars(args)))
+    try:
+        results = train(TrainConfig(**vars(args)))
+    finally:
+        if progress is not None:
+            _logger.removeHandler(progress)
+            _logger.setLevel(level)
+            _logger.propagate = propagate
     if rank == 0 and "test" in results:
         print(f"test UAR {results['test']['uar']:.2f} WAR {results['test']['war']:.2f}")
     return 0
