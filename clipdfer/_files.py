@@ -19,7 +19,11 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
     directory, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
+        with open(tmp, "xb"):  # made here first: it gets a new file's mode, which the writer's library may not give
+            pass
+        mode = os.stat(tmp).st_mode & 0o777
         write(tmp)
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -15,12 +15,16 @@ from typing import Any, Dict, Optional
 
 import torch
 
-__all__ = ["save_checkpoint", "load_training_state", "latest_checkpoint", "STATE_NAME"]
+__all__ = ["save_checkpoint", "load_training_state", "latest_checkpoint", "CheckpointWriteError", "STATE_NAME"]
 
 _logger = logging.getLogger(__name__)
 STATE_NAME = "state.pt"
 _COMPLETE = "complete"  # written last into DIR.tmp: every file before it is whole
 _FILES = ("config.json", "model.safetensors", STATE_NAME)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, permissions); the one before it is left as it was."""
 
 
 def save_checkpoint(model: torch.nn.Module, directory: str, state: Dict[str, Any],
@@ -35,11 +39,13 @@ def save_checkpoint(model: torch.nn.Module, directory: str, state: Dict[str, Any
         optimizer: its state is saved for resuming.
         ema: an EMA copy of the model whose weights are saved for resuming.
         **cfg_updates: pretrained-cfg fields to record (``finetuned``, ``notes`` ...).
+
+    Raises:
+        CheckpointWriteError: a file could not be written (``DIR.tmp`` is removed; ``DIR`` is untouched).
     """
     directory = directory.rstrip("/")
     tmp, old = directory + ".tmp", directory + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, **cfg_updates)
     extra: Dict[str, Any] = {"rng_cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         extra["rng_cuda"] = torch.cuda.get_rng_state()
@@ -47,12 +53,21 @@ def save_checkpoint(model: torch.nn.Module, directory: str, state: Dict[str, Any
         extra["optimizer"] = optimizer.state_dict()
     if ema is not None:
         extra["ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
-    torch.save({**state, **extra}, os.path.join(tmp, STATE_NAME))
-    for name in _FILES:  # on disk before the marker says so
-        with open(os.path.join(tmp, name), "rb+") as f:
+    try:
+        model.save_pretrained(tmp, **cfg_updates)
+        torch.save({**state, **extra}, os.path.join(tmp, STATE_NAME))
+        for name in _FILES:  # on disk before the marker says so
+            with open(os.path.join(tmp, name), "rb+") as f:
+                os.fsync(f.fileno())
+        with open(os.path.join(tmp, _COMPLETE), "w") as f:
             os.fsync(f.fileno())
-    with open(os.path.join(tmp, _COMPLETE), "w") as f:
-        os.fsync(f.fileno())
+    except Exception as e:  # a full disk (safetensors' own error type too), permissions: DIR stays as it was
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        before = (f"the checkpoint before it in {directory} is intact and --resume continues from it"
+                  if _complete(directory, marked=False) else "there is no earlier checkpoint")
+        raise CheckpointWriteError(f"cannot write the checkpoint {directory} ({type(e).__name__}: {reason}); {before}. "
+                                   f"Free space (or fix the folder's permissions) and run again") from e
     if os.path.isdir(directory):  # the current checkpoint becomes the fallback (an older fallback can go)
         shutil.rmtree(old, ignore_errors=True)
         os.replace(directory, old)

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from ._files import write_json
 from .checkpoint import latest_checkpoint
 from .data import ClipDataset, SyntheticClips, build_transform, read_annotations
 from .distributed import ResumableSampler, unwrap
@@ -203,8 +204,7 @@ def run(args: argparse.Namespace) -> int:
     if len(folds) > 1:
         results["mean"] = {k: statistics.mean(r[k] for r in results["folds"].values()) for k in ("uar", "war")}
         print(f"mean over {len(folds)} folds: UAR {results['mean']['uar']:.2f}  WAR {results['mean']['war']:.2f}")
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(os.path.join(out, "results.json"), results)
     print(f"wrote {out}/results.json and the confusion matrix PNG(s)")
     return 0
 

@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -29,6 +30,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from ._files import write_json
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from .data import ClipDataset, SyntheticClips, build_transform, read_annotations
 from .distributed import LossWrapper, ResumableSampler, launch_env, setup, teardown
@@ -104,12 +106,14 @@ def starting_weights(name: str) -> str:
 
 
 def _stratified_split(labels: List[int], fraction: float, seed: int) -> Tuple[List[int], List[int]]:
+    """``(train, val)`` indices: ``fraction`` of each class held out, at least one clip of every class that has two
+    (one stays in train)."""
     rng = random.Random(seed)
     train, val = [], []
     for c in sorted(set(labels)):
         idx = [i for i, y in enumerate(labels) if y == c]
         rng.shuffle(idx)
-        k = int(round(len(idx) * fraction)) if len(idx) > 1 else 0
+        k = min(len(idx) - 1, max(1, int(round(len(idx) * fraction)))) if fraction > 0 and len(idx) > 1 else 0
         val += idx[:k]
         train += idx[k:]
     return sorted(train), sorted(val)
@@ -140,10 +144,19 @@ def _datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, 
             # the validation clips are read like test clips (no augmentation, middle frames)
             full_eval = ClipDataset(records, t, pcfg.frame_sampling, test_tf, **frames)
     if cfg.select_on == "test":
+        if test is None:
+            raise ValueError("--select-on test needs a test list (--data DIR with test.txt, or --test-list)")
         return full_train, test, test
+    if not 0 <= cfg.val_fraction < 1:
+        raise ValueError(f"--val-fraction {cfg.val_fraction}: expected a fraction of the training clips in [0, 1)")
     tr_idx, val_idx = _stratified_split(full_train.labels, cfg.val_fraction, cfg.seed)
+    if not val_idx:  # selecting on the test list instead would be a different protocol than the record says
+        raise ValueError(
+            f"--val-fraction {cfg.val_fraction} holds out no validation clip (it is 0, or no class has two training "
+            f"clips): give a fraction > 0 and at least two clips of a class, or --select-on test to select on the "
+            f"test list as the papers do")
     val_source = full_train if cfg.synthetic else full_eval
-    return Subset(full_train, tr_idx), (Subset(val_source, val_idx) if val_idx else None), test
+    return Subset(full_train, tr_idx), Subset(val_source, val_idx), test
 
 
 # ---------------------------------------------------------------------------------------------------- optimisation
@@ -185,9 +198,16 @@ def _make_ema(model, cfg: TrainConfig):
 
 
 def _log(path: Optional[str], **entry) -> None:
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+    """One line of log.jsonl (strict JSON: a non-finite number, e.g. a diverged loss, is written as null, with a
+    warning)."""
+    if not path:
+        return
+    bad = [k for k, v in entry.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        _logger.warning("%s: %s is %s", entry.get("event"), ", ".join(bad), ", ".join(str(entry[k]) for k in bad))
+        entry = {k: None if k in bad else v for k, v in entry.items()}
+    with open(path, "a") as f:
+        f.write(json.dumps(entry, allow_nan=False) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------------- training
@@ -262,7 +282,7 @@ class _Run:
     ema: Optional[torch.nn.Module]  # timm's ModelEmaV3
     recipe: Recipe
     train_set: object
-    val_set: Optional[object]
+    val_set: object  # the selection split: held out from train, or the test list with --select-on test
     test_set: Optional[object]
     sampler: ResumableSampler
     loader: DataLoader
@@ -421,12 +441,9 @@ def _train_one_epoch(run: _Run, ddp: torch.nn.Module, optimizer: torch.optim.Opt
 
 
 def _validate(run: _Run, ddp: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Evaluate on the selection split (validation, else test) after an epoch; a better UAR is saved as ``best``."""
+    """Evaluate on the selection split (``--select-on``) after an epoch; a better UAR is saved as ``best``."""
     cfg, state = run.cfg, run.state
-    selection = run.val_set if run.val_set is not None else run.test_set
-    if selection is None:
-        return
-    report = evaluate(run.evaluated(ddp), selection, run.per_rank_batch, run.device, cfg.workers, cfg.amp, run.rank,
+    report = evaluate(run.evaluated(ddp), run.val_set, run.per_rank_batch, run.device, cfg.workers, cfg.amp, run.rank,
                       run.world)
     run.model.train()
     if not run.main_rank:
@@ -458,16 +475,15 @@ def _finish(run: _Run, ddp: torch.nn.Module) -> Dict:
                "select_on": cfg.select_on, "ema": bool(run.ema), "best_selection_uar": run.state.best,
                "parameter_digest": digest}
     os.makedirs(os.path.join(cfg.out, "ranks"), exist_ok=True)
-    with open(os.path.join(cfg.out, "ranks", f"rank{run.rank}.json"), "w") as f:
-        json.dump({"rank": run.rank, "parameter_digest": digest,
-                   "first_values": [float(v) for v in next(model.parameters()).detach().flatten()[:8]]}, f)
+    write_json(os.path.join(cfg.out, "ranks", f"rank{run.rank}.json"), {
+        "rank": run.rank, "parameter_digest": digest,
+        "first_values": [float(v) for v in next(model.parameters()).detach().flatten()[:8]]})
     if run.test_set is not None:
         report = evaluate(run.evaluated(ddp), run.test_set, run.per_rank_batch, run.device, cfg.workers, cfg.amp,
                           run.rank, run.world)
         results["test"] = {k: report[k] for k in ("uar", "war", "per_class_recall")}
     if run.main_rank:
-        with open(os.path.join(cfg.out, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(os.path.join(cfg.out, "results.json"), results)
         _log(run.log_path, event="end", **{k: v for k, v in results.items() if k != "test"})
     teardown()
     return results
@@ -577,7 +593,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return run(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"clipdfer train: error: {e}", file=sys.stderr)
         return 2
 

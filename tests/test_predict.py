@@ -455,7 +455,7 @@ def test_settings_are_validated_data_that_a_result_records(model):
     r = p.run(video, ReadSettings(folder_fps=8.0))
     assert r.settings["windows"] == {"window": 4, "stride": 2, "batch_size": 8, "top_k": 3}
     assert r.settings["reading"] == {"fps": 8.0, "start": None, "end": None, "folder_fps": 8.0}
-    assert r.settings["faces"]["detector"] == "scripted" and r.settings["weights"] == model.weights
+    assert r.settings["faces"]["detector"] == "scripted" and r.settings["model"]["weights"] == model.weights
     assert Prediction.from_dict(r.to_dict()).settings == r.settings  # a saved result says what made it
     with pytest.warns(FutureWarning, match=r"Predictor\(window=..., stride=...\).*WindowSettings"):
         old = Predictor(model, faces=FaceSettings(detector=ScriptedDetector()), window=4, stride=2)

@@ -10,7 +10,9 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
+import clipdfer
 from clipdfer.cli import main
 from clipdfer.inference import FaceSettings, Predictor, expand_sources, output_names, parse_shard, sample_clip_path
 from scripted import face_frame, use_scripted_detector
@@ -421,3 +423,65 @@ def test_the_launchers_environment_is_read_in_one_place(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ValueError, match="must be whole numbers"):
         launch_env()
+
+
+def test_results_are_reused_only_for_the_same_weights_and_the_summary_lists_every_result(tmp_path, capsys, caplog,
+                                                                                          runs, scripted_faces):
+    """Issue 27, item 1: a result records the sha256 of the weights that made it; other weights (another checkpoint,
+    other weights re-saved into the same local-dir) are run again, never served from an earlier run; summary.csv
+    lists every result in the folder, also those of sources this run was not given."""
+    video = _face_video(tmp_path / "v.mp4")
+    for name, seed in (("a", 0), ("b", 1)):
+        torch.manual_seed(seed)
+        clipdfer.create_model("clipdfer_test").save_pretrained(str(tmp_path / name), finetuned=True)
+    out = str(tmp_path / "out")
+
+    def predict(*args):
+        assert main(["predict", video, "--out", out, "--json", *args]) == 0
+        captured = capsys.readouterr()
+        return json.loads(captured.out)[0], captured.err
+
+    first, _ = predict("--model", "clipdfer_test", "--checkpoint", str(tmp_path / "a" / "model.safetensors"))
+    second, err = predict("--model", "clipdfer_test", "--checkpoint", str(tmp_path / "b" / "model.safetensors"))
+    assert runs == ["v.mp4", "v.mp4"] and "from an earlier run" not in err
+    assert "other settings (model.weights_sha256" in caplog.text
+    assert first["settings"]["model"]["weights_sha256"] != second["settings"]["model"]["weights_sha256"]
+    assert first["windows"][0]["probs"] != second["windows"][0]["probs"]
+    again, err = predict("--model", "clipdfer_test", "--checkpoint", str(tmp_path / "b" / "model.safetensors"))
+    assert runs == ["v.mp4", "v.mp4"] and again == second  # the same weights: reused
+    torch.manual_seed(2)  # other weights saved into the same folder: run again
+    clipdfer.create_model("clipdfer_test").save_pretrained(str(tmp_path / "b"), finetuned=True)
+    predict("--model", "local-dir:" + str(tmp_path / "b"))
+    assert runs == ["v.mp4"] * 3
+
+    other = _face_video(tmp_path / "w.mp4", x=30)
+    assert main(["predict", other, "--out", out, *MODEL]) == 0  # a run on another source only
+    with open(os.path.join(out, "summary.csv")) as f:
+        rows = [(os.path.basename(r["source"]), r["status"], r["settings"]) for r in csv.DictReader(f)]
+    assert rows == [("w.mp4", "ok", "same"), ("v.mp4", "ok", "other")]
+
+
+def test_nan_weights_fail_each_source_with_the_reason_and_every_json_is_strict(tmp_path, capsys, caplog,
+                                                                               scripted_faces):
+    """Issue 27, item 3: weights with NaN gave status ok, a bare NaN in the JSON and the first class as top; in text
+    mode the run crashed. Now non-finite weights are named at load and each source fails saying why."""
+    video = _face_video(tmp_path / "v.mp4")
+    model = clipdfer.create_model("clipdfer_test")
+    with torch.no_grad():
+        model.msta.fc_v.weight[0, 0] = float("nan")
+    model.save_pretrained(str(tmp_path / "nan"), finetuned=True)
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+
+    model_args = ["--model", "local-dir:" + str(tmp_path / "nan")]
+    for mode in ([], ["--json"], ["--csv"], ["--out", str(tmp_path / "out")]):
+        caplog.clear()
+        assert main(["predict", video, *mode, *model_args]) == 1, mode
+        captured = capsys.readouterr()
+        assert "non-finite scores" in captured.err and "msta.fc_v.weight" in captured.err, mode
+        assert "msta.fc_v.weight" in caplog.text and "NaN or infinity" in caplog.text  # named at load
+        if mode == ["--json"]:
+            assert "error" in strict(captured.out)[0]
+    saved = strict((tmp_path / "out" / "v.json").read_text())
+    assert saved["error_type"] == "ValueError" and "load other weights" in saved["error"]

@@ -218,3 +218,55 @@ def test_bad_lengths_and_a_resume_with_other_arguments_are_errors(tmp_path, caps
     assert main(args + ["--batch-size", "8", "--resume"]) == 2
     err = capsys.readouterr().err
     assert "saved by a run with batch_size=4 (now 8)" in err and "resume with the same arguments" in err
+
+
+def test_selection_is_on_the_split_the_record_names(tmp_path, monkeypatch):
+    """Issue 27, item 4: with every class at <= 4 clips the default 0.1 held out nothing and the test set was used for
+    selection while the log and results.json said 'val'. Now each class with two clips gives one validation clip, and
+    a split that holds out nothing is an error naming the fix."""
+    import clipdfer.train as train_module
+    seen = []
+    real = train_module.evaluate
+
+    def evaluate(model, dataset, *args, **kwargs):
+        seen.append(len(dataset))
+        return real(model, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate)
+    res = train(TrainConfig(model="clipdfer_test", out=str(tmp_path / "a"), synthetic=True, synthetic_size=28,
+                            epochs=1, batch_size=7, model_kwargs=_LINEAR))
+    assert res["select_on"] == "val" and seen == [7, 14]  # 7 classes x 4 clips: one each held out; the test list
+    with pytest.raises(ValueError, match="--val-fraction 0.0 holds out no validation clip.*--select-on test"):
+        train(TrainConfig(model="clipdfer_test", out=str(tmp_path / "b"), synthetic=True, synthetic_size=14,
+                          epochs=1, val_fraction=0.0, model_kwargs=_LINEAR))
+    with pytest.raises(ValueError, match="--val-fraction 1.0: expected a fraction"):
+        train(TrainConfig(model="clipdfer_test", out=str(tmp_path / "c"), synthetic=True, val_fraction=1.0))
+
+
+def test_a_full_disk_while_saving_is_one_line_and_the_last_checkpoint_resumes(tmp_path, monkeypatch, capsys):
+    """Issue 27, item 9: a disk that fills while a checkpoint is written gave a raw SafetensorError traceback; the
+    previous checkpoint was intact and resume worked, which the error now says in one line."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    from clipdfer.cli import main
+    out = str(tmp_path / "run")
+    args = ["train", "--model", "clipdfer_test", "--synthetic", "--synthetic-size", "14", "--epochs", "2",
+            "--batch-size", "7", "--model-kwargs", json.dumps(_LINEAR), "--out", out]
+    saves, real = [], safetensors.torch.save_file
+
+    def save_file(tensors, path, metadata=None):
+        saves.append(path)
+        if len(saves) > 2:  # the first epoch's checkpoints are written, the next ones hit a full disk
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+                                  'space left on device" })')
+        return real(tensors, path, metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err and "is intact" in err
+    assert "--resume continues from it" in err and "Traceback" not in err
+    assert not [p for p in os.listdir(os.path.join(out, "checkpoints")) if p.endswith(".tmp")]
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    assert main(args + ["--resume"]) == 0

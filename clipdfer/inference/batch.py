@@ -34,7 +34,7 @@ __all__ = ["BatchRun", "BatchItem", "predict_many", "parse_shard", "process_shar
            "SUMMARY_COLUMNS"]
 
 _logger = logging.getLogger(__name__)
-SUMMARY_COLUMNS = ("source", "faces", "frames", "seconds", "status", "error", "processing_s", "result")
+SUMMARY_COLUMNS = ("source", "faces", "frames", "seconds", "status", "error", "processing_s", "result", "settings")
 # Errors that are not one source's fault: they stop the run instead of being recorded against every source.
 _FATAL = (ImportError, MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
 
@@ -127,7 +127,7 @@ class BatchItem:
 def _write_json(path: str, data) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
+            json.dump(data, f, indent=2, allow_nan=False)  # strict JSON: a NaN is an error, not a bare token
     atomic_write(path, write)
 
 
@@ -320,10 +320,11 @@ class BatchRun:
         return result
 
     def write_summary(self, path: Optional[str] = None) -> str:
-        """Write the table of every source (not only this process's share) from the files in ``out_dir``: source,
-        faces, frames, seconds (of video read), status (``ok``, ``failed``, ``pending``: no result with these
-        settings yet), error, processing_s, result (the file); atomically, UTF-8 (bytes of file names that are not
-        UTF-8 as backslash escapes). Returns its path.
+        """Write the table of every source of the job (not only this process's share), then of every other result in
+        ``out_dir`` (earlier runs' sources): source, faces, frames, seconds (of video read), status (``ok``,
+        ``failed``, ``pending``: no result with these settings yet), error, processing_s, result (the file),
+        settings (``same``: made with this run's settings; ``other``: with other settings, e.g. other weights);
+        atomically, UTF-8 (bytes of file names that are not UTF-8 as backslash escapes). Returns its path.
 
         Raises:
             ValueError: the run has no ``out_dir`` and no ``path`` is given.
@@ -332,18 +333,23 @@ class BatchRun:
         if path is None:
             raise ValueError("write_summary needs out_dir (or a path)")
         self.rescan()  # other processes may have written results since
-
-        rows = []
+        rows, listed = [], set()
         for i, source in enumerate(self.sources):
             result = self.saved(i) if _identity(source) is not None else self._saved_by_name(i)
-            name = os.path.basename(self.path(i)) if result is not None else ""
             if result is None:
-                rows.append([source_name(source), "", "", "", "pending", "", "", ""])
-            elif isinstance(result, FailedSource):
-                rows.append([result.source, "", "", "", "failed", result.error, "", name])
-            else:
-                rows.append([result.source, len(result.faces), result.frames_used, f"{result.seconds:.3f}", "ok", "",
-                             f"{result.timings.get('total_s', 0.0):.3f}", name])
+                rows.append([source_name(source), "", "", "", "pending", "", "", "", ""])
+                continue
+            listed.add(os.path.abspath(self.path(i)))
+            rows.append(_summary_row(result, os.path.basename(self.path(i)), "same"))
+        for name in sorted(os.listdir(self.out_dir)) if self.out_dir else []:
+            file = os.path.join(self.out_dir, name)
+            data = self._load(file) if name.endswith(".json") and os.path.abspath(file) not in listed else None
+            try:
+                result = result_from_dict(data) if data is not None else None
+            except ValueError:
+                continue
+            if result is not None:
+                rows.append(_summary_row(result, name, "same" if data.get("settings") == self.settings else "other"))
 
         def write(tmp: str) -> None:
             with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
@@ -351,6 +357,13 @@ class BatchRun:
 
         atomic_write(path, write)
         return path
+
+
+def _summary_row(result: Union[Prediction, FailedSource], file: str, settings: str) -> List:
+    if isinstance(result, FailedSource):
+        return [result.source, "", "", "", "failed", result.error, "", file, settings]
+    return [result.source, len(result.faces), result.frames_used, f"{result.seconds:.3f}", "ok", "",
+            f"{result.timings.get('total_s', 0.0):.3f}", file, settings]
 
 
 def predict_many(sources: Sequence, model: Union[str, torch.nn.Module, None] = None,

@@ -109,7 +109,7 @@ class ResultWriter:
     def add(self, entry: Dict) -> None:
         """Write one result: ``Prediction.to_dict()`` or a failed source's dict (with ``error``)."""
         if self.fmt == "json":
-            lines = json.dumps(entry, indent=2).splitlines()
+            lines = json.dumps(entry, indent=2, allow_nan=False).splitlines()  # strict JSON
             self._write(("," if self.count else "") + "\n" + "\n".join("  " + line for line in lines))
             self.count += 1
         elif "error" in entry:

@@ -5,6 +5,8 @@
 """
 
 import dataclasses
+import hashlib
+import itertools
 import logging
 import os
 import time
@@ -147,7 +149,7 @@ class Predictor:
     Args:
         model: a registered name, a ``local-dir:``/``hf-hub:`` name, or a model instance. Default
             :data:`DEFAULT_MODEL`, DFER-CLIP fine-tuned on FERV39k (the official release; downloaded once).
-        pretrained: load the model's default weights (False: random weights, with a notice).
+        pretrained: load the model's default weights (False: random weights drawn with seed 0, with a notice).
         checkpoint: a weights file or saved directory instead.
         faces: how faces are found, followed and cut out (:class:`FaceSettings`).
         windows: how each face's crops are scored (:class:`WindowSettings`).
@@ -185,8 +187,12 @@ class Predictor:
                 net = create_model(f"local-dir:{checkpoint}")
             elif model.startswith(("local-dir:", "hf-hub:")):
                 net = create_model(model)
-            else:
+            elif pretrained or checkpoint:
                 net = create_model(model, pretrained=pretrained and not checkpoint, checkpoint_path=checkpoint)
+            else:  # random weights check the pipeline: the same ones in every run and process, so results resume
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    net = create_model(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.net = net.eval().to(self.device)
         self.load_seconds = time.perf_counter() - start
@@ -205,6 +211,7 @@ class Predictor:
         self.scorer = WindowScorer(self.net, self.device, windows.batch_size, dtype)
         # one detector, shared by every run (each stream gets its own tracker)
         self.detector = make_detector(faces.detector, faces.min_score) if faces.detect else None
+        self._digest: Optional[Tuple[tuple, str]] = None  # (the tensors' versions, their sha256)
 
     # settings as they resolved for this model (earlier releases' attribute names)
     window = property(lambda self: self.windows.window)
@@ -213,18 +220,37 @@ class Predictor:
     sampling = property(lambda self: self._plan.sampling)
     detector_name = property(lambda self: self.detector.name if self.detector is not None else None)
 
+    def weights_sha256(self) -> str:
+        """The sha256 of the model's tensors as they are now (every parameter and buffer: the weights and what the
+        class texts became, names, dtypes and shapes included); computed again only after a tensor changed."""
+        tensors = list(itertools.chain(self.net.named_parameters(), self.net.named_buffers()))
+        try:
+            key = tuple((n, id(t), t._version, t.data_ptr(), t.dtype, t.device) for n, t in tensors)
+        except RuntimeError:  # an inference-mode tensor has no version counter: nothing to key on
+            key = None
+        if key is None or self._digest is None or self._digest[0] != key:
+            h = hashlib.sha256()
+            for name, t in tensors:
+                h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+                h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+            self._digest = (key, h.hexdigest())
+        return self._digest[1]
+
     @property
     def settings(self) -> Dict:
-        """What the results depend on besides the source and the reading (JSON-ready): the model, its classes and
-        weights, the preprocessing, the dtype, the faces' settings (with the detector's) and the windows'."""
+        """What the results depend on besides the source and the reading (JSON-ready): the model (its weights' sha256
+        and state, classes, preprocessing, dtype), the faces' settings (with the detector's) and the windows'."""
+        cfg = self.net.pretrained_cfg
         faces = settings_dict(self.faces)
         if self.detector is not None:
             faces.update(detector=self.detector.name, min_score=self.detector.min_score,
                          min_face_size=self.detector.min_size, detect_max_side=self.detector.max_side)
-        return {"model": self.model_name, "class_names": self.class_names, "weights": self.net.weights,
-                "interpolation": self.interpolation, "frame_sampling": self._plan.sampling,
-                "dtype": str(self.scorer.dtype or self.scorer._input_dtype()), "faces": faces,
-                "windows": settings_dict(self.windows)}
+        model = {"name": self.model_name, "architecture": cfg.architecture, "weights": self.net.weights,
+                 "weights_sha256": self.weights_sha256(), "class_names": self.class_names,
+                 "input_size": list(cfg.input_size), "mean": list(cfg.mean), "std": list(cfg.std),
+                 "interpolation": self.interpolation, "frame_sampling": self._plan.sampling,
+                 "dtype": str(self.scorer.dtype or self.scorer._input_dtype())}
+        return {"model": model, "faces": faces, "windows": settings_dict(self.windows)}
 
     @property
     def class_names(self) -> List[str]:

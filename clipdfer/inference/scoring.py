@@ -11,6 +11,7 @@ from typing import List, Optional, Union
 
 import torch
 
+from ..models._loading import non_finite_tensors
 from .windows import Window
 
 __all__ = ["WindowScorer", "resolve_dtype", "DTYPES"]
@@ -32,6 +33,15 @@ def resolve_dtype(dtype: Union[None, str, torch.dtype]) -> Optional[torch.dtype]
     if str(dtype).lower() not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)} or a torch dtype")
     return DTYPES[str(dtype).lower()]
+
+
+def _non_finite_cause(net: torch.nn.Module, dtype: Optional[torch.dtype]) -> str:
+    names = non_finite_tensors(net)
+    if names:
+        return (f"its weights hold non-finite values ({', '.join(names[:5])}{' ...' if len(names) > 5 else ''}, "
+                f"{len(names)} tensors): load other weights")
+    return (f"its weights are finite, so a computation overflowed{f' in {dtype}' if dtype is not None else ''}: "
+            f"try --dtype fp32 (dtype=None)")
 
 
 class WindowScorer:
@@ -84,7 +94,12 @@ class WindowScorer:
                 else:
                     clips = torch.stack([torch.stack([c.pixels for c in w.crops]) for w in batch])  # (B, T, 3, S, S)
                     logits = net(clips.to(self.device, dtype))  # (B, T, 3, S, S) -> (B, C)
-            out.append(logits.float().softmax(-1).cpu())
+            probs = logits.float().softmax(-1).cpu()
+            if not torch.isfinite(probs).all():
+                raise ValueError(f"the model gave non-finite scores (NaN or infinity) for "
+                                 f"{int((~torch.isfinite(probs)).any(-1).sum())} of {len(batch)} windows: "
+                                 f"{_non_finite_cause(net, self.dtype)}; no probabilities are given for them")
+            out.append(probs)
         return torch.cat(out) if out else torch.empty(0, len(net.class_names))
 
     def _encode(self, crops, dtype: torch.dtype) -> None:

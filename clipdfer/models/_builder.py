@@ -12,7 +12,7 @@ from typing import Callable, Dict, Optional
 
 from torch import nn
 
-from ._loading import FilterFn, ReleaseReader, load_weights, pretrained_checkpoint, read_checkpoint
+from ._loading import FilterFn, ReleaseReader, load_weights, non_finite_tensors, pretrained_checkpoint, read_checkpoint
 from ._pretrained import PretrainedCfg
 from ._registry import family_loaders, get_pretrained_cfg
 
@@ -133,6 +133,12 @@ def build_model_with_cfg(
         load_checkpoint(model, checkpoint_path, pretrained_filter_fn)
     elif pretrained:
         load_pretrained(model, pretrained_cfg, cache_dir, pretrained_filter_fn, release_reader)
+    if checkpoint_path or pretrained:
+        broken = non_finite_tensors(model)
+        if broken:
+            _logger.warning("%s: the weights loaded hold NaN or infinity in %d tensors (%s%s): its outputs will not "
+                            "be numbers; load other weights", pretrained_cfg.name, len(broken), ", ".join(broken[:5]),
+                            " ..." if len(broken) > 5 else "")
     if num_classes is not None:
         model.reset_classifier(num_classes)
     return model

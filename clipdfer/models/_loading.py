@@ -8,12 +8,13 @@ its metadata records the weights state and the class texts a text-prompt head wa
 """
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -26,7 +27,8 @@ from ._pretrained import WEIGHT_STATES, PretrainedCfg
 __all__ = [
     "Checkpoint", "read_checkpoint", "load_weights", "strip_wrapper_prefixes", "remap_open_clip_state_dict",
     "pretrained_checkpoint", "url_cache_entry", "write_model_dir", "model_dir_config", "read_model_config",
-    "pretrained_cfg_from_config", "ReleaseMismatchError", "CHECKPOINT_FORMATS", "CONFIG_NAME", "WEIGHTS_NAME",
+    "pretrained_cfg_from_config", "non_finite_tensors", "ReleaseMismatchError", "CHECKPOINT_FORMATS", "CONFIG_NAME",
+    "WEIGHTS_NAME",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -236,6 +238,12 @@ def load_weights(model: torch.nn.Module, checkpoint: Checkpoint, checkpoint_form
     _logger.info("loaded %s from %s", "CLIP backbone (new modules keep their init)" if backbone_only
                  else "all weights", source)
     return backbone_only, checkpoint
+
+
+def non_finite_tensors(model: torch.nn.Module) -> List[str]:
+    """The names of the model's parameters and buffers that hold NaN or infinity."""
+    return [n for n, t in itertools.chain(model.named_parameters(), model.named_buffers())
+            if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
 # ---------------------------------------------------------------------------------------------------- saved models
