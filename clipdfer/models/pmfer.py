@@ -185,9 +185,8 @@ class PMFER(DFERModel):
         text = self.text_features()  # (C, D), with gradient into the context
         loss_cls = F.cross_entropy(self.logit_scale * image @ text.t(), y)
 
-        # prompt masking (ours): every phrase of the vocabulary is masked and its presence in the face predicted,
-        # multi-label against the phrases of the label's prompt. Nothing but the image can tell them: the queries
-        # carry the phrases, not the class (a randomly dropped phrase, by contrast, cannot be told from anything).
+        # prompt masking (ours; docs/models/pmfer.md says why): each phrase's presence in the face, multi-label
+        # against the phrases of the label's prompt
         mask_logits = self.phrase_logits(tokens[:, 1:])  # (N, |P|)
         targets = self.phrase_targets[y].to(mask_logits.dtype)
         loss_mask = F.binary_cross_entropy_with_logits(mask_logits, targets)
