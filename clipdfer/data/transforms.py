@@ -80,8 +80,8 @@ def build_transform(cfg, train: bool = False, augment: Sequence[str] = ("crop", 
         cfg: a ``PretrainedCfg`` (``input_size``, ``interpolation``, ``mean``, ``std``).
         train: add the augmentations.
         augment: any of ``crop`` (random resized crop, area 0.8-1: ours), ``sized_crop`` (:class:`SizedCrop`), ``flip``,
-            ``color_jitter`` (brightness 0.5), ``rotation`` (4 degrees); run in DFER-CLIP's order: colour, rotation,
-            crop, flip.
+            ``color_jitter`` (brightness 0.5, official DFEW recipe), ``rotation`` (4 degrees, official FERV39k recipe);
+            run in DFER-CLIP's order: colour, rotation, crop, flip.
     """
     from torchvision.transforms import InterpolationMode, v2  # imported when a transform is built, not with clipdfer
 
