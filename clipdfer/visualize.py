@@ -18,8 +18,7 @@ def face_colour(face_id: int) -> Tuple[int, int, int]:
 
 
 def _field(item, name: str):
-    """A field of a prediction's face or window: an attribute (:mod:`clipdfer.inference`'s dataclasses) or a JSON key.
-    A field of a prediction's face or window: an attribute (:mod:`clipdfer.inference`'s dataclasses) or a JSON key."""
+    """A field of a prediction's face or window: a dataclass attribute or a JSON key."""
     return item[name] if isinstance(item, Mapping) else getattr(item, name)
 
 

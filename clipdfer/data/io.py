@@ -397,7 +397,8 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
         notes: receives a sentence for each assumption made (e.g. frames timed by the stream's rate), also logged.
 
     Yields:
-        The frame's time (its timestamp, counted from the file's start; see :class:`_Clock`) and the frame.
+        The frame's time (its timestamp from the file's start; without one, the last known time plus one frame
+        interval) and the frame.
 
     Raises:
         FileNotFoundError: the file does not exist.

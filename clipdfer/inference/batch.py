@@ -122,8 +122,7 @@ def _write_json(path: str, data) -> None:
 
 
 def _identity(source) -> Optional[str]:
-    """A source's identity for resuming: a local path's real path, a URL; None for tensors and cameras (never resumed).
-    A source's identity for resuming: a local path's real path, a URL; None for tensors and cameras (never resumed)."""
+    """A source's identity for resuming: a path's real path, a URL; None for tensors and cameras (never resumed)."""
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         return text if is_live(text) else os.path.realpath(text)

@@ -119,7 +119,8 @@ class Prediction:
     Attributes:
         source: the source's name (its path, URL, ``camera N`` or ``tensor``).
         model, class_names: the model's name and its classes in order.
-        faces: every face with at least one window, by id; ``main_face``: the main face's id.
+        faces: every face with at least one window, by id.
+        main_face: the main face's id.
         frames_used: frames read from the source (after ``fps`` sampling and the time range).
         frames_with_face: frames read in which a kept face has a box (detected or interpolated).
         seconds: from the first to the last frame read, in seconds of the source.
@@ -127,7 +128,7 @@ class Prediction:
         notice: set when the weights make the probabilities meaningless (random, untrained head).
         detector: the face detector that ran (None: whole frames).
         notes: what the reader had to assume about the source (e.g. frame times from its rate).
-        settings: ``Predictor.settings`` with ``reading``.
+        settings: what made it besides the source (``Predictor.settings`` with ``reading``).
     """
     source: str
     model: str

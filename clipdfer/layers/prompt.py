@@ -155,8 +155,7 @@ def source_tensors(sources: Sequence[Union[nn.Module, torch.Tensor, None]]) -> L
 
 
 def _compute_detached(compute: Callable[[], torch.Tensor], device_type: str) -> torch.Tensor:
-    """``compute()`` without gradient and autocast, outside inference mode: a full-precision tensor for later autograd.
-    ``compute()`` without gradient and autocast, outside inference mode: a full-precision tensor for later autograd."""
+    """``compute()`` without gradient and autocast, outside inference mode: full precision, usable by autograd."""
     no_autocast = torch.autocast(device_type, enabled=False) if device_type in ("cpu", "cuda") \
         else contextlib.nullcontext()
     with torch.inference_mode(False), torch.no_grad(), no_autocast:

@@ -142,8 +142,7 @@ class A3lignDFER(DFERModel):
         return self.text_encoder.forward_embeddings(x, eot_index).view(c, s, -1)  # (C, S, D)
 
     def sentence_features(self) -> torch.Tensor:
-        """F_t (C, S, D): MAT through the frozen text encoder; cached while MAT is unchanged and no gradient is needed.
-        F_t (C, S, D): MAT through the frozen text encoder; cached while MAT is unchanged and no gradient is needed."""
+        """F_t (C, S, D): MAT through the frozen text encoder; cached while MAT is unchanged and needs no gradient."""
         return self.text_cache(self._encode_mat, self.mat, self.text_encoder)
 
     @property

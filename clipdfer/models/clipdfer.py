@@ -66,8 +66,8 @@ class CLIPGuidedDFER(DFERModel):
             features, ours).
 
     Raises:
-        ValueError: arguments that conflict (each message says which), a template without one ``{}``, MSTA scales that
-            disagree at T.
+        ValueError: an argument out of its range or in conflict with another (the message says which), a template
+            without one ``{}``, MSTA scales that disagree at T.
     """
     family = "clipdfer"
     prompt_head_parts = ("text_encoder", "biehpro")
