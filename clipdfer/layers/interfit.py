@@ -2,9 +2,10 @@
 
 Every layer of a pretrained CLIP ViT gains an interaction token per frame (paper, eqs. 2-3):
 
-1. ``i_t = Linear(cls_t)`` from each frame's class token; 2. ``Î = I + MHSA(LN(BiLSTM(I)))`` over the T interaction
-tokens of a clip (eq. 2); 3. ``î_t`` is appended to its own frame's tokens for the pretrained block's self-attention,
-then dropped before the block's MLP (eq. 3). The pretrained block's weights are reused unchanged.
+1. ``i_t = Linear(cls_t)`` from each frame's class token;
+2. ``Î = I + MHSA(LN(BiLSTM(I)))`` over the T interaction tokens of a clip (eq. 2);
+3. ``î_t`` is appended to its own frame's tokens for the pretrained block's self-attention, then dropped before the
+   block's MLP (eq. 3). The pretrained block's weights are reused unchanged.
 
 Inferred (from the paper's FLOPs): the BiLSTM's width, D_v per direction, and a Linear(2 D_v -> D_v). Ours (arguments):
 D_v / 64 heads, the init (normal(0.02), zero biases, a zero MHSA output projection; not the identity, see
