@@ -1,11 +1,13 @@
 """Official dataset layouts -> clipdfer annotation files (``FRAME_FOLDER NUM_FRAMES LABEL``, labels 0-based).
 
 DFEW: ``EmoLabel_DataSplit/{train,test}(single-labeled)/set_{1..5}.csv`` (``video_name``, ``label`` 1-based in the order
-happiness, sadness, neutral, anger, surprise, disgust, fear), frames under ``Clip/clip_224x224/NNNNN/``. FERV39k:
-``4_setups/All_scenes/{train,test}_All.csv``, lines ``<Scene>/<Emotion>/<id> <Emotion>``, frames under
-``2_ClipsforFaceCrop/<Scene>/<Emotion>/<id>/``. MAFW (single-label):
-``Train & Test Set/single/no_caption/set_{1..5}/{train,test}.txt``, lines ``<clip>.mp4 <emotion>``, frames under
-``data/frames/<clip>/`` or videos under ``data/clips/``.
+happiness, sadness, neutral, anger, surprise, disgust, fear), frames under ``Clip/clip_224x224/NNNNN/``.
+
+FERV39k: ``4_setups/All_scenes/{train,test}_All.csv``, lines ``<Scene>/<Emotion>/<id> <Emotion>``, frames under
+``2_ClipsforFaceCrop/<Scene>/<Emotion>/<id>/``.
+
+MAFW (single-label): ``Train & Test Set/single/no_caption/set_{1..5}/{train,test}.txt``, lines ``<clip>.mp4 <emotion>``,
+frames under ``data/frames/<clip>/`` or videos under ``data/clips/``.
 """
 
 import csv
