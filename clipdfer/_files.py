@@ -11,10 +11,8 @@ __all__ = ["atomic_write", "write_json", "sha256_file", "file_kind", "html_title
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Make ``path`` by ``write(tmp)``, ``tmp`` a new file beside it, flushed to disk and then renamed to ``path``.
-
-    A reader sees the old file or the new one, never part of one; on an error the temporary file is removed and
-    ``path`` is untouched. The file gets the permissions of any new file (the umask's), not a temporary file's 0600.
+    """Make ``path`` by ``write(tmp)``, ``tmp`` a new file beside it, flushed to disk and renamed to ``path``; on an
+    error ``tmp`` is removed and ``path`` untouched. The file gets the umask's permissions, not a temporary file's 0600.
     """
     directory, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
@@ -53,8 +51,8 @@ def sha256_file(path: str) -> str:
 
 
 def file_kind(path: str) -> str:
-    """What a weights file is from its first bytes: ``'html'`` (a web page: a login, quota or warning page),
-    ``'torch'`` (a ``torch.save`` zip or legacy pickle), ``'safetensors'`` or ``'unknown'``."""
+    """What a weights file is from its first bytes: ``'html'`` (a web page), ``'torch'`` (a ``torch.save`` zip or legacy
+    pickle), ``'safetensors'`` or ``'unknown'``."""
     with open(path, "rb") as f:
         head = f.read(4096)
     text = head.lstrip().lower()

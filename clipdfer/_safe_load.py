@@ -1,11 +1,6 @@
-"""Reading torch checkpoints that contain objects of unknown classes, without running any code.
-
-Training scripts often save objects of their own classes next to the weights (DFER-CLIP saves a ``RecorderMeter``
-defined in its ``main.py``). ``torch.load(weights_only=True)`` refuses such files, and ``weights_only=False`` would
-run whatever the pickle names. Here torch's restricted unpickler reads the file, and every global it does not allow
-is replaced by an inert placeholder class: calling or building it only records its arguments. Files that reference
-system callables (``os.system``, ``subprocess``, ``builtins.eval`` ...) have no business in a checkpoint and are
-refused before anything is unpickled.
+"""Reading torch checkpoints with objects of unknown classes (DFER-CLIP's ``RecorderMeter``) without running code:
+torch's restricted unpickler, each unknown global an inert placeholder; a file that names system callables is refused
+before anything is unpickled.
 """
 
 import logging

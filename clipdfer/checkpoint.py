@@ -1,11 +1,8 @@
-"""Training checkpoints: weights in the Hub format plus the training state, each replaced as a whole.
+"""Training checkpoints: ``config.json`` + ``model.safetensors`` (loadable with ``local-dir:``) and ``state.pt``
+(optimizer, schedule position, RNG and EMA state), replaced as a whole.
 
-A checkpoint directory holds ``config.json`` + ``model.safetensors`` (what ``create_model("local-dir:...")`` loads)
-and ``state.pt`` (optimizer, schedule position, RNG state, the EMA weights when there are any), read back with
-``torch.load(weights_only=True)``. It is written beside its final place (``DIR.tmp``, marked complete once every file
-is written) and moved there by renames: the previous checkpoint goes to ``DIR.old``, the new one to ``DIR``, then
-``DIR.old`` is removed. Whenever a crash comes, a complete checkpoint remains, and :func:`latest_checkpoint` finds
-the newest one: ``DIR``, else a complete ``DIR.tmp`` (a crash between the two renames), else ``DIR.old``.
+A checkpoint is written to ``DIR.tmp``, marked complete, and moved into place by renames (the previous one kept as
+``DIR.old`` until then), so a crash leaves a complete checkpoint for :func:`latest_checkpoint`.
 """
 
 import logging
@@ -82,9 +79,8 @@ def _complete(path: str, marked: bool) -> bool:
 
 
 def latest_checkpoint(directory: str) -> Optional[str]:
-    """The newest complete checkpoint that :func:`save_checkpoint` left for ``directory``: ``directory`` itself,
-    else ``directory.tmp`` if it was written completely (a crash between the renames), else ``directory.old`` (the
-    one before); None when there is none. A fallback is logged."""
+    """The newest complete checkpoint for ``directory``: itself, else a complete ``directory.tmp``, else
+    ``directory.old``; None when there is none. A fallback is logged."""
     directory = directory.rstrip("/")
     for path, marked in ((directory, False), (directory + ".tmp", True), (directory + ".old", False)):
         if _complete(path, marked):
@@ -95,8 +91,7 @@ def latest_checkpoint(directory: str) -> Optional[str]:
 
 
 def load_training_state(directory: str) -> Dict[str, Any]:
-    """The state saved by :func:`save_checkpoint` (tensors and plain data only: ``weights_only=True``); restores the
-    RNG state it recorded."""
+    """The state saved by :func:`save_checkpoint` (``weights_only=True``); restores the RNG state it recorded."""
     path = os.path.join(directory, STATE_NAME)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} does not exist: {directory!r} is not a checkpoint written by clipdfer train "

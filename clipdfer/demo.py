@@ -1,7 +1,4 @@
-"""A built-in demo clip: a drawn face whose mouth turns from neutral to a smile over the frames.
-
-It needs no files and no downloads, so the quick start works on any machine.
-"""
+"""A built-in demo clip, no files or downloads: a drawn face whose mouth turns from neutral to a smile."""
 
 import torch
 

@@ -12,8 +12,7 @@ __all__ = ["setup", "teardown", "launch_env", "LaunchEnv", "ResumableSampler", "
 
 
 class LaunchEnv(NamedTuple):
-    """This process's place in a launch (torchrun or any launcher that sets ``RANK``, ``WORLD_SIZE``,
-    ``LOCAL_RANK``): ``(0, 1, 0)`` for one process."""
+    """This process's place in a launch (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``): ``(0, 1, 0)`` for one process."""
     rank: int
     world: int
     local_rank: int
@@ -38,8 +37,8 @@ def launch_env() -> LaunchEnv:
 
 
 def setup(device: Optional[str] = None) -> Tuple[int, int, torch.device]:
-    """``(rank, world_size, device)`` from torchrun's environment; starts the process group when there are several
-    processes (NCCL on CUDA, gloo on the CPU). One process without torchrun: ``(0, 1, cuda:0 or cpu)``."""
+    """``(rank, world_size, device)``; starts the process group (NCCL on CUDA, gloo on CPU) when there are several
+    processes."""
     rank, world, local = launch_env()
     if device is None:
         device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
@@ -59,11 +58,8 @@ def teardown() -> None:
 
 
 class LossWrapper(torch.nn.Module):
-    """A model whose forward with labels is its training loss, so that DDP sees the whole training step.
-
-    ``wrapper(video)`` is the model's inference path; ``wrapper(video, labels, progress)`` is
-    ``model.training_losses(video, labels, progress)["total"]``.
-    """
+    """A model whose forward with labels is its training loss, so that DDP sees the whole training step:
+    ``wrapper(video)`` is inference, ``wrapper(video, labels, progress)`` ``training_losses(...)["total"]``."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -83,11 +79,8 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class ResumableSampler(Sampler):
-    """A seeded shuffle per epoch, sharded over DDP ranks, that can start part-way through an epoch.
-
-    Every rank draws the same permutation (seed + epoch), pads it to a multiple of the world size and takes every
-    world-size-th index; ``start`` skips the samples of batches already trained on.
-    """
+    """A seeded shuffle per epoch (the same on every rank), padded to a multiple of the world size and sharded over
+    ranks; ``start`` skips the samples already trained on."""
 
     def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
         self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world

@@ -1,12 +1,11 @@
-"""Evaluation: UAR, WAR, per-class recall, a confusion-matrix PNG and a JSON results card.
+"""Evaluation: UAR, WAR, per-class recall, a confusion-matrix PNG and a JSON results card (docs/training.md).
 
     clipdfer eval --model clipdfer_test --checkpoint runs/x/checkpoints/best --synthetic
     clipdfer eval --model dferclip_vitb32_dfew --checkpoint "runs/dfew{fold}/checkpoints/best" \\
         --data "DFEW/annotations/set_{fold}" --folds 1-5 --out eval/dfew
 
-``--checkpoint`` is a directory written by ``clipdfer train`` / ``save_pretrained`` (``config.json`` +
-``model.safetensors``) or a weights file; ``{fold}`` in ``--checkpoint`` and ``--data`` is replaced per fold and
-``--folds`` reports every fold and the mean, as DFEW's and MAFW's 5-fold protocols need.
+``--checkpoint`` is a saved directory (``clipdfer train``, ``save_pretrained``) or a weights file; ``{fold}`` is
+replaced per fold, and ``--folds`` reports every fold and the mean.
 """
 
 import argparse
@@ -42,7 +41,7 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int, device, workers: 
         model: a clipdfer model, possibly wrapped in DDP.
         dataset: yields ``(video, label)``.
         amp: ``none``, ``bf16`` or ``fp16`` autocast.
-        rank / world: this process and the number of processes (1 without DDP).
+        rank, world: this process and the number of processes (1 without DDP).
     """
     model.eval()
     sampler = ResumableSampler(len(dataset), False, 0, rank, world)
@@ -66,8 +65,8 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int, device, workers: 
 
 
 def check_fold_weights(name: str, fold: Optional[int]) -> None:
-    """Refuse to evaluate a fold-specific release on another fold (or on all folds with one release): its training
-    data holds the other folds' test clips.
+    """Refuse to evaluate a fold's release on another fold, or one release on all folds (it was trained on the other
+    folds' test clips).
 
     Raises:
         ValueError: naming the release, the fold and the fix (``{fold}`` in the model name).
@@ -91,8 +90,8 @@ def _refuse_other_fold(name: str, architecture: str, tag: Optional[str], fold: i
 
 
 def check_saved_release(directory: Optional[str], fold: Optional[int]) -> None:
-    """The same refusal for a saved model directory made from a release (``clipdfer convert``, the URL cache: its
-    ``config.json`` records the release's ``source`` and tag). A model trained here records no release: not checked."""
+    """The same refusal for a saved directory made from a release (its ``config.json`` records the release's
+    ``source``)."""
     if fold is None or not directory or not os.path.isfile(os.path.join(directory, "config.json")):
         return
     with open(os.path.join(directory, "config.json")) as f:
@@ -102,10 +101,9 @@ def check_saved_release(directory: Optional[str], fold: Optional[int]) -> None:
 
 
 def load_for_eval(model: str, checkpoint: Optional[str], pretrained: bool = False):
-    """A model ready to evaluate: a saved directory, a weights file on a registered model, or pretrained weights.
-
-    A checkpoint directory that a crash left missing or incomplete is replaced by the complete copy ``clipdfer
-    train`` left beside it (``DIR.tmp`` or ``DIR.old``, with a warning), as ``--resume`` does."""
+    """A model ready to evaluate: a saved directory, a weights file on a registered model, or pretrained weights; a
+    directory a crash left incomplete is replaced by ``DIR.tmp`` or ``DIR.old`` (with a warning), as ``--resume`` does.
+    """
     if checkpoint and not os.path.isfile(checkpoint):
         checkpoint = latest_checkpoint(checkpoint) or checkpoint
     if checkpoint and os.path.isdir(checkpoint):

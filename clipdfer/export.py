@@ -21,22 +21,22 @@ def export_onnx(
         video: Optional[torch.Tensor] = None,
         dynamic_batch: bool = True,
 ) -> str:
-    """Write the model's inference path (clips -> logits) to an ONNX file.
+    """Write the model's inference path to ONNX: input ``video`` (B, T, 3, H, W), output ``logits``. Needs ``onnx`` and
+    ``onnxscript``.
 
-    The model is put in eval mode and run once first, so cached text features are exported as constants (the text
-    encoder is not part of the graph, except where prompts depend on the clip, as in CoCoOp). Needs ``onnx`` and
-    ``onnxscript`` (``pip install "clipdfer[onnx]"``).
+    The model is put in eval mode and run once first, so cached text features are constants (CoCoOp's clip-dependent
+    prompts keep the text encoder in the graph).
 
     Args:
         model: any clipdfer model.
         path: the ``.onnx`` file to write.
-        batch_size: batch of the example clip the export traces (ignored when ``video`` is given).
-        video: the example clip batch (B, T, 3, H, W); default a random one shaped by the pretrained cfg.
-        dynamic_batch: export the batch dimension as a symbol ``batch`` (any B >= 1 at run time); False fixes it to
-            the example's B. T and the image size are always fixed (the model's temporal modules are built for T).
+        batch_size: batch of the example clip (ignored when ``video`` is given).
+        video: the example batch; default a random one shaped by the pretrained cfg.
+        dynamic_batch: a symbolic batch dimension ``batch``; False fixes the example's B. T and the image size are
+            fixed.
 
     Returns:
-        ``path``. The graph's input is named ``video`` and its output ``logits``.
+        ``path``.
     """
     model.eval()
     video = example_input(model, batch_size) if video is None else video

@@ -16,35 +16,30 @@ def param_groups(
         layer_decay: Optional[float] = None,
         decay_all: bool = False,
 ) -> List[Dict]:
-    """Parameter groups with one learning rate for the pretrained CLIP backbone and another for the new modules.
+    """Optimizer parameter groups: one learning rate for the pretrained CLIP backbone, another for the new modules.
 
-    Biases, norm weights, scalars and the names in ``model.no_weight_decay()`` get no weight decay. Frozen
-    parameters (the text encoder by default) are left out.
+    Biases, norm weights, scalars and ``model.no_weight_decay()`` get no weight decay; frozen parameters are left out.
+    docs/finetuning.md has examples.
 
     Args:
-        model: a clipdfer model (``group_parameters()`` says which parameters are backbone, new, prompt ...).
+        model: a clipdfer model (its ``group_parameters()`` and ``group_matcher()``).
         lr: learning rate of the new modules (InterFIT, MSTA, BiEhPro, heads, prompts).
         backbone_lr: learning rate of the pretrained CLIP weights; default ``lr``.
         weight_decay: weight decay of the matrices.
-        group_lr: learning rates of other groups a model defines, e.g. ``{"prompt": 1e-3}`` for DFER-CLIP's contexts
-            (default ``lr``).
-        layer_decay: layer-wise learning-rate decay (BEiT's, as ``timm.optim.param_groups_layer_decay`` computes it
-            from ``model.group_matcher()``): with L visual blocks, block i (0-based) gets ``layer_decay ** (L - i)``
-            of its group's rate, the stem (patch, class and positional embeddings) ``layer_decay ** (L + 1)``, and
-            everything after the backbone (temporal modules, prompts, heads) the full rate. None: no decay.
-        decay_all: weight decay on every parameter, biases, norms and embeddings included (as DFER-CLIP's official
-            SGD, and plain ``torch.optim.SGD(model.parameters(), weight_decay=...)``).
+        group_lr: rates of other groups a model defines, e.g. ``{"prompt": 1e-3}`` (default ``lr``).
+        layer_decay: BEiT's layer-wise decay in (0, 1], computed by ``timm.optim.param_groups_layer_decay``: block i of
+            L gets ``layer_decay ** (L - i)`` of its group's rate, the stem ``layer_decay ** (L + 1)``, the modules
+            after the backbone the full rate. None: no decay.
+        decay_all: weight decay on every parameter, biases, norms and embeddings included (DFER-CLIP's official SGD).
 
     Returns:
-        A list for ``torch.optim.AdamW(param_groups(...))``; each group has a ``name`` and, with ``layer_decay``, its
-        ``layer_id`` and ``layer_scale``. Its ``lr`` already includes the layer scale, so any scheduler that scales
-        each group's initial rate (torch's, timm's, clipdfer's) keeps the decay; the groups deliberately carry no
-        ``lr_scale`` key, which timm's schedulers would apply a second time.
+        Groups for ``torch.optim.AdamW(...)``, each with a ``name``; with ``layer_decay`` also ``layer_id`` and
+        ``layer_scale``, and the scale already in ``lr`` (no ``lr_scale`` key, which timm's schedulers would apply
+            again).
 
-    Example::
-
-        opt = torch.optim.AdamW(clipdfer.optim.param_groups(model, lr=1e-3, backbone_lr=1e-5, weight_decay=5e-4))
-        opt = torch.optim.AdamW(clipdfer.optim.param_groups(model, lr=1e-4, layer_decay=0.75))
+    Raises:
+        TypeError: ``model`` is not a clipdfer model.
+        ValueError: ``layer_decay`` outside (0, 1], or ``group_parameters()`` leaves out a trainable parameter.
     """
     from .models import DFERModel
     if not isinstance(model, DFERModel):

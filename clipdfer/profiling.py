@@ -1,14 +1,5 @@
-"""Counting a model's cost: every matmul (the full count) and the CLIP-Guided DFER paper's convention.
-
-The paper's FLOPs column (Tables 2-4) counts the way ``thop`` does: multiply-accumulates (MACs) of the Conv, Linear
-and LSTM modules that run, where the pretrained CLIP blocks' self-attention (``nn.MultiheadAttention``, whose
-projections ``thop`` does not see) and InterFIT's MHSA over the interaction tokens are not counted, BiEhPro's
-cross-attention is counted with its fused q/k/v projection applied to every query and key/value token, and the text
-encoder does not run (its features are cached). ``count_macs(model, video, convention="paper")`` reproduces it from
-the shapes met during a real forward pass (hooks on the modules, no formulas per model); ``convention="full"`` counts
-every matrix product with ``torch.utils.flop_counter`` (attention scores included), also in MACs.
-
-Both work on the meta device, so full-size models are counted without memory or compute.
+"""Counting a model's multiply-accumulates on the meta device: every matrix product (``"full"``), or the CLIP-Guided
+DFER paper's convention (``"paper"``, as ``thop``; docs/benchmarks.md, "FLOPs and parameters", defines it).
 """
 
 from typing import Dict
@@ -99,7 +90,7 @@ def count_macs(model: nn.Module, video: torch.Tensor, convention: str = "full") 
     Args:
         model: any clipdfer model (its cached text features are filled first, as at inference).
         video: the input, e.g. ``torch.empty(1, 8, 3, 224, 224, device="meta")``.
-        convention: ``"full"`` (every matrix product, attention included) or ``"paper"`` (see the module docstring).
+        convention: ``"full"`` or ``"paper"``.
     """
     model.eval()
     with torch.no_grad():

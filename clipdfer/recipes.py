@@ -1,9 +1,5 @@
-"""Training recipes of the papers (and ours where a paper is silent), by model family.
-
-Each recipe gives the optimizer, its per-group learning rates, the schedule, batch size, epochs, and training
-augmentations. ``clipdfer train`` builds the model first and takes its recipe from the model's family
-(``model.family``) and the dataset its classes come from (``model.pretrained_cfg.dataset``), so registered names,
-weight tags, ``local-dir:`` and ``hf-hub:`` models all get theirs; every value can be overridden on the command line.
+"""Training recipes of the papers (and ours where a paper is silent), by model family: :func:`recipe_for` chooses by the
+model's ``family`` and ``pretrained_cfg.dataset`` (docs/training.md has the table).
 """
 
 import dataclasses
@@ -19,11 +15,9 @@ __all__ = ["Recipe", "RECIPES", "FAMILY_RECIPES", "recipe_for"]
 class Recipe:
     """How a family is trained.
 
-    ``stages``: epochs per BAP stage for A³lign-DFER (the schedule restarts in each stage); empty for one stage.
-    ``group_lr``: learning rates of named parameter groups (see ``model.group_parameters()``); ``lr`` is for
-    ``new`` and any group not named; ``backbone_lr`` for the pretrained image encoder.
-    ``decay_all``: weight decay on every parameter, biases, norms and embeddings included (DFER-CLIP's official SGD);
-    otherwise only matrices are decayed.
+    ``stages``: epochs per stage (A³lign-DFER's BAP; the schedule restarts each stage), empty for one. ``group_lr``:
+    rates of named parameter groups; ``lr`` for ``new`` and the rest; ``backbone_lr`` for the image encoder.
+    ``decay_all``: weight decay on every parameter (DFER-CLIP's official SGD), else matrices only.
     """
     optimizer: str = "adamw"
     lr: float = 2e-5
@@ -92,10 +86,8 @@ def recipe_for(model: Union[str, "DFERModel"], dataset: Optional[str] = None, na
     """The training recipe of a model.
 
     Args:
-        model: a clipdfer model (its ``family`` and ``pretrained_cfg.dataset`` choose the recipe), or a family
-            name (``"clipdfer"``, ``"dferclip"`` ...; see ``RECIPES``).
-        dataset: the dataset, when ``model`` is a family name (``dfew``, ``ferv39k``, ``mafw``): recipes whose
-            augmentations depend on it (DFER-CLIP's) take that dataset's.
+        model: a clipdfer model, or a family name (``RECIPES``).
+        dataset: with a family name, the dataset (``dfew``, ``ferv39k``, ``mafw``) for dataset-dependent augmentations.
         name: another recipe of the family (``FAMILY_RECIPES``), e.g. ``"dferclip_ours"``; default the family's.
     """
     if isinstance(model, str):

@@ -1,18 +1,6 @@
-"""Learning-rate schedules of the recipes, updated every optimizer step.
-
-Every scheduler here has timm's per-step interface, ``step_update(num_updates)``, and is a function of the step
-alone (no state), so a resumed run sets exactly the learning rates the interrupted one would have.
-
-- **cosine with linear warm-up** (CLIP-Guided DFER, A³lign-DFER per stage, PMFER): timm's ``CosineLRScheduler``, in
-  steps, the warm-up a prefix that ramps linearly from 0 and the cosine decaying to ``min_lr``, one value for
-  every group, as timm defines it.
-- **multi-step** (DFER-CLIP) is ours: the official code steps ``torch.optim.lr_scheduler.MultiStepLR`` once per
-  epoch, so the rate drops after epochs 30 and 40; timm's ``MultiStepLRScheduler`` applies a milestone one index
-  early (its documented convention), which is not the official schedule.
-- **constant warm-up then cosine** (CoOp, CoCoOp: one epoch at 1e-5) is ours: timm's warm-up is a linear ramp.
-
-Parameter groups keep their own base rate (``initial_lr``): per-group and layer-decayed rates (``clipdfer.optim``)
-follow the schedule in proportion.
+"""Learning-rate schedules of the recipes, updated every optimizer step and a function of the step alone, so a resumed
+run sets the same rates: timm's ``CosineLRScheduler``, and ours where timm's do not express the recipe (DFER-CLIP's
+multi-step, CoOp's constant warm-up); docs/training.md, "Schedules", says why.
 """
 
 import math
@@ -26,8 +14,7 @@ __all__ = ["build_scheduler", "RecipeScheduler", "lr_factor"]
 
 
 def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int, epochs: int, base_lr: float) -> float:
-    """Multiplier of each group's base rate at ``step`` (counted within the current stage), for the schedules
-    that are ours (multi-step; constant warm-up then cosine)."""
+    """Multiplier of each group's base rate at ``step`` (within the stage), for our schedules."""
     epoch_f = step / max(1, steps_per_epoch)
     warm = recipe.warmup_epochs
     if warm and epoch_f < warm:
@@ -43,12 +30,12 @@ def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int, epochs: int, base
 
 
 class RecipeScheduler:
-    """Our per-step scheduler for the recipes timm's schedulers do not express (see the module docstring).
+    """Our per-step scheduler (multi-step; constant warm-up then cosine).
 
     Args:
-        optimizer: its groups' ``initial_lr`` (set here from ``lr`` when missing) are the base rates.
+        optimizer: its groups' ``initial_lr`` (set from ``lr`` when missing) are the base rates.
         recipe: the schedule's shape.
-        steps_per_epoch / epochs: the length of the (stage's) run.
+        steps_per_epoch, epochs: the length of the run or stage.
         base_lr: the recipe's main rate, which ``warmup_lr`` and ``min_lr`` are relative to.
     """
 
@@ -68,10 +55,8 @@ class RecipeScheduler:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int, epochs: int,
                     base_lr: float) -> Any:
-    """The recipe's scheduler for a run (or stage) of ``epochs`` epochs of ``steps_per_epoch`` optimizer steps.
-
-    Call ``step_update(step)`` before optimizer step ``step`` (0-based, within the stage).
-    """
+    """The recipe's scheduler for ``epochs`` epochs of ``steps_per_epoch`` steps; call ``step_update(step)`` before
+    optimizer step ``step`` (0-based, within the stage)."""
     if recipe.schedule not in ("cosine", "multistep"):
         raise ValueError(f"schedule={recipe.schedule!r}: expected 'cosine' or 'multistep'")
     if recipe.schedule == "cosine" and recipe.warmup_lr is None:

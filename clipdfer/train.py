@@ -1,19 +1,13 @@
-"""Training: the papers' recipes on one process or many (torchrun / DDP), with exact resume.
+"""Training: the papers' recipes on one process or many (torchrun / DDP), with exact resume (docs/training.md).
 
     clipdfer train --model clipdfer_vitb32_dfew --data DFEW/annotations/set_1 --out runs/dfew1 --pretrained
     torchrun --standalone --nproc_per_node 2 -m clipdfer.train --model clipdfer_test --synthetic --epochs 1 --out DIR
 
-Data: ``--data DIR`` with ``train.txt`` and ``test.txt`` (DFER-CLIP's ``FRAME_FOLDER NUM_FRAMES LABEL``), or
-``--train-list`` / ``--test-list``. Recipe: the built model's (``recipes.recipe_for``: its family and the dataset of
-its classes). Selection: on a stratified, seeded split held out from the training list (``--val-fraction``);
-``--select-on test`` selects on the test list as the papers do (optimistic), and says so. With ``--ema`` the EMA
-weights (timm's ``ModelEmaV3``) are evaluated, selected and tested.
-
-Outputs in ``--out``: ``checkpoints/last`` and ``checkpoints/best`` (``config.json`` + ``model.safetensors`` for
-``create_model("local-dir:...")``, and ``state.pt``: position, optimizer, RNG and EMA state), ``log.jsonl`` (one
-JSON object per logged step and per evaluation), ``results.json``. ``--resume`` continues from ``checkpoints/last``
-at the saved step: the data order is a function of the seed and the epoch. Progress goes to the ``clipdfer.train``
-logger.
+``--data DIR`` holds ``train.txt`` and ``test.txt`` (``FRAME_FOLDER NUM_FRAMES LABEL``). The recipe is the built model's
+(its family and the dataset of its classes). The model is selected on a split held out from the training list;
+``--select-on test`` selects on the test list, as the papers do, and says so. ``--out`` gets ``checkpoints/last`` and
+``checkpoints/best`` (loadable with ``local-dir:``), ``log.jsonl`` and ``results.json``; ``--resume`` continues from
+``checkpoints/last`` at the saved step.
 """
 
 import argparse
@@ -84,10 +78,9 @@ class TrainConfig:
 def starting_weights(name: str) -> str:
     """The model name ``--pretrained`` loads to start training from.
 
-    An untagged architecture starts from its initialisation (its first published tag that is not fine-tuned, e.g.
-    ``.openai``), not from the default tag when that is a fine-tuned release (``dferclip_vitb32_dfew`` ->
-    ``.dfew_fold1``): training the other DFEW folds from fold 1's weights would test on clips those weights were
-    trained on. A tag, ``hf-hub:`` or ``local-dir:`` name is taken as given; a fine-tuned one gets a warning.
+    An untagged architecture starts from its first published tag that is not fine-tuned (e.g. ``.openai``), never from a
+    fine-tuned default (a fold's release would have seen the other folds' test clips). A tag, ``hf-hub:`` or
+    ``local-dir:`` name is taken as given; a fine-tuned one gets a warning.
     """
     if name.startswith(("hf-hub:", "local-dir:")):
         return name
@@ -180,8 +173,7 @@ def _optimizer(model, recipe: Recipe, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 def _stages(recipe: Recipe, model, cfg: TrainConfig) -> List[int]:
-    """Epochs per training stage: the recipe's stages for a model that has that many (A³lign-DFER's BAP), scaled to
-    ``--epochs`` keeping their proportions; else one stage."""
+    """Epochs per training stage: the recipe's stages (A³lign-DFER's BAP) scaled to ``--epochs``; else one stage."""
     if recipe.stages and model.num_stages > 1:
         if len(recipe.stages) != model.num_stages:
             raise ValueError(f"the recipe has {len(recipe.stages)} stages but {type(model).__name__} has "
@@ -213,11 +205,10 @@ def _log(path: Optional[str], **entry) -> None:
 # ---------------------------------------------------------------------------------------------------- training
 @dataclasses.dataclass
 class TrainState:
-    """Where a run is and its best selection score: the entries of ``state.pt`` beside optimizer, RNG and EMA state.
+    """Where a run is and its best score: the entries of ``state.pt`` beside optimizer, RNG and EMA state.
 
-    ``epoch`` and ``step_in_epoch`` count within the stage, ``best_epoch`` over all stages (-1: none yet); ``best`` is
-    a UAR in percent (-1: none yet). ``run`` names what fixes the batches (model, batch size, seed, data): resuming
-    with another one is refused.
+    ``epoch`` and ``step_in_epoch`` count within the stage, ``best_epoch`` over all stages; ``best`` is a UAR in percent
+    (-1: none yet, for both). ``run`` names what fixes the batches (model, batch size, seed, data).
     """
     stage_index: int = 0
     epoch: int = 0

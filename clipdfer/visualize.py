@@ -18,23 +18,18 @@ def face_colour(face_id: int) -> Tuple[int, int, int]:
 
 
 def _field(item, name: str):
-    """A field of a prediction's face or window: an attribute (the dataclasses of :mod:`clipdfer.inference`) or a key
-    (the dicts of their JSON form)."""
+    """A field of a prediction's face or window: a dataclass attribute or a JSON key."""
     return item[name] if isinstance(item, Mapping) else getattr(item, name)
 
 
 def plot_prediction(prediction, path: str, max_classes: Optional[int] = None) -> str:
-    """Draw each face's class probabilities over time, one panel per face, and save it as an image (PNG, SVG ...).
+    """Draw each face's class probabilities over time, one panel per face, into an image file (PNG, SVG ...).
 
-    Every window is a point at its middle time; each class is one line, in the same colour in every panel; the
-    panel's title names the face, its span and its overall top class. Needs matplotlib
-    (``pip install "clipdfer[predict]"``); draws on its own figure with the Agg canvas, so it neither imports pyplot
-    nor changes the caller's matplotlib backend (notebooks keep theirs).
+    A point per window at its middle time, a line per class. Needs matplotlib; draws on an Agg canvas, so pyplot's
+    backend is left alone.
 
     Args:
-        prediction: what :func:`clipdfer.predict` returned: ``class_names``, ``notice`` and ``faces``, each face with
-            ``id``, ``start`` and ``end`` (s), ``top_k`` ([(class, probability)]) and ``windows`` (each with ``start``
-            and ``end`` in s and ``probs`` {class: probability}), as attributes or as dict keys.
+        prediction: a :class:`~clipdfer.inference.Prediction` or its ``to_dict()``.
         path: the image file to write; its extension picks the format.
         max_classes: draw only the classes that reach the highest probability anywhere (default: all).
 
@@ -87,24 +82,19 @@ def plot_prediction(prediction, path: str, max_classes: Optional[int] = None) ->
 
 
 class VideoAnnotator:
-    """Writes frames with each face's box, id and current top class to a video file (PyAV; H.264 when the FFmpeg of
-    the PyAV wheel has it, else MPEG-4 Part 2), each frame at its own time.
+    """Writes frames with each face's box, id and current top class to a video file (PyAV; H.264, else MPEG-4 Part 2).
 
-    Frames sampled from a video are irregular in time (8 of 25 frames a second are 0, 0.12, 0.24, 0.36, 0.52 ... s
-    apart): each is written with its presentation time, in milliseconds, so the video plays in step with the source.
-    The written video starts at 0: every time is shifted by the first frame's (a run from 60 s writes its frame of
-    60.5 s at 0.5 s; :attr:`start` keeps the shift). Each frame lasts until the next one; the last one ``1 / fps`` (or
-    as long as the one before it). A time not after the previous frame's is written one millisecond after it.
-
-    Use a container that keeps each frame's time: ``.mp4`` (the default choice), ``.mkv`` or ``.mov``.
+    Each frame is written at its own time in milliseconds, shifted so that the video starts at 0 (:attr:`start`), and
+    lasts until the next one (the last: ``1 / fps``); a time not after the previous one is moved 1 ms after it. Use a
+    container that keeps frame times: ``.mp4``, ``.mkv`` or ``.mov``.
 
     Args:
         path: the video file to write.
-        fps: the nominal rate of the frames given, per second: the encoder's rate hint (for its bit budget) and the
-            last frame's duration. Default: from the first two frames' times.
+        fps: the frames' nominal rate: the encoder's rate hint and the last frame's duration (default: from the first
+            two frames' times).
 
     Attributes:
-        start: the time (s) of the first frame written, shifted to 0 in the video (None before the first frame).
+        start: the source time (s) of the first frame written (None before it).
     """
 
     TICKS = 1000  # time base of the written frames: 1 ms (MPEG-4 Part 2 allows up to 1/65535)
@@ -157,8 +147,8 @@ class VideoAnnotator:
         Args:
             index: the frame's index among the frames given (unused: the time places the frame).
             t: the frame's time in the source, in seconds.
-            frame: RGB (H, W, 3) uint8; odd sides lose their last row or column, a side of one pixel is doubled
-                (YUV 4:2:0 needs even sides).
+            frame: RGB (H, W, 3) uint8; odd sides lose their last row or column, a side of one pixel is doubled (YUV
+                4:2:0).
             faces: [(face id, box (x0, y0, x1, y1) in pixels or None, (top class, probability) or None)].
         """
         from PIL import Image, ImageDraw, ImageFont

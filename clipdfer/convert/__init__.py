@@ -1,7 +1,5 @@
-"""Reading and converting checkpoints of other code bases (safely: nothing in a file is executed).
-
-``clipdfer.convert.dferclip`` converts DFER-CLIP's official releases (``clipdfer convert dferclip``); it is imported
-when first used, so ``import clipdfer.convert`` loads no model family.
+"""Converting checkpoints of other code bases, executing nothing in a file: ``clipdfer.convert.dferclip`` (imported when
+first used, so ``import clipdfer.convert`` loads no model family).
 """
 
 import importlib

@@ -1,8 +1,5 @@
-"""Official DFER-CLIP checkpoints (github zengqunzhao/DFER-CLIP) -> a saved clipdfer model (``clipdfer convert``).
-
-The file is read without running anything in it, its state dict renamed and its class texts detected by the family's
-functions over state dicts (:mod:`clipdfer.models.dferclip`, which also loads such files through ``checkpoint_path``
-and release URLs); here they are composed with the file's provenance and written once.
+"""Official DFER-CLIP checkpoints -> a saved clipdfer model (``clipdfer convert``): the family's functions
+(:mod:`clipdfer.models.dferclip`) composed with the file's provenance, written once.
 """
 
 import dataclasses
@@ -24,19 +21,19 @@ __all__ = ["convert_checkpoint", "is_official_state_dict", "convert_official_sta
 
 def convert_checkpoint(path: str, out_dir: str, dataset: Optional[str] = None, fold: Optional[int] = None,
                        pretrained_cfg: Optional[PretrainedCfg] = None) -> str:
-    """Convert an official ``.pth`` into ``out_dir`` (``config.json`` + ``model.safetensors``, each written once);
-    ``config["source"]`` records the file's name, sha256 and size.
+    """Convert an official ``.pth`` into ``out_dir`` (``config.json`` + ``model.safetensors``); ``config["source"]``
+    records the file's name, sha256 and size.
 
     Args:
-        dataset / fold / pretrained_cfg: see :func:`clipdfer.models.dferclip.read_official_release`
-            (``pretrained_cfg``: the file is this tag's release; its licence, URL and paper metrics are recorded).
+        path: the official file.
+        out_dir: the directory to write.
+        dataset, fold, pretrained_cfg: as :func:`clipdfer.models.dferclip.read_official_release`.
 
     Returns:
-        ``out_dir``; load it with ``clipdfer.create_model("local-dir:" + out_dir)``.
+        ``out_dir``, loadable with ``clipdfer.create_model("local-dir:" + out_dir)``.
 
     Raises:
-        ValueError: not a readable official checkpoint (NotOfficialCheckpointError: another format), prompts of no
-            known text setting, a dataset or fold that contradicts the file or cannot be told.
+        ValueError: as :func:`~clipdfer.models.dferclip.read_official_release`.
         UnsafeCheckpointError: the file names code to run (nothing ran).
     """
     release = read_official_release(path, pretrained_cfg, dataset, fold)

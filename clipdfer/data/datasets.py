@@ -52,26 +52,22 @@ def read_annotations(path: str, root: Optional[str] = None, num_classes: Optiona
 
 
 class ClipDataset(Dataset):
-    """Clips listed in an annotation file: (T, 3, H, W) float tensors and labels.
-
-    Each clip is a folder of frames (natural order) or a video file. The frame count in the annotation must match
-    what is on disk: a mismatch usually means the wrong folder or an incomplete copy, and is an error.
+    """Clips listed in an annotation file: (T, 3, H, W) float tensors and labels; each a folder of frames or a video.
 
     Args:
         records: from :func:`read_annotations`.
         num_frames: T.
-        sampling: ``segment`` / ``uniform`` / ``single`` (from the pretrained cfg).
+        sampling: ``segment``, ``uniform`` or ``single`` (the pretrained cfg's).
         transform: from :func:`clipdfer.data.transforms.build_transform`.
         train: random segment offsets (else the middle frame of each segment).
-        seed: base seed of the training offsets (per index and epoch via :meth:`set_epoch`).
-        frame_size: (H, W) in pixels that every frame is resized to as it is read, as DFER-CLIP's loader does (the
-            model's input size, ``cfg.input_size[-2:]``); None keeps the clip's size, resizing frames of a folder
-            that differ from its first frame's size to it (see :func:`clipdfer.data.io.read_frames`).
-        interpolation: of that resize, one of :data:`clipdfer.data.io.INTERPOLATIONS` (``cfg.interpolation``).
+        seed: base seed of the training offsets (per index, and epoch via :meth:`set_epoch`).
+        frame_size: (H, W) in pixels every frame is resized to as it is read (as DFER-CLIP's loader); None: see
+            :func:`~clipdfer.data.io.read_frames`.
+        interpolation: of that resize, one of :data:`~clipdfer.data.io.INTERPOLATIONS`.
 
     Raises:
-        ValueError: ``interpolation`` is unknown; reading a clip raises as :func:`clipdfer.data.io.read_frames` and
-            :func:`clipdfer.data.io.read_video` do, and when its frame count differs from the annotation's.
+        ValueError: ``interpolation`` is unknown; when read, a clip whose frame count differs from the annotation's, and
+            what :func:`~clipdfer.data.io.read_frames` and :func:`~clipdfer.data.io.read_video` raise.
     """
 
     def __init__(self, records: Sequence[ClipRecord], num_frames: int, sampling: str = "segment",
@@ -137,16 +133,14 @@ def _resize_clip(clip: torch.Tensor, size: Tuple[int, int], interpolation: str) 
 class SyntheticClips(Dataset):
     """Learnable synthetic clips for tests and demos: class c is a square of colour c moving along direction c.
 
-    Colour (hue c / C) and direction are fixed per class; position, a little colour jitter and background noise vary
-    per sample. A frame model can learn the colours in a few dozen steps, a temporal one can also use the motion.
-    Deterministic per (seed, index).
+    Position, colour jitter and background noise vary per sample; deterministic per (seed, index).
 
     Args:
         num_samples: dataset size.
         num_classes: C.
         num_frames: T.
         size: frame height and width.
-        mean / std: normalisation applied to the [0, 1] frames.
+        mean, std: normalisation applied to the [0, 1] frames.
         seed: base seed.
     """
 

@@ -1,8 +1,7 @@
 """Reading clips: folders of face frames (natural order), video files and live streams (PyAV), cameras (OpenCV).
 
-Every reader gives frames the way a player shows them: a video's display matrix (the mp4 ``tkhd`` matrix, or an
-H.264/HEVC display-orientation SEI) and an image's EXIF orientation are applied, rotations and mirrorings alike.
-Every reader that takes ``fps`` keeps frames on the ``k / fps`` grid of :class:`~clipdfer.data.sampling.FpsSampler`.
+Every reader gives frames upright, as a player shows them, and keeps ``fps`` frames per second on the grid of
+:class:`~clipdfer.data.sampling.FpsSampler` (docs/predict.md, "Frames").
 """
 
 import logging
@@ -51,10 +50,7 @@ def is_video_file(path: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------------- frame folders
 def list_frames(folder: str) -> List[str]:
-    """The image files of a frame folder, in natural order.
-
-    Hidden files (names starting with ``.``) are skipped: macOS leaves ``._00001.png`` sidecars (AppleDouble
-    metadata, not images) next to every file copied from its disks.
+    """The image files of a frame folder, in natural order; hidden files (macOS ``._*`` sidecars) are skipped.
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
@@ -112,15 +108,13 @@ def read_frames(paths: Sequence[str], indices: Sequence[int], size: Optional[Tup
                 interpolation: str = "bilinear") -> torch.Tensor:
     """Frames ``paths[i]`` for i in ``indices`` as a (T, 3, H, W) uint8 RGB tensor, EXIF orientation applied.
 
-    Every frame is resized to ``size`` when given, as DFER-CLIP's loader does (it resizes each frame to the model's
-    input size as it reads it); otherwise frames whose size differs from the first frame's are resized to it (face
-    crops of one clip often differ by a few pixels).
+    Each frame is resized to ``size`` when given (as DFER-CLIP's loader); otherwise to the first frame's size.
 
     Args:
         paths: the clip's frame files, e.g. from :func:`list_frames`.
         indices: which of them, in order (repeats allowed; each file is read once).
         size: (H, W) in pixels, or None.
-        interpolation: one of :data:`INTERPOLATIONS` (a pretrained cfg's ``interpolation``).
+        interpolation: one of :data:`INTERPOLATIONS`.
 
     Raises:
         ValueError: a frame is not a readable image, or ``interpolation`` is unknown.
@@ -157,14 +151,12 @@ def iter_frame_folder(folder: str, fps: Optional[float] = None, start: Optional[
                       notes: Optional[List[str]] = None) -> Iterator[Tuple[float, np.ndarray]]:
     """(time in s, RGB (H, W, 3) uint8) for the frames of a folder (:func:`list_frames`), EXIF orientation applied.
 
-    Frame i is at ``i / folder_fps`` s. Frames from ``start`` to ``end`` s (both included) are kept, then ``fps``
-    frames per second of them (:class:`~clipdfer.data.sampling.FpsSampler`, its grid anchored at the first frame in
-    range); only the frames kept are read. A frame that cannot be read is skipped, as a damaged packet of a video is,
-    and ``notes`` says which (:func:`read_frames`, for training, raises instead).
+    Frame i is at ``i / folder_fps`` s; the frames from ``start`` to ``end`` s (both included) are sampled to ``fps``,
+    and only those kept are read. An unreadable frame is skipped and noted in ``notes``.
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
-        ValueError: it holds no image files, none of them can be read, or ``fps`` / ``folder_fps`` is not positive.
+        ValueError: it holds no image files, none can be read, or ``fps`` / ``folder_fps`` is not positive.
     """
     _check_rate(folder_fps)
     sampler = FpsSampler(fps)
@@ -196,9 +188,9 @@ def iter_tensor_frames(video: torch.Tensor, fps: Optional[float] = None, start: 
     """(time in s, RGB (H, W, 3) uint8) for the frames of a video tensor, like :func:`iter_frame_folder`.
 
     Args:
-        video: (T, 3, H, W), uint8 or float in [0, 1] (floats are clamped to it, then scaled by 255 and rounded).
+        video: (T, 3, H, W), uint8 or float in [0, 1] (clamped, scaled by 255 and rounded).
         fps: frames per second to keep (None or 0: every frame).
-        start / end: the time range, in s (frame i is at ``i / folder_fps`` s).
+        start, end: the time range in s (frame i is at ``i / folder_fps`` s).
         folder_fps: the frame rate of the tensor.
 
     Raises:
@@ -223,8 +215,8 @@ def iter_tensor_frames(video: torch.Tensor, fps: Optional[float] = None, start: 
 
 # ---------------------------------------------------------------------------------------------------- orientation
 def _orientation(matrix: Sequence[int]) -> Optional[Tuple[bool, bool, bool]]:
-    """(transpose, flip rows, flip columns), applied in that order, for a display matrix; None when it is not a
-    multiple of 90 degrees (with or without a mirroring)."""
+    """(transpose, flip rows, flip columns), applied in that order, for a display matrix; None when it is not a multiple
+    of 90 degrees."""
     a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
     scale = max(abs(a), abs(b), abs(c), abs(d))
     tol = scale * 1e-3
@@ -240,18 +232,15 @@ def _orientation(matrix: Sequence[int]) -> Optional[Tuple[bool, bool, bool]]:
 def apply_display_matrix(frame: np.ndarray, matrix: Sequence[int]) -> np.ndarray:
     """A decoded frame as a player shows it, given its display matrix.
 
-    The matrix is FFmpeg's (``AV_FRAME_DATA_DISPLAYMATRIX``, the layout of the mp4 ``tkhd`` matrix): 9 int32, with
-    ``a, b, c, d`` (16.16 fixed point) at indices 0, 1, 3, 4; a pixel at column p, row q of the decoded frame is
-    shown at column ``a p + c q``, row ``b p + d q`` (plus a translation that only places the picture). This is the
-    convention of FFmpeg's own autorotation (checked against it for the 4 rotations and the 4 mirrored ones).
+    FFmpeg's matrix (``AV_FRAME_DATA_DISPLAYMATRIX``, the mp4 ``tkhd`` layout): ``a, b, c, d`` (16.16 fixed point) at
+    indices 0, 1, 3, 4 put pixel (column p, row q) at column ``a p + c q``, row ``b p + d q``, as FFmpeg's autorotation.
 
     Args:
         frame: (H, W, C) or (H, W).
-        matrix: the 9 values (only 0, 1, 3, 4 are used).
+        matrix: the 9 int32 values.
 
     Returns:
-        (H, W, C) or, for a quarter turn or a transposition, (W, H, C); C-contiguous (``frame`` itself when the
-        matrix is the identity).
+        (H, W, C), or (W, H, C) for a quarter turn or a transposition; C-contiguous (``frame`` itself for the identity).
 
     Raises:
         ValueError: the matrix is not a multiple of 90 degrees, with or without a mirroring.
@@ -295,9 +284,8 @@ def _frame_display_matrix(frame) -> Optional[Tuple[int, ...]]:
 
 
 class _Orienter:
-    """Applies the display matrix of a video's frames. A matrix holds until the next one arrives (an orientation
-    SEI may come with the first frame of a sequence only), so every decoded frame is to be :meth:`seen`, kept or not.
-    """
+    """Applies the display matrix of a video's frames. A matrix holds until the next one (an SEI may come with a
+    sequence's first frame only), so every decoded frame is :meth:`seen`, kept or not."""
 
     def __init__(self, name: str):
         self.name = name
@@ -324,11 +312,9 @@ class _Orienter:
 
 # ---------------------------------------------------------------------------------------------------- frame times
 def _stream_rate(stream) -> Tuple[float, str]:
-    """The rate to time frames without timestamps by, and where it comes from (for the note).
-
-    The decoder's frame rate first (from the bitstream's timing: a raw H.264 stream's VUI), then ``guessed_rate``,
-    which doubles it for some rates (24 for a 12 fps stream), then ``average_rate`` (the raw demuxer's made-up
-    default, 25) and ``base_rate`` (which may count fields, twice the rate)."""
+    """The rate to time frames without timestamps by, and its origin (for the note): the decoder's rate (a raw H.264
+    stream's VUI), else ``guessed_rate`` (may double it), ``average_rate`` (the raw demuxer's default 25),
+    ``base_rate``."""
     decoder = getattr(getattr(stream, "codec_context", None), "framerate", None)
     rates = (decoder, getattr(stream, "guessed_rate", None), stream.average_rate, getattr(stream, "base_rate", None))
     for rate in rates:
@@ -338,8 +324,8 @@ def _stream_rate(stream) -> Tuple[float, str]:
 
 
 class _Clock:
-    """Frame times in s: each frame's own timestamp; a frame without one follows the last known time by one frame
-    interval of the stream's rate (frame index / rate when no frame has one). Says so once per video."""
+    """Frame times in s: each frame's own timestamp; one without follows the last known time by one interval of the
+    stream's rate (frame index / rate when none has one). Says so once per video."""
 
     def __init__(self, name: str, stream, notes: Optional[List[str]]):
         self.name, self.stream, self.notes = name, stream, notes
@@ -402,20 +388,17 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
                       ) -> Iterator[Tuple[float, np.ndarray]]:
     """(time in s, RGB (H, W, 3) uint8) for the frames of a video file, as a player shows them.
 
-    The display matrix (rotation and mirroring, from the container or the bitstream) is applied; one that is not a
-    multiple of 90 degrees is logged once and the frames are left as stored.
+    A display matrix that is not a multiple of 90 degrees is logged once and the frames are left as stored.
 
     Args:
         path: the video file.
-        fps: frames per second to keep (None or 0: every frame), on the grid of
-            :class:`~clipdfer.data.sampling.FpsSampler` anchored at the first frame in range.
-        start / end: the time range in s, both included (the decoder seeks to the key frame before ``start``).
-        notes: receives a sentence for each assumption made, e.g. that frames without timestamps (a raw H.264
-            stream) are timed by the stream's rate; the same sentence is logged once per file as a warning.
+        fps: frames per second to keep (None or 0: every frame), the grid anchored at the first frame in range.
+        start, end: the time range in s, both included (the decoder seeks to the key frame before ``start``).
+        notes: receives a sentence for each assumption made (e.g. frames timed by the stream's rate), also logged.
 
     Yields:
-        The frame's own time (its timestamp in s; for a frame without one, the last known time plus one interval
-        of the stream's rate, or frame index / rate) and the frame.
+        The frame's time (its timestamp from the file's start; without one, the last known time plus one frame
+        interval) and the frame.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -476,8 +459,8 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
 
 
 def _decode(container, stream, damaged: List[int]):
-    """The decoded frames of ``stream``; a packet the decoder rejects as invalid is skipped (as players do) and
-    counted in ``damaged[0]``."""
+    """The decoded frames of ``stream``; a packet the decoder rejects is skipped (as players do), counted in
+    ``damaged[0]``."""
     import av
     for packet in container.demux(stream):
         try:
@@ -496,8 +479,8 @@ def _note(source: str, notes: Optional[List[str]], what: str, message: str) -> N
 
 
 def _origin(container, stream) -> float:
-    """The time a player's timeline starts at, in s: the container's start time (an MPEG-TS stream from a camera
-    may start at 1.65 s, a cut at 5 s), else the stream's; frame times are counted from it."""
+    """Where a player's timeline starts, in s: the container's start time (a camera's MPEG-TS may start at 1.65 s), else
+    the stream's."""
     if container.start_time is not None:
         return container.start_time / 1e6  # AV_TIME_BASE units
     if stream.start_time is not None and stream.time_base:
@@ -507,14 +490,8 @@ def _origin(container, stream) -> float:
 
 def estimate_frames(path: str, fps: Optional[float] = None, start: Optional[float] = None,
                     end: Optional[float] = None) -> Optional[int]:
-    """How many frames :func:`iter_video_frames` yields for these arguments (a progress bar's total).
-
-    The same sampler runs over the times ``start_time + i / rate`` of the frames the container lists (or
-    duration x rate of them), so the count is exact for constant-rate files.
-
-    Returns:
-        The count, or None when the file cannot be opened or gives no rate or no frame count / duration.
-    """
+    """How many frames :func:`iter_video_frames` yields for these arguments (a progress bar's total): exact for
+    constant-rate files; None when the file gives no rate or no frame count or duration."""
     try:
         container = _open(path)
     except (ValueError, FileNotFoundError, ImportError):
@@ -546,10 +523,10 @@ def estimate_frames(path: str, fps: Optional[float] = None, start: Optional[floa
 
 
 def read_video(path: str) -> torch.Tensor:
-    """Every frame of a video file, as a player shows it (see :func:`iter_video_frames`), as (N, 3, H, W) uint8 RGB.
+    """Every frame of a video file, as :func:`iter_video_frames` reads them, as (N, 3, H, W) uint8 RGB.
 
     Raises:
-        FileNotFoundError / ValueError: as :func:`iter_video_frames`.
+        FileNotFoundError, ValueError: as :func:`iter_video_frames`.
     """
     return torch.stack([torch.from_numpy(f).permute(2, 0, 1) for _, f in iter_video_frames(path)])
 
@@ -558,7 +535,7 @@ def count_video_frames(path: str) -> int:
     """Number of decodable frames of a video file (as many as :func:`read_video` gives), without converting them.
 
     Raises:
-        FileNotFoundError / ValueError: as :func:`iter_video_frames`.
+        FileNotFoundError, ValueError: as :func:`iter_video_frames`.
     """
     container = _open(path)
     import av
@@ -579,16 +556,13 @@ LIVE_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://"
 
 def iter_stream_frames(url: str, fps: Optional[float] = None, notes: Optional[List[str]] = None
                        ) -> Iterator[Tuple[float, np.ndarray]]:
-    """Frames of a live stream (RTSP, RTMP, HTTP, UDP ...) through PyAV, as they arrive, as a player shows them.
-
-    Runs until the stream ends or the caller stops.
+    """Frames of a live stream (RTSP, RTMP, HTTP, UDP ...) through PyAV as they arrive, until it ends or the caller
+    stops.
 
     Args:
         url: the stream (any input PyAV opens; a file is read like a stream).
-        fps: frames per second to keep (None or 0: every frame), on the grid of
-            :class:`~clipdfer.data.sampling.FpsSampler`.
-        notes: receives a sentence for each assumption made (frames without timestamps timed by the stream's rate),
-            as :func:`iter_video_frames`.
+        fps: frames per second to keep (None or 0: every frame).
+        notes: as :func:`iter_video_frames`.
 
     Yields:
         (time in s from the first frame, RGB (H, W, 3) uint8).
@@ -624,12 +598,8 @@ def iter_stream_frames(url: str, fps: Optional[float] = None, notes: Optional[Li
 
 
 def iter_camera_frames(camera: Union[int, str], fps: Optional[float] = None) -> Iterator[Tuple[float, np.ndarray]]:
-    """Frames of a camera through OpenCV (``0`` for the first one, or a device path such as ``/dev/video0``): (time
-    in s since the first frame, RGB (H, W, 3) uint8), ``fps`` per second on the grid of
-    :class:`~clipdfer.data.sampling.FpsSampler` (None or 0: every frame), until the camera stops.
-
-    Times are the wall clock, as frames arrive; a video file given here (for tests) is read through the same path
-    with its own timestamps.
+    """Frames of a camera through OpenCV (``0``, or a device path such as ``/dev/video0``) until it stops: (wall-clock
+    time in s since the first frame, RGB (H, W, 3) uint8), ``fps`` per second (None or 0: every frame).
 
     Raises:
         ValueError: the camera cannot be opened.

@@ -1,16 +1,13 @@
 """Official dataset layouts -> clipdfer annotation files (``FRAME_FOLDER NUM_FRAMES LABEL``, labels 0-based).
 
-DFEW: ``EmoLabel_DataSplit/{train,test}(single-labeled)/set_{1..5}.csv`` with columns ``video_name`` and ``label``
-(1-based, in the order happiness, sadness, neutral, anger, surprise, disgust, fear), face frames under
-``Clip/clip_224x224/<video_name as 5 digits>/``.
+DFEW: ``EmoLabel_DataSplit/{train,test}(single-labeled)/set_{1..5}.csv`` (``video_name``, ``label`` 1-based in the order
+happiness, sadness, neutral, anger, surprise, disgust, fear), frames under ``Clip/clip_224x224/NNNNN/``.
 
-FERV39k: ``4_setups/All_scenes/{train,test}_All.csv``, lines ``<Scene>/<Emotion>/<id> <Emotion>`` (a header line,
-if any, is skipped), face frames under ``2_ClipsforFaceCrop/<Scene>/<Emotion>/<id>/``; emotions Angry, Disgust,
-Fear, Happy, Neutral, Sad, Surprise.
+FERV39k: ``4_setups/All_scenes/{train,test}_All.csv``, lines ``<Scene>/<Emotion>/<id> <Emotion>``, frames under
+``2_ClipsforFaceCrop/<Scene>/<Emotion>/<id>/``.
 
-MAFW (single-label): ``Train & Test Set/single/no_caption/set_{1..5}/{train,test}.txt``, lines ``<clip>.mp4 <emotion>``
-with emotion words (anger ... disappointment); frames under ``data/frames/<clip>/`` (or another folder of face crops
-with the same clip names), or the videos under ``data/clips/``.
+MAFW (single-label): ``Train & Test Set/single/no_caption/set_{1..5}/{train,test}.txt``, lines ``<clip>.mp4 <emotion>``,
+frames under ``data/frames/<clip>/`` or videos under ``data/clips/``.
 """
 
 import csv
@@ -51,10 +48,8 @@ def dfew_records(root: str, fold: int, split: str) -> List[ClipRecord]:
 
 
 def write_annotations(records: List[ClipRecord], path: str) -> None:
-    """Write records as an annotation file, atomically (a temporary file, then a rename; removed on an error).
-
-    Paths are absolute, or relative to the file's folder where the absolute path holds a space (the format separates
-    its fields by spaces; :func:`clipdfer.data.read_annotations` resolves relative paths from the file's folder).
+    """Write records as an annotation file, atomically: absolute paths, or relative to the file's folder where the
+    absolute one holds a space (the format separates fields by spaces).
 
     Raises:
         ValueError: a clip's path holds a space even relative to the file's folder (move the data or the splits).

@@ -20,9 +20,9 @@ def segment_indices(num_frames: int, t: int, train: bool = False, generator: Opt
                     ) -> List[int]:
     """T indices from T equal segments: the middle frame of each (test) or a random frame in each (train).
 
-    The same rule as DFER-CLIP's loader, index for index: test ``int(tick / 2 + tick * i)`` with ``tick = n / T`` when
-    ``n > T``; train ``i * (n // T) + randint(n // T)`` when ``n >= T``; shorter clips (``n <= T`` in test, ``n < T``
-    in training) give all their frames and repeat the last one.
+    DFER-CLIP's loader, index for index (official code): test ``int(tick / 2 + tick * i)``, ``tick = n / T``, when
+    ``n > T``; train ``i * (n // T) + randint(n // T)`` when ``n >= T``; shorter clips give all their frames, the last
+    one repeated.
     """
     if num_frames < 1:
         raise ValueError(f"a clip with {num_frames} frames cannot be sampled: it has no frames")
@@ -60,23 +60,12 @@ def sample_indices(num_frames: int, t: int, sampling: str = "segment", train: bo
 
 
 class FpsSampler:
-    """Decides, frame by frame as a video is read, which frames to keep for ``fps`` frames per second.
+    """Decides, frame by frame as a video is read, which frames to keep for ``fps`` frames per second (ours).
 
-    The rule (ours, after FFmpeg's ``fps`` filter): a grid of times ``t0 + k / fps`` is anchored at the first frame
-    offered (``t0``, as the filter's default start time). Each source frame stands for the times up to half a source
-    frame interval after it (the interval estimated as the shorter of the last two gaps between frames). A frame is
-    kept when the next grid point not yet served lies no later than that, i.e. when it is the first frame within
-    half a source interval of the grid point, and then serves every grid point up to that time (ties go to the
-    earlier frame). A frame that follows a gap in the source longer than 1.5 grid intervals is kept and anchors the
-    grid anew, so sampling restarts evenly after a gap, as at the start.
-
-    So a constant-rate source at ``fps`` or faster keeps one frame per grid point, the one nearest to it: ``fps``
-    frames per second whatever the source rate, unchanged by timestamps that wobble by much less than half a source
-    interval; a slower source keeps every frame. Unlike the filter, it never repeats a frame to fill a grid point
-    without one (slow sources, gaps) and it decides at once, without waiting for the next frame; and the filter
-    (``round=near``) keeps the last frame whose time rounds to a grid point, up to half a grid interval after it,
-    where this keeps the nearest (e.g. from 24 fps to 8 fps: source frames 1, 4, 7 ... there, 0, 3, 6 ... here;
-    the same count).
+    A grid ``t0 + k / fps`` is anchored at the first frame. A frame is kept when the next grid point not yet served is
+    at most half a source interval (the shorter of the last two gaps) after it; it then serves every grid point up to
+    that time (ties go to the earlier frame). A frame after a gap of more than 1.5 grid intervals anchors a new grid.
+    docs/predict.md compares the rule with FFmpeg's ``fps`` filter.
 
     Args:
         fps: frames per second to keep; None or 0 keeps every frame.

@@ -1,6 +1,5 @@
-"""Class texts used by the text heads: DFER-CLIP's descriptors and text settings, and zero-shot prompt words.
-
-DFER-CLIP's texts are facts of its official code (``models/Text.py``), keyed here by our class names.
+"""Class texts of the text heads: DFER-CLIP's descriptors and text settings (official code, ``models/Text.py``, keyed by
+our class names); the zero-shot templates and words and PMFER's AU phrases (ours).
 """
 
 import functools

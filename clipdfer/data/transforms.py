@@ -1,6 +1,5 @@
-"""Frame transforms from a model's pretrained cfg, plus each recipe's training augmentations.
-
-Every transform takes a clip (T, 3, H, W) uint8 and applies one set of random parameters to all of its frames.
+"""Frame transforms from a model's pretrained cfg, and the recipes' training augmentations: a clip (T, 3, H, W) uint8,
+one set of random parameters for all its frames.
 """
 
 import math
@@ -14,8 +13,8 @@ AUGMENTATIONS = ("crop", "sized_crop", "flip", "color_jitter", "rotation")
 
 
 class TorchRandom:
-    """The three draws :func:`sample_sized_crop` needs, from torch's generator (seeded, saved and restored by
-    training like the other augmentations), with the interface of Python's ``random``."""
+    """The draws :func:`sample_sized_crop` needs, from torch's (seeded, resumable) generator, with ``random``'s
+    interface."""
 
     @staticmethod
     def uniform(a: float, b: float) -> float:
@@ -33,13 +32,12 @@ class TorchRandom:
 def sample_sized_crop(width: int, height: int, size: int, rng=TorchRandom, scale: Tuple[float, float] = (0.08, 1.0),
                       ratio: Tuple[float, float] = (3 / 4, 4 / 3), attempts: int = 10
                       ) -> Tuple[int, int, int, int, bool]:
-    """The crop box of DFER-CLIP's ``GroupRandomSizedCrop`` (its ``dataloader/video_transform.py``):
-    ``(left, top, width, height, found)``.
+    """The crop box ``(left, top, width, height, found)`` of DFER-CLIP's ``GroupRandomSizedCrop`` (official code,
+    ``dataloader/video_transform.py``), its rule exactly.
 
-    Up to ``attempts`` times: an area fraction uniform in ``scale``, an aspect ratio uniform (not log-uniform, as
-    torchvision's) in ``ratio``, sides rounded from them, swapped with probability 1/2, kept if they fit, placed
-    uniformly. When no attempt fits (``found`` False) the box is the fallback's: the frame scaled so its smaller
-    side is ``size``, then a uniformly placed ``size`` x ``size`` crop, in the scaled frame's pixels.
+    Up to ``attempts`` times: an area fraction uniform in ``scale``, an aspect ratio uniform (not log-uniform) in
+    ``ratio``, sides swapped with probability 1/2, kept if they fit, placed uniformly. Otherwise (``found`` False) the
+    fallback: the frame scaled so its smaller side is ``size``, a uniformly placed ``size`` x ``size`` crop of it.
     """
     for _ in range(attempts):
         target = rng.uniform(*scale) * width * height
@@ -57,8 +55,8 @@ def sample_sized_crop(width: int, height: int, size: int, rng=TorchRandom, scale
 
 
 class SizedCrop(torch.nn.Module):
-    """DFER-CLIP's random sized crop on a clip (T, 3, H, W): one box for every frame (see
-    :func:`sample_sized_crop`), resized to ``size`` x ``size``."""
+    """DFER-CLIP's random sized crop on a clip (T, 3, H, W): one box (:func:`sample_sized_crop`) for every frame,
+    resized to ``size`` x ``size``."""
 
     def __init__(self, size: int, interpolation, scale: Tuple[float, float] = (0.08, 1.0),
                  ratio: Tuple[float, float] = (3 / 4, 4 / 3)):
@@ -81,10 +79,9 @@ def build_transform(cfg, train: bool = False, augment: Sequence[str] = ("crop", 
     Args:
         cfg: a ``PretrainedCfg`` (``input_size``, ``interpolation``, ``mean``, ``std``).
         train: add the augmentations.
-        augment: any of ``crop`` (torchvision's random resized crop, area 0.8-1: ours), ``sized_crop`` (DFER-CLIP's
-            official random sized crop: area 0.08-1, aspect 3/4-4/3, see :class:`SizedCrop`), ``flip``
-            (horizontal), ``color_jitter`` (brightness 0.5, DFER-CLIP's DFEW recipe), ``rotation`` (4 degrees, its
-            FERV39k recipe). They run in DFER-CLIP's order: colour, rotation, crop, flip.
+        augment: any of ``crop`` (random resized crop, area 0.8-1: ours), ``sized_crop`` (:class:`SizedCrop`), ``flip``,
+            ``color_jitter`` (brightness 0.5, official DFEW recipe), ``rotation`` (4 degrees, official FERV39k recipe);
+            run in DFER-CLIP's order: colour, rotation, crop, flip.
     """
     from torchvision.transforms import InterpolationMode, v2  # imported when a transform is built, not with clipdfer
 

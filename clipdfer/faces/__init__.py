@@ -1,10 +1,5 @@
-"""Faces in video: detection (YuNet or Haar), tracking with stable ids, shot cuts, crops.
-
-    from clipdfer.faces import detect_faces, track_faces
-    faces = detect_faces(frame)                 # [Face(box=(x0, y0, x1, y1), score), ...], largest first
-    tracks = track_faces(frames)                # [Track(id, first_frame, last_frame, detections, boxes), ...]
-
-Frames are RGB (H, W, 3) uint8 numpy arrays. See docs/predict.md.
+"""Faces in video, on RGB (H, W, 3) uint8 frames: detection (YuNet or Haar), tracking with stable ids, shot cuts, crops
+(docs/predict.md, "The face API on its own").
 """
 
 from .crop import crop_face

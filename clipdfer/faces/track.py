@@ -1,18 +1,7 @@
 """Following every face through a video: detection, association frame to frame, track birth and death, shot cuts.
 
-A track exists from its first detection to its last one. Between detections (frames the detector missed, or frames
-not searched with ``detect_every > 1``) its box is interpolated once the next detection arrives; a track not found in
-``max_missing`` searches in a row ends at its last detection, so a face that leaves is never followed onto the
-background. A shot cut ends every track, and so does the end of the stream: a track found at the last search before
-them goes on, at its velocity, over the frames after that search that were not searched, up to the last frame of the
-shot. A track whose detections span fewer than ``min_track_frames`` frames is dropped (a false detection, a face
-passing by). Ids are given to kept tracks only, 1, 2, 3 ... in the order they are confirmed (tracks confirmed with the
-same frame: the oldest first).
-
-Every kept track has exactly one box at every frame from its first frame to its last. Boxes become final with a delay
-(at most :attr:`FaceTracker.max_delay` frames): each call of :meth:`FaceTracker.update` returns the boxes that became
-final with that frame, possibly of earlier frames, and :attr:`TrackerStep.final_until` says up to which frame every
-box has been given.
+The rules are in docs/predict.md ("Tracking"). Every kept track has one box at every frame of its span; a box becomes
+final at most :attr:`FaceTracker.max_delay` frames after its frame.
 """
 
 import dataclasses
@@ -48,13 +37,12 @@ class Track:
     """A kept track.
 
     Attributes:
-        id: 1, 2, 3 ... in the order the tracks were kept.
+        id: 1, 2, 3 ... in the order the tracks were kept (kept with the same frame: the oldest first).
         first_frame: index of its first frame (a detection).
-        last_frame: index of its last frame: its last detection, or, when a shot cut or the end of the stream ended
-            it, the last frame before the cut (or of the stream) if the last search found it.
+        last_frame: its last detection's frame, or, when the last search before a cut or the end found it, the last
+            frame before them.
         detections: how many of its frames had a detection (the others are interpolated or extrapolated).
-        boxes: {frame index: (x0, y0, x1, y1)} at every frame first_frame..last_frame; filled by
-            :func:`track_faces` only (:meth:`FaceTracker.update` gives the boxes as :class:`TrackBox` es).
+        boxes: {frame index: (x0, y0, x1, y1)} at every frame of its span; filled by :func:`track_faces` only.
     """
     id: int
     first_frame: int
@@ -72,14 +60,12 @@ class TrackerStep:
     """What one :meth:`FaceTracker.update` (or :meth:`FaceTracker.finish`) call learned.
 
     Attributes:
-        boxes: boxes that became final, in frame order per track (they may be of earlier frames). Each box of a kept
-            track is given once, and no box is given for a track that is dropped.
-        ended: kept tracks that ended (a face left, a shot cut, the end of the stream). Every box of an ended track
-            has been given by this step (in this step's ``boxes`` or earlier).
+        boxes: boxes that became final, in frame order per track (maybe of earlier frames); each box of a kept track is
+            given once, none of a dropped track.
+        ended: kept tracks that ended; all their boxes have been given.
         cut: a shot cut was found at this frame.
-        final_until: every box of every frame up to this index has been given, in this step or earlier: no later
-            step gives a box of such a frame (-1: none yet). It never decreases; after :meth:`FaceTracker.finish` it
-            is the last frame's index.
+        final_until: every box of every frame up to this index has been given (-1: none yet); never decreases; after
+            :meth:`FaceTracker.finish`, the last frame's index.
     """
     boxes: List[TrackBox]
     ended: List[Track]
@@ -88,9 +74,8 @@ class TrackerStep:
 
 
 class ShotCutDetector:
-    """A shot cut is a frame whose colour histogram (``bins``^3 bins, on a thumbnail) differs from the previous
-    frame's by more than ``threshold`` in total variation distance (0: the same, 1: disjoint). Motion and lighting
-    changes within a shot stay far below 0.45; a cut to another scene usually exceeds it."""
+    """A shot cut: a frame whose colour histogram (``bins``^3 bins, on a thumbnail) differs from the previous frame's by
+    more than ``threshold`` in total variation distance (0: the same, 1: disjoint). Ours."""
 
     def __init__(self, threshold: float = 0.45, bins: int = 4):
         if not 0 < threshold <= 1:
@@ -147,20 +132,17 @@ class FaceTracker:
     Args:
         detector: ``auto``, ``yunet``, ``haar`` or a :class:`FaceDetector`.
         min_score: score a detection needs (see :func:`make_detector`).
-        detect_every: search for faces every k-th frame (and at shot cuts); boxes in between are interpolated.
-        match_iou: overlap a detection needs with where the track is expected (its last box moved at its recent
-            velocity) or with its last box, to continue it.
+        detect_every: search every k-th frame (and at shot cuts); boxes in between are interpolated.
+        match_iou: IoU a detection needs with the track's expected box (last box moved at its velocity) or last box.
         max_missing: searches in a row a track may miss before it ends at its last detection.
-        min_track_frames: tracks whose detections span fewer frames (first to last detection) are dropped; the frames
-            a track is extended over at a cut or at the end of the stream do not count.
-        smoothing: weight of the expected box (the last one moved at the track's velocity) against the detection in
-            a continuing track's box; 0 (the default) keeps YuNet's boxes as they are, which follow a moving face best.
-        cut_threshold: histogram distance of a shot cut (see :class:`ShotCutDetector`); None: no cut detection.
+        min_track_frames: tracks whose detections span fewer frames are dropped (frames extended over at a cut or the
+            end do not count).
+        smoothing: weight of the expected box against the detection, in [0, 1); 0 keeps the detector's boxes.
+        cut_threshold: histogram distance of a shot cut (:class:`ShotCutDetector`); None: no cut detection.
 
     Attributes:
-        frames_with_face: how many searched frames had at least one detection (kept track or not). With
-            ``detect_every > 1`` only every k-th frame (and each cut) is searched, so this is not the number of frames
-            with a face box: count the frames of the boxes given for that.
+        frames_with_face: searched frames with at least one detection (with ``detect_every > 1``, not the frames with a
+            box).
 
     Raises:
         ValueError: an argument out of its range.
@@ -193,10 +175,9 @@ class FaceTracker:
 
     @property
     def max_delay(self) -> int:
-        """An upper bound on how late a box is given, in frames: the box of frame j is given by the :meth:`update`
-        of frame j + max_delay at the latest (or by :meth:`finish`), and ``final_until`` is never more than max_delay
-        frames behind the frame just taken. A buffer of the last max_delay + 1 frames therefore holds the frame of
-        every box still to come."""
+        """Most frames a box is late: frame j's box is given by the :meth:`update` of frame j + max_delay at the latest
+        (or by :meth:`finish`), so a buffer of the last max_delay + 1 frames holds the frame of every box still to come.
+        """
         return self.min_track_frames + (self.max_missing + 1) * self.detect_every
 
     # ------------------------------------------------------------------------------------------ stepping
@@ -230,8 +211,7 @@ class FaceTracker:
     def finish(self) -> TrackerStep:
         """End of the stream: every live track ends (extended over the unsearched frames at the end, as at a cut).
 
-        Short tracks are dropped, unless the whole stream was shorter than ``min_track_frames`` (then no track could
-        be longer, and the faces it has are kept).
+        Short tracks are dropped, unless the whole stream is shorter than ``min_track_frames``.
 
         Returns:
             The last boxes and every kept track still live; ``final_until`` is the last frame's index.
@@ -246,10 +226,8 @@ class FaceTracker:
         return TrackerStep(boxes, self._end_all(), False, self._index)
 
     def _extend_unsearched(self, until: int) -> List[TrackBox]:
-        """Tracks found at the last search go on, at their velocity, over the frames after it that were not searched
-        (``detect_every > 1``) up to frame ``until``: the last frame of the stream or of a shot, which no later search
-        can reach. A track the last search missed is not extended (it ends at its last detection). The frames added
-        do not count towards ``min_track_frames``: a track not kept yet stays so (its boxes wait in ``pending``)."""
+        """Tracks found at the last search go on at their velocity over the unsearched frames after it, up to frame
+        ``until`` (the last of the stream or shot). The frames added do not count towards ``min_track_frames``."""
         boxes: List[TrackBox] = []
         for t in self._live:
             # found at the last search <=> t.last_frame == self._last_search (a miss leaves it at an earlier frame);

@@ -1,26 +1,14 @@
 """Predict expressions on your own videos: every face followed with a stable id and its own timeline.
 
     import clipdfer
-    result = clipdfer.predict("interview.mp4")            # DFER-CLIP fine-tuned on FERV39k by default
-    print(result.top_k, result.overall)                   # the main face (the longest track): the clip's distribution
-    for face in result.faces:                             # every face: id, span, sliding-window timeline, overall
+    result = clipdfer.predict("interview.mp4")       # DFER-CLIP fine-tuned on FERV39k by default
+    print(result.top_k, result.overall)              # the main face (the longest track)
+    for face in result.faces:                        # every face: id, span, sliding-window timeline, overall
         print(face.id, face.first_frame, face.last_frame, face.top_k)
 
-Prediction is a pipeline, each stage in its own module, the data flowing one way:
-
-    settings                         settings.py   ReadSettings, FaceSettings, WindowSettings: validated data
-    source -> frames with times      sources.py    files, folders, tensors, streams, cameras; upright, k/fps grid
-           -> faces -> tracks        tracking.py   clipdfer.faces' tracker, in a background thread
-           -> crops                  tracking.py   each final box cut and prepared as the model's cfg says
-           -> windows                windows.py    T crops per face, one every stride; a track's crops end with it
-           -> scores                 scoring.py    windows of every face batched, each frame encoded once
-           -> timeline               results.py    WindowResult, FaceTimeline, Prediction, FailedSource
-           -> outputs                outputs.py    text, JSON, CSV, annotated frames
-    many sources                     batch.py      one bad source does not stop the others, resume, shards
-
-:class:`Predictor` builds the stages once (predictor.py); ``Predictor(...).stream(frames)`` yields each face's windows
-as they complete, ``run(source)`` returns a :class:`Prediction`, :class:`BatchRun` / :func:`predict_many` run many
-sources. Memory is bounded by the window and the faces on screen, not by the video's length or the faces seen.
+:class:`Predictor` builds the pipeline's stages once; ``stream(frames)`` yields each face's windows as they complete,
+``run(source)`` returns a :class:`Prediction`; :class:`BatchRun` and :func:`predict_many` run many sources.
+docs/predict.md is the user's guide; docs/architecture.md maps the stages to their modules.
 """
 
 import importlib

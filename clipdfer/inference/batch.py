@@ -1,15 +1,10 @@
-"""Many sources: one bad source does not stop the others, results saved as they come, runs that resume, shards.
+"""Many sources: each failure recorded and skipped, results saved as they come, runs that resume, shards
+(docs/predict.md, "Many videos").
 
-    from clipdfer.inference import BatchRun, Predictor, expand_sources
     run = BatchRun(Predictor("clip_zeroshot_vitb32"), expand_sources(["videos/"]), out_dir="results")
     for item in run:                     # this process's share, in order; each result written as it is done
         print(item.index, item.result.source, "failed" if item.failed else "ok")
     run.write_summary()                  # results/summary.csv
-
-Sharding: under ``torchrun --nproc_per_node N`` (or any launcher that sets ``RANK`` / ``WORLD_SIZE``) each process
-takes every N-th source and its own GPU (``cuda:LOCAL_RANK``); ``shard=(i, n)`` (``--shard i/n``, 0 <= i < n) does
-the same for independent jobs such as a Slurm job array; both together split each shard among the processes. The
-shares are disjoint and together hold every source once.
 """
 
 import csv
@@ -53,30 +48,26 @@ def parse_shard(text: str) -> Tuple[int, int]:
 
 
 def process_share(shard: Optional[Tuple[int, int]] = None) -> Tuple[Tuple[int, int], Tuple[int, int]]:
-    """``((i, n), (rank, world))``: the shard this job takes (default 0/1) and this process's place among the
-    ``WORLD_SIZE`` processes of a torchrun launch, which split the shard among them."""
+    """``((i, n), (rank, world))``: this job's shard (default 0/1) and this process's place in a torchrun launch."""
     env = launch_env()
     return shard or (0, 1), (env.rank, env.world)
 
 
 def share_indices(count: int, shard: Tuple[int, int] = (0, 1), rank: int = 0, world: int = 1) -> List[int]:
-    """The indices of ``count`` sources that shard ``i/n`` holds (every n-th from the i-th) and, of those, the ones
-    process ``rank`` of ``world`` takes (every world-th). A shard is the same set of sources however many processes
-    run it, so shards run on different machines (one with torchrun, one without) still cover every source once."""
+    """Indices of ``count`` sources in shard ``i/n`` (every n-th from the i-th), of which process ``rank`` of ``world``
+    takes every world-th. A shard is the same sources however many processes run it."""
     index, n = shard
     return [i for i in range(count) if i % n == index][rank::world]
 
 
 def _safe(text: str) -> str:
-    """A file name's part: letters and digits of any script, '.', '-'; the rest (spaces, separators, bytes that are
-    not UTF-8) as '_'."""
+    """A file name's part: letters and digits of any script, '.', '-'; the rest as '_'."""
     return re.sub(r"[^\w.-]+", "_", text).strip("._") or "source"
 
 
 def output_names(sources: Sequence) -> List[str]:
-    """A distinct file stem per source, the same for the same list in every process: the file's name without its
-    extension; where names collide, the path from the colliding files' common folder (``a__clip``, ``b__clip``),
-    then with the extension (``clip_mp4``, ``clip_avi``), then with a hash of the absolute path."""
+    """A distinct file stem per source, the same in every process for the same list: the name without its extension; on
+    collisions the path from the common folder (``a__clip``), then the extension (``clip_mp4``), then a path hash."""
     paths = [os.path.abspath(s) if isinstance(s, (str, os.PathLike)) and not is_live(os.fspath(s)) else None
              for s in sources]
 
@@ -112,8 +103,7 @@ def output_names(sources: Sequence) -> List[str]:
 
 @dataclasses.dataclass
 class BatchItem:
-    """One source of a batch: its index in the whole list, the source, its result, and whether the result was read
-    back from a previous run's file instead of computed."""
+    """One source of a batch: its index in the whole list, the source, its result, and whether that was read back."""
     index: int
     source: object
     result: Union[Prediction, FailedSource]
@@ -132,8 +122,7 @@ def _write_json(path: str, data) -> None:
 
 
 def _identity(source) -> Optional[str]:
-    """What makes two sources the same one for resuming: a local path's real path, a URL itself; None for sources
-    that are never resumed (tensors, cameras)."""
+    """A source's identity for resuming: a path's real path, a URL; None for tensors and cameras (never resumed)."""
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         return text if is_live(text) else os.path.realpath(text)
@@ -141,8 +130,7 @@ def _identity(source) -> Optional[str]:
 
 
 def _stat(source) -> Optional[Dict]:
-    """What changes when a local source is replaced or edited: a file's size and modification time, a folder's
-    modification time (adding or removing a frame changes it)."""
+    """What changes when a local source is replaced or edited: a file's size and mtime, a folder's mtime."""
     key = _identity(source)
     if key is None or not os.path.exists(key):
         return None
@@ -164,28 +152,21 @@ def _saved_identity(data: Dict) -> Optional[str]:
 
 
 class BatchRun:
-    """Predict on this process's share of ``sources``, one source at a time, each failure recorded and skipped.
+    """Predict on this process's share of ``sources``, one at a time; a source that fails is a :class:`FailedSource`.
+
+    A source with a result in ``out_dir`` made with the same :attr:`settings` from the same file (size, mtime) is not
+    run again. Errors that are not one source's fault (a missing package, out of memory, a write) stop the run.
 
     Args:
-        predictor: the :class:`clipdfer.inference.Predictor` to run.
-        sources: every source of the job, in order (see :func:`clipdfer.inference.expand_sources`); every process
-            of a sharded job must get the same list.
-        out_dir: write each source's result as ``DIR/<name>.json`` as soon as it is done (:func:`output_names`),
-            with the settings it was made with, and a ``summary.csv`` with :meth:`write_summary`.
-        shard: ``(i, n)``: take the i-th of n shares (see :func:`share_indices`; torchrun's processes split it).
+        predictor: the :class:`Predictor` to run.
+        sources: every source of the job, in order; every process of a sharded job must get the same list.
+        out_dir: folder for ``<name>.json`` per source, written when it is done, and ``summary.csv``.
+        shard: ``(i, n)``: the i-th of n shares (:func:`share_indices`).
         overwrite: run every source again, even those with a result in ``out_dir``.
-        retry_failed: run the sources whose result in ``out_dir`` records a failure again.
-        reading: which frames are read (:class:`~clipdfer.inference.ReadSettings`).
-        progress / annotate / on_window: for :meth:`Predictor.run`.
-
-    Resuming: a source is not run again when a file in ``out_dir`` holds its result (found by the source's real path,
-    whatever its file is named), made from the source as it is now (same size and modification time) with the same
-    settings (:attr:`settings`: the model, its classes and weights, the window, the face detector's, the tracker's
-    and the sampling's settings). Tensors and cameras are always run.
-
-    A source fails (and is recorded as a :class:`FailedSource`) when it cannot be predicted: no face, corrupt, no
-    video stream, unreadable. Errors that are not one source's fault (a missing package, out of memory, a result that
-    cannot be written) stop the run; the results written so far stay.
+        retry_failed: run again the sources whose saved result is a failure.
+        reading: which frames are read (:class:`ReadSettings`).
+        progress, annotate, on_window: as :meth:`Predictor.run`.
+        **settings: flat :class:`ReadSettings` fields (deprecated: a FutureWarning; still applied).
 
     Raises:
         ValueError: ``out_dir`` is a file; ``annotate`` cannot be written.
@@ -243,8 +224,8 @@ class BatchRun:
         return data if isinstance(data, dict) and "source" in data else None
 
     def path(self, index: int) -> Optional[str]:
-        """The result file of source ``index``: the file that holds its result already, else ``<name>.json`` (None
-        without ``out_dir``)."""
+        """The result file of source ``index``: the one that holds its result, else ``<name>.json``; None without
+        ``out_dir``."""
         if not self.out_dir:
             return None
         key = _identity(self.sources[index])
@@ -320,11 +301,12 @@ class BatchRun:
         return result
 
     def write_summary(self, path: Optional[str] = None) -> str:
-        """Write the table of every source of the job (not only this process's share), then of every other result in
-        ``out_dir`` (earlier runs' sources): source, faces, frames, seconds (of video read), status (``ok``,
-        ``failed``, ``pending``: no result with these settings yet), error, processing_s, result (the file),
-        settings (``same``: made with this run's settings; ``other``: with other settings, e.g. other weights);
-        atomically, UTF-8 (bytes of file names that are not UTF-8 as backslash escapes). Returns its path.
+        """Write ``summary.csv``: every source of the job (not only this share), then every other result in
+        ``out_dir`` (earlier runs' sources); returns its path.
+
+        Columns: source, faces, frames, seconds, status (``ok``, ``failed``, ``pending``: no result with these settings
+        yet), error, processing_s, result (the file), settings (``same``: made with this run's settings; ``other``:
+        e.g. other weights). Written atomically in UTF-8 (file-name bytes that are not UTF-8 as backslash escapes).
 
         Raises:
             ValueError: the run has no ``out_dir`` and no ``path`` is given.
@@ -371,19 +353,16 @@ def predict_many(sources: Sequence, model: Union[str, torch.nn.Module, None] = N
                  retry_failed: bool = False, *, reading: Optional[ReadSettings] = None,
                  faces: Optional[FaceSettings] = None, windows: Optional[WindowSettings] = None, **kwargs
                  ) -> List[Union[Prediction, FailedSource]]:
-    """Predict on many sources with one model: a result per source of this process's share, in order; a source
-    that fails gives a :class:`FailedSource` instead of stopping the others.
+    """Predict on many sources with one model: a result per source of this process's share, in order (a source that
+    fails gives a :class:`FailedSource`).
 
     Args:
-        sources: files, folders, globs, text files of paths ... (expanded with
-            :func:`clipdfer.inference.expand_sources`).
-        model: as :class:`clipdfer.inference.Predictor` (None: its default, :data:`DEFAULT_MODEL`).
-        out_dir / shard / overwrite / retry_failed: see :class:`BatchRun` (with ``out_dir``, ``summary.csv`` is
-            written at the end).
-        reading / faces / windows: the settings objects; their fields may also be given as keywords, as to
-            :func:`clipdfer.predict`.
-        **kwargs: settings fields, and :class:`clipdfer.inference.Predictor`'s ``pretrained``, ``checkpoint``,
-            ``device``, ``dtype``, ``live``, ``background``.
+        sources: files, folders, globs, text files of paths ... (:func:`expand_sources`).
+        model: as :class:`Predictor`; None: :data:`DEFAULT_MODEL`.
+        out_dir, shard, overwrite, retry_failed: as :class:`BatchRun` (``summary.csv`` written at the end).
+        reading, faces, windows: the settings objects.
+        **kwargs: settings fields (as to :func:`clipdfer.predict`), and :class:`Predictor`'s ``pretrained``,
+            ``checkpoint``, ``device``, ``dtype``, ``live``, ``background``.
     """
     from .predictor import DEFAULT_MODEL, Predictor
     from .sources import expand_sources

@@ -1,8 +1,5 @@
-"""The last stage of prediction: timelines -> what users read: text, JSON, CSV, and annotated video frames.
-
-:class:`FrameDrawer` decides when each frame can be drawn with its faces' labels (the window that covers it, else the
-nearest one once no window can cover it any more), so drawing never waits on a window that will not come and holds at
-most about ``window + the tracker's delay`` frames. :class:`ResultWriter` prints results as soon as each source is done.
+"""The last stage of prediction: timelines -> text, JSON, CSV (:class:`ResultWriter`) and annotated frames
+(:class:`FrameDrawer`, which holds at most about ``window + the tracker's delay`` frames).
 """
 
 import csv
@@ -42,8 +39,9 @@ class FrameDrawer:
             self.boxes.setdefault(index, []).append((face_id, box))
 
     def draw_until(self, final_until: int, label: Callable[[int, int], Label]) -> None:
-        """Draw the frames up to ``final_until`` (every box of them given) whose faces' labels are resolved, in order;
-        ``label(face_id, frame)`` says whether a face's label at a frame is known and which window gives it."""
+        """Draw, in order, the frames up to ``final_until`` whose faces' labels are resolved; ``label(face_id, frame)``
+        says whether a label is known and which window gives it (the covering one, else the nearest once none can cover
+        it)."""
         j = self.drawn + 1
         while j <= final_until and j in self.frames:
             faces = []
@@ -88,10 +86,9 @@ def format_prediction(r: Prediction) -> str:
 
 
 class ResultWriter:
-    """Writes each source's result as it comes, flushed: ``text`` (:func:`format_prediction`; failed sources are left
-    out), ``json`` (one list, ``[`` written at once and ``]`` at :meth:`close`: an interrupted run's finished entries
-    stay readable) or ``csv`` (one row per face and window: :data:`CSV_COLUMNS`, then one column per class; failed
-    sources write none; the header comes with the first rows, or at :meth:`close`).
+    """Writes each source's result as it comes, flushed: ``text`` (failed sources left out), ``json`` (one list whose
+    finished entries stay readable when interrupted; ``]`` at :meth:`close`) or ``csv`` (:data:`CSV_COLUMNS` and a
+    column per class, a row per face and window).
 
     Raises:
         ValueError: a format that is not one of ``FORMATS``.

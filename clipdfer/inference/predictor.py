@@ -1,7 +1,5 @@
-"""One source through the pipeline: :class:`Predictor` builds the stages once; each run streams a source through them.
-
-    source -> frames with times (sources.py) -> faces -> tracks -> crops (tracking.py, in a background thread)
-           -> windows (windows.py) -> scores (scoring.py) -> timelines (results.py) -> outputs (outputs.py)
+"""One source through the pipeline: :class:`Predictor` builds the stages once; each run streams a source through them
+(docs/architecture.md lists the stages).
 """
 
 import dataclasses
@@ -53,10 +51,8 @@ class _Plan:
 class _Session:
     """One pass of a stream of tracked frames through windows, scores and timelines (see :meth:`Predictor.stream`).
 
-    What it holds: the crops of the live tracks (T per face at most), the windows waiting for a batch, each face's
-    timeline, and with drawing, the frames not drawn yet. With ``keep`` (a run's result) a timeline keeps every
-    window of its face; without (:meth:`Predictor.stream`, which hands each window over as it is scored) only the
-    last few, and an ended face's timeline is dropped.
+    Holds the live tracks' crops (T per face at most), the windows waiting for a batch, the timelines and the frames not
+    drawn yet. With ``keep`` a timeline keeps every window; without, only the last few, and an ended face is dropped.
     """
 
     def __init__(self, scorer: WindowScorer, plan: _Plan, draw: Optional[Callable] = None, keep: bool = True):
@@ -143,21 +139,22 @@ class _Session:
 
 
 class Predictor:
-    """Expression timelines of every face in a source: the model, the face tracker and the stages, built once and
-    used for any number of sources.
+    """Expression timelines of every face in a source: the model, the face tracker and the stages, built once and used
+    for any number of sources.
 
     Args:
-        model: a registered name, a ``local-dir:``/``hf-hub:`` name, or a model instance. Default
-            :data:`DEFAULT_MODEL`, DFER-CLIP fine-tuned on FERV39k (the official release; downloaded once).
+        model: a registered name, a ``local-dir:``/``hf-hub:`` name, or a model instance (default
+            :data:`DEFAULT_MODEL`).
         pretrained: load the model's default weights (False: random weights drawn with seed 0, with a notice).
         checkpoint: a weights file or saved directory instead.
         faces: how faces are found, followed and cut out (:class:`FaceSettings`).
         windows: how each face's crops are scored (:class:`WindowSettings`).
-        device: ``cuda`` / ``cuda:1`` / ``cpu`` (default: CUDA when available).
-        dtype: run the model under ``torch.autocast`` in this dtype (``"bf16"``, ``"fp16"`` or a torch dtype);
-            None: as the model is.
+        device: ``cuda``, ``cuda:1``, ``cpu`` (default: CUDA when available).
+        dtype: run the model under ``torch.autocast`` in this dtype (``"bf16"``, ``"fp16"`` or a torch dtype); None: as
+            the model is.
         live: score each window as soon as it completes (a camera, a stream) instead of in batches.
         background: decode, detect and track in a background thread while the model scores.
+        **settings: flat settings fields (deprecated: a FutureWarning; still applied).
 
     Raises:
         ValueError: a window the model cannot take, a model without classifier, an unknown dtype.
@@ -283,9 +280,8 @@ class Predictor:
     def stream(self, frames: Iterable[Tuple[float, np.ndarray]]) -> Iterator[WindowResult]:
         """Score a stream of ``(time in s, RGB (H, W, 3) uint8)`` frames; yields each face's windows as they complete.
 
-        Works on an endless source (a camera): stop iterating whenever you like. What is held is bounded by the faces
-        on screen (T crops and a few windows each) and the tracker's delay, not by the length of the stream or the
-        faces seen: each window is handed over as it is scored, and an ended face leaves nothing behind.
+        Works on an endless source (stop iterating at any time): each window is handed over as it is scored, and an
+        ended face leaves nothing behind.
         """
         session = self._session(keep=False)
         events = self._events(self.tracking_stage(), frames)
@@ -298,21 +294,21 @@ class Predictor:
     def run(self, source, reading: Optional[ReadSettings] = None, progress: bool = False,
             annotate: Union[None, str, VideoOutput] = None, on_window: Optional[Callable[[WindowResult], None]] = None,
             **settings) -> Prediction:
-        """Predict on a whole source (see :func:`clipdfer.inference.iter_source`) and collect every face's timeline.
+        """Predict on a whole source (:func:`iter_source`) and collect every face's timeline; with ``live=True``, Ctrl-C
+        ends the source and the faces seen so far are the result.
 
         Args:
-            reading: which frames are read (:class:`ReadSettings`: fps, time range, a folder's frame rate).
+            source: what :func:`iter_source` reads.
+            reading: which frames are read (:class:`ReadSettings`).
             progress: show a progress bar of the frames read.
-            annotate: write the frames used, with each face's box, id and top class, to this video file (with the
-                source's timing).
-            on_window: called with each :class:`WindowResult` as it completes (e.g. to print a live timeline).
-
-        With ``live=True``, Ctrl-C (KeyboardInterrupt) ends the source and the faces seen so far are the result.
+            annotate: write the frames used, with each face's box, id and top class, to this video file.
+            on_window: called with each :class:`WindowResult` as it completes.
+            **settings: flat :class:`ReadSettings` fields (deprecated: a FutureWarning; still applied).
 
         Raises:
             NoFaceError: no face was found (or followed long enough to score).
-            FileNotFoundError, ValueError: the source cannot be read; ``annotate`` is not a writable video path
-                (a missing folder, the source itself, not .mp4 / .mkv / .mov).
+            FileNotFoundError, ValueError: the source cannot be read; ``annotate`` is not a writable video path (a
+                missing folder, the source itself, not .mp4 / .mkv / .mov).
         """
         reading = legacy_settings("Predictor.run", settings, reading=reading)[0]
         if annotate is not None and not isinstance(annotate, VideoOutput):
@@ -383,8 +379,7 @@ class Predictor:
 
 
 def _close_after_error(annotator) -> None:
-    """Finish an annotated video after the run stopped; a video that cannot be finished is removed (it would not
-    play), with a warning."""
+    """Finish an annotated video after the run stopped; one that cannot be finished is removed, with a warning."""
     try:
         annotator.close()
     except Exception as e:  # the run's own error is what the caller sees
@@ -410,22 +405,16 @@ def predict(
         windows: Optional[WindowSettings] = None,
         **settings,
 ) -> Prediction:
-    """Expression probabilities over time for every face of a source (see :class:`Predictor`).
+    """Expression probabilities over time for every face of a source (see :class:`Predictor`, whose arguments it takes).
 
     Args:
-        source: a video file, a folder of frames, a (T, 3, H, W) tensor (uint8, or float in [0, 1]), a stream URL,
-            or a camera index.
+        source: a video file, a folder of frames, a (T, 3, H, W) tensor (uint8, or float in [0, 1]), a stream URL, or a
+            camera index.
         progress: show a progress bar of the frames read.
         annotate: also write the video with each face's box, id and current top class to this file.
-        reading / faces / windows: the settings objects (:class:`ReadSettings`, :class:`FaceSettings`,
+        reading, faces, windows: the settings objects (:class:`ReadSettings`, :class:`FaceSettings`,
             :class:`WindowSettings`).
-        **settings: their fields as keywords, over those objects: ``fps`` (default 8; None or 0: every frame),
-            ``start``, ``end``, ``folder_fps``; ``detect_faces``, ``detector``, ``min_face_score``, ``detect_every``,
-            ``min_track_frames``, ``max_missing``, ``cut_threshold``, ``margin``; ``window``, ``stride``,
-            ``batch_size``, ``top_k``.
-
-    Other arguments as :class:`Predictor`. To predict on many sources, build one :class:`Predictor` and use
-    :func:`clipdfer.inference.predict_many` (one bad source does not stop the others).
+        **settings: their fields as keywords (``fps``, ``start``, ``margin``, ``window`` ...), over those objects.
 
     Raises:
         NoFaceError: no face in the source.

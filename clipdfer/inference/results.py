@@ -1,8 +1,5 @@
-"""What prediction gives back: each window's scores, each face's timeline, one video's prediction, a failed source.
-
-One type per thing, from the streaming interface to JSON: :meth:`Predictor.stream` yields :class:`WindowResult`,
-:class:`FaceTimeline` collects one face's windows, :class:`Prediction` holds every face of a source, and
-:class:`FailedSource` stands for a source that could not be predicted. ``to_dict()`` gives JSON-ready data.
+"""What prediction gives back, one type from the stream to JSON: :class:`WindowResult`, :class:`FaceTimeline`,
+:class:`Prediction`, :class:`FailedSource`; ``to_dict()`` gives JSON-ready data.
 """
 
 import dataclasses
@@ -18,10 +15,10 @@ class WindowResult:
     """The class probabilities of one face over one window of frames.
 
     Attributes:
-        face_id: the face's id (1, 2, ... in the order faces are confirmed).
-        start / end: times of the window's first and last frame, in seconds of the source.
-        start_frame / end_frame: indices of those frames among the frames read (0 = the first frame read).
-        probs: class name -> probability (they sum to 1), in the model's class order.
+        face_id: the face's id.
+        start, end: times of the window's first and last frame, in seconds of the source.
+        start_frame, end_frame: indices of those frames among the frames read (0: the first frame read).
+        probs: class name -> probability (summing to 1), in the model's class order.
     """
     face_id: int
     start: float
@@ -51,12 +48,11 @@ class FaceTimeline:
 
     Attributes:
         id: the face's id.
-        first_frame / last_frame: the first and last frame of its track (indices among the frames read).
-        start / end: their times in seconds.
+        first_frame, last_frame: its track's first and last frame (indices among the frames read).
+        start, end: their times in seconds.
         detections: frames in which the detector found it (the others of its span are interpolated).
         windows: its windows in order.
-        overall: the mean of its windows' probabilities (set when the face ends).
-        top_k: the best classes of ``overall``, most probable first (set when the face ends).
+        overall, top_k: the mean of its windows' probabilities and its best classes (set when the face ends).
     """
     id: int
     first_frame: int
@@ -70,10 +66,8 @@ class FaceTimeline:
     ended: bool = False
 
     def _locate(self, frame: int) -> Tuple[Optional[WindowResult], Optional[WindowResult]]:
-        """(the first window that covers ``frame``, the last window that ends before it); None where there is none.
-
-        Windows start and end in order, so the scan goes back from the newest window and stops at the first one that
-        ends before the frame: drawing, which asks about recent frames, looks at a few windows only."""
+        """(the first window that covers ``frame``, the last window that ends before it), each None where there is none;
+        scanned back from the newest window."""
         covering = None
         for w in reversed(self.windows):
             if w.start_frame > frame:
@@ -120,24 +114,21 @@ class FaceTimeline:
 class Prediction:
     """Every face of one source, each with its timeline; what :func:`clipdfer.predict` returns.
 
-    ``windows``, ``overall`` and ``top_k`` are those of the main face: the longest track (the lowest id among
-    equals).
+    ``windows``, ``overall`` and ``top_k`` are the main face's: the longest track (the lowest id among equals).
 
     Attributes:
         source: the source's name (its path, URL, ``camera N`` or ``tensor``).
-        model: the model's name.
-        class_names: the classes, in the model's order.
-        faces: every face that has at least one window, by id.
+        model, class_names: the model's name and its classes in order.
+        faces: every face with at least one window, by id.
         main_face: the main face's id.
         frames_used: frames read from the source (after ``fps`` sampling and the time range).
-        frames_with_face: frames read in which at least one kept face has a box (detected or interpolated).
-        seconds: the time from the first to the last frame read, in seconds of the source.
+        frames_with_face: frames read in which a kept face has a box (detected or interpolated).
+        seconds: from the first to the last frame read, in seconds of the source.
         timings: seconds spent loading the model, detecting and tracking, in the model, in all.
-        notice: set when the model's weights make its probabilities meaningless (random, untrained head).
+        notice: set when the weights make the probabilities meaningless (random, untrained head).
         detector: the face detector that ran (None: whole frames).
         notes: what the reader had to assume about the source (e.g. frame times from its rate).
-        settings: what made it besides the source: the model, its weights and classes, and the reading, face and
-            window settings (``Predictor.settings`` with ``reading``).
+        settings: what made it besides the source (``Predictor.settings`` with ``reading``).
     """
     source: str
     model: str
@@ -198,7 +189,7 @@ class FailedSource:
     Attributes:
         source: the source's name.
         error: what went wrong and what to do, as the exception said.
-        error_type: the exception's class name (``NoFaceError``, ``ValueError``, ``FileNotFoundError`` ...).
+        error_type: the exception's class name (``NoFaceError``, ``ValueError`` ...).
     """
     source: str
     error: str

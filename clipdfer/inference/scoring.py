@@ -1,9 +1,5 @@
-"""The fourth stage of prediction: windows -> class probabilities, windows of every face batched into one forward.
-
-Models whose image encoder sees one frame at a time (``model.frames_independent``: zero-shot CLIP, CoOp, CoCoOp,
-DFER-CLIP, PMFER, A³lign-DFER) encode each crop once and share its features between the windows it is in
-(``encode_frame_batch`` + ``features_from_frames``); InterFIT's frames interact inside its encoder, so CLIP-Guided
-DFER scores whole windows.
+"""The fourth stage of prediction: windows -> class probabilities, the windows of every face batched; a model with
+``frames_independent`` encodes each crop once for all its windows (docs/predict.md, "Windows").
 """
 
 import contextlib
@@ -51,9 +47,8 @@ class WindowScorer:
         net: a clipdfer model (in eval mode).
         device: where the model is.
         batch_size: windows per forward pass.
-        dtype: run the model under ``torch.autocast`` in this dtype (``torch.bfloat16``, ``torch.float16``); None or
-            float32: no autocast. Crops are cast to the dtype of the model's weights either way, so a model converted
-            with ``model.to(torch.bfloat16)`` works too.
+        dtype: ``torch.autocast`` dtype (``torch.bfloat16``, ``torch.float16``); None or float32: none. Crops are cast
+            to the weights' dtype either way (a ``model.to(torch.bfloat16)`` works).
     """
 
     def __init__(self, net: torch.nn.Module, device: torch.device, batch_size: int = 8,

@@ -1,9 +1,5 @@
-"""Prediction settings as data: how frames are read, how faces are found and followed, how windows are scored.
-
-Each is a frozen dataclass validated when it is made; each default is stated here once. ``clipdfer predict``, the
-:class:`~clipdfer.inference.Predictor`, :class:`~clipdfer.inference.BatchRun` and :func:`~clipdfer.inference.predict`
-take them, and a result records them (``Prediction.settings`` in a corpus's JSON), as :func:`settings_dict` writes
-them.
+"""Prediction settings as data: frozen dataclasses validated when made, each default stated once. A result records them
+(:func:`settings_dict`).
 """
 
 import dataclasses
@@ -37,12 +33,11 @@ class ReadSettings:
 
     Attributes:
         fps: frames per second taken, on the ``k / fps`` grid of the source's timeline; None (or 0): every frame.
-        start / end: the time range read, in seconds of the source; None: from its start / to its end.
+        start, end: the time range read, in seconds of the source; None: from its start, to its end.
         folder_fps: the frame rate of a folder of frames or a tensor (they have no timestamps).
 
     Raises:
-        ValueError: ``fps`` negative or not finite; ``start`` / ``end`` negative, not finite, or ``end`` before
-            ``start``; ``folder_fps`` not a positive finite number.
+        ValueError: a value out of its range (negative or not finite, ``end`` before ``start``), naming it.
     """
     fps: Optional[float] = 8.0
     start: Optional[float] = None
@@ -68,12 +63,12 @@ class FaceSettings:
         detect: find and follow faces; False scores the centre square of whole frames as one "face".
         detector: ``auto``, ``yunet``, ``haar``, or a :class:`clipdfer.faces.FaceDetector`.
         min_score: the detection score a face needs (None: the detector's default).
-        detect_every: search for faces every k-th frame (and at shot cuts); boxes in between are interpolated.
+        detect_every: search every k-th frame (and at shot cuts); boxes in between are interpolated.
         min_track_frames: faces seen for fewer frames are dropped.
         max_missing: searches in a row a face may be missed before its track ends.
         cut_threshold: histogram distance of a shot cut, in (0, 1]; None: no cut detection.
-        margin: context around each face box, a fraction of its longer side on each side, in [0, 2] (None: the
-            model's ``pretrained_cfg.crop_margin``).
+        margin: context around each box, a fraction of its longer side on each side, in [0, 2] (None: the model's
+            ``pretrained_cfg.crop_margin``).
 
     Raises:
         ValueError: a value out of its range, naming it.
@@ -121,7 +116,7 @@ class WindowSettings:
     Attributes:
         window: frames per window (None: the model's T).
         stride: frames between window starts (None: window // 2).
-        batch_size: windows per forward pass (windows of every face on screen are batched together).
+        batch_size: windows per forward pass, of every face on screen.
         top_k: how many classes each face's ``top_k`` lists.
 
     Raises:
@@ -160,8 +155,8 @@ _CLASSES = (ReadSettings, FaceSettings, WindowSettings)
 def split_settings(kwargs: Dict[str, Any], reading: Optional[ReadSettings] = None,
                    faces: Optional[FaceSettings] = None, windows: Optional[WindowSettings] = None
                    ) -> Tuple[ReadSettings, FaceSettings, WindowSettings]:
-    """Flat keywords (``fps=4, window=8, margin=0.5``; ``detect_faces`` and ``min_face_score`` as aliases) over the
-    given settings objects (default: the defaults): the three settings with those fields replaced.
+    """Flat keywords (``fps=4, window=8, margin=0.5``; aliases ``detect_faces``, ``min_face_score``) over the given
+    settings objects (default: the defaults) -> the three settings.
 
     Raises:
         TypeError: a keyword that is no field of any settings, naming the fields.
@@ -180,8 +175,7 @@ def split_settings(kwargs: Dict[str, Any], reading: Optional[ReadSettings] = Non
 
 
 def legacy_settings(what: str, kwargs: Dict[str, Any], **settings) -> Tuple[ReadSettings, FaceSettings, WindowSettings]:
-    """Settings given as flat keywords to a class that takes settings objects (earlier releases): still applied, with
-    a FutureWarning that names the objects to use."""
+    """Flat keywords given to a class that takes settings objects: still applied, with a FutureWarning."""
     if kwargs:
         warnings.warn(f"{what}({', '.join(f'{k}=...' for k in kwargs)}): pass the settings as objects instead "
                       f"(clipdfer.inference.ReadSettings / FaceSettings / WindowSettings: reading=, faces=, windows=); "

@@ -1,9 +1,5 @@
-"""The first stage of prediction: sources -> frames with their times.
-
-A source is a video file, a folder of frames, a (T, 3, H, W) tensor, a stream URL or a camera. :func:`iter_source`
-reads one as ``(time in s, RGB (H, W, 3) uint8)`` frames, upright as a player shows them, sampled on the
-``k / fps`` grid (:mod:`clipdfer.data.io` does the decoding). :func:`expand_sources` turns what a user types (files,
-folders of videos, globs, text files of paths) into the list of sources.
+"""The first stage of prediction: sources -> ``(time in s, RGB (H, W, 3) uint8)`` frames (:func:`iter_source`), and what
+a user types -> the list of sources (:func:`expand_sources`).
 """
 
 import dataclasses
@@ -35,8 +31,8 @@ def sample_clip_path() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Camera:
-    """A camera to read live through OpenCV: ``Camera(0)`` is the first one; a device path such as ``/dev/video0``
-    works too (and a video file, read through the same path, for tests)."""
+    """A camera to read live through OpenCV: ``Camera(0)``, or a device path such as ``/dev/video0`` (or a video file,
+    for tests)."""
     device: Union[int, str] = 0
 
 
@@ -71,11 +67,10 @@ def iter_source(source, fps: Optional[float] = ReadSettings.fps, start: Optional
     """``(time in s, RGB (H, W, 3) uint8)`` frames of a source, ``fps`` per second, from ``start`` to ``end``.
 
     Args:
-        source: a video file, a folder of frames, a (T, 3, H, W) tensor (uint8, or float in [0, 1]), a stream URL
-            (``rtsp://``, ``http://`` ...: read live through PyAV), or a camera (:class:`Camera`, or an int index:
-            read through OpenCV).
+        source: a video file, a folder of frames, a (T, 3, H, W) tensor (uint8, or float in [0, 1]), a stream URL (read
+            live through PyAV), or a camera (:class:`Camera` or an int index: OpenCV).
         fps: frames per second to take, on the ``k / fps`` grid (None or 0: every frame).
-        start / end: the time range to read, in seconds of the source.
+        start, end: the time range to read, in seconds of the source.
         folder_fps: the frame rate of a folder of frames or a tensor.
         notes: receives what the reader had to assume (e.g. frame times from the stream's rate).
 
@@ -121,8 +116,7 @@ class SourceFrames:
     """The frames of one source as ``reading`` says, ``(time in s, RGB (H, W, 3) uint8)``; iterate once.
 
     Attributes:
-        notes: what the reader had to assume or skip (frame times from the stream's rate, damaged packets, an
-            early end ...), one sentence each, filled as it reads: complete once the iteration has ended.
+        notes: what the reader had to assume or skip, one sentence each; complete once the iteration has ended.
     """
 
     def __init__(self, source, reading: Optional[ReadSettings] = None):
@@ -150,8 +144,7 @@ def _has_glob(text: str) -> bool:
 
 
 def _frame_folder(path: str) -> bool:
-    """A folder of frames (one clip): images, and no videos nor folders next to them (a cover picture beside folders
-    of videos does not make one)."""
+    """A folder of frames (one clip): images, and no videos nor folders beside them."""
     from ..data.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
     names = [n for n in os.listdir(path) if not n.startswith(".")]
     if any(os.path.isdir(os.path.join(path, n)) for n in names):
@@ -181,14 +174,10 @@ def _walk(folder: str, recursive: bool) -> List[str]:
 
 
 def _read_list(path: str) -> List[str]:
-    """The paths of a text file of paths: one per line, relative ones under the file's folder; blank lines and lines
-    starting with ``#`` skipped, and a trailing `` # comment`` dropped when the line is not a path as it stands (file
-    names may hold '#': ``Interview #3.mp4``). UTF-8 (with or without a byte-order mark; bytes that are not UTF-8
-    kept as the file system's, as ``find > list.txt`` writes them) or UTF-16 with its byte-order mark (PowerShell's
-    ``dir > list.txt``).
+    """The paths of a text file of paths (docs/predict.md, "Many videos"): relative ones under the file's folder.
 
     Raises:
-        ValueError: the file is neither.
+        ValueError: the file is neither UTF-8 nor UTF-16 with its byte-order mark.
     """
     import codecs
     base = os.path.dirname(os.path.abspath(path))
@@ -215,14 +204,12 @@ def _read_list(path: str) -> List[str]:
 
 
 def expand_sources(items: Sequence[Source], recursive: bool = True) -> List[Source]:
-    """The sources that ``items`` name, in order, each once.
+    """The sources that ``items`` name (docs/predict.md, "Many videos"), in order, each once (a repeat warns).
 
-    Each item is a video file (kept as given, even when missing: it fails as that source's error), a folder of
-    frames (one source), a folder of videos (its videos and frame folders, in natural order; below it too with
-    ``recursive``), a glob (``clips/*.mp4``, ``data/**/*.mov``), a text file of paths (``.txt``, ``.lst``,
-    ``.list``: one path or glob per line, ``#`` comments, relative to the file), a stream URL, a camera, or a tensor.
-    Hidden files and folders (names starting with ``.``, e.g. macOS ``._*`` sidecars) are skipped, and a source given
-    twice is kept once (with a warning).
+    Args:
+        items: video files (kept even when missing: each fails as its source), folders of frames or videos, globs, text
+            files of paths, stream URLs, cameras, tensors.
+        recursive: also the videos and frame folders below a folder.
 
     Raises:
         ValueError: a glob matches nothing, or a folder holds no videos or frame folders.

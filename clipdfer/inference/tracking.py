@@ -1,10 +1,5 @@
-"""The second stage of prediction: frames -> faces -> tracks -> crops, optionally in a background thread.
-
-:class:`TrackingStage` numbers the frames of a source, runs the face tracker on them (:mod:`clipdfer.faces`) and
-cuts each final box's crop, prepared for the model, from the frames it still holds. It holds only the frames whose
-boxes are not final yet (at most the tracker's ``max_delay`` of them), and emits one :class:`TrackedFrame` per frame
-read plus one at the end of the stream. :func:`background` runs any iterator (here: decoding, detection, tracking and
-cropping) in a thread while the caller scores windows; PyAV, OpenCV, PIL and torch release the GIL while they work.
+"""The second stage of prediction: frames -> faces -> tracks -> crops (:class:`TrackingStage`), optionally in a
+background thread (:func:`background`).
 """
 
 import queue
@@ -21,8 +16,8 @@ __all__ = ["FaceCrop", "TrackedFrame", "TrackingStage", "WholeFrames", "backgrou
 
 
 class FaceCrop:
-    """One face in one frame: its box, and its crop prepared for the model until the crop's features are computed
-    (then only those). A crop is shared by every window it is in."""
+    """One face in one frame: its box, and its prepared crop until the crop's features are computed (then only those);
+    shared by every window it is in."""
     __slots__ = ("face_id", "index", "time", "box", "pixels", "feature")
 
     def __init__(self, face_id: int, index: int, t: float, box: Optional[tuple], pixels: torch.Tensor):
@@ -38,9 +33,9 @@ class TrackedFrame:
         index: the frame's index among the frames read (-1: the end of the stream).
         time: its time in seconds.
         image: the RGB (H, W, 3) uint8 frame (None at the end of the stream).
-        crops: crops of the boxes that became final with this frame, in frame order per face (they may be of earlier
-            frames: a box is final once the tracker has decided, up to ``max_delay`` frames later).
-        ended: the tracks that ended (a face left, a shot cut, the end of the stream).
+        crops: crops of the boxes that became final with this frame, in frame order per face (maybe of earlier frames,
+            up to ``max_delay`` back).
+        ended: the tracks that ended.
         final_until: every box of the frames up to this index has been given.
     """
     __slots__ = ("index", "time", "image", "crops", "ended", "final_until")
@@ -68,20 +63,20 @@ class WholeFrames:
 
 
 class TrackingStage:
-    """Frames -> final face boxes -> prepared crops, one :class:`TrackedFrame` per frame read.
+    """Frames -> final face boxes -> prepared crops, one :class:`TrackedFrame` per frame read and one at the end. Holds
+    only the frames whose boxes are not final yet.
 
     Args:
-        tracker: a :class:`clipdfer.faces.FaceTracker` (or :class:`WholeFrames`), fresh for this stream.
+        tracker: a fresh :class:`clipdfer.faces.FaceTracker` (or :class:`WholeFrames`).
         prepare: a (S, S, 3) uint8 crop -> the model's (3, S, S) input.
         margin: context around each box, a fraction of its longer side on each side.
         size: the crop's side in pixels.
-        interpolation: how crops are resized to ``size`` (the model's ``pretrained_cfg.interpolation``).
+        interpolation: how crops are resized to ``size``.
 
-    Attributes (read them once the stream has ended):
-        frames_read: frames taken from the source.
-        frames_with_face: frames in which at least one kept face has a final box (detected or interpolated).
-        first_time / last_time: the times of the first and last frame read (s).
-        seconds: ``{"detect_and_track_s", "crop_s"}``: time spent in the tracker and cutting crops.
+    Attributes:
+        frames_read, frames_with_face: frames read, and those with a kept face's final box (after the stream).
+        first_time, last_time: the times of the first and last frame read (s).
+        seconds: ``{"detect_and_track_s", "crop_s"}``.
     """
 
     def __init__(self, tracker, prepare: Callable[[np.ndarray], torch.Tensor], margin: float, size: int,
@@ -113,8 +108,7 @@ class TrackingStage:
         yield self.finish()
 
     def finish(self) -> TrackedFrame:
-        """End the stream (every track ends): the last :class:`TrackedFrame`, with ``index`` -1. Called by the
-        iteration at the end of the frames; call it yourself after stopping a live source."""
+        """End the stream: the last :class:`TrackedFrame` (``index`` -1). Call it after stopping a live source."""
         step = self.tracker.finish()
         event = TrackedFrame(-1, self.last_time or 0.0, None, self._crops(step), step.ended, step.final_until)
         self._forget(step.final_until)
@@ -150,8 +144,8 @@ _END = object()
 def background(items: Iterable, depth: int = 8, name: str = "clipdfer-reader") -> Iterator:
     """Iterate ``items`` in a background thread, up to ``depth`` ahead of the caller.
 
-    An exception in the thread is raised in the caller; when the caller stops early (or is interrupted), the thread
-    stops at its next item and ``items`` is closed (a video file is closed, a camera released).
+    An exception in the thread is raised in the caller; when the caller stops early, the thread stops at its next item
+    and ``items`` is closed.
     """
     box: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()

@@ -1,10 +1,5 @@
-"""The third stage of prediction: each face's crops -> windows of T frames, due every ``stride`` frames.
-
-A :class:`FaceWindows` lives as long as its track: it holds the track's last T crops (their features once encoded)
-and is dropped when the track ends, so what is held is bounded by the faces on screen, not by the faces seen.
-Windows start every ``stride`` crops once T are in; a track shorter than T is one window with its crops sampled to T
-(as a short clip is in training: the model's ``frame_sampling``, e.g. DFER-CLIP's segment rule); the last window of
-a track ends at its last frame.
+"""The third stage of prediction: each face's crops -> windows of T frames, due every ``stride`` frames (a track shorter
+than T: one window sampled to T). A :class:`FaceWindows` holds its track's last T crops and ends with it.
 """
 
 import collections
@@ -29,7 +24,7 @@ class FaceWindows:
         first_frame: the frame index of its first crop (its crops come one per frame, in order).
         window: T, crops per window.
         stride: crops between window starts.
-        sampling: how a track shorter than T is sampled to T frames (the model's ``pretrained_cfg.frame_sampling``).
+        sampling: how a track shorter than T is sampled to T (the model's ``pretrained_cfg.frame_sampling``).
     """
 
     def __init__(self, face_id: int, first_frame: int, window: int, stride: int, sampling: str = "segment"):
@@ -67,6 +62,6 @@ class FaceWindows:
         return None
 
     def may_cover(self, frame: int) -> bool:
-        """Whether a window not given yet may still cover ``frame`` (one of this track's frames already added): a
-        regular window, or the last window if the track ended now. False once T more crops have come after it."""
+        """Whether a window not given yet may still cover ``frame`` (one of this track's frames); False once T more
+        crops have come."""
         return self.count <= (frame - self.first_frame) + self.window

@@ -16,18 +16,8 @@ def multi_head_attention(
         num_heads: int,
         is_causal: bool = False,
 ) -> torch.Tensor:
-    """Scaled dot-product attention over heads.
-
-    Args:
-        q: queries (N, Lq, D), already projected.
-        k: keys (N, Lk, D), already projected.
-        v: values (N, Lk, D), already projected.
-        num_heads: number of heads; D must be divisible by it.
-        is_causal: apply a causal mask (query i sees keys 0..i).
-
-    Returns:
-        (N, Lq, D) attention output before the output projection.
-    """
+    """Scaled dot-product attention over heads: projected q (N, Lq, D), k and v (N, Lk, D) -> (N, Lq, D), before the
+    output projection; ``num_heads`` must divide D; ``is_causal``: query i sees keys 0..i."""
     n, lq, d = q.shape
     lk = k.shape[1]
     hd = d // num_heads
@@ -42,15 +32,14 @@ def multi_head_attention(
 class Attention(nn.Module):
     """Multi-head attention with one fused ``Linear(dim, 3 * dim)`` for q, k and v, and an output projection.
 
-    Self-attention when ``context`` is None; cross-attention otherwise (queries from ``x``, keys and values from
-    ``context``). In the cross case only the q rows of the fused projection are applied to ``x`` and only the k, v
-    rows to ``context``: the same parameters and result as projecting all three for every token, at less cost.
+    Self-attention when ``context`` is None, else cross-attention (only the q rows applied to ``x``, the k, v rows to
+    ``context``: the same result at less cost).
 
     Args:
         dim: token width.
         num_heads: number of heads; must divide ``dim``.
         qkv_bias: bias on the fused q/k/v projection.
-        zero_init_proj: zero-initialise the output projection, so the block starts as the identity of its residual.
+        zero_init_proj: zero-initialise the output projection (the block starts as its residual's identity).
     """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, zero_init_proj: bool = False):
@@ -68,15 +57,7 @@ class Attention(nn.Module):
             nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Attend.
-
-        Args:
-            x: query tokens (N, Lq, dim).
-            context: key/value tokens (N, Lk, dim); None for self-attention.
-
-        Returns:
-            (N, Lq, dim).
-        """
+        """Query tokens ``x`` (N, Lq, dim), key/value tokens ``context`` (N, Lk, dim) or None (self) -> (N, Lq, dim)."""
         if context is None:
             q, k, v = self.qkv(x).chunk(3, dim=-1)
         else:

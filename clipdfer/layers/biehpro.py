@@ -1,24 +1,13 @@
 """BiEhPro: the Bidirectional Enhanced Prompt of CLIP-Guided DFER (Zhang et al., IJCB 2024, eqs. 10-11).
 
-A standalone block for any pair of text and visual features: text tokens attend to visual tokens and visual tokens
-attend to text tokens, in parallel, for M blocks; the outputs are added back to the inputs with learnable scales:
+Text and visual tokens attend to each other in parallel for M blocks (paper):
 
     K̄ = K̃ + CroAtt(K̃, Ṽ);  K̃ = K̄ + FFN(K̄)        (text side)
     V̄ = Ṽ + CroAtt(Ṽ, K̃);  Ṽ = V̄ + FFN(V̄)        (visual side, reading the same previous K̃)
     K̂ = K + α·K̃⁽ᴹ⁾,  V̂ = V + β·Ṽ⁽ᴹ⁾
 
-Ours (constructor arguments): pre-LayerNorm on queries, keys/values and FFN inputs; FFN Linear(D, 4D)-GELU-Linear;
-8 heads; α and β initialised to 0.1. Each side's cross-attention has a fused Linear(D, 3D) q/k/v projection.
-
-With one visual token (the paper's V in R^D), the text side's cross-attention has a single key, so its attention
-weights are all 1 and its output, the projected value of V, is the same for every class: the text side then depends
-on the class only through its residual and FFN. ``text_context`` gives the text side other keys and values, such as
-a clip's frame features (B, T, D) (ours), so that each class attends to the frames differently.
-
-Example (any features, not only CLIP's)::
-
-    block = BiEhPro(dim=512, depth=2)
-    text_hat, visual_hat = block(text_feats, video_feats)  # (C, D) or (B, C, D); (B, D) or (B, L, D)
+Inferred: a fused Linear(D, 3D) q/k/v per side. Ours (arguments): pre-LayerNorms, FFN Linear(D, 4D)-GELU-Linear, 8
+heads, α = β = 0.1 at init, ``text_context`` (docs/models/clipdfer.md says why).
 """
 
 from typing import Optional, Tuple
@@ -135,8 +124,8 @@ class BiEhPro(nn.Module):
         Args:
             text: class text features K, (C, D) shared by the batch or (B, C, D).
             visual: visual features V, (B, D) or (B, L, D).
-            text_context: what the text side attends to instead of the visual features, (B, L', D), the same in
-                every block (ours; e.g. a clip's frame features). None: the paper's Ṽ.
+            text_context: (B, L', D) that the text side attends to in every block instead of Ṽ (ours; e.g. frame
+                features). None: the paper's Ṽ.
 
         Returns:
             ``(text_hat, visual_hat)``: K̂ (B, C, D) and V̂ shaped like ``visual``.

@@ -1,10 +1,5 @@
-"""CLIP towers from open_clip, run per frame with batched SDPA attention.
-
-The visual tower is open_clip's ``VisionTransformer`` and the text tower is made of open_clip's text modules, so
-state-dict names below ``visual.`` and of the text modules are exactly open_clip's and OpenAI's. What we add is the
-way they are run: every frame of every clip in one batch, attention through ``F.scaled_dot_product_attention`` on the
-blocks' own weights (numerically the same as open_clip's ``nn.MultiheadAttention``), and input checks that say what
-to fix.
+"""CLIP towers from open_clip (state-dict names exactly open_clip's and OpenAI's), run per frame with every frame in one
+batch, attention through ``F.scaled_dot_product_attention`` on the blocks' own weights (ours), and input checks.
 """
 
 import dataclasses
@@ -31,10 +26,7 @@ _QUICK_GELU = 1.702
 
 @dataclasses.dataclass(frozen=True)
 class CLIPArch:
-    """Shape of a CLIP model (both towers).
-
-    ``quick_gelu`` is True for every OpenAI release: their weights were trained with x * sigmoid(1.702 x).
-    """
+    """Shape of a CLIP model (both towers); ``quick_gelu`` for every OpenAI release."""
     embed_dim: int
     image_size: int
     patch_size: int
@@ -95,10 +87,8 @@ def token_counts(texts: Sequence[str]) -> List[int]:
 
 def check_text_lengths(texts: Sequence[str], context_length: int, reserved: int = 0, what: str = "text",
                        fix: str = "pass truncate=True to cut them") -> None:
-    """Raise ``ValueError`` naming every text longer than the budget ``context_length - 2 - reserved`` tokens.
-
-    CLIP's tokenizer cuts longer texts at the context length, so texts that differ only after the cut would silently
-    give identical features. Source: ours.
+    """Raise ``ValueError`` naming every text longer than ``context_length - 2 - reserved`` tokens (ours: CLIP's
+    tokenizer would cut them silently).
 
     Args:
         texts: the texts to check.
@@ -135,9 +125,8 @@ def _shorten(text: str, head: int = 40, tail: int = 40) -> str:
 
 
 def check_texts(texts, name: str = "class_names", distinct: bool = True) -> Tuple[str, ...]:
-    """``texts`` as a tuple, or ``ValueError`` naming the argument ``name``: not a list of non-empty strings (a bare
-    string would be read as its letters), or (``distinct``) two equal ones, which would make two classes one.
-    Source: ours."""
+    """``texts`` as a tuple, or ``ValueError`` naming ``name``: not a list of non-empty strings, or (``distinct``) two
+    equal ones. Ours."""
     if isinstance(texts, str):
         raise ValueError(f"{name}={texts!r}: expected a list of strings, e.g. [{texts!r}]")
     if isinstance(texts, bytes) or not hasattr(texts, "__iter__"):
@@ -167,12 +156,11 @@ def require_bool(name: str, value) -> bool:
 
 
 def tokenize(texts: Sequence[str], context_length: int = 77, truncate: bool = False) -> torch.Tensor:
-    """CLIP's BPE tokenizer (the one bundled with open_clip): texts -> (N, context_length) int64 token ids.
+    """CLIP's BPE tokenizer (open_clip's): texts -> (N, context_length) int64 token ids.
 
     Raises:
-        ValueError: empty input, or (unless ``truncate``) a text longer than ``context_length - 2`` tokens (see
-            :func:`check_text_lengths`). With ``truncate=True`` such texts are cut and end with [EOS], as OpenAI's
-            ``clip.tokenize(..., truncate=True)`` does.
+        ValueError: empty input, or (unless ``truncate``) a text longer than ``context_length - 2`` tokens; with
+            ``truncate`` such texts are cut and end with [EOS], as OpenAI's ``clip.tokenize``.
     """
     if isinstance(texts, str):
         texts = [texts]
@@ -186,15 +174,12 @@ def tokenize(texts: Sequence[str], context_length: int = 77, truncate: bool = Fa
 
 
 def clip_block_attention(attn: nn.MultiheadAttention, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
-    """The self-attention of an open_clip/OpenAI block, computed with SDPA on the block's own parameters.
+    """The self-attention of an open_clip/OpenAI block, with SDPA on the block's own parameters (docs/finetuning.md).
 
     Args:
-        attn: the block's ``nn.MultiheadAttention`` (fused in_proj, out_proj).
+        attn: the block's ``nn.MultiheadAttention``; a subclass, wrapper or hooked module is called as a module.
         x: normalised tokens (N, L, W).
         is_causal: causal mask (the text tower).
-
-    A module that is not a plain ``nn.MultiheadAttention`` (a subclass or wrapper, e.g. a LoRA adapter) or that has
-    forward hooks is called as a module instead, so that what it adds is not skipped.
     """
     if type(attn) is not nn.MultiheadAttention or attn._forward_hooks or attn._forward_pre_hooks:
         return _module_attention(attn, x, is_causal)
@@ -221,10 +206,8 @@ def _plain_linear(m: nn.Module) -> bool:
 def clip_block_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The MLP of an open_clip/OpenAI block on its own parameters: ``c_proj(act(c_fc(x)))``, tokens (..., W).
 
-    With OpenAI's QuickGELU, ``z * sigmoid(1.702 z)`` equals ``silu(1.702 z) / 1.702``: the factor 1.702 goes into
-    ``c_fc``'s matmul (``addmm``'s alpha and beta) and 1 / 1.702 into ``c_proj``'s, so the activation is one ``silu``
-    instead of three elementwise passes over the widest tensor of the block. Other activations, and Linears that are
-    wrapped, subclassed (e.g. LoRA adapters), hooked or without bias, run through the module as they are.
+    QuickGELU runs as one ``silu``: ``z * sigmoid(1.702 z) = silu(1.702 z) / 1.702``, the factors folded into the two
+    matmuls. Other activations, and wrapped, subclassed, hooked or bias-free Linears, run through the modules.
     """
     fc, proj = getattr(mlp, "c_fc", None), getattr(mlp, "c_proj", None)
     if not (type(getattr(mlp, "gelu", None)).__name__ == "QuickGELU" and type(mlp) is nn.Sequential
@@ -251,12 +234,12 @@ def _check_blocks(blocks: nn.ModuleList) -> None:
 
 
 def check_video(video: torch.Tensor, image_size: int, num_frames=None, name: str = "video") -> None:
-    """Raise a ValueError/TypeError that names the problem and its fix if ``video`` is not a valid clip batch.
+    """Raise a ValueError or TypeError naming the problem and its fix unless ``video`` is a valid clip batch.
 
     Args:
         video: expected (B, T, 3, image_size, image_size), floating point.
         image_size: the tower's input resolution.
-        num_frames: the number of frames T the module needs, or None for any.
+        num_frames: the T the module needs, or None for any.
     """
     if not isinstance(video, torch.Tensor):
         raise TypeError(f"expected {name} as a torch.Tensor of shape (B, T, 3, H, W), got {type(video).__name__}")
@@ -294,9 +277,7 @@ def check_video(video: torch.Tensor, image_size: int, num_frames=None, name: str
 
 
 class CLIPFrameEncoder(nn.Module):
-    """CLIP's image encoder applied to every frame of a clip: (B, T, 3, H, W) -> (B, T, D).
-
-    Equal to open_clip's ``encode_image`` per frame. All B*T frames go through the tower as one batch.
+    """CLIP's image encoder on every frame of a clip, all B*T frames as one batch: (B, T, 3, H, W) -> (B, T, D).
 
     Args:
         visual: an open_clip ``VisionTransformer`` (class-token pooling, learnable positional embedding).
@@ -352,10 +333,8 @@ class CLIPFrameEncoder(nn.Module):
                             f"video.to({weight.dtype}), or run under torch.autocast('{video.device.type}')")
 
     def encode_tokens(self, frames: torch.Tensor) -> torch.Tensor:
-        """Every output token of single frames through ``ln_post`` and ``proj``: (N, 3, H, W) -> (N, 1 + P, D).
-
-        Token 0 is the frame feature (as :meth:`forward`); the others are the patch tokens.
-        """
+        """Every output token of single frames through ``ln_post`` and ``proj``: (N, 3, H, W) -> (N, 1 + P, D); token 0
+        is the frame feature."""
         check_video(frames.unsqueeze(1), self.image_size, name="frames")
         self._check_placement(frames)
         x = self.embed(frames)
@@ -381,10 +360,7 @@ class CLIPFrameEncoder(nn.Module):
 
 
 class CLIPTextEncoder(nn.Module):
-    """CLIP's text encoder: token ids (N, L) -> (N, D) features at the end-of-text position.
-
-    Holds open_clip's text modules under their open_clip names (``token_embedding``, ``positional_embedding``,
-    ``transformer``, ``ln_final``, ``text_projection``). Runs the causal transformer with SDPA (``is_causal``).
+    """CLIP's text encoder, open_clip's text modules under their names: token ids (N, L) -> (N, D) at end-of-text.
 
     Args:
         clip: an open_clip ``CLIP`` whose text modules are taken (not copied).
@@ -408,8 +384,8 @@ class CLIPTextEncoder(nn.Module):
         """Encode token embeddings, e.g. with learned context vectors in them.
 
         Args:
-            embeddings: (N, L, W) token embeddings before positional embedding, L <= the context length. With the
-                causal mask a position sees only those before it, so sequences may stop at their end-of-text token.
+            embeddings: (N, L, W) token embeddings before positional embedding, L <= the context length (sequences may
+                stop at their end-of-text token: the mask is causal).
             eot_index: (N,) position of the end-of-text token in each row.
         """
         x = self._run(embeddings)

@@ -1,20 +1,15 @@
 """InterFIT: the Inter-Frame Interaction Transformer of CLIP-Guided DFER (Zhang et al., IJCB 2024, section 3.1).
 
-Every layer of a pretrained CLIP ViT gains an interaction token per frame that carries information between frames:
+Every layer of a pretrained CLIP ViT gains an interaction token per frame (paper, eqs. 2-3):
 
 1. ``i_t = Linear(cls_t)`` from each frame's class token;
 2. ``Î = I + MHSA(LN(BiLSTM(I)))`` over the T interaction tokens of a clip (eq. 2);
 3. ``î_t`` is appended to its own frame's tokens for the pretrained block's self-attention, then dropped before the
    block's MLP (eq. 3). The pretrained block's weights are reused unchanged.
 
-Paper: eqs. 2-3 (the structure above). Inferred: the BiLSTM's width, D_v per direction with a Linear(2 D_v -> D_v)
-(the paper's FLOPs column pins it; D_v / 2 would give +0.34 G instead of its +1.07 G). Ours (constructor arguments):
-D_v / 64 heads in the interaction MHSA; new Linear/LSTM weights normal(std=0.02) with zero biases and the
-interaction MHSA's output projection zero-initialised. That init is not the identity: the appended token, even at
-zero, takes a share of every frame token's attention, so at step 0 the frame features already differ from plain
-CLIP's (measured in docs/models/clipdfer.md). ``gate=True`` (ours) adds a learnable gate g per layer, zero at
-init, that scales the interaction token's attention weight before normalisation: at g = 0 the model is exactly
-CLIP, at g = 1 it is eq. 3, and every g > 0 is eq. 3 with the interaction token's attention scaled by g.
+Inferred (from the paper's FLOPs): the BiLSTM's width, D_v per direction, and a Linear(2 D_v -> D_v). Ours (arguments):
+D_v / 64 heads, the init (normal(0.02), zero biases, a zero MHSA output projection; not the identity, see
+docs/models/clipdfer.md) and the optional ``gate``.
 """
 
 from typing import Optional
@@ -31,12 +26,9 @@ __all__ = ["InteractionLayer", "InterFIT", "gated_token_attention"]
 
 
 def gated_token_attention(attn: nn.MultiheadAttention, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """Self-attention of a CLIP block over tokens (N, L, W) whose last token's attention weight is scaled by
-    ``gate`` before the softmax normalisation: weights e^{s_j} for the others, ``gate`` * e^{s_last} for it.
-
-    At ``gate`` = 0 the last token is ignored exactly (the block's attention over the others); at 1 it is plain
-    attention over all tokens. Differentiable in ``gate`` everywhere, 0 included.
-    """
+    """Self-attention of a CLIP block over tokens (N, L, W) with the last token's weight scaled by ``gate`` before the
+    softmax normalisation (ours): e^{s_j} for the others, ``gate`` * e^{s_last} for it. ``gate`` = 0 ignores the last
+    token exactly, 1 is plain attention; differentiable in ``gate``, 0 included."""
     if type(attn) is not nn.MultiheadAttention or attn._forward_hooks or attn._forward_pre_hooks:
         raise TypeError(f"the InterFIT gate reads the block's nn.MultiheadAttention weights; got {type(attn).__name__}"
                         f" (wrapped or hooked): build the model with interfit_gate=False to use adapters or hooks")
@@ -60,7 +52,7 @@ class InteractionLayer(nn.Module):
         lstm_hidden: hidden width per LSTM direction (default D_v: inferred from the paper's FLOPs).
         init_std: std of the normal init of new Linear and LSTM weights.
         lstm_impl: see :class:`BiLSTM`.
-        gate: add the zero-initialised attention gate of the interaction token (see the module docstring).
+        gate: add the zero-initialised attention gate of the interaction token (:func:`gated_token_attention`).
     """
 
     def __init__(
@@ -95,8 +87,7 @@ class InteractionLayer(nn.Module):
 class InterFIT(CLIPFrameEncoder):
     """A CLIP visual transformer turned into the Inter-Frame Interaction Transformer: (B, T, 3, H, W) -> (B, T, D).
 
-    Frame features are the class tokens after the last layer through CLIP's ``ln_post`` and ``proj`` (ours: the paper
-    matches them to D-dim text features). Works for any T.
+    Frame features: the last layer's class tokens through CLIP's ``ln_post`` and ``proj`` (ours). Any T.
 
     Args:
         visual: an open_clip ``VisionTransformer``; its blocks are reused, not copied.

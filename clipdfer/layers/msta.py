@@ -1,13 +1,9 @@
 """MSTA: Multi-Scale Temporal Aggregation of CLIP-Guided DFER (Zhang et al., IJCB 2024, eqs. 4-8).
 
-Frame features Z (B, T, D) are max-pooled over time at several scales; the scales are summed (eq. 4), each scale gets
-a per-channel, per-step score from its own Linear(D, D) over the sum (eq. 5), the scores are softmax-normalised across
-scales (eq. 6) and weight the scales (eq. 7); the weighted sequence is flattened and projected to the video
-embedding V (eq. 8).
-
-Ours (constructor arguments): the score Linears act on channels at every time step; the flatten is channel-major
-(Z_w in R^{D x T'}); ``fc_v`` starts as the mean over the T' steps (``fc_v_init="mean"``) so that V starts in the CLIP
-embedding space the text features live in.
+Frame features Z (B, T, D) are max-pooled over time at several scales and summed (eq. 4); each scale gets scores from
+its own Linear(D, D) over the sum (eq. 5), softmax-normalised across scales (eq. 6), that weight the scales (eq. 7); the
+weighted sequence is flattened and projected to V (eq. 8). Ours (arguments): the score Linears act on channels at every
+step, the flatten is channel-major, ``fc_v`` starts as the mean over steps.
 """
 
 from typing import Sequence

@@ -14,9 +14,8 @@ __all__ = ["PromptLearner", "TextFeatureCache", "CachedTextFeatures", "outside_i
 
 
 def outside_inference_mode(fn: Callable) -> Callable:
-    """Run ``fn`` with inference mode off, so that the tensors it stores on a module (class tokens, a new classifier)
-    are normal tensors: made inside ``torch.inference_mode()`` they would break every later autograd pass and version
-    check ("Inference tensors cannot be saved for backward"). Source: ours."""
+    """Run ``fn`` with inference mode off, so that the tensors it stores on a module are normal tensors (inference
+    tensors would break later autograd passes). Ours."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with torch.inference_mode(False):
@@ -27,18 +26,17 @@ def outside_inference_mode(fn: Callable) -> Callable:
 class PromptLearner(nn.Module):
     """Context vectors learned in CLIP's token-embedding space: ``[SOS] ctx_1 .. ctx_M <class text> [EOS]``.
 
-    The token embeddings of SOS, of the class text and of EOS are looked up from the text encoder's (frozen) token
-    embedding at every call, so they always match the current classes and weights.
+    SOS, class text and EOS embeddings are looked up from the text encoder's token embedding at every call.
 
     Args:
         text_encoder: the CLIP text encoder (its width, context length and, for ``ctx_init``, token embedding).
         class_texts: one text per class, in label order.
-        n_ctx: number of context vectors M (ignored when ``ctx_init`` is given: its token count is used).
+        n_ctx: number of context vectors M (ignored with ``ctx_init``: its token count is used).
         class_specific: one set of M vectors per class (C, M, W) instead of one shared set (M, W).
         ctx_init: initialise the context from the embeddings of this text, e.g. ``"a photo of a"``.
         init_std: std of the normal init when ``ctx_init`` is None.
         truncate: cut class texts longer than their budget (context length - 2 - M tokens) instead of raising
-            ``ValueError`` (ours: open_clip's tokenizer would cut them silently).
+            ``ValueError`` (ours).
     """
 
     def __init__(
@@ -145,12 +143,8 @@ def _walk(module: nn.Module, out: List[Optional[torch.Tensor]]) -> None:
 
 
 def source_tensors(sources: Sequence[Union[nn.Module, torch.Tensor, None]]) -> List[torch.Tensor]:
-    """Every parameter and buffer of the modules in ``sources``, and the tensors in it, in order (None skipped).
-
-    A direct walk of the modules' own dictionaries: ten times cheaper than ``parameters()`` + ``buffers()``, which
-    matters on the inference path (ViT-B's text tower: 151 tensors in ~50 us on the developer VM). A tensor shared by
-    two modules is listed twice. Source: ours.
-    """
+    """Every parameter and buffer of the modules in ``sources``, and its tensors, in order (None skipped; a shared
+    tensor twice), from the modules' own dictionaries: cheaper than ``parameters()`` + ``buffers()``. Ours."""
     out: List[Optional[torch.Tensor]] = []
     for source in sources:
         if isinstance(source, nn.Module):
@@ -161,8 +155,7 @@ def source_tensors(sources: Sequence[Union[nn.Module, torch.Tensor, None]]) -> L
 
 
 def _compute_detached(compute: Callable[[], torch.Tensor], device_type: str) -> torch.Tensor:
-    """Run ``compute`` without gradient and autocast, outside inference mode, so that its result is a full-precision
-    tensor that later autograd passes may use."""
+    """``compute()`` without gradient and autocast, outside inference mode: full precision, usable by autograd."""
     no_autocast = torch.autocast(device_type, enabled=False) if device_type in ("cpu", "cuda") \
         else contextlib.nullcontext()
     with torch.inference_mode(False), torch.no_grad(), no_autocast:
@@ -182,20 +175,12 @@ def _exporting(tensors: Sequence[torch.Tensor]) -> bool:
 
 
 class TextFeatureCache:
-    """Text features kept while every tensor they are computed from is unchanged.
+    """Text features kept while every tensor they are computed from is unchanged (ours; docs/finetuning.md).
 
-    ``get(compute, *sources)`` returns ``compute()``, computed again whenever any parameter or buffer of the
-    ``sources`` (modules, or tensors such as class tokens) has changed since the cached value was made: its version
-    counter (bumped by every in-place write: ``optimizer.step()``, an EMA update, ``copy_``, ``load_state_dict``), its
-    storage, dtype or device, or the tensor object itself (a replaced parameter, ``torch.func.functional_call``). The
-    value is computed without gradient and autocast and outside inference mode, so it is full precision and usable by
-    a later autograd pass whatever context first asked for it.
-
-    Under ``torch.compile`` the check runs outside the graph (a graph break: ``torch.compiler.disable``), so a compiled
-    model follows weight changes exactly as an eager one does; under ``torch.export`` the cached value (or a fresh
-    one) is taken as the exported constant. Tensors made in inference mode have no version counter: with any among the
-    sources the value is computed on every call and not kept. Copies (``copy.deepcopy``, pickling) start empty.
-    Source: ours.
+    ``get(compute, *sources)`` computes again when any parameter or buffer of ``sources`` (modules or tensors) changed:
+    version counter, storage, dtype, device or identity. The value is full precision, made without gradient. Under
+    ``torch.compile`` the check runs outside the graph (one graph break). With an inference-mode tensor among the
+    sources nothing is kept. Copies start empty.
     """
 
     def __init__(self):
@@ -256,18 +241,12 @@ class TextFeatureCache:
 
 
 class CachedTextFeatures(nn.Module):
-    """A prompt head's text features, reused while what they are made from is unchanged (a module without
-    parameters: it follows its model's ``train()`` / ``eval()``, and forgets on ``.to()`` / ``.half()``).
+    """A prompt head's text features, reused while what they are made from is unchanged; a parameter-free module that
+    follows ``train()`` / ``eval()`` and forgets on ``.to()`` / ``.half()`` (ours).
 
-    ``cache(compute, *sources)`` is ``compute()``, the features made from ``sources`` (modules, tensors):
-
-    - a gradient is needed (grad mode on and a tensor of ``sources`` requires grad): computed with it, not kept;
-    - ``enabled`` is False, or the model is compiled in training mode: computed without gradient, not kept (a
-      compiled training graph stays one graph);
-    - otherwise (eager, or compiled in eval mode): kept by a :class:`TextFeatureCache`, which makes them again after
-      any change of a tensor of ``sources``; a compiled model in eval mode checks outside its graph (one graph break).
-
-    Either way the result equals what a freshly built model with the same weights computes. Source: ours.
+    ``cache(compute, *sources)``: with a gradient needed, computed with it; with ``enabled`` False or compiled in
+    training mode, computed without gradient; otherwise kept by a :class:`TextFeatureCache`. Either way the result
+    equals a freshly built model's.
     """
 
     def __init__(self, enabled: bool = True):

@@ -20,13 +20,10 @@ def bilstm_unrolled(
         bias_ih: torch.Tensor,
         bias_hh: torch.Tensor,
 ) -> torch.Tensor:
-    """A one-layer bidirectional LSTM with zero initial state, both directions in the same batched ops.
+    """A one-layer bidirectional LSTM with zero initial state, both directions in the same batched ops (ours).
 
-    PyTorch's gate order (i, f, g, o) and equations. The input projections of both directions and all steps are one
-    batched matmul; each recurrent step is one ``baddbmm`` over the two directions (two independent matrix-vector
-    products, which PyTorch spreads over two cores where a single one would use one). On the CPU at batch 1 this is
-    4.3x faster than ``nn.LSTM`` (InterFIT's 12 layers, T = 8); from batch 2 ``nn.LSTM`` is faster
-    (``benchmarks/bench_lstm.py``, table in docs/benchmarks.md). It unrolls cleanly under ``torch.compile``.
+    PyTorch's gate order (i, f, g, o) and equations: one matmul for all input projections, one ``baddbmm`` per step over
+    both directions. Faster than ``nn.LSTM`` on CPU at batch 1 (docs/benchmarks.md).
 
     Args:
         x: (B, T, D) batch-first input.
@@ -60,21 +57,18 @@ def bilstm_unrolled(
 
 
 class BiLSTM(nn.Module):
-    """A bidirectional one-layer LSTM followed by ``Linear(2 * hidden -> out_features)``.
+    """A bidirectional one-layer LSTM followed by ``Linear(2 * hidden -> out_features)``: (B, T, D) -> (B, T, out).
 
-    The same function and parameters as ``nn.LSTM(input_size, hidden_size, bidirectional=True, batch_first=True)``,
-    stored stacked over the two directions so that both run in the same ops without copying weights:
-    ``weight_ih`` (2, 4H, D), ``weight_hh_t`` (2, H, 4H) (the recurrent weights transposed, the layout the per-step
-    matrix-vector product reads fastest), ``bias_ih`` and ``bias_hh`` (2, 4H). State dicts of an
-    ``nn.LSTM`` under ``lstm.`` (``lstm.weight_ih_l0``, ``lstm.weight_ih_l0_reverse``, ...) load as well, and
-    :meth:`from_lstm` / :meth:`to_lstm` convert both ways. Initialised as ``nn.LSTM`` is, U(-1/sqrt(H), 1/sqrt(H)).
+    ``nn.LSTM(bidirectional=True, batch_first=True)``'s function, init and parameters, stacked by direction
+    (``weight_ih`` (2, 4H, D), ``weight_hh_t`` (2, H, 4H), ``bias_ih``, ``bias_hh`` (2, 4H)); ``nn.LSTM`` state dicts
+    under ``lstm.`` load too, and :meth:`from_lstm` / :meth:`to_lstm` convert.
 
     Args:
         input_size: input width D.
         hidden_size: hidden width H per direction.
         out_features: output width of the projection.
-        impl: ``"native"`` runs PyTorch's fused LSTM kernel (cuDNN on GPUs); ``"unrolled"`` runs
-            :func:`bilstm_unrolled`; ``"auto"`` picks native on CUDA and unrolled elsewhere.
+        impl: ``"native"`` (PyTorch's fused kernel, cuDNN on GPUs), ``"unrolled"`` (:func:`bilstm_unrolled`), or
+            ``"auto"``: native on CUDA, unrolled elsewhere.
     """
 
     def __init__(self, input_size: int, hidden_size: int, out_features: int, impl: str = "auto"):
@@ -166,14 +160,14 @@ class TemporalBlock(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
-    """A class-token transformer over frame features: (B, T, D) -> (B, D), the class token after the last block.
+    """A class-token transformer over frame features (DFER-CLIP's temporal model): (B, T, D) -> (B, D).
 
-    DFER-CLIP's temporal model: a learnable class token is prepended, a learnable positional embedding added (its
-    first T + 1 rows, so any T up to ``num_frames`` works), then ``depth`` pre-LN blocks; no final LayerNorm.
+    A learnable class token is prepended and a learnable positional embedding added (its first T + 1 rows: any T up to
+    ``num_frames``), then ``depth`` pre-LN blocks; no final LayerNorm; the class token is the output.
 
     Args:
         dim: feature width D.
-        num_frames: the largest T (the positional embedding has ``num_frames + 1`` rows).
+        num_frames: the largest T.
         depth: number of blocks.
         num_heads: attention heads.
         mlp_dim: MLP hidden width.

@@ -1,21 +1,5 @@
-"""The one interface every clipdfer model has: timm's head contract, and everything the builder, training,
-evaluation and prediction ask of a model, declared here with defaults that the families override.
-
-timm's contract, as in its ``VisionTransformer``:
-
-- ``forward(video) = forward_head(forward_features(video))``;
-- ``num_features`` is the feature width of ``forward_features`` (its last dimension), ``head_hidden_size`` the width
-  of the pre-logits;
-- ``forward_head(x, pre_logits=True)`` is the (B, ``head_hidden_size``) embedding the classifier reads;
-- ``get_classifier()`` is the module that maps that embedding to the logits;
-- ``reset_classifier(num_classes)``: a new ``nn.Linear`` head, or ``0`` for the embedding itself;
-- ``group_matcher()`` orders the parameters by depth for layer-wise learning-rate decay;
-- ``set_grad_checkpointing()``, ``no_weight_decay()``.
-
-Where ours differ, because a clip is a video and most heads are text prompts: ``forward_features`` returns what each
-family's head takes (one embedding per clip, or per-frame features for the heads that read every frame), and a
-text-prompt head is a function of class texts, not a matrix: ``get_classifier()`` returns a view of the modules that
-make it (:class:`PromptHead`), and the equivalent of a new classifier for it is new class texts (``set_classes``).
+"""The interface every clipdfer model has (:class:`DFERModel`): timm's head contract, and what the builder, training,
+evaluation and prediction ask of a model. docs/finetuning.md describes the contract and where ours differs from timm's.
 """
 
 import logging
@@ -47,9 +31,8 @@ def _version(tensor: torch.Tensor) -> int:
 class PromptHead(nn.Module):
     """A text-prompt classifier as a module: pre-logits (B, ``in_features``) -> logits (B, ``out_features``).
 
-    What ``model.get_classifier()`` returns for a model that classifies by class texts. It is a view: its children
-    are the model's own modules (the text encoder, prompt contexts, BiEhPro ...), not copies, so its
-    ``parameters()`` are the classifier's parameters in the model, and calling it runs the model's head.
+    What ``get_classifier()`` returns for a text-prompt head: a view whose children are the model's own modules, not
+    copies; calling it runs the model's head.
     """
 
     def __init__(self, model: "DFERModel"):
@@ -74,37 +57,21 @@ class PromptHead(nn.Module):
 class DFERModel(HubMixin, nn.Module):
     """Base of the model families: a clip (B, T, 3, H, W) -> (B, ``num_classes``) logits.
 
-    Attributes every model has:
-        clip_arch, class_names, num_classes, num_frames: its CLIP shape, its classes in label order and its T.
-        num_features: timm's feature width: the last dimension of ``forward_features`` (the CLIP embedding D).
-        head_hidden_size: width of the pre-logits embedding (``forward_head(x, pre_logits=True)``): D, or more for a
-            head that reads a sequence (A³lign-DFER's T x D, CLIP-Guided DFER's frame tokens (1 + T) x D).
-        head: the classifier when it is a module of its own (``nn.Linear`` after ``reset_classifier(n)``, or the
-            family's linear head); None while the family's text-prompt head classifies.
-        pretrained_cfg, model_args: set by the builder (preprocessing, class order; what ``config.json`` records).
-        weights: what the weights are: ``random``, ``pretrained`` (not fine-tuned for expressions: the CLIP
-            initialisation), ``finetuned``, or ``loaded`` (unknown). Recorded by the builder and the trainer, or by
-            you after loading your own fine-tuned weights; any later change of the weights makes it ``loaded``.
+    Attributes:
+        clip_arch, class_names, num_classes, num_frames: the CLIP shape, the classes in label order, T.
+        num_features: the last dimension of ``forward_features`` (the CLIP embedding D), as in timm.
+        head_hidden_size: width of the pre-logits embedding: D, or more for a head that reads a sequence.
+        head: the classifier module (``nn.Linear``), or None while the text-prompt head classifies.
+        pretrained_cfg, model_args: set by the builder (what ``config.json`` records).
+        weights: ``random``, ``pretrained``, ``finetuned`` or ``loaded`` (see the property).
         text_cache: the text-prompt head's features (:class:`~clipdfer.layers.CachedTextFeatures`).
 
-    What a family declares (class attributes):
-        family: its name in :mod:`clipdfer.recipes` (``clipdfer``, ``dferclip`` ...).
-        zero_shot: it predicts meaningfully with its pretrained (not fine-tuned) weights: zero-shot CLIP.
-        prompt_head_parts: attributes that form its text-prompt classifier (what ``get_classifier()`` shows).
-        text_only_parts: attributes that only serve the text head (e.g. auxiliary text losses); with the prompt
-            head they are removed by ``reset_classifier``.
-        training_only_parts: attributes that only ``training_losses`` uses (PMFER's masking head and
-            discriminator). ``DistributedDataParallel(model)`` leaves them alone (DDP's
-            ``_ddp_params_and_buffers_to_ignore``), so that a training loop on ``model(x)`` alone needs no
-            ``find_unused_parameters``; ``clipdfer.distributed.LossWrapper`` (what ``clipdfer train`` wraps in DDP)
-            is a different root module, and there they are synchronised like every other parameter.
-        release_convert_command: the CLI command that converts the family's release files (named in errors).
-
-    A family implements ``forward_features`` (video -> what its head reads), ``_pool`` (that -> the (B,
-    head_hidden_size) pre-logits; identity by default) and ``_prompt_logits`` (pre-logits -> logits through its text
-    head), and may override ``training_losses``, ``set_stage``, ``group_parameters``, ``no_weight_decay`` and
-    ``_class_args``. Loading adapters are functions of the family's module (``checkpoint_filter_fn``, ``read_release``:
-    see :mod:`clipdfer.models._loading`), not methods.
+    A family sets the class attributes ``family`` (its recipe's name), ``zero_shot``, ``prompt_head_parts`` (what
+    ``get_classifier()`` shows), ``text_only_parts`` (removed with the prompt head), ``training_only_parts`` (used only
+    by ``training_losses``; DDP with this model as its root ignores them) and ``release_convert_command``; implements
+    ``forward_features``, ``_pool`` (-> pre-logits; identity by default) and ``_prompt_logits``; and may override
+    ``training_losses``, ``set_stage``, ``group_parameters``, ``no_weight_decay`` and ``_class_args``. Its loading
+    adapters are module functions (:mod:`clipdfer.models._loading`).
     """
 
     family: ClassVar[str] = ""
@@ -152,9 +119,8 @@ class DFERModel(HubMixin, nn.Module):
 
     @property
     def frames_independent(self) -> bool:
-        """True when the image encoder encodes every frame on its own (plain CLIP; not InterFIT, whose frames
-        exchange information inside it): a frame's features can then be computed once and shared by overlapping
-        windows (``encode_frame_batch`` + ``features_from_frames``), as ``clipdfer.predict`` does."""
+        """True when the image encoder encodes every frame on its own (plain CLIP, not InterFIT): overlapping windows
+        can share a frame's features (``encode_frame_batch`` + ``features_from_frames``)."""
         return type(self.image_encoder) is CLIPFrameEncoder
 
     def encode_frame_batch(self, frames: torch.Tensor) -> torch.Tensor:
@@ -193,11 +159,7 @@ class DFERModel(HubMixin, nn.Module):
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
-        """The module that maps the pre-logits embedding to the logits.
-
-        ``head`` when the model has one (``nn.Linear``, or ``nn.Identity`` after ``reset_classifier(0)``); for a
-        text-prompt head, a :class:`PromptHead` view of the modules that make it (its ``parameters()`` are theirs).
-        """
+        """The module that maps the pre-logits embedding to the logits: ``head``, or a :class:`PromptHead` view."""
         if self.head is not None:
             return self.head
         return PromptHead(self)
@@ -218,27 +180,22 @@ class DFERModel(HubMixin, nn.Module):
     @outside_inference_mode
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, *,
                          class_names: Optional[Sequence[str]] = None, linear: bool = False) -> None:
-        """A new classifier for ``num_classes`` outputs, as timm's ``reset_classifier``.
+        """A new classifier for ``num_classes`` outputs, as timm's (docs/finetuning.md has the table).
 
-        - ``0``: no classifier; ``forward`` returns the (B, head_hidden_size) embedding.
-        - A model whose head is linear (``text_head=False``, or after a reset): a new ``nn.Linear(head_hidden_size,
-          num_classes)``, with ``class_names`` as labels (default ``class_0`` ...).
-        - A model that classifies by class texts (a text-prompt head): its equivalent of a new classifier is new
-          class texts, so ``reset_classifier(n, class_names=[n names])`` calls ``set_classes(class_names)`` and keeps
-          the prompt head (with its learned contexts). ``linear=True`` replaces the prompt head by a new linear head
-          instead. Without either, the call is ambiguous and raises a ``ValueError`` that says so.
-
-        Replacing the prompt head (``0`` or linear) removes the modules that only it used (the text encoder,
-        prompts, BiEhPro ...), so they cost no memory and are not left untrained under DDP; the text side cannot be
-        restored afterwards: create the model again. ``save_pretrained`` records the reset, so the saved model
-        loads as it is.
+        ``0``: none, ``forward`` returns the embedding. A linear head: a new
+        ``nn.Linear(head_hidden_size, num_classes)``. A text-prompt head: ``class_names`` -> ``set_classes`` (the head
+        kept); ``linear=True`` replaces it by a linear head, removing the modules only it used (the text side cannot be
+        restored). ``save_pretrained`` records the reset.
 
         Args:
             num_classes: outputs of the new classifier; 0 for none.
-            global_pool: timm's argument, accepted for its signature: the pooling over frames is the family's
-                architecture (MSTA, a temporal class token, the time mean), so anything but None is an error.
+            global_pool: timm's argument; only None (pooling over frames is the family's architecture).
             class_names: labels of the new classes; for a text-prompt head, the new class texts.
             linear: replace a text-prompt head by a linear one.
+
+        Raises:
+            ValueError: ``global_pool`` not None, ``num_classes`` negative or not an int, ``class_names`` not
+                ``num_classes`` long, or a text-prompt head given neither ``class_names`` nor ``linear=True``.
         """
         if global_pool is not None:
             raise ValueError(f"global_pool={global_pool!r}: {type(self).__name__} pools frames as its architecture "
@@ -292,13 +249,11 @@ class DFERModel(HubMixin, nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        """Parameter groups by depth, for layer-wise learning-rate decay (``timm.optim``, ``clipdfer.optim``).
+        """Parameter groups by depth for layer-wise learning-rate decay (``timm.optim``), as timm's ViT.
 
-        As timm's ViT, over the pretrained CLIP image tower: the stem (patch, class and positional embeddings,
-        ``ln_pre``), then one group per visual block, ``ln_post`` and ``proj`` with the last block. Everything else
-        is unmatched, so timm puts it in the last group, which keeps the full learning rate: the new modules, which
-        start from random weights (InterFIT's interaction layers, MSTA, BiEhPro, temporal modules, prompts, heads),
-        and the text tower when it trains. A ViT has no stages, so ``coarse`` changes nothing.
+        The CLIP image tower's stem, then one group per visual block (``ln_post`` and ``proj`` with the last). The rest
+        (new modules, a trainable text tower) is unmatched, so timm gives it the last group: the full rate. ``coarse``
+        changes nothing.
         """
         return dict(
             stem=r"^image_encoder\.visual\.(?:class_embedding|positional_embedding|conv1|ln_pre)",
@@ -318,10 +273,8 @@ class DFERModel(HubMixin, nn.Module):
 
     @torch.jit.ignore
     def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
-        """Trainable parameters by origin: ``backbone`` (pretrained CLIP) and ``new`` (everything else).
-
-        See :func:`clipdfer.optim.param_groups` to give each its own learning rate.
-        """
+        """Trainable parameters by origin: ``backbone`` (pretrained CLIP) and ``new`` (the rest); see
+        ``optim.param_groups``."""
         groups: Dict[str, List[nn.Parameter]] = {"backbone": [], "new": []}
         for name, p in self.named_parameters():
             if p.requires_grad:
@@ -332,8 +285,7 @@ class DFERModel(HubMixin, nn.Module):
     # ------------------------------------------------------------------------------------------ training
     def training_losses(self, video: torch.Tensor, labels: torch.Tensor, progress: float = 0.0
                         ) -> Dict[str, torch.Tensor]:
-        """The losses of a training step: ``{"cls", "total"}`` (cross-entropy), more for families with auxiliary
-        losses.
+        """The losses of a training step: ``{"cls", "total"}`` (cross-entropy), more for families with auxiliary losses.
 
         Args:
             video: (B, T, 3, H, W) clips.
@@ -375,13 +327,14 @@ class DFERModel(HubMixin, nn.Module):
 
     @property
     def weights(self) -> str:
-        """What the weights are, one of :data:`WEIGHT_STATES`: the state recorded by whoever knew it (the builder, the
-        trainer, you: ``model.weights = "finetuned"``) while the weights it was recorded for are unchanged.
+        """What the weights are, one of :data:`WEIGHT_STATES`, as recorded by the builder, the trainer or you.
 
-        Any later change makes it ``loaded`` (unknown): ``load_state_dict``, an optimizer step, any in-place write
-        (a ``.data`` write bypasses the version counters it checks). A parameter that is new since (a head from
-        ``reset_classifier``) is untrained: ``pretrained`` (``random`` for a random model). Unrecorded (a family class
-        built by hand instead of by ``create_model``): ``loaded``. Moving or casting the model changes nothing.
+        Any later write to a parameter makes it ``loaded`` (a ``.data`` write is not seen); a parameter added since (a
+        head from ``reset_classifier``) turns ``finetuned`` into ``pretrained``; unrecorded: ``loaded``. Moves and casts
+        keep it.
+
+        Raises:
+            ValueError: setting a value not in :data:`WEIGHT_STATES`.
         """
         record = self.__dict__.get("_weights_record")
         if record is None:
@@ -420,8 +373,8 @@ class DFERModel(HubMixin, nn.Module):
         return self.weights == "finetuned"
 
     def weights_notice(self) -> Optional[str]:
-        """None when the model's predictions mean something (fine-tuned weights, or a zero-shot model with its
-        pretrained weights); otherwise what its weights are."""
+        """None when predictions mean something (fine-tuned weights, or a zero-shot model's pretrained ones); else why
+        not."""
         if self.is_finetuned or (self.zero_shot and self.has_prompt_head and self.weights == "pretrained"):
             return None
         return WEIGHT_STATES[self.weights]
@@ -447,8 +400,7 @@ class DFERModel(HubMixin, nn.Module):
     # ------------------------------------------------------------------------------------------ text features
     @property
     def cache_text(self) -> bool:
-        """Whether text features are kept between calls (False: computed in every forward, as the official codes
-        do; see :class:`~clipdfer.layers.CachedTextFeatures`)."""
+        """Whether text features are kept between calls (False: computed in every forward)."""
         return all(m.enabled for m in self.modules() if isinstance(m, CachedTextFeatures))
 
     @cache_text.setter
@@ -458,9 +410,7 @@ class DFERModel(HubMixin, nn.Module):
                 m.enabled = bool(enabled)
 
     def clear_text_cache(self) -> None:
-        """Drop kept text features now, e.g. to free their memory, or after writing weights through ``.data`` (which
-        the checks cannot see). Otherwise never needed: the features follow every change of the weights, classes,
-        device and dtype."""
+        """Drop kept text features now: to free memory, or after a ``.data`` write the cache cannot see."""
         for m in self.modules():
             if isinstance(m, CachedTextFeatures):
                 m.clear()

@@ -1,8 +1,5 @@
-"""Building a model: its factory arguments, its pretrained cfg, and the weights the cfg or a checkpoint names.
-
-``create_model`` (``_factory``) -> a family's entry point -> :func:`build_model_with_cfg` -> the family's
-``nn.Module``, then the weights through :mod:`clipdfer.models._loading` (read, adapt with the family's
-``checkpoint_filter_fn``, load) and the model's weights state, set here.
+"""Building a model: the family's module, its pretrained cfg, its weights (through :mod:`clipdfer.models._loading`) and
+its weights state (docs/architecture.md gives the path).
 """
 
 import dataclasses
@@ -27,14 +24,13 @@ def _filter_of(model: nn.Module) -> Optional[FilterFn]:
 
 
 def load_checkpoint(model: nn.Module, checkpoint_path: str, filter_fn: Optional[FilterFn] = None) -> None:
-    """Load a local checkpoint (.safetensors preferred; a torch file is read without running code) into ``model``.
-
-    ``model.weights`` becomes what is known: ``pretrained`` for an open_clip CLIP checkpoint (the backbone), the state
-    the file records (``save_pretrained``) or its format says (an official release), else ``loaded`` (unknown:
-    assign ``model.weights = "finetuned"`` for your own fine-tuned weights).
+    """Load a local checkpoint into ``model`` (a torch file is read without running code) and record ``model.weights``:
+    ``pretrained`` for an open_clip checkpoint, else what the file records or its format implies, else ``loaded``.
 
     Args:
-        filter_fn: adapter from another code base's names (default: the model family's ``checkpoint_filter_fn``).
+        model: the model.
+        checkpoint_path: the file (.safetensors, or a torch file).
+        filter_fn: adapter from another code base's names (default: the family's ``checkpoint_filter_fn``).
     """
     checkpoint = read_checkpoint(checkpoint_path)
     backbone_only, checkpoint = load_weights(model, checkpoint, "auto", filter_fn or _filter_of(model))
@@ -62,12 +58,8 @@ def load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir: Optional[st
 
 
 def _take_num_classes(model_cls: Callable[..., nn.Module], variant: str, kwargs: Dict) -> Optional[int]:
-    """timm's ``create_model(..., num_classes=N)`` for every family.
-
-    ``0`` (the embedding, no classifier) is applied after the weights load; a family whose constructor takes
-    ``num_classes`` gets the rest; for the others (text-prompt heads, whose classes are their class texts) a count
-    that differs from their classes is an error that says what to do instead.
-    """
+    """timm's ``create_model(..., num_classes=N)`` for every family: ``0`` is applied after the weights load; a family
+    without the argument (text-prompt heads) refuses a count other than its classes', saying what to do."""
     if "num_classes" not in kwargs:
         return None
     n = kwargs["num_classes"]
@@ -103,11 +95,10 @@ def build_model_with_cfg(
     """Instantiate ``model_cls(**kwargs)``, attach the pretrained cfg of ``variant`` and load weights as asked.
 
     Args:
-        pretrained_filter_fn / release_reader: the family's adapters (default: the ``checkpoint_filter_fn`` and
-            ``read_release`` its module defines; see :mod:`clipdfer.models._loading`).
-        **kwargs: the family's arguments, and ``num_classes`` (timm's: ``0`` for the embedding) and ``classifier`` (a
-            head set by ``reset_classifier``, as a saved model's ``config.json`` records it: applied before its
-            weights load).
+        pretrained_filter_fn, release_reader: the family's adapters (default: its module's ``checkpoint_filter_fn`` and
+            ``read_release``).
+        **kwargs: the family's arguments, ``num_classes`` (timm's; ``0``: the embedding) and ``classifier`` (a head set
+            by ``reset_classifier``, from a saved ``config.json``).
     """
     if pretrained_cfg is None:
         pretrained_cfg = get_pretrained_cfg(variant)

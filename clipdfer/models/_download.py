@@ -1,9 +1,5 @@
-"""Fetching raw weight files: from the Hugging Face Hub (its cache) and from release URLs (gdown); nothing else.
-
-Hub downloads go through ``huggingface_hub.hf_hub_download``: its cache (``HF_HOME`` / ``HF_HUB_CACHE`` or
-``cache_dir``), pinned revisions, ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` (read when a download is asked for). Release
-files go through ``gdown`` (Google Drive's confirmation pages; a ``.part`` file renamed when complete) and are checked
-before anyone reads them: not a web page, not empty, a torch or safetensors file, the pinned sha256.
+"""Fetching raw weight files: from the Hugging Face Hub (``hf_hub_download`` and its cache) and from release URLs
+(gdown), each checked before it is read; nothing else (docs/weights.md).
 """
 
 import inspect
@@ -120,17 +116,17 @@ def fetch_url(url: str, directory: str, name: str, route: str, sha256: Optional[
 
     Args:
         url: a Google Drive link (file or viewer), or any http(s) URL.
+        directory: where the file is written.
         name: what the file is for (``arch.tag``), in messages.
         route: what to do instead, ending every error message.
         sha256: the sha256 the file must have (None: not checked).
 
     Returns:
-        ``(path, sha256)``: the file, named as the server names it with its format's extension (``.pth`` or
-        ``.safetensors``), and its sha256.
+        ``(path, sha256)``: the file (the server's name, with ``.pth`` or ``.safetensors``) and its sha256.
 
     Raises:
-        PretrainedWeightsError: gdown missing, a failed transfer, a web page, an empty response, a file that is
-            neither torch nor safetensors, another sha256. The partial download is left in ``directory``.
+        PretrainedWeightsError: gdown missing, a failed transfer, a web page, an empty response, a file that is neither
+            torch nor safetensors, another sha256. The partial download is left in ``directory``.
     """
     try:
         import gdown

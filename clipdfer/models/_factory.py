@@ -19,21 +19,16 @@ def create_model(
         cache_dir: Optional[str] = None,
         **kwargs,
 ) -> nn.Module:
-    """Create a registered model.
+    """Create a registered model, in training mode, with ``model.pretrained_cfg`` set (docs/weights.md).
 
     Args:
-        model_name: ``arch`` or ``arch.tag`` (see :func:`list_models`); the tag picks a set of weights. Or a saved
-            model: ``hf-hub:organisation/repository[@revision]`` on the Hugging Face Hub, ``local-dir:PATH`` on disk
-            (``config.json`` + ``model.safetensors`` as ``model.save_pretrained`` writes them); these always load
-            their weights.
+        model_name: ``arch`` or ``arch.tag``; or a saved model, ``hf-hub:org/repo[@revision]`` or ``local-dir:PATH``
+            (these always load their weights).
         pretrained: load the tag's weights (the architecture's default tag when none is given).
         pretrained_cfg_overlay: fields of the pretrained cfg to replace, e.g. ``dict(file="w.safetensors")``.
-        checkpoint_path: a local checkpoint (.safetensors) to load instead of the tag's weights.
-        cache_dir: Hub cache directory (default: huggingface_hub's, from ``HF_HOME`` / ``HF_HUB_CACHE``).
+        checkpoint_path: a local checkpoint to load instead of the tag's weights.
+        cache_dir: Hub cache directory (default: huggingface_hub's).
         **kwargs: model arguments, e.g. ``num_frames=16``, ``class_names=[...]``, ``interfit=False``.
-
-    Returns:
-        The model, in training mode like any new ``nn.Module``, with ``model.pretrained_cfg`` set.
     """
     if model_name.startswith(("hf-hub:", "local-dir:")):
         config, location = read_model_config(model_name, cache_dir)

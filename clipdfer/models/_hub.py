@@ -1,7 +1,5 @@
-"""Saving and publishing models in timm's Hub format: ``save_pretrained``, ``push_to_hf_hub`` and the model card.
-
-A saved model is ``config.json`` + ``model.safetensors`` (see :mod:`clipdfer.models._loading`, which writes and reads
-them); ``create_model("local-dir:...")`` and ``create_model("hf-hub:...")`` load it again.
+"""Saving and publishing models in timm's Hub format: ``save_pretrained``, ``push_to_hf_hub`` and the model card
+(docs/weights.md, "Saving and publishing").
 """
 
 import dataclasses
@@ -55,10 +53,8 @@ def model_config(model: nn.Module, **cfg_updates) -> Dict[str, Any]:
 
 
 def weights_state(model: nn.Module, finetuned: Optional[bool] = None) -> str:
-    """What saved weights are recorded as: ``finetuned=True/False`` when the caller says, else ``model.weights``.
-
-    Never guessed: weights of unknown training (``loaded``) stay ``loaded``, with a warning saying how to record them.
-    """
+    """What saved weights are recorded as: ``finetuned=True/False`` when the caller says, else ``model.weights``
+    (``loaded`` stays ``loaded``, with a warning saying how to record them)."""
     state = getattr(model, "weights", "loaded")
     if finetuned is not None:
         return "finetuned" if finetuned else ("random" if state == "random" else "pretrained")
@@ -71,15 +67,13 @@ def weights_state(model: nn.Module, finetuned: Optional[bool] = None) -> str:
 
 
 def save_pretrained(model: nn.Module, save_directory: str, **cfg_updates) -> str:
-    """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (each written once, atomically).
-
-    ``clipdfer.create_model("local-dir:" + save_directory)`` builds the same model with the same weights.
+    """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (made if needed), each atomically; reload
+    with ``clipdfer.create_model("local-dir:" + save_directory)``.
 
     Args:
         model: a model from ``clipdfer.create_model``.
-        save_directory: created if needed.
-        **cfg_updates: pretrained-cfg fields to record with the weights, e.g. ``finetuned=True, dataset="dfew",
-            metrics={"uar": 60.1, "war": 72.0}, notes="..."``.
+        save_directory: the directory.
+        **cfg_updates: pretrained-cfg fields to record, e.g. ``finetuned=True, dataset="dfew", metrics={"uar": 60.1}``.
     """
     config = model_config(model, **cfg_updates)
     texts = getattr(model, "class_texts", None) if model.has_prompt_head else None
@@ -102,9 +96,8 @@ def _paper_link(paper_id: str) -> str:
 
 
 def model_card(config: Dict[str, Any], repo_id: str) -> str:
-    """A README.md for the Hub from a model's config: what the weights are, where they come from and under which
-    terms (licence, source file, notes: e.g. the training data's terms), the paper and its metrics, the label order
-    and the preprocessing."""
+    """A README.md for the Hub from a model's config: what the weights are, origin and terms, paper and metrics, label
+    order and preprocessing."""
     pcfg = config["pretrained_cfg"]
     state = config.get("weights") or ("finetuned" if pcfg.get("finetuned") else "pretrained")  # older configs
     metrics = "".join(f"| {k} | {v} |\n" for k, v in (pcfg.get("metrics") or []))
@@ -150,13 +143,8 @@ def push_to_hf_hub(
         create_pr: bool = False,
         **cfg_updates,
 ) -> str:
-    """Upload ``config.json``, ``model.safetensors`` and a generated ``README.md`` model card to ``repo_id``.
-
-    ``**cfg_updates`` are recorded in the config as for :func:`save_pretrained` (``finetuned``, ``metrics`` ...).
-
-    Returns:
-        The URL of the commit.
-    """
+    """Upload ``config.json``, ``model.safetensors`` and a generated ``README.md`` model card to ``repo_id``; returns
+    the commit's URL. ``**cfg_updates`` as :func:`save_pretrained`."""
     with tempfile.TemporaryDirectory() as tmp:
         save_pretrained(model, tmp, **cfg_updates)
         return push_folder_to_hf_hub(tmp, repo_id, commit_message, revision, private, token, create_pr)
@@ -171,14 +159,10 @@ def push_folder_to_hf_hub(
         token: Optional[str] = None,
         create_pr: bool = False,
 ) -> str:
-    """Upload a saved model directory (``config.json`` + ``model.safetensors``, as ``save_pretrained`` or
-    ``clipdfer convert`` write it) with a model card generated from its config; the directory is not modified.
-
-    Returns:
-        The URL of the commit.
+    """Upload a saved model directory as it is, with a model card from its config; returns the commit's URL.
 
     Raises:
-        FileNotFoundError: the directory lacks one of the two files.
+        FileNotFoundError: the directory lacks ``config.json`` or ``model.safetensors``.
     """
     from huggingface_hub import HfApi
     config, _ = read_model_config("local-dir:" + directory)
@@ -198,10 +182,7 @@ class HubMixin:
     """``save_pretrained`` and ``push_to_hub`` for clipdfer models."""
 
     def save_pretrained(self, save_directory: str, **cfg_updates) -> str:
-        """Write ``config.json`` + ``model.safetensors``; reload with ``create_model("local-dir:" + directory)``.
-
-        ``**cfg_updates``: pretrained-cfg fields to record, e.g. ``finetuned=True, metrics={"uar": 60.1}``.
-        """
+        """Write ``config.json`` + ``model.safetensors`` (:func:`save_pretrained`)."""
         return save_pretrained(self, save_directory, **cfg_updates)
 
     def push_to_hub(self, repo_id: str, **kwargs) -> str:

@@ -1,10 +1,6 @@
 """Loading: read a weight file, turn another code base's state dict or a release into a model's, and write a saved
-model's directory. Below the builder, above the downloads; it knows models only through their state dicts.
-
-A saved model (``save_pretrained``, ``clipdfer convert``, the cache of a release URL) is a directory of two files, as
-timm writes them: ``config.json`` (``{"architecture", "num_classes", "num_features", "label_names", "model_args",
-"pretrained_cfg", "weights"}``, plus ``"source"`` for a converted release) and ``model.safetensors`` (the state dict;
-its metadata records the weights state and the class texts a text-prompt head was trained with).
+model's directory (``config.json`` and ``model.safetensors``, as timm writes them). Models are known here only through
+their state dicts.
 """
 
 import dataclasses
@@ -58,8 +54,7 @@ class Checkpoint:
     Attributes:
         state_dict: the tensors.
         source: where they come from (a path, a URL, ``repo/file``), for messages.
-        weights: the weights state the file records (``save_pretrained``), or that its format says (an official
-            fine-tuned release); None: unknown.
+        weights: the weights state the file records, or its format implies (an official release); None: unknown.
         class_texts: the class texts a text-prompt head was trained with, when the file records them.
         config: the ``config.json`` of the model it makes (a converted release), else None.
     """
@@ -96,9 +91,8 @@ def _read_safetensors(path: str) -> Checkpoint:
 
 
 def read_checkpoint(path: str, source: Optional[str] = None) -> Checkpoint:
-    """Read a weight file without running code: safetensors (with what its metadata records), or a torch file
-    through a restricted unpickler (objects of its training script's classes are kept as inert data). A wrapping
-    ``{"state_dict": ...}`` or ``{"model": ...}`` dict is unwrapped.
+    """Read a weight file without running code: safetensors (and its metadata), or a torch file through a restricted
+    unpickler; a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper is unwrapped.
 
     Raises:
         FileNotFoundError: no such file.
@@ -129,9 +123,8 @@ def read_checkpoint(path: str, source: Optional[str] = None) -> Checkpoint:
 
 
 def strip_wrapper_prefixes(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Keys without the prefixes wrappers add when a wrapped model is saved: ``module.`` (DDP, DataParallel) and
-    ``_orig_mod.`` (``torch.compile``), in any order and number. Only when every key has one: a model whose own
-    modules had such names keeps them."""
+    """Keys without ``module.`` (DDP, DataParallel) and ``_orig_mod.`` (``torch.compile``) prefixes, in any order and
+    number, when every key has one."""
     out = dict(state_dict)
     while out:
         prefix = next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in out)), None)
@@ -148,11 +141,8 @@ def is_open_clip_state_dict(state_dict: Dict[str, torch.Tensor]) -> bool:
 
 def remap_open_clip_state_dict(state_dict: Dict[str, torch.Tensor], model: torch.nn.Module
                                ) -> Dict[str, torch.Tensor]:
-    """Rename an open_clip ``CLIP`` state dict to clipdfer names (``image_encoder.visual.*``, ``text_encoder.*``).
-
-    Text-tower weights are dropped for models without a text encoder; logit scale and bias are kept only for models
-    that have them.
-    """
+    """An open_clip ``CLIP`` state dict in clipdfer names (``image_encoder.visual.*``, ``text_encoder.*``), without what
+    the model lacks (a text tower, a logit scale or bias)."""
     own = model.state_dict()
     has_text = any(k.startswith(TEXT_PREFIX) for k in own)
     out = {}
@@ -171,8 +161,8 @@ def remap_open_clip_state_dict(state_dict: Dict[str, torch.Tensor], model: torch
 
 
 def _drop_mismatched_classifier(model, state_dict: Dict[str, torch.Tensor], source: str) -> set:
-    """Shape conflicts: a class-dependent parameter (``model.classifier_keys``) is dropped with a warning, so that a
-    model built for other classes keeps its fresh one; any other conflict is an error."""
+    """Shape conflicts: a class-dependent parameter (``model.classifier_keys``) is dropped with a warning; any other
+    conflict is an error."""
     own = model.state_dict()
     classifier = set(model.classifier_keys)
     dropped = set()
@@ -197,16 +187,18 @@ def load_weights(model: torch.nn.Module, checkpoint: Checkpoint, checkpoint_form
     """Load a full clipdfer state dict, or an open_clip backbone-only one (the new modules keep their init).
 
     Args:
+        model: the model to load into.
         checkpoint: what the file holds.
-        checkpoint_format: ``clipdfer`` (our names, or those ``filter_fn`` converts), ``open_clip`` (an open_clip /
-            OpenAI CLIP checkpoint: the backbone), or ``auto`` to tell from the keys.
-        filter_fn: the family's adapter from another code base's state dict (see :data:`FilterFn`).
+        checkpoint_format: ``clipdfer``, ``open_clip`` (the backbone of an open_clip / OpenAI CLIP checkpoint), or
+            ``auto`` (told from the keys).
+        filter_fn: the family's adapter from another code base's state dict (:data:`FilterFn`).
 
     Returns:
-        ``(backbone_only, checkpoint)``: True when only the CLIP backbone was loaded; the checkpoint as loaded.
+        ``(backbone_only, checkpoint)``: whether only the CLIP backbone was loaded; the checkpoint as loaded.
 
     Raises:
-        ValueError: a format other than the cfg says; RuntimeError: keys or shapes that do not fit the model.
+        ValueError: a format other than ``checkpoint_format``.
+        RuntimeError: keys or shapes that do not fit the model.
     """
     if checkpoint_format not in CHECKPOINT_FORMATS:
         raise ValueError(f"checkpoint_format={checkpoint_format!r}: expected one of {CHECKPOINT_FORMATS}")
@@ -254,7 +246,7 @@ def model_dir_config(pretrained_cfg: PretrainedCfg, model_args: Dict[str, Any], 
     Args:
         pretrained_cfg: what the weights expect (its ``num_classes`` and ``class_names`` are the model's).
         model_args: the constructor arguments that build the model again.
-        weights: its weights state (see :data:`WEIGHT_STATES`).
+        weights: its weights state (:data:`WEIGHT_STATES`).
         num_features: the width of ``forward_features``.
         source: a converted release's file (``file`` or ``url``, ``sha256``, ``size``).
     """
@@ -295,11 +287,11 @@ def read_model_config(source: str, cache_dir: Optional[str] = None) -> Tuple[Dic
     """Read ``config.json`` of ``hf-hub:org/repo[@revision]`` or ``local-dir:PATH``.
 
     Returns:
-        ``(config, weights)``: the parsed config, and where the weights are: ``"file:<path>"`` for a local directory,
-        ``"hub:<repo>@<revision>"`` for the Hub.
+        ``(config, weights)``: the config, and ``"file:<path>"`` or ``"hub:<repo>@<revision>"``.
 
     Raises:
-        FileNotFoundError: a directory without its two files; ValueError: a malformed name or config;
+        FileNotFoundError: a directory without its two files.
+        ValueError: a malformed name or config.
         PretrainedWeightsError: the Hub's config cannot be had.
     """
     if source.startswith("local-dir:"):
@@ -383,8 +375,7 @@ def _cached(entry: str, url: str, sha256: Optional[str] = None) -> Optional[Dict
 
 
 def read_state_dict_release(path: str, cfg: PretrainedCfg) -> Checkpoint:
-    """The default release reader: a state dict file (safetensors, or a torch file read without running code) in a
-    family's names, recorded as the tag's weights (the weights state the file records, else the cfg's)."""
+    """The default release reader: a state dict file in a family's names, recorded as the tag's weights."""
     checkpoint = read_checkpoint(path)
     state_dict = strip_wrapper_prefixes(checkpoint.state_dict)
     weights = checkpoint.weights or ("finetuned" if cfg.finetuned else "loaded")
@@ -411,13 +402,12 @@ def _convert(reader: ReleaseReader, path: str, cfg: PretrainedCfg, route: str) -
 
 def url_checkpoint(cfg: PretrainedCfg, cache_dir: Optional[str] = None, reader: Optional[ReleaseReader] = None,
                    convert_command: Optional[str] = None) -> Checkpoint:
-    """The weights of ``cfg.url``: from the cache, else downloaded, checked, read by the family's ``reader``
-    (default: a state dict file) and cached as a saved model (``config["source"]``: the URL, sha256 and size).
+    """The weights of ``cfg.url``: from the cache, else downloaded, checked, read by ``reader`` and cached as a saved
+    model (docs/weights.md, "Release files at a URL").
 
     Raises:
-        PretrainedWeightsError: offline without a cached copy, gdown missing, a failed download, an HTML page, a
-            file that is not the tag's weights (another release, truncated, unreadable); each names the URL, the
-            cache path and the manual route. Nothing is cached then.
+        PretrainedWeightsError: offline without a cached copy, gdown missing, a failed download, a file that is not the
+            tag's weights; each names the URL, the cache path and the manual route. Nothing is cached then.
         UnsafeCheckpointError: the file names code to run (nothing ran).
     """
     from filelock import FileLock
@@ -474,8 +464,8 @@ def url_checkpoint(cfg: PretrainedCfg, cache_dir: Optional[str] = None, reader: 
 
 def pretrained_checkpoint(cfg: PretrainedCfg, cache_dir: Optional[str] = None, reader: Optional[ReleaseReader] = None,
                           convert_command: Optional[str] = None) -> Checkpoint:
-    """The weights a pretrained cfg names, in timm's order: ``state_dict``, ``file``, ``hf_hub_id``, ``url`` (also
-    when the Hub copy cannot be had).
+    """The weights a pretrained cfg names, in timm's order: ``state_dict``, ``file``, ``hf_hub_id``, ``url`` (also when
+    the Hub copy cannot be had).
 
     Raises:
         PretrainedWeightsError: the cfg names no weights, or they cannot be had (the message says what to do).

@@ -1,8 +1,4 @@
-"""Weight metadata: one frozen ``PretrainedCfg`` per ``arch.tag``, in the manner of timm and torchvision.
-
-The architecture (the part of a model name before the dot) fixes the graph; the tag names a set of weights and says
-how frames must be prepared for them (preprocessing travels with the weights).
-"""
+"""Weight metadata: one frozen ``PretrainedCfg`` per ``arch.tag``, as timm and torchvision (docs/weights.md, "Tags")."""
 
 import collections.abc
 import dataclasses
@@ -29,11 +25,8 @@ WEIGHT_STATES = {
 class PretrainedCfg:
     """Where a set of weights lives and what it expects.
 
-    Where the weights come from, in timm's order: ``state_dict`` (in memory), ``file`` (a local path),
-    ``hf_hub_id`` (the Hugging Face Hub), ``url`` (a release file: downloaded once, checked, converted to safetensors
-    and cached; when a cfg names both ``hf_hub_id`` and ``url`` the Hub is tried first). A cfg with none of them
-    describes weights that are not published: the tag is registered (its preprocessing is known) but
-    ``pretrained=True`` on it raises.
+    Sources in timm's order: ``state_dict``, ``file``, ``hf_hub_id``, ``url`` (a release file). A cfg with none is a
+    registered tag whose weights are not published: ``pretrained=True`` on it raises.
     """
     architecture: str = ""
     tag: str = ""
@@ -113,8 +106,7 @@ class PretrainedCfg:
         return isinstance(key, str) and self._ALIASES.get(key, key) in self.__dataclass_fields__
 
     def keys(self):
-        """The metadata fields, as a dict's keys view (``to_dict``'s keys: an in-memory ``state_dict`` is not
-        metadata)."""
+        """The metadata fields (``to_dict``'s keys; an in-memory ``state_dict`` is not metadata)."""
         return dict.fromkeys(f.name for f in dataclasses.fields(self) if f.name != "state_dict").keys()
 
     def items(self):
@@ -135,11 +127,7 @@ collections.abc.Mapping.register(PretrainedCfg)  # isinstance(cfg, Mapping), as 
 
 @dataclasses.dataclass
 class DefaultCfg:
-    """The tags of one architecture, best first.
-
-    The default tag (what ``pretrained=True`` without a tag loads) is the first one with published weights, or the
-    first tag when none has any.
-    """
+    """The tags of one architecture; the default is the first with published weights, else the first."""
     tags: Sequence[str] = ()
     cfgs: Dict[str, PretrainedCfg] = dataclasses.field(default_factory=dict)
 

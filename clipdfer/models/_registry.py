@@ -23,10 +23,8 @@ class UnknownModelError(ValueError):
 
 
 def generate_default_cfgs(cfgs: Mapping[str, PretrainedCfg]) -> Dict[str, DefaultCfg]:
-    """Group ``{'arch.tag': PretrainedCfg}`` by architecture, in insertion order (the first tag is the default).
-
-    An entry without a tag (``'arch'``) registers the cfg under the empty tag.
-    """
+    """Group ``{'arch.tag': PretrainedCfg}`` by architecture, in order (the first tag is the default; ``'arch'``: the
+    empty tag)."""
     out: Dict[str, DefaultCfg] = {}
     for name, cfg in cfgs.items():
         arch, tag = split_model_name_tag(name)
@@ -39,12 +37,8 @@ def generate_default_cfgs(cfgs: Mapping[str, PretrainedCfg]) -> Dict[str, Defaul
 
 
 def register_model(fn: Callable) -> Callable:
-    """Decorator: register a model factory under its function name.
-
-    The factory's module may define ``default_cfgs`` (from :func:`generate_default_cfgs`): the entry for this
-    architecture, if any, becomes its pretrained cfgs; and its loading adapters ``checkpoint_filter_fn`` and
-    ``read_release`` (see :mod:`clipdfer.models._loading`). A name may be registered once.
-    """
+    """Decorator: register a model factory under its function name (once); its module's ``default_cfgs`` entry, if any,
+    gives its pretrained cfgs, and its ``checkpoint_filter_fn`` and ``read_release`` its loading adapters."""
     name = fn.__name__
     if name in _model_entrypoints:
         raise ValueError(
@@ -159,8 +153,8 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
 
 
 def family_loaders(name: str) -> Tuple[Optional[Callable], Optional[Callable]]:
-    """``(checkpoint_filter_fn, read_release)`` of the family module of a registered architecture (tag ignored; None
-    where the module defines none, and for a name that is not registered)."""
+    """``(checkpoint_filter_fn, read_release)`` of a registered architecture's family module (None for each it lacks,
+    and for an unregistered name)."""
     arch = split_model_name_tag(name)[0]
     if arch not in _model_entrypoints:
         return None, None

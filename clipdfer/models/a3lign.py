@@ -1,19 +1,12 @@
 """A³lign-DFER.
 
-Paper: Z. Tao, Y. Wang, J. Lin, et al., "A³lign-DFER: Pioneering Comprehensive Dynamic Affective Alignment for
-Dynamic Facial Expression Recognition with CLIP", arXiv 2403.04294 (2024). No official code has been released; this
-file follows ``shared/spec/a3lign_dfer.md``, and ``docs/models/a3lign.md`` says point by point what is the paper's and
-what is ours.
+Paper: Z. Tao, Y. Wang, J. Lin, et al., "A³lign-DFER: Pioneering Comprehensive Dynamic Affective Alignment for Dynamic
+Facial Expression Recognition with CLIP", arXiv 2403.04294 (2024).
 
-From the paper (abstract and its tensor summary): MAT (learnable tokens, C x S x L x D_w, replacing the label text
-and run through the frozen CLIP text encoder so that each class is a sequence of S text features), JAS (temporal
-"dynamic encoders" on both sides, then the video scored against each class's sequence), BAP (three training stages),
-frozen CLIP encoders, SGD with batch 64. Inferred from third-party reading notes of the full paper (not in the
-abstract): S = T = 16, L = 64, the stages' content and their 40 + 30 + 30 epochs.
-
-Ours, each an argument: MAT init normal(0.02); the dynamic encoders (learnable positional embedding, one pre-LN block,
-residual around the encoder's update); per-step similarity 100 * mean_t <Z_v, Z_t> (``pooled_similarity`` for the
-alternative); the module synchronization copy at the start of stage 2 (``sync_on_stage2``).
+No official code; this file follows ``shared/spec/a3lign_dfer.md``. Paper: MAT, JAS, BAP, frozen CLIP encoders. Inferred
+from third-party notes: S = T = 16, L = 64, the stages' content and epochs. Ours, each an argument: MAT's init, the
+dynamic encoders, the per-step similarity, the stage-2 synchronization. docs/models/a3lign.md gives the source of every
+value.
 """
 
 from typing import Dict, List, Optional, Sequence
@@ -36,10 +29,8 @@ _SOT, _EOT = 49406, 49407  # CLIP's start- and end-of-text token ids
 
 
 class DynamicEncoder(nn.Module):
-    """JAS's temporal encoder (ours): ``z = x + u``, with ``u`` the update one pre-LN block makes to ``x + pos``.
-
-    The positional embedding conditions the update without shifting the output, so at initialisation the output
-    stays close to the (CLIP-space) input.
+    """JAS's temporal encoder (ours): ``z = x + u``, ``u`` the update one pre-LN block makes to ``x + pos``; (B, S, D)
+    -> (B, S, D).
 
     Args:
         dim: feature width D.
@@ -67,23 +58,18 @@ class DynamicEncoder(nn.Module):
 class A3lignDFER(DFERModel):
     """A³lign-DFER: a clip (B, T, 3, H, W) -> (B, C) logits against learned class "sentences".
 
+    ``forward_features`` is the video sequence Z_v (B, T, D); pre-logits: see :meth:`_pool`.
+
     Args:
         clip_arch: CLIP shape (``vitb32``, ``vitl14``, ``test``).
-        class_names: class names in label order (used for labels only: MAT replaces the text).
+        class_names: class names in label order (labels only: MAT replaces the text).
         num_frames: T; also the number of sentences S per class.
-        mat_tokens: L, learned tokens per sentence (64); a sentence is [SOT] + L tokens + [EOT].
-        mat_init_std: std of MAT's normal init.
-        num_heads / mlp_ratio: shape of the dynamic encoders' block.
-        pooled_similarity: mean-pool both sequences over time then cosine, instead of the per-step similarity.
+        mat_tokens: L, learned tokens per sentence (64); a sentence is [SOT] + L tokens + [EOT] (ours).
+        mat_init_std: std of MAT's normal init (ours: 0.02).
+        num_heads, mlp_ratio: the dynamic encoders' block (ours).
+        pooled_similarity: pool both sequences over time, then cosine, instead of the per-step similarity (ours).
         logit_scale: multiplies the similarity (100).
-        sync_on_stage2: copy the text dynamic encoder into the video one when stage 2 starts.
-
-    Head (timm's contract, see :class:`DFERModel`): ``forward_features`` is the video sequence Z_v (B, T, D). The
-    per-step similarity 100 * mean_t <Z_v,t / |Z_v,t|, Z_t,t / |Z_t,t|> is linear in the per-step normalised
-    sequence, so the pre-logits embedding is that sequence flattened and scaled by 1/sqrt(T), (B, T * D), and the
-    logits are 100 * pre_logits @ W^T with W the class sequences treated alike; with ``pooled_similarity`` it is the
-    normalised time mean (B, D). ``get_classifier()`` is the text side: MAT, the text dynamic encoder, the text
-    encoder.
+        sync_on_stage2: copy the text dynamic encoder into the video one when stage 2 starts (ours).
     """
     family = "a3lign"
     prompt_head_parts = ("mat", "text_dynamic", "text_encoder")
@@ -125,12 +111,11 @@ class A3lignDFER(DFERModel):
 
     # ------------------------------------------------------------------ BAP
     def set_stage(self, stage: int, sync: Optional[bool] = None) -> None:
-        """Set the training stage of BAP: which parameters train and how the video side is summarised.
+        """Set BAP's training stage; CLIP's encoders stay frozen in every stage.
 
-        1: MAT and the text dynamic encoder train; the video side is the frame mean.
-        2: only the video dynamic encoder trains (copied from the text one first, when ``sync``).
-        3: MAT and both dynamic encoders train; the full model (also the inference setting).
-        CLIP's encoders stay frozen in every stage.
+        1: MAT and the text dynamic encoder train; the video side is the frame mean. 2: only the video dynamic encoder
+        (copied from the text one first, with ``sync_on_stage2``). 3: MAT and both dynamic encoders (the inference
+        setting).
         """
         if not self.has_prompt_head:  # a linear head (reset_classifier) has no text side to align in stages
             return super().set_stage(stage, sync)
@@ -157,8 +142,7 @@ class A3lignDFER(DFERModel):
         return self.text_encoder.forward_embeddings(x, eot_index).view(c, s, -1)  # (C, S, D)
 
     def sentence_features(self) -> torch.Tensor:
-        """F_t (C, S, D): MAT through the frozen text encoder; cached while MAT is unchanged and no gradient is
-        needed (between optimizer steps and at inference)."""
+        """F_t (C, S, D): MAT through the frozen text encoder; cached while MAT is unchanged and needs no gradient."""
         return self.text_cache(self._encode_mat, self.mat, self.text_encoder)
 
     @property
@@ -178,8 +162,8 @@ class A3lignDFER(DFERModel):
         return self.video_dynamic(frames)
 
     def _pool(self, video_seq: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) video sequence -> pre-logits: per step normalised, flattened, / sqrt(T): (B, T * D); or, with
-        ``pooled_similarity``, the normalised time mean (B, D)."""
+        """(B, T, D) video sequence -> pre-logits: each step normalised, flattened, / sqrt(T): (B, T * D), in which the
+        per-step similarity is linear; with ``pooled_similarity``, the normalised time mean (B, D)."""
         if self.pooled_similarity:
             return F.normalize(video_seq.mean(dim=1), dim=-1)
         return F.normalize(video_seq, dim=-1).flatten(1) * video_seq.shape[1] ** -0.5
@@ -199,10 +183,7 @@ class A3lignDFER(DFERModel):
 
     @torch.jit.ignore
     def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
-        """Trainable parameters: ``prompt`` (MAT) and ``new`` (the dynamic encoders).
-
-        The recipe's learning rates: ``param_groups(model, lr=1e-3, group_lr={"prompt": 2e-3})``.
-        """
+        """Trainable parameters: ``prompt`` (MAT) and ``new`` (the dynamic encoders)."""
         groups: Dict[str, List[nn.Parameter]] = {"prompt": [], "new": []}
         for name, p in self.named_parameters():
             if p.requires_grad:

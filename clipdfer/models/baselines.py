@@ -1,17 +1,14 @@
 """Baselines the DFER papers compare against: zero-shot CLIP, CoOp and CoCoOp, run on video.
 
-- Zero-shot CLIP: A. Radford et al., "Learning Transferable Visual Models From Natural Language Supervision",
-  ICML 2021, arXiv 2103.00020.
-- CoOp: K. Zhou, J. Yang, C. C. Loy, Z. Liu, "Learning to Prompt for Vision-Language Models", IJCV 2022,
-  arXiv 2109.01134.
+- Zero-shot CLIP: A. Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", ICML 2021,
+  arXiv 2103.00020.
+- CoOp: K. Zhou, J. Yang, C. C. Loy, Z. Liu, "Learning to Prompt for Vision-Language Models", IJCV 2022, arXiv
+  2109.01134.
 - CoCoOp: K. Zhou, J. Yang, C. C. Loy, Z. Liu, "Conditional Prompt Learning for Vision-Language Models", CVPR 2022,
   arXiv 2203.05557.
 
-Following ``shared/spec/baselines.md``: every frame goes through CLIP's image encoder and the frame features are
-averaged over time (``mean``, then L2-normalised); logits are CLIP's own logit scale times cosine similarity.
-Ours: the zero-shot template ensemble (``clipdfer.data.texts.ZERO_SHOT_TEMPLATES``) and the class words
-(``EXPRESSION_ADJECTIVES``, or the class names themselves for other classes); CoCoOp's meta-net reads the clip's
-frame-averaged feature, so the text encoder runs C prompts per clip.
+Follows ``shared/spec/baselines.md``. Ours: the zero-shot templates, the class words and what CoCoOp's meta-net reads
+(docs/models/baselines.md).
 """
 
 import math
@@ -40,11 +37,8 @@ def class_words(class_names: Sequence[str]) -> List[str]:
 
 
 class _CLIPVideoModel(DFERModel):
-    """Frozen CLIP towers, frame features averaged over time, CLIP's logit scale.
-
-    Head (timm's contract, see :class:`DFERModel`): the pre-logits embedding is the normalised mean frame feature
-    (B, D); ``get_classifier()`` is the text side (text encoder, prompts, logit scale).
-    """
+    """Frozen CLIP towers, frame features averaged over time, CLIP's logit scale x cosine. Pre-logits: the normalised
+    mean frame feature (B, D)."""
 
     def __init__(self, clip_arch: str, class_names: Sequence[str], num_frames: int, logit_scale: float):
         super().__init__(clip_arch, class_names, num_frames)
@@ -77,15 +71,11 @@ def _words(words: Optional[Sequence[str]], class_names: Sequence[str]) -> Tuple[
 class ZeroShotCLIP(_CLIPVideoModel):
     """Zero-shot CLIP: no training; class text features from a template ensemble averaged in embedding space.
 
-    With OpenAI's weights (tag ``.openai``) this is the one model in the zoo that predicts expressions meaningfully
-    without fine-tuning.
-
     Args:
         clip_arch: CLIP shape.
         class_names: class names in label order (any list: open vocabulary).
-        templates: prompt templates with one ``{}`` for the class word; the features of all templates are
-            normalised and averaged per class.
-        words: the word per class (default :func:`class_words`).
+        templates: prompt templates with one ``{}`` for the class word (ours: five).
+        words: the word per class (default :func:`class_words`, ours).
         num_frames: T of the pretrained cfg (any T works).
         logit_scale: initial CLIP logit scale (OpenAI's weights set their own, 100).
         truncate: cut prompts longer than the context (L - 2 tokens) instead of raising ``ValueError`` (ours).
@@ -150,19 +140,18 @@ class ZeroShotCLIP(_CLIPVideoModel):
 
 
 class CoOp(_CLIPVideoModel):
-    """CoOp: learnable context vectors before each class word; both CLIP encoders frozen.
+    """CoOp: learnable context vectors before each class word, ``[SOS] ctx <word>. [EOS]``; both CLIP encoders frozen.
 
     Args:
         clip_arch: CLIP shape.
         class_names: class names in label order.
-        n_ctx: context vectors M (16 by default).
+        n_ctx: context vectors M (16).
         ctx_init: initialise the context from a phrase instead (``"a photo of a"``: M = 4).
         class_specific_contexts: one context per class (CoOp's CSC variant) instead of one shared.
-        words: the word per class (default :func:`class_words`); the prompt is ``ctx <word>.``.
+        words: the word per class (default :func:`class_words`).
         num_frames: T of the pretrained cfg (any T works).
         logit_scale: initial CLIP logit scale (OpenAI's weights set their own).
-        truncate: cut class words longer than their budget (L - 2 - M tokens) instead of raising ``ValueError``
-            (ours).
+        truncate: cut class words longer than their budget (L - 2 - M tokens) instead of raising ``ValueError`` (ours).
     """
     family = "coop"
     prompt_head_parts = ("prompt_learner", "text_encoder", "logit_scale")
@@ -219,11 +208,12 @@ class CoOp(_CLIPVideoModel):
 
 
 class CoCoOp(CoOp):
-    """CoCoOp: CoOp with a meta-net whose output, from the clip's image feature, is added to every context vector.
+    """CoCoOp: CoOp with a meta-net whose output, from the clip's mean frame feature, is added to every context vector.
 
     Args:
+        clip_arch, class_names, n_ctx, ctx_init, words, num_frames, logit_scale, truncate: as :class:`CoOp`; by default
+            4 context vectors initialised from ``"a photo of a"``.
         meta_ratio: the meta-net's hidden width is D / ``meta_ratio`` (16).
-        Other arguments as :class:`CoOp`; by default 4 context vectors initialised from ``"a photo of a"``.
     """
     family = "cocoop"
     prompt_head_parts = ("prompt_learner", "meta_net", "text_encoder", "logit_scale")

@@ -2,21 +2,10 @@
 
 Paper: J. Zhang, X. Liu, Y. Liang, X. Xian, W. Xie, L. Shen, S. Song, "CLIP-Guided Bidirectional Prompt and Semantic
 Supervision for Dynamic Facial Expression Recognition", IJCB 2024, DOI 10.1109/IJCB62174.2024.10744485.
-The authors released no code and no weights; this file follows ``shared/spec/clipdfer.md``.
 
-Where each value comes from (docs/models/clipdfer.md has the full table):
-
-- paper: InterFIT's structure (sec. 3.1, eqs. 2-3), MSTA (eqs. 4-8, kernels (5, 5, 7), strides (3, 3, 1)), BiEhPro's
-  parallel update, α, β and cosine logits (eqs. 9-12), M = 2 (Table 4), the label text as the class text, T = 8 and
-  the recipe (sec. 4.1);
-- inferred: InterFIT's BiLSTM width, D_v per direction (from the FLOPs column of Table 2), and BiEhPro's fused q/k/v
-  projection (from Table 4's 0.030 G per block);
-- ours, each a constructor argument: InterFIT's D_v / 64 heads (``interfit_heads``), its init
-  (``interfit_init_std``, zero-init MHSA output) and optional gate (``interfit_gate``); frame features after CLIP's
-  ``ln_post`` and ``proj``; MSTA's channel-wise score Linears, channel-major flatten and mean-init of its output
-  Linear (``msta_fc_v_init``); BiEhPro's 8 heads (``biehpro_heads``), pre-LayerNorms, GELU FFN, α = β = 0.1 at init
-  (``biehpro_init_scale``) and optional frame tokens (``biehpro_visual_tokens``); τ = 0.01 (``temperature``); the
-  class text's exact string, the noun without a template (``prompt_template="{}"``).
+No official code or weights; this file follows ``shared/spec/clipdfer.md``. Inferred from the paper's FLOPs: InterFIT's
+LSTM width and BiEhPro's fused q/k/v. Ours: the values marked so in the class's Args, frame features after ``ln_post``
+and ``proj``, MSTA's channel-wise scores. docs/models/clipdfer.md gives the source of every value.
 """
 
 from typing import Dict, Optional, Sequence
@@ -45,51 +34,40 @@ def _check_template(template: str) -> str:
 
 
 class CLIPGuidedDFER(DFERModel):
-    """CLIP-Guided DFER: a clip (B, T, 3, H, W) -> class logits (B, C).
+    """CLIP-Guided DFER: a clip (B, T, 3, H, W) -> class logits (B, C), cos(V̂, K̂_j) / τ (eq. 12).
 
-    Every switch of the paper's ablations (Tables 2-5) is an argument:
-
-    ============================  ==========================================================================
-    Baseline (Table 2, row 1)     ``interfit=False, msta=False, biehpro_depth=0``
-    +InterFIT / +InterFIT +MSTA   ``msta=False, biehpro_depth=0`` / ``biehpro_depth=0``
-    full model                    defaults
-    w/o text (Table 3)            ``text_head=False, biehpro_depth=0``
-    M = 1..5 (Table 4)            ``biehpro_depth=M``
-    TP only / TP+VP (Table 5)     ``interfit=False, msta=False, visual_prompt=False`` / ``visual_prompt=True``
-    ============================  ==========================================================================
+    The paper's ablations (Tables 2-5) are argument settings, listed in docs/models/clipdfer.md. Pre-logits: V (B, D),
+    or [V, Z_1..Z_T] flattened, (B, (1 + T) * D), with ``biehpro_visual_tokens="frames"``.
 
     Args:
-        clip_arch: CLIP shape: ``vitb32``, ``vitb16``, ``vitl14`` or ``test``.
-        class_names: class texts in label order; the number of classes C is their count.
-        num_frames: T. MSTA needs exactly this T; without MSTA any T works.
-        interfit: add InterFIT to every visual layer (otherwise plain CLIP per frame).
-        msta: aggregate frames with MSTA (otherwise the mean over time).
-        biehpro_depth: BiEhPro blocks M; 0 for none.
-        visual_prompt: BiEhPro also enhances the visual side (False: text prompt only).
-        text_head: classify by cosine to (enhanced) text features; False: a random-init Linear classifier on V.
-        num_classes: only for ``text_head=False`` without class names, or as a check of ``len(class_names)``.
-        prompt_template: format string applied to each class name before tokenizing.
-        truncate: cut class prompts longer than the context (L - 2 tokens) instead of raising ``ValueError``
-            (ours).
-        temperature: τ of the logits cos / τ.
-        freeze_text: keep the text encoder frozen (the paper); its features are then computed once and cached.
-        interfit_heads: heads of InterFIT's interaction MHSA (default width / 64).
-        interfit_lstm_hidden: InterFIT LSTM hidden width per direction (default the visual width).
-        interfit_init_std: std of InterFIT's new weights at init.
-        lstm_impl: ``auto`` / ``native`` / ``unrolled`` (see :class:`clipdfer.layers.BiLSTM`).
-        msta_kernel_sizes / msta_strides: MSTA's max-pool scales.
-        msta_fc_v_init: ``mean`` or ``normal``.
-        biehpro_heads / biehpro_mlp_ratio / biehpro_init_scale: BiEhPro's shape and α, β init.
-        interfit_gate: a zero-initialised gate on InterFIT's interaction tokens, so that the model starts as exactly
-            CLIP (ours; see :mod:`clipdfer.layers.interfit`).
-        biehpro_visual_tokens: what BiEhPro's text side attends to: ``embedding``, the video embedding V (the
-            paper's eq. 10), or ``frames``, the T frame features (ours). With V alone the text side has one key: its
-            cross-attention output is the same for every class, and the class enters only through the FFN.
+        clip_arch: ``vitb32``, ``vitb16``, ``vitl14`` or ``test``.
+        class_names: class texts in label order; C is their count.
+        num_frames: T; MSTA accepts only this T.
+        interfit: InterFIT in every visual layer (False: plain CLIP per frame).
+        msta: MSTA over time (False: the mean over time).
+        biehpro_depth: BiEhPro blocks M (paper: 2); 0 for none.
+        visual_prompt: BiEhPro also updates V (False: the text prompt only).
+        text_head: cosine to the text features; False: a random-init Linear on V.
+        num_classes: for ``text_head=False`` without class names, else a check of ``len(class_names)``.
+        prompt_template: format string with one ``{}`` for the class name (ours: ``"{}"``, the noun alone).
+        truncate: cut prompts longer than the context (L - 2 tokens) instead of raising (ours).
+        temperature: τ (ours: 0.01, DFER-CLIP's).
+        freeze_text: freeze the text encoder (paper); its features are then cached.
+        interfit_heads: InterFIT's MHSA heads (ours: width / 64).
+        interfit_lstm_hidden: InterFIT's LSTM width per direction (inferred: the visual width).
+        interfit_init_std: std of InterFIT's new weights (ours: 0.02).
+        lstm_impl: ``auto``, ``native`` or ``unrolled`` (:class:`~clipdfer.layers.BiLSTM`).
+        msta_kernel_sizes, msta_strides: MSTA's max-pool scales over time (paper: (5, 5, 7), (3, 3, 1)).
+        msta_fc_v_init: ``mean`` (ours) or ``normal``.
+        biehpro_heads, biehpro_mlp_ratio, biehpro_init_scale: BiEhPro's heads, FFN width ratio and α = β at init (ours:
+            8, 4, 0.1).
+        interfit_gate: a zero-initialised gate on the interaction tokens, exactly CLIP at init (ours).
+        biehpro_visual_tokens: what BiEhPro's text side attends to: ``embedding`` (V, eq. 10) or ``frames`` (the T frame
+            features, ours).
 
-    Head (timm's contract, see :class:`DFERModel`): the pre-logits embedding is V (B, D) after MSTA, and
-    ``get_classifier()`` is the text head (the text encoder and BiEhPro) or the Linear of ``text_head=False``. With
-    ``biehpro_visual_tokens="frames"`` the head reads V and the frame features: the pre-logits are [V, Z_1..Z_T]
-    flattened, (B, (1 + T) * D).
+    Raises:
+        ValueError: an argument out of its range or in conflict with another (the message says which), a template
+            without one ``{}``, MSTA scales that disagree at T.
     """
     family = "clipdfer"
     prompt_head_parts = ("text_encoder", "biehpro")
@@ -186,11 +164,10 @@ class CLIPGuidedDFER(DFERModel):
         return tokenize(texts, self.clip_arch.context_length, truncate=True)
 
     def text_features(self) -> torch.Tensor:
-        """Class text features K (C, D) from the text encoder.
+        """Class text features K (C, D), cached while the text encoder is frozen.
 
-        With a frozen text encoder they are computed once, in full precision, and reused until the classes, a text
-        weight, the device or the dtype change (:class:`~clipdfer.layers.CachedTextFeatures`). A trainable text
-        encoder is re-run in every forward that needs its gradient.
+        Raises:
+            RuntimeError: the model has no text encoder (``text_head=False`` or a replaced head).
         """
         if self.text_encoder is None:
             raise RuntimeError("this model has no text encoder (text_head=False or reset_classifier)")

@@ -1,16 +1,11 @@
 """DFER-CLIP.
 
 Paper: Z. Zhao, I. Patras, "Prompting Visual-Language Models for Dynamic Facial Expression Recognition", BMVC 2023,
-arXiv 2308.13382. Official code and checkpoints: github zengqunzhao/DFER-CLIP (MIT). The structure matches the official
-code so that its checkpoints load and give the same logits (``checkpoint_filter_fn``, ``read_release`` below);
-``shared/spec/dferclip.md``.
+arXiv 2308.13382. Official code and checkpoints: github zengqunzhao/DFER-CLIP (MIT).
 
-Where each value comes from: the architecture, the class texts, the input pipeline and the training recipe are the
-official code's (``models/``, ``dataloader/``, ``main.py``, ``train_*.sh``); the paper gives the method and the
-results. Ours: the class texts are looked up by class name (``text_type``), other classes work through
-``set_classes``, and the prompt text features are computed once and cached at inference (the official code
-re-encodes the C prompts in every forward). None of it changes the function. The training recipe ``dferclip_ours``
-(torchvision's crop of area 0.8-1, no decay on biases and norms) is ours too; ``dferclip`` is the official one.
+The structure, class texts, input pipeline and recipe ``dferclip`` are the official code's, so its checkpoints load and
+give the same logits (``shared/spec/dferclip.md``). Ours, none changing the function: class texts looked up by class
+name (``text_type``), ``set_classes``, cached prompt features; and the recipe ``dferclip_ours``.
 """
 
 import dataclasses
@@ -46,6 +41,9 @@ __all__ = ["DFERCLIP", "checkpoint_filter_fn", "read_release", "read_official_re
 class DFERCLIP(DFERModel):
     """DFER-CLIP: CLIP frame features, a class-token temporal transformer, learnable class-specific prompts.
 
+    (B, T, 3, H, W) frames in [0, 1], without mean/std normalisation (official pipeline) -> logits (B, C). Pre-logits:
+    the temporal class token (B, D), before normalisation.
+
     Args:
         clip_arch: CLIP shape (``vitb32`` as the paper, or ``test``).
         class_names: class names in label order.
@@ -54,17 +52,13 @@ class DFERCLIP(DFERModel):
         num_frames: T (16); any T up to it works.
         temporal_layers: depth of the temporal transformer (1).
         n_ctx: learnable context vectors per prompt (8).
-        class_specific_contexts: one set of contexts per class (True, the paper's) or one shared set.
+        class_specific_contexts: one set of contexts per class (True, the official setting) or one shared set.
         temperature: logits = cos / temperature (0.01).
         freeze_text: keep CLIP's text transformer frozen (the paper).
-        temporal_heads / temporal_mlp_dim: shape of the temporal blocks (8 heads, MLP 2 x width).
+        temporal_heads, temporal_mlp_dim: the temporal blocks' shape (8 heads, MLP 2 x width).
         truncate: cut class texts longer than the text encoder's budget instead of raising ``ValueError`` (ours).
-        cache_text: reuse prompt text features while the prompts are unchanged (False re-encodes every call, as the
-            official code does; for comparisons).
-
-    Input: 16 frames in [0, 1], without mean/std normalisation, as the official pipeline (``pretrained_cfg``).
-    Head (timm's contract, see :class:`DFERModel`): the pre-logits embedding is the temporal class token (B, D),
-    before normalisation; ``get_classifier()`` is the prompt head (prompt contexts and the text encoder).
+        cache_text: reuse prompt features while the prompts are unchanged (False: re-encode every call, as the official
+            code).
     """
     family = "dferclip"
     prompt_head_parts = ("prompt_learner", "text_encoder")
@@ -114,8 +108,7 @@ class DFERCLIP(DFERModel):
         return self.text_encoder.forward_embeddings(prompts, self.prompt_learner.eot_index)
 
     def text_features(self) -> torch.Tensor:
-        """Prompt text features (C, D). Cached while the contexts, classes and text weights are unchanged, except
-        when gradients must flow into them (training)."""
+        """Prompt text features (C, D), cached while nothing they come from changes and no gradient must reach them."""
         return self.text_cache(self._encode_prompts, self.prompt_learner, self.text_encoder)
 
     @outside_inference_mode
@@ -124,8 +117,8 @@ class DFERCLIP(DFERModel):
         """Use other classes (texts from ``text_type`` unless given). Class-specific contexts keep their count.
 
         Raises:
-            ValueError: another class count with class-specific contexts; a text longer than its budget
-                (context length - 2 - ``n_ctx`` tokens) unless ``truncate`` (None: as constructed; kept after).
+            ValueError: another class count with class-specific contexts; a text longer than its budget (context length
+                - 2 - ``n_ctx`` tokens) unless ``truncate`` (None: as constructed; kept after).
         """
         self._require_prompt_head("set_classes")
         class_names = check_texts(class_names)
@@ -159,10 +152,7 @@ class DFERCLIP(DFERModel):
 
     @torch.jit.ignore
     def group_parameters(self) -> Dict[str, List[nn.Parameter]]:
-        """Trainable parameters: ``backbone`` (image encoder), ``new`` (temporal transformer), ``prompt`` (contexts).
-
-        The paper's learning rates: ``param_groups(model, lr=1e-2, backbone_lr=1e-5, group_lr={"prompt": 1e-3})``.
-        """
+        """Trainable parameters: ``backbone`` (image encoder), ``new`` (temporal transformer), ``prompt`` (contexts)."""
         groups: Dict[str, List[nn.Parameter]] = {"backbone": [], "new": [], "prompt": []}
         for name, p in self.named_parameters():
             if p.requires_grad:
@@ -311,8 +301,8 @@ _FOLDED = ("dfew", "mafw")  # released per fold (1-5); FERV39k has one split
 
 
 def release_from_filename(filename: str) -> Tuple[Optional[str], Optional[int]]:
-    """``(dataset, fold)`` as an official file name says them (the official script names its checkpoints
-    ``<DATASET>-<time>-set<N>-model_best.pth``); None for what it does not say."""
+    """``(dataset, fold)`` as an official file name (``<DATASET>-<time>-set<N>-model_best.pth``) says them; None for
+    what it does not say."""
     name = os.path.basename(filename).lower()
     dataset = next((d for d in ("ferv39k", "dfew", "mafw") if d in name), None)
     match = re.search(r"(?:set|fold)[ _-]?(\d+)", name)
@@ -368,8 +358,8 @@ def _release(num_classes: int, filename: str, dataset: Optional[str], fold: Opti
 
 
 def _check_class_texts(model: DFERCLIP, texts: Sequence[str], source: str) -> None:
-    """Class-specific contexts are learned for their class's text: weights trained with other texts for the same
-    classes would load silently and predict wrongly, so that is an error (shared contexts carry over)."""
+    """Class-specific contexts trained with other texts for the same classes would load silently and predict wrongly: an
+    error (shared contexts carry over)."""
     ours = tuple(model.class_texts)
     if not model.prompt_learner.class_specific or len(texts) != len(ours) or tuple(texts) == ours:
         return
@@ -383,12 +373,11 @@ def _check_class_texts(model: DFERCLIP, texts: Sequence[str], source: str) -> No
 
 
 def checkpoint_filter_fn(checkpoint: Checkpoint, model: DFERCLIP) -> Checkpoint:
-    """What a file holds -> this model's state dict: an official state dict is renamed (and its weights are the
-    authors' fine-tuned ones); prompts trained with other class texts than the model's are an error.
+    """A file's state dict -> this model's: an official one renamed (the authors' fine-tuned weights).
 
     Raises:
-        ValueError: the official prompts' class texts, or the texts a clipdfer file records, differ from the model's
-            (class-specific contexts), naming the ``text_type`` or classes to build the model with.
+        ValueError: the file's class texts (official prompts, or those a clipdfer file records) differ from the model's
+            with class-specific contexts; names the ``text_type`` or classes to build the model with.
     """
     if checkpoint.class_texts and model.has_prompt_head:
         _check_class_texts(model, checkpoint.class_texts, checkpoint.source)
@@ -417,7 +406,7 @@ def checkpoint_filter_fn(checkpoint: Checkpoint, model: DFERCLIP) -> Checkpoint:
 
 def read_release(path: str, pretrained_cfg: PretrainedCfg) -> Checkpoint:
     """A file downloaded for a tag (``pretrained_cfg.url``) -> a saved model's checkpoint: an official release
-    (:func:`read_official_release`), or a safetensors file / plain state dict in our names (a mirror).
+    (:func:`read_official_release`), or a safetensors file or plain state dict in our names (a mirror).
 
     Raises:
         ReleaseMismatchError: a file named or made for another release; see :func:`read_official_release`.
@@ -433,24 +422,22 @@ def read_release(path: str, pretrained_cfg: PretrainedCfg) -> Checkpoint:
 
 def read_official_release(path: str, pretrained_cfg: Optional[PretrainedCfg] = None, dataset: Optional[str] = None,
                           fold: Optional[int] = None) -> Checkpoint:
-    """An official ``.pth`` -> a saved model's checkpoint (state dict in our names, the class texts its prompts were
-    trained with, and its ``config.json``), as ``clipdfer convert dferclip`` writes it and the cache of a release
-    URL holds it; nothing in the file runs and no model is built.
+    """An official ``.pth`` -> a saved model's checkpoint (our state dict, the class texts, ``config.json``), as
+    ``clipdfer convert dferclip`` writes it; nothing in the file runs and no model is built.
 
-    The model arguments (classes, text setting, contexts, temporal depth, T) are read from the file; the config
-    records the official input pipeline (16 frames, segment sampling, no mean/std normalisation). The licence, the
-    release URL and the paper's metrics are recorded only with ``pretrained_cfg`` (the file is that tag's release);
-    otherwise the notes say it is not known to be the authors'.
+    The model arguments are read from the file; the config records the official input pipeline. Licence, URL and the
+    paper's metrics are recorded only with ``pretrained_cfg``.
 
     Args:
+        path: the official file.
         pretrained_cfg: the tag this file is the release of.
         dataset: ``dfew``, ``ferv39k`` or ``mafw`` (default: the tag's, the file name's, else MAFW for 11 classes).
         fold: the fold of a DFEW / MAFW release (1-5; default: the tag's or the file name's).
 
     Raises:
         NotOfficialCheckpointError: a readable file of another format (safetensors, a plain state dict).
-        ValueError: not a readable checkpoint, prompts of no known text setting, a dataset or fold that contradicts
-            the file or cannot be told.
+        ValueError: not a readable checkpoint, prompts of no known text setting, a dataset or fold that contradicts the
+            file or cannot be told.
         ReleaseMismatchError: another dataset's classes or another release's file name than ``pretrained_cfg``'s.
         UnsafeCheckpointError: the file names code to run (nothing ran).
     """

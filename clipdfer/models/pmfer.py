@@ -1,18 +1,10 @@
 """PMFER: fine-grained vision-language alignment by prompt masking.
 
 Paper: W. Ren, Y. Gao, et al., "Facial Expression Monitoring via Fine-Grained Vision-Language Alignment", IEEE
-Transactions on Automation Science and Engineering, 2024, DOI 10.1109/TASE.2024.3464519. Closed access, no code; only
-the abstract is known. From it (paper): a static FER model on a vision-language backbone; per-expression text prompts
-made of facial action unit (AU) phrases; prompt masking (a phrase is dropped in training and predicted through
-cross-attention between the modalities); a modal-adversarial strategy against the gap between image and text
-embeddings.
+Transactions on Automation Science and Engineering, 2024, DOI 10.1109/TASE.2024.3464519.
 
-Everything else is ours (``shared/spec/pmfer.md``; ``docs/models/pmfer.md`` lists each choice), every choice an
-argument: CLIP ViT-B/16, 4 contexts from "a photo of a", the AU phrase bank (``clipdfer/data/au_prompts.json``), the
-masking head (every phrase of the vocabulary is a masked slot whose presence is predicted from the face: the phrase's
-text feature plus a learned [MASK] embedding queries the image's patches through 2 cross-attention layers; its score,
-cosine with the phrase over temperature 0.07, is trained multi-label against the label's phrases), the discriminator
-and its DANN schedule, and the loss weights 1 / 0.5 / 0.1. Video: per-frame logits averaged over time.
+Closed access, no code: from the abstract come AU-phrase prompts, prompt masking and a modal-adversarial loss.
+Everything else is ours, each an argument (``shared/spec/pmfer.md``; docs/models/pmfer.md lists them).
 """
 
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -42,24 +34,22 @@ def class_prompt(name: str, phrases: Sequence[str]) -> str:
 
 
 class PMFER(DFERModel):
-    """PMFER: images (B, 3, H, W) or clips (B, T, 3, H, W) -> (B, C) logits; training adds two auxiliary losses.
+    """PMFER: images (B, 3, H, W) or clips (B, T, 3, H, W) -> (B, C) logits (per-frame logits averaged over time).
+
+    ``forward_features``: normalised frame features (B, T, D); pre-logits: their time mean (B, D). The masking head and
+    the discriminator serve only :meth:`training_losses`.
 
     Args:
-        clip_arch: CLIP shape (``vitb16`` by default).
+        clip_arch: CLIP shape (ours: ``vitb16``).
         class_names: class names in label order; each needs AU phrases (the bank, or ``phrases``).
         phrases: optional ``{class: [phrase, ...]}`` replacing or adding to the bank.
         num_frames: frames per clip of the pretrained cfg (1 for a static model; any T works).
-        n_ctx / ctx_init: learnable context (4 vectors initialised from "a photo of a").
-        mask_layers / mask_heads: the masking head's cross-attention.
-        mask_temperature: temperature of the phrase scores (0.07).
-        loss_weights: weights of the classification, masking and adversarial losses (1, 0.5, 0.1).
+        n_ctx, ctx_init: learnable context (ours: 4 vectors initialised from "a photo of a").
+        mask_layers, mask_heads: the masking head's cross-attention (ours: 2, 8).
+        mask_temperature: temperature of the phrase scores (ours: 0.07).
+        loss_weights: weights of the classification, masking and adversarial losses (ours: 1, 0.5, 0.1).
         logit_scale: multiplies the cosine logits (100).
         truncate: cut class prompts and phrases longer than their budget instead of raising ``ValueError`` (ours).
-
-    Head (timm's contract, see :class:`DFERModel`): ``forward_features`` are the normalised frame features (B, T, D);
-    the logits, per-frame cosine logits averaged over time, are linear in them, so the pre-logits embedding is their
-    time mean (B, D). ``get_classifier()`` is the prompt head (context and text encoder); the masking head and the
-    discriminator serve only the text side's training losses.
     """
     family = "pmfer"
     prompt_head_parts = ("prompt_learner", "text_encoder")
@@ -161,11 +151,10 @@ class PMFER(DFERModel):
 
     # ------------------------------------------------------------------ training
     def phrase_logits(self, patches: torch.Tensor) -> torch.Tensor:
-        """The masking head: image patch tokens (N, P, D) -> one logit per phrase of the vocabulary (N, |P|).
+        """The masking head (ours): image patch tokens (N, P, D) -> one logit per phrase of the vocabulary (N, |P|).
 
-        Each phrase is a masked slot: its frozen text feature plus the learned [MASK] embedding is a query that
-        attends to the patches (``mask_blocks``); the output, through ``mask_out`` and normalised, is scored by its
-        cosine with the phrase's feature over ``mask_temperature``. Ours (spec: "prompt masking").
+        A phrase's frozen text feature plus the learned [MASK] embedding queries the patches; the output's cosine with
+        the phrase's feature, over ``mask_temperature``, is the logit.
         """
         phrases = self.phrase_features().to(patches.dtype)  # (|P|, D), normalised
         q = (phrases + self.mask_query[0].to(patches.dtype)).expand(patches.shape[0], -1, -1)  # (N, |P|, D)
@@ -178,15 +167,13 @@ class PMFER(DFERModel):
         """The three losses of a training step.
 
         Args:
-            x: images (B, 3, H, W) or clips (B, T, 3, H, W); each frame of a clip is a training image with the clip's
-                label.
+            x: images (B, 3, H, W) or clips (B, T, 3, H, W); each frame of a clip is an image with the clip's label.
             labels: (B,) class indices.
             progress: fraction of training done, in [0, 1] (sets the gradient-reversal weight).
 
         Returns:
-            ``{"cls", "mask", "adv", "total"}`` and, for inspection, ``"mask_logits"`` and ``"mask_targets"``
-            (N, |P|) for the N = B x T frames; only ``{"cls", "total"}`` (cross-entropy) once ``reset_classifier``
-            replaced the text side.
+            ``{"cls", "mask", "adv", "total"}`` and ``"mask_logits"``, ``"mask_targets"`` (N, |P|) for the N = B x T
+            frames; only ``{"cls", "total"}`` once ``reset_classifier`` replaced the text side.
         """
         if not self.has_prompt_head:
             return super().training_losses(x, labels, progress)
@@ -198,9 +185,8 @@ class PMFER(DFERModel):
         text = self.text_features()  # (C, D), with gradient into the context
         loss_cls = F.cross_entropy(self.logit_scale * image @ text.t(), y)
 
-        # prompt masking (ours): every phrase of the vocabulary is masked and its presence in the face predicted,
-        # multi-label against the phrases of the label's prompt. Nothing but the image can tell them: the queries
-        # carry the phrases, not the class (a randomly dropped phrase, by contrast, cannot be told from anything).
+        # prompt masking (ours; docs/models/pmfer.md says why): each phrase's presence in the face, multi-label
+        # against the phrases of the label's prompt
         mask_logits = self.phrase_logits(tokens[:, 1:])  # (N, |P|)
         targets = self.phrase_targets[y].to(mask_logits.dtype)
         loss_mask = F.binary_cross_entropy_with_logits(mask_logits, targets)
