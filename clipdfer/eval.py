@@ -26,6 +26,7 @@ from .data import ClipDataset, SyntheticClips, build_transform, read_annotations
 from .distributed import ResumableSampler, unwrap
 from .metrics import classification_report, save_confusion_png
 from .models import create_model, get_pretrained_cfg, is_model
+from .models._pretrained import join_model_name_tag
 
 __all__ = ["main", "run", "build_parser", "evaluate", "evaluate_model", "load_for_eval"]
 
@@ -81,9 +82,10 @@ def _refuse_other_fold(name: str, architecture: str, tag: Optional[str], fold: i
     match = re.search(r"_fold(\d+)$", tag or "")
     if match is None or int(match.group(1)) == fold:
         return
-    each = f"{architecture}.{tag[:match.start()]}_fold{{fold}}"
+    each = join_model_name_tag(architecture, f"{tag[:match.start()]}_fold{{fold}}")
     raise ValueError(
-        f"{name} holds the weights fine-tuned for fold {match.group(1)} ({architecture}.{tag}), but they would be "
+        f"{name} holds the weights fine-tuned for fold {match.group(1)} ({join_model_name_tag(architecture, tag)}), "
+        f"but they would be "
         f"evaluated on fold {fold}: the other folds' test clips are in their training data. Name each fold's "
         f"release: --model '{each}' --folds 1-5 (or a converted release per fold with {{fold}} in the path), or "
         f"evaluate fold {match.group(1)} only.")

@@ -87,7 +87,7 @@ def starting_weights(name: str) -> str:
     arch, _, tag = name.partition(".")
     if not tag:
         init = [t for t in list_pretrained(arch) if t.partition(".")[0] == arch and not get_pretrained_cfg(t).finetuned]
-        if init and init[0] != f"{arch}.{get_pretrained_cfg(arch).tag}":
+        if init and init[0] != get_pretrained_cfg(arch).name:
             _logger.info("--pretrained: starting from %s (the initialisation; name a fine-tuned tag to start from it)",
                          init[0])
         return init[0] if init else name

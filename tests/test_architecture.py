@@ -1,6 +1,7 @@
 """The import rules of docs/architecture.md, read from the source (imports inside functions count too)."""
 
 import ast
+import importlib
 import os
 
 import pytest
@@ -20,7 +21,7 @@ LAYERS = [
     ("clipdfer.cli", "clipdfer.__main__"),
 ]
 # inside clipdfer.models: cfgs <- registry <- download <- loading <- saving <- base <- builder <- families <- factory
-MODELS = ["_pretrained", "_registry", "_download", "_loading", "_hub", "_base", "_builder",
+MODELS = ["_pretrained", "_registry", "_download", "_loading", "_hub", "_base", "_builder", "dferclip_official",
           ("a3lign", "baselines", "clipdfer", "dferclip", "pmfer"), "_factory", ""]
 
 
@@ -57,6 +58,11 @@ def _imports():
                     name = name.rpartition(".")[0]
                 if name in modules and name != module and name.startswith("clipdfer"):
                     found.add(name)
+        if "importlib.import_module" in open(path, encoding="utf-8").read():  # lazy imports, from the module's tables
+            loaded = importlib.import_module(module)
+            names = list(getattr(loaded, "_SUBMODULES", ())) + list(getattr(loaded, "COMMANDS", ()))
+            names += list(getattr(loaded, "_EXPORTS", {}).values())
+            found |= {f"{module}.{name}" for name in names if f"{module}.{name}" in modules}
         edges[module] = found
     return edges
 

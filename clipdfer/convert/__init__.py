@@ -8,9 +8,10 @@ from typing import Any
 from .._safe_load import InertObject, UnsafeCheckpointError, load_inert
 
 __all__ = ["InertObject", "UnsafeCheckpointError", "load_inert", "dferclip"]
+_SUBMODULES = ("dferclip",)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "dferclip":
+    if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ from typing import Optional
 from .._files import sha256_file
 from ..models._loading import write_model_dir
 from ..models._pretrained import PretrainedCfg
-from ..models.dferclip import (
+from ..models.dferclip_official import (
     NotOfficialCheckpointError, check_release_name, convert_official_state_dict, detect_text_type, infer_clip_arch,
     is_official_state_dict, read_official_checkpoint, read_official_release, release_from_filename,
 )

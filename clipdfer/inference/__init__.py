@@ -34,13 +34,19 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .sources import Camera, SourceFrames, expand_sources, is_live, iter_source, sample_clip_path, source_name
 
 
+_SUBMODULES = ("batch", "outputs", "predictor", "results", "scoring", "settings", "sources", "tracking", "windows")
+
+
 def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
+    if name in _SUBMODULES:  # clipdfer.inference.predictor after `import clipdfer.inference`, as before
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     globals()[name] = value  # later lookups do not come back here
     return value
 
 
 def __dir__() -> List[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

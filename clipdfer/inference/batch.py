@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import sys
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -32,6 +33,14 @@ _logger = logging.getLogger(__name__)
 SUMMARY_COLUMNS = ("source", "faces", "frames", "seconds", "status", "error", "processing_s", "result", "settings")
 # Errors that are not one source's fault: they stop the run instead of being recorded against every source.
 _FATAL = (ImportError, MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
+# Errors that explain what is wrong with a source (unreadable, no face, ...); any other is a bug of ours
+_SOURCE_ERRORS = (ValueError, OSError, RuntimeError, EOFError)
+
+
+def _is_source_error(e: Exception) -> bool:
+    """Whether ``e`` says what is wrong with a source: ours, or a decoder's (PyAV, OpenCV) about the file or stream."""
+    libraries = [getattr(sys.modules.get("av"), "FFmpegError", None), getattr(sys.modules.get("cv2"), "error", None)]
+    return isinstance(e, _SOURCE_ERRORS + tuple(c for c in libraries if isinstance(c, type)))
 
 
 def parse_shard(text: str) -> Tuple[int, int]:
@@ -289,7 +298,11 @@ class BatchRun:
         except _FATAL:
             raise
         except Exception as e:  # one source's failure is its result; the run goes on
-            _logger.info("%s failed: %s: %s", source_name(source), type(e).__name__, e)
+            if _is_source_error(e):  # they say what is wrong with the source (-v: with the traceback)
+                _logger.info("%s failed: %s: %s", source_name(source), type(e).__name__, e, exc_info=True)
+            else:  # an error of ours, never hidden: its traceback is shown whatever the verbosity
+                _logger.error("%s failed on an internal error (please report it with this traceback); the other "
+                              "sources go on", source_name(source), exc_info=True)
             result = FailedSource(source_name(source), str(e), type(e).__name__)
         if self.out_dir:
             path = self.path(index)

@@ -10,8 +10,8 @@ import numpy as np
 
 from .results import Prediction, WindowResult
 
-__all__ = ["FrameDrawer", "ResultWriter", "format_prediction", "check_output_path", "VideoOutput", "CSV_COLUMNS",
-           "VIDEO_OUTPUTS"]
+__all__ = ["FrameDrawer", "ResultWriter", "JsonListWriter", "CsvWriter", "format_prediction", "check_output_path",
+           "VideoOutput", "CSV_COLUMNS", "VIDEO_OUTPUTS"]
 
 CSV_COLUMNS = ("source", "face_id", "start_frame", "end_frame", "start_s", "end_s")
 Label = Tuple[bool, Optional[WindowResult]]  # (resolved, the window whose label to draw)
@@ -133,9 +133,29 @@ class ResultWriter:
         self.count += len(rows)
         self.out.flush()
 
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def write_header(self) -> None:
+        """Earlier releases' ``CsvWriter.write_header``: the CSV header if no row gave it (ends the output)."""
+        self.close()
+
     def _write(self, text: str) -> None:
         self.out.write(text)
         self.out.flush()
+
+
+def JsonListWriter(out: TextIO) -> ResultWriter:
+    """Earlier releases' JSON list writer: ``ResultWriter(out, "json", ())``."""
+    return ResultWriter(out, "json", ())
+
+
+def CsvWriter(out: TextIO, class_names: Sequence[str]) -> ResultWriter:
+    """Earlier releases' CSV writer: ``ResultWriter(out, "csv", class_names)``."""
+    return ResultWriter(out, "csv", class_names)
 
 
 VIDEO_OUTPUTS = (".mp4", ".mkv", ".mov")

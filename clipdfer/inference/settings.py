@@ -3,28 +3,43 @@
 """
 
 import dataclasses
+import inspect
 import math
+import numbers
 import warnings
 from typing import Any, Dict, Optional, Tuple, Union
 
-from ..faces import DETECTORS, FaceDetector
+from ..faces import DETECTORS, FaceDetector, FaceTracker
 
 __all__ = ["ReadSettings", "FaceSettings", "WindowSettings", "split_settings", "legacy_settings", "settings_dict",
            "SETTINGS_ALIASES"]
 
 
-def _number(name: str, value, low: float, allow_low: bool = True) -> None:
-    try:
-        ok = not isinstance(value, bool) and math.isfinite(value) and (value >= low if allow_low else value > low)
-    except TypeError:
-        ok = False
+def _real(settings, name: str, low: float, allow_low: bool = True, high: Optional[float] = None,
+          expected: str = "") -> None:
+    """Check ``settings.name`` (None is left alone) and store it as a Python float (numpy numbers included)."""
+    value = getattr(settings, name)
+    if value is None:
+        return
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and (
+        value >= low if allow_low else value > low) and (high is None or value <= high)
     if not ok:
-        raise ValueError(f"{name}={value!r}: expected a finite number {'>=' if allow_low else '>'} {low:g}")
+        bound = f"in [{low:g}, {high:g}]" if high is not None else f"{'>=' if allow_low else '>'} {low:g}"
+        raise ValueError(f"{name}={value!r}: expected {expected or 'a finite number'} {bound}")
+    object.__setattr__(settings, name, float(value))
 
 
-def _whole(name: str, value, low: int, unit: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+def _whole(settings, name: str, low: int, unit: str) -> None:
+    """Check ``settings.name`` (None is left alone) and store it as a Python int (numpy integers included)."""
+    value = getattr(settings, name)
+    if value is None:
+        return
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
         raise ValueError(f"{name}={value!r}: expected a whole number of {unit} >= {low}")
+    object.__setattr__(settings, name, int(value))
+
+
+_TRACKER = inspect.signature(FaceTracker).parameters  # its defaults are the settings' defaults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +61,10 @@ class ReadSettings:
 
     def __post_init__(self):
         for name in ("fps", "start", "end"):
-            if getattr(self, name) is not None:
-                _number(name, getattr(self, name), 0)
-        _number("folder_fps", self.folder_fps, 0, allow_low=False)
+            _real(self, name, 0)
+        if self.folder_fps is None:
+            raise ValueError("folder_fps=None: expected the frame rate of a folder of frames, e.g. 25")
+        _real(self, "folder_fps", 0, allow_low=False)
         if self.start is not None and self.end is not None and self.end < self.start:
             raise ValueError(f"start={self.start} s, end={self.end} s: the end comes before the start; swap them")
         if self.fps == 0:
@@ -74,12 +90,12 @@ class FaceSettings:
         ValueError: a value out of its range, naming it.
     """
     detect: bool = True
-    detector: Any = "auto"
+    detector: Any = _TRACKER["detector"].default
     min_score: Optional[float] = None
-    detect_every: int = 1
-    min_track_frames: int = 4
-    max_missing: int = 3
-    cut_threshold: Optional[float] = 0.45
+    detect_every: int = _TRACKER["detect_every"].default
+    min_track_frames: int = _TRACKER["min_track_frames"].default
+    max_missing: int = _TRACKER["max_missing"].default
+    cut_threshold: Optional[float] = _TRACKER["cut_threshold"].default
     margin: Optional[float] = None
 
     def __post_init__(self):
@@ -87,21 +103,24 @@ class FaceSettings:
             raise ValueError(f"detect={self.detect!r}: expected True or False")
         if not isinstance(self.detector, FaceDetector) and self.detector not in DETECTORS:
             raise ValueError(f"detector={self.detector!r}: expected one of {DETECTORS} or a FaceDetector")
-        if self.min_score is not None:
-            _number("min_score", self.min_score, 0)
-            if self.min_score > 1:
-                raise ValueError(f"min_score={self.min_score}: expected a detection score in [0, 1] (0.7 for YuNet)")
-        _whole("detect_every", self.detect_every, 1, "frames")
-        _whole("min_track_frames", self.min_track_frames, 1, "frames")
-        _whole("max_missing", self.max_missing, 0, "searches")
-        if self.cut_threshold is not None and (isinstance(self.cut_threshold, bool) or not isinstance(
-                self.cut_threshold, (int, float)) or not 0 < self.cut_threshold <= 1):
+        if not self.detect and self.detector != _TRACKER["detector"].default:
+            raise ValueError(f"detector={self.detector!r} with detect=False (--no-face-detection): whole frames are "
+                             f"scored and no detector runs; leave one of the two out")
+        _real(self, "min_score", 0, high=1, expected="a detection score")
+        _whole(self, "detect_every", 1, "frames")
+        _whole(self, "min_track_frames", 1, "frames")
+        _whole(self, "max_missing", 0, "searches")
+        if self.cut_threshold is not None and not (isinstance(self.cut_threshold, numbers.Real)
+                                                   and not isinstance(self.cut_threshold, bool)
+                                                   and 0 < self.cut_threshold <= 1):
             raise ValueError(f"cut_threshold={self.cut_threshold!r}: expected a histogram distance in (0, 1], or None "
                              f"for no shot-cut detection")
-        if self.margin is not None and (isinstance(self.margin, bool) or not isinstance(self.margin, (int, float))
-                                        or not 0 <= self.margin <= 2):
+        _real(self, "cut_threshold", 0, allow_low=False, high=1)
+        if self.margin is not None and not (isinstance(self.margin, numbers.Real) and not isinstance(self.margin, bool)
+                                            and 0 <= self.margin <= 2):
             raise ValueError(f"margin={self.margin!r}: expected a fraction of the face box's longer side in [0, 2] "
                              f"(e.g. 0.25), or leave it unset for the model's pretrained_cfg.crop_margin")
+        _real(self, "margin", 0, high=2)
 
     def tracker_args(self) -> Dict[str, Any]:
         """The arguments of :class:`clipdfer.faces.FaceTracker` besides its detector."""
@@ -130,9 +149,9 @@ class WindowSettings:
     def __post_init__(self):
         for name, unit in (("window", "frames"), ("stride", "frames"), ("batch_size", "windows"),
                            ("top_k", "classes")):
-            value = getattr(self, name)
-            if value is not None or name in ("batch_size", "top_k"):
-                _whole(name, value, 1, unit)
+            if getattr(self, name) is None and name in ("batch_size", "top_k"):
+                raise ValueError(f"{name}=None: expected a whole number of {unit} >= 1")
+            _whole(self, name, 1, unit)
 
     def resolve(self, num_frames: int, required: Optional[int], model_name: str) -> Tuple[int, int]:
         """``(window, stride)`` for a model of T ``num_frames`` that needs exactly ``required`` frames (or None).
@@ -159,23 +178,47 @@ def split_settings(kwargs: Dict[str, Any], reading: Optional[ReadSettings] = Non
     settings objects (default: the defaults) -> the three settings.
 
     Raises:
-        TypeError: a keyword that is no field of any settings, naming the fields.
+        TypeError: a settings object of another type; a keyword that is no field of any settings, naming the fields.
         ValueError: a value out of its range.
     """
-    out = [reading or ReadSettings(), faces or FaceSettings(), windows or WindowSettings()]
+    out = []
+    for given, cls, name in zip((reading, faces, windows), _CLASSES, ("reading", "faces", "windows")):
+        if given is not None and not isinstance(given, cls):
+            raise TypeError(f"{name}={given!r}: expected a clipdfer.inference.{cls.__name__}, e.g. "
+                            f"{name}={cls.__name__}(...)")
+        out.append(given if given is not None else cls())
     changes = [{}, {}, {}]
     for key, value in kwargs.items():
-        name = SETTINGS_ALIASES.get(key, key)
-        owner = next((i for i, cls in enumerate(_CLASSES) if name in {f.name for f in dataclasses.fields(cls)}), None)
-        if owner is None:
-            known = sorted(f.name for cls in _CLASSES for f in dataclasses.fields(cls))
-            raise TypeError(f"unexpected keyword argument {key!r}: the prediction settings are {known}")
-        changes[owner][name] = value
+        changes[_owner(key)][SETTINGS_ALIASES.get(key, key)] = value
     return tuple(dataclasses.replace(s, **c) if c else s for s, c in zip(out, changes))
 
 
+def _owner(key: str) -> int:
+    """The index in (reading, faces, windows) of the settings that has the field ``key`` (or its alias)."""
+    name = SETTINGS_ALIASES.get(key, key)
+    for i, cls in enumerate(_CLASSES):
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return i
+    known = sorted(f.name for cls in _CLASSES for f in dataclasses.fields(cls))
+    raise TypeError(f"unexpected keyword argument {key!r}: the prediction settings are {known}")
+
+
+_TAKEN_BY = ("Predictor.run / BatchRun (reading=ReadSettings(...))", "Predictor (faces=FaceSettings(...))",
+             "Predictor (windows=WindowSettings(...))")
+
+
 def legacy_settings(what: str, kwargs: Dict[str, Any], **settings) -> Tuple[ReadSettings, FaceSettings, WindowSettings]:
-    """Flat keywords given to a class that takes settings objects: still applied, with a FutureWarning."""
+    """Flat keywords given to a class that takes settings objects (``settings``: the ones it takes, by name): still
+    applied, with a FutureWarning.
+
+    Raises:
+        TypeError: a keyword of a settings object ``what`` does not take (it would be dropped), naming who takes it.
+    """
+    taken = [name in settings for name in ("reading", "faces", "windows")]
+    for key in kwargs:
+        if not taken[_owner(key)]:
+            raise TypeError(f"{what}() got {key}=...: {_CLASSES[_owner(key)].__name__}.{SETTINGS_ALIASES.get(key, key)}"
+                            f" belongs to {_TAKEN_BY[_owner(key)]}, not to {what}")
     if kwargs:
         warnings.warn(f"{what}({', '.join(f'{k}=...' for k in kwargs)}): pass the settings as objects instead "
                       f"(clipdfer.inference.ReadSettings / FaceSettings / WindowSettings: reading=, faces=, windows=); "

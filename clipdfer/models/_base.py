@@ -3,7 +3,6 @@ evaluation and prediction ask of a model. docs/finetuning.md describes the contr
 """
 
 import logging
-import weakref
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -329,9 +328,10 @@ class DFERModel(HubMixin, nn.Module):
     def weights(self) -> str:
         """What the weights are, one of :data:`WEIGHT_STATES`, as recorded by the builder, the trainer or you.
 
-        Any later write to a parameter makes it ``loaded`` (a ``.data`` write is not seen); a parameter added since (a
-        head from ``reset_classifier``) turns ``finetuned`` into ``pretrained``; unrecorded: ``loaded``. Moves and casts
-        keep it.
+        Any later write to a parameter or replacement of one makes it ``loaded`` (a ``.data`` write is not seen); a
+        parameter under a new name since (a head from ``reset_classifier``) turns ``finetuned`` into ``pretrained``;
+        unrecorded, or a model whose tensors keep no version counter (made under ``torch.inference_mode()``):
+        ``loaded``. Moves and casts keep it.
 
         Raises:
             ValueError: setting a value not in :data:`WEIGHT_STATES`.
@@ -342,10 +342,9 @@ class DFERModel(HubMixin, nn.Module):
         state, seen = record
         new = False
         for name, p in self.named_parameters():
-            ref, version = seen.get(name, (None, None))
-            if ref is None or ref() is not p:
+            if name not in seen:
                 new = True
-            elif _version(p) != version:
+            elif seen[name] != (id(p), _version(p)) or seen[name][1] < 0:  # written, replaced, or cannot be told
                 return "loaded"
         return "pretrained" if new and state in ("pretrained", "finetuned") else state
 
@@ -353,8 +352,8 @@ class DFERModel(HubMixin, nn.Module):
     def weights(self, state: str) -> None:
         if state not in WEIGHT_STATES:
             raise ValueError(f"weights={state!r}: expected one of {sorted(WEIGHT_STATES)}")
-        self.__dict__["_weights_record"] = (state, {n: (weakref.ref(p), _version(p))
-                                                    for n, p in self.named_parameters()})
+        # ids, not references: a record must not keep removed tensors alive, nor stop torch swapping them
+        self.__dict__["_weights_record"] = (state, {n: (id(p), _version(p)) for n, p in self.named_parameters()})
 
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)

@@ -269,16 +269,26 @@ def model_dir_config(pretrained_cfg: PretrainedCfg, model_args: Dict[str, Any], 
 
 def write_model_dir(directory: str, checkpoint: Checkpoint) -> str:
     """Write ``checkpoint`` (its ``config`` set) as a saved model: ``model.safetensors`` and ``config.json``, each
-    written once, atomically. Returns ``directory`` (made if needed)."""
+    written once, atomically. Returns ``directory`` (made if needed).
+
+    Raises:
+        ValueError: ``directory`` is a file. OSError: a file cannot be written (permissions, a full disk).
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
     if checkpoint.config is None:
         raise ValueError(f"{checkpoint.source}: a saved model needs its config (model_dir_config)")
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"{directory!r} is a file: give a folder for the saved model (it is made if needed)")
     os.makedirs(directory, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in checkpoint.state_dict.items()}
     metadata = {"format": "pt", "clipdfer_version": __version__, WEIGHTS_STATE_KEY: checkpoint.config["weights"]}
     if checkpoint.class_texts is not None:  # the class texts the weights were trained with travel with them
         metadata[CLASS_TEXTS_KEY] = json.dumps(list(checkpoint.class_texts))
-    atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    try:
+        atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    except SafetensorError as e:  # its own type for what the OS refused (a full disk, permissions)
+        raise OSError(f"cannot write {os.path.join(directory, WEIGHTS_NAME)}: {e}") from e
     write_json(os.path.join(directory, CONFIG_NAME), checkpoint.config)
     return directory
 
