@@ -25,7 +25,7 @@ from clipdfer.inference import FaceSettings, ReadSettings, WindowSettings
 from clipdfer.inference.settings import split_settings
 from clipdfer.visualize import face_colour
 from scripted import ScriptedDetector, face_frame, use_scripted_detector
-from videos import write_video
+from videos import joined, write_video
 
 
 @pytest.fixture(scope="module")
@@ -339,6 +339,15 @@ def test_a_raw_h264_stream_is_timed_by_its_rate_and_says_so(model, tmp_path, cap
     use_scripted_detector(monkeypatch)
     assert main(["predict", path, "--model", "clip_zeroshot_test", "--no-pretrained"]) == 0
     assert "note: camera.h264 carries no timestamps" in capsys.readouterr().out
+
+
+def test_ts_files_joined_with_cat_are_predicted_whole_and_say_so(model, tmp_path):
+    # two 3 s recordings at 8 fps whose timestamps each start at 0 (ffmpeg -vf fps=4 reads 24 frames of them)
+    parts = [write_video(tmp_path / f"{k}.ts", [face_frame([(10 + i, 10, 50 + i, 60)]) for i in range(24)], rate=8)
+             for k in ("a", "b")]
+    r = _scripted(model).run(joined(tmp_path / "joined.ts", *parts), ReadSettings(fps=4))
+    assert r.frames_used == 24 and r.seconds == pytest.approx(5.75)  # it was 12 frames, 2.75 s: the first file
+    assert len(r.notes) == 1 and "timestamps jump 1 time(s) (at 3.00 s, 2.88 s -> 0.00 s)" in r.notes[0]
 
 
 @pytest.mark.parametrize("rate", [10, 25, 30])

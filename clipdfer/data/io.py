@@ -3,6 +3,8 @@
 Every reader gives frames the way a player shows them: a video's display matrix (the mp4 ``tkhd`` matrix, or an
 H.264/HEVC display-orientation SEI) and an image's EXIF orientation are applied, rotations and mirrorings alike.
 Every reader that takes ``fps`` keeps frames on the ``k / fps`` grid of :class:`~clipdfer.data.sampling.FpsSampler`.
+Video times are read onto one increasing timeline through every timestamp discontinuity (MPEG-TS files joined with
+``cat``, a restarted clock, the 33-bit MPEG wrap), and the notes say so.
 """
 
 import logging
@@ -370,6 +372,83 @@ class _Clock:
         return self.anchor + self.since / self.rate
 
 
+MPEG_WRAP = 2 ** 33 / 90000  # s: MPEG-TS / MPEG-PS timestamps are 33 bits of a 90 kHz clock (about 26.5 h)
+JUMP_THRESHOLD = 10.0  # s: a jump forward this long is a discontinuity where the format allows them (FFmpeg's
+# -dts_delta_threshold); a shorter one is a gap in the recording
+_TS_DISCONT = 0x200  # AVFMT_TS_DISCONT: the format allows timestamp discontinuities (MPEG-TS, MPEG-PS ...)
+_WRAPPING_FORMATS = ("mpegts", "mpegtsraw", "mpeg", "vob")
+
+
+class _Timeline:
+    """Puts a video's frame times (s, as displayed) on one increasing timeline, through every discontinuity.
+
+    A time that goes back (files joined end to end, ``cat a.ts b.ts``; a recorder that restarted its clock) or, in a
+    format that allows discontinuities (MPEG-TS / PS), jumps forward by more than :data:`JUMP_THRESHOLD` starts a new
+    part, placed one frame interval after the last frame (the shorter of the last two intervals, else the stream's
+    rate), as FFmpeg does. A jump back by the 33-bit wrap of MPEG timestamps (:data:`MPEG_WRAP`) is the clock going
+    on: it adds the wrap. :meth:`report` says what was done, once, when the reading ends.
+    """
+
+    def __init__(self, name: str, container=None, stream=None):
+        fmt = getattr(container, "format", None)
+        self.name, self.stream = name, stream
+        self.jump = JUMP_THRESHOLD if fmt is not None and int(fmt.flags) & _TS_DISCONT else None
+        names = set(getattr(fmt, "name", "").split(","))
+        self.wrap = MPEG_WRAP if names & set(_WRAPPING_FORMATS) else None
+        self.offset = 0.0
+        self.raw: Optional[float] = None  # the last frame's own time
+        self.last: Optional[float] = None  # ... on the timeline
+        self.gaps: List[float] = []  # the last two intervals between frames within a part
+        self.jumps: List[Tuple[float, float, float]] = []  # (time on the timeline, from, to): own times
+        self.wraps: List[float] = []  # times on the timeline where the clock wrapped
+
+    @property
+    def discontinuous(self) -> bool:
+        """Whether the times were moved (a part was placed after another)."""
+        return bool(self.jumps)
+
+    def _interval(self) -> float:
+        if self.gaps:
+            return min(self.gaps)
+        return 1.0 / (_stream_rate(self.stream)[0] if self.stream is not None else DEFAULT_FRAME_RATE)
+
+    def __call__(self, t: float) -> float:
+        """The time on the timeline of a frame whose own time is ``t`` (s)."""
+        t = float(t)
+        if self.raw is not None:
+            step = t - self.raw
+            if self.wrap is not None and (self.raw < 0.0 <= t or self.raw < self.wrap <= t):
+                self.wraps.append(t + self.offset)  # the demuxer has unwrapped it (FFmpeg does the first wrap)
+            if self.wrap is not None and abs(step + self.wrap) <= JUMP_THRESHOLD:
+                self.offset += self.wrap  # the clock wrapped: time went on
+                self.wraps.append(t + self.offset)
+            elif step < -1e-6 or (self.jump is not None and step > self.jump):
+                at = self.last + self._interval()
+                self.jumps.append((at, self.raw, t))
+                self.offset = at - t
+            elif step > 1e-6:
+                self.gaps = (self.gaps + [step])[-2:]
+        self.raw, self.last = t, t + self.offset
+        return self.last
+
+    def report(self, notes: Optional[List[str]], origin: float = 0.0) -> None:
+        """Note what was done (once per reading; ``origin``: where the reader's times count from, s)."""
+        name = self.name if "://" in self.name else os.path.basename(self.name.rstrip("/")) or self.name
+        if self.jumps:
+            where = "; ".join(f"at {at - origin:.2f} s, {a - origin:.2f} s -> {b - origin:.2f} s"
+                              for at, a, b in self.jumps[:3]) + ("; ..." if len(self.jumps) > 3 else "")
+            _note(self.name, notes, "discontinuity",
+                  f"{name}: its timestamps jump {len(self.jumps)} time(s) ({where}), as in files joined end to end "
+                  f"(cat a.ts b.ts) or a recorder that restarted its clock: each part is read after the one before it, "
+                  f"one frame interval after its last frame, on one increasing timeline")
+        if self.wraps:
+            where = ", ".join(f"{at - origin:.2f} s" for at in self.wraps[:3])
+            where += ", ..." if len(self.wraps) > 3 else ""
+            _note(self.name, notes, "wrap",
+                  f"{name} crosses the wrap of its 33-bit MPEG timestamps (2^33 / 90 kHz, every 26.5 h) at {where}: "
+                  f"its times go on across it")
+
+
 # ---------------------------------------------------------------------------------------------------- video files
 def _open(path: str):
     try:
@@ -409,13 +488,18 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
         path: the video file.
         fps: frames per second to keep (None or 0: every frame), on the grid of
             :class:`~clipdfer.data.sampling.FpsSampler` anchored at the first frame in range.
-        start / end: the time range in s, both included (the decoder seeks to the key frame before ``start``).
+        start / end: the time range in s, both included (the decoder seeks to the key frame before ``start``; in a
+            format whose timestamps may restart, MPEG-TS / PS, it decodes from the beginning, as a time may be in
+            several parts).
         notes: receives a sentence for each assumption made, e.g. that frames without timestamps (a raw H.264
-            stream) are timed by the stream's rate; the same sentence is logged once per file as a warning.
+            stream) are timed by the stream's rate, or that the timestamps restart; the same sentence is logged
+            once per file as a warning.
 
     Yields:
-        The frame's own time (its timestamp in s; for a frame without one, the last known time plus one interval
-        of the stream's rate, or frame index / rate) and the frame.
+        The frame's time: its timestamp in s from the start of the file's timeline, each part after a timestamp
+        discontinuity placed one frame interval after the part before it (see :class:`_Timeline`); for a frame
+        without one, the last known time plus one interval of the stream's rate, or frame index / rate. And the
+        frame.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -424,19 +508,22 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
     sampler = FpsSampler(fps)
     container = _open(path)
     import av
-    got, damaged, last, duration, origin, past_end = False, [0], None, None, 0.0, False
+    got, damaged, last, duration, origin, past_end, timeline = False, [0], None, None, 0.0, False, None
     try:
         stream = _video_stream(container)
         origin = _origin(container, stream)
         duration = container.duration / 1e6 if container.duration else None  # what the container announces (s)
-        seek = bool(start) and stream.start_time is not None  # a stream without timestamps cannot be sought in
+        timeline = _Timeline(path, container, stream)
+        # a stream without timestamps cannot be sought in; nor one whose timestamps may restart (MPEG-TS: a time
+        # can be in several parts, and where each part lies is known only from the ones before it)
+        seek = bool(start) and stream.start_time is not None and timeline.jump is None
         while True:
-            clock, orient = _Clock(path, stream, notes), _Orienter(path)
+            clock, orient, timeline = _Clock(path, stream, notes), _Orienter(path), _Timeline(path, container, stream)
             if seek:
                 container.seek(int((start + origin) * av.time_base), backward=True, any_frame=False)  # the key frame
             decoded = past_end = False  # before start: decoding goes on from there
             for frame in _decode(container, stream, damaged):
-                t = clock(frame.time - origin if frame.time is not None else None)
+                t = clock(timeline(frame.time) - origin if frame.time is not None else None)
                 if seek and not decoded and t > start + 1e-6:
                     break  # the seek landed after start: read from the beginning instead
                 decoded = True
@@ -462,6 +549,8 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
                                      f"is left out")
     finally:
         container.close()
+        if timeline is not None:
+            timeline.report(notes, origin)
         if damaged[0] and got:
             _note(path, notes, "damaged", f"{os.path.basename(path)}: {damaged[0]} damaged packet(s) could not be "
                                           f"decoded and were skipped")
@@ -469,8 +558,10 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
         where = "" if not start and end is None else (
             f" from {start} s" if end is None else f" up to {end} s" if not start else f" between {start} and {end} s")
         raise ValueError(f"video {path!r} has no decodable frames{where}")
-    short = duration and last is not None and last + origin < duration - max(1.0, 0.1 * duration)
-    if end is None and not past_end and short:
+    # the container's duration is the length from its start time (MPEG-TS, mp4) or the end time (Matroska): short
+    # only when short of both; a file whose timestamps restart has no duration that describes its timeline
+    short = duration and last is not None and max(last, last + origin) < duration - max(1.0, 0.1 * duration)
+    if end is None and not past_end and short and not (timeline is not None and timeline.discontinuous):
         _note(path, notes, "truncated", f"{os.path.basename(path)} ends at {last:.2f} s of the {duration:.2f} s its "
                                         f"container announces: the file may be truncated")
 
@@ -591,7 +682,8 @@ def iter_stream_frames(url: str, fps: Optional[float] = None, notes: Optional[Li
             as :func:`iter_video_frames`.
 
     Yields:
-        (time in s from the first frame, RGB (H, W, 3) uint8).
+        (time in s from the first frame, on one increasing timeline as :func:`iter_video_frames` gives, RGB (H, W, 3)
+        uint8).
 
     Raises:
         ValueError: the stream cannot be opened, has no video, or breaks off.
@@ -604,15 +696,15 @@ def iter_stream_frames(url: str, fps: Optional[float] = None, notes: Optional[Li
         container = av.open(url, timeout=10.0)
     except av.error.FFmpegError as e:
         raise ValueError(f"cannot open stream {url!r}: {e}") from e
-    sampler = FpsSampler(fps)
+    sampler, timeline = FpsSampler(fps), None
     try:
         if not container.streams.video:
             raise ValueError(f"stream {url!r} has no video")
         stream = _video_stream(container)
-        clock, orient = _Clock(url, stream, notes), _Orienter(url)
+        clock, orient, timeline = _Clock(url, stream, notes), _Orienter(url), _Timeline(url, container, stream)
         first = None
         for frame in container.decode(stream):
-            t = clock(frame.time)
+            t = clock(timeline(frame.time) if frame.time is not None else None)
             orient.seen(frame)
             first = t if first is None else first
             if sampler.take(t - first):
@@ -621,6 +713,8 @@ def iter_stream_frames(url: str, fps: Optional[float] = None, notes: Optional[Li
         raise ValueError(f"stream {url!r} broke off: {e}") from e
     finally:
         container.close()
+        if timeline is not None:
+            timeline.report(notes, first or 0.0)
 
 
 def iter_camera_frames(camera: Union[int, str], fps: Optional[float] = None) -> Iterator[Tuple[float, np.ndarray]]:
