@@ -21,8 +21,8 @@ from .sampling import FpsSampler
 
 __all__ = ["natural_key", "list_frames", "read_frames", "read_image", "read_video", "count_video_frames",
            "iter_video_frames", "estimate_frames", "iter_stream_frames", "iter_camera_frames", "iter_frame_folder",
-           "iter_tensor_frames", "apply_display_matrix", "LIVE_PREFIXES", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
-           "INTERPOLATIONS", "DEFAULT_FRAME_RATE", "is_video_file"]
+           "iter_tensor_frames", "apply_display_matrix", "to_rgb", "LIVE_PREFIXES", "IMAGE_EXTENSIONS",
+           "VIDEO_EXTENSIONS", "INTERPOLATIONS", "DEFAULT_FRAME_RATE", "is_video_file"]
 
 _logger = logging.getLogger(__name__)
 
@@ -80,18 +80,78 @@ def _pil_filter(interpolation: str):
     return getattr(Image.Resampling, interpolation.upper())
 
 
-def _load_image(path: str):
-    """An image file as a loaded RGB PIL image, EXIF orientation applied."""
+def _full_scale(img) -> Optional[float]:
+    """The value of full intensity of a one-channel image of more than 8 bits, by its type: 65535 for 16-bit samples
+    (``I;16*``; ``I`` holds them too: PNG before Pillow 10, 16-bit PGM/PPM scaled to 65535 by Pillow), the 32-bit
+    range for 32-bit TIFF samples (TIFF tags BitsPerSample 258, SampleFormat 339), 1.0 for floats (``F``); None for
+    the other modes, which Pillow converts itself (negative values of signed types are black)."""
+    if img.mode.startswith("I;16"):
+        return 65535.0
+    if img.mode == "F":
+        return 1.0
+    if img.mode != "I":
+        return None
+    tags = getattr(img, "tag_v2", None)
+    bits = tags.get(258) if tags is not None else None
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    if bits == 32:
+        sample_format = tags.get(339)
+        sample_format = sample_format[0] if isinstance(sample_format, tuple) else sample_format
+        return float(2 ** 31 - 1) if sample_format == 2 else float(2 ** 32 - 1)  # 2: signed (what Pillow writes)
+    return 65535.0
+
+
+def to_rgb(img, full_scale: Optional[float] = None, name: str = "image") -> np.ndarray:
+    """Any PIL image as 8-bit RGB (H, W, 3) uint8: the one place where clipdfer turns an image into an array.
+
+    Samples of more than 8 bits are scaled by their type's range, ``round(v * 255 / full_scale)`` (16-bit: 65535;
+    floats: 1.0), never clipped to 255; bilevel ``1`` gives 0 and 255; a palette is expanded; alpha is dropped (the
+    colour channels as stored, as Pillow's ``convert("RGB")`` does for ``RGBA``, ``LA`` and ``PA`` alike; premultiplied
+    ``RGBa`` / ``La`` are un-premultiplied first); ``CMYK``, ``YCbCr``, ``LAB`` and ``HSV`` are converted by Pillow.
+
+    Args:
+        img: the image (any mode Pillow reads).
+        full_scale: the value of full intensity of a one-channel image of more than 8 bits; None: by its mode
+            (see :func:`_full_scale`; give it for an ``I`` image whose file said 32 bits).
+        name: the file, for errors.
+
+    Raises:
+        ValueError: a float image holds values outside [0, 1] (they have no place in 8 bits: scale them first).
+    """
+    if img.mode == "RGB":
+        return np.asarray(img)
+    full_scale = full_scale or _full_scale(img)
+    if full_scale is not None:
+        values = np.asarray(img, dtype=np.float64)  # (H, W)
+        if img.mode == "F":
+            low, high = float(np.nanmin(values)), float(np.nanmax(values))
+            if not (math.isfinite(low) and math.isfinite(high)) or low < -1e-3 or high > 1 + 1e-3:
+                raise ValueError(f"{name}: a float image (mode F) with values from {low:g} to {high:g}, expected "
+                                 f"[0, 1]: save frames as 8- or 16-bit images, or scale them to [0, 1]")
+        grey = np.clip(np.round(values * (255.0 / full_scale)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode == "La":  # premultiplied: Pillow converts it to LA only
+        img = img.convert("LA")
+    return np.asarray(img.convert("RGB"))
+
+
+def _load_image(path: str) -> np.ndarray:
+    """An image file as RGB (H, W, 3) uint8 (:func:`to_rgb`), EXIF orientation applied."""
     from PIL import Image, ImageOps, UnidentifiedImageError
     try:
         with Image.open(path) as img:
-            return ImageOps.exif_transpose(img).convert("RGB")
+            full_scale = _full_scale(img)  # from the file's tags, which a transposed copy no longer has
+            return to_rgb(ImageOps.exif_transpose(img), full_scale, path)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"cannot read frame {path!r}: {e}; is it a complete image file?") from e
 
 
-def _resized(img, size: Tuple[int, int], resample):
-    return img if img.size == (size[1], size[0]) else img.resize((size[1], size[0]), resample)
+def _resized(rgb: np.ndarray, size: Tuple[int, int], resample) -> np.ndarray:
+    """RGB (H, W, 3) uint8 resized to ``size`` (H, W) with PIL."""
+    from PIL import Image
+    if rgb.shape[:2] == tuple(size):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), resample))
 
 
 def read_image(path: str, size: Optional[Tuple[int, int]] = None, interpolation: str = "bilinear") -> np.ndarray:
@@ -106,8 +166,8 @@ def read_image(path: str, size: Optional[Tuple[int, int]] = None, interpolation:
         ValueError: the file is not a readable image, or ``interpolation`` is unknown.
     """
     resample = _pil_filter(interpolation)
-    img = _load_image(path)
-    return np.array(img if size is None else _resized(img, size, resample))
+    rgb = _load_image(path)
+    return np.array(rgb if size is None else _resized(rgb, size, resample))  # a writable copy
 
 
 def read_frames(paths: Sequence[str], indices: Sequence[int], size: Optional[Tuple[int, int]] = None,
@@ -132,12 +192,12 @@ def read_frames(paths: Sequence[str], indices: Sequence[int], size: Optional[Tup
     cache, frames, resized = {}, [], 0
     for i in indices:
         if i not in cache:
-            img = _load_image(paths[i])
+            rgb = _load_image(paths[i])
             if target is None:
-                target = (img.height, img.width)
-            elif size is None and (img.height, img.width) != target:
+                target = rgb.shape[:2]
+            elif size is None and rgb.shape[:2] != target:
                 resized += 1
-            cache[i] = torch.from_numpy(np.array(_resized(img, target, resample))).permute(2, 0, 1)
+            cache[i] = torch.from_numpy(np.array(_resized(rgb, target, resample))).permute(2, 0, 1)
         frames.append(cache[i])
     if resized:
         _logger.debug("%s: %d frames resized to the first frame's size %s", os.path.dirname(paths[0]), resized, target)
