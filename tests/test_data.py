@@ -406,3 +406,29 @@ def test_modes_pillow_only_makes_in_memory_and_floats_out_of_range():
     with pytest.raises(ValueError, match=r"frame.tif: a float image \(mode F\) with values from 0 to 255, expected "
                                          r"\[0, 1\]"):
         to_rgb(Image.fromarray(np.array([[0.0, 255.0]], np.float32)), name="frame.tif")
+
+
+# ---------------------------------------------------------------------------------------------------- animations
+def _animated(path, n=12, duration=40, **save):
+    frames = [Image.fromarray(np.full((16, 16, 3), 20 * i, np.uint8)) for i in range(n)]  # frame i: 20 i
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration, loop=0, **save)
+    return path
+
+
+def test_animated_images_are_clips_for_training_and_never_one_frame_silently(tmp_path):
+    _animated(tmp_path / "smile.webp", lossless=True)
+    ann = tmp_path / "ann.txt"
+    ann.write_text("smile.webp 12 3\n")  # it was "clip folder 'smile.webp' does not exist"
+    raw, label = ClipDataset(read_annotations(str(ann)), 4)[0]
+    assert label == 3 and [int(f[0, 0, 0]) for f in raw] == [20 * i for i in segment_indices(12, 4)]
+    clip = tmp_path / "clip"  # an animation among frames: one frame of the folder, and said so
+    _write_clip(clip, 3)
+    _animated(clip / "00004.gif")
+    notes = []
+    assert len(list(iter_frame_folder(str(clip), notes=notes))) == 4
+    assert notes == ["clip: 1 of its images are animations (00004.gif: 12 frames): each is one frame of this folder, "
+                     "its first; give such a file by itself to read its frames"]
+    with pytest.raises(ValueError, match=r"00004.gif' is an animation of 12 frames, not one frame of the clip"):
+        read_frames(list_frames(str(clip)), [3])  # training is strict
+    with pytest.raises(ValueError, match=r"smile.webp' is a file, not a folder of frames"):
+        list_frames(str(tmp_path / "smile.webp"))

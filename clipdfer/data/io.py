@@ -21,12 +21,14 @@ from .sampling import FpsSampler
 
 __all__ = ["natural_key", "list_frames", "read_frames", "read_image", "read_video", "count_video_frames",
            "iter_video_frames", "estimate_frames", "iter_stream_frames", "iter_camera_frames", "iter_frame_folder",
-           "iter_tensor_frames", "apply_display_matrix", "to_rgb", "LIVE_PREFIXES", "IMAGE_EXTENSIONS",
-           "VIDEO_EXTENSIONS", "INTERPOLATIONS", "DEFAULT_FRAME_RATE", "is_video_file"]
+           "iter_tensor_frames", "iter_image_frames", "apply_display_matrix", "to_rgb", "special_file", "LIVE_PREFIXES",
+           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "INTERPOLATIONS", "DEFAULT_FRAME_RATE", "is_video_file",
+           "is_image_file"]
 
 _logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".apng", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",
+                    ".pbm", ".pnm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".3gp",
                     ".3g2", ".flv", ".wmv", ".asf", ".ogv", ".vob", ".mxf", ".y4m", ".h264", ".264", ".h265", ".hevc",
                     ".mjpeg", ".mjpg")
@@ -51,6 +53,37 @@ def is_video_file(path: str) -> bool:
     return os.path.isfile(path) and path.lower().endswith(VIDEO_EXTENSIONS)
 
 
+def is_image_file(path: str) -> bool:
+    """Whether ``path`` is a file with an image's extension (:data:`IMAGE_EXTENSIONS`): read by Pillow, a still
+    image or an animation (GIF, WebP, APNG)."""
+    return os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def special_file(path: str) -> Optional[str]:
+    """What ``path`` is when it exists but is neither a regular file nor a folder, and what to do, as a sentence
+    naming it; None otherwise (a file, a folder, or nothing)."""
+    import stat
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return (f"{path!r} is a named pipe (FIFO), not a video file: clipdfer reads a file from its start to its end "
+                f"and may read it twice; save what comes through the pipe first (cat {path} > clip.ts) and give "
+                f"that file, or give the stream's URL (udp://, tcp://, rtsp://)")
+    if stat.S_ISCHR(mode):
+        return (f"{path!r} is a character device, not a video file: for a camera, read it live with --camera "
+                f"{path} (Camera({path!r}) in Python)")
+    if stat.S_ISBLK(mode):
+        return f"{path!r} is a block device (a disk), not a video file: give a video file or folder on it"
+    if stat.S_ISSOCK(mode):
+        return (f"{path!r} is a socket, not a video file: give the stream it serves as a URL (tcp://, udp://, "
+                f"rtsp://)")
+    return f"{path!r} is not a regular file (mode {oct(mode)}): give a video file, a folder of frames or a URL"
+
+
 # ---------------------------------------------------------------------------------------------------- frame folders
 def list_frames(folder: str) -> List[str]:
     """The image files of a frame folder, in natural order.
@@ -60,9 +93,12 @@ def list_frames(folder: str) -> List[str]:
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
-        ValueError: it holds no image files.
+        ValueError: it is not a folder, or holds no image files.
     """
     if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise ValueError(special_file(folder) or f"clip {folder!r} is a file, not a folder of frames: give the "
+                                                     f"folder its frames are in")
         raise FileNotFoundError(f"clip folder {folder!r} does not exist: check the annotation file's paths and "
                                 f"the data root")
     names = sorted((n for n in os.listdir(folder) if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS)),
@@ -119,7 +155,7 @@ def to_rgb(img, full_scale: Optional[float] = None, name: str = "image") -> np.n
         ValueError: a float image holds values outside [0, 1] (they have no place in 8 bits: scale them first).
     """
     if img.mode == "RGB":
-        return np.asarray(img)
+        return np.array(img)  # a writable copy
     full_scale = full_scale or _full_scale(img)
     if full_scale is not None:
         values = np.asarray(img, dtype=np.float64)  # (H, W)
@@ -132,14 +168,24 @@ def to_rgb(img, full_scale: Optional[float] = None, name: str = "image") -> np.n
         return np.repeat(grey[:, :, None], 3, axis=2)
     if img.mode == "La":  # premultiplied: Pillow converts it to LA only
         img = img.convert("LA")
-    return np.asarray(img.convert("RGB"))
+    return np.array(img.convert("RGB"))
 
 
-def _load_image(path: str) -> np.ndarray:
-    """An image file as RGB (H, W, 3) uint8 (:func:`to_rgb`), EXIF orientation applied."""
+def _load_image(path: str, counts: Optional[List[int]] = None) -> np.ndarray:
+    """An image file as RGB (H, W, 3) uint8 (:func:`to_rgb`), EXIF orientation applied; of an animation, its first
+    frame (``counts`` receives how many frames it has).
+
+    Raises:
+        ValueError: the file cannot be read as an image (or is a named pipe, a device ...).
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
+    special = special_file(path)
+    if special is not None:  # opening a named pipe would wait for a writer
+        raise ValueError(special)
     try:
         with Image.open(path) as img:
+            if counts is not None:
+                counts.append(getattr(img, "n_frames", 1))
             full_scale = _full_scale(img)  # from the file's tags, which a transposed copy no longer has
             return to_rgb(ImageOps.exif_transpose(img), full_scale, path)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
@@ -185,14 +231,20 @@ def read_frames(paths: Sequence[str], indices: Sequence[int], size: Optional[Tup
         interpolation: one of :data:`INTERPOLATIONS` (a pretrained cfg's ``interpolation``).
 
     Raises:
-        ValueError: a frame is not a readable image, or ``interpolation`` is unknown.
+        ValueError: a frame is not a readable image or is an animation (GIF, WebP, APNG of several frames: one
+            frame of a clip cannot be many), or ``interpolation`` is unknown.
     """
     resample = _pil_filter(interpolation)
     target = (int(size[0]), int(size[1])) if size is not None else None
     cache, frames, resized = {}, [], 0
     for i in indices:
         if i not in cache:
-            rgb = _load_image(paths[i])
+            counts: List[int] = []
+            rgb = _load_image(paths[i], counts)
+            if counts[0] > 1:
+                raise ValueError(f"frame {paths[i]!r} is an animation of {counts[0]} frames, not one frame of the "
+                                 f"clip: extract its frames into the folder, one file each, or list the file itself "
+                                 f"as the clip")
             if target is None:
                 target = rgb.shape[:2]
             elif size is None and rgb.shape[:2] != target:
@@ -230,26 +282,98 @@ def iter_frame_folder(folder: str, fps: Optional[float] = None, start: Optional[
     """
     _check_rate(folder_fps)
     sampler = FpsSampler(fps)
-    got, bad = False, []
+    got, bad, animated = False, [], []
+    name = os.path.basename(folder.rstrip(os.sep))
     for i, path in enumerate(list_frames(folder)):
         t = i / folder_fps
         if end is not None and t > end + 1e-9:
             break
         if _within(t, start, end) and sampler.take(t):
+            counts: List[int] = []
             try:
-                frame = read_image(path)
+                frame = _load_image(path, counts)
             except ValueError as e:
                 if not bad:
                     first_error = e
                 bad.append(os.path.basename(path))
                 continue
+            if counts[0] > 1:
+                animated.append(f"{os.path.basename(path)}: {counts[0]} frames")
             got = True
             yield t, frame
     if bad and not got:
         raise ValueError(f"no frame of {folder!r} can be read ({len(bad)} tried): {first_error}")
     if bad:
-        _note(folder, notes, "frames", f"{os.path.basename(folder.rstrip(os.sep))}: {len(bad)} frame(s) could not be "
-                                       f"read and were skipped ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
+        _note(folder, notes, "frames", f"{name}: {len(bad)} frame(s) could not be read and were skipped "
+                                       f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
+    if animated:
+        _note(folder, notes, "animated", f"{name}: {len(animated)} of its images are animations ("
+                                         f"{'; '.join(animated[:3])}{' ...' if len(animated) > 3 else ''}): each is "
+                                         f"one frame of this folder, its first; give such a file by itself to read "
+                                         f"its frames")
+
+
+BROWSER_MIN_DURATION = 10  # ms: browsers (and FFmpeg's GIF demuxer) show a frame of this duration or less for 100 ms
+
+
+def iter_image_frames(path: str, fps: Optional[float] = None, start: Optional[float] = None,
+                      end: Optional[float] = None, notes: Optional[List[str]] = None
+                      ) -> Iterator[Tuple[float, np.ndarray]]:
+    """(time in s, RGB (H, W, 3) uint8) for the frames of an image file through Pillow: one frame at 0 s for a still
+    image, every frame for an animation (GIF, WebP, APNG), frame by frame as a viewer shows them (:func:`to_rgb`,
+    EXIF orientation applied).
+
+    An animated frame starts where the durations of the frames before it end (``info["duration"]``, ms); a duration
+    of :data:`BROWSER_MIN_DURATION` ms or less counts as 100 ms, as browsers show it, and ``notes`` says so.
+    ``start`` / ``end`` (s, both included) and ``fps`` (:class:`~clipdfer.data.sampling.FpsSampler`) as
+    :func:`iter_video_frames`.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: it is not a readable image (or is a named pipe, a device ...), or has no frame in the range.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"image {path!r} does not exist")
+    special = special_file(path)
+    if special is not None:
+        raise ValueError(special)
+    sampler, got, t, short = FpsSampler(fps), False, 0.0, []
+    try:
+        with Image.open(path) as img:
+            count = getattr(img, "n_frames", 1)
+            full_scale = _full_scale(img)
+            for i in range(count):
+                if i:
+                    img.seek(i)
+                img.load()  # the frame's duration is known once it is loaded (WebP)
+                duration = img.info.get("duration")
+                if end is not None and t > end + 1e-9:
+                    break
+                if _within(t, start, end) and sampler.take(t):
+                    got = True
+                    yield t, to_rgb(ImageOps.exif_transpose(img), full_scale, path)
+                if count > 1 and (duration is None or duration <= BROWSER_MIN_DURATION):
+                    short.append(i)
+                    duration = 100
+                t += float(duration or 0) / 1000.0
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as e:
+        raise ValueError(f"cannot read image {path!r}: {e}; is it a complete image file?") from e
+    finally:
+        if short:
+            _note(path, notes, "durations", f"{os.path.basename(path)}: {len(short)} frame(s) of the animation have "
+                                            f"no duration or one of {BROWSER_MIN_DURATION} ms or less (frame "
+                                            f"{short[0]} ...): each is shown for 100 ms, as browsers do")
+    if not got:
+        raise ValueError(f"image {path!r} has no frame{_range_text(start, end)} (it has {count} frame(s) over "
+                         f"{t:.2f} s)")
+
+
+def _range_text(start: Optional[float], end: Optional[float]) -> str:
+    """`` between 1.0 and 2.0 s`` and the like, for errors."""
+    if not start and end is None:
+        return ""
+    return f" from {start} s" if end is None else f" up to {end} s" if not start else f" between {start} and {end} s"
 
 
 def iter_tensor_frames(video: torch.Tensor, fps: Optional[float] = None, start: Optional[float] = None,
@@ -515,6 +639,9 @@ def _open(path: str):
         import av
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ImportError("reading video files needs PyAV: pip install 'clipdfer[video]' (or pip install av)") from e
+    special = special_file(path)
+    if special is not None:  # a named pipe, a device: say what it is (it exists)
+        raise ValueError(special)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video {path!r} does not exist")
     if os.path.getsize(path) == 0:
@@ -615,9 +742,7 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
             _note(path, notes, "damaged", f"{os.path.basename(path)}: {damaged[0]} damaged packet(s) could not be "
                                           f"decoded and were skipped")
     if not got:
-        where = "" if not start and end is None else (
-            f" from {start} s" if end is None else f" up to {end} s" if not start else f" between {start} and {end} s")
-        raise ValueError(f"video {path!r} has no decodable frames{where}")
+        raise ValueError(f"video {path!r} has no decodable frames{_range_text(start, end)}")
     # the container's duration is the length from its start time (MPEG-TS, mp4) or the end time (Matroska): short
     # only when short of both; a file whose timestamps restart has no duration that describes its timeline
     short = duration and last is not None and max(last, last + origin) < duration - max(1.0, 0.1 * duration)
@@ -697,20 +822,35 @@ def estimate_frames(path: str, fps: Optional[float] = None, start: Optional[floa
 
 
 def read_video(path: str) -> torch.Tensor:
-    """Every frame of a video file, as a player shows it (see :func:`iter_video_frames`), as (N, 3, H, W) uint8 RGB.
+    """Every frame of a video file, as a player shows it (see :func:`iter_video_frames`), as (N, 3, H, W) uint8 RGB;
+    of an image file (:data:`IMAGE_EXTENSIONS`: an animated GIF, WebP or APNG), its frames (:func:`iter_image_frames`).
 
     Raises:
         FileNotFoundError / ValueError: as :func:`iter_video_frames`.
     """
-    return torch.stack([torch.from_numpy(f).permute(2, 0, 1) for _, f in iter_video_frames(path)])
+    frames = iter_image_frames(path) if path.lower().endswith(IMAGE_EXTENSIONS) else iter_video_frames(path)
+    return torch.stack([torch.from_numpy(f).permute(2, 0, 1) for _, f in frames])
 
 
 def count_video_frames(path: str) -> int:
-    """Number of decodable frames of a video file (as many as :func:`read_video` gives), without converting them.
+    """Number of decodable frames of a video file (as many as :func:`read_video` gives), without converting them; of
+    an image file, its frames (1 for a still image).
 
     Raises:
         FileNotFoundError / ValueError: as :func:`iter_video_frames`.
     """
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        from PIL import Image, UnidentifiedImageError
+        special = special_file(path)
+        if special is not None:
+            raise ValueError(special)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image {path!r} does not exist")
+        try:
+            with Image.open(path) as img:
+                return getattr(img, "n_frames", 1)
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise ValueError(f"cannot read image {path!r}: {e}; is it a complete image file?") from e
     container = _open(path)
     import av
     try:
