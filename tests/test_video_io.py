@@ -361,6 +361,34 @@ def test_mpeg_ts_files_joined_end_to_end_are_read_on_one_timeline(tmp_path):
 
 
 @needs_av
+def test_a_time_range_of_joined_ts_files_with_b_frames_is_found_without_decoding_the_rest(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    x264 = {"preset": "medium", "bf": "3", "g": "12"}  # B-frames: decoding order is not display order
+    parts = [write_video(tmp_path / f"{k}.ts", [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(n)],
+                         rate=25, pix_fmt="yuv420p", options=x264) for k, n in (("a", 60), ("b", 50))]
+    path = joined(tmp_path / "joined.ts", *parts)
+    with av.open(path) as container:
+        assert any(p.pts != p.dts for p in container.demux(video=0) if p.size)
+    every = list(iter_video_frames(path))
+    assert [t for t, _ in every] == pytest.approx([i / 25 for i in range(110)], abs=1e-6)
+    given = []
+    packets_from = io._packets_from
+    monkeypatch.setattr(io, "_packets_from", lambda *a: (given.append(p) or p for p in packets_from(*a)))
+    for start, end in ((0.5, 0.9), (2.3, 2.9), (2.4, None), (4.3, 4.36), (2.0, 2.0)):
+        given.clear()
+        notes = []
+        part = list(iter_video_frames(path, start=start, end=end, notes=notes))
+        assert notes == ([] if end is not None and end < 2.4 else [  # the join, as the frames show it
+            "joined.ts: its timestamps jump 1 time(s) (at 2.40 s, 2.36 s -> 0.00 s), as in files joined end to end "
+            "(cat a.ts b.ts) or a recorder that restarted its clock: each part is read after the one before it, one "
+            "frame interval after its last frame, on one increasing timeline"]), (start, end, notes)
+        want = [(t, f) for t, f in every if start - 1e-6 <= t <= (end if end is not None else 9) + 1e-6]
+        assert [t for t, _ in part] == pytest.approx([t for t, _ in want], abs=1e-6), (start, end)
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(part, want)), (start, end)
+        assert len([p for p in given if p.size]) <= 110 - int(start * 25) + 12  # from the key frame before start
+
+
+@needs_av
 def test_a_ts_file_across_the_33_bit_wrap_is_whole_and_says_so(tmp_path):
     wrap = 2 ** 33 / 90000  # 95443.72 s: the 90 kHz clock of MPEG-TS wraps to 0 there
     # ffprobe -correct_ts_overflow 0 -show_frames: pts 8589923370 (95443.59 s) then 28 (0.0003 s); FFmpeg unwraps it

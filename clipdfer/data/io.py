@@ -586,6 +586,17 @@ class _Timeline:
         self.jumps: List[Tuple[float, float, float]] = []  # (time on the timeline, from, to): own times
         self.wraps: List[float] = []  # times on the timeline where the clock wrapped
 
+    def state(self) -> Tuple[float, int, int]:
+        """What :meth:`restore` needs to time frames from here on (the offset of the current part)."""
+        return self.offset, len(self.jumps), len(self.wraps)
+
+    def restore(self, state: Tuple[float, int, int]) -> None:
+        """Back to ``state``, the frames before it forgotten: the next time is taken as it comes, in that part."""
+        self.offset, jumps, wraps = state
+        del self.jumps[jumps:], self.wraps[wraps:]
+        self.raw = self.last = None
+        self.gaps = []
+
     @property
     def discontinuous(self) -> bool:
         """Whether the times were moved (a part was placed after another)."""
@@ -676,8 +687,8 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
         fps: frames per second to keep (None or 0: every frame), on the grid of
             :class:`~clipdfer.data.sampling.FpsSampler` anchored at the first frame in range.
         start / end: the time range in s, both included (the decoder seeks to the key frame before ``start``; in a
-            format whose timestamps may restart, MPEG-TS / PS, it decodes from the beginning, as a time may be in
-            several parts).
+            format whose timestamps may restart, MPEG-TS / PS, where a time may be in several parts, the packets
+            before that key frame are read from the beginning without decoding them).
         notes: receives a sentence for each assumption made, e.g. that frames without timestamps (a raw H.264
             stream) are timed by the stream's rate, or that the timestamps restart; the same sentence is logged
             once per file as a warning.
@@ -702,14 +713,17 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
         duration = container.duration / 1e6 if container.duration else None  # what the container announces (s)
         timeline = _Timeline(path, container, stream)
         # a stream without timestamps cannot be sought in; nor one whose timestamps may restart (MPEG-TS: a time
-        # can be in several parts, and where each part lies is known only from the ones before it)
+        # can be in several parts, and where each part lies is known only from the ones before it): its packets
+        # before start are read without decoding them
         seek = bool(start) and stream.start_time is not None and timeline.jump is None
+        skip = bool(start) and stream.start_time is not None and timeline.jump is not None
         while True:
             clock, orient, timeline = _Clock(path, stream, notes), _Orienter(path), _Timeline(path, container, stream)
             if seek:
                 container.seek(int((start + origin) * av.time_base), backward=True, any_frame=False)  # the key frame
+            packets = _packets_from(container, stream, timeline, start + origin) if skip else container.demux(stream)
             decoded = past_end = False  # before start: decoding goes on from there
-            for frame in _decode(container, stream, damaged):
+            for frame in _decode(packets, damaged):
                 t = clock(timeline(frame.time) - origin if frame.time is not None else None)
                 if seek and not decoded and t > start + 1e-6:
                     break  # the seek landed after start: read from the beginning instead
@@ -751,11 +765,55 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
                                         f"container announces: the file may be truncated")
 
 
-def _decode(container, stream, damaged: List[int]):
-    """The decoded frames of ``stream``; a packet the decoder rejects as invalid is skipped (as players do) and
-    counted in ``damaged[0]``."""
-    import av
+def _packets_from(container, stream, timeline: "_Timeline", start: float, most: int = 2000):
+    """The packets of ``stream`` from the key frame that begins the group of pictures holding time ``start`` (s on
+    ``timeline``, which follows the packets before it to learn the offset of each part), without decoding the ones
+    before it; when ``most`` packets come without a key frame (a stream with few or none), every packet from the
+    last key frame on.
+
+    ``timeline`` is left as it was at that key frame, to time the decoded frames from there.
+    """
+    held, at_key, waiting = [], None, True  # the packets since the last key frame; the timeline's state there
+    top = None  # the latest display time (own, s) of the part so far
     for packet in container.demux(stream):
+        if waiting:
+            ts = packet.dts if packet.dts is not None else packet.pts
+            jumps = len(timeline.jumps)
+            now = timeline(float(ts * packet.time_base)) if ts is not None else None  # in decoding order: dts
+            pts = float(packet.pts * packet.time_base) if packet.pts is not None and ts is not None else None
+            shown = now + pts - float(ts * packet.time_base) if pts is not None else now
+            if len(timeline.jumps) > jumps and pts is not None and top is not None:  # as the frames would say it
+                timeline.jumps[-1] = (shown, top, pts)
+                top = None
+            if pts is not None:
+                top = pts if top is None else max(top, pts)
+            if packet.is_keyframe and now is not None:
+                if at_key is not None and shown > start + 1e-6:
+                    waiting = False  # the group before this key frame holds start
+                else:
+                    held, at_key = [], timeline.state()
+            if waiting and len(held) < most:
+                held.append(packet)
+                continue
+            waiting = False
+            if at_key is not None:
+                timeline.restore(at_key)
+            yield from held
+            held = []
+        yield packet
+    if held:  # start is in the last group, or after the end
+        if at_key is not None:
+            timeline.restore(at_key)
+        yield from held
+
+
+def _decode(packets, damaged: List[int]):
+    """The decoded frames of ``packets`` (of one stream, ending with its flush packet); a packet the decoder rejects
+    as invalid is skipped (as players do) and counted in ``damaged[0]``."""
+    import av
+    for packet in packets:
+        if packet is None:
+            continue
         try:
             frames = packet.decode()
         except av.error.InvalidDataError:
