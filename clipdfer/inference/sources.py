@@ -215,9 +215,19 @@ def _walk(folder: str, walk: _Walk, visited: set) -> List[str]:
     from ..data.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, special_file
     names = _entries(folder)
     paths = [os.path.join(folder, n) for n in names]
-    images = [n for n, p in zip(names, paths) if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(p)]
-    videos = [p for n, p in zip(names, paths) if n.lower().endswith(VIDEO_EXTENSIONS) and os.path.isfile(p)]
-    folders = [p for p in paths if os.path.isdir(p)]
+    kinds = {}  # path -> "image", "video", "folder", "special" or "other"
+    for name, path in zip(names, paths):
+        if os.path.isdir(path):
+            kinds[path] = "folder"
+        elif not os.path.isfile(path):
+            kinds[path] = "special" if special_file(path) is not None else "other"  # a broken link: other
+        else:
+            lower = name.lower()
+            kinds[path] = "video" if lower.endswith(VIDEO_EXTENSIONS) else "image" if lower.endswith(
+                IMAGE_EXTENSIONS) else "other"
+    images = [n for n, p in zip(names, paths) if kinds[p] == "image"]
+    videos = [p for p in paths if kinds[p] == "video"]
+    folders = [p for p in paths if kinds[p] == "folder"]
     found: List[str] = []
     if images and videos:
         walk.beside_videos.append((folder, images))
@@ -227,14 +237,15 @@ def _walk(folder: str, walk: _Walk, visited: set) -> List[str]:
             walk.with_folders.append((folder, len(images), len(folders)))
     skipped = []
     for name, path in zip(names, paths):
-        if path in videos:
+        kind = kinds[path]
+        if kind == "video":
             found.append(path)
-        elif path in folders:
+        elif kind == "folder":
             if walk.recursive and walk.first_visit(path, visited):
                 found.extend(_walk(path, walk, visited))
-        elif special_file(path) is not None:
+        elif kind == "special":
             walk.special.append(special_file(path))
-        elif os.path.isfile(path) and name not in images:
+        elif kind == "other" and os.path.isfile(path):
             skipped.append(name)
     if skipped:
         _logger.info("%s: %d file(s) that are not videos nor images skipped (%s); give a file by name to read it "
