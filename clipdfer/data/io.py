@@ -22,8 +22,7 @@ from .sampling import FpsSampler
 __all__ = ["natural_key", "list_frames", "read_frames", "read_image", "read_video", "count_video_frames",
            "iter_video_frames", "estimate_frames", "iter_stream_frames", "iter_camera_frames", "iter_frame_folder",
            "iter_tensor_frames", "iter_image_frames", "apply_display_matrix", "to_rgb", "special_file", "LIVE_PREFIXES",
-           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "INTERPOLATIONS", "DEFAULT_FRAME_RATE", "is_video_file",
-           "is_image_file"]
+           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "INTERPOLATIONS", "DEFAULT_FRAME_RATE", "is_video_file"]
 
 _logger = logging.getLogger(__name__)
 
@@ -51,12 +50,6 @@ def natural_key(name: str):
 
 def is_video_file(path: str) -> bool:
     return os.path.isfile(path) and path.lower().endswith(VIDEO_EXTENSIONS)
-
-
-def is_image_file(path: str) -> bool:
-    """Whether ``path`` is a file with an image's extension (:data:`IMAGE_EXTENSIONS`): read by Pillow, a still
-    image or an animation (GIF, WebP, APNG)."""
-    return os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def special_file(path: str) -> Optional[str]:
