@@ -304,3 +304,131 @@ def test_prepare_writes_splits_that_read_back_from_a_folder_with_a_space(tmp_pat
     assert [(r.path, r.num_frames) for r in records] == [(str(home / "DFEW" / "Clip" / "clip_224x224" / "00007"), 5)]
     assert main(["prepare", "dfew", "DFEW", str(tmp_path / "other splits"), "--folds", "1"]) == 2  # no way to write it
     assert not list((tmp_path / "other splits").rglob("*.tmp"))
+
+
+# ---------------------------------------------------------------------------------------- bit depths and modes
+def _grey(values) -> np.ndarray:
+    values = np.asarray(values, np.uint8)
+    return np.repeat(values[:, :, None], 3, axis=2)
+
+
+def _encoded(path, codec, pix_fmt, array):
+    """An image file written by FFmpeg's encoder (PyAV): 16-bit RGB PNG / TIFF, which Pillow cannot write."""
+    av = pytest.importorskip("av")
+    context = av.CodecContext.create(codec, "w")
+    context.height, context.width, context.pix_fmt = array.shape[0], array.shape[1], pix_fmt
+    frame = av.VideoFrame.from_ndarray(array, format=pix_fmt)
+    path.write_bytes(b"".join(bytes(p) for p in list(context.encode(frame)) + list(context.encode(None))))
+
+
+def _mode_cases(folder):
+    """(name, file, what a viewer shows as 8-bit RGB, tolerance) for every bit depth and mode Pillow reads from a
+    file; expected values by arithmetic: round(v * 255 / full scale), alpha dropped, palettes expanded."""
+    cases = []
+    ramp16 = (np.arange(48).reshape(6, 8) * 1365).astype(np.uint16)  # 0 ... 64155: every 16-bit step, unrounded
+    want16 = _grey(np.round(ramp16 * 255.0 / 65535))
+    Image.fromarray(ramp16).save(folder / "i16.png")  # Pillow: I;16 (ffprobe: png gray16be)
+    cases.append(("I;16 PNG", "i16.png", want16, 0))
+    Image.frombytes("I;16B", (8, 6), ramp16.astype(">u2").tobytes()).save(folder / "i16b.tif")  # I;16B
+    cases.append(("I;16B TIFF", "i16b.tif", want16, 0))
+    (folder / "i16.pgm").write_bytes(b"P5 8 6 65535\n" + ramp16.astype(">u2").tobytes())  # Pillow: I
+    cases.append(("I (16-bit PGM)", "i16.pgm", want16, 0))
+    Image.fromarray(np.array([[0, 2 ** 30, 2 ** 31 - 1, -5]], np.int32)).save(folder / "i32.tif")  # I, 32 bits
+    cases.append(("I (32-bit TIFF)", "i32.tif", _grey([[0, 128, 255, 0]]), 0))
+    Image.fromarray(np.array([[0.0, 0.25, 0.5, 1.0]], np.float32)).save(folder / "f.tif")  # F
+    cases.append(("F TIFF", "f.tif", _grey([[0, 64, 128, 255]]), 0))
+    Image.fromarray(np.array([[True, False], [False, True]])).save(folder / "bilevel.png")  # 1
+    cases.append(("1 PNG", "bilevel.png", _grey([[255, 0], [0, 255]]), 0))
+    Image.new("L", (2, 2), 77).save(folder / "l.png")
+    cases.append(("L PNG", "l.png", _grey(np.full((2, 2), 77)), 0))
+    Image.new("LA", (2, 2), (77, 0)).save(folder / "la.png")  # fully transparent: its grey as stored
+    cases.append(("LA PNG", "la.png", _grey(np.full((2, 2), 77)), 0))
+    palette = Image.new("P", (2, 2), 1)
+    palette.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    palette.save(folder / "p.png", transparency=1)  # the colour of index 1, though transparent
+    cases.append(("P PNG", "p.png", np.full((2, 2, 3), (200, 100, 50), np.uint8), 0))
+    Image.new("RGBA", (2, 2), (10, 20, 30, 0)).save(folder / "rgba.png")
+    cases.append(("RGBA PNG", "rgba.png", np.full((2, 2, 3), (10, 20, 30), np.uint8), 0))
+    Image.new("CMYK", (2, 2), (0, 51, 255, 0)).save(folder / "cmyk.tif")  # R = 255 (1 - C) (1 - K) ...
+    cases.append(("CMYK TIFF", "cmyk.tif", np.full((2, 2, 3), (255, 204, 0), np.uint8), 0))
+    Image.new("LAB", (2, 2), (128, 128, 128)).save(folder / "lab.tif")  # L* 50.2, neutral: sRGB grey 119.7
+    cases.append(("LAB TIFF", "lab.tif", _grey(np.full((2, 2), 120)), 1))
+    rgb16 = np.zeros((2, 2, 3), np.uint16)
+    rgb16[..., 0], rgb16[..., 1], rgb16[..., 2] = 65535, 257 * 145, 1000  # 1000: 3.9, Pillow keeps the high byte
+    _encoded(folder / "rgb16.png", "png", "rgb48be", rgb16)  # Pillow: RGB (ffprobe: png rgb48be)
+    cases.append(("16-bit RGB PNG", "rgb16.png", np.full((2, 2, 3), (255, 145, 4), np.uint8), 1))
+    _encoded(folder / "rgb16.tif", "tiff", "rgb48le", rgb16)  # ffprobe: tiff rgb48le
+    cases.append(("16-bit RGB TIFF", "rgb16.tif", np.full((2, 2, 3), (255, 145, 4), np.uint8), 1))
+    _encoded(folder / "rgba16.png", "png", "rgba64be", np.dstack([rgb16, np.full((2, 2), 0, np.uint16)]))
+    cases.append(("16-bit RGBA PNG", "rgba16.png", np.full((2, 2, 3), (255, 145, 4), np.uint8), 1))
+    return cases
+
+
+def test_every_bit_depth_and_mode_is_read_as_a_viewer_shows_it(tmp_path):
+    from clipdfer.data.io import read_image
+    for name, file, want, tolerance in _mode_cases(tmp_path):
+        got = read_image(str(tmp_path / file))  # it clipped 16-bit and 32-bit samples to 255, floats to 0 or 1
+        assert got.dtype == np.uint8 and got.shape == want.shape, name
+        assert int(np.abs(got.astype(int) - want).max()) <= tolerance, (name, got[0, :4].tolist(), want[0, :4].tolist())
+
+
+def test_16_bit_frames_are_scaled_not_clipped_on_every_reading_path(tmp_path):
+    # a face crop saved as 16-bit PNG (ffprobe: png gray16be): mean 145 in 8 bits; it was read as 251
+    rng = np.random.default_rng(0)
+    eight = rng.integers(60, 231, (24, 20))
+    eight = (eight + 145 - int(round(eight.mean()))).astype(np.uint8)  # mean 145
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(eight.astype(np.uint16) * 257).save(folder / f"{i:05d}.png")  # v * 257: exactly v in 8 bits
+    want = _grey(eight)
+    assert Image.open(folder / "00000.png").mode == "I;16" and abs(want.mean() - 145) < 1
+    paths = list_frames(str(folder))
+    for got in (read_frames(paths, [0, 2]).permute(0, 2, 3, 1).numpy(),
+                np.stack([f for _, f in iter_frame_folder(str(folder))])):
+        assert all(np.array_equal(f, want) for f in got)
+    (tmp_path / "ann.txt").write_text("clip 3 4\n")
+    raw, _ = ClipDataset(read_annotations(str(tmp_path / "ann.txt")), 2)[0]
+    assert np.array_equal(raw[0].permute(1, 2, 0).numpy(), want)
+
+
+def test_modes_pillow_only_makes_in_memory_and_floats_out_of_range():
+    from clipdfer.data.io import to_rgb
+    pa = Image.new("PA", (2, 2), (1, 0))
+    pa.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    for image, want in ((pa, (200, 100, 50)), (Image.new("La", (2, 2), (100, 255)), (100, 100, 100)),
+                        (Image.new("RGBa", (2, 2), (100, 50, 20, 255)), (100, 50, 20)),
+                        (Image.new("HSV", (2, 2), (0, 255, 255)), (255, 0, 0)),
+                        (Image.new("YCbCr", (2, 2), (128, 128, 128)), (128, 128, 128)),
+                        (Image.frombytes("I;16L", (2, 2), np.full(4, 257 * 9, "<u2").tobytes()), (9, 9, 9))):
+        got = to_rgb(image)  # La was "conversion from La to L not supported"
+        assert got.shape == (2, 2, 3) and got.dtype == np.uint8 and tuple(got[0, 0]) == want, image.mode
+    with pytest.raises(ValueError, match=r"frame.tif: a float image \(mode F\) with values from 0 to 255, expected "
+                                         r"\[0, 1\]"):
+        to_rgb(Image.fromarray(np.array([[0.0, 255.0]], np.float32)), name="frame.tif")
+
+
+# ---------------------------------------------------------------------------------------------------- animations
+def _animated(path, n=12, duration=40, **save):
+    frames = [Image.fromarray(np.full((16, 16, 3), 20 * i, np.uint8)) for i in range(n)]  # frame i: 20 i
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration, loop=0, **save)
+    return path
+
+
+def test_animated_images_are_clips_for_training_and_never_one_frame_silently(tmp_path):
+    _animated(tmp_path / "smile.webp", lossless=True)
+    ann = tmp_path / "ann.txt"
+    ann.write_text("smile.webp 12 3\n")  # it was "clip folder 'smile.webp' does not exist"
+    raw, label = ClipDataset(read_annotations(str(ann)), 4)[0]
+    assert label == 3 and [int(f[0, 0, 0]) for f in raw] == [20 * i for i in segment_indices(12, 4)]
+    clip = tmp_path / "clip"  # an animation among frames: one frame of the folder, and said so
+    _write_clip(clip, 3)
+    _animated(clip / "00004.gif")
+    notes = []
+    assert len(list(iter_frame_folder(str(clip), notes=notes))) == 4
+    assert notes == ["clip: 1 of its images are animations (00004.gif: 12 frames): each is one frame of this folder, "
+                     "its first; give such a file by itself to read its frames"]
+    with pytest.raises(ValueError, match=r"00004.gif' is an animation of 12 frames, not one frame of the clip"):
+        read_frames(list_frames(str(clip)), [3])  # training is strict
+    with pytest.raises(ValueError, match=r"smile.webp' is a file, not a folder of frames"):
+        list_frames(str(tmp_path / "smile.webp"))

@@ -16,6 +16,7 @@ import torch
 
 import clipdfer
 from clipdfer.data.io import iter_stream_frames, read_video
+from clipdfer.data.sampling import FpsSampler
 from clipdfer.data.transforms import build_transform
 from clipdfer.faces import crop_face
 from clipdfer.inference import (
@@ -25,7 +26,7 @@ from clipdfer.inference import FaceSettings, ReadSettings, WindowSettings
 from clipdfer.inference.settings import split_settings
 from clipdfer.visualize import face_colour
 from scripted import ScriptedDetector, face_frame, use_scripted_detector
-from videos import write_video
+from videos import joined, write_video
 
 
 @pytest.fixture(scope="module")
@@ -339,6 +340,43 @@ def test_a_raw_h264_stream_is_timed_by_its_rate_and_says_so(model, tmp_path, cap
     use_scripted_detector(monkeypatch)
     assert main(["predict", path, "--model", "clip_zeroshot_test", "--no-pretrained"]) == 0
     assert "note: camera.h264 carries no timestamps" in capsys.readouterr().out
+
+
+def test_ts_files_joined_with_cat_are_predicted_whole_and_say_so(model, tmp_path):
+    # two 3 s recordings at 8 fps whose timestamps each start at 0 (ffmpeg -vf fps=4 reads 24 frames of them)
+    parts = [write_video(tmp_path / f"{k}.ts", [face_frame([(10 + i, 10, 50 + i, 60)]) for i in range(24)], rate=8)
+             for k in ("a", "b")]
+    r = _scripted(model).run(joined(tmp_path / "joined.ts", *parts), ReadSettings(fps=4))
+    assert r.frames_used == 24 and r.seconds == pytest.approx(5.75)  # it was 12 frames, 2.75 s: the first file
+    assert len(r.notes) == 1 and "timestamps jump 1 time(s) (at 3.00 s, 2.88 s -> 0.00 s)" in r.notes[0]
+
+
+def _animation(path, n=24, durations=None, **save):
+    """An animated image of a moving face marker (Pillow): frame i lasts ``durations[i]`` ms."""
+    from PIL import Image
+    frames = [Image.fromarray(face_frame([(10 + 2 * i, 10, 50 + 2 * i, 60)])) for i in range(n)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0, **save)
+    return str(path)
+
+
+def test_animated_images_are_read_as_videos_timed_by_their_durations(model, tmp_path):
+    from clipdfer.inference import iter_source
+    durations = [40, 50, 60] * 8  # ms: frame i starts at the sum of the durations before it
+    starts = [sum(durations[:i]) / 1000 for i in range(24)]
+    webp = _animation(tmp_path / "reaction.webp", durations=durations, lossless=True)
+    r = _scripted(model).run(webp, ReadSettings(fps=None))  # it was "has no decodable frames" (FFmpeg: no animation)
+    assert r.frames_used == 24 and r.frames_with_face == 24 and r.seconds == pytest.approx(starts[-1]) and not r.notes
+    for path in (_animation(tmp_path / "reaction.gif", durations=durations),
+                 _animation(tmp_path / "reaction.png", durations=durations)):  # GIF and APNG take the same path
+        frames = list(iter_source(path, fps=None))
+        assert [t for t, _ in frames] == pytest.approx(starts) and frames[5][1].shape == (120, 160, 3)
+        sampler = FpsSampler(8)  # on the k / 8 grid, as a video's frames
+        assert [t for t, _ in iter_source(path, fps=8)] == pytest.approx([t for t in starts if sampler.take(t)])
+    gif = _animation(tmp_path / "fast.gif", n=6, durations=0)  # no delay: browsers show each frame 100 ms
+    notes = []
+    assert [t for t, _ in iter_source(gif, fps=None, notes=notes)] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    assert notes == ["fast.gif: 6 frame(s) of the animation have no duration or one of 10 ms or less (frame 0 ...): "
+                     "each is shown for 100 ms, as browsers do"]
 
 
 @pytest.mark.parametrize("rate", [10, 25, 30])

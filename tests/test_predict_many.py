@@ -216,11 +216,12 @@ def test_sources_as_users_type_them(tmp_path, caplog):
     (root / "s1" / latin).write_bytes(b"")
     (tmp_path / "find.txt").write_bytes(b"corpus/s1/caf\xe9.mp4\n")
     assert expand_sources([str(tmp_path / "find.txt")]) == [str(root / "s1" / latin)]
-    covered = tmp_path / "covered"  # a cover picture beside folders of videos
+    covered = tmp_path / "covered"  # a cover picture beside folders of videos: read, and said, not dropped
     (covered / "interviews").mkdir(parents=True)
     (covered / "cover.png").write_bytes(b"")
     (covered / "interviews" / "i1.mp4").write_bytes(b"")
-    assert expand_sources([str(covered)]) == [str(covered / "interviews" / "i1.mp4")]
+    assert expand_sources([str(covered)]) == [str(covered), str(covered / "interviews" / "i1.mp4")]
+    assert "covered: its 1 image(s) are read as one clip (a frame folder) and its 1 subfolder(s)" in caplog.text
     with pytest.raises(ValueError, match="matches no file"):
         expand_sources([str(root / "*.avi")])
     (root / "empty").mkdir()
@@ -230,6 +231,91 @@ def test_sources_as_users_type_them(tmp_path, caplog):
                           str(root / "s1" / "x.mp4"), str(root / "s1" / "x.mov"), "rtsp://cam/1", "v/面试.mp4",
                           "v/Привет мир.mov"])
     assert names == ["a2", "s1__b", "s2__b", "x_mp4", "x_mov", "cam_1", "面试", "Привет_мир"]
+
+
+def _frames(folder, n, x=10):
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(face_frame([(x + i, 10, x + 40 + i, 60)])).save(folder / f"{i + 1:05d}.png")
+    return str(folder)
+
+
+def test_a_frame_folder_that_holds_a_subfolder_is_read_whole(tmp_path, capsys, caplog, scripted_faces):
+    clip = _frames(tmp_path / "clip", 29)  # 29 frames, and the face crops a tool wrote next to them
+    crops = _frames(tmp_path / "clip" / "crops", 12, x=30)
+    assert expand_sources([clip]) == [clip, crops]  # it was [crops]: the folder's own 29 frames dropped, exit 0
+    assert "clip: its 29 image(s) are read as one clip (a frame folder) and its 1 subfolder(s) as further sources" in (
+        caplog.text)
+    assert main(["predict", clip, "--json", "--folder-fps", "8", *MODEL]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(e["source"], e["frames_used"]) for e in out] == [(clip, 29), (crops, 12)]
+    corpus = tmp_path / "corpus"  # and so below a folder of videos
+    _face_video(corpus / "a.mp4")
+    _frames(corpus / "b", 5)
+    _frames(corpus / "b" / "c", 3)
+    assert [os.path.relpath(p, corpus) for p in expand_sources([str(corpus)])] == ["a.mp4", "b", "b/c"]
+
+
+def test_images_beside_videos_are_named_when_left_out(tmp_path, caplog):
+    folder = tmp_path / "downloads"  # videos with their thumbnails, as yt-dlp --write-thumbnail leaves them
+    folder.mkdir()
+    for name in ("talk.mp4", "talk.webp", "panel.mp4", "panel.jpg", "notes.txt"):
+        (folder / name).write_bytes(b"")
+    assert [os.path.basename(p) for p in expand_sources([str(folder)])] == ["panel.mp4", "talk.mp4"]
+    assert ("downloads: 2 image(s) beside its videos are left out (panel.jpg, talk.webp): a folder that holds videos "
+            "is read as a folder of videos; to read the images as a clip, move them into a folder of their own") in (
+        caplog.text)
+
+
+def test_symbolic_link_loops_are_walked_once(tmp_path, caplog):
+    root = tmp_path / "videos"
+    (root / "day1").mkdir(parents=True)
+    _face_video(root / "day1" / "clip.mp4")
+    os.symlink("..", root / "day1" / "again")  # a loop: videos/day1/again -> videos
+    # it warned 40 times (ELOOP) and gave videos/day1/again/day1/again/.../clip.mp4 as well
+    assert expand_sources([str(root)]) == [str(root / "day1" / "clip.mp4")]
+    warnings = [r.getMessage() for r in caplog.records if "already read" in r.getMessage()]
+    assert warnings == [f"1 folder(s) already read by another path (a symbolic link loop, or two paths to one folder) "
+                        f"skipped ({root / 'day1' / 'again'} -> {root}): each folder is read once"]
+    assert expand_sources([str(root / "**" / "*.mp4")]) == [str(root / "day1" / "clip.mp4")]
+    os.symlink(".", root / "day1" / "self")  # two loops: it never ended (folders and ** globs alike)
+    script = ("import sys; from clipdfer.inference import expand_sources; "
+              "print(len(expand_sources([sys.argv[1]])), len(expand_sources([sys.argv[1] + '/**/*.mp4'])))")
+    done = subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0 and done.stdout.split() == ["1", "1"], done.stderr[-2000:]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_named_pipes_devices_and_sockets_say_what_they_are(tmp_path, caplog):
+    import socket
+
+    import clipdfer
+    from clipdfer.inference import iter_source
+    pipe = tmp_path / "clip.mp4"
+    os.mkfifo(pipe)  # it was "'.../clip.mp4' does not exist"
+    with pytest.raises(ValueError, match=r"clip.mp4' is a named pipe \(FIFO\), not a video file: .* save what comes "
+                                         r"through the pipe first \(cat .*clip.mp4 > clip.ts\)"):
+        clipdfer.predict(str(pipe), model="clip_zeroshot_test", pretrained=False)
+    with pytest.raises(ValueError, match=r"'/dev/null' is a character device, not a video file: for a camera, read it "
+                                         r"live with --camera /dev/null"):
+        next(iter_source("/dev/null"))
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(tmp_path / "cam.sock"))
+        with pytest.raises(ValueError, match=r"cam.sock' is a socket, not a video file: give the stream it serves"):
+            next(iter_source(str(tmp_path / "cam.sock")))
+    finally:
+        server.close()
+    frames = tmp_path / "frames"  # a pipe among frames: skipped and named, not waited on
+    _frames(frames, 3)
+    os.mkfifo(frames / "00004.png")
+    notes = []
+    assert len(list(iter_source(str(frames), fps=None, notes=notes))) == 3
+    assert notes == ["frames: 1 frame(s) could not be read and were skipped (00004.png)"]
+    assert [os.path.basename(p) for p in expand_sources([str(tmp_path)])] == ["frames"]  # the pipe clip.mp4: named
+    assert "left out, not files: " in caplog.text and repr(str(pipe)) + " is a named pipe (FIFO)" in caplog.text
 
 
 def test_single_source_errors_name_the_problem(tmp_path):

@@ -19,8 +19,8 @@ from clipdfer.data import io  # noqa: E402
 from clipdfer.data.io import (apply_display_matrix, estimate_frames, iter_stream_frames,  # noqa: E402
                               iter_video_frames, read_video)
 from clipdfer.data.sampling import FpsSampler  # noqa: E402
-from videos import (picture, tkhd_matrix_offset, with_display_matrix, with_orientation_sei,  # noqa: E402
-                    write_video)
+from videos import (joined, picture, tkhd_matrix_offset, with_display_matrix,  # noqa: E402
+                    with_orientation_sei, write_video)
 
 
 def close(a: np.ndarray, b: np.ndarray, tolerance: int = 2) -> bool:
@@ -326,6 +326,101 @@ def test_times_count_from_the_start_of_the_timeline(tmp_path):
         assert times == pytest.approx([i / 8 for i in range(24)], abs=2e-3) and notes == [], name
         kept = [t for t, _ in iter_video_frames(path, start=1.0, end=1.5)]  # seeking counts from the start too
         assert kept == pytest.approx([1.0, 1.125, 1.25, 1.375, 1.5], abs=2e-3)
+
+
+def _flat(value):
+    return np.full((16, 16, 3), value, np.uint8)
+
+
+@needs_av
+def test_mpeg_ts_files_joined_end_to_end_are_read_on_one_timeline(tmp_path):
+    # cat a.ts b.ts c.ts: 2 s and 1.6 s at 25 fps whose times both start at 0, then 0.4 s whose times start at 100 s
+    # (ffprobe -show_frames: pts_time 1.96, 0.00 at the first join; 1.56, 100.00 at the second; ffmpeg -vf fps=8
+    # reads 32 frames of it). It was 20 frames at fps=8 (the second part's times were served already), times going
+    # 1.96 -> 0.0 with every frame, "no decodable frames" between 2.4 and 2.6 s, and no word
+    parts = [write_video(tmp_path / "a.ts", [_flat(2 * i) for i in range(50)], rate=25),
+             write_video(tmp_path / "b.ts", [_flat(100 + 2 * i) for i in range(40)], rate=25),
+             write_video(tmp_path / "c.ts", [_flat(200 + 5 * i) for i in range(10)], rate=25,
+                         times=[100 + i / 25 for i in range(10)])]  # a jump forward far beyond 10 s
+    path = joined(tmp_path / "joined.ts", *parts)
+    notes = []
+    every = list(iter_video_frames(path, notes=notes))
+    assert [t for t, _ in every] == pytest.approx([i / 25 for i in range(100)], abs=1e-6)  # one frame after another
+    values = [2 * i for i in range(50)] + [100 + 2 * i for i in range(40)] + [200 + 5 * i for i in range(10)]
+    assert all(abs(int(f.mean()) - v) <= 2 for (_, f), v in zip(every, values))  # the frames of each part, in order
+    assert notes == ["joined.ts: its timestamps jump 2 time(s) (at 2.00 s, 1.96 s -> 0.00 s; at 3.60 s, 1.56 s -> "
+                     "100.00 s), as in files joined end to end (cat a.ts b.ts) or a recorder that restarted its "
+                     "clock: each part is read after the one before it, one frame interval after its last frame, on "
+                     "one increasing timeline"]
+    kept = [t for t, _ in iter_video_frames(path, fps=8)]
+    assert len(kept) == 32 and kept == pytest.approx(_sampled([i / 25 for i in range(100)], 8), abs=1e-6)
+    assert [t for t, _ in iter_stream_frames(path, fps=8)] == pytest.approx(kept, abs=1e-6)  # a live TS alike
+    part = list(iter_video_frames(path, start=2.4, end=2.6))  # in the second part: no seek to its own 2.4 s
+    assert [t for t, _ in part] == pytest.approx([2.4, 2.44, 2.48, 2.52, 2.56, 2.6], abs=1e-6)
+    assert [int(round(f.mean())) for _, f in part] == pytest.approx([120, 122, 124, 126, 128, 130], abs=2)
+
+
+@needs_av
+def test_a_time_range_of_joined_ts_files_with_b_frames_is_found_without_decoding_the_rest(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    x264 = {"preset": "medium", "bf": "3", "g": "12"}  # B-frames: decoding order is not display order
+    parts = [write_video(tmp_path / f"{k}.ts", [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(n)],
+                         rate=25, pix_fmt="yuv420p", options=x264) for k, n in (("a", 60), ("b", 50))]
+    path = joined(tmp_path / "joined.ts", *parts)
+    with av.open(path) as container:
+        assert any(p.pts != p.dts for p in container.demux(video=0) if p.size)
+    every = list(iter_video_frames(path))
+    assert [t for t, _ in every] == pytest.approx([i / 25 for i in range(110)], abs=1e-6)
+    given = []
+    packets_from = io._packets_from
+    monkeypatch.setattr(io, "_packets_from", lambda *a: (given.append(p) or p for p in packets_from(*a)))
+    for start, end in ((0.5, 0.9), (2.3, 2.9), (2.4, None), (4.3, 4.36), (2.0, 2.0)):
+        given.clear()
+        notes = []
+        part = list(iter_video_frames(path, start=start, end=end, notes=notes))
+        assert notes == ([] if end is not None and end < 2.4 else [  # the join, as the frames show it
+            "joined.ts: its timestamps jump 1 time(s) (at 2.40 s, 2.36 s -> 0.00 s), as in files joined end to end "
+            "(cat a.ts b.ts) or a recorder that restarted its clock: each part is read after the one before it, one "
+            "frame interval after its last frame, on one increasing timeline"]), (start, end, notes)
+        want = [(t, f) for t, f in every if start - 1e-6 <= t <= (end if end is not None else 9) + 1e-6]
+        assert [t for t, _ in part] == pytest.approx([t for t, _ in want], abs=1e-6), (start, end)
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(part, want)), (start, end)
+        assert len([p for p in given if p.size]) <= 110 - int(start * 25) + 12  # from the key frame before start
+
+
+@needs_av
+def test_a_ts_file_across_the_33_bit_wrap_is_whole_and_says_so(tmp_path):
+    wrap = 2 ** 33 / 90000  # 95443.72 s: the 90 kHz clock of MPEG-TS wraps to 0 there
+    # ffprobe -correct_ts_overflow 0 -show_frames: pts 8589923370 (95443.59 s) then 28 (0.0003 s); FFmpeg unwraps it
+    # and says start_time=-0.999689, duration=3.000000. It was called "truncated" (2.88 s + the start, -1.0 s, is
+    # short of 3.0 s)
+    path = write_video(tmp_path / "wrap.ts", [_flat(10 * i) for i in range(24)], rate=8,
+                       times=[wrap - 1.0 + i / 8 for i in range(24)])
+    notes = []
+    assert [t for t, _ in iter_video_frames(path, notes=notes)] == pytest.approx([i / 8 for i in range(24)], abs=1e-3)
+    assert notes == ["wrap.ts crosses the wrap of its 33-bit MPEG timestamps (2^33 / 90 kHz, every 26.5 h) at 1.00 "
+                     "s: its times go on across it"]
+    assert [t for t, _ in iter_video_frames(path, start=0.75, end=1.25)] == pytest.approx(
+        [0.75, 0.875, 1.0, 1.125, 1.25], abs=1e-3)
+    notes = []  # two of them joined: the second starts again before the wrap
+    two = list(iter_video_frames(joined(tmp_path / "two.ts", path, path), notes=notes))
+    assert [t for t, _ in two] == pytest.approx([i / 8 for i in range(48)], abs=1e-3)
+    assert any("jump 1 time(s)" in n for n in notes) and not any("truncated" in n for n in notes), notes
+
+
+def test_a_clock_that_wraps_twice_goes_on():
+    # FFmpeg unwraps the first wrap of a file; a stream running for over 26.5 h wraps again: its time goes on
+    wrap = 2 ** 33 / 90000
+    ts = SimpleNamespace(name="mpegts", flags=0x208)  # AVFMT_TS_DISCONT | AVFMT_SHOW_IDS
+    timeline = io._Timeline("cam.ts", SimpleNamespace(format=ts), SimpleNamespace(average_rate=10))
+    own = [2 * wrap - 0.2, 2 * wrap - 0.1, wrap + 0.0, wrap + 0.1]  # the second wrap, as FFmpeg gives it
+    assert [timeline(t) for t in own] == pytest.approx([2 * wrap - 0.2, 2 * wrap - 0.1, 2 * wrap, 2 * wrap + 0.1])
+    notes = []
+    timeline.report(notes, origin=2 * wrap - 0.2)
+    assert notes == ["cam.ts crosses the wrap of its 33-bit MPEG timestamps (2^33 / 90 kHz, every 26.5 h) at 0.20 s: "
+                     "its times go on across it"]
+    mp4 = io._Timeline("clip.mp4", SimpleNamespace(format=SimpleNamespace(name="mov,mp4,m4a,3gp,3g2,mj2", flags=0)))
+    assert [mp4(t) for t in (0.0, 0.5, 20.5, 21.0, 1.0)] == [0.0, 0.5, 20.5, 21.0, 21.5]  # a gap is kept; back is not
 
 
 @needs_av

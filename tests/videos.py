@@ -44,6 +44,16 @@ def write_video(path, frames, rate=8, codec="libx264", fmt=None, pix_fmt="yuv444
     return str(path)
 
 
+def joined(path, *parts):
+    """The files ``parts`` joined byte by byte, as ``cat a.ts b.ts > joined.ts`` does (cameras and recorders write
+    MPEG-TS files so: each part's timestamps start again)."""
+    with open(str(path), "wb") as out:
+        for part in parts:
+            with open(str(part), "rb") as f:
+                out.write(f.read())
+    return str(path)
+
+
 def _boxes(data: bytes, start: int, end: int):
     """(type, offset, size) of the mp4 boxes between ``start`` and ``end``."""
     while start + 8 <= end:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import _pil_filter, is_video_file, list_frames, read_frames, read_video
+from .io import _pil_filter, list_frames, read_frames, read_video
 from .sampling import sample_indices
 
 __all__ = ["ClipRecord", "read_annotations", "ClipDataset", "SyntheticClips"]
@@ -52,7 +52,11 @@ def read_annotations(path: str, root: Optional[str] = None, num_classes: Optiona
 
 
 class ClipDataset(Dataset):
-    """Clips listed in an annotation file: (T, 3, H, W) float tensors and labels; each a folder of frames or a video.
+    """Clips listed in an annotation file: (T, 3, H, W) float tensors and labels.
+
+    Each clip is a folder of frames (natural order), a video file, or an animated image (GIF, WebP, APNG). The frame
+    count in the annotation must match what is on disk: a mismatch usually means the wrong folder or an incomplete
+    copy, and is an error.
 
     Args:
         records: from :func:`read_annotations`.
@@ -97,7 +101,7 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
         record = self.records[index]
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + index)
-        if is_video_file(record.path):
+        if os.path.isfile(record.path):  # a video file, or an animated image (GIF, WebP, APNG)
             frames = read_video(record.path)
             found = frames.shape[0]
             source = "decodable frames"
@@ -110,7 +114,7 @@ class ClipDataset(Dataset):
                 f"clip {record.path!r}: the annotation says {record.num_frames} frames but it has {found} {source}; "
                 f"fix the annotation line or restore the clip's frames")
         idx = sample_indices(found, self.num_frames, self.sampling, self.train, g)
-        if is_video_file(record.path):
+        if os.path.isfile(record.path):
             clip = frames[idx]
             if self.frame_size is not None and tuple(clip.shape[-2:]) != self.frame_size:
                 clip = _resize_clip(clip, self.frame_size, self.interpolation)

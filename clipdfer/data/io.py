@@ -1,7 +1,10 @@
 """Reading clips: folders of face frames (natural order), video files and live streams (PyAV), cameras (OpenCV).
 
-Every reader gives frames upright, as a player shows them, and keeps ``fps`` frames per second on the grid of
-:class:`~clipdfer.data.sampling.FpsSampler` (docs/predict.md, "Frames").
+Every reader gives frames the way a player shows them: a video's display matrix (the mp4 ``tkhd`` matrix, or an
+H.264/HEVC display-orientation SEI) and an image's EXIF orientation are applied, rotations and mirrorings alike.
+Every reader that takes ``fps`` keeps frames on the ``k / fps`` grid of :class:`~clipdfer.data.sampling.FpsSampler`.
+Video times are read onto one increasing timeline through every timestamp discontinuity (MPEG-TS files joined with
+``cat``, a restarted clock, the 33-bit MPEG wrap), and the notes say so.
 """
 
 import logging
@@ -18,12 +21,13 @@ from .sampling import FpsSampler
 
 __all__ = ["natural_key", "list_frames", "read_frames", "read_image", "read_video", "count_video_frames",
            "iter_video_frames", "estimate_frames", "iter_stream_frames", "iter_camera_frames", "iter_frame_folder",
-           "iter_tensor_frames", "apply_display_matrix", "LIVE_PREFIXES", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
-           "INTERPOLATIONS", "DEFAULT_FRAME_RATE", "is_video_file"]
+           "iter_tensor_frames", "iter_image_frames", "apply_display_matrix", "to_rgb", "special_file", "LIVE_PREFIXES",
+           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "INTERPOLATIONS", "DEFAULT_FRAME_RATE", "is_video_file"]
 
 _logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".apng", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",
+                    ".pbm", ".pnm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".3gp",
                     ".3g2", ".flv", ".wmv", ".asf", ".ogv", ".vob", ".mxf", ".y4m", ".h264", ".264", ".h265", ".hevc",
                     ".mjpeg", ".mjpg")
@@ -48,15 +52,43 @@ def is_video_file(path: str) -> bool:
     return os.path.isfile(path) and path.lower().endswith(VIDEO_EXTENSIONS)
 
 
+def special_file(path: str) -> Optional[str]:
+    """What ``path`` is when it exists but is neither a regular file nor a folder, and what to do, as a sentence
+    naming it; None otherwise (a file, a folder, or nothing)."""
+    import stat
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return (f"{path!r} is a named pipe (FIFO), not a video file: clipdfer reads a file from its start to its end "
+                f"and may read it twice; save what comes through the pipe first (cat {path} > clip.ts) and give "
+                f"that file, or give the stream's URL (udp://, tcp://, rtsp://)")
+    if stat.S_ISCHR(mode):
+        return (f"{path!r} is a character device, not a video file: for a camera, read it live with --camera "
+                f"{path} (Camera({path!r}) in Python)")
+    if stat.S_ISBLK(mode):
+        return f"{path!r} is a block device (a disk), not a video file: give a video file or folder on it"
+    if stat.S_ISSOCK(mode):
+        return (f"{path!r} is a socket, not a video file: give the stream it serves as a URL (tcp://, udp://, "
+                f"rtsp://)")
+    return f"{path!r} is not a regular file (mode {oct(mode)}): give a video file, a folder of frames or a URL"
+
+
 # ---------------------------------------------------------------------------------------------------- frame folders
 def list_frames(folder: str) -> List[str]:
     """The image files of a frame folder, in natural order; hidden files (macOS ``._*`` sidecars) are skipped.
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
-        ValueError: it holds no image files.
+        ValueError: it is not a folder, or holds no image files.
     """
     if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise ValueError(special_file(folder) or f"clip {folder!r} is a file, not a folder of frames: give the "
+                                                     f"folder its frames are in")
         raise FileNotFoundError(f"clip folder {folder!r} does not exist: check the annotation file's paths and "
                                 f"the data root")
     names = sorted((n for n in os.listdir(folder) if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS)),
@@ -74,18 +106,88 @@ def _pil_filter(interpolation: str):
     return getattr(Image.Resampling, interpolation.upper())
 
 
-def _load_image(path: str):
-    """An image file as a loaded RGB PIL image, EXIF orientation applied."""
+def _full_scale(img) -> Optional[float]:
+    """The value of full intensity of a one-channel image of more than 8 bits, by its type: 65535 for 16-bit samples
+    (``I;16*``; ``I`` holds them too: PNG before Pillow 10, 16-bit PGM/PPM scaled to 65535 by Pillow), the 32-bit
+    range for 32-bit TIFF samples (TIFF tags BitsPerSample 258, SampleFormat 339), 1.0 for floats (``F``); None for
+    the other modes, which Pillow converts itself (negative values of signed types are black)."""
+    if img.mode.startswith("I;16"):
+        return 65535.0
+    if img.mode == "F":
+        return 1.0
+    if img.mode != "I":
+        return None
+    tags = getattr(img, "tag_v2", None)
+    bits = tags.get(258) if tags is not None else None
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    if bits == 32:
+        sample_format = tags.get(339)
+        sample_format = sample_format[0] if isinstance(sample_format, tuple) else sample_format
+        return float(2 ** 31 - 1) if sample_format == 2 else float(2 ** 32 - 1)  # 2: signed (what Pillow writes)
+    return 65535.0
+
+
+def to_rgb(img, full_scale: Optional[float] = None, name: str = "image") -> np.ndarray:
+    """Any PIL image as 8-bit RGB (H, W, 3) uint8: the one place where clipdfer turns an image into an array.
+
+    Samples of more than 8 bits are scaled by their type's range, ``round(v * 255 / full_scale)`` (16-bit: 65535;
+    floats: 1.0), never clipped to 255; bilevel ``1`` gives 0 and 255; a palette is expanded; alpha is dropped (the
+    colour channels as stored, as Pillow's ``convert("RGB")`` does for ``RGBA``, ``LA`` and ``PA`` alike; premultiplied
+    ``RGBa`` / ``La`` are un-premultiplied first); ``CMYK``, ``YCbCr``, ``LAB`` and ``HSV`` are converted by Pillow.
+
+    Args:
+        img: the image (any mode Pillow reads).
+        full_scale: the value of full intensity of a one-channel image of more than 8 bits; None: by its mode
+            (see :func:`_full_scale`; give it for an ``I`` image whose file said 32 bits).
+        name: the file, for errors.
+
+    Raises:
+        ValueError: a float image holds values outside [0, 1] (they have no place in 8 bits: scale them first).
+    """
+    if img.mode == "RGB":
+        return np.array(img)  # a writable copy
+    full_scale = full_scale or _full_scale(img)
+    if full_scale is not None:
+        values = np.asarray(img, dtype=np.float64)  # (H, W)
+        if img.mode == "F":
+            low, high = float(np.nanmin(values)), float(np.nanmax(values))
+            if not (math.isfinite(low) and math.isfinite(high)) or low < -1e-3 or high > 1 + 1e-3:
+                raise ValueError(f"{name}: a float image (mode F) with values from {low:g} to {high:g}, expected "
+                                 f"[0, 1]: save frames as 8- or 16-bit images, or scale them to [0, 1]")
+        grey = np.clip(np.round(values * (255.0 / full_scale)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode == "La":  # premultiplied: Pillow converts it to LA only
+        img = img.convert("LA")
+    return np.array(img.convert("RGB"))
+
+
+def _load_image(path: str, counts: Optional[List[int]] = None) -> np.ndarray:
+    """An image file as RGB (H, W, 3) uint8 (:func:`to_rgb`), EXIF orientation applied; of an animation, its first
+    frame (``counts`` receives how many frames it has).
+
+    Raises:
+        ValueError: the file cannot be read as an image (or is a named pipe, a device ...).
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
+    special = special_file(path)
+    if special is not None:  # opening a named pipe would wait for a writer
+        raise ValueError(special)
     try:
         with Image.open(path) as img:
-            return ImageOps.exif_transpose(img).convert("RGB")
+            if counts is not None:
+                counts.append(getattr(img, "n_frames", 1))
+            full_scale = _full_scale(img)  # from the file's tags, which a transposed copy no longer has
+            return to_rgb(ImageOps.exif_transpose(img), full_scale, path)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"cannot read frame {path!r}: {e}; is it a complete image file?") from e
 
 
-def _resized(img, size: Tuple[int, int], resample):
-    return img if img.size == (size[1], size[0]) else img.resize((size[1], size[0]), resample)
+def _resized(rgb: np.ndarray, size: Tuple[int, int], resample) -> np.ndarray:
+    """RGB (H, W, 3) uint8 resized to ``size`` (H, W) with PIL."""
+    from PIL import Image
+    if rgb.shape[:2] == tuple(size):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), resample))
 
 
 def read_image(path: str, size: Optional[Tuple[int, int]] = None, interpolation: str = "bilinear") -> np.ndarray:
@@ -100,8 +202,8 @@ def read_image(path: str, size: Optional[Tuple[int, int]] = None, interpolation:
         ValueError: the file is not a readable image, or ``interpolation`` is unknown.
     """
     resample = _pil_filter(interpolation)
-    img = _load_image(path)
-    return np.array(img if size is None else _resized(img, size, resample))
+    rgb = _load_image(path)
+    return np.array(rgb if size is None else _resized(rgb, size, resample))  # a writable copy
 
 
 def read_frames(paths: Sequence[str], indices: Sequence[int], size: Optional[Tuple[int, int]] = None,
@@ -117,19 +219,25 @@ def read_frames(paths: Sequence[str], indices: Sequence[int], size: Optional[Tup
         interpolation: one of :data:`INTERPOLATIONS`.
 
     Raises:
-        ValueError: a frame is not a readable image, or ``interpolation`` is unknown.
+        ValueError: a frame is not a readable image or is an animation (GIF, WebP, APNG of several frames: one
+            frame of a clip cannot be many), or ``interpolation`` is unknown.
     """
     resample = _pil_filter(interpolation)
     target = (int(size[0]), int(size[1])) if size is not None else None
     cache, frames, resized = {}, [], 0
     for i in indices:
         if i not in cache:
-            img = _load_image(paths[i])
+            counts: List[int] = []
+            rgb = _load_image(paths[i], counts)
+            if counts[0] > 1:
+                raise ValueError(f"frame {paths[i]!r} is an animation of {counts[0]} frames, not one frame of the "
+                                 f"clip: extract its frames into the folder, one file each, or list the file itself "
+                                 f"as the clip")
             if target is None:
-                target = (img.height, img.width)
-            elif size is None and (img.height, img.width) != target:
+                target = rgb.shape[:2]
+            elif size is None and rgb.shape[:2] != target:
                 resized += 1
-            cache[i] = torch.from_numpy(np.array(_resized(img, target, resample))).permute(2, 0, 1)
+            cache[i] = torch.from_numpy(np.array(_resized(rgb, target, resample))).permute(2, 0, 1)
         frames.append(cache[i])
     if resized:
         _logger.debug("%s: %d frames resized to the first frame's size %s", os.path.dirname(paths[0]), resized, target)
@@ -160,26 +268,98 @@ def iter_frame_folder(folder: str, fps: Optional[float] = None, start: Optional[
     """
     _check_rate(folder_fps)
     sampler = FpsSampler(fps)
-    got, bad = False, []
+    got, bad, animated = False, [], []
+    name = os.path.basename(folder.rstrip(os.sep))
     for i, path in enumerate(list_frames(folder)):
         t = i / folder_fps
         if end is not None and t > end + 1e-9:
             break
         if _within(t, start, end) and sampler.take(t):
+            counts: List[int] = []
             try:
-                frame = read_image(path)
+                frame = _load_image(path, counts)
             except ValueError as e:
                 if not bad:
                     first_error = e
                 bad.append(os.path.basename(path))
                 continue
+            if counts[0] > 1:
+                animated.append(f"{os.path.basename(path)}: {counts[0]} frames")
             got = True
             yield t, frame
     if bad and not got:
         raise ValueError(f"no frame of {folder!r} can be read ({len(bad)} tried): {first_error}")
     if bad:
-        _note(folder, notes, "frames", f"{os.path.basename(folder.rstrip(os.sep))}: {len(bad)} frame(s) could not be "
-                                       f"read and were skipped ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
+        _note(folder, notes, "frames", f"{name}: {len(bad)} frame(s) could not be read and were skipped "
+                                       f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
+    if animated:
+        _note(folder, notes, "animated", f"{name}: {len(animated)} of its images are animations ("
+                                         f"{'; '.join(animated[:3])}{' ...' if len(animated) > 3 else ''}): each is "
+                                         f"one frame of this folder, its first; give such a file by itself to read "
+                                         f"its frames")
+
+
+BROWSER_MIN_DURATION = 10  # ms: browsers (and FFmpeg's GIF demuxer) show a frame of this duration or less for 100 ms
+
+
+def iter_image_frames(path: str, fps: Optional[float] = None, start: Optional[float] = None,
+                      end: Optional[float] = None, notes: Optional[List[str]] = None
+                      ) -> Iterator[Tuple[float, np.ndarray]]:
+    """(time in s, RGB (H, W, 3) uint8) for the frames of an image file through Pillow: one frame at 0 s for a still
+    image, every frame for an animation (GIF, WebP, APNG), frame by frame as a viewer shows them (:func:`to_rgb`,
+    EXIF orientation applied).
+
+    An animated frame starts where the durations of the frames before it end (``info["duration"]``, ms); a duration
+    of :data:`BROWSER_MIN_DURATION` ms or less counts as 100 ms, as browsers show it, and ``notes`` says so.
+    ``start`` / ``end`` (s, both included) and ``fps`` (:class:`~clipdfer.data.sampling.FpsSampler`) as
+    :func:`iter_video_frames`.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: it is not a readable image (or is a named pipe, a device ...), or has no frame in the range.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"image {path!r} does not exist")
+    special = special_file(path)
+    if special is not None:
+        raise ValueError(special)
+    sampler, got, t, short = FpsSampler(fps), False, 0.0, []
+    try:
+        with Image.open(path) as img:
+            count = getattr(img, "n_frames", 1)
+            full_scale = _full_scale(img)
+            for i in range(count):
+                if i:
+                    img.seek(i)
+                img.load()  # the frame's duration is known once it is loaded (WebP)
+                duration = img.info.get("duration")
+                if end is not None and t > end + 1e-9:
+                    break
+                if _within(t, start, end) and sampler.take(t):
+                    got = True
+                    yield t, to_rgb(ImageOps.exif_transpose(img), full_scale, path)
+                if count > 1 and (duration is None or duration <= BROWSER_MIN_DURATION):
+                    short.append(i)
+                    duration = 100
+                t += float(duration or 0) / 1000.0
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as e:
+        raise ValueError(f"cannot read image {path!r}: {e}; is it a complete image file?") from e
+    finally:
+        if short:
+            _note(path, notes, "durations", f"{os.path.basename(path)}: {len(short)} frame(s) of the animation have "
+                                            f"no duration or one of {BROWSER_MIN_DURATION} ms or less (frame "
+                                            f"{short[0]} ...): each is shown for 100 ms, as browsers do")
+    if not got:
+        raise ValueError(f"image {path!r} has no frame{_range_text(start, end)} (it has {count} frame(s) over "
+                         f"{t:.2f} s)")
+
+
+def _range_text(start: Optional[float], end: Optional[float]) -> str:
+    """`` between 1.0 and 2.0 s`` and the like, for errors."""
+    if not start and end is None:
+        return ""
+    return f" from {start} s" if end is None else f" up to {end} s" if not start else f" between {start} and {end} s"
 
 
 def iter_tensor_frames(video: torch.Tensor, fps: Optional[float] = None, start: Optional[float] = None,
@@ -356,12 +536,103 @@ class _Clock:
         return self.anchor + self.since / self.rate
 
 
+MPEG_WRAP = 2 ** 33 / 90000  # s: MPEG-TS / MPEG-PS timestamps are 33 bits of a 90 kHz clock (about 26.5 h)
+JUMP_THRESHOLD = 10.0  # s: a jump forward this long is a discontinuity where the format allows them (FFmpeg's
+# -dts_delta_threshold); a shorter one is a gap in the recording
+_TS_DISCONT = 0x200  # AVFMT_TS_DISCONT: the format allows timestamp discontinuities (MPEG-TS, MPEG-PS ...)
+_WRAPPING_FORMATS = ("mpegts", "mpegtsraw", "mpeg", "vob")
+
+
+class _Timeline:
+    """Puts a video's frame times (s, as displayed) on one increasing timeline, through every discontinuity.
+
+    A time that goes back (files joined end to end, ``cat a.ts b.ts``; a recorder that restarted its clock) or, in a
+    format that allows discontinuities (MPEG-TS / PS), jumps forward by more than :data:`JUMP_THRESHOLD` starts a new
+    part, placed one frame interval after the last frame (the shorter of the last two intervals, else the stream's
+    rate), as FFmpeg does. A jump back by the 33-bit wrap of MPEG timestamps (:data:`MPEG_WRAP`) is the clock going
+    on: it adds the wrap. :meth:`report` says what was done, once, when the reading ends.
+    """
+
+    def __init__(self, name: str, container=None, stream=None):
+        fmt = getattr(container, "format", None)
+        self.name, self.stream = name, stream
+        self.jump = JUMP_THRESHOLD if fmt is not None and int(fmt.flags) & _TS_DISCONT else None
+        names = set(getattr(fmt, "name", "").split(","))
+        self.wrap = MPEG_WRAP if names & set(_WRAPPING_FORMATS) else None
+        self.offset = 0.0
+        self.raw: Optional[float] = None  # the last frame's own time
+        self.last: Optional[float] = None  # ... on the timeline
+        self.gaps: List[float] = []  # the last two intervals between frames within a part
+        self.jumps: List[Tuple[float, float, float]] = []  # (time on the timeline, from, to): own times
+        self.wraps: List[float] = []  # times on the timeline where the clock wrapped
+
+    def state(self) -> Tuple[float, int, int]:
+        """What :meth:`restore` needs to time frames from here on (the offset of the current part)."""
+        return self.offset, len(self.jumps), len(self.wraps)
+
+    def restore(self, state: Tuple[float, int, int]) -> None:
+        """Back to ``state``, the frames before it forgotten: the next time is taken as it comes, in that part."""
+        self.offset, jumps, wraps = state
+        del self.jumps[jumps:], self.wraps[wraps:]
+        self.raw = self.last = None
+        self.gaps = []
+
+    @property
+    def discontinuous(self) -> bool:
+        """Whether the times were moved (a part was placed after another)."""
+        return bool(self.jumps)
+
+    def _interval(self) -> float:
+        if self.gaps:
+            return min(self.gaps)
+        return 1.0 / (_stream_rate(self.stream)[0] if self.stream is not None else DEFAULT_FRAME_RATE)
+
+    def __call__(self, t: float) -> float:
+        """The time on the timeline of a frame whose own time is ``t`` (s)."""
+        t = float(t)
+        if self.raw is not None:
+            step = t - self.raw
+            if self.wrap is not None and (self.raw < 0.0 <= t or self.raw < self.wrap <= t):
+                self.wraps.append(t + self.offset)  # the demuxer has unwrapped it (FFmpeg does the first wrap)
+            if self.wrap is not None and abs(step + self.wrap) <= JUMP_THRESHOLD:
+                self.offset += self.wrap  # the clock wrapped: time went on
+                self.wraps.append(t + self.offset)
+            elif step < -1e-6 or (self.jump is not None and step > self.jump):
+                at = self.last + self._interval()
+                self.jumps.append((at, self.raw, t))
+                self.offset = at - t
+            elif step > 1e-6:
+                self.gaps = (self.gaps + [step])[-2:]
+        self.raw, self.last = t, t + self.offset
+        return self.last
+
+    def report(self, notes: Optional[List[str]], origin: float = 0.0) -> None:
+        """Note what was done (once per reading; ``origin``: where the reader's times count from, s)."""
+        name = self.name if "://" in self.name else os.path.basename(self.name.rstrip("/")) or self.name
+        if self.jumps:
+            where = "; ".join(f"at {at - origin:.2f} s, {a - origin:.2f} s -> {b - origin:.2f} s"
+                              for at, a, b in self.jumps[:3]) + ("; ..." if len(self.jumps) > 3 else "")
+            _note(self.name, notes, "discontinuity",
+                  f"{name}: its timestamps jump {len(self.jumps)} time(s) ({where}), as in files joined end to end "
+                  f"(cat a.ts b.ts) or a recorder that restarted its clock: each part is read after the one before it, "
+                  f"one frame interval after its last frame, on one increasing timeline")
+        if self.wraps:
+            where = ", ".join(f"{at - origin:.2f} s" for at in self.wraps[:3])
+            where += ", ..." if len(self.wraps) > 3 else ""
+            _note(self.name, notes, "wrap",
+                  f"{name} crosses the wrap of its 33-bit MPEG timestamps (2^33 / 90 kHz, every 26.5 h) at {where}: "
+                  f"its times go on across it")
+
+
 # ---------------------------------------------------------------------------------------------------- video files
 def _open(path: str):
     try:
         import av
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ImportError("reading video files needs PyAV: pip install 'clipdfer[video]' (or pip install av)") from e
+    special = special_file(path)
+    if special is not None:  # a named pipe, a device: say what it is (it exists)
+        raise ValueError(special)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video {path!r} does not exist")
     if os.path.getsize(path) == 0:
@@ -392,13 +663,20 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
 
     Args:
         path: the video file.
-        fps: frames per second to keep (None or 0: every frame), the grid anchored at the first frame in range.
-        start, end: the time range in s, both included (the decoder seeks to the key frame before ``start``).
-        notes: receives a sentence for each assumption made (e.g. frames timed by the stream's rate), also logged.
+        fps: frames per second to keep (None or 0: every frame), on the grid of
+            :class:`~clipdfer.data.sampling.FpsSampler` anchored at the first frame in range.
+        start / end: the time range in s, both included (the decoder seeks to the key frame before ``start``; in a
+            format whose timestamps may restart, MPEG-TS / PS, where a time may be in several parts, the packets
+            before that key frame are read from the beginning without decoding them).
+        notes: receives a sentence for each assumption made, e.g. that frames without timestamps (a raw H.264
+            stream) are timed by the stream's rate, or that the timestamps restart; the same sentence is logged
+            once per file as a warning.
 
     Yields:
-        The frame's time (its timestamp from the file's start; without one, the last known time plus one frame
-        interval) and the frame.
+        The frame's time: its timestamp in s from the start of the file's timeline, each part after a timestamp
+        discontinuity placed one frame interval after the part before it (see :class:`_Timeline`); for a frame
+        without one, the last known time plus one interval of the stream's rate, or frame index / rate. And the
+        frame.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -407,19 +685,25 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
     sampler = FpsSampler(fps)
     container = _open(path)
     import av
-    got, damaged, last, duration, origin, past_end = False, [0], None, None, 0.0, False
+    got, damaged, last, duration, origin, past_end, timeline = False, [0], None, None, 0.0, False, None
     try:
         stream = _video_stream(container)
         origin = _origin(container, stream)
         duration = container.duration / 1e6 if container.duration else None  # what the container announces (s)
-        seek = bool(start) and stream.start_time is not None  # a stream without timestamps cannot be sought in
+        timeline = _Timeline(path, container, stream)
+        # a stream without timestamps cannot be sought in; nor one whose timestamps may restart (MPEG-TS: a time
+        # can be in several parts, and where each part lies is known only from the ones before it): its packets
+        # before start are read without decoding them
+        seek = bool(start) and stream.start_time is not None and timeline.jump is None
+        skip = bool(start) and stream.start_time is not None and timeline.jump is not None
         while True:
-            clock, orient = _Clock(path, stream, notes), _Orienter(path)
+            clock, orient, timeline = _Clock(path, stream, notes), _Orienter(path), _Timeline(path, container, stream)
             if seek:
                 container.seek(int((start + origin) * av.time_base), backward=True, any_frame=False)  # the key frame
+            packets = _packets_from(container, stream, timeline, start + origin) if skip else container.demux(stream)
             decoded = past_end = False  # before start: decoding goes on from there
-            for frame in _decode(container, stream, damaged):
-                t = clock(frame.time - origin if frame.time is not None else None)
+            for frame in _decode(packets, damaged):
+                t = clock(timeline(frame.time) - origin if frame.time is not None else None)
                 if seek and not decoded and t > start + 1e-6:
                     break  # the seek landed after start: read from the beginning instead
                 decoded = True
@@ -445,24 +729,70 @@ def iter_video_frames(path: str, fps: Optional[float] = None, start: Optional[fl
                                      f"is left out")
     finally:
         container.close()
+        if timeline is not None:
+            timeline.report(notes, origin)
         if damaged[0] and got:
             _note(path, notes, "damaged", f"{os.path.basename(path)}: {damaged[0]} damaged packet(s) could not be "
                                           f"decoded and were skipped")
     if not got:
-        where = "" if not start and end is None else (
-            f" from {start} s" if end is None else f" up to {end} s" if not start else f" between {start} and {end} s")
-        raise ValueError(f"video {path!r} has no decodable frames{where}")
-    short = duration and last is not None and last + origin < duration - max(1.0, 0.1 * duration)
-    if end is None and not past_end and short:
+        raise ValueError(f"video {path!r} has no decodable frames{_range_text(start, end)}")
+    # the container's duration is the length from its start time (MPEG-TS, mp4) or the end time (Matroska): short
+    # only when short of both; a file whose timestamps restart has no duration that describes its timeline
+    short = duration and last is not None and max(last, last + origin) < duration - max(1.0, 0.1 * duration)
+    if end is None and not past_end and short and not (timeline is not None and timeline.discontinuous):
         _note(path, notes, "truncated", f"{os.path.basename(path)} ends at {last:.2f} s of the {duration:.2f} s its "
                                         f"container announces: the file may be truncated")
 
 
-def _decode(container, stream, damaged: List[int]):
-    """The decoded frames of ``stream``; a packet the decoder rejects is skipped (as players do), counted in
-    ``damaged[0]``."""
-    import av
+def _packets_from(container, stream, timeline: "_Timeline", start: float, most: int = 2000):
+    """The packets of ``stream`` from the key frame that begins the group of pictures holding time ``start`` (s on
+    ``timeline``, which follows the packets before it to learn the offset of each part), without decoding the ones
+    before it; when ``most`` packets come without a key frame (a stream with few or none), every packet from the
+    last key frame on.
+
+    ``timeline`` is left as it was at that key frame, to time the decoded frames from there.
+    """
+    held, at_key, waiting = [], None, True  # the packets since the last key frame; the timeline's state there
+    top = None  # the latest display time (own, s) of the part so far
     for packet in container.demux(stream):
+        if waiting:
+            ts = packet.dts if packet.dts is not None else packet.pts
+            jumps = len(timeline.jumps)
+            now = timeline(float(ts * packet.time_base)) if ts is not None else None  # in decoding order: dts
+            pts = float(packet.pts * packet.time_base) if packet.pts is not None and ts is not None else None
+            shown = now + pts - float(ts * packet.time_base) if pts is not None else now
+            if len(timeline.jumps) > jumps and pts is not None and top is not None:  # as the frames would say it
+                timeline.jumps[-1] = (shown, top, pts)
+                top = None
+            if pts is not None:
+                top = pts if top is None else max(top, pts)
+            if packet.is_keyframe and now is not None:
+                if at_key is not None and shown > start + 1e-6:
+                    waiting = False  # the group before this key frame holds start
+                else:
+                    held, at_key = [], timeline.state()
+            if waiting and len(held) < most:
+                held.append(packet)
+                continue
+            waiting = False
+            if at_key is not None:
+                timeline.restore(at_key)
+            yield from held
+            held = []
+        yield packet
+    if held:  # start is in the last group, or after the end
+        if at_key is not None:
+            timeline.restore(at_key)
+        yield from held
+
+
+def _decode(packets, damaged: List[int]):
+    """The decoded frames of ``packets`` (of one stream, ending with its flush packet); a packet the decoder rejects
+    as invalid is skipped (as players do) and counted in ``damaged[0]``."""
+    import av
+    for packet in packets:
+        if packet is None:
+            continue
         try:
             frames = packet.decode()
         except av.error.InvalidDataError:
@@ -523,20 +853,35 @@ def estimate_frames(path: str, fps: Optional[float] = None, start: Optional[floa
 
 
 def read_video(path: str) -> torch.Tensor:
-    """Every frame of a video file, as :func:`iter_video_frames` reads them, as (N, 3, H, W) uint8 RGB.
+    """Every frame of a video file, as a player shows it (see :func:`iter_video_frames`), as (N, 3, H, W) uint8 RGB;
+    of an image file (:data:`IMAGE_EXTENSIONS`: an animated GIF, WebP or APNG), its frames (:func:`iter_image_frames`).
 
     Raises:
         FileNotFoundError, ValueError: as :func:`iter_video_frames`.
     """
-    return torch.stack([torch.from_numpy(f).permute(2, 0, 1) for _, f in iter_video_frames(path)])
+    frames = iter_image_frames(path) if path.lower().endswith(IMAGE_EXTENSIONS) else iter_video_frames(path)
+    return torch.stack([torch.from_numpy(f).permute(2, 0, 1) for _, f in frames])
 
 
 def count_video_frames(path: str) -> int:
-    """Number of decodable frames of a video file (as many as :func:`read_video` gives), without converting them.
+    """Number of decodable frames of a video file (as many as :func:`read_video` gives), without converting them; of
+    an image file, its frames (1 for a still image).
 
     Raises:
         FileNotFoundError, ValueError: as :func:`iter_video_frames`.
     """
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        from PIL import Image, UnidentifiedImageError
+        special = special_file(path)
+        if special is not None:
+            raise ValueError(special)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image {path!r} does not exist")
+        try:
+            with Image.open(path) as img:
+                return getattr(img, "n_frames", 1)
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise ValueError(f"cannot read image {path!r}: {e}; is it a complete image file?") from e
     container = _open(path)
     import av
     try:
@@ -565,7 +910,8 @@ def iter_stream_frames(url: str, fps: Optional[float] = None, notes: Optional[Li
         notes: as :func:`iter_video_frames`.
 
     Yields:
-        (time in s from the first frame, RGB (H, W, 3) uint8).
+        (time in s from the first frame, on one increasing timeline as :func:`iter_video_frames` gives, RGB (H, W, 3)
+        uint8).
 
     Raises:
         ValueError: the stream cannot be opened, has no video, or breaks off.
@@ -578,15 +924,15 @@ def iter_stream_frames(url: str, fps: Optional[float] = None, notes: Optional[Li
         container = av.open(url, timeout=10.0)
     except av.error.FFmpegError as e:
         raise ValueError(f"cannot open stream {url!r}: {e}") from e
-    sampler = FpsSampler(fps)
+    sampler, timeline = FpsSampler(fps), None
     try:
         if not container.streams.video:
             raise ValueError(f"stream {url!r} has no video")
         stream = _video_stream(container)
-        clock, orient = _Clock(url, stream, notes), _Orienter(url)
+        clock, orient, timeline = _Clock(url, stream, notes), _Orienter(url), _Timeline(url, container, stream)
         first = None
         for frame in container.decode(stream):
-            t = clock(frame.time)
+            t = clock(timeline(frame.time) if frame.time is not None else None)
             orient.seen(frame)
             first = t if first is None else first
             if sampler.take(t - first):
@@ -595,6 +941,8 @@ def iter_stream_frames(url: str, fps: Optional[float] = None, notes: Optional[Li
         raise ValueError(f"stream {url!r} broke off: {e}") from e
     finally:
         container.close()
+        if timeline is not None:
+            timeline.report(notes, first or 0.0)
 
 
 def iter_camera_frames(camera: Union[int, str], fps: Optional[float] = None) -> Iterator[Tuple[float, np.ndarray]]:

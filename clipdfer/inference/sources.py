@@ -3,7 +3,6 @@ a user types -> the list of sources (:func:`expand_sources`).
 """
 
 import dataclasses
-import glob
 import logging
 import os
 import re
@@ -67,8 +66,10 @@ def iter_source(source, fps: Optional[float] = ReadSettings.fps, start: Optional
     """``(time in s, RGB (H, W, 3) uint8)`` frames of a source, ``fps`` per second, from ``start`` to ``end``.
 
     Args:
-        source: a video file, a folder of frames, a (T, 3, H, W) tensor (uint8, or float in [0, 1]), a stream URL (read
-            live through PyAV), or a camera (:class:`Camera` or an int index: OpenCV).
+        source: a video file, a folder of frames, an image file (a still image is one frame at 0 s; an animated GIF,
+            WebP or APNG its frames, timed by their durations), a (T, 3, H, W) tensor (uint8, or float in [0, 1]), a
+            stream URL (``rtsp://``, ``http://`` ...: read live through PyAV), or a camera (:class:`Camera`, or an
+            int index: read through OpenCV).
         fps: frames per second to take, on the ``k / fps`` grid (None or 0: every frame).
         start, end: the time range to read, in seconds of the source.
         folder_fps: the frame rate of a folder of frames or a tensor.
@@ -76,7 +77,8 @@ def iter_source(source, fps: Optional[float] = ReadSettings.fps, start: Optional
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the source cannot be read (corrupt, no video stream, no frames in the range, bad tensor shape).
+        ValueError: the source cannot be read (corrupt, no video stream, no frames in the range, bad tensor shape), or
+            is a named pipe, a device or a socket (the message says which, and what to give instead).
     """
     from ..data import io
 
@@ -97,8 +99,14 @@ def iter_source(source, fps: Optional[float] = ReadSettings.fps, start: Optional
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path!r} does not exist: give a video file, a folder of frames, a stream URL, a "
                                 f"camera index or a tensor")
+    special = io.special_file(path)
+    if special is not None:
+        raise ValueError(special)
     if os.path.isdir(path):
         yield from io.iter_frame_folder(path, fps, start, end, folder_fps, notes=notes)
+        return
+    if path.lower().endswith(io.IMAGE_EXTENSIONS):  # a still image, or an animation (GIF, WebP, APNG): Pillow
+        yield from io.iter_image_frames(path, fps, start, end, notes=notes)
         return
     yield from io.iter_video_frames(path, fps, start, end, notes=notes)
 
@@ -106,7 +114,9 @@ def iter_source(source, fps: Optional[float] = ReadSettings.fps, start: Optional
 def estimate_frames(source, fps: Optional[float] = ReadSettings.fps, start: Optional[float] = None,
                     end: Optional[float] = None) -> Optional[int]:
     """How many frames :func:`iter_source` yields for a video file (a progress bar's total); None when unknown."""
-    if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) and not _is_url(os.fspath(source)):
+    from ..data.io import IMAGE_EXTENSIONS
+    if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) and not _is_url(os.fspath(source)) and (
+            not os.fspath(source).lower().endswith(IMAGE_EXTENSIONS)):  # an animation's frames are read by Pillow
         from ..data.io import estimate_frames as estimate_video
         return estimate_video(os.fspath(source), fps, start, end)
     return None
@@ -143,34 +153,153 @@ def _has_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
-def _frame_folder(path: str) -> bool:
-    """A folder of frames (one clip): images, and no videos nor folders beside them."""
-    from ..data.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-    names = [n for n in os.listdir(path) if not n.startswith(".")]
-    if any(os.path.isdir(os.path.join(path, n)) for n in names):
-        return False
-    names = [n.lower() for n in names]
-    return any(n.endswith(IMAGE_EXTENSIONS) for n in names) and not any(n.endswith(VIDEO_EXTENSIONS) for n in names)
+class _Walk:
+    """What expanding sources found in folders, and what it left out or skipped, said once at the end."""
+
+    def __init__(self, recursive: bool):
+        self.recursive = recursive
+        self.repeated: List[Tuple[str, str]] = []  # (link, the folder it leads to) not read again
+        self.beside_videos: List[Tuple[str, List[str]]] = []  # (folder, its images) left out
+        self.with_folders: List[Tuple[str, int, int]] = []  # (frame folder, images, subfolders)
+        self.special: List[str] = []  # named pipes, devices, sockets in folders
+
+    def first_visit(self, folder: str, visited: set) -> bool:
+        """Whether ``folder`` (followed through links) is not in ``visited`` (st_dev, st_ino) yet; adds it."""
+        try:
+            st = os.stat(folder)
+        except OSError:  # a link loop the OS refuses to follow (ELOOP), or a folder gone meanwhile
+            self.repeated.append((folder, "(unreadable)"))
+            return False
+        key = (st.st_dev, st.st_ino)
+        if key in visited:
+            self.repeated.append((folder, os.path.realpath(folder)))
+            return False
+        visited.add(key)
+        return True
+
+    def report(self) -> None:
+        def few(items) -> str:
+            return ", ".join(items[:3]) + (" ..." if len(items) > 3 else "")
+
+        for folder, images in self.beside_videos:
+            _logger.warning("%s: %d image(s) beside its videos are left out (%s): a folder that holds videos is read "
+                            "as a folder of videos; to read the images as a clip, move them into a folder of their "
+                            "own, or give an image file by name", folder, len(images), few(images))
+        for folder, images, folders in self.with_folders:
+            _logger.warning("%s: its %d image(s) are read as one clip (a frame folder) and its %d subfolder(s) as "
+                            "further sources", folder, images, folders)
+        if self.special:
+            _logger.warning("left out, not files: %s", "; ".join(self.special[:3]) + (" ..." if len(self.special) > 3
+                                                                                       else ""))
+        if self.repeated:
+            links = [f"{link} -> {real}" for link, real in self.repeated]
+            _logger.warning("%d folder(s) already read by another path (a symbolic link loop, or two paths to one "
+                            "folder) skipped (%s): each folder is read once", len(links), few(links))
 
 
-def _walk(folder: str, recursive: bool) -> List[str]:
-    """The videos and frame folders under ``folder`` (hidden entries skipped), in natural order."""
-    from ..data.io import VIDEO_EXTENSIONS, natural_key
-    found, skipped = [], []
-    for name in sorted(os.listdir(folder), key=natural_key):
-        if name.startswith("."):
-            continue
-        path = os.path.join(folder, name)
-        if os.path.isfile(path) and name.lower().endswith(VIDEO_EXTENSIONS):
+def _entries(folder: str) -> List[str]:
+    """The names in ``folder``, hidden ones (``.*``) skipped, in natural order."""
+    from ..data.io import natural_key
+    return sorted((n for n in os.listdir(folder) if not n.startswith(".")), key=natural_key)
+
+
+def _walk(folder: str, walk: _Walk, visited: set) -> List[str]:
+    """The sources in ``folder``: itself when it holds images and no videos (a frame folder), its videos, and, with
+    ``walk.recursive``, the sources in its subfolders; in natural order, each real folder once (``visited``: the
+    (st_dev, st_ino) of the folders read)."""
+    from ..data.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, special_file
+    names = _entries(folder)
+    paths = [os.path.join(folder, n) for n in names]
+    kinds = {}  # path -> "image", "video", "folder", "special" or "other"
+    for name, path in zip(names, paths):
+        if os.path.isdir(path):
+            kinds[path] = "folder"
+        elif not os.path.isfile(path):
+            kinds[path] = "special" if special_file(path) is not None else "other"  # a broken link: other
+        else:
+            lower = name.lower()
+            kinds[path] = "video" if lower.endswith(VIDEO_EXTENSIONS) else "image" if lower.endswith(
+                IMAGE_EXTENSIONS) else "other"
+    images = [n for n, p in zip(names, paths) if kinds[p] == "image"]
+    videos = [p for p in paths if kinds[p] == "video"]
+    folders = [p for p in paths if kinds[p] == "folder"]
+    found: List[str] = []
+    if images and videos:
+        walk.beside_videos.append((folder, images))
+    elif images:
+        found.append(folder)
+        if folders and walk.recursive:
+            walk.with_folders.append((folder, len(images), len(folders)))
+    skipped = []
+    for name, path in zip(names, paths):
+        kind = kinds[path]
+        if kind == "video":
             found.append(path)
-        elif os.path.isdir(path) and recursive:
-            found.extend([path] if _frame_folder(path) else _walk(path, recursive))
-        elif os.path.isfile(path):
+        elif kind == "folder":
+            if walk.recursive and walk.first_visit(path, visited):
+                found.extend(_walk(path, walk, visited))
+        elif kind == "special":
+            walk.special.append(special_file(path))
+        elif kind == "other" and os.path.isfile(path):
             skipped.append(name)
     if skipped:
-        _logger.info("%s: %d file(s) that are not videos skipped (%s); give a file by name to read it anyway",
-                     folder, len(skipped), ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else ""))
+        _logger.info("%s: %d file(s) that are not videos nor images skipped (%s); give a file by name to read it "
+                     "anyway", folder, len(skipped), ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else ""))
     return found
+
+
+def _glob(pattern: str, walk: _Walk) -> List[str]:
+    """``glob.glob(pattern, recursive=True)``, but ``**`` reads each real folder once (with symbolic link loops,
+    glob's ``**`` runs without end); as glob, a name starting with ``.`` is matched only by a part that starts with
+    one, and ``**`` enters no such folder."""
+    import fnmatch
+    parts = pattern.split(os.sep)
+    first = next(i for i, part in enumerate(parts) if _has_glob(part))
+    prefix = os.sep.join(parts[:first]) or (os.sep if pattern.startswith(os.sep) else "")
+    found: List[str] = []
+    visited: set = set()
+
+    def names(folder: str) -> List[str]:
+        try:
+            return os.listdir(folder or os.curdir)
+        except OSError:
+            return []
+
+    def match(folder: str, rest: List[str]) -> None:
+        if not rest:
+            found.append(folder)
+            return
+        part, rest = rest[0], rest[1:]
+        if part == "**":
+            if rest:
+                match(folder, rest)  # zero folders
+            elif folder:
+                found.append(folder)
+            for name in names(folder):
+                path = os.path.join(folder, name)
+                if name.startswith("."):
+                    continue
+                if os.path.isdir(path):
+                    if walk.first_visit(path, visited):
+                        match(path, ["**"] + rest)
+                elif not rest:
+                    found.append(path)  # a trailing ** matches files too
+        elif _has_glob(part):
+            for name in names(folder):
+                if fnmatch.fnmatch(name, part) and (part.startswith(".") or not name.startswith(".")):
+                    path = os.path.join(folder, name)
+                    if not rest or os.path.isdir(path):
+                        match(path, rest)
+        else:
+            path = os.path.join(folder, part)
+            if (not rest and os.path.lexists(path)) or (rest and os.path.isdir(path)):
+                match(path, rest)
+
+    if not prefix or os.path.isdir(prefix):
+        if prefix:
+            walk.first_visit(prefix, visited)
+        match(prefix, parts[first:])
+    return list(dict.fromkeys(found))
 
 
 def _read_list(path: str) -> List[str]:
@@ -216,6 +345,7 @@ def expand_sources(items: Sequence[Source], recursive: bool = True) -> List[Sour
     """
     out: List[Source] = []
     seen = set()
+    walk = _Walk(recursive)
 
     def add(source) -> None:
         key = os.path.realpath(source) if isinstance(source, str) and not _is_url(source) else id(source)
@@ -233,12 +363,11 @@ def expand_sources(items: Sequence[Source], recursive: bool = True) -> List[Sour
             return
         path = os.fspath(item)
         if os.path.isdir(path):
-            if _frame_folder(path):
-                add(path)
-                return
-            found = _walk(path, recursive)
+            visited: set = set()
+            walk.first_visit(path, visited)
+            found = _walk(path, walk, visited)
             if not found:
-                raise ValueError(f"folder {path!r} holds no videos or frame folders: give video files "
+                raise ValueError(f"folder {path!r} holds no videos or frame folders (nor images): give video files "
                                  f"(.mp4, .mov ...), a folder of frames, or a folder of those")
             for p in found:
                 add(p)
@@ -247,7 +376,7 @@ def expand_sources(items: Sequence[Source], recursive: bool = True) -> List[Sour
                 expand(entry, True)
         elif not os.path.exists(path) and _has_glob(path):
             from ..data.io import natural_key
-            matches = sorted(glob.glob(path, recursive=True), key=natural_key)
+            matches = sorted(_glob(path, walk), key=natural_key)
             if not matches:
                 raise ValueError(f"{path!r} matches no file: check the pattern (quote it so the shell leaves it to "
                                  f"clipdfer, e.g. 'videos/**/*.mp4')")
@@ -257,6 +386,9 @@ def expand_sources(items: Sequence[Source], recursive: bool = True) -> List[Sour
         else:
             add(path)
 
-    for item in items:
-        expand(item, False)
+    try:
+        for item in items:
+            expand(item, False)
+    finally:
+        walk.report()
     return out
