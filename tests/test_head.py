@@ -285,3 +285,56 @@ def test_the_weights_state_follows_the_weights_and_nothing_else_sets_it(tmp_path
     assert model.weights == "finetuned"
     by_hand = type(model)(clip_arch="test", num_frames=8)  # not built by create_model: nothing says what it is
     assert by_hand.weights == "loaded"
+
+
+def test_the_weights_record_lets_torch_swap_and_assign_tensors():
+    """The record held weakrefs, so torch.__future__'s swap-on-conversion refused to move the model ("Couldn't swap")
+    and load_state_dict failed; assigned tensors now read as what they are: unknown."""
+    model = clipdfer.create_model("clipdfer_test")
+    model.weights = "finetuned"
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        model.to(torch.float64).float()
+        model.load_state_dict(clipdfer.create_model("clipdfer_test").state_dict())
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(False)
+    assert model.weights == "loaded"
+    tuned = clipdfer.create_model("clipdfer_test")
+    tuned.weights = "finetuned"
+    tuned.load_state_dict(clipdfer.create_model("clipdfer_test").state_dict(), assign=True)  # other tensors
+    assert tuned.weights == "loaded"
+
+
+@pytest.mark.parametrize("name", ["clipdfer_test", "clip_zeroshot_test", "coop_test", "cocoop_test"])
+def test_classes_whose_prompts_tokenize_the_same_are_refused(name):
+    """Issue 27, item 5: "Happy" / "happy", "happy" / "happy ", NFC / NFD spellings were accepted and got identical
+    logits, so one of them could never win."""
+    model = clipdfer.create_model(name)
+    for names in (["Happy", "happy", "sad"], ["happy", "happy ", "sad"], ["caf\u00e9", "cafe\u0301", "sad"]):
+        with pytest.raises(ValueError, match="tokenize the same") as e:
+            model.set_classes(names)
+        assert names[0] in str(e.value) and names[1].rstrip() in str(e.value)
+        with pytest.raises(ValueError, match="tokenize the same"):
+            clipdfer.create_model(name, class_names=names)
+    model.set_classes(["happy", "sad"])  # distinct ones still work
+    assert model.num_classes == 2
+
+
+def test_the_cfg_follows_the_classes(tmp_path):
+    """Issue 27, item 6: after class_names=[3 names] or set_classes, pretrained_cfg still said DFEW's 7 classes (the
+    label order users read there), and config.json recorded dataset 'dfew' and the tag's notes for a 3-class model."""
+    import json
+    for model in (clipdfer.create_model("clipdfer_test", class_names=["calm", "joy", "rage"]),
+                  clipdfer.create_model("clipdfer_test")):
+        if model.num_classes == 7:
+            assert model.pretrained_cfg.dataset == "dfew"
+            model.set_classes(["calm", "joy", "rage"])
+        cfg = model.pretrained_cfg
+        assert cfg.class_names == cfg["label_names"] == ("calm", "joy", "rage") and cfg.num_classes == 3
+        assert cfg.dataset is None and "happiness" in cfg.notes and cfg.architecture == "clipdfer_test"
+        model.save_pretrained(str(tmp_path / "m"))
+        saved = json.loads((tmp_path / "m" / "config.json").read_text())
+        assert saved["pretrained_cfg"]["dataset"] is None and saved["label_names"] == ["calm", "joy", "rage"]
+        assert clipdfer.create_model(f"local-dir:{tmp_path / 'm'}").pretrained_cfg.class_names == cfg.class_names
+    model.reset_classifier(0)
+    assert model.pretrained_cfg.num_classes == 0 and model.pretrained_cfg.classifier == "head"

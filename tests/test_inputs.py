@@ -50,7 +50,7 @@ def test_any_num_frames_without_msta():
 
 
 def test_bad_constructor_arguments():
-    with pytest.raises(ValueError, match="scales disagree for num_frames=16"):
+    with pytest.raises(ValueError, match="scales disagree for num_frames=16.*msta_kernel_sizes=\\(7, 7, 13\\)"):
         clipdfer.create_model("clipdfer_test", num_frames=16)
     with pytest.raises(ValueError, match="unknown CLIP arch 'vitb64'"):
         clipdfer.create_model("clipdfer_test", clip_arch="vitb64")
@@ -81,3 +81,49 @@ def test_corrupt_safetensors_names_the_file_and_the_fix(tmp_path):
     path.write_bytes(b"garbage" + path.read_bytes())
     with pytest.raises(ValueError, match="w.safetensors"):
         clipdfer.create_model("clipdfer_test", checkpoint_path=str(path))
+
+
+@pytest.mark.parametrize("name,kwargs,match", [
+    ("clipdfer_test", dict(biehpro_mlp_ratio=1e9), r"biehpro_mlp_ratio=1000000000.0: expected a number in \(0, 64\]"),
+    ("clipdfer_test", dict(interfit_lstm_hidden=-5), r"interfit_lstm_hidden=-5: expected a whole number in \[1, "),
+    ("clipdfer_test", dict(num_frames=0), r"num_frames=0: expected a whole number in \[1, 1024\]"),
+    ("dferclip_test", dict(temporal_layers=2.5), r"temporal_layers=2.5: expected a whole number"),
+    ("coop_test", dict(n_ctx=10**6), r"n_ctx=1000000: expected a whole number in \[1, 64\]"),
+    ("a3lign_test", dict(logit_scale=0), r"logit_scale=0: expected a number in \(0, 1000\]"),
+    ("pmfer_test", dict(mask_heads=True), r"mask_heads=True: expected a whole number"),
+    ("clipdfer_test", dict(pretrained_cfg_overlay=dict(std=(0.0, 0.0, 0.0))), r"std=\(0.0, 0.0, 0.0\): expected three "
+                                                                              r"positive finite numbers"),
+    ("clipdfer_test", dict(pretrained_cfg_overlay=dict(input_size=(3, -32, 32))), r"input_size=\(3, -32, 32\)"),
+])
+def test_bad_values_are_refused_at_create_model(name, kwargs, match):
+    """Issue 27, item 8: std 0, negative sizes, biehpro_mlp_ratio=1e9 or interfit_lstm_hidden=-5 were found late (each
+    source of a batch failing in turn, or a 4 TB allocation tried): one error at create_model, naming key, value and
+    range."""
+    with pytest.raises(ValueError, match=match):
+        clipdfer.create_model(name, **kwargs)
+
+
+def test_a_bad_value_in_a_saved_config_names_the_key(tmp_path):
+    import json
+    clipdfer.create_model("clipdfer_test").save_pretrained(str(tmp_path))
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["pretrained_cfg"]["std"] = [0.0, 0.0, 0.0]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"std=\(0.0, 0.0, 0.0\)"):
+        clipdfer.create_model(f"local-dir:{tmp_path}")
+
+
+def test_the_advice_for_another_t_builds_a_model_that_takes_it():
+    """Issue 27, item 10: a 6-frame clip into clipdfer_test advised num_frames=6, which then failed in MSTA without
+    naming msta_kernel_sizes / msta_strides. The advice names them, and following it works."""
+    import re
+    model = clipdfer.create_model("clipdfer_test").eval()
+    with pytest.raises(ValueError) as e:
+        model(torch.randn(1, 6, 3, 32, 32))
+    advice = re.search(r"build the model with (.*)$", str(e.value)).group(1)
+    kwargs = eval(f"dict({advice})")  # the printed keyword arguments, as a user would paste them
+    assert set(kwargs) == {"num_frames", "msta_kernel_sizes", "msta_strides"}
+    with torch.no_grad():
+        assert clipdfer.create_model("clipdfer_test", **kwargs).eval()(torch.randn(1, 6, 3, 32, 32)).shape == (1, 7)
+    with pytest.raises(ValueError, match=r"Build the model with num_frames=6, msta_kernel_sizes=\(6, 6, 6\)"):
+        clipdfer.create_model("clipdfer_test", num_frames=6)

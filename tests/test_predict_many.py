@@ -571,3 +571,19 @@ def test_nan_weights_fail_each_source_with_the_reason_and_every_json_is_strict(t
             assert "error" in strict(captured.out)[0]
     saved = strict((tmp_path / "out" / "v.json").read_text())
     assert saved["error_type"] == "ValueError" and "load other weights" in saved["error"]
+
+
+def test_a_bug_inside_one_source_shows_its_traceback(tmp_path, capsys, caplog, scripted_faces, monkeypatch):
+    """A TypeError of ours inside one source became a one-line failed source, even with -v: the others still go on,
+    but its traceback is logged whatever the verbosity."""
+    from clipdfer.inference.scoring import WindowScorer
+
+    def broken(self, windows):
+        raise TypeError("simulated bug")
+
+    monkeypatch.setattr(WindowScorer, "__call__", broken)
+    video = _face_video(tmp_path / "v.mp4")
+    assert main(["predict", video, *MODEL]) == 1
+    assert "simulated bug" in capsys.readouterr().err
+    bug = [r for r in caplog.records if "internal error" in r.getMessage()]
+    assert bug and bug[0].exc_info and bug[0].exc_info[0] is TypeError

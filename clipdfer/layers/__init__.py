@@ -8,7 +8,7 @@ from .clip import (
     clip_block_forward, get_clip_arch, tokenize,
 )
 from .interfit import InteractionLayer, InterFIT
-from .msta import MSTA, msta_output_lengths
+from .msta import MSTA, msta_output_lengths, msta_scales
 from .prompt import CachedTextFeatures, PromptLearner, TextFeatureCache
 from .temporal import BiLSTM, TemporalBlock, TemporalTransformer, bilstm_unrolled
 
@@ -17,6 +17,7 @@ __all__ = [
     "CrossAttentionBlock", "CLIP_ARCHS", "CLIPArch", "CLIPFrameEncoder", "CLIPTextEncoder", "build_open_clip",
     "check_video", "clip_block_attention",
     "clip_block_forward", "get_clip_arch", "tokenize", "InteractionLayer", "InterFIT", "MSTA", "msta_output_lengths",
+    "msta_scales",
     "BiLSTM", "bilstm_unrolled", "PromptLearner", "TextFeatureCache", "CachedTextFeatures", "TemporalBlock",
     "TemporalTransformer",
 ]

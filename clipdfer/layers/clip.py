@@ -4,7 +4,9 @@ batch, attention through ``F.scaled_dot_product_attention`` on the blocks' own w
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
+import math
+import numbers
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -18,7 +20,7 @@ if TYPE_CHECKING:  # open_clip is imported where a tower is built, not with clip
 __all__ = [
     "CLIPArch", "CLIP_ARCHS", "get_clip_arch", "build_open_clip", "CLIPFrameEncoder", "CLIPTextEncoder",
     "tokenize", "token_counts", "check_text_lengths", "clip_block_forward", "clip_block_attention", "clip_block_mlp",
-    "check_video",
+    "check_video", "check_range", "check_distinct_prompts", "require_bool",
 ]
 
 _QUICK_GELU = 1.702
@@ -148,6 +150,43 @@ def check_texts(texts, name: str = "class_names", distinct: bool = True) -> Tupl
     return texts
 
 
+def check_range(name: str, value, low: float, high: float, integer: bool = False, optional: bool = False,
+                open_low: bool = False) -> None:
+    """Raise ``ValueError`` naming the argument, its value and the range unless ``value`` is a number (a whole one
+    with ``integer``) in [low, high] ((low, high] with ``open_low``); None passes when ``optional``. The upper bounds
+    that models use are ours: far beyond any paper's setting, they stop a typo from allocating terabytes."""
+    if value is None and optional:
+        return
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value) and (
+        value > low if open_low else value >= low) and value <= high
+    if not ok:
+        what = "a whole number" if integer else "a number"
+        raise ValueError(f"{name}={value!r}: expected {what} in {'(' if open_low else '['}{low:g}, {high:g}]"
+                         + (" or None" if optional else ""))
+
+
+def check_distinct_prompts(tokens: torch.Tensor, texts: Sequence[str], what: str = "class") -> None:
+    """Refuse classes whose prompts tokenize the same: their scores would be identical and one could never win.
+
+    Args:
+        tokens: (C, ...) the token ids of each class's prompt(s).
+        texts: the C texts they were made from, for the message.
+
+    Raises:
+        ValueError: naming both texts.
+    """
+    rows = tokens.reshape(tokens.shape[0], -1).tolist()
+    first = {}
+    for i, row in enumerate(map(tuple, rows)):
+        if row in first:
+            j = first[row]
+            raise ValueError(f"{what} {texts[j]!r} and {texts[i]!r} tokenize the same (CLIP's tokenizer lowercases, "
+                             f"fixes the text and collapses spaces): their scores would be identical and one could "
+                             f"never win; give the two classes texts that differ")
+        first[row] = i
+
+
 def require_bool(name: str, value) -> bool:
     """``value`` if it is a bool; ``ValueError`` naming the argument otherwise (a string such as "no" is truthy)."""
     if not isinstance(value, bool):
@@ -233,13 +272,15 @@ def _check_blocks(blocks: nn.ModuleList) -> None:
                 "(nn.MultiheadAttention + mlp); build the tower with block_type='default' and no custom attention")
 
 
-def check_video(video: torch.Tensor, image_size: int, num_frames=None, name: str = "video") -> None:
+def check_video(video: torch.Tensor, image_size: int, num_frames=None, name: str = "video",
+                rebuild: Optional[Callable[[int], str]] = None) -> None:
     """Raise a ValueError or TypeError naming the problem and its fix unless ``video`` is a valid clip batch.
 
     Args:
         video: expected (B, T, 3, image_size, image_size), floating point.
         image_size: the tower's input resolution.
         num_frames: the T the module needs, or None for any.
+        rebuild: T -> the model arguments that take T frames, for the message (default ``num_frames=T``).
     """
     if not isinstance(video, torch.Tensor):
         raise TypeError(f"expected {name} as a torch.Tensor of shape (B, T, 3, H, W), got {type(video).__name__}")
@@ -273,7 +314,8 @@ def check_video(video: torch.Tensor, image_size: int, num_frames=None, name: str
     if num_frames is not None and shape[1] != num_frames:
         raise ValueError(
             f"expected {name} with T={num_frames} frames, got T={shape[1]} in shape {shape}: sample {num_frames} "
-            f"frames per clip, or build the model with num_frames={shape[1]}")
+            f"frames per clip, or build the model with "
+            f"{rebuild(shape[1]) if rebuild is not None else f'num_frames={shape[1]}'}")
 
 
 class CLIPFrameEncoder(nn.Module):

@@ -6,18 +6,26 @@ weighted sequence is flattened and projected to V (eq. 8). Ours (arguments): the
 step, the flatten is channel-major, ``fc_v`` starts as the mean over steps.
 """
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MSTA", "msta_output_lengths"]
+__all__ = ["MSTA", "msta_output_lengths", "msta_scales"]
 
 
 def msta_output_lengths(num_frames: int, kernel_sizes: Sequence[int], strides: Sequence[int]) -> list:
     """Length of each scale's max-pooled sequence, ``(T - k) // s + 1`` (no padding)."""
     return [(num_frames - k) // s + 1 for k, s in zip(kernel_sizes, strides)]
+
+
+def msta_scales(num_frames: int) -> Tuple[Tuple[int, int, int], Tuple[int, int, int]]:
+    """``(kernel_sizes, strides)`` of the paper's pattern at another T (ours): two scales of stride 3 and one of stride
+    1 whose outputs have the same length L = max(1, T // 4); T = 8 gives the paper's (5, 5, 7) / (3, 3, 1)."""
+    length = max(1, num_frames // 4)
+    kernel = num_frames - 3 * (length - 1)
+    return (kernel, kernel, num_frames - length + 1), (3, 3, 1)
 
 
 class MSTA(nn.Module):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor
 
-from .clip import CLIPTextEncoder, check_text_lengths, require_bool, tokenize
+from .clip import CLIPTextEncoder, check_distinct_prompts, check_text_lengths, require_bool, tokenize
 
 __all__ = ["PromptLearner", "TextFeatureCache", "CachedTextFeatures", "outside_inference_mode", "source_tensors"]
 
@@ -70,11 +70,16 @@ class PromptLearner(nn.Module):
         self.ctx_init = ctx_init
         self.truncate = require_bool("truncate", truncate)
         self.ctx = nn.Parameter(ctx)
-        self.register_buffer("tokens", self._tokens(class_texts), persistent=False)
+        self.register_buffer("tokens", self._class_tokens(class_texts), persistent=False)
 
     def tokenize_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Token ids of prompts ``<context> <text>`` for other texts, to pass as ``tokens`` to :meth:`forward`."""
         return self._tokens(texts)
+
+    def _class_tokens(self, class_texts: Sequence[str], truncate: Optional[bool] = None) -> torch.Tensor:
+        tokens = self._tokens(class_texts, truncate)
+        check_distinct_prompts(tokens, list(class_texts), "class text")
+        return tokens
 
     def _tokens(self, class_texts: Sequence[str], truncate: Optional[bool] = None) -> torch.Tensor:
         class_texts = list(class_texts)
@@ -105,7 +110,7 @@ class PromptLearner(nn.Module):
                 f"the context vectors are class-specific, learned for {self.ctx.shape[0]} classes, but "
                 f"{len(class_texts)} texts were given: give {self.ctx.shape[0]} texts, or build a new model for the "
                 f"new classes")
-        self.tokens = self._tokens(class_texts, truncate).to(self.tokens.device)
+        self.tokens = self._class_tokens(class_texts, truncate).to(self.tokens.device)
 
     def forward(self, token_embedding: nn.Embedding, bias: Optional[torch.Tensor] = None,
                 tokens: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -2,6 +2,7 @@
 evaluation and prediction ask of a model. docs/finetuning.md describes the contract and where ours differs from timm's.
 """
 
+import dataclasses
 import logging
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import CLIPFrameEncoder, check_video, get_clip_arch
-from ..layers.clip import check_texts
+from ..layers.clip import check_range, check_texts
 from ..layers.prompt import CachedTextFeatures, outside_inference_mode
 from ._hub import HubMixin
 from ._pretrained import WEIGHT_STATES, PretrainedCfg
@@ -83,6 +84,7 @@ class DFERModel(HubMixin, nn.Module):
     def __init__(self, clip_arch, class_names: Optional[Sequence[str]], num_frames: int,
                  num_classes: Optional[int] = None):
         super().__init__()
+        check_range("num_frames", num_frames, 1, 1024, integer=True)
         self.clip_arch = get_clip_arch(clip_arch)
         self.class_names = check_texts(class_names) if class_names is not None else None
         self.num_classes = len(self.class_names) if self.class_names is not None else num_classes
@@ -91,7 +93,7 @@ class DFERModel(HubMixin, nn.Module):
         self.head_hidden_size = self.clip_arch.embed_dim  # a family whose pre-logits are wider sets it
         self.head: Optional[nn.Module] = None
         self.stage = 1
-        self.pretrained_cfg: Optional[PretrainedCfg] = None
+        self.pretrained_cfg = None
         self.model_args: Dict[str, Any] = {}
         self.text_cache = CachedTextFeatures()  # the prompt head's text features (families may add more caches)
         self._classifier_args: Optional[Dict[str, Any]] = None  # what reset_classifier did, for config.json
@@ -318,6 +320,29 @@ class DFERModel(HubMixin, nn.Module):
 
     def _prompt_classifier_keys(self) -> Tuple[str, ...]:
         return ()
+
+    @property
+    def pretrained_cfg(self) -> Optional[PretrainedCfg]:
+        """What the weights are and expect (set by the builder), following the model: its classes (``class_names``,
+        ``num_classes``, ``label_names``), T and classifier now. Once the classes differ from the weights' (other
+        ``class_names``, ``set_classes``, ``reset_classifier``), what described those classes (``dataset``,
+        ``metrics``, ``notes``) no longer applies and is cleared; ``tag`` and the rest still say whose weights."""
+        cfg = self.__dict__.get("_pretrained_cfg")
+        if cfg is None:
+            return None
+        names = tuple(self.class_names) if self.class_names is not None else cfg.class_names
+        current = dict(class_names=names, num_classes=self.num_classes, num_frames=self.num_frames,
+                       classifier=self.classifier_modules)
+        if all(getattr(cfg, k) == v for k, v in current.items()):
+            return cfg
+        if names != cfg.class_names or self.num_classes != cfg.num_classes:
+            current.update(dataset=None, metrics=(), notes=f"Classes changed from those of {cfg.name or 'its cfg'} "
+                                                           f"({', '.join(cfg.class_names or ())}).")
+        return dataclasses.replace(cfg, **current)
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg: Optional[PretrainedCfg]) -> None:
+        self.__dict__["_pretrained_cfg"] = cfg
 
     @property
     def default_cfg(self) -> Optional[PretrainedCfg]:

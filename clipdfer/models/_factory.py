@@ -33,7 +33,10 @@ def create_model(
     if model_name.startswith(("hf-hub:", "local-dir:")):
         config, location = read_model_config(model_name, cache_dir)
         entrypoint = model_entrypoint(config["architecture"])
-        cfg = pretrained_cfg_from_config(config, location)
+        try:
+            cfg = pretrained_cfg_from_config(config, location)
+        except (ValueError, TypeError) as e:  # a hand-edited or foreign config.json
+            raise ValueError(f"{model_name}: its config.json holds a bad pretrained_cfg: {e}") from e
         kwargs = {**config["model_args"], **kwargs}
         pretrained = True
     else:

@@ -18,7 +18,7 @@ from .._files import atomic_write, write_json
 from .._safe_load import UnsafeCheckpointError, load_inert
 from ..version import __version__
 from ._download import PretrainedWeightsError, check_sha256, fetch_url, hub_download, is_offline
-from ._pretrained import WEIGHT_STATES, PretrainedCfg
+from ._pretrained import CHECKPOINT_FORMATS, WEIGHT_STATES, PretrainedCfg
 
 __all__ = [
     "Checkpoint", "read_checkpoint", "load_weights", "strip_wrapper_prefixes", "remap_open_clip_state_dict",
@@ -33,7 +33,6 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_STATE_KEY = "clipdfer_weights"  # model.safetensors metadata: what the weights are (model.weights)
 CLASS_TEXTS_KEY = "clipdfer_class_texts"  # and the class texts a text-prompt head was trained with (JSON list)
-CHECKPOINT_FORMATS = ("auto", "clipdfer", "open_clip")
 
 # Every family names its CLIP towers the same way, so one mapping serves them all.
 VISUAL_PREFIX = "image_encoder.visual."

@@ -2,9 +2,18 @@
 
 import collections.abc
 import dataclasses
+import math
+import numbers
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
-__all__ = ["PretrainedCfg", "DefaultCfg", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "WEIGHT_STATES",
+from ..data.io import INTERPOLATIONS
+from ..data.sampling import SAMPLINGS
+
+# What a weight file holds: our state dict (or one the family's checkpoint_filter_fn converts), an open_clip / OpenAI
+# CLIP checkpoint (the backbone), or told from its keys
+CHECKPOINT_FORMATS = ("auto", "clipdfer", "open_clip")
+
+__all__ = ["CHECKPOINT_FORMATS", "PretrainedCfg", "DefaultCfg", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "WEIGHT_STATES",
            "split_model_name_tag", "join_model_name_tag"]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -68,6 +77,50 @@ class PretrainedCfg:
     metrics: Tuple[Tuple[str, float], ...] = ()
     origin_url: Optional[str] = None
     notes: Optional[str] = None
+
+    def __post_init__(self):
+        """Refuse values that would fail later, one source or batch at a time (or allocate terabytes).
+
+        Raises:
+            ValueError: naming the field, its value and what it takes.
+        """
+        def bad(key: str, expected: str) -> ValueError:
+            return ValueError(f"pretrained cfg {self.name or '?'}: {key}={getattr(self, key)!r}: expected {expected}")
+
+        def reals(value, n: int) -> bool:
+            return isinstance(value, (tuple, list)) and len(value) == n and all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+
+        def whole(value, low: int, high: int) -> bool:
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool) and low <= value <= high
+
+        if not whole(self.num_frames, 1, 1024):
+            raise bad("num_frames", "a whole number of frames in [1, 1024]")
+        size = self.input_size
+        if not (isinstance(size, (tuple, list)) and len(size) == 3 and size[0] == 3
+                and all(whole(s, 1, 8192) for s in size)):
+            raise bad("input_size", "(3, H, W) with H and W whole numbers of pixels in [1, 8192]")
+        if not reals(self.mean, 3):
+            raise bad("mean", "three finite numbers, one per colour channel")
+        if not reals(self.std, 3) or min(self.std) <= 0:
+            raise bad("std", "three positive finite numbers (frames are divided by them), one per colour channel")
+        if self.interpolation not in INTERPOLATIONS:
+            raise bad("interpolation", f"one of {INTERPOLATIONS}")
+        if self.frame_sampling not in SAMPLINGS:
+            raise bad("frame_sampling", f"one of {SAMPLINGS}")
+        if self.checkpoint_format not in CHECKPOINT_FORMATS:
+            raise bad("checkpoint_format", f"one of {CHECKPOINT_FORMATS}")
+        if not (isinstance(self.crop_pct, numbers.Real) and 0 < self.crop_pct <= 1):
+            raise bad("crop_pct", "a fraction in (0, 1]")
+        if not (isinstance(self.crop_margin, numbers.Real) and 0 <= self.crop_margin <= 2):
+            raise bad("crop_margin", "a fraction of the face box's longer side in [0, 2]")
+        if self.num_classes is not None and not whole(self.num_classes, 0, 1 << 20):
+            raise bad("num_classes", "None or a whole number >= 0")
+        names = self.class_names
+        if names is not None and (not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names)
+                                  or self.num_classes is not None and len(names) != self.num_classes):
+            raise bad("class_names", f"a list of {self.num_classes if self.num_classes is not None else 'C'} class "
+                                     f"names in label order (num_classes={self.num_classes})")
 
     @property
     def name(self) -> str:

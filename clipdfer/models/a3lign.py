@@ -17,6 +17,7 @@ from torch import nn
 
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
+from ..layers.clip import check_range
 from ..layers.temporal import TemporalBlock
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
@@ -87,6 +88,12 @@ class A3lignDFER(DFERModel):
             logit_scale: float = 100.0,
             sync_on_stage2: bool = True,
     ):
+        for name, value, low, high, integer in (("mat_tokens", mat_tokens, 1, 1024, True),
+                                                ("mat_init_std", mat_init_std, 0, 1, False),
+                                                ("num_heads", num_heads, 1, 256, True)):
+            check_range(name, value, low, high, integer)
+        check_range("mlp_ratio", mlp_ratio, 0, 64, open_low=True)
+        check_range("logit_scale", logit_scale, 0, 1000, open_low=True)
         super().__init__(clip_arch, class_names, num_frames)
         arch = self.clip_arch
         if mat_tokens + 2 > arch.context_length:

@@ -21,7 +21,7 @@ from torch import nn
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import EXPRESSION_ADJECTIVES, ZERO_SHOT_TEMPLATES
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, tokenize
-from ..layers.clip import check_text_lengths, check_texts, require_bool
+from ..layers.clip import check_distinct_prompts, check_range, check_text_lengths, check_texts, require_bool
 from ..layers.prompt import PromptLearner, outside_inference_mode
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
@@ -41,6 +41,7 @@ class _CLIPVideoModel(DFERModel):
     mean frame feature (B, D)."""
 
     def __init__(self, clip_arch: str, class_names: Sequence[str], num_frames: int, logit_scale: float):
+        check_range("logit_scale", logit_scale, 0, 1000, open_low=True)
         super().__init__(clip_arch, class_names, num_frames)
         clip = build_open_clip(self.clip_arch)
         self.image_encoder = CLIPFrameEncoder(clip.visual)
@@ -105,7 +106,9 @@ class ZeroShotCLIP(_CLIPVideoModel):
         texts = [t.format(w) for w in words for t in self.templates]
         if not truncate:
             check_text_lengths(texts, self.clip_arch.context_length, what="prompt")
-        return tuple(words), tokenize(texts, self.clip_arch.context_length, truncate=True)
+        tokens = tokenize(texts, self.clip_arch.context_length, truncate=True)
+        check_distinct_prompts(tokens.reshape(len(words), -1), words, "class word")  # each class's prompts together
+        return tuple(words), tokens
 
     @outside_inference_mode
     def set_classes(self, class_names: Sequence[str], words: Optional[Sequence[str]] = None,
@@ -160,6 +163,7 @@ class CoOp(_CLIPVideoModel):
                  ctx_init: Optional[str] = None, class_specific_contexts: bool = False,
                  words: Optional[Sequence[str]] = None, num_frames: int = 8, logit_scale: float = 100.0,
                  truncate: bool = False):
+        check_range("n_ctx", n_ctx, 1, 64, integer=True)
         super().__init__(clip_arch, class_names, num_frames, logit_scale)
         self.words = _words(words, self.class_names)
         self.prompt_learner = PromptLearner(self.text_encoder, [f"{w}." for w in self.words], n_ctx,
@@ -221,6 +225,7 @@ class CoCoOp(CoOp):
     def __init__(self, clip_arch: str = "vitb32", class_names: Sequence[str] = DFEW_CLASSES, n_ctx: int = 4,
                  ctx_init: Optional[str] = "a photo of a", words: Optional[Sequence[str]] = None,
                  num_frames: int = 8, logit_scale: float = 100.0, meta_ratio: int = 16, truncate: bool = False):
+        check_range("meta_ratio", meta_ratio, 1, 4096, integer=True)
         super().__init__(clip_arch, class_names, n_ctx, ctx_init, False, words, num_frames, logit_scale, truncate)
         dim, width = self.clip_arch.embed_dim, self.clip_arch.text_width
         hidden = max(1, dim // meta_ratio)

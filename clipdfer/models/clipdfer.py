@@ -15,8 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
-from ..layers import MSTA, BiEhPro, CLIPFrameEncoder, CLIPTextEncoder, InterFIT, build_open_clip, get_clip_arch
-from ..layers.clip import check_text_lengths, check_texts, require_bool, tokenize
+from ..layers import (
+    MSTA, BiEhPro, CLIPFrameEncoder, CLIPTextEncoder, InterFIT, build_open_clip, get_clip_arch, msta_output_lengths,
+    msta_scales,
+)
+from ..layers.clip import (
+    check_distinct_prompts, check_range, check_text_lengths, check_texts, check_video, require_bool, tokenize,
+)
 from ..layers.prompt import outside_inference_mode
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
@@ -31,6 +36,34 @@ def _check_template(template: str) -> str:
         raise ValueError(f"prompt_template={template!r}: expected a string with one '{{}}' for the class name, e.g. "
                          f"'a face showing {{}}.' (without it every class would get the same prompt)")
     return template
+
+
+def _msta_fits(num_frames: int, kernel_sizes, strides) -> bool:
+    try:
+        kernels, strides = [int(k) for k in kernel_sizes], [int(s) for s in strides]
+    except (TypeError, ValueError):
+        return True  # MSTA says what is wrong with them
+    lengths = msta_output_lengths(num_frames, kernels, strides)
+    return max(kernels) <= num_frames and min(lengths) >= 1 and len(set(lengths)) == 1
+
+
+def _msta_advice(num_frames: int) -> str:
+    kernels, strides = msta_scales(num_frames)
+    return f"num_frames={num_frames}, msta_kernel_sizes={kernels}, msta_strides={strides}"
+
+
+def _check_msta(num_frames: int, kernel_sizes, strides) -> None:
+    """MSTA's scales must give one output length at this T (eq. 4 sums them): the error names the model's arguments
+    and scales that fit (ours: the paper's pattern at T)."""
+    check_range("num_frames", num_frames, 1, 1024, integer=True)
+    if not _msta_fits(num_frames, kernel_sizes, strides):
+        lengths = msta_output_lengths(num_frames, kernel_sizes, strides)
+        raise ValueError(
+            f"num_frames={num_frames} does not fit MSTA's msta_kernel_sizes={tuple(kernel_sizes)}, "
+            f"msta_strides={tuple(strides)}: their output lengths (T - k) // s + 1 are {lengths}, which eq. 4 sums, "
+            f"so they must be equal and >= 1 (MSTA scales disagree for num_frames={num_frames}). Build the model with "
+            f"{_msta_advice(num_frames)} (ours: the paper's pattern at T={num_frames}), or msta=False (the mean over "
+            f"time)")
 
 
 class CLIPGuidedDFER(DFERModel):
@@ -116,10 +149,16 @@ class CLIPGuidedDFER(DFERModel):
         if not text_head and biehpro_depth:
             raise ValueError(f"biehpro_depth={biehpro_depth} needs text features, but text_head=False: "
                              "use biehpro_depth=0 for the paper's w/o-text variant, or text_head=True")
-        if biehpro_depth < 0:
-            raise ValueError(f"biehpro_depth={biehpro_depth}: expected 0 (no BiEhPro) or more blocks")
-        if temperature <= 0:
-            raise ValueError(f"temperature={temperature}: expected a positive τ (ours: 0.01, as DFER-CLIP)")
+        check_range("biehpro_depth", biehpro_depth, 0, 16, integer=True)
+        check_range("biehpro_heads", biehpro_heads, 1, 256, integer=True)
+        check_range("interfit_heads", interfit_heads, 1, 256, integer=True, optional=True)
+        check_range("interfit_lstm_hidden", interfit_lstm_hidden, 1, 16384, integer=True, optional=True)
+        check_range("interfit_init_std", interfit_init_std, 0, 1)
+        check_range("biehpro_init_scale", biehpro_init_scale, 0, 10)
+        check_range("temperature", temperature, 0, 100, open_low=True)
+        check_range("biehpro_mlp_ratio", biehpro_mlp_ratio, 0, 64, open_low=True)
+        if msta:
+            _check_msta(num_frames, msta_kernel_sizes, msta_strides)
         if biehpro_visual_tokens not in ("embedding", "frames"):
             raise ValueError(f"biehpro_visual_tokens={biehpro_visual_tokens!r}: expected 'embedding' (the paper's V) "
                              f"or 'frames' (the frame features)")
@@ -157,11 +196,14 @@ class CLIPGuidedDFER(DFERModel):
             self.head = nn.Linear(self.head_hidden_size, self.num_classes)
 
     # ------------------------------------------------------------------ text side
-    def _tokenize(self, class_names: Sequence[str]) -> torch.Tensor:
-        texts = [self.prompt_template.format(name) for name in class_names]
-        if not self.truncate:
+    def _tokenize(self, class_names: Sequence[str], template: Optional[str] = None,
+                  truncate: Optional[bool] = None) -> torch.Tensor:
+        texts = [(template or self.prompt_template).format(name) for name in class_names]
+        if not (self.truncate if truncate is None else truncate):
             check_text_lengths(texts, self.clip_arch.context_length, what="class prompt")
-        return tokenize(texts, self.clip_arch.context_length, truncate=True)
+        tokens = tokenize(texts, self.clip_arch.context_length, truncate=True)
+        check_distinct_prompts(tokens, list(class_names), "class")
+        return tokens
 
     def text_features(self) -> torch.Tensor:
         """Class text features K (C, D), cached while the text encoder is frozen.
@@ -184,17 +226,16 @@ class CLIPGuidedDFER(DFERModel):
             truncate: cut prompts longer than the context (None: as constructed); kept for later calls.
 
         Raises:
-            ValueError: a prompt longer than the context (L - 2 tokens), naming it, unless ``truncate``.
+            ValueError: a prompt longer than the context (L - 2 tokens), naming it, unless ``truncate``; two classes
+                whose prompts tokenize the same.
         """
         self._require_prompt_head("set_classes")
         class_names = check_texts(class_names)
         template = self.prompt_template if prompt_template is None else _check_template(prompt_template)
         truncate = self.truncate if truncate is None else require_bool("truncate", truncate)
-        texts = [template.format(name) for name in class_names]
-        if not truncate:  # checked before anything changes
-            check_text_lengths(texts, self.clip_arch.context_length, what="class prompt")
+        tokens = self._tokenize(class_names, template, truncate)  # checked before anything changes
         self.prompt_template, self.truncate = template, truncate
-        self.text_tokens = tokenize(texts, self.clip_arch.context_length, truncate=True).to(self.text_tokens.device)
+        self.text_tokens = tokens.to(self.text_tokens.device)
         self.class_names = class_names
         self.num_classes = len(class_names)
         self.clear_text_cache()
@@ -206,7 +247,10 @@ class CLIPGuidedDFER(DFERModel):
 
     def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
         """Per-frame CLIP features after InterFIT: (B, T, 3, H, W) -> (B, T, D)."""
-        return super().encode_frames(video)
+        advice = (lambda t: _msta_advice(t) if not _msta_fits(t, self.msta.kernel_sizes, self.msta.strides)
+                  else f"num_frames={t}") if self.msta is not None else None
+        check_video(video, self.image_encoder.image_size, self.required_num_frames, rebuild=advice)
+        return self.image_encoder(video)
 
     def pool_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Video embedding V from frame features: MSTA, or the mean over time. (B, T, D) -> (B, D)."""

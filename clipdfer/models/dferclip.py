@@ -18,7 +18,7 @@ from torch import nn
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import DFERCLIP_TEXT_TYPES, dferclip_texts
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
-from ..layers.clip import check_texts
+from ..layers.clip import check_range, check_texts
 from ..layers.prompt import PromptLearner, outside_inference_mode
 from ..layers.temporal import TemporalTransformer
 from ._base import DFERModel
@@ -77,6 +77,11 @@ class DFERCLIP(DFERModel):
             cache_text: bool = True,
             truncate: bool = False,
     ):
+        for name, value, low, high in (("temporal_layers", temporal_layers, 1, 64), ("n_ctx", n_ctx, 1, 64),
+                                       ("temporal_heads", temporal_heads, 1, 256)):
+            check_range(name, value, low, high, integer=True)
+        check_range("temporal_mlp_dim", temporal_mlp_dim, 1, 16384, integer=True, optional=True)
+        check_range("temperature", temperature, 0, 100, open_low=True)
         super().__init__(clip_arch, class_names, num_frames)
         arch, class_names = self.clip_arch, self.class_names
         class_texts = list(check_texts(class_texts, "class_texts")) if class_texts is not None else dferclip_texts(

@@ -18,7 +18,7 @@ from ..data.texts import au_prompt_bank
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, tokenize
 from ..layers.adversarial import dann_lambda, grad_reverse
 from ..layers.biehpro import CrossAttentionBlock
-from ..layers.clip import check_texts, check_video
+from ..layers.clip import check_range, check_texts, check_video
 from ..layers.prompt import CachedTextFeatures, PromptLearner
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
@@ -72,6 +72,11 @@ class PMFER(DFERModel):
             logit_scale: float = 100.0,
             truncate: bool = False,
     ):
+        for name, value, low, high in (("n_ctx", n_ctx, 1, 64), ("mask_layers", mask_layers, 0, 16),
+                                       ("mask_heads", mask_heads, 1, 256)):
+            check_range(name, value, low, high, integer=True)
+        check_range("mask_temperature", mask_temperature, 0, 100, open_low=True)
+        check_range("logit_scale", logit_scale, 0, 1000, open_low=True)
         super().__init__(clip_arch, class_names, num_frames)
         arch = self.clip_arch
         self.mask_temperature = mask_temperature
