@@ -39,12 +39,10 @@ def test_dferclip_long_descriptions_fail_at_construction_with_the_learned_contex
     msg = str(info.value)
     assert "2 of 2 class texts do not fit" in msg and msg.count("(66 tokens)") == 2
     assert "the budget is 6 tokens (context length 16 - 2 for [SOS] and [EOS] - 8 learned context vectors)" in msg
-    # opting in gives what the issue reproduced: identical prompts, identical probabilities
-    model = clipdfer.create_model("dferclip_test", clip_arch=SHORT_CONTEXT, class_names=names, class_texts=LONG,
-                                  truncate=True, class_specific_contexts=False).eval()
-    with torch.no_grad():
-        probs = model(torch.randn(2, 16, 3, 32, 32)).softmax(-1)
-    torch.testing.assert_close(probs[:, 0], probs[:, 1])
+    # opting in cuts them to one prompt, which would give identical probabilities: refused too (issue 27, item 5)
+    with pytest.raises(ValueError, match="tokenize the same .*truncate=True cut them"):
+        clipdfer.create_model("dferclip_test", clip_arch=SHORT_CONTEXT, class_names=names, class_texts=LONG,
+                              truncate=True, class_specific_contexts=False)
 
 
 # 132 tokens: longer than any budget of the 77-token context
@@ -70,12 +68,12 @@ def test_set_classes_checks_before_changing_anything(name, how):
     assert model.num_classes == 7
     with torch.no_grad():
         torch.testing.assert_close(model(video), before)
-    model.set_classes(names, truncate=True, **kwargs)  # explicit opt-in
-    assert model.num_classes == 2
-    with torch.no_grad():
-        out = model(video)
-    assert out.shape == (1, 2)
-    torch.testing.assert_close(out[:, 0], out[:, 1])  # what the cut does: the two classes became one prompt
+    # the explicit opt-in cuts both texts to one prompt: two classes that could never be told apart (issue 27, item 5)
+    with pytest.raises(ValueError, match="tokenize the same .*truncate=True cut them"):
+        model.set_classes(names, truncate=True, **kwargs)
+    assert model.num_classes == 7
+    model.set_classes([names[0], "sad"], truncate=True, **({how: [kwargs[how][0], "sad"]} if kwargs else {}))
+    assert model.num_classes == 2 and model(video).shape == (1, 2)
 
 
 def test_pmfer_and_text_encoder_check_too():

@@ -189,8 +189,7 @@ class _Walk:
             _logger.warning("%s: its %d image(s) are read as one clip (a frame folder) and its %d subfolder(s) as "
                             "further sources", folder, images, folders)
         if self.special:
-            _logger.warning("left out, not files: %s", "; ".join(self.special[:3]) + (" ..." if len(self.special) > 3
-                                                                                       else ""))
+            _logger.warning("left out, not files: %s", few(self.special))
         if self.repeated:
             links = [f"{link} -> {real}" for link, real in self.repeated]
             _logger.warning("%d folder(s) already read by another path (a symbolic link loop, or two paths to one "

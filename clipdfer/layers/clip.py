@@ -166,12 +166,14 @@ def check_range(name: str, value, low: float, high: float, integer: bool = False
                          + (" or None" if optional else ""))
 
 
-def check_distinct_prompts(tokens: torch.Tensor, texts: Sequence[str], what: str = "class") -> None:
+def check_distinct_prompts(tokens: torch.Tensor, texts: Sequence[str], what: str = "class",
+                           truncated: bool = False) -> None:
     """Refuse classes whose prompts tokenize the same: their scores would be identical and one could never win.
 
     Args:
         tokens: (C, ...) the token ids of each class's prompt(s).
         texts: the C texts they were made from, for the message.
+        truncated: the texts were cut to the text encoder's budget (``truncate=True``), for the message.
 
     Raises:
         ValueError: naming both texts.
@@ -181,9 +183,10 @@ def check_distinct_prompts(tokens: torch.Tensor, texts: Sequence[str], what: str
     for i, row in enumerate(map(tuple, rows)):
         if row in first:
             j = first[row]
-            raise ValueError(f"{what} {texts[j]!r} and {texts[i]!r} tokenize the same (CLIP's tokenizer lowercases, "
-                             f"fixes the text and collapses spaces): their scores would be identical and one could "
-                             f"never win; give the two classes texts that differ")
+            why = "CLIP's tokenizer lowercases, fixes the text and collapses spaces" + (
+                ", and truncate=True cut them to the text encoder's budget" if truncated else "")
+            raise ValueError(f"{what} {texts[j]!r} and {texts[i]!r} tokenize the same ({why}): their scores would be "
+                             f"identical and one could never win; give the two classes texts that differ")
         first[row] = i
 
 

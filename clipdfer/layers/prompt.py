@@ -78,7 +78,7 @@ class PromptLearner(nn.Module):
 
     def _class_tokens(self, class_texts: Sequence[str], truncate: Optional[bool] = None) -> torch.Tensor:
         tokens = self._tokens(class_texts, truncate)
-        check_distinct_prompts(tokens, list(class_texts), "class text")
+        check_distinct_prompts(tokens, list(class_texts), "class text", self.truncate if truncate is None else truncate)
         return tokens
 
     def _tokens(self, class_texts: Sequence[str], truncate: Optional[bool] = None) -> torch.Tensor:

@@ -330,7 +330,7 @@ class DFERModel(HubMixin, nn.Module):
         cfg = self.__dict__.get("_pretrained_cfg")
         if cfg is None:
             return None
-        names = tuple(self.class_names) if self.class_names is not None else cfg.class_names
+        names = tuple(self.class_names) if self.class_names is not None else None  # a head without names
         current = dict(class_names=names, num_classes=self.num_classes, num_frames=self.num_frames,
                        classifier=self.classifier_modules)
         if all(getattr(cfg, k) == v for k, v in current.items()):

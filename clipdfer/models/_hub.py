@@ -41,10 +41,7 @@ def model_config(model: nn.Module, **cfg_updates) -> Dict[str, Any]:
         cfg_updates["metrics"] = tuple(cfg_updates["metrics"].items())
     state = weights_state(model, cfg_updates.get("finetuned"))
     cfg_updates["finetuned"] = state == "finetuned"
-    names = tuple(model.class_names) if model.class_names is not None else cfg.class_names
-    current = dict(num_classes=model.num_classes, num_frames=model.num_frames, classifier=model.classifier_modules,
-                   class_names=names)
-    pcfg = dataclasses.replace(cfg, **{**current, **cfg_updates})
+    pcfg = dataclasses.replace(cfg, **cfg_updates)  # the model's pretrained_cfg follows its classes, T and head
     # the constructor's arguments, those that changed since (the classes), and the classifier reset_classifier set
     args = {**model.model_args, **(model._class_args_before_reset or model._class_args())}
     if model._classifier_args is not None:

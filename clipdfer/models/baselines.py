@@ -107,7 +107,7 @@ class ZeroShotCLIP(_CLIPVideoModel):
         if not truncate:
             check_text_lengths(texts, self.clip_arch.context_length, what="prompt")
         tokens = tokenize(texts, self.clip_arch.context_length, truncate=True)
-        check_distinct_prompts(tokens.reshape(len(words), -1), words, "class word")  # each class's prompts together
+        check_distinct_prompts(tokens.reshape(len(words), -1), words, "class word", truncate)  # a class's prompts
         return tuple(words), tokens
 
     @outside_inference_mode

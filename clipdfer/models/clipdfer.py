@@ -199,10 +199,11 @@ class CLIPGuidedDFER(DFERModel):
     def _tokenize(self, class_names: Sequence[str], template: Optional[str] = None,
                   truncate: Optional[bool] = None) -> torch.Tensor:
         texts = [(template or self.prompt_template).format(name) for name in class_names]
-        if not (self.truncate if truncate is None else truncate):
+        truncate = self.truncate if truncate is None else truncate
+        if not truncate:
             check_text_lengths(texts, self.clip_arch.context_length, what="class prompt")
         tokens = tokenize(texts, self.clip_arch.context_length, truncate=True)
-        check_distinct_prompts(tokens, list(class_names), "class")
+        check_distinct_prompts(tokens, list(class_names), "class", truncate)
         return tokens
 
     def text_features(self) -> torch.Tensor:
