@@ -10,6 +10,7 @@ replaced per fold, and ``--folds`` reports every fold and the mean.
 
 import argparse
 import json
+import logging
 import os
 import re
 import statistics
@@ -26,9 +27,12 @@ from .data import ClipDataset, SyntheticClips, build_transform, read_annotations
 from .distributed import ResumableSampler, unwrap
 from .metrics import classification_report, save_confusion_png
 from .models import create_model, get_pretrained_cfg, is_model
+from .models._loading import non_finite_tensors
 from .models._pretrained import join_model_name_tag
 
 __all__ = ["main", "run", "build_parser", "evaluate", "evaluate_model", "load_for_eval"]
+
+_logger = logging.getLogger(__name__)
 
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -51,7 +55,15 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int, device, workers: 
     dtype = _AMP.get(amp)
     for video, y in loader:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            preds.append(model(video.to(device)).argmax(-1).cpu())
+            logits = model(video.to(device))
+        if not torch.isfinite(logits).all():  # argmax would call every such clip the first class
+            broken = non_finite_tensors(unwrap(model))
+            raise ValueError(
+                f"the model gave non-finite scores (NaN or infinity) for {int((~torch.isfinite(logits)).any(-1).sum())} "
+                f"of {len(logits)} clips: " + (f"its weights hold non-finite values ({', '.join(broken[:5])}"
+                                               f"{' ...' if len(broken) > 5 else ''}); load other weights" if broken else
+                                               "its weights are finite: try without --amp") + "; no score is given")
+        preds.append(logits.argmax(-1).cpu())
         labels.append(y)
     p, y = torch.cat(preds), torch.cat(labels)
     if world > 1:  # every rank evaluated its shard (padded by repeats): gather by dataset index
@@ -109,7 +121,11 @@ def load_for_eval(model: str, checkpoint: Optional[str], pretrained: bool = Fals
     if checkpoint and not os.path.isfile(checkpoint):
         checkpoint = latest_checkpoint(checkpoint) or checkpoint
     if checkpoint and os.path.isdir(checkpoint):
-        return create_model(f"local-dir:{checkpoint}")
+        net = create_model(f"local-dir:{checkpoint}")
+        if model.partition(".")[0] != net.pretrained_cfg.architecture:
+            _logger.warning("--model %s is not used: %s holds a saved %s, which is evaluated", model, checkpoint,
+                            net.pretrained_cfg.architecture)
+        return net
     return create_model(model, pretrained=pretrained and not checkpoint, checkpoint_path=checkpoint)
 
 
@@ -200,6 +216,9 @@ def run(args: argparse.Namespace) -> int:
         save_confusion_png(report["confusion_matrix"], list(net.class_names),
                            os.path.join(out, f"confusion{'' if fold is None else f'_fold{fold}'}.png"),
                            title=f"{args.model} {name}: UAR {report['uar']:.2f} WAR {report['war']:.2f}")
+        # what the numbers came from: the weights (the model's architecture, the file, what they are) and the clips
+        report.update(architecture=net.pretrained_cfg.architecture, checkpoint=fmt(args.checkpoint),
+                      weights=net.weights, test_list=None if args.synthetic else test_list)
         results["folds"][str(fold) if fold is not None else "test"] = report
     if len(folds) > 1:
         results["mean"] = {k: statistics.mean(r[k] for r in results["folds"].values()) for k in ("uar", "war")}

@@ -116,6 +116,9 @@ def _datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, 
     pcfg = model.pretrained_cfg
     t = model.num_frames
     if cfg.synthetic:
+        given = [f"--{k.replace('_', '-')}" for k in ("data", "train_list", "test_list") if getattr(cfg, k)]
+        if given:
+            raise ValueError(f"--synthetic makes its own clips, but {', '.join(given)} was given too: leave one out")
         size = pcfg.input_size[-1]
         make = lambda n, seed: SyntheticClips(n, model.num_classes, t, size, pcfg.mean, pcfg.std, seed)  # noqa: E731
         full_train, test = make(cfg.synthetic_size, 0), make(max(cfg.synthetic_size // 2, model.num_classes), 1)
@@ -131,6 +134,11 @@ def _datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, 
         # every frame resized to the input size as it is read, as DFER-CLIP's loader does
         frames = dict(frame_size=tuple(pcfg.input_size[-2:]), interpolation=pcfg.interpolation)
         full_train = ClipDataset(records, t, pcfg.frame_sampling, train_tf, train=True, seed=cfg.seed, **frames)
+        if cfg.test_list and not os.path.isfile(cfg.test_list):
+            raise FileNotFoundError(f"--test-list {cfg.test_list!r} does not exist: check the path (or leave it out "
+                                    f"to train without a test)")
+        if test_list and not os.path.isfile(test_list):
+            _logger.warning("%s has no test.txt: the run ends without a test (results.json has no 'test')", cfg.data)
         test = ClipDataset(read_annotations(test_list, num_classes=model.num_classes), t, pcfg.frame_sampling,
                            test_tf, **frames) if test_list and os.path.isfile(test_list) else None
         if cfg.select_on == "val":
@@ -139,6 +147,9 @@ def _datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, 
     if cfg.select_on == "test":
         if test is None:
             raise ValueError("--select-on test needs a test list (--data DIR with test.txt, or --test-list)")
+        if cfg.val_fraction != TrainConfig.val_fraction:
+            _logger.warning("--val-fraction %s is not used: --select-on test selects on the test list",
+                            cfg.val_fraction)
         return full_train, test, test
     if not 0 <= cfg.val_fraction < 1:
         raise ValueError(f"--val-fraction {cfg.val_fraction}: expected a fraction of the training clips in [0, 1)")
@@ -148,22 +159,32 @@ def _datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, 
             f"--val-fraction {cfg.val_fraction} holds out no validation clip (it is 0, or no class has two training "
             f"clips): give a fraction > 0 and at least two clips of a class, or --select-on test to select on the "
             f"test list as the papers do")
+    alone = sorted({full_train.labels[i] for i in tr_idx} - {full_train.labels[i] for i in val_idx})
+    if alone:  # a class with one training clip keeps it for training
+        _logger.warning("classes %s have no validation clip (one training clip each): the validation UAR is over the "
+                        "other classes", [model.class_names[c] if model.class_names else c for c in alone])
     val_source = full_train if cfg.synthetic else full_eval
     return Subset(full_train, tr_idx), Subset(val_source, val_idx), test
 
 
 # ---------------------------------------------------------------------------------------------------- optimisation
 def _recipe(cfg: TrainConfig, model) -> Recipe:
+    """The model's recipe with the command line's values in it: what the run uses and the log records."""
     recipe = recipe_for(model, name=cfg.recipe)
-    if cfg.warmup_epochs is not None:
-        recipe = dataclasses.replace(recipe, warmup_epochs=cfg.warmup_epochs)
-    return recipe
+    given = {k: getattr(cfg, k) for k in ("lr", "backbone_lr", "weight_decay", "warmup_epochs", "batch_size", "epochs")
+             if getattr(cfg, k) is not None}
+    for name in ("lr", "backbone_lr"):
+        if name in given and not (math.isfinite(given[name]) and given[name] > 0):
+            raise ValueError(f"--{name.replace('_', '-')} {given[name]}: expected a positive learning rate")
+    for name in ("weight_decay", "warmup_epochs"):
+        if name in given and not (math.isfinite(given[name]) and given[name] >= 0):
+            raise ValueError(f"--{name.replace('_', '-')} {given[name]}: expected a finite number >= 0")
+    return dataclasses.replace(recipe, **given)
 
 
 def _optimizer(model, recipe: Recipe, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(
-        model, lr=cfg.lr or recipe.lr, backbone_lr=cfg.backbone_lr or recipe.backbone_lr,
-        weight_decay=recipe.weight_decay if cfg.weight_decay is None else cfg.weight_decay, group_lr=recipe.groups(),
+        model, lr=recipe.lr, backbone_lr=recipe.backbone_lr, weight_decay=recipe.weight_decay, group_lr=recipe.groups(),
         layer_decay=cfg.layer_decay, decay_all=recipe.decay_all)
     if not groups:
         raise ValueError(f"{cfg.model} has no trainable parameters in stage {model.stage}")
@@ -178,10 +199,10 @@ def _stages(recipe: Recipe, model, cfg: TrainConfig) -> List[int]:
         if len(recipe.stages) != model.num_stages:
             raise ValueError(f"the recipe has {len(recipe.stages)} stages but {type(model).__name__} has "
                              f"{model.num_stages}")
-        if cfg.epochs:
+        if cfg.epochs is not None:
             return [max(1, round(cfg.epochs * s / sum(recipe.stages))) for s in recipe.stages]
         return list(recipe.stages)
-    return [cfg.epochs or recipe.epochs]
+    return [recipe.epochs]
 
 
 def _make_ema(model, cfg: TrainConfig):
@@ -335,7 +356,7 @@ def _build_run(cfg: TrainConfig) -> _Run:
     model.to(device)
     train_set, val_set, test_set = _datasets(cfg, model, recipe)
     stages = _stages(recipe, model, cfg)
-    batch = cfg.batch_size or recipe.batch_size
+    batch = recipe.batch_size
     per_rank_batch = max(1, batch // world)
     sampler = ResumableSampler(len(train_set), True, cfg.seed, rank, world)
     loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.workers,
@@ -366,7 +387,14 @@ def _log_start(run: _Run, resumed: bool) -> None:
                  "%s%s", cfg.model, model.family, model.pretrained_cfg.dataset or "its own", len(run.train_set),
                  run.world, run.device, run.recipe.source, notice, "; EMA of the weights" if run.ema else "")
     _log(run.log_path, event="start", model=cfg.model, family=model.family, world=run.world, select_on=cfg.select_on,
-         resumed=resumed, ema=bool(run.ema), layer_decay=cfg.layer_decay, recipe=dataclasses.asdict(run.recipe))
+         resumed=resumed, ema=bool(run.ema), layer_decay=cfg.layer_decay, recipe=dataclasses.asdict(run.recipe),
+         **_split_sizes(run))
+
+
+def _split_sizes(run: _Run) -> Dict[str, Optional[int]]:
+    """How many clips each split holds: what training, selection and the test saw."""
+    return {"train_clips": len(run.train_set), "selection_clips": len(run.val_set),
+            "test_clips": len(run.test_set) if run.test_set is not None else None}
 
 
 def _start_stage(run: _Run) -> Tuple[torch.nn.Module, torch.optim.Optimizer, object]:
@@ -384,7 +412,7 @@ def _start_stage(run: _Run) -> Tuple[torch.nn.Module, torch.optim.Optimizer, obj
         optimizer.load_state_dict(run.saved_optimizer)
         run.saved_optimizer = None
     scheduler = build_scheduler(optimizer, run.recipe, run.steps_per_epoch, run.stages[state.stage_index],
-                                cfg.lr or run.recipe.lr)
+                                run.recipe.lr)
     return ddp, optimizer, scheduler
 
 
@@ -412,6 +440,11 @@ def _train_one_epoch(run: _Run, ddp: torch.nn.Module, optimizer: torch.optim.Opt
         progress = (epoch + state.step_in_epoch / max(1, steps)) / max(1, sum(run.stages))
         with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
             loss = ddp(video, labels=labels, progress=min(1.0, progress))
+        if not run.scaler.is_enabled() and not torch.isfinite(loss):  # (fp16's scaler skips such steps itself)
+            raise RuntimeError(
+                f"the loss is {loss.item()} at step {state.global_step + 1} (stage {state.stage_index + 1}, epoch "
+                f"{state.epoch + 1}): training diverged, and its weights would be saved as they are. Lower the learning "
+                f"rate (--lr, --backbone-lr) or use --warmup-epochs; the last checkpoint saved before is intact")
         optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.step(optimizer)
@@ -464,7 +497,7 @@ def _finish(run: _Run, ddp: torch.nn.Module) -> Dict:
     digest = float(sum(p.detach().double().sum() for p in model.parameters()))
     results = {"model": cfg.model, "family": model.family, "steps": run.state.global_step,
                "select_on": cfg.select_on, "ema": bool(run.ema), "best_selection_uar": run.state.best,
-               "parameter_digest": digest}
+               "parameter_digest": digest, "recipe": dataclasses.asdict(run.recipe), **_split_sizes(run)}
     os.makedirs(os.path.join(cfg.out, "ranks"), exist_ok=True)
     write_json(os.path.join(cfg.out, "ranks", f"rank{run.rank}.json"), {
         "rank": run.rank, "parameter_digest": digest,
@@ -584,7 +617,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return run(args)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         print(f"clipdfer train: error: {e}", file=sys.stderr)
         return 2
 

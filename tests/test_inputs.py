@@ -127,3 +127,37 @@ def test_the_advice_for_another_t_builds_a_model_that_takes_it():
         assert clipdfer.create_model("clipdfer_test", **kwargs).eval()(torch.randn(1, 6, 3, 32, 32)).shape == (1, 7)
     with pytest.raises(ValueError, match=r"Build the model with num_frames=6, msta_kernel_sizes=\(6, 6, 6\)"):
         clipdfer.create_model("clipdfer_test", num_frames=6)
+
+
+def test_saved_configs_and_arguments_are_taken_as_they_say_or_refused(tmp_path):
+    """A second review of issue 27: the string "false" read as True, a config without mean/std took CLIP's, a NaN
+    pixel was cast to 0, a DFER-CLIP window longer than its T failed each source in turn."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from clipdfer.data.io import to_rgb
+    from clipdfer.inference import Predictor, WindowSettings
+    with pytest.raises(ValueError, match="pooled_similarity='false': expected True or False"):
+        clipdfer.create_model("a3lign_test", pooled_similarity="false")
+    with pytest.raises(ValueError, match="freeze_text=0: expected True or False"):
+        clipdfer.create_model("clipdfer_test", freeze_text=0)
+    clipdfer.create_model("dferclip_test").save_pretrained(str(tmp_path))
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["pretrained_cfg"]["mean"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"lacks \['mean'\]"):
+        clipdfer.create_model(f"local-dir:{tmp_path}")
+    pixels = np.full((4, 4), 0.5, np.float32)
+    pixels[0, 0] = np.nan
+    with pytest.raises(ValueError, match="mode F.*nan"):
+        to_rgb(Image.fromarray(pixels, "F"))
+    with pytest.raises(ValueError, match="window=20: DFERCLIP scores clips of at most 16 frames"):
+        Predictor("dferclip_test", pretrained=False, windows=WindowSettings(window=20))
+    trained = clipdfer.create_model("clipdfer_test")
+    trained.weights = "finetuned"  # weights learned for T = 8: another T cannot use them
+    with pytest.raises(ValueError, match=r"sample 8 frames per clip$"):
+        trained(torch.randn(1, 6, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"classes are fixed at construction: clipdfer.create_model"):
+        clipdfer.create_model("a3lign_test").reset_classifier(3)

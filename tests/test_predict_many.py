@@ -587,3 +587,41 @@ def test_a_bug_inside_one_source_shows_its_traceback(tmp_path, capsys, caplog, s
     assert "simulated bug" in capsys.readouterr().err
     bug = [r for r in caplog.records if "internal error" in r.getMessage()]
     assert bug and bug[0].exc_info and bug[0].exc_info[0] is TypeError
+
+
+def test_resume_sees_model_arguments_frames_rewritten_in_place_and_data_writes(tmp_path, capsys, runs,
+                                                                               scripted_faces):
+    """A second review of issue 27: a temperature edited in a saved config.json, frames overwritten in place (the
+    folder's mtime unchanged) and weights written through .data reused results made otherwise."""
+    import json as json_module
+
+    from clipdfer.inference import BatchRun, Predictor, ReadSettings
+    video = _face_video(tmp_path / "v.mp4")
+    clipdfer.create_model("clipdfer_test").save_pretrained(str(tmp_path / "m"), finetuned=True)
+    out = str(tmp_path / "out")
+    args = ["predict", video, "--out", out, "--model", "local-dir:" + str(tmp_path / "m")]
+    assert main(args) == 0
+    config = json_module.loads((tmp_path / "m" / "config.json").read_text())
+    config["model_args"]["temperature"] = 0.5  # no tensor changes: only the arguments say so
+    (tmp_path / "m" / "config.json").write_text(json_module.dumps(config))
+    assert main(args) == 0 and runs == ["v.mp4", "v.mp4"]
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = [face_frame([(10 + i, 10, 50 + i, 60)]) for i in range(12)]
+    from PIL import Image
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"{i:03d}.png")
+    predictor = Predictor("clipdfer_test", pretrained=False)
+    reading = ReadSettings(folder_fps=8.0)
+    assert not list(BatchRun(predictor, [str(folder)], out, reading=reading))[0].reused
+    stat = os.stat(folder)
+    for i, f in enumerate(frames):  # the same names, other pixels; the folder's mtime put back
+        Image.fromarray(255 - f).save(folder / f"{i:03d}.png")
+    os.utime(folder, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert not list(BatchRun(predictor, [str(folder)], out, reading=reading))[0].reused
+    assert list(BatchRun(predictor, [str(folder)], out, reading=reading))[0].reused
+    with torch.no_grad():
+        for p in predictor.net.parameters():
+            p.data.mul_(1.5)  # bypasses the version counters
+    assert not list(BatchRun(predictor, [str(folder)], out, reading=reading))[0].reused

@@ -11,6 +11,8 @@ import time
 import pytest
 import torch
 
+import clipdfer
+
 from clipdfer.train import ResumableSampler, TrainConfig, train
 
 _ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -93,7 +95,7 @@ def test_two_process_ddp_on_cpu_then_eval(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     r0, r1 = _digest(out, 0), _digest(out, 1)
     assert r0["parameter_digest"] == r1["parameter_digest"] and r0["first_values"] == r1["first_values"]
-    start = json.loads(open(os.path.join(out, "log.jsonl")).readline())
+    start = [e for e in map(json.loads, open(os.path.join(out, "log.jsonl"))) if e["event"] == "start"][-1]
     assert start["world"] == 2
     ev = subprocess.run([sys.executable, "-m", "clipdfer.cli", "eval", "--model", "clipdfer_test", "--checkpoint",
                          os.path.join(out, "checkpoints", "last"), "--synthetic", "--out", str(tmp_path / "eval")],
@@ -270,3 +272,41 @@ def test_a_full_disk_while_saving_is_one_line_and_the_last_checkpoint_resumes(tm
     assert not [p for p in os.listdir(os.path.join(out, "checkpoints")) if p.endswith(".tmp")]
     monkeypatch.setattr(safetensors.torch, "save_file", real)
     assert main(args + ["--resume"]) == 0
+
+
+def test_a_diverged_loss_stops_training_and_eval_refuses_nan_scores(tmp_path, capsys):
+    """A second review of issue 27: a NaN loss went on training, saved NaN checkpoints and printed val UAR 14.29;
+    eval on NaN weights printed a UAR (every clip the first class). Both stop with the reason; the record holds the
+    values the run used (--lr 0 trained at the recipe's rate; a misspelt --test-list trained without a test)."""
+    from clipdfer.cli import main
+    out = str(tmp_path / "run")
+    base = ["train", "--model", "clipdfer_test", "--synthetic", "--synthetic-size", "14", "--epochs", "2",
+            "--batch-size", "7", "--model-kwargs", json.dumps(_LINEAR), "--out", out]
+    assert main(base + ["--lr", "1e30", "--warmup-epochs", "0", "--batch-size", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "the loss is nan" in err and "training diverged" in err
+    assert not os.path.exists(os.path.join(out, "checkpoints", "last"))
+    assert main(base + ["--lr", "0"]) == 2 and "--lr 0.0: expected a positive" in capsys.readouterr().err
+    assert main(base + ["--test-list", str(tmp_path / "test.txt")]) == 2  # given with --synthetic: not ignored
+    assert "--synthetic makes its own clips, but --test-list" in capsys.readouterr().err
+    from PIL import Image
+    (tmp_path / "clip").mkdir()
+    for i in range(8):
+        Image.new("RGB", (32, 32), (i * 20, 90, 90)).save(tmp_path / "clip" / f"{i}.png")
+    (tmp_path / "train.txt").write_text(f"{tmp_path / 'clip'} 8 1\n")
+    real = [a for a in base if a != "--synthetic"]
+    assert main(real + ["--train-list", str(tmp_path / "train.txt"), "--test-list", str(tmp_path / "tset.txt")]) == 2
+    assert "tset.txt' does not exist" in capsys.readouterr().err
+    assert main(base + ["--lr", "3e-4", "--epochs", "1"]) == 0
+    start = [e for e in map(json.loads, open(os.path.join(out, "log.jsonl"))) if e["event"] == "start"][-1]
+    assert start["recipe"]["lr"] == 3e-4 and start["recipe"]["epochs"] == 1 and start["selection_clips"] == 7
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["recipe"]["batch_size"] == 7 and results["test_clips"] == 7
+
+    model = clipdfer.create_model("clipdfer_test", **_LINEAR)
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    model.save_pretrained(str(tmp_path / "nan"))
+    assert main(["eval", "--model", "clipdfer_test", "--checkpoint", str(tmp_path / "nan"), "--synthetic",
+                 "--out", str(tmp_path / "eval")]) == 2
+    assert "non-finite scores" in capsys.readouterr().err and not os.path.exists(tmp_path / "eval" / "results.json")

@@ -142,7 +142,8 @@ def to_rgb(img, full_scale: Optional[float] = None, name: str = "image") -> np.n
         name: the file, for errors.
 
     Raises:
-        ValueError: a float image holds values outside [0, 1] (they have no place in 8 bits: scale them first).
+        ValueError: a float image holds values outside [0, 1] or NaN (they have no place in 8 bits: scale them first);
+            a deep image whose content is below one 8-bit level (it would be black).
     """
     if img.mode == "RGB":
         return np.array(img)  # a writable copy
@@ -150,11 +151,15 @@ def to_rgb(img, full_scale: Optional[float] = None, name: str = "image") -> np.n
     if full_scale is not None:
         values = np.asarray(img, dtype=np.float64)  # (H, W)
         if img.mode == "F":
-            low, high = float(np.nanmin(values)), float(np.nanmax(values))
+            low, high = float(np.min(values)), float(np.max(values))  # NaN propagates: refused below
             if not (math.isfinite(low) and math.isfinite(high)) or low < -1e-3 or high > 1 + 1e-3:
                 raise ValueError(f"{name}: a float image (mode F) with values from {low:g} to {high:g}, expected "
                                  f"[0, 1]: save frames as 8- or 16-bit images, or scale them to [0, 1]")
         grey = np.clip(np.round(values * (255.0 / full_scale)), 0, 255).astype(np.uint8)
+        if grey.max() == 0 and values.max() > 0:  # content below one 8-bit level of the full scale: a black frame
+            raise ValueError(f"{name}: a {img.mode} image whose values (up to {values.max():g}) are all below one "
+                             f"8-bit level of its full scale {full_scale:g}: it would read as black; save the frames "
+                             f"with their values scaled (e.g. as 8- or 16-bit images)")
         return np.repeat(grey[:, :, None], 3, axis=2)
     if img.mode == "La":  # premultiplied: Pillow converts it to LA only
         img = img.convert("LA")

@@ -127,7 +127,16 @@ def _write_json(path: str, data) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, allow_nan=False)  # strict JSON: a NaN is an error, not a bare token
-    atomic_write(path, write)
+    _written(path, write)
+
+
+def _written(path: str, write) -> None:
+    """``atomic_write``, with an error that names the file and says what is kept (a full disk, permissions)."""
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise OSError(f"cannot write {path} ({e.strerror or e}): the results written before it are intact; free "
+                      f"space (or fix the folder's permissions) and run the same command again to go on") from e
 
 
 def _identity(source) -> Optional[str]:
@@ -139,12 +148,20 @@ def _identity(source) -> Optional[str]:
 
 
 def _stat(source) -> Optional[Dict]:
-    """What changes when a local source is replaced or edited: a file's size and mtime, a folder's mtime."""
+    """What changes when a local source is replaced or edited: a file's size and mtime; a folder's mtime and the
+    names, sizes and mtimes of its files (a frame overwritten in place changes no folder's mtime)."""
     key = _identity(source)
     if key is None or not os.path.exists(key):
         return None
     st = os.stat(key)
-    return {"mtime_ns": st.st_mtime_ns} if os.path.isdir(key) else {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if not os.path.isdir(key):
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    listing = hashlib.sha1()
+    for entry in sorted(os.scandir(key), key=lambda e: e.name):
+        if entry.is_file():
+            info = entry.stat()
+            listing.update(f"{entry.name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return {"mtime_ns": st.st_mtime_ns, "files": listing.hexdigest()}
 
 
 def _flat(settings: Dict, prefix: str = "") -> Dict:
@@ -350,7 +367,7 @@ class BatchRun:
             with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
                 csv.writer(f).writerows([SUMMARY_COLUMNS, *rows])
 
-        atomic_write(path, write)
+        _written(path, write)
         return path
 
 

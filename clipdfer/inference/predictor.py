@@ -16,6 +16,7 @@ import torch
 from ..data.transforms import build_transform
 from ..faces import FaceTracker, make_detector
 from ..models import create_model
+from ..models._hub import model_args
 from .outputs import FrameDrawer, Label, VideoOutput
 from .results import FaceTimeline, Prediction, WindowResult
 from .scoring import WindowScorer
@@ -180,8 +181,12 @@ class Predictor:
             net, self.model_name = model, type(model).__name__
         else:
             self.model_name = model
-            if checkpoint and os.path.isdir(checkpoint):
+            if checkpoint and os.path.isdir(checkpoint):  # a saved model: its own config says what it is
                 net = create_model(f"local-dir:{checkpoint}")
+                if model != DEFAULT_MODEL and model.partition(".")[0] != net.pretrained_cfg.architecture:
+                    _logger.warning("model %s is not used: %s holds a saved %s, which predicts", model, checkpoint,
+                                    net.pretrained_cfg.architecture)
+                self.model_name = f"local-dir:{checkpoint}"
             elif model.startswith(("local-dir:", "hf-hub:")):
                 net = create_model(model)
             elif pretrained or checkpoint:
@@ -198,7 +203,8 @@ class Predictor:
                              "classes with model.set_classes([...]) or a linear head with reset_classifier(n)")
         # preprocessing travels with the weights: size, interpolation, mean/std, frame sampling and crop margin
         cfg = self.net.pretrained_cfg
-        window, stride = windows.resolve(self.net.num_frames, self.net.required_num_frames, type(self.net).__name__)
+        window, stride = windows.resolve(self.net.num_frames, self.net.required_num_frames, type(self.net).__name__,
+                                         self.net.max_num_frames)
         self.faces = dataclasses.replace(faces, margin=cfg.crop_margin if faces.margin is None else faces.margin)
         self.windows = dataclasses.replace(windows, window=window, stride=stride)
         self.live, self.background = live, background
@@ -219,10 +225,14 @@ class Predictor:
 
     def weights_sha256(self) -> str:
         """The sha256 of the model's tensors as they are now (every parameter and buffer: the weights and what the
-        class texts became, names, dtypes and shapes included); computed again only after a tensor changed."""
+        class texts became, names, dtypes and shapes included); computed again after a tensor changed (its version
+        counter, storage or a sample of its values: writes through ``.data`` bypass the counter)."""
         tensors = list(itertools.chain(self.net.named_parameters(), self.net.named_buffers()))
         try:
-            key = tuple((n, id(t), t._version, t.data_ptr(), t.dtype, t.device) for n, t in tensors)
+            with torch.no_grad():
+                sample = torch.cat([t.detach().reshape(-1)[::max(1, t.numel() // 8)][:8].double() for _, t in tensors])
+            key = (tuple((n, id(t), t._version, t.data_ptr(), t.dtype, t.device) for n, t in tensors),
+                   sample.cpu().numpy().tobytes())
         except RuntimeError:  # an inference-mode tensor has no version counter: nothing to key on
             key = None
         if key is None or self._digest is None or self._digest[0] != key:
@@ -242,8 +252,8 @@ class Predictor:
         if self.detector is not None:
             faces.update(detector=self.detector.name, min_score=self.detector.min_score,
                          min_face_size=self.detector.min_size, detect_max_side=self.detector.max_side)
-        model = {"name": self.model_name, "architecture": cfg.architecture, "weights": self.net.weights,
-                 "weights_sha256": self.weights_sha256(), "class_names": self.class_names,
+        model = {"name": self.model_name, "architecture": cfg.architecture, "args": model_args(self.net),
+                 "weights": self.net.weights, "weights_sha256": self.weights_sha256(), "class_names": self.class_names,
                  "input_size": list(cfg.input_size), "mean": list(cfg.mean), "std": list(cfg.std),
                  "interpolation": self.interpolation, "frame_sampling": self._plan.sampling,
                  "dtype": str(self.scorer.dtype or self.scorer._input_dtype())}
@@ -347,7 +357,7 @@ class Predictor:
             events.close()  # stops the reading thread and closes the source, whatever happened
             if annotator is not None:
                 if finished:
-                    annotator.close()
+                    _close_or_remove(annotator)
                 else:  # keep what went wrong (an error, Ctrl-C) as the error, not a failure to close the video
                     _close_after_error(annotator)
             if bar is not None:
@@ -376,6 +386,17 @@ class Predictor:
                           main_face=main.id, frames_used=stage.frames_read, frames_with_face=stage.frames_with_face,
                           seconds=seconds, timings=timings, notice=self.notice, detector=self.detector_name,
                           notes=list(notes), settings=settings)
+
+
+def _close_or_remove(annotator) -> None:
+    """Finish an annotated video; one that cannot be finished (a full disk) is removed, not left unplayable."""
+    try:
+        annotator.close()
+    except Exception as e:
+        if os.path.exists(annotator.path):
+            os.remove(annotator.path)
+        raise OSError(f"cannot finish the annotated video {annotator.path} ({e}): it was removed; free space and "
+                      f"run again") from e
 
 
 def _close_after_error(annotator) -> None:

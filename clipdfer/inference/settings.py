@@ -153,16 +153,21 @@ class WindowSettings:
                 raise ValueError(f"{name}=None: expected a whole number of {unit} >= 1")
             _whole(self, name, 1, unit)
 
-    def resolve(self, num_frames: int, required: Optional[int], model_name: str) -> Tuple[int, int]:
-        """``(window, stride)`` for a model of T ``num_frames`` that needs exactly ``required`` frames (or None).
+    def resolve(self, num_frames: int, required: Optional[int], model_name: str,
+                most: Optional[int] = None) -> Tuple[int, int]:
+        """``(window, stride)`` for a model of T ``num_frames`` that needs exactly ``required`` frames, or at most
+        ``most`` (None: any).
 
         Raises:
             ValueError: a window the model cannot take.
         """
         window = self.window if self.window is not None else num_frames
         if required is not None and window != required:
-            raise ValueError(f"window={window}: {model_name} scores clips of exactly T={required} frames; leave window "
-                             f"unset (or build the model with num_frames={window})")
+            raise ValueError(f"window={window}: {model_name} scores clips of exactly T={required} frames (its weights "
+                             f"are for that T); leave window unset")
+        if most is not None and window > most:
+            raise ValueError(f"window={window}: {model_name} scores clips of at most {most} frames; give a window "
+                             f"<= {most}, or leave it unset")
         return window, self.stride if self.stride is not None else max(1, window // 2)
 
 

@@ -283,7 +283,8 @@ def check_video(video: torch.Tensor, image_size: int, num_frames=None, name: str
         video: expected (B, T, 3, image_size, image_size), floating point.
         image_size: the tower's input resolution.
         num_frames: the T the module needs, or None for any.
-        rebuild: T -> the model arguments that take T frames, for the message (default ``num_frames=T``).
+        rebuild: T -> the model arguments that take T frames, for the message (default ``num_frames=T``; None from
+            it: no such advice, e.g. weights learned for the module's T).
     """
     if not isinstance(video, torch.Tensor):
         raise TypeError(f"expected {name} as a torch.Tensor of shape (B, T, 3, H, W), got {type(video).__name__}")
@@ -315,10 +316,9 @@ def check_video(video: torch.Tensor, image_size: int, num_frames=None, name: str
             f"expected {name} frames of {image_size}x{image_size}, got {shape[3]}x{shape[4]} in shape {shape}: "
             f"resize the face crops to {image_size}x{image_size}")
     if num_frames is not None and shape[1] != num_frames:
-        raise ValueError(
-            f"expected {name} with T={num_frames} frames, got T={shape[1]} in shape {shape}: sample {num_frames} "
-            f"frames per clip, or build the model with "
-            f"{rebuild(shape[1]) if rebuild is not None else f'num_frames={shape[1]}'}")
+        build = rebuild(shape[1]) if rebuild is not None else f"num_frames={shape[1]}"
+        raise ValueError(f"expected {name} with T={num_frames} frames, got T={shape[1]} in shape {shape}: sample "
+                         f"{num_frames} frames per clip" + (f", or build the model with {build}" if build else ""))
 
 
 class CLIPFrameEncoder(nn.Module):

@@ -6,6 +6,7 @@ weighted sequence is flattened and projected to V (eq. 8). Ours (arguments): the
 step, the flatten is channel-major, ``fc_v`` starts as the mean over steps.
 """
 
+import numbers
 from typing import Sequence, Tuple
 
 import torch
@@ -48,6 +49,11 @@ class MSTA(nn.Module):
             fc_v_init: str = "mean",
     ):
         super().__init__()
+        for name, values in (("kernel_sizes", kernel_sizes), ("strides", strides)):
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not all(
+                    isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+                raise ValueError(f"MSTA {name}={values!r}: expected a sequence of whole numbers, one per scale, e.g. "
+                                 f"(5, 5, 7) and (3, 3, 1)")
         kernel_sizes, strides = tuple(int(k) for k in kernel_sizes), tuple(int(s) for s in strides)
         if len(kernel_sizes) != len(strides) or not kernel_sizes:
             raise ValueError(f"MSTA needs one stride per kernel, got kernel_sizes={kernel_sizes}, strides={strides}")

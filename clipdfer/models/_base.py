@@ -105,10 +105,19 @@ class DFERModel(HubMixin, nn.Module):
         """The T a clip must have (MSTA and A³lign-DFER's sequences need their T); None: any T."""
         return None
 
+    @property
+    def max_num_frames(self) -> Optional[int]:
+        """The largest T a clip may have (positions learned for T frames); None: any."""
+        return self.required_num_frames
+
     def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
         """Per-frame features of the image encoder: (B, T, 3, H, W) -> (B, T, D)."""
-        check_video(video, self.image_encoder.image_size, self.required_num_frames)
+        check_video(video, self.image_encoder.image_size, self.required_num_frames, rebuild=self._frames_advice)
         return self.image_encoder(video)
+
+    def _frames_advice(self, num_frames: int) -> Optional[str]:
+        """The arguments of a model that takes ``num_frames`` frames; None when these weights cannot serve it."""
+        return f"num_frames={num_frames}" if self.weights == "random" else None
 
     def features_from_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """What the head reads, from per-frame features: (B, T, D) -> (B, D) or (B, T, D)."""
@@ -210,10 +219,13 @@ class DFERModel(HubMixin, nn.Module):
                              f"class")
         if num_classes and self.has_prompt_head and not linear:
             if names is None:
+                same_head = (f"reset_classifier({num_classes}, class_names=[...]) or set_classes([...]) with "
+                             f"{num_classes} names keeps the text-prompt head" if self._can_set_classes else
+                             f"its classes are fixed at construction: clipdfer.create_model(name, class_names=[...]) "
+                             f"with {num_classes} names gives that text-prompt head")
                 raise ValueError(
                     f"{type(self).__name__} classifies by cosine similarity to class texts, so a new classifier means "
-                    f"new class texts: reset_classifier({num_classes}, class_names=[...]) or set_classes([...]) with "
-                    f"{num_classes} names keeps the text-prompt head; reset_classifier({num_classes}, linear=True) "
+                    f"new class texts: {same_head}; reset_classifier({num_classes}, linear=True) "
                     f"replaces it by a randomly initialised nn.Linear({self.head_hidden_size}, {num_classes}); "
                     f"reset_classifier(0) gives the {self.head_hidden_size}-d embedding")
             self.set_classes(names)
@@ -241,6 +253,10 @@ class DFERModel(HubMixin, nn.Module):
         """Use other classes (open vocabulary): only the class texts change."""
         raise NotImplementedError(f"{type(self).__name__} cannot change its classes after construction: create it "
                                   f"with class_names=[...] (clipdfer.create_model(name, class_names=[...]))")
+
+    @property
+    def _can_set_classes(self) -> bool:
+        return type(self).set_classes is not DFERModel.set_classes
 
     def _require_prompt_head(self, what: str) -> None:
         if not self.has_prompt_head:

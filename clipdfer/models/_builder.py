@@ -109,6 +109,10 @@ def build_model_with_cfg(
     kwargs = {k: v for k, v in kwargs.items() if v is not None or k in accepted}
     num_classes = _take_num_classes(model_cls, variant, kwargs)
     model = model_cls(**kwargs)
+    size = getattr(getattr(model, "image_encoder", None), "image_size", None)
+    if size is not None and tuple(pretrained_cfg.input_size[1:]) != (size, size):  # every source would fail later
+        raise ValueError(f"{pretrained_cfg.name}: pretrained cfg input_size={tuple(pretrained_cfg.input_size)}, but "
+                         f"the model takes {size}x{size} frames: fix input_size (3, {size}, {size}) or the model")
     if getattr(model, "num_frames", None) not in (None, pretrained_cfg.num_frames):
         # an override (create_model(name, num_frames=4)): the cfg says what the model takes, as input pipelines read it
         pretrained_cfg = dataclasses.replace(pretrained_cfg, num_frames=model.num_frames)

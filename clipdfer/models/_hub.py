@@ -15,7 +15,8 @@ from ._download import hub_endpoint
 from ._loading import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, model_dir_config, read_model_config, write_model_dir
 from ._pretrained import PretrainedCfg
 
-__all__ = ["save_pretrained", "push_to_hf_hub", "push_folder_to_hf_hub", "model_config", "model_card", "HubMixin"]
+__all__ = ["save_pretrained", "push_to_hf_hub", "push_folder_to_hf_hub", "model_config", "model_args", "model_card",
+           "HubMixin"]
 
 _logger = logging.getLogger(__name__)
 
@@ -42,11 +43,16 @@ def model_config(model: nn.Module, **cfg_updates) -> Dict[str, Any]:
     state = weights_state(model, cfg_updates.get("finetuned"))
     cfg_updates["finetuned"] = state == "finetuned"
     pcfg = dataclasses.replace(cfg, **cfg_updates)  # the model's pretrained_cfg follows its classes, T and head
-    # the constructor's arguments, those that changed since (the classes), and the classifier reset_classifier set
+    return model_dir_config(pcfg, model_args(model), state, model.num_features)
+
+
+def model_args(model: nn.Module) -> Dict[str, Any]:
+    """The arguments that build ``model`` again: the constructor's, those that changed since (the classes), and the
+    classifier ``reset_classifier`` set."""
     args = {**model.model_args, **(model._class_args_before_reset or model._class_args())}
     if model._classifier_args is not None:
         args["classifier"] = dict(model._classifier_args)
-    return model_dir_config(pcfg, args, state, model.num_features)
+    return args
 
 
 def weights_state(model: nn.Module, finetuned: Optional[bool] = None) -> str:

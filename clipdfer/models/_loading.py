@@ -336,6 +336,11 @@ def read_model_config(source: str, cache_dir: Optional[str] = None) -> Tuple[Dic
 def pretrained_cfg_from_config(config: Dict[str, Any], location: str) -> PretrainedCfg:
     """The pretrained cfg of a saved model, pointing at its weights."""
     fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
+    missing = [k for k in ("num_frames", "frame_sampling", "input_size", "mean", "std", "interpolation")
+               if k not in config["pretrained_cfg"]]
+    if missing:  # their defaults are CLIP's, not necessarily the weights': never guessed
+        raise ValueError(f"pretrained_cfg lacks {missing}: how the weights' frames are prepared must be recorded "
+                         f"(save the model again with save_pretrained)")
     values = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
               for k, v in config["pretrained_cfg"].items() if k in fields}
     values["architecture"] = config["architecture"]

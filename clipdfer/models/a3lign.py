@@ -17,7 +17,7 @@ from torch import nn
 
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
-from ..layers.clip import check_range
+from ..layers.clip import check_range, require_bool
 from ..layers.temporal import TemporalBlock
 from ._builder import build_model_with_cfg
 from ._base import DFERModel
@@ -94,6 +94,8 @@ class A3lignDFER(DFERModel):
             check_range(name, value, low, high, integer)
         check_range("mlp_ratio", mlp_ratio, 0, 64, open_low=True)
         check_range("logit_scale", logit_scale, 0, 1000, open_low=True)
+        require_bool("pooled_similarity", pooled_similarity)
+        require_bool("sync_on_stage2", sync_on_stage2)
         super().__init__(clip_arch, class_names, num_frames)
         arch = self.clip_arch
         if mat_tokens + 2 > arch.context_length:

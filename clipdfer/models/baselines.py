@@ -90,6 +90,8 @@ class ZeroShotCLIP(_CLIPVideoModel):
                  templates: Sequence[str] = ZERO_SHOT_TEMPLATES, words: Optional[Sequence[str]] = None,
                  num_frames: int = 8, logit_scale: float = 100.0, truncate: bool = False):
         super().__init__(clip_arch, class_names, num_frames, logit_scale)
+        if isinstance(templates, (str, bytes)) or not isinstance(templates, Sequence):
+            raise ValueError(f"templates={templates!r}: expected a list of strings, each with a '{{}}' for the class")
         self.templates = tuple(templates)
         self.truncate = require_bool("truncate", truncate)
         if not self.templates or not all("{}" in t for t in self.templates):
@@ -164,6 +166,7 @@ class CoOp(_CLIPVideoModel):
                  words: Optional[Sequence[str]] = None, num_frames: int = 8, logit_scale: float = 100.0,
                  truncate: bool = False):
         check_range("n_ctx", n_ctx, 1, 64, integer=True)
+        require_bool("class_specific_contexts", class_specific_contexts)
         super().__init__(clip_arch, class_names, num_frames, logit_scale)
         self.words = _words(words, self.class_names)
         self.prompt_learner = PromptLearner(self.text_encoder, [f"{w}." for w in self.words], n_ctx,

@@ -20,7 +20,7 @@ from ..layers import (
     msta_scales,
 )
 from ..layers.clip import (
-    check_distinct_prompts, check_range, check_text_lengths, check_texts, check_video, require_bool, tokenize,
+    check_distinct_prompts, check_range, check_text_lengths, check_texts, require_bool, tokenize,
 )
 from ..layers.prompt import outside_inference_mode
 from ._builder import build_model_with_cfg
@@ -41,8 +41,10 @@ def _check_template(template: str) -> str:
 def _msta_fits(num_frames: int, kernel_sizes, strides) -> bool:
     try:
         kernels, strides = [int(k) for k in kernel_sizes], [int(s) for s in strides]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return True  # MSTA says what is wrong with them
+    if not kernels or len(kernels) != len(strides) or min(kernels + strides) < 1:
+        return True
     lengths = msta_output_lengths(num_frames, kernels, strides)
     return max(kernels) <= num_frames and min(lengths) >= 1 and len(set(lengths)) == 1
 
@@ -149,6 +151,9 @@ class CLIPGuidedDFER(DFERModel):
         if not text_head and biehpro_depth:
             raise ValueError(f"biehpro_depth={biehpro_depth} needs text features, but text_head=False: "
                              "use biehpro_depth=0 for the paper's w/o-text variant, or text_head=True")
+        for name, value in (("interfit", interfit), ("msta", msta), ("visual_prompt", visual_prompt),
+                            ("text_head", text_head), ("freeze_text", freeze_text), ("interfit_gate", interfit_gate)):
+            require_bool(name, value)
         check_range("biehpro_depth", biehpro_depth, 0, 16, integer=True)
         check_range("biehpro_heads", biehpro_heads, 1, 256, integer=True)
         check_range("interfit_heads", interfit_heads, 1, 256, integer=True, optional=True)
@@ -246,12 +251,11 @@ class CLIPGuidedDFER(DFERModel):
     def required_num_frames(self) -> Optional[int]:
         return self.num_frames if self.msta is not None or self.frame_tokens else None
 
-    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
-        """Per-frame CLIP features after InterFIT: (B, T, 3, H, W) -> (B, T, D)."""
-        advice = (lambda t: _msta_advice(t) if not _msta_fits(t, self.msta.kernel_sizes, self.msta.strides)
-                  else f"num_frames={t}") if self.msta is not None else None
-        check_video(video, self.image_encoder.image_size, self.required_num_frames, rebuild=advice)
-        return self.image_encoder(video)
+    def _frames_advice(self, num_frames: int) -> Optional[str]:
+        advice = super()._frames_advice(num_frames)
+        if advice and self.msta is not None and not _msta_fits(num_frames, self.msta.kernel_sizes, self.msta.strides):
+            return _msta_advice(num_frames)
+        return advice
 
     def pool_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Video embedding V from frame features: MSTA, or the mean over time. (B, T, D) -> (B, D)."""

@@ -18,7 +18,7 @@ from torch import nn
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from ..data.texts import DFERCLIP_TEXT_TYPES, dferclip_texts
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
-from ..layers.clip import check_range, check_texts
+from ..layers.clip import check_range, check_texts, require_bool
 from ..layers.prompt import PromptLearner, outside_inference_mode
 from ..layers.temporal import TemporalTransformer
 from ._base import DFERModel
@@ -82,6 +82,9 @@ class DFERCLIP(DFERModel):
             check_range(name, value, low, high, integer=True)
         check_range("temporal_mlp_dim", temporal_mlp_dim, 1, 16384, integer=True, optional=True)
         check_range("temperature", temperature, 0, 100, open_low=True)
+        for name, value in (("class_specific_contexts", class_specific_contexts), ("freeze_text", freeze_text),
+                            ("cache_text", cache_text)):
+            require_bool(name, value)
         super().__init__(clip_arch, class_names, num_frames)
         arch, class_names = self.clip_arch, self.class_names
         class_texts = list(check_texts(class_texts, "class_texts")) if class_texts is not None else dferclip_texts(
@@ -132,6 +135,11 @@ class DFERCLIP(DFERModel):
             self.prompt_learner.truncate = truncate
         self.class_names, self.class_texts, self.num_classes = class_names, tuple(texts), len(class_names)
         self.clear_text_cache()
+
+    @property
+    def max_num_frames(self) -> int:
+        """The temporal transformer holds positions for ``num_frames`` frames: any T up to it."""
+        return self.num_frames
 
     # ------------------------------------------------------------------ visual side and head
     def features_from_frames(self, frames: torch.Tensor) -> torch.Tensor:

@@ -80,6 +80,14 @@ class PMFER(DFERModel):
         super().__init__(clip_arch, class_names, num_frames)
         arch = self.clip_arch
         self.mask_temperature = mask_temperature
+        if isinstance(loss_weights, (str, bytes)) or not isinstance(loss_weights, Sequence) or len(loss_weights) != 3:
+            raise ValueError(f"loss_weights={loss_weights!r}: expected three weights (classification, masking, "
+                             f"adversarial), e.g. (1.0, 0.5, 0.1)")
+        for i, w in enumerate(loss_weights):
+            check_range(f"loss_weights[{i}]", w, 0, 1000)
+        if phrases is not None and not isinstance(phrases, Mapping):
+            raise ValueError(f"phrases={phrases!r}: expected a mapping from class name to its phrases, or None for "
+                             f"the built-in AU phrases")
         self.loss_weights = tuple(float(w) for w in loss_weights)
         self.logit_scale = logit_scale
         given = {k: list(check_texts(v, f"phrases[{k!r}]")) for k, v in (phrases or {}).items()}
