@@ -58,11 +58,12 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int, device, workers: 
             logits = model(video.to(device))
         if not torch.isfinite(logits).all():  # argmax would call every such clip the first class
             broken = non_finite_tensors(unwrap(model))
-            raise ValueError(
-                f"the model gave non-finite scores (NaN or infinity) for {int((~torch.isfinite(logits)).any(-1).sum())} "
-                f"of {len(logits)} clips: " + (f"its weights hold non-finite values ({', '.join(broken[:5])}"
-                                               f"{' ...' if len(broken) > 5 else ''}); load other weights" if broken else
-                                               "its weights are finite: try without --amp") + "; no score is given")
+            bad = int((~torch.isfinite(logits)).any(-1).sum())
+            named = ", ".join(broken[:5]) + (" ..." if len(broken) > 5 else "")
+            cause = (f"its weights hold non-finite values ({named}); load other weights" if broken
+                     else "its weights are finite: try without --amp")
+            raise ValueError(f"the model gave non-finite scores (NaN or infinity) for {bad} of {len(logits)} clips: "
+                             f"{cause}; no score is given")
         preds.append(logits.argmax(-1).cpu())
         labels.append(y)
     p, y = torch.cat(preds), torch.cat(labels)

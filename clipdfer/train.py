@@ -443,8 +443,9 @@ def _train_one_epoch(run: _Run, ddp: torch.nn.Module, optimizer: torch.optim.Opt
         if not run.scaler.is_enabled() and not torch.isfinite(loss):  # (fp16's scaler skips such steps itself)
             raise RuntimeError(
                 f"the loss is {loss.item()} at step {state.global_step + 1} (stage {state.stage_index + 1}, epoch "
-                f"{state.epoch + 1}): training diverged, and its weights would be saved as they are. Lower the learning "
-                f"rate (--lr, --backbone-lr) or use --warmup-epochs; the last checkpoint saved before is intact")
+                f"{state.epoch + 1}): training diverged, and its weights would be saved as they are. Lower the "
+                f"learning rate (--lr, --backbone-lr) or use --warmup-epochs; the last checkpoint saved before is "
+                f"intact")
         optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.step(optimizer)

@@ -1,10 +1,13 @@
 """Hermetic test settings: no network, Hub cache in a temp dir, telemetry off, deterministic seeds."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Set before huggingface_hub is imported anywhere.
 _HF_HOME = tempfile.mkdtemp(prefix="clipdfer-test-hf-")
+atexit.register(shutil.rmtree, _HF_HOME, True)
 os.environ["HF_HOME"] = _HF_HOME
 os.environ["HF_HUB_CACHE"] = os.path.join(_HF_HOME, "hub")
 os.environ["HF_HUB_OFFLINE"] = "1"

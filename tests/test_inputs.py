@@ -103,6 +103,16 @@ def test_bad_values_are_refused_at_create_model(name, kwargs, match):
         clipdfer.create_model(name, **kwargs)
 
 
+def test_input_size_follows_a_model_built_at_another_size_and_a_given_one_must_fit():
+    """A full-size name built with the tiny tower (clip_arch="test") takes 32x32 frames and its cfg says so; an
+    input_size the caller gives that the model cannot take is one error at create_model."""
+    model = clipdfer.create_model("clipdfer_vitb32_dfew", clip_arch="test")
+    assert model.pretrained_cfg.input_size == (3, 32, 32)
+    assert clipdfer.create_model("clipdfer_vitb32_dfew").pretrained_cfg.input_size == (3, 224, 224)
+    with pytest.raises(ValueError, match=r"input_size=\(3, 64, 64\), but the model takes 32x32 frames"):
+        clipdfer.create_model("clipdfer_test", pretrained_cfg_overlay=dict(input_size=(3, 64, 64)))
+
+
 def test_a_bad_value_in_a_saved_config_names_the_key(tmp_path):
     import json
     clipdfer.create_model("clipdfer_test").save_pretrained(str(tmp_path))

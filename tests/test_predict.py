@@ -437,7 +437,8 @@ def test_stream_keeps_nothing_of_the_windows_it_has_handed_over(model):
     gc.collect()
     assert len(refs) == 400 and all(r() is None for r in refs)  # it kept every window it yielded
     # 100 faces seen: held are the face on screen and those whose last windows wait for a batch; none at the end
-    assert timelines <= 1 + p.windows.batch_size and windows <= 4 * (1 + p.windows.batch_size) and len(session.timelines) == 0
+    held = 1 + p.windows.batch_size
+    assert timelines <= held and windows <= 4 * held and len(session.timelines) == 0
 
 
 def test_a_stopped_run_does_not_blame_its_source_for_the_video_it_was_drawing(tmp_path, monkeypatch, capsys):

@@ -511,8 +511,8 @@ def test_the_launchers_environment_is_read_in_one_place(monkeypatch):
         launch_env()
 
 
-def test_results_are_reused_only_for_the_same_weights_and_the_summary_lists_every_result(tmp_path, capsys, caplog,
-                                                                                          runs, scripted_faces):
+def test_results_are_reused_only_for_the_same_weights_and_the_summary_lists_every_result(
+        tmp_path, capsys, caplog, runs, scripted_faces):
     """Issue 27, item 1: a result records the sha256 of the weights that made it; other weights (another checkpoint,
     other weights re-saved into the same local-dir) are run again, never served from an earlier run; summary.csv
     lists every result in the folder, also those of sources this run was not given."""

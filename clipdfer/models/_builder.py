@@ -110,9 +110,15 @@ def build_model_with_cfg(
     num_classes = _take_num_classes(model_cls, variant, kwargs)
     model = model_cls(**kwargs)
     size = getattr(getattr(model, "image_encoder", None), "image_size", None)
-    if size is not None and tuple(pretrained_cfg.input_size[1:]) != (size, size):  # every source would fail later
-        raise ValueError(f"{pretrained_cfg.name}: pretrained cfg input_size={tuple(pretrained_cfg.input_size)}, but "
-                         f"the model takes {size}x{size} frames: fix input_size (3, {size}, {size}) or the model")
+    if size is not None and tuple(pretrained_cfg.input_size[1:]) != (size, size):
+        if tuple(pretrained_cfg.input_size) == tuple(get_pretrained_cfg(variant).input_size):
+            # the registered size, and the model built at another (create_model(name, clip_arch=...)): the cfg says
+            # what the model takes, as for num_frames below
+            pretrained_cfg = dataclasses.replace(pretrained_cfg, input_size=(3, size, size))
+        else:  # a size the caller or a saved config gave: every source would fail later
+            raise ValueError(f"{pretrained_cfg.name}: pretrained cfg input_size={tuple(pretrained_cfg.input_size)}, "
+                             f"but the model takes {size}x{size} frames: fix input_size (3, {size}, {size}) or the "
+                             f"model")
     if getattr(model, "num_frames", None) not in (None, pretrained_cfg.num_frames):
         # an override (create_model(name, num_frames=4)): the cfg says what the model takes, as input pipelines read it
         pretrained_cfg = dataclasses.replace(pretrained_cfg, num_frames=model.num_frames)
