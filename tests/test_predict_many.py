@@ -388,10 +388,14 @@ def test_output_paths_are_checked_before_the_run(tmp_path, capsys, runs, scripte
 
 @pytest.mark.parametrize("signum,code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_stopped_run_keeps_its_results_valid_and_resumes(tmp_path, capsys, monkeypatch, scripted_faces, signum,
-                                                           code):
+                                                           code, request):
     import signal
     import threading
     import time
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # pytest started in the background by a non-interactive shell inherits SIGINT ignored; a terminal delivers it
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        request.addfinalizer(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     sources = [_face_video(tmp_path / f"{name}.mp4") for name in "abc"]
     out = tmp_path / "out"
     real = Predictor.run
