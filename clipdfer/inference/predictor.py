@@ -213,7 +213,7 @@ class Predictor:
         self._transform = build_transform(cfg, train=False)
         self.scorer = WindowScorer(self.net, self.device, windows.batch_size, dtype)
         # one detector, shared by every run (each stream gets its own tracker)
-        self.detector = make_detector(faces.detector, faces.min_score) if faces.detect else None
+        self.detector = make_detector(faces.detector, **faces.detector_args()) if faces.detect else None
         self._digest: Optional[Tuple[tuple, str]] = None  # (the tensors' versions, their sha256)
 
     # settings as they resolved for this model (earlier releases' attribute names)
