@@ -533,3 +533,21 @@ def test_settings_keywords_are_applied_or_refused_never_dropped(model):
     json.dumps([dataclasses.asdict(s) for s in settings], allow_nan=False)
     with pytest.raises(ValueError, match="detector='haar' with detect=False"):
         FaceSettings(detect=False, detector="haar")
+
+
+def test_detect_size_is_validated_reaches_the_detector_and_is_recorded(model, capsys):
+    """Issue 28, item 2: the size frames are scaled to before faces are searched is a face setting (--detect-size)."""
+    instance = "detect_size=1920 with a FaceDetector.*max_side"
+    for bad, match in ((dict(detect_size=16), "detect_size=16: expected a whole number of pixels >= 32"),
+                       (dict(detect_size=1920, detector=ScriptedDetector()), instance),
+                       (dict(detect_size=1920, detect=False), "detect_size=1920 with detect=False")):
+        with pytest.raises(ValueError, match=match):
+            FaceSettings(**bad)
+    assert FaceSettings().detect_size is None and FaceSettings(detect_size=np.int64(960)).detect_size == 960
+    pytest.importorskip("cv2")
+    from clipdfer.cli import main
+    assert main(["predict", "--sample", "--model", "clipdfer_test", "--no-pretrained", "--window", "8",
+                 "--detect-size", "1920", "--json"]) == 0
+    faces = json.loads(capsys.readouterr().out)[0]["settings"]["faces"]
+    assert faces["detect_size"] == 1920 and faces["detect_max_side"] == 1920 and faces["detector"] == "yunet"
+    assert Predictor(model, faces=FaceSettings()).detector.max_side == 640  # the default: the detector's own
