@@ -59,7 +59,8 @@ def add_arguments(parser) -> None:
     add("--shard", metavar="I/N", help="take the I-th of N shares of the sources (0 <= I < N; e.g. a Slurm array); "
                                        "under torchrun each process takes its own share")
     add("--plot", metavar="FILE.png", help="draw each face's class probabilities over time")
-    add("--annotate", metavar="FILE.mp4", help="write the video with each face's box, id and top class")
+    add("--annotate", metavar="FILE.mp4",
+        help="write the video, every frame at the source's rate, with each face's box, id and top class")
     out_fmt = parser.add_mutually_exclusive_group()
     out_fmt.add_argument("--json", action="store_true", help="JSON: every face with its windows under 'faces'")
     out_fmt.add_argument("--csv", action="store_true", help="CSV: one row per face and window")
