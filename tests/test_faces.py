@@ -286,6 +286,27 @@ def test_the_shipped_yunet_model_is_checked_at_load(monkeypatch, tmp_path):
         YuNetDetector()
 
 
+def test_an_opencv_that_cannot_run_yunet_says_which_to_install(monkeypatch):
+    """Runs without OpenCV: stand-ins for an OpenCV older than 4.8 (no FaceDetectorYN) and one that cannot load the
+    model file."""
+    import types
+
+    class Error(Exception):
+        pass
+
+    def fails(*args):
+        raise Error("Failed to parse ONNX model")
+
+    old = types.SimpleNamespace(__version__="4.5.0", error=Error)
+    monkeypatch.setitem(sys.modules, "cv2", old)
+    with pytest.raises(ImportError, match=r"OpenCV 4.5.0 has no FaceDetectorYN.*pip install 'clipdfer\[predict\]'"):
+        YuNetDetector()
+    new = types.SimpleNamespace(__version__="5.0.0", error=Error, FaceDetectorYN=types.SimpleNamespace(create=fails))
+    monkeypatch.setitem(sys.modules, "cv2", new)
+    with pytest.raises(RuntimeError, match=r"OpenCV 5.0.0 cannot load .*2023mar.onnx \(Failed to parse.*<5"):
+        YuNetDetector()
+
+
 def _tiles(clip, scales):
     """The sample clip's frames at ``scales`` side by side (mirrored in turn) on a grey canvas, and each tile's box."""
     canvas = np.full((720, 1280, 3), 110, dtype=np.uint8)
