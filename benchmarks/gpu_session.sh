@@ -4,8 +4,8 @@
 #
 #   run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=600)
 #
-# .whl holds the wheels the GPU machine lacks (open_clip_torch, ftfy, wcwidth, av, opencv-python-headless (YuNet); cp312, see
-# /work/.library/device/README.md). What comes back (at most 8 files): $OUT/results/<script>-<device>.json (copy them
+# .whl holds the wheels the GPU machine lacks (open_clip_torch, ftfy, wcwidth, av, opencv-python-headless for YuNet;
+# cp312, see /work/.library/device/README.md). What comes back (at most 8 files): $OUT/results/<script>-<device>.json (copy them
 # to benchmarks/results/, then make_tables.py renders them into docs/benchmarks.md), $OUT/tables.md and $OUT/log.txt
 # (versions, nvidia-smi, every step's output and exit status).
 #
