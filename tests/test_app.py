@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 from fractions import Fraction
 
 import numpy as np
@@ -326,3 +325,34 @@ def test_the_page_loads_nothing_from_the_internet(served):
     theme = httpx.get(served.url + "theme.css", timeout=30)
     assert theme.status_code == 200 and "fonts.googleapis" not in theme.text
     assert re.findall(r"url\(\s*[\"']?(?:https?:)?//", theme.text) == []
+
+
+def test_progress_names_each_video_and_advances(served, tmp_path):
+    class Request:
+        session_hash = "progress-test"
+
+    calls = []
+    out = served.analyse([_copy(tmp_path, "one.mp4"), _copy(tmp_path, "two.mp4")], None, MODEL, True, Request(),
+                         progress=lambda fraction, desc=None: calls.append((fraction, desc)))
+    assert [r.name for r in out[0]] == ["one.mp4", "two.mp4"]
+    fractions = [f for f, _ in calls]
+    assert calls[0] == (0, f"loading {MODEL}") and fractions == sorted(fractions) and 0.9 < fractions[-1] <= 1
+    assert (0.5, "two.mp4") in calls and any(d.startswith("one.mp4: ") and d.endswith(" s of 3") for _, d in calls)
+
+
+def test_python_m_clipdfer_app_and_the_space_entry_point(capsys, monkeypatch):
+    from clipdfer.app import serve
+    assert serve.main(["--max-videos", "0"]) == 2
+    assert capsys.readouterr().err == "clipdfer demo: error: max_videos=0: expected a whole number >= 1\n"
+    pytest.importorskip("gradio", reason="the Space's app needs Gradio: pip install 'clipdfer[demo]'")
+    import runpy
+    space = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "docs", "space", "app.py"))
+    monkeypatch.setenv("CLIPDFER_MODEL", MODEL)
+    monkeypatch.setenv("CLIPDFER_PRETRAINED", "0")
+    demo = space["make_demo"]()
+    try:
+        assert (demo.model, demo.pretrained, demo.models[0]) == (MODEL, False, MODEL)
+        assert (demo.limits.max_mb, demo.limits.max_seconds, demo.limits.max_videos) == (50, 60, 2)
+        assert list(demo.predictors.loaded) == [(MODEL, False)]
+    finally:
+        demo.close()

@@ -20,7 +20,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("the demo needs Gradio: pip install 'clipdfer[demo]'") from e
 
 from ..inference import DEFAULT_MODEL, Predictor, sample_clip_path  # noqa: E402
-from .analysis import (Predictors,  # noqa: E402 SessionFiles, UploadError, UploadLimits, analyse_video, check_uploads,
+from .analysis import (Predictors, SessionFiles, UploadLimits, analyse_video, check_uploads,  # noqa: E402
                        summary_markdown, window_table)
 
 __all__ = ["Demo", "THEME_FONTS"]
@@ -144,8 +144,9 @@ class Demo:
             gr.Markdown(
                 "# clipdfer: every face's expressions over time\n"
                 "Upload videos (or record one with your camera), then **Run**. Each face is found and followed; "
-                "sliding windows of its frames are scored by the model. Files are kept on this server only while "
-                "your page is open.")
+                "sliding windows of its frames are scored by the model. Your videos and results stay on this server: "
+                "the demo's files are deleted when you close the page, Gradio's copies once they are an hour old "
+                "(checked every 10 minutes), and all of them when the server stops.")
             with gr.Row():
                 with gr.Column(scale=2):
                     files = gr.File(file_count="multiple", file_types=list(limits.types), type="filepath",
@@ -165,9 +166,9 @@ class Demo:
                                  allow_custom_value=True)  # the handler checks it: the session's uploads
             with gr.Row():
                 plot = gr.Image(type="filepath", label="Timeline: each face's class probabilities over time",
-                                elem_id="plot", interactive=False)
+                                elem_id="plot", interactive=False, scale=3)
                 video = gr.Video(label="Annotated video: each face's box, id and top class", elem_id="annotated",
-                                 interactive=False)
+                                 interactive=False, height=360, scale=2)
             table = gr.Dataframe(label="Windows (a row per face and window)", elem_id="table", interactive=False)
             downloads = gr.File(label="Downloads: JSON, CSV, annotated video", file_count="multiple",
                                 elem_id="downloads", interactive=False)
