@@ -17,7 +17,7 @@ LAYERS = [
     ("clipdfer.optim", "clipdfer.recipes", "clipdfer.schedule", "clipdfer.checkpoint", "clipdfer.distributed",
      "clipdfer.metrics", "clipdfer.eval", "clipdfer.train"),
     ("clipdfer.inference", "clipdfer.visualize"),
-    ("clipdfer.convert", "clipdfer.export", "clipdfer.profiling", "clipdfer.demo"),
+    ("clipdfer.convert", "clipdfer.export", "clipdfer.profiling", "clipdfer.demo", "clipdfer.app"),
     ("clipdfer.cli", "clipdfer.__main__"),
 ]
 # inside clipdfer.models: cfgs <- registry <- download <- loading <- saving <- base <- builder <- families <- factory

@@ -13,6 +13,10 @@ DOC_EXAMPLES = [(path.relative_to(ROOT).as_posix(), i, code) for path in sorted(
                 for i, code in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S))]
 
 
+# modules of optional extras whose examples are about them (the demo's page and client)
+OPTIONAL = {"gradio": "pip install 'clipdfer[demo]'", "gradio_client": "pip install 'clipdfer[test]'"}
+
+
 def test_readme_has_examples():
     assert len(EXAMPLES) >= 4
 
@@ -28,7 +32,12 @@ def test_docs_example_runs(path, index, code, tmp_path, monkeypatch):
     if code.startswith("# needs:"):  # an example that needs files we cannot ship (e.g. official checkpoints)
         pytest.skip(code.splitlines()[0])
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, f"{path} example {index}", "exec"), {"__name__": "__docs__"})
+    try:
+        exec(compile(code, f"{path} example {index}", "exec"), {"__name__": "__docs__"})
+    except ModuleNotFoundError as e:
+        if e.name not in OPTIONAL:
+            raise
+        pytest.skip(f"{path}'s example needs {e.name}: {OPTIONAL[e.name]}")
 
 
 def test_ci_runs_the_readme_commands():

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 __all__ = ["main", "COMMANDS"]
 
-COMMANDS = ("quickstart", "predict", "models", "convert", "prepare", "train", "eval")
+COMMANDS = ("quickstart", "predict", "demo", "models", "convert", "prepare", "train", "eval")
 # errors that say what went wrong and what to do (PretrainedWeightsError is a RuntimeError); any other is a bug
 _EXPLAINED = (ValueError, OSError, ImportError, RuntimeError)
 _VERBOSE = "log at INFO level; errors show their traceback"

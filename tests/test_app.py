@@ -1,0 +1,358 @@
+"""The web demo (clipdfer.app): upload checks, each upload's outputs and the session folders without Gradio; with
+Gradio, the page's HTTP API through gradio_client (the sample clip, bad uploads, two clients at once, nothing fetched
+from the internet); the command line."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from clipdfer.app.analysis import (Predictors, SessionFiles, UploadError, UploadLimits, analyse_video, check_upload,
+                                   check_uploads, summary_markdown, window_table)
+from clipdfer.cli import main
+from clipdfer.inference import Predictor, sample_clip_path
+from videos import write_video
+
+MODEL = "clipdfer_test"
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor(MODEL, pretrained=False)
+
+
+def _copy(tmp_path, name: str, source: str = None) -> str:
+    path = str(tmp_path / name)
+    shutil.copy(source or sample_clip_path(), path)
+    return path
+
+
+def _no_face_video(tmp_path) -> str:
+    path = str(tmp_path / "grey.mp4")
+    write_video(path, [np.full((64, 64, 3), 128, np.uint8)] * 16)
+    return path
+
+
+# --- without Gradio ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field,value,expected", [("max_mb", 0, "max_mb=0: expected a finite number > 0"),
+                                                  ("max_seconds", float("nan"), "max_seconds=nan"),
+                                                  ("max_videos", 0, "max_videos=0: expected a whole number >= 1"),
+                                                  ("types", ("mp4",), "expected file endings such as")])
+def test_limits_refuse_bad_values(field, value, expected):
+    with pytest.raises(ValueError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        UploadLimits(**{field: value})
+
+
+def test_check_upload_gives_the_duration_and_names_what_is_wrong(tmp_path):
+    limits = UploadLimits()
+    assert check_upload(sample_clip_path(), limits) == pytest.approx(3.0, abs=0.01)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(UploadError, match=r"notes.txt: a \.txt file, expected a video \(\.mp4, .*ffmpeg -i notes.txt"):
+        check_upload(str(text), limits)
+    fake = tmp_path / "fake.mp4"
+    fake.write_bytes(b"this is no video" * 100)
+    with pytest.raises(UploadError, match="fake.mp4: not a video that can be decoded"):
+        check_upload(str(fake), limits)
+    with pytest.raises(UploadError, match=r"my clip.mp4: 0.1 MB, over this demo's limit of 0.01 MB"):
+        check_upload(sample_clip_path(), UploadLimits(max_mb=0.01), name="my clip.mp4")
+    with pytest.raises(UploadError, match=r"sample_clip.mp4: 3.0 s long, over this demo's limit of 1 s: .* -t 1 "):
+        check_upload(sample_clip_path(), UploadLimits(max_seconds=1))
+
+
+def test_check_upload_refuses_a_file_without_video(tmp_path):
+    import av
+    path = str(tmp_path / "sound.mkv")
+    with av.open(path, "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    with pytest.raises(UploadError, match="sound.mkv: no video stream in it"):
+        check_upload(path, UploadLimits())
+
+
+def test_check_uploads_reports_every_refusal_at_once(tmp_path):
+    limits = UploadLimits(max_seconds=1, max_videos=2)
+    with pytest.raises(UploadError, match="no video: upload one or more videos"):
+        check_uploads([], limits)
+    with pytest.raises(UploadError, match="3 videos: this demo takes at most 2 at a time"):
+        check_uploads([(sample_clip_path(), "a.mp4")] * 3, limits)
+    with pytest.raises(UploadError) as info:
+        check_uploads([(sample_clip_path(), "a.mp4"), (sample_clip_path(), "b.gif")], limits)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2 and lines[0].startswith("a.mp4: 3.0 s long") and lines[1].startswith("b.gif: a .gif file")
+    assert check_uploads([(sample_clip_path(), "a.mp4")], UploadLimits()) == [pytest.approx(3.0, abs=0.01)]
+
+
+def test_analyse_video_writes_the_outputs_under_the_uploads_name(predictor, tmp_path):
+    path = _copy(tmp_path, "upload-3f9a.mp4")
+    r = analyse_video(predictor, path, "my clip.mp4", str(tmp_path / "out"), 3.0, UploadLimits())
+    assert r.error is None and r.notes == []
+    assert r.files == [r.json, r.csv, r.video] and all(os.path.getsize(f) > 0 for f in r.files + [r.plot])
+    assert [os.path.basename(f) for f in r.files + [r.plot]] == [
+        "my_clip.json", "my_clip.csv", "my_clip-annotated.mp4", "my_clip-timeline.png"]
+    saved = json.load(open(r.json))
+    assert saved["source"] == "my clip.mp4" and "upload-3f9a" not in open(r.json).read()  # no server path
+    assert saved == r.prediction.to_dict() and saved["notice"].startswith("NOT MEANINGFUL")
+    rows = open(r.csv).read().splitlines()
+    windows = [w for face in r.prediction.faces for w in face.windows]
+    assert rows[0].startswith("source,face_id,") and len(rows) == 1 + len(windows) == 6
+    headers, table = window_table(r.prediction)
+    assert headers[:6] == ["face", "start (s)", "end (s)", "frames", "top", "p"] and headers[6:] == saved["class_names"]
+    assert [row[3] for row in table] == [f"{w.start_frame}-{w.end_frame}" for w in windows] == [
+        "0-7", "4-11", "8-15", "12-19", "16-23"]
+    assert all(row[4] == w.top[0] and abs(sum(row[6:]) - 1) < 0.01 for row, w in zip(table, windows))
+    import av
+    with av.open(r.video) as container:
+        assert container.streams.video[0].codec_context.name == "h264"  # browsers play it
+    text = summary_markdown(r)
+    assert text.startswith("**my clip.mp4**: 24 frames") and "- face 1: 0.0-2.9 s, 5 window(s); overall " in text
+
+
+def test_analyse_video_reports_the_source_error_under_its_name(predictor, tmp_path):
+    r = analyse_video(predictor, _no_face_video(tmp_path), "holiday.mp4", str(tmp_path / "out"), 2.0, UploadLimits())
+    assert r.prediction is None and r.files == [] and r.plot is None
+    assert r.error.startswith("no face found in holiday.mp4 (16 frames read") and str(tmp_path) not in r.error
+    assert not os.listdir(tmp_path / "out")  # no half-written video left
+    assert summary_markdown(r) == f"**holiday.mp4**: {r.error}"
+
+
+def test_a_video_of_unknown_length_is_read_up_to_the_limit(predictor, tmp_path):
+    r = analyse_video(predictor, sample_clip_path(), "camera.webm", str(tmp_path), None, UploadLimits(max_seconds=1.5))
+    assert r.notes == ["camera.webm does not say how long it is: at most its first 1.5 s are read"]
+    assert r.prediction.settings["reading"]["end"] == 1.5 and r.prediction.seconds <= 1.5
+    assert "- note: camera.webm does not say how long" in summary_markdown(r)
+
+
+def test_session_files_keep_the_latest_run_and_go_with_their_session(tmp_path):
+    files = SessionFiles(str(tmp_path / "root"))
+    first = files.new_run("session-a")
+    open(os.path.join(first, "x.json"), "w").close()
+    other = files.new_run("session-b")
+    second = files.new_run("session-a")
+    assert not os.path.exists(first) and os.path.isdir(second) and os.path.isdir(other)
+    assert os.path.dirname(second) == files.folder("session-a") != files.folder("session-b")
+    assert os.path.dirname(files.folder("../../etc")) == files.root  # an id is hashed, never a path
+    files.remove("session-a")
+    assert not os.path.exists(files.folder("session-a")) and os.path.isdir(other)
+    with pytest.raises(ValueError, match="expected the id of a browser or API session"):
+        files.new_run("")
+    files.close()
+    assert not os.path.exists(files.root)
+
+
+def test_predictors_build_once_and_keep_only_the_latest():
+    made = []
+    predictors = Predictors(lambda model, pretrained: made.append((model, pretrained)) or object())
+    a = predictors.get("m", True)
+    assert predictors.get("m", True) is a and made == [("m", True)]
+    b = predictors.get("m", False)
+    assert b is not a and list(predictors.loaded) == [("m", False)]
+    assert predictors.get("m", True) is not a and len(made) == 3
+
+
+def test_cli_demo_options_and_refusals(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and out.startswith("usage: clipdfer demo ")
+    for option in ("--model", "--no-pretrained", "--host", "--port", "--share", "--max-upload-mb", "--max-seconds",
+                   "--max-videos"):
+        assert option in out
+    assert main(["demo", "--max-seconds", "0"]) == 2
+    assert capsys.readouterr().err == "clipdfer: error: max_seconds=0.0: expected a finite number > 0\n"
+    assert main(["demo", "--port", "70000", "--model", MODEL, "--no-pretrained"]) == 2
+    assert capsys.readouterr().err == "clipdfer: error: --port 70000: expected a port number in 1-65535\n"
+
+
+def test_help_imports_neither_gradio_nor_torch():
+    code = ("import sys\nfrom clipdfer.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "try:\n    main(['demo', '--help'])\nexcept SystemExit:\n    pass\n"
+            "loaded = [m for m in ('gradio', 'torch') if m in sys.modules]\nassert not loaded, loaded\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "demo " in out.stdout and "--max-upload-mb" in out.stdout
+
+
+# --- the page, through its HTTP API (needs Gradio: clipdfer[demo]) ------------------------------------------------
+
+
+class _Outbound:
+    """Records and refuses connections to any address but the loopback's, made in this process."""
+
+    def __init__(self):
+        self.attempts = []
+        self._real = socket.socket.connect
+
+    def __enter__(self):
+        real, attempts = self._real, self.attempts
+
+        def connect(sock, address):
+            host = address[0] if isinstance(address, tuple) else address
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
+                attempts.append(address)
+                raise ConnectionRefusedError(f"test: no connection to {address} allowed")
+            return real(sock, address)
+
+        socket.socket.connect = connect
+        return self
+
+    def __exit__(self, *exc):
+        socket.socket.connect = self._real
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The demo on the loopback with the tiny model and random weights (module-wide: it takes seconds to start)."""
+    pytest.importorskip("gradio", reason="the page needs Gradio: pip install 'clipdfer[demo]'")
+    pytest.importorskip("gradio_client", reason="the API tests need gradio_client: pip install 'clipdfer[test]'")
+    from clipdfer.app import Demo
+    with _Outbound() as outbound:
+        demo = Demo(MODEL, pretrained=False, temp_dir=str(tmp_path_factory.mktemp("demo")),
+                    limits=UploadLimits(max_seconds=60, max_videos=2))
+        url = demo.launch(block=False, quiet=True)
+        demo.outbound, demo.url = outbound, url
+        try:
+            yield demo
+        finally:
+            demo.close()
+
+
+def _client(served, tmp_path):
+    from gradio_client import Client
+    return Client(served.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+
+
+def _analyse(client, *paths, **kwargs):
+    from gradio_client import handle_file
+    args = dict(files=[handle_file(p) for p in paths], camera=None, model=MODEL, random_weights=True)
+    return client.predict(**{**args, **kwargs}, api_name="/analyse")
+
+
+def test_api_runs_the_sample_clip_with_the_notice_table_and_downloads(served, tmp_path):
+    client = _client(served, tmp_path)
+    status, notice, choice, plot, video, table, downloads = client.predict(model=MODEL, random_weights=True,
+                                                                           api_name="/sample")
+    assert status.startswith("**sample_clip.mp4**: 24 frames") and "1 face(s) followed" in status
+    assert notice["visible"] and notice["value"].startswith("**NOT MEANINGFUL: this model has random weights")
+    assert choice["value"] == "sample_clip.mp4" and not choice["visible"]  # one video: nothing to choose
+    from PIL import Image
+    assert plot.endswith("sample_clip-timeline.png") and Image.open(plot).size[0] > 500
+    assert video.endswith("sample_clip-annotated.mp4") and os.path.getsize(video) > 1000
+    assert [os.path.basename(f) for f in downloads] == ["sample_clip.json", "sample_clip.csv",
+                                                        "sample_clip-annotated.mp4"]
+    saved = json.load(open(downloads[0]))
+    assert saved["source"] == "sample_clip.mp4" and saved["notice"] == notice["value"].strip("*")
+    table = table["value"]
+    assert table["headers"][:6] == ["face", "start (s)", "end (s)", "frames", "top", "p"]
+    assert [row[3] for row in table["data"]] == [f"{w['start_frame']}-{w['end_frame']}" for w in saved["windows"]]
+    assert served.outbound.attempts == []  # nothing left the machine: no telemetry, no version check
+
+
+def test_api_refuses_bad_uploads_with_their_reasons(served, tmp_path):
+    from gradio_client.exceptions import AppError
+    client = _client(served, tmp_path)
+    fake = tmp_path / "fake.mp4"
+    fake.write_bytes(b"no video here" * 50)
+    with pytest.raises(AppError, match="fake.mp4: not a video that can be decoded"):
+        _analyse(client, str(fake))
+    long = str(tmp_path / "long.mp4")
+    write_video(long, [np.full((32, 32, 3), 90, np.uint8)] * 8, rate=Fraction(1, 10))  # 80 s: a frame every 10 s
+    with pytest.raises(AppError, match=r"long.mp4: 80.0 s long, over this demo's limit of 60 s"):
+        _analyse(client, long)
+    with pytest.raises(AppError, match="3 videos: this demo takes at most 2 at a time"):
+        _analyse(client, sample_clip_path(), sample_clip_path(), sample_clip_path())
+    with pytest.raises(AppError, match="no face found in grey.mp4"):
+        _analyse(client, _no_face_video(tmp_path))
+    with pytest.raises(AppError, match="local-dir:/etc is not in the list of choices"):  # no path from a page
+        _analyse(client, sample_clip_path(), model="local-dir:/etc")
+    with pytest.raises(AppError, match="nothing to show yet"):
+        client.predict(choice="x.mp4", api_name="/show")
+
+
+def test_api_reports_a_failed_upload_beside_the_others(served, tmp_path):
+    client = _client(served, tmp_path)
+    status, notice, choice, plot, video, table, downloads = _analyse(client, _no_face_video(tmp_path),
+                                                                     _copy(tmp_path, "smile.mp4"))
+    first, second = status.split("\n\n")
+    assert first.startswith("**grey.mp4**: no face found in grey.mp4") and second.startswith("**smile.mp4**: 24 frames")
+    assert choice["value"] == "smile.mp4" and plot.endswith("smile-timeline.png")
+
+
+def test_two_clients_at_once_see_only_their_own_results(served, tmp_path):
+    clients = {name: _client(served, tmp_path / name) for name in ("alice", "bob")}
+    uploads = {"alice": [_copy(tmp_path, "alice-1.mp4"), _copy(tmp_path, "alice-2.mp4")],
+               "bob": [_copy(tmp_path, "bob.mp4")]}
+    jobs = {}
+    for name, client in clients.items():  # submitted together: the second waits in the queue
+        from gradio_client import handle_file
+        jobs[name] = client.submit(files=[handle_file(p) for p in uploads[name]], camera=None, model=MODEL,
+                                   random_weights=True, api_name="/analyse")
+    outputs = {name: job.result(timeout=120) for name, job in jobs.items()}
+    assert outputs["alice"][2]["choices"] == [["alice-1.mp4"] * 2, ["alice-2.mp4"] * 2]
+    assert outputs["bob"][2]["choices"] == [["bob.mp4"] * 2]
+    for name in clients:
+        assert json.load(open(outputs[name][6][0]))["source"] == os.path.basename(uploads[name][0])
+    # each session's results stay its own: bob cannot show alice's second video, and alice can
+    assert clients["bob"].predict(choice="alice-2.mp4", api_name="/show")[0] == outputs["bob"][0]
+    shown = clients["alice"].predict(choice="alice-2.mp4", api_name="/show")
+    assert shown[2]["value"] == "alice-2.mp4" and shown[3].endswith("alice-2-timeline.png")
+    folders = os.listdir(served.files.root)
+    assert len([f for f in folders if f.startswith("session-")]) >= 2
+
+
+def test_the_page_loads_nothing_from_the_internet(served):
+    import re
+
+    import httpx
+    html = httpx.get(served.url, timeout=30).text
+    assert "<gradio-app" in html or "gradio_config" in html
+    fetched = re.findall(r"<(?:script|link|img|iframe|source|video|audio)\b[^>]*?\b(?:src|href)=[\"']([^\"']+)", html)
+    fetched += re.findall(r"url\(\s*[\"']?([^\"')]+)", html) + re.findall(r"@import\s+[\"']([^\"']+)", html)
+    assert fetched, "expected the page to load its scripts and styles"
+    external = [u for u in fetched if re.match(r"(https?:)?//", u) and not re.match(r"(https?:)?//127\.0\.0\.1", u)]
+    assert external == []
+    theme = httpx.get(served.url + "theme.css", timeout=30)
+    assert theme.status_code == 200 and "fonts.googleapis" not in theme.text
+    assert re.findall(r"url\(\s*[\"']?(?:https?:)?//", theme.text) == []
+
+
+def test_progress_names_each_video_and_advances(served, tmp_path):
+    class Request:
+        session_hash = "progress-test"
+
+    calls = []
+    out = served.analyse([_copy(tmp_path, "one.mp4"), _copy(tmp_path, "two.mp4")], None, MODEL, True, Request(),
+                         progress=lambda fraction, desc=None: calls.append((fraction, desc)))
+    assert [r.name for r in out[0]] == ["one.mp4", "two.mp4"]
+    fractions = [f for f, _ in calls]
+    assert calls[0] == (0, f"loading {MODEL}") and fractions == sorted(fractions) and 0.9 < fractions[-1] <= 1
+    assert (0.5, "two.mp4") in calls and any(d.startswith("one.mp4: ") and d.endswith(" s of 3") for _, d in calls)
+
+
+def test_python_m_clipdfer_app_and_the_space_entry_point(capsys, monkeypatch):
+    from clipdfer.app import serve
+    assert serve.main(["--max-videos", "0"]) == 2
+    assert capsys.readouterr().err == "clipdfer demo: error: max_videos=0: expected a whole number >= 1\n"
+    pytest.importorskip("gradio", reason="the Space's app needs Gradio: pip install 'clipdfer[demo]'")
+    import runpy
+    space = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "docs", "space", "app.py"))
+    monkeypatch.setenv("CLIPDFER_MODEL", MODEL)
+    monkeypatch.setenv("CLIPDFER_PRETRAINED", "0")
+    demo = space["make_demo"]()
+    try:
+        assert (demo.model, demo.pretrained, demo.models[0]) == (MODEL, False, MODEL)
+        assert (demo.limits.max_mb, demo.limits.max_seconds, demo.limits.max_videos) == (50, 60, 2)
+        assert list(demo.predictors.loaded) == [(MODEL, False)]
+    finally:
+        demo.close()
