@@ -4,6 +4,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
@@ -124,6 +125,18 @@ def test_bench_predict_realtime_times_the_whole_command(tmp_path):
     row = bench_predict.realtime_row("m", "auto", 8.0, [5.0, 2.0, 4.0], results)
     assert (row["wall_s"], row["total_s"], row["model_s"], row["startup_s"], row["x_realtime"], row["windows"]) == (
         4.0, 2.0, 1.0, 2.0, 2.0, 2)
+
+
+def test_check_dtype_agreement_compares_bf16_with_fp32_on_made_clips(tmp_path):
+    import check_dtype_agreement
+    videos = check_dtype_agreement.clips()
+    assert {k: tuple(v.shape[:2]) for k, v in videos.items()} == {
+        "sample": (24, 3), "mirrored": (24, 3), "centre crop": (24, 3), "2x speed": (12, 3), "0.5x speed": (48, 3)}
+    assert torch.equal(videos["mirrored"][..., 0], videos["sample"][..., -1])
+    (row,) = check_dtype_agreement.main(["--models", "clip_zeroshot_test", "--markdown", str(tmp_path / "a.md")])
+    assert row["clips"] == 5 and row["windows"] >= 5 and 0 <= row["top1_agreement"] <= 1
+    assert 0 < row["max_abs_prob_diff"] < 0.05  # bf16 moves the probabilities, a little
+    assert open(tmp_path / "a.md").read().splitlines()[2].startswith("| `clip_zeroshot_test` | ")
 
 
 def test_check_face_detectors_reproduces_the_docs_table():
