@@ -4,6 +4,15 @@
     python benchmarks/bench_predict.py --detectors          # YuNet vs Haar, ms per 640x360 frame
     python benchmarks/bench_predict.py --many 8 --processes 1 2 --model clip_zeroshot_vitb32   # a corpus
 
+    python benchmarks/bench_predict.py --realtime CLIP.mp4 --dtypes fp32 auto --runs 3   # the whole command
+
+``--realtime CLIP`` runs ``python -m clipdfer predict CLIP --json --no-pretrained`` once per model, dtype and run, in a
+fresh process each time, and reports the wall time of the whole command (start-up included), the x-real-time factor
+(the clip's duration / that wall time), the start-up (wall time minus the run's own ``total_s``: imports, building
+the model, casting it; the time until the first frame is asked for), and the run's stages from the result's
+``timings``: decode, detect+track, crop, model. Default models: each family's default size that predict offers
+(``--models`` to choose); rows give the median run.
+
 The video is made from the sample clip's face (no download, no data): two faces on a textured 640x360 frame, one
 moving sideways at 10 px per frame, the other leaving half way, at 8 frames per second (``--seconds`` of it). For each
 ``--detect-every`` k it reports end-to-end frames per second of :class:`clipdfer.inference.Predictor` (detection,
@@ -22,7 +31,7 @@ import json
 import os
 import statistics
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -112,6 +121,76 @@ def _tracked_boxes(predictor, frames) -> Dict[int, List[tuple]]:
     for b in tracker.finish().boxes:
         out.setdefault(b.frame_index, []).append(b.box)
     return out
+
+
+# ------------------------------------------------------------------------------------------------ real time
+REALTIME_MODELS = ("dferclip_vitb32_ferv39k", "clip_zeroshot_vitb32", "clipdfer_vitb32_ferv39k")
+STAGES = ("load_model_s", "decode_s", "detect_and_track_s", "crop_s", "model_s", "total_s")
+
+
+def clip_seconds(path: str) -> float:
+    """The duration of a video file (s), from its container (else its video stream)."""
+    import av
+    with av.open(path) as container:
+        if container.duration:
+            return container.duration / av.time_base
+        stream = container.streams.video[0]
+        return float(stream.duration * stream.time_base)
+
+
+def realtime_command(clip: str, model: str, dtype: str, device: str = "auto", extra: Sequence[str] = ()) -> List[str]:
+    """The predict command a real-time row times."""
+    import sys
+    return [sys.executable, "-m", "clipdfer", "predict", clip, "--model", model, "--no-pretrained", "--dtype", dtype,
+            "--device", device, "--json", *extra]
+
+
+def realtime_row(model: str, dtype: str, clip_s: float, walls: List[float], results: List[Dict]) -> Dict:
+    """One model and dtype: the median run (by wall time) of the whole command, its stages and the real-time factor.
+
+    Args:
+        walls: each run's wall time (s); results: each run's result (``clipdfer predict --json``'s entry).
+    """
+    k = sorted(range(len(walls)), key=walls.__getitem__)[len(walls) // 2]
+    wall, result = walls[k], results[k]
+    timings = result["timings"]
+    row = {"mode": "realtime", "model": model, "dtype": dtype, "dtype_ran": result["settings"]["model"]["dtype"],
+           "clip_s": round(clip_s, 2), "frames": result["frames_used"], "runs": len(walls),
+           "windows": sum(len(f["windows"]) for f in result["faces"]), "wall_s": round(wall, 2),
+           "x_realtime": round(clip_s / wall, 2), "startup_s": round(wall - timings["total_s"], 2)}
+    row.update({k: round(timings.get(k, 0.0), 2) for k in STAGES})
+    return row
+
+
+def bench_realtime(clip: str, models: Sequence[str], dtypes: Sequence[str], runs: int = 1, device: str = "auto",
+                   extra: Sequence[str] = ()) -> List[Dict]:
+    import subprocess
+    clip_s = clip_seconds(clip)
+    rows = []
+    for model in models:
+        for dtype in dtypes:
+            walls, results = [], []
+            for _ in range(runs):
+                cmd = realtime_command(clip, model, dtype, device, extra)
+                start = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                walls.append(time.perf_counter() - start)
+                if proc.returncode:
+                    raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+                results.append(json.loads(proc.stdout)[0])
+            rows.append(realtime_row(model, dtype, clip_s, walls, results))
+    return rows
+
+
+def realtime_markdown(rows: List[Dict]) -> str:
+    """The docs' table: one line per model and dtype."""
+    lines = ["| model | dtype (ran) | wall s (incl. start-up) | x real time | start-up s | decode s | detect+track s "
+             "| model s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['dtype']} ({r['dtype_ran'].replace('torch.', '')}) | {r['wall_s']:.2f} | "
+                     f"{r['x_realtime']:.2f} | {r['startup_s']:.2f} | {r['decode_s']:.2f} | "
+                     f"{r['detect_and_track_s']:.2f} | {r['model_s']:.2f} |")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ many videos
@@ -223,6 +302,11 @@ def main(argv=None) -> List[Dict]:
     p.add_argument("--device", default="cpu", help="where the model runs (cuda: one process on the GPU)")
     p.add_argument("--save", nargs="?", const="", metavar="PATH",
                    help="merge the rows into PATH (default benchmarks/results/predict-<device>.json)")
+    p.add_argument("--realtime", metavar="CLIP", help="time the whole predict command on this video (see above)")
+    p.add_argument("--models", nargs="+", default=list(REALTIME_MODELS), help="--realtime: the models")
+    p.add_argument("--dtypes", nargs="+", default=["fp32", "auto"], help="--realtime: the dtypes (--dtype)")
+    p.add_argument("--runs", type=int, default=1, help="--realtime: runs of each; the median is reported")
+    p.add_argument("--markdown", metavar="FILE", help="--realtime: also write the table as Markdown")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one process of a --many run
     p.add_argument("--videos", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -234,7 +318,12 @@ def main(argv=None) -> List[Dict]:
             print(json.dumps(row), flush=True)
         return [row] if row else []
     import torch
-    if args.many:
+    if args.realtime:
+        rows = bench_realtime(args.realtime, args.models, args.dtypes, args.runs, args.device)
+        if args.markdown:
+            with open(args.markdown, "w", encoding="utf-8") as f:
+                f.write(realtime_markdown(rows) + "\n")
+    elif args.many:
         rows = bench_many(args.model, args.many, args.seconds, args.processes, args.batch_size, args.device)
     elif args.detectors:
         rows = bench_detectors()
@@ -247,7 +336,7 @@ def main(argv=None) -> List[Dict]:
 
         from _results import save_rows
         command = ["bench_predict.py"] + list(sys.argv[1:] if argv is None else argv)
-        keys = ("mode", "model", "device_type", "detect_every", "detector", "processes", "background_thread")
+        keys = ("mode", "model", "device_type", "detect_every", "detector", "processes", "background_thread", "dtype")
         print("wrote", save_rows("predict", torch.device(args.device), rows, keys, args.save or None, command))
     return rows
 

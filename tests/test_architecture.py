@@ -137,3 +137,13 @@ def test_light_modules_import_no_family(module, torch_free):
             "assert not loaded, loaded\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_models_do_not_import_torch_dynamo_at_import():
+    """torch._dynamo takes about a second to import: loaded by torch.compile (or a library that needs it), not by us."""
+    import subprocess
+    import sys
+    code = "import sys, clipdfer.models, clipdfer.inference.predictor; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.path.dirname(ROOT)})
+    assert out.stdout.strip() == "False", out.stderr

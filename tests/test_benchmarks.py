@@ -4,6 +4,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
@@ -102,6 +103,40 @@ def test_bench_predict_reports_throughput_and_tracking_accuracy(tmp_path):
     assert all(r["videos"] == 2 and r["failed"] == 0 and r["frames"] == 16 and r["frames_per_s"] > 0 for r in many)
     detectors = bench_predict.main(["--detectors"])
     assert [d["detector"] for d in detectors] == ["yunet", "haar"] and all(d["ms"] > 0 for d in detectors)
+
+
+def test_bench_predict_realtime_times_the_whole_command(tmp_path):
+    import bench_predict
+
+    from clipdfer.inference import sample_clip_path
+    rows = bench_predict.main(["--realtime", sample_clip_path(), "--models", "clip_zeroshot_test", "--dtypes", "fp32",
+                               "--markdown", str(tmp_path / "rt.md")])
+    (r,) = rows
+    assert (r["model"], r["dtype"], r["dtype_ran"], r["frames"], r["runs"]) == (
+        "clip_zeroshot_test", "fp32", "torch.float32", 24, 1)
+    assert r["clip_s"] == pytest.approx(3.0, abs=0.05)  # the sample clip: 24 frames at 8 frames/s
+    assert r["wall_s"] > r["total_s"] > r["model_s"] > 0 and r["startup_s"] == pytest.approx(
+        r["wall_s"] - r["total_s"], abs=0.011)
+    assert r["x_realtime"] == pytest.approx(r["clip_s"] / r["wall_s"], rel=0.02)
+    assert open(tmp_path / "rt.md").read().splitlines()[2].startswith("| clip_zeroshot_test | fp32 (float32) | ")
+    # three runs: the median one by wall time, its own stages with it
+    results = [{"timings": {"total_s": t, "model_s": t / 2}, "settings": {"model": {"dtype": "torch.bfloat16"}},
+                "frames_used": 10, "faces": [{"windows": [1, 2]}]} for t in (1.0, 3.0, 2.0)]
+    row = bench_predict.realtime_row("m", "auto", 8.0, [5.0, 2.0, 4.0], results)
+    assert (row["wall_s"], row["total_s"], row["model_s"], row["startup_s"], row["x_realtime"], row["windows"]) == (
+        4.0, 2.0, 1.0, 2.0, 2.0, 2)
+
+
+def test_check_dtype_agreement_compares_bf16_with_fp32_on_made_clips(tmp_path):
+    import check_dtype_agreement
+    videos = check_dtype_agreement.clips()
+    assert {k: tuple(v.shape[:2]) for k, v in videos.items()} == {
+        "sample": (24, 3), "mirrored": (24, 3), "centre crop": (24, 3), "2x speed": (12, 3), "0.5x speed": (48, 3)}
+    assert torch.equal(videos["mirrored"][..., 0], videos["sample"][..., -1])
+    (row,) = check_dtype_agreement.main(["--models", "clip_zeroshot_test", "--markdown", str(tmp_path / "a.md")])
+    assert row["clips"] == 5 and row["windows"] >= 5 and 0 <= row["top1_agreement"] <= 1
+    assert 0 < row["max_abs_prob_diff"] < 0.05  # bf16 moves the probabilities, a little
+    assert open(tmp_path / "a.md").read().splitlines()[2].startswith("| `clip_zeroshot_test` | ")
 
 
 def test_check_face_detectors_reproduces_the_docs_table():

@@ -134,7 +134,7 @@ def test_the_predictor_reads_the_model_at_each_run():
 def test_low_precision_runs_close_to_fp32(model, dtype):
     video = _tensor(_two_faces(16))
     ref = _scripted(model).run(video)
-    got = _scripted(model, dtype=dtype).run(video)
+    got = _scripted(copy.deepcopy(model), dtype=dtype).run(video)  # an instance is cast in place, as .to() does
     diff = max(abs(a.probs[c] - b.probs[c]) for a, b in zip(ref.windows, got.windows) for c in a.probs)
     assert diff < {"bf16": 0.05, "fp16": 0.02}[dtype], diff  # bf16 keeps 8 bits of mantissa, fp16 11
     half = copy.deepcopy(model).to(torch.bfloat16)  # a model converted to bf16: crops follow its dtype

@@ -159,3 +159,14 @@ def test_saved_files_have_the_permissions_of_any_new_file(tmp_path):
              for d, _, files in os.walk(tmp_path) for f in files if not f.endswith(".pth")}
     assert {k: oct(v) for k, v in modes.items() if not k.startswith("private") and v != 0o644} == {}
     assert {oct(v) for k, v in modes.items() if k.startswith("private")} == {"0o600"}  # the umask is followed
+
+
+def test_non_finite_tensors_names_nan_and_infinity_and_not_a_sum_that_overflows():
+    from clipdfer.models._loading import non_finite_tensors
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 4).bfloat16())
+    assert non_finite_tensors(net) == []
+    with torch.no_grad():
+        net[0].weight.fill_(3e38)  # every value finite, their sum is not: checked value by value, not named
+        net[1].bias[2] = float("nan")
+        net[2].weight[0, 1] = float("-inf")
+    assert non_finite_tensors(net) == ["1.bias", "2.weight"]

@@ -46,10 +46,11 @@ def add_arguments(parser) -> None:
         help=f"drop faces seen for fewer frames (default {FaceSettings.min_track_frames})")
     add("--top-k", type=int, help=f"classes listed per face (default {WindowSettings.top_k})")
     add("--batch-size", type=int, help=f"windows per forward pass (default {WindowSettings.batch_size})")
-    add("--device", help="cuda, cuda:1, cpu (default: CUDA when available; under torchrun each process takes "
-                         "cuda:LOCAL_RANK)")
-    add("--dtype", choices=["fp32", "bf16", "fp16"],
-        help="run the model under autocast in this dtype (default: as the model is)")
+    add("--device", default="auto", help="auto (the default: CUDA, else Apple's MPS, else the CPU), cuda, cuda:1, "
+                                         "mps, cpu; under torchrun each process takes cuda:LOCAL_RANK")
+    add("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+        help="the model's weights in this dtype; auto (the default): bf16 where the device computes in bf16 natively "
+             "(CUDA GPUs from Ampere on, CPUs with AVX-512 BF16 or AMX), fp32 elsewhere")
     add("--no-background", action="store_true",
         help="decode and detect in the main thread (default: a background thread, while the model runs)")
     add("--out", metavar="DIR", help="write one JSON per source (DIR/<name>.json, as each is done) and "
@@ -99,10 +100,14 @@ def run(args) -> int:
     device = args.device
     if world > 1:  # torchrun: a process group (gloo or NCCL), each process on its own GPU
         from ..distributed import setup
-        _, _, device = setup(args.device)
+        _, _, device = setup(None if args.device == "auto" else args.device)
     predictor = _predictor(args, faces, windows, device, live)
     quiet = args.json or args.csv
     info = sys.stderr if quiet or world > 1 else sys.stdout
+    if rank == 0:
+        from ..inference.device import dtype_name
+        print(f"model: {predictor.model_name} on {predictor.device}, {dtype_name(predictor.dtype)} "
+              f"({predictor.dtype_reason})", file=info)
     if predictor.detector_name and rank == 0:
         names = {"yunet": "YuNet (OpenCV)", "haar": "OpenCV's Haar cascade (tilted, small and covered faces are "
                  "missed)"}

@@ -20,6 +20,7 @@ from ..models import create_model
 from ..models._hub import model_args
 from .outputs import FrameDrawer, Label, VideoOutput
 from .results import FaceTimeline, Prediction, WindowResult
+from .device import auto_dtype, dtype_name, resolve_device, resolve_dtype
 from .scoring import WindowScorer
 from .settings import FaceSettings, ReadSettings, WindowSettings, legacy_settings, settings_dict, split_settings
 from .sources import EveryFrame, SourceFrames, source_name
@@ -154,15 +155,19 @@ class Predictor:
         checkpoint: a weights file or saved directory instead.
         faces: how faces are found, followed and cut out (:class:`FaceSettings`).
         windows: how each face's crops are scored (:class:`WindowSettings`).
-        device: ``cuda``, ``cuda:1``, ``cpu`` (default: CUDA when available).
-        dtype: run the model under ``torch.autocast`` in this dtype (``"bf16"``, ``"fp16"`` or a torch dtype); None: as
-            the model is.
+        device: ``"auto"`` (the default; None too): CUDA, else Apple's MPS, else the CPU; or ``cuda``, ``cuda:1``,
+            ``mps``, ``cpu``. The model is moved there (a model instance in place, as ``.to()`` does).
+        dtype: the dtype of the model's weights (the model is cast, no autocast): ``"auto"`` (the default) is bf16
+            where the device computes in bf16 natively (a CUDA GPU of compute capability 8.0 or later; a CPU with
+            AVX-512 BF16 or AMX), fp32 elsewhere, and a model instance's own dtype (set ``CLIPDFER_AUTO_DTYPE=fp32``
+            or ``bf16`` to override the choice); ``"fp32"``, ``"bf16"``, ``"fp16"`` or a torch dtype cast the model
+            (a model instance in place). :attr:`dtype` and :attr:`dtype_reason` say what ran and why.
         live: score each window as soon as it completes (a camera, a stream) instead of in batches.
         background: decode, detect and track in a background thread while the model scores.
         **settings: flat settings fields (deprecated: a FutureWarning; still applied).
 
     Raises:
-        ValueError: a window the model cannot take, a model without classifier, an unknown dtype.
+        ValueError: a window the model cannot take, a model without classifier, an unknown dtype or device.
     """
 
     def __init__(
@@ -173,8 +178,8 @@ class Predictor:
             *,
             faces: Optional[FaceSettings] = None,
             windows: Optional[WindowSettings] = None,
-            device: Optional[str] = None,
-            dtype: Union[None, str, torch.dtype] = None,
+            device: Optional[str] = "auto",
+            dtype: Union[None, str, torch.dtype] = "auto",
             live: bool = False,
             background: bool = True,
             **settings,
@@ -199,8 +204,9 @@ class Predictor:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
                     net = create_model(model)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.net = net.eval().to(self.device)
+        self.device = resolve_device(device)
+        self.dtype, self.dtype_reason = _choose_dtype(dtype, net, self.device, isinstance(model, torch.nn.Module))
+        self.net = net.eval().to(self.device, self.dtype)  # frozen text features follow (their cache is cleared)
         self.load_seconds = time.perf_counter() - start
         if not self.net.num_classes:
             raise ValueError("the model has no classifier (reset_classifier(0)): predict needs class scores; give it "
@@ -215,7 +221,7 @@ class Predictor:
         self._plan = _Plan(window, stride, cfg.frame_sampling, windows.batch_size, windows.top_k, live)
         self.size, self.interpolation = cfg.input_size[-1], cfg.interpolation
         self._transform = build_transform(cfg, train=False)
-        self.scorer = WindowScorer(self.net, self.device, windows.batch_size, dtype)
+        self.scorer = WindowScorer(self.net, self.device, windows.batch_size)
         # one detector, shared by every run (each stream gets its own tracker)
         self.detector = make_detector(faces.detector, **faces.detector_args()) if faces.detect else None
         self._digest: Optional[Tuple[tuple, str]] = None  # (the tensors' versions, their sha256)
@@ -397,6 +403,19 @@ class Predictor:
                           notes=list(notes), settings=settings)
 
 
+def _choose_dtype(dtype: Union[None, str, torch.dtype], net: torch.nn.Module, device: torch.device, instance: bool
+                  ) -> Tuple[torch.dtype, str]:
+    """The dtype the model's weights get, and why: ``dtype`` itself, or what ``"auto"`` (None too) means for it."""
+    own = next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float32)
+    if dtype is not None and not (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
+        chosen = resolve_dtype(dtype)
+        return chosen, "as given"
+    if instance:  # a model the caller built keeps the dtype the caller gave it
+        return own, f"auto: the model instance's own dtype ({dtype_name(own)})"
+    chosen, why = auto_dtype(device)
+    return chosen, f"auto: {why}"
+
+
 def _close_or_remove(annotator) -> None:
     """Finish an annotated video; one that cannot be finished (a full disk) is removed, not left unplayable."""
     try:
@@ -424,8 +443,8 @@ def predict(
         pretrained: bool = True,
         checkpoint: Optional[str] = None,
         *,
-        device: Optional[str] = None,
-        dtype: Union[None, str, torch.dtype] = None,
+        device: Optional[str] = "auto",
+        dtype: Union[None, str, torch.dtype] = "auto",
         progress: bool = False,
         annotate: Optional[str] = None,
         live: bool = False,

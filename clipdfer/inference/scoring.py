@@ -8,36 +8,22 @@ from typing import List, Optional, Union
 import torch
 
 from ..models._loading import non_finite_tensors
+from .device import DTYPES, resolve_dtype
 from .windows import Window
 
 __all__ = ["WindowScorer", "resolve_dtype", "DTYPES"]
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
-
-
-def resolve_dtype(dtype: Union[None, str, torch.dtype]) -> Optional[torch.dtype]:
-    """``torch.bfloat16`` / ``"bf16"`` / ``"bfloat16"`` ... -> the torch dtype (None stays None).
-
-    Raises:
-        ValueError: an unknown name or a dtype that is not floating point.
-    """
-    if dtype is None or isinstance(dtype, torch.dtype):
-        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
-            raise ValueError(f"dtype={dtype}: expected a floating point dtype (torch.bfloat16, torch.float16)")
-        return dtype
-    if str(dtype).lower() not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)} or a torch dtype")
-    return DTYPES[str(dtype).lower()]
-
 
 def _non_finite_cause(net: torch.nn.Module, dtype: Optional[torch.dtype]) -> str:
     names = non_finite_tensors(net)
+    if dtype is None:
+        dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), None)
+        dtype = None if dtype is torch.float32 else dtype
     if names:
         return (f"its weights hold non-finite values ({', '.join(names[:5])}{' ...' if len(names) > 5 else ''}, "
                 f"{len(names)} tensors): load other weights")
     return (f"its weights are finite, so a computation overflowed{f' in {dtype}' if dtype is not None else ''}: "
-            f"try --dtype fp32 (dtype=None)")
+            f"try --dtype fp32 (dtype='fp32')")
 
 
 class WindowScorer:

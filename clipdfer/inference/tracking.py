@@ -76,7 +76,8 @@ class TrackingStage:
     Attributes:
         frames_read, frames_with_face: frames read, and those with a kept face's final box (after the stream).
         first_time, last_time: the times of the first and last frame read (s).
-        seconds: ``{"detect_and_track_s", "crop_s"}``.
+        seconds: ``{"decode_s", "detect_and_track_s", "crop_s"}``: reading the frames (decoding, waiting for a live
+            source), finding and following faces, cutting and preparing crops.
     """
 
     def __init__(self, tracker, prepare: Callable[[np.ndarray], torch.Tensor], margin: float, size: int,
@@ -86,7 +87,7 @@ class TrackingStage:
         self.frames_read = self.frames_with_face = 0
         self.first_time: Optional[float] = None
         self.last_time: Optional[float] = None
-        self.seconds = {"detect_and_track_s": 0.0, "crop_s": 0.0}
+        self.seconds = {"decode_s": 0.0, "detect_and_track_s": 0.0, "crop_s": 0.0}
         self._frames: Dict[int, Tuple[float, np.ndarray]] = {}  # frames that may still get a box
         self._boxes: Dict[int, int] = {}  # boxes given so far per frame not yet final
         self._counted = -1  # frames up to here are counted in frames_with_face
@@ -94,7 +95,15 @@ class TrackingStage:
     def __call__(self, frames: Iterable[Tuple[float, np.ndarray]]) -> Iterator[TrackedFrame]:
         """Track faces in ``(time in s, RGB (H, W, 3) uint8)`` frames; yields after each frame and once at the end."""
         index = -1
-        for t, image in frames:
+        frames = iter(frames)
+        while True:
+            start = time.perf_counter()
+            try:
+                t, image = next(frames)
+            except StopIteration:
+                break
+            finally:
+                self.seconds["decode_s"] += time.perf_counter() - start
             index += 1
             self.frames_read += 1
             self.first_time = t if self.first_time is None else self.first_time

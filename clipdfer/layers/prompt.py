@@ -2,11 +2,11 @@
 
 import contextlib
 import functools
+import sys
 from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensor
 
 from .clip import CLIPTextEncoder, check_distinct_prompts, check_text_lengths, require_bool, tokenize
 
@@ -174,9 +174,14 @@ _IS_EXPORTING_RELIABLE = tuple(int(x) for x in torch.__version__.split("+")[0].s
 
 def _exporting(tensors: Sequence[torch.Tensor]) -> bool:
     """True while torch.export traces: non-strict (the default: the module's tensors are fake) or strict."""
-    if tensors and isinstance(tensors[0], FakeTensor):
+    fake = sys.modules.get("torch._subclasses.fake_tensor")  # not imported yet (it loads torch._dynamo): none exists
+    if tensors and fake is not None and isinstance(tensors[0], fake.FakeTensor):
         return True
     return _IS_EXPORTING_RELIABLE and torch.compiler.is_exporting()
+
+
+# torch's own lazy form of torch.compiler.disable (torch >= 2.1); the public one imports torch._dynamo at once
+_disable_dynamo = getattr(torch, "_disable_dynamo", None) or torch.compiler.disable
 
 
 class TextFeatureCache:
@@ -225,7 +230,8 @@ class TextFeatureCache:
             return _compute_detached(compute, tensors[0].device.type if tensors else "cpu")
         return self._lookup(compute, tensors)
 
-    @torch.compiler.disable
+    # outside any compiled graph; torch._dynamo (about 1 s to import) is loaded at the first call, not at ours
+    @_disable_dynamo
     def _lookup(self, compute: Callable[[], torch.Tensor], tensors: List[torch.Tensor]) -> torch.Tensor:
         device = tensors[0].device if tensors else None
         try:
