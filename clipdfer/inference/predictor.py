@@ -18,7 +18,7 @@ from ..faces import FaceTracker, make_detector
 from ..models import create_model
 from ..models._hub import model_args
 from .outputs import FrameDrawer, Label, VideoOutput
-from .results import FaceTimeline, Prediction, WindowResult
+from .results import FaceBox, FaceTimeline, Prediction, WindowResult
 from .scoring import WindowScorer
 from .settings import FaceSettings, ReadSettings, WindowSettings, legacy_settings, settings_dict, split_settings
 from .sources import SourceFrames, source_name
@@ -80,6 +80,8 @@ class _Session:
                                                             crop.time)
             timeline = self.timelines[crop.face_id]
             timeline.last_frame, timeline.end = crop.index, crop.time
+            if self.keep and crop.box is not None:
+                timeline.boxes.append(FaceBox(crop.index, crop.time, tuple(crop.box), crop.score))
             if self.drawer is not None:
                 self.drawer.add_box(crop.face_id, crop.index, crop.box)
             window = faces.add(crop)
@@ -331,7 +333,7 @@ class Predictor:
         annotator = None
         if annotate is not None:
             from ..visualize import VideoAnnotator
-            annotator = VideoAnnotator(annotate.path, fps=reading.fps)
+            annotator = VideoAnnotator(annotate.path, fps=reading.fps, notice=self.notice)
         stage = self.tracking_stage()
         session = self._session(annotator.write if annotator is not None else None)
         wall = time.perf_counter()
