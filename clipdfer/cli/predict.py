@@ -96,7 +96,14 @@ def run(args) -> int:
     if world > 1:  # torchrun: a process group (gloo or NCCL), each process on its own GPU
         from ..distributed import setup
         _, _, device = setup(args.device)
-    predictor = _predictor(args, faces, windows, device, live)
+    _check_video_reader(sources)
+    try:
+        predictor = _predictor(args, faces, windows, device, live)
+    except ImportError as e:
+        if faces.detect and faces.detector == "auto":  # no detector was chosen: name none, name the extra
+            raise ImportError("clipdfer predict finds faces with the packages of its extra: pip install "
+                              "'clipdfer[predict]' (or --no-face-detection to score whole frames)") from e
+        raise
     quiet = args.json or args.jsonl or args.csv
     info = sys.stderr if quiet or world > 1 else sys.stdout
     if predictor.detector_name and rank == 0:
@@ -144,6 +151,18 @@ def run(args) -> int:
         print(f"clipdfer: {failed} of {done} source(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_video_reader(sources) -> None:
+    """A video file among ``sources`` needs PyAV: say which extra brings it before anything else is loaded."""
+    import os
+    from ..data.io import VIDEO_EXTENSIONS
+    videos = [s for s in sources if isinstance(s, str) and os.path.isfile(s) and s.lower().endswith(VIDEO_EXTENSIONS)]
+    if videos:
+        try:
+            import av  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"reading video files ({videos[0]}) needs PyAV: pip install 'clipdfer[predict]'") from e
 
 
 def _check_plot(path: str, sources) -> None:
