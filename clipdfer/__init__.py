@@ -18,7 +18,7 @@ _EXPORTS = {
     "create_model": "models", "list_models": "models", "list_pretrained": "models", "get_pretrained_cfg": "models",
     "is_model": "models", "register_model": "models", "PretrainedCfg": "models", "PretrainedWeightsError": "models",
     "UnknownModelError": "models", "push_to_hf_hub": "models", "save_pretrained": "models",
-    "predict": "inference", "Prediction": "inference",
+    "predict": "inference", "Prediction": "inference", "load_results": "inference",
 }
 _SUBMODULES = ("layers", "models", "optim", "data", "recipes", "train", "eval", "inference", "export", "profiling",
                "metrics", "convert", "schedule", "checkpoint", "distributed", "faces", "visualize")
@@ -26,12 +26,12 @@ _SUBMODULES = ("layers", "models", "optim", "data", "recipes", "train", "eval", 
 __all__ = [
     "create_model", "list_models", "list_pretrained", "get_pretrained_cfg", "is_model", "register_model",
     "PretrainedCfg", "PretrainedWeightsError", "UnknownModelError", "push_to_hf_hub", "save_pretrained", "layers",
-    "optim", "predict", "Prediction", "__version__",
+    "optim", "predict", "Prediction", "load_results", "__version__",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from . import layers, optim
-    from .inference import Prediction, predict
+    from .inference import Prediction, load_results, predict
     from .models import (
         PretrainedCfg, PretrainedWeightsError, UnknownModelError, create_model, get_pretrained_cfg, is_model,
         list_models, list_pretrained, push_to_hf_hub, register_model, save_pretrained,

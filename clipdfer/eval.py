@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from ._files import write_json
 from .checkpoint import latest_checkpoint
-from .data import ClipDataset, SyntheticClips, build_transform, read_annotations
+from .data import ClipDataset, ClipFolder, SyntheticClips, build_transform, read_annotations
 from .distributed import ResumableSampler, unwrap
 from .metrics import classification_report, save_confusion_png
 from .models import create_model, get_pretrained_cfg, is_model
@@ -136,6 +136,8 @@ def evaluate_model(net, test_list: Optional[str], synthetic: bool, batch_size: i
     if synthetic:
         data = SyntheticClips(max(synthetic_size // 2, net.num_classes), net.num_classes, net.num_frames,
                               cfg.input_size[-1], cfg.mean, cfg.std, seed=1)
+    elif os.path.isdir(test_list):  # test/<class>/: folders named as the model's classes
+        data = ClipFolder(test_list, net, classes=list(net.class_names))
     else:
         data = ClipDataset(read_annotations(test_list, num_classes=net.num_classes), net.num_frames,
                            cfg.frame_sampling, build_transform(cfg, train=False),
@@ -167,7 +169,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                         "each fold's official release on its own fold")
     p.add_argument("--checkpoint", help="saved directory or weights file; may contain {fold}")
     p.add_argument("--pretrained", action="store_true", help="evaluate the model's default weights")
-    p.add_argument("--data", help="directory with test.txt; may contain {fold}")
+    p.add_argument("--data", help="directory with test.txt, or with test/<class>/ folders of clips named as the "
+                                  "model's classes; may contain {fold}")
     p.add_argument("--test-list", help="annotation file; may contain {fold}")
     p.add_argument("--synthetic", action="store_true")
     p.add_argument("--synthetic-size", type=int, default=64)
@@ -202,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
     for fold in folds:
         fmt = (lambda s: s.format(fold=fold) if s and fold is not None else s)  # noqa: E731
         test_list = fmt(args.test_list) or (os.path.join(fmt(args.data), "test.txt") if args.data else None)
+        if args.data and not args.test_list and not os.path.isfile(test_list) \
+                and os.path.isdir(os.path.join(fmt(args.data), "test")):
+            test_list = os.path.join(fmt(args.data), "test")  # folders per class
         saved = fmt(args.model)[len("local-dir:"):] if fmt(args.model).startswith("local-dir:") else None
         if args.checkpoint:
             saved = latest_checkpoint(fmt(args.checkpoint)) or fmt(args.checkpoint)

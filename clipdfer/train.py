@@ -3,7 +3,8 @@
     clipdfer train --model clipdfer_vitb32_dfew --data DFEW/annotations/set_1 --out runs/dfew1 --pretrained
     torchrun --standalone --nproc_per_node 2 -m clipdfer.train --model clipdfer_test --synthetic --epochs 1 --out DIR
 
-``--data DIR`` holds ``train.txt`` and ``test.txt`` (``FRAME_FOLDER NUM_FRAMES LABEL``). The recipe is the built model's
+``--data DIR`` holds ``train.txt`` and ``test.txt`` (``FRAME_FOLDER NUM_FRAMES LABEL``), or ``train/<class>/`` and
+``test/<class>/`` folders of clips, whose classes the model takes. The recipe is the built model's
 (its family and the dataset of its classes). The model is selected on a split held out from the training list;
 ``--select-on test`` selects on the test list, as the papers do, and says so. ``--out`` gets ``checkpoints/last`` and
 ``checkpoints/best`` (loadable with ``local-dir:``), ``log.jsonl`` and ``results.json``; ``--resume`` continues from
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ._files import write_json
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
-from .data import ClipDataset, SyntheticClips, build_transform, read_annotations
+from .data import ClipDataset, ClipFolder, SyntheticClips, build_transform, find_classes, read_annotations
 from .distributed import LossWrapper, ResumableSampler, launch_env, setup, teardown
 from .eval import evaluate
 from .models import create_model, get_pretrained_cfg, list_pretrained
@@ -122,6 +123,8 @@ def _datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, 
         size = pcfg.input_size[-1]
         make = lambda n, seed: SyntheticClips(n, model.num_classes, t, size, pcfg.mean, pcfg.std, seed)  # noqa: E731
         full_train, test = make(cfg.synthetic_size, 0), make(max(cfg.synthetic_size // 2, model.num_classes), 1)
+    elif _is_folder_layout(cfg):
+        full_train, full_eval, test = _folder_datasets(cfg, model, recipe)
     else:
         train_list = cfg.train_list or (os.path.join(cfg.data, "train.txt") if cfg.data else None)
         test_list = cfg.test_list or (os.path.join(cfg.data, "test.txt") if cfg.data else None)
@@ -165,6 +168,47 @@ def _datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, 
                         "other classes", [model.class_names[c] if model.class_names else c for c in alone])
     val_source = full_train if cfg.synthetic else full_eval
     return Subset(full_train, tr_idx), Subset(val_source, val_idx), test
+
+
+def _is_folder_layout(cfg: TrainConfig) -> bool:
+    """``--data DIR`` with ``DIR/train/<class>/...`` (and no ``train.txt``): folders per class."""
+    return bool(cfg.data) and not cfg.train_list and os.path.isdir(os.path.join(cfg.data, "train")) \
+        and not os.path.isfile(os.path.join(cfg.data, "train.txt"))
+
+
+def use_classes(model, classes: List[str], where: str) -> None:
+    """Give ``model`` the classes ``classes`` (a dataset's, from ``where``) unless it has them, and say so: new class
+    texts for a text-prompt head that takes them, a new linear head for a linear one.
+
+    Raises:
+        ValueError: a model whose classes are fixed at construction.
+    """
+    if model.class_names is not None and list(model.class_names) == list(classes):
+        return
+    before = list(model.class_names or [])
+    if model.has_prompt_head and not model._can_set_classes:
+        raise ValueError(f"{where} has the classes {classes}, but {type(model).__name__}'s classes {before} are fixed "
+                         f"when it is built: pass them with --model-kwargs '{json.dumps({'class_names': classes})}' "
+                         f"(create_model(name, class_names=[...]))")
+    model.reset_classifier(len(classes), class_names=classes)  # a prompt head: set_classes; linear: a new head
+    _logger.warning("the classes of %s, %s, replace the model's (%s): %s", where, classes, ", ".join(before) or "none",
+                    "new class texts for its text-prompt head" if model.has_prompt_head else "a new linear head")
+
+
+def _folder_datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, object]:
+    """``DIR/train/<class>`` and ``DIR/test/<class>`` (optional): the training set, the same clips read for
+    validation, and the test set; the model takes the folders' classes."""
+    train_dir, test_dir = os.path.join(cfg.data, "train"), os.path.join(cfg.data, "test")
+    classes = find_classes(train_dir)
+    use_classes(model, classes, train_dir)
+    full_train = ClipFolder(train_dir, model, train=True, classes=classes, augment=recipe.augment, seed=cfg.seed)
+    full_eval = ClipFolder(train_dir, model, classes=classes)  # validation clips read like test clips
+    test = None
+    if os.path.isdir(test_dir):
+        test = ClipFolder(test_dir, model, classes=classes)
+    else:
+        _logger.warning("%s has no test/ folder: the run ends without a test (results.json has no 'test')", cfg.data)
+    return full_train, full_eval, test
 
 
 # ---------------------------------------------------------------------------------------------------- optimisation
@@ -541,7 +585,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--model-kwargs", type=json.loads, help="model arguments as JSON, e.g. '{\"num_frames\": 16}'")
     p.add_argument("--recipe", help="another recipe of the model's family, e.g. dferclip_ours (default: the family's)")
-    p.add_argument("--data", help="directory with train.txt and test.txt (FRAME_FOLDER NUM_FRAMES LABEL)")
+    p.add_argument("--data", help="directory with train.txt and test.txt (FRAME_FOLDER NUM_FRAMES LABEL), or with "
+                                  "train/<class>/ and test/<class>/ folders of clips (videos or frame folders)")
     p.add_argument("--train-list")
     p.add_argument("--test-list")
     p.add_argument("--synthetic", action="store_true", help="train on synthetic clips (a smoke test)")

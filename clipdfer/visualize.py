@@ -92,6 +92,8 @@ class VideoAnnotator:
         path: the video file to write.
         fps: the frames' nominal rate: the encoder's rate hint and the last frame's duration (default: one over the
             time between the first two frames, 24000/1001 for a 23.976 fps source, and the last interval).
+        notice: a warning drawn across the bottom of every frame (the random-weights notice of
+            :attr:`clipdfer.inference.Predictor.notice`); None: none.
 
     Attributes:
         start: the source time (s) of the first frame written (None before it).
@@ -100,10 +102,10 @@ class VideoAnnotator:
     TICKS = 1000  # time base of the written frames: 1 ms (MPEG-4 Part 2 allows up to 1/65535)
     CODECS = ("libx264", "mpeg4")  # the first one the FFmpeg of PyAV has
 
-    def __init__(self, path: str, fps: Optional[float] = None):
+    def __init__(self, path: str, fps: Optional[float] = None, notice: Optional[str] = None):
         if fps is not None and not fps > 0:
             raise ValueError(f"fps={fps!r}: expected a frame rate > 0, or None to take it from the frames' times")
-        self.path, self.fps = path, fps
+        self.path, self.fps, self.notice = path, fps, notice
         self.start: Optional[float] = None
         self._container = None
         self._stream = None
@@ -175,11 +177,23 @@ class VideoAnnotator:
             ty = max(0, y0 - th - 4)
             draw.rectangle([x0, ty, x0 + tw + 6, ty + th + 4], fill=colour)
             draw.text((x0 + 3, ty + 2), label, fill=(0, 0, 0), font=self._font)
+        if self.notice:
+            self._draw_notice(draw, image.size)
         pts = int(round((float(t) - self.start) * self.TICKS))
         if self._held is not None:
             pts = max(pts, self._held[0] + 1)  # strictly increasing
             self._encode(*self._held, duration=pts - self._held[0])
         self._held = (pts, np.asarray(image))
+
+    def _draw_notice(self, draw, size: Tuple[int, int]) -> None:
+        """The notice in white on red, wrapped to the frame's width, across its bottom."""
+        import textwrap
+        char_w, line_h = draw.textbbox((0, 0), "M", font=self._font)[2:]
+        lines = textwrap.wrap(self.notice, width=max(8, (size[0] - 8) // max(1, char_w)))
+        top = max(0, size[1] - len(lines) * (line_h + 2) - 6)
+        draw.rectangle([0, top, size[0], size[1]], fill=(200, 0, 0))
+        for i, line in enumerate(lines):
+            draw.text((4, top + 3 + i * (line_h + 2)), line, fill=(255, 255, 255), font=self._font)
 
     def _encode(self, pts: int, image: Optional[np.ndarray], duration: int = 0) -> None:
         """Encode one frame (None: flush the encoder) and mux what the encoder gives back."""

@@ -75,5 +75,5 @@ def test_result_writer_formats():
     assert outputs["json", 0] == "[]\n" and json.loads(outputs["json", 2]) == [entry, failed]
     header = "source,face_id,start_frame,end_frame,start_s,end_s,happy,sad\r\n"
     assert outputs["csv", 0] == header and outputs["csv", 2] == header + "a.mp4,1,0,3,0.000,0.500,0.7500,0.2500\r\n"
-    with pytest.raises(ValueError, match="expected one of text, json, csv"):
+    with pytest.raises(ValueError, match="expected one of text, json, jsonl, csv"):
         ResultWriter(io.StringIO(), "yaml", [])

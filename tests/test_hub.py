@@ -41,6 +41,8 @@ def test_download_cache_hit_and_offline(hub, tmp_path, monkeypatch):
     assert torch.equal(_outputs(first, video), ref)
     assert hub.count("GET", "model.safetensors") == 1 and hub.count("GET", "config.json") == 1
     assert first.pretrained_cfg.hf_hub_id == "org/tiny"
+    assert first.base_model == "org/tiny"  # a card of what is trained from it names it (base_model)
+    assert 'base_model: org/tiny' in open(first.save_pretrained(str(tmp_path / "next")) + "/README.md").read()
 
     again = clipdfer.create_model("hf-hub:org/tiny")  # cache hit: metadata checked, nothing downloaded again
     assert torch.equal(_outputs(again, video), ref)
@@ -187,6 +189,8 @@ def test_push_to_hf_hub_uploads_config_weights_and_card(hub_uploads):
     card = files["README.md"].decode()
     assert 'create_model("hf-hub:me/my-dfer", pretrained=True)' in card and "happiness" in card
     assert "fine-tuned, on dfew" in card
+    assert card.startswith("---\n") and "library_name: clipdfer" in card
+    assert "pipeline_tag: video-classification" in card
     assert json.load(io.BytesIO(files["config.json"]))["architecture"] == "clipdfer_test"
 
 

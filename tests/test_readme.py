@@ -9,8 +9,22 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 EXAMPLES = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def _sessions(text: str):
+    """(index of the first block, code) per example: a block that starts with ``# continued`` runs after the blocks
+    before it, in their session (a tutorial in steps)."""
+    sessions = []
+    for i, code in enumerate(re.findall(r"```python\n(.*?)```", text, flags=re.S)):
+        if code.startswith("# continued") and sessions:
+            sessions[-1] = (sessions[-1][0], sessions[-1][1] + code)
+        else:
+            sessions.append((i, code))
+    return sessions
+
+
 DOC_EXAMPLES = [(path.relative_to(ROOT).as_posix(), i, code) for path in sorted((ROOT / "docs").rglob("*.md"))
-                for i, code in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S))]
+                for i, code in _sessions(path.read_text())]
 
 
 # modules of optional extras whose examples are about them (the demo's page and client)
@@ -38,6 +52,14 @@ def test_docs_example_runs(path, index, code, tmp_path, monkeypatch):
         if e.name not in OPTIONAL:
             raise
         pytest.skip(f"{path}'s example needs {e.name}: {OPTIONAL[e.name]}")
+
+
+def test_a_tutorial_in_steps_runs_as_one_session():
+    text = "```python\nx = 1\n```\ntext\n```python\n# continued\nx += 1\n```\n```python\ny = 0\n```\n"
+    assert _sessions(text) == [(0, "x = 1\n# continued\nx += 1\n"), (2, "y = 0\n")]
+    tutorial = [code for path, _, code in DOC_EXAMPLES if path == "docs/finetuning.md" and "ClipFolder" in code]
+    assert len(tutorial) == 1 and all(step in tutorial[0] for step in (
+        "ClipFolder(", "training_losses", "evaluate(", "save_pretrained(", "clipdfer.predict("))
 
 
 def test_ci_runs_the_readme_commands():

@@ -34,8 +34,10 @@ class _CommandParser(argparse.ArgumentParser):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from ..version import __version__
     parser = argparse.ArgumentParser(prog="clipdfer", description="CLIP-based dynamic facial expression recognition")
     parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE)
+    parser.add_argument("--version", action="version", version=f"clipdfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
     for name in COMMANDS:
         command = importlib.import_module(f".{name}", __name__)

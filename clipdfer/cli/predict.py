@@ -64,6 +64,8 @@ def add_arguments(parser) -> None:
         help="write the video, every frame at the source's rate, with each face's box, id and top class")
     out_fmt = parser.add_mutually_exclusive_group()
     out_fmt.add_argument("--json", action="store_true", help="JSON: every face with its windows under 'faces'")
+    out_fmt.add_argument("--jsonl", action="store_true",
+                         help="JSON Lines: one JSON object per source per line, written as each source is done")
     out_fmt.add_argument("--csv", action="store_true", help="CSV: one row per face and window")
 
 
@@ -101,8 +103,15 @@ def run(args) -> int:
     if world > 1:  # torchrun: a process group (gloo or NCCL), each process on its own GPU
         from ..distributed import setup
         _, _, device = setup(None if args.device == "auto" else args.device)
-    predictor = _predictor(args, faces, windows, device, live)
-    quiet = args.json or args.csv
+    _check_video_reader(sources)
+    try:
+        predictor = _predictor(args, faces, windows, device, live)
+    except ImportError as e:
+        if faces.detect and faces.detector == "auto":  # no detector was chosen: name none, name the extra
+            raise ImportError("clipdfer predict finds faces with the packages of its extra: pip install "
+                              "'clipdfer[predict]' (or --no-face-detection to score whole frames)") from e
+        raise
+    quiet = args.json or args.jsonl or args.csv
     info = sys.stderr if quiet or world > 1 else sys.stdout
     if rank == 0:
         from ..inference.device import dtype_name
@@ -112,6 +121,8 @@ def run(args) -> int:
         names = {"yunet": "YuNet (OpenCV)", "haar": "OpenCV's Haar cascade (tilted, small and covered faces are "
                  "missed)"}
         print(f"faces: {names.get(predictor.detector_name, predictor.detector_name)}", file=info)
+    if predictor.notice and rank == 0 and (quiet or args.out):  # the text report shows it with each result
+        print("\n".join(["=" * 100, predictor.notice, "=" * 100]), file=info)
 
     def live_line(w) -> None:
         top, p = w.top
@@ -153,6 +164,18 @@ def run(args) -> int:
     return 0
 
 
+def _check_video_reader(sources) -> None:
+    """A video file among ``sources`` needs PyAV: say which extra brings it before anything else is loaded."""
+    import os
+    from ..data.io import VIDEO_EXTENSIONS
+    videos = [s for s in sources if isinstance(s, str) and os.path.isfile(s) and s.lower().endswith(VIDEO_EXTENSIONS)]
+    if videos:
+        try:
+            import av  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"reading video files ({videos[0]}) needs PyAV: pip install 'clipdfer[predict]'") from e
+
+
 def _check_plot(path: str, sources) -> None:
     from ..inference.outputs import check_output_path
     try:
@@ -189,7 +212,8 @@ def _run_batch(batch, args, class_names, world: int, rank: int, info):
     """
     from ..inference.outputs import ResultWriter
 
-    fmt = "json" if args.json else "csv" if args.csv else None if args.out else "text"  # None: in --out only
+    fmt = ("json" if args.json else "jsonl" if args.jsonl else "csv" if args.csv else None if args.out
+           else "text")  # None: in --out only
     writer = ResultWriter(sys.stdout, fmt, class_names) if fmt and world == 1 else None
     entries, first, failed, done, interrupted = [], None, 0, 0, None  # entries: for rank 0 to print under torchrun
 

@@ -1,4 +1,5 @@
-"""Datasets of clips: annotation files in DFER-CLIP's format, folders of frames or video files, synthetic clips."""
+"""Datasets of clips: annotation files in DFER-CLIP's format (:class:`ClipDataset`), a folder per class
+(:class:`ClipFolder`), synthetic clips."""
 
 import math
 import os
@@ -9,16 +10,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import _pil_filter, list_frames, read_frames, read_video
+from .io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, _pil_filter, list_frames, natural_key, read_frames, read_video
 from .sampling import sample_indices
 
-__all__ = ["ClipRecord", "read_annotations", "ClipDataset", "SyntheticClips"]
+__all__ = ["ClipRecord", "read_annotations", "ClipDataset", "ClipFolder", "find_classes", "SyntheticClips"]
 
 
 @dataclass(frozen=True)
 class ClipRecord:
+    """One clip: a folder of frames or a video file, its frame count (None: not checked when read) and its label."""
     path: str
-    num_frames: int
+    num_frames: Optional[int]
     label: int
 
 
@@ -109,7 +111,7 @@ class ClipDataset(Dataset):
             paths = list_frames(record.path)
             found = len(paths)
             source = "image files"
-        if found != record.num_frames:
+        if record.num_frames is not None and found != record.num_frames:
             raise ValueError(
                 f"clip {record.path!r}: the annotation says {record.num_frames} frames but it has {found} {source}; "
                 f"fix the annotation line or restore the clip's frames")
@@ -123,6 +125,106 @@ class ClipDataset(Dataset):
         if self.transform is not None:
             clip = self.transform(clip)
         return clip, record.label
+
+
+def find_classes(root: str) -> List[str]:
+    """The class folders of ``root`` in sorted order (as torchvision's ``ImageFolder``); hidden folders are skipped.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+        ValueError: it holds no class folder.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root!r} is not a folder: give the folder that holds one folder per class "
+                                f"(ROOT/<class>/<clip>.mp4 or ROOT/<class>/<clip>/<frames>)")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise ValueError(f"{root!r} holds no class folder: expected ROOT/<class>/<clip>.mp4 or "
+                         f"ROOT/<class>/<clip>/<frames>, one folder per class")
+    return classes
+
+
+def _class_clips(folder: str) -> List[str]:
+    """A class folder's clips in natural order: its video files and its folders of frames."""
+    clips, images = [], []
+    for entry in sorted(os.scandir(folder), key=lambda e: natural_key(e.name)):
+        if entry.name.startswith("."):
+            continue  # hidden files: macOS sidecars, .DS_Store
+        if entry.is_dir():
+            list_frames(entry.path)  # a folder without frames is named now, not in the middle of an epoch
+            clips.append(entry.path)
+        elif entry.name.lower().endswith(VIDEO_EXTENSIONS):
+            clips.append(entry.path)
+        elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+            images.append(entry.name)
+    if images:
+        raise ValueError(f"class folder {folder!r} holds image files ({images[0]} ...): a clip is a video file or a "
+                         f"folder of frames; put each clip's frames in a folder of its own ({folder}/clip1/0001.jpg)")
+    if not clips:
+        raise ValueError(f"class folder {folder!r} holds no clip: expected video files "
+                         f"({', '.join(VIDEO_EXTENSIONS[:4])} ...) or folders of frames")
+    return clips
+
+
+class ClipFolder(ClipDataset):
+    """Clips in a folder per class, as torchvision's ``ImageFolder``: ``root/<class>/<clip>.mp4`` or
+    ``root/<class>/<clip>/<frames>``, prepared as a model's ``pretrained_cfg`` says; items are (T, 3, H, W) float
+    clips and class indices.
+
+    A clip is a video file (:data:`~clipdfer.data.io.VIDEO_EXTENSIONS`, decoded with PyAV) or a folder of frames (read
+    in natural order). Hidden files are skipped, other files ignored. Frame counts are not listed anywhere, so none is
+    checked (:class:`ClipDataset`'s check of annotation files).
+
+    Args:
+        root: the folder of class folders.
+        cfg: the model, or its :class:`~clipdfer.models.PretrainedCfg`: T (``num_frames``), ``frame_sampling``, the
+            input size (every frame resized to it as it is read), ``interpolation``, ``mean`` and ``std``.
+        train: random frames in each segment and the augmentations ``augment``; else the middle frames, no
+            augmentation.
+        classes: the class order (label i is ``classes[i]``); each must be a folder of ``root``, and every folder of
+            ``root`` a class. Default: the folder names, sorted.
+        augment: training augmentations (:func:`~clipdfer.data.transforms.build_transform`'s).
+        transform: replaces the cfg's transform: (T, 3, H, W) uint8 -> the model's input.
+        num_frames: T (default: the cfg's).
+        seed: base seed of the training frames (per index and epoch, :meth:`set_epoch`).
+
+    Attributes:
+        classes: the class names in label order.
+        class_to_idx: class name -> label.
+        samples: (clip path, label) of every clip, class by class, in natural order.
+        targets: the labels of ``samples``.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+        ValueError: no class folder; a class folder without clips, or with image files directly in it; ``classes``
+            that are not exactly ``root``'s folders.
+    """
+
+    def __init__(self, root: str, cfg, train: bool = False, classes: Optional[Sequence[str]] = None,
+                 augment: Sequence[str] = ("crop", "flip"), transform: Optional[Callable] = None,
+                 num_frames: Optional[int] = None, seed: int = 0):
+        from .transforms import build_transform
+        cfg = getattr(cfg, "pretrained_cfg", cfg)  # a model, or its cfg
+        found = find_classes(root)
+        if classes is None:
+            classes = found
+        else:
+            classes = [str(c) for c in classes]
+            missing, extra = [c for c in classes if c not in found], [c for c in found if c not in classes]
+            if missing or extra or len(set(classes)) != len(classes):
+                why = (f": no folder for {missing}" if missing else "") + (f": folders {extra} not in classes"
+                                                                           if extra else "")
+                raise ValueError(f"classes {classes} do not match the class folders of {root!r} ({found}){why}; give "
+                                 f"each class once, a folder per class (move other folders out of the root)")
+        self.root = root
+        self.classes = list(classes)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.samples = [(path, i) for i, c in enumerate(self.classes) for path in _class_clips(os.path.join(root, c))]
+        self.targets = [label for _, label in self.samples]
+        records = [ClipRecord(path, None, label) for path, label in self.samples]
+        super().__init__(records, num_frames or cfg.num_frames, cfg.frame_sampling,
+                         transform or build_transform(cfg, train=train, augment=augment), train=train, seed=seed,
+                         frame_size=tuple(cfg.input_size[-2:]), interpolation=cfg.interpolation)
 
 
 def _resize_clip(clip: torch.Tensor, size: Tuple[int, int], interpolation: str) -> torch.Tensor:

@@ -25,11 +25,13 @@ def iou(a: Box, b: Box) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class TrackBox:
-    """The box of track ``track_id`` at frame ``frame_index``; ``detected`` is False where it was interpolated."""
+    """The box of track ``track_id`` at frame ``frame_index``; ``detected`` is False where it was interpolated, and
+    ``score`` is the detector's score of a detected box (None where interpolated)."""
     track_id: int
     frame_index: int
     box: Box
     detected: bool
+    score: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -114,7 +116,8 @@ class _Live:
     detections: int = 1
     misses: int = 0  # searches in a row without it
     id: Optional[int] = None  # given when the track is kept
-    pending: List[Tuple[int, Box, bool]] = dataclasses.field(default_factory=list)  # boxes of a track not yet kept
+    # boxes of a track not yet kept: (frame, box, detected, detector score or None)
+    pending: List[Tuple[int, Box, bool, Optional[float]]] = dataclasses.field(default_factory=list)
 
 
 def _lerp(a: Box, b: Box, w: float) -> Box:
@@ -221,7 +224,7 @@ class FaceTracker:
             for t in self._live:
                 if t.id is None:
                     t.id, self._next_id = self._next_id, self._next_id + 1
-                    boxes += [TrackBox(t.id, j, b, d) for j, b, d in t.pending]
+                    boxes += [TrackBox(t.id, *p) for p in t.pending]
                     t.pending = []
         return TrackerStep(boxes, self._end_all(), False, self._index)
 
@@ -234,10 +237,10 @@ class FaceTracker:
             # the frames after that search up to `until` (fewer than detect_every) were all unsearched
             if t.last_frame != self._last_search or t.last_frame >= until:
                 continue
-            extra = [(j, _predict(t, j), False) for j in range(t.last_frame + 1, until + 1)]
+            extra = [(j, _predict(t, j), False, None) for j in range(t.last_frame + 1, until + 1)]
             t.last_frame, t.box = until, extra[-1][1]
             if t.id is not None:
-                boxes += [TrackBox(t.id, j, b, d) for j, b, d in extra]
+                boxes += [TrackBox(t.id, *p) for p in extra]
             else:
                 t.pending += extra
         return boxes
@@ -265,7 +268,7 @@ class FaceTracker:
                 continue
             matched_t.add(ti)
             matched_f.add(fi)
-            boxes += self._continue(self._live[ti], i, faces[fi].box)
+            boxes += self._continue(self._live[ti], i, faces[fi].box, faces[fi].score)
         ended: List[Track] = []
         survivors = []
         for ti, t in enumerate(self._live):
@@ -280,30 +283,30 @@ class FaceTracker:
         self._live = survivors
         for fi, f in enumerate(faces):
             if fi not in matched_f:
-                self._live.append(_Live(first_frame=i, last_frame=i, box=f.box, pending=[(i, f.box, True)]))
+                self._live.append(_Live(first_frame=i, last_frame=i, box=f.box, pending=[(i, f.box, True, f.score)]))
         for t in self._live:  # oldest first: tracks confirmed with the same frame get ids in the order of their birth
             boxes += self._maybe_keep(t)
         return boxes, ended
 
-    def _continue(self, t: _Live, i: int, box: Box) -> List[TrackBox]:
+    def _continue(self, t: _Live, i: int, box: Box, score: Optional[float] = None) -> List[TrackBox]:
         a = self.smoothing  # around where the track was expected, so a face moving steadily is not lagged behind
         new = tuple(a * p + (1 - a) * n for p, n in zip(_predict(t, i), box))
         dt = i - t.last_frame
-        gap = [(j, _lerp(t.box, new, (j - t.last_frame) / dt), False) for j in range(t.last_frame + 1, i)]
+        gap = [(j, _lerp(t.box, new, (j - t.last_frame) / dt), False, None) for j in range(t.last_frame + 1, i)]
         step = tuple((n - o) / dt for n, o in zip(new, t.box))
         t.velocity = step if t.detections == 1 else tuple(0.5 * v + 0.5 * s for v, s in zip(t.velocity, step))
         t.box, t.last_frame, t.misses = new, i, 0
         t.detections += 1
         if t.id is not None:
-            return [TrackBox(t.id, j, b, d) for j, b, d in gap + [(i, new, True)]]
-        t.pending += gap + [(i, new, True)]  # until it is kept (see _maybe_keep)
+            return [TrackBox(t.id, *p) for p in gap + [(i, new, True, score)]]
+        t.pending += gap + [(i, new, True, score)]  # until it is kept (see _maybe_keep)
         return []
 
     def _maybe_keep(self, t: _Live) -> List[TrackBox]:
         if t.id is not None or t.last_frame - t.first_frame + 1 < self.min_track_frames:
             return []
         t.id, self._next_id = self._next_id, self._next_id + 1
-        out = [TrackBox(t.id, j, b, d) for j, b, d in t.pending]
+        out = [TrackBox(t.id, *p) for p in t.pending]
         t.pending = []
         return out
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, List
 _EXPORTS = {
     **dict.fromkeys(("BatchItem", "BatchRun", "output_names", "parse_shard", "predict_many", "process_share"), "batch"),
     **dict.fromkeys(("DEFAULT_MODEL", "NoFaceError", "Predictor", "predict"), "predictor"),
-    **dict.fromkeys(("FaceTimeline", "FailedSource", "Prediction", "WindowResult", "result_from_dict"), "results"),
+    **dict.fromkeys(("FaceBox", "FaceTimeline", "FailedSource", "Prediction", "WindowResult", "load_results",
+                     "result_from_dict"), "results"),
     **dict.fromkeys(("FaceSettings", "ReadSettings", "WindowSettings"), "settings"),
     **dict.fromkeys(("Camera", "SourceFrames", "expand_sources", "is_live", "iter_source", "sample_clip_path",
                      "source_name"), "sources"),
@@ -29,7 +30,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .batch import BatchItem, BatchRun, output_names, parse_shard, predict_many, process_share
     from .predictor import DEFAULT_MODEL, NoFaceError, Predictor, predict
-    from .results import FaceTimeline, FailedSource, Prediction, WindowResult, result_from_dict
+    from .results import FaceBox, FaceTimeline, FailedSource, Prediction, WindowResult, load_results, result_from_dict
     from .settings import FaceSettings, ReadSettings, WindowSettings
     from .sources import Camera, SourceFrames, expand_sources, is_live, iter_source, sample_clip_path, source_name
 

@@ -22,7 +22,7 @@ import torch
 from .._files import atomic_write
 from ..distributed import launch_env
 from .outputs import VideoOutput
-from .results import FailedSource, Prediction, result_from_dict
+from .results import FORMAT_VERSION, FailedSource, Prediction, result_from_dict
 from .settings import FaceSettings, ReadSettings, WindowSettings, legacy_settings, settings_dict, split_settings
 from .sources import is_live, source_name
 
@@ -275,6 +275,10 @@ class BatchRun:
             result = result_from_dict(data)
         except ValueError as e:
             _logger.warning("%s is not a complete result (%s): running its source again", path, e)
+            return None
+        if data.get("format_version", 1) != FORMAT_VERSION and isinstance(result, Prediction):
+            _logger.warning("%s holds a result of format %s (this clipdfer writes %d, with every face's boxes): "
+                            "running its source again", path, data.get("format_version", 1), FORMAT_VERSION)
             return None
         if data.get("source_stat") != _stat(self.sources[index]):
             _logger.warning("%s changed since its result in %s was made: running it again",

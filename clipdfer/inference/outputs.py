@@ -134,13 +134,14 @@ def format_prediction(r: Prediction) -> str:
 
 class ResultWriter:
     """Writes each source's result as it comes, flushed: ``text`` (failed sources left out), ``json`` (one list whose
-    finished entries stay readable when interrupted; ``]`` at :meth:`close`) or ``csv`` (:data:`CSV_COLUMNS` and a
+    finished entries stay readable when interrupted; ``]`` at :meth:`close`), ``jsonl`` (one JSON object per source
+    per line, failed sources included: a stream other tools read line by line) or ``csv`` (:data:`CSV_COLUMNS` and a
     column per class, a row per face and window).
 
     Raises:
         ValueError: a format that is not one of ``FORMATS``.
     """
-    FORMATS = ("text", "json", "csv")
+    FORMATS = ("text", "json", "jsonl", "csv")
 
     def __init__(self, out: TextIO, fmt: str, class_names: Sequence[str]):
         if fmt not in self.FORMATS:
@@ -155,6 +156,9 @@ class ResultWriter:
         if self.fmt == "json":
             lines = json.dumps(entry, indent=2, allow_nan=False).splitlines()  # strict JSON
             self._write(("," if self.count else "") + "\n" + "\n".join("  " + line for line in lines))
+            self.count += 1
+        elif self.fmt == "jsonl":
+            self._write(json.dumps(entry, allow_nan=False) + "\n")
             self.count += 1
         elif "error" in entry:
             return

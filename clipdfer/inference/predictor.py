@@ -19,7 +19,7 @@ from ..faces import FaceTracker, make_detector
 from ..models import create_model
 from ..models._hub import model_args
 from .outputs import FrameDrawer, Label, VideoOutput
-from .results import FaceTimeline, Prediction, WindowResult
+from .results import FaceBox, FaceTimeline, Prediction, WindowResult
 from .device import auto_dtype, dtype_name, resolve_device, resolve_dtype
 from .scoring import WindowScorer
 from .settings import FaceSettings, ReadSettings, WindowSettings, legacy_settings, settings_dict, split_settings
@@ -83,6 +83,8 @@ class _Session:
                                                             crop.time)
             timeline = self.timelines[crop.face_id]
             timeline.last_frame, timeline.end = crop.index, crop.time
+            if self.keep and crop.box is not None:
+                timeline.boxes.append(FaceBox(crop.index, crop.time, tuple(crop.box), crop.score))
             if self.drawer is not None:
                 self.drawer.add_box(crop.face_id, crop.index, crop.box)
             window = faces.add(crop)
@@ -345,7 +347,7 @@ class Predictor:
         annotator = None
         if annotate is not None:
             from ..visualize import VideoAnnotator
-            annotator = VideoAnnotator(annotate.path)  # at the source's rate: from the frames' times
+            annotator = VideoAnnotator(annotate.path, notice=self.notice)  # at the source's rate: from the frames' times
         stage = self.tracking_stage()
         session = self._session(annotator.write if annotator is not None else None,
                                 between=getattr(frames, "between", None))

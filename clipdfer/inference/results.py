@@ -1,13 +1,30 @@
-"""What prediction gives back, one type from the stream to JSON: :class:`WindowResult`, :class:`FaceTimeline`,
-:class:`Prediction`, :class:`FailedSource`; ``to_dict()`` gives JSON-ready data.
+"""What prediction gives back, one type from the stream to JSON: :class:`WindowResult`, :class:`FaceBox`,
+:class:`FaceTimeline`, :class:`Prediction`, :class:`FailedSource`; ``to_dict()`` gives JSON-ready data, ``rows()`` and
+``to_pandas()`` tables, :func:`load_results` the table of a whole ``--out`` folder.
 """
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+import json
+import logging
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["WindowResult", "FaceTimeline", "Prediction", "FailedSource", "result_from_dict"]
+__all__ = ["WindowResult", "FaceBox", "FaceTimeline", "Prediction", "FailedSource", "result_from_dict",
+           "load_results", "FORMAT_VERSION", "WINDOW_COLUMNS", "BOX_COLUMNS"]
+
+_logger = logging.getLogger(__name__)
+
+# The version of Prediction.to_dict()'s layout: 1 (no "format_version" key): up to clipdfer 0.1.0; 2: every face's
+# per-frame boxes under "boxes". A reader takes every version up to its own.
+FORMAT_VERSION = 2
+# The fixed columns of the tables (Prediction.rows / to_pandas); the windows' table has one column per class after
+# these, named as the class.
+WINDOW_COLUMNS = ("source", "model", "weights", "face_id", "start_s", "end_s", "start_frame", "end_frame",
+                  "top_class", "top_probability")
+BOX_COLUMNS = ("source", "model", "face_id", "frame", "time_s", "x0", "y0", "x1", "y1", "detected", "score")
+TABLES = ("windows", "boxes")
 
 
 @dataclasses.dataclass
@@ -43,6 +60,36 @@ class WindowResult:
 
 
 @dataclasses.dataclass
+class FaceBox:
+    """Where one face is in one frame.
+
+    Attributes:
+        frame: the frame's index among the frames read (0: the first frame read).
+        time: its time in seconds of the source.
+        box: (x0, y0, x1, y1) in pixels of the frame as read (upright, as a player shows it).
+        score: the detector's score in [0, 1] where it found the face in this frame; None where the box is interpolated
+            between detections or extended past the last one (``detect_every`` > 1, a missed detection).
+    """
+    frame: int
+    time: float
+    box: Tuple[float, float, float, float]
+    score: Optional[float] = None
+
+    @property
+    def detected(self) -> bool:
+        """Whether the detector found the face in this frame (else the box is interpolated)."""
+        return self.score is not None
+
+    def to_dict(self) -> Dict:
+        return {"frame": self.frame, "time": self.time, "box": [round(float(v), 2) for v in self.box],
+                "score": None if self.score is None else round(float(self.score), 4)}
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "FaceBox":
+        return cls(d["frame"], d["time"], tuple(d["box"]), d.get("score"))
+
+
+@dataclasses.dataclass
 class FaceTimeline:
     """One face followed through a source: its span, its windows and its overall distribution.
 
@@ -53,6 +100,8 @@ class FaceTimeline:
         detections: frames in which the detector found it (the others of its span are interpolated).
         windows: its windows in order.
         overall, top_k: the mean of its windows' probabilities and its best classes (set when the face ends).
+        boxes: its box in every frame of its span, in frame order (empty with whole frames, and in results of format
+            1, written before boxes were kept).
     """
     id: int
     first_frame: int
@@ -64,6 +113,7 @@ class FaceTimeline:
     overall: Dict[str, float] = dataclasses.field(default_factory=dict)
     top_k: List[Tuple[str, float]] = dataclasses.field(default_factory=list)
     ended: bool = False
+    boxes: List[FaceBox] = dataclasses.field(default_factory=list)
 
     def _locate(self, frame: int) -> Tuple[Optional[WindowResult], Optional[WindowResult]]:
         """(the first window that covers ``frame``, the last window that ends before it), each None where there is none;
@@ -101,13 +151,15 @@ class FaceTimeline:
     def to_dict(self) -> Dict:
         return {"id": self.id, "first_frame": self.first_frame, "last_frame": self.last_frame, "start": self.start,
                 "end": self.end, "detections": self.detections, "windows": [w.to_dict() for w in self.windows],
-                "overall": dict(self.overall), "top_k": [list(kv) for kv in self.top_k]}
+                "overall": dict(self.overall), "top_k": [list(kv) for kv in self.top_k],
+                "boxes": [b.to_dict() for b in self.boxes]}
 
     @classmethod
     def from_dict(cls, d: Dict) -> "FaceTimeline":
         return cls(d["id"], d["first_frame"], d["last_frame"], d["start"], d["end"], d.get("detections", 0),
                    [WindowResult.from_dict(w, d["id"]) for w in d["windows"]], dict(d["overall"]),
-                   [(c, p) for c, p in d["top_k"]], ended=True)
+                   [(c, p) for c, p in d["top_k"]], ended=True,
+                   boxes=[FaceBox.from_dict(b) for b in d.get("boxes", [])])
 
 
 @dataclasses.dataclass
@@ -164,19 +216,72 @@ class Prediction:
         return self.face(self.main_face).top_k
 
     def to_dict(self) -> Dict:
-        """JSON-ready data: the main face's ``windows``, ``overall`` and ``top_k`` at the top, every face under
-        ``faces``."""
+        """JSON-ready data (layout :data:`FORMAT_VERSION`, in ``format_version``): the main face's ``windows``,
+        ``overall`` and ``top_k`` at the top, every face under ``faces`` with its ``boxes``."""
         main = self.face(self.main_face).to_dict()
-        return {"source": self.source, "model": self.model, "class_names": list(self.class_names),
+        return {"format_version": FORMAT_VERSION, "source": self.source, "model": self.model,
+                "class_names": list(self.class_names),
                 "windows": main["windows"], "overall": main["overall"], "top_k": main["top_k"],
                 "frames_used": self.frames_used, "frames_with_face": self.frames_with_face, "seconds": self.seconds,
                 "timings": dict(self.timings), "notice": self.notice, "faces": [f.to_dict() for f in self.faces],
                 "main_face": self.main_face, "detector": self.detector, "notes": list(self.notes),
                 "settings": self.settings}
 
+    def rows(self, table: str = "windows") -> List[Dict]:
+        """The prediction as table rows, one dict per row (what :meth:`to_pandas` makes a DataFrame of).
+
+        Args:
+            table: ``windows``: a row per face and window, :data:`WINDOW_COLUMNS` (``start_s``/``end_s`` in seconds of
+                the source, ``weights`` the model's weights state, e.g. ``random``) then one column per class, named
+                as the class, holding its probability; ``boxes``: a row per face and frame, :data:`BOX_COLUMNS` (the
+                box in pixels; ``score`` None where the box is interpolated).
+
+        Raises:
+            ValueError: ``table`` is neither.
+        """
+        _check_table(table)
+        weights = (self.settings.get("model") or {}).get("weights")
+        if table == "boxes":
+            return [{"source": self.source, "model": self.model, "face_id": f.id, "frame": b.frame, "time_s": b.time,
+                     "x0": b.box[0], "y0": b.box[1], "x1": b.box[2], "y1": b.box[3], "detected": b.detected,
+                     "score": b.score} for f in self.faces for b in f.boxes]
+        rows = []
+        for f in self.faces:
+            for w in f.windows:
+                top, p = w.top
+                row = {"source": self.source, "model": self.model, "weights": weights, "face_id": f.id,
+                       "start_s": w.start, "end_s": w.end, "start_frame": w.start_frame, "end_frame": w.end_frame,
+                       "top_class": top, "top_probability": p}
+                row.update((_class_column(c), w.probs[c]) for c in self.class_names)
+                rows.append(row)
+        return rows
+
+    def to_pandas(self, table: str = "windows"):
+        """The prediction as a ``pandas.DataFrame`` (needs pandas: ``pip install 'clipdfer[pandas]'``).
+
+        Args:
+            table: ``windows`` (a row per face and window) or ``boxes`` (a row per face and frame); the columns are
+                :meth:`rows`'.
+
+        Raises:
+            ImportError: pandas is not installed.
+            ValueError: an unknown ``table``.
+        """
+        _check_table(table)
+        return _frame(self.rows(table), _columns(table, self.class_names))
+
     @classmethod
     def from_dict(cls, d: Dict) -> "Prediction":
-        """The prediction that ``to_dict()`` (or a ``--json`` / ``--out`` file) describes."""
+        """The prediction that ``to_dict()`` (or a ``--json`` / ``--jsonl`` / ``--out`` file) describes, of any format
+        up to :data:`FORMAT_VERSION`.
+
+        Raises:
+            ValueError: a format newer than this clipdfer reads.
+        """
+        version = d.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(f"format_version {version!r}: this clipdfer reads results up to format {FORMAT_VERSION}; "
+                             f"the file was written by a newer clipdfer: pip install -U clipdfer")
         return cls(d["source"], d["model"], list(d["class_names"]), [FaceTimeline.from_dict(f) for f in d["faces"]],
                    d["main_face"], d["frames_used"], d["frames_with_face"], d.get("seconds", 0.0), dict(d["timings"]),
                    d.get("notice"), d.get("detector"), list(d.get("notes", [])), dict(d.get("settings") or {}))
@@ -217,3 +322,95 @@ def result_from_dict(d: Dict):
         return Prediction.from_dict(d)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"not a prediction's dict ({type(e).__name__}: {e})") from e
+
+
+def _check_table(table: str) -> None:
+    if table not in TABLES:
+        raise ValueError(f"table={table!r}: expected 'windows' (a row per face and window) or 'boxes' (a row per face "
+                         f"and frame)")
+
+
+def _class_column(name: str) -> str:
+    """A class's column in the windows' table: its name, or ``p(name)`` where that is a fixed column's."""
+    return f"p({name})" if name in WINDOW_COLUMNS else name
+
+
+def _columns(table: str, class_names: Sequence[str]) -> List[str]:
+    return list(BOX_COLUMNS) if table == "boxes" else [*WINDOW_COLUMNS, *(_class_column(c) for c in class_names)]
+
+
+def _frame(rows: List[Dict], columns: List[str]):
+    try:
+        import pandas as pd
+    except ImportError as e:
+        raise ImportError("tables of results need pandas: pip install 'clipdfer[pandas]' (or pip install "
+                          "pandas)") from e
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def _result_dicts(path: str) -> Iterable[Tuple[str, Dict]]:
+    """(where, dict) of every result in a ``--out`` folder (``*.json``), a ``--json`` file (a list) or a ``--jsonl``
+    file (an object per line)."""
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if n.endswith(".json") and not n.startswith("."))
+        for name in names:
+            where = os.path.join(path, name)
+            with open(where, encoding="utf-8") as f:
+                try:
+                    data = json.load(f)
+                except ValueError as e:
+                    raise ValueError(f"{where} is not JSON ({e}): remove it, or run clipdfer predict with the same "
+                                     f"--out again to rewrite it") from e
+            yield where, data
+    elif os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            if path.endswith(".jsonl"):
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        yield f"{path}:{n}", json.loads(line)
+            else:
+                data = json.load(f)
+                for i, entry in enumerate(data if isinstance(data, list) else [data]):
+                    yield f"{path}[{i}]", entry
+    else:
+        raise FileNotFoundError(f"{path!r} does not exist: give the folder of clipdfer predict --out DIR, or a file of "
+                                f"--json or --jsonl output")
+
+
+def load_results(path: str, table: str = "windows"):
+    """The table of every result in a ``clipdfer predict --out DIR`` folder (its ``<name>.json`` files), or in a file
+    of ``--json`` (a list) or ``--jsonl`` (an object per line) output, as one ``pandas.DataFrame``.
+
+    Failed sources have no rows (a warning counts them; ``summary.csv`` lists them). Results of models with other
+    classes have empty (NaN) cells in each other's class columns.
+
+    Args:
+        path: the folder or file.
+        table: ``windows`` or ``boxes``, as :meth:`Prediction.rows`.
+
+    Raises:
+        ImportError: pandas is not installed (``pip install 'clipdfer[pandas]'``).
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a file that is not a clipdfer result, or no result at all.
+    """
+    _check_table(table)
+    rows: List[Dict] = []
+    columns: List[str] = []
+    found = failed = 0
+    for where, data in _result_dicts(path):
+        try:
+            result = result_from_dict(data)
+        except ValueError as e:
+            raise ValueError(f"{where} is not a clipdfer result ({e}): move other files out of the folder") from e
+        found += 1
+        if isinstance(result, FailedSource):
+            failed += 1
+            continue
+        rows += result.rows(table)
+        columns += [c for c in _columns(table, result.class_names) if c not in columns]
+    if not found:
+        raise ValueError(f"no results in {path!r}: expected the <name>.json files of clipdfer predict --out DIR (or a "
+                         f"--json / --jsonl file)")
+    if failed:
+        _logger.warning("%d of %d source(s) in %s failed and have no rows (see summary.csv)", failed, found, path)
+    return _frame(rows, columns)

@@ -17,11 +17,13 @@ __all__ = ["FaceCrop", "TrackedFrame", "TrackingStage", "WholeFrames", "backgrou
 
 class FaceCrop:
     """One face in one frame: its box, and its prepared crop until the crop's features are computed (then only those);
-    shared by every window it is in."""
-    __slots__ = ("face_id", "index", "time", "box", "pixels", "feature")
+    shared by every window it is in. ``score``: the detector's score where the box was detected (None: interpolated, or
+    whole frames)."""
+    __slots__ = ("face_id", "index", "time", "box", "pixels", "feature", "score")
 
-    def __init__(self, face_id: int, index: int, t: float, box: Optional[tuple], pixels: torch.Tensor):
-        self.face_id, self.index, self.time, self.box = face_id, index, t, box
+    def __init__(self, face_id: int, index: int, t: float, box: Optional[tuple], pixels: torch.Tensor,
+                 score: Optional[float] = None):
+        self.face_id, self.index, self.time, self.box, self.score = face_id, index, t, box, score
         self.pixels: Optional[torch.Tensor] = pixels  # (3, S, S)
         self.feature: Optional[torch.Tensor] = None  # (D,) once encoded
 
@@ -129,7 +131,8 @@ class TrackingStage:
         for b in step.boxes:
             t, image = self._frames[b.frame_index]
             crops.append(FaceCrop(b.track_id, b.frame_index, t, b.box,
-                                  self.prepare(crop_face(image, b.box, self.margin, self.size, self.interpolation))))
+                                  self.prepare(crop_face(image, b.box, self.margin, self.size, self.interpolation)),
+                                  b.score if b.detected else None))
             self._boxes[b.frame_index] = self._boxes.get(b.frame_index, 0) + 1
         self.seconds["crop_s"] += time.perf_counter() - start
         return crops

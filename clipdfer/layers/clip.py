@@ -261,10 +261,20 @@ def clip_block_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.addmm(proj.bias, h, proj.weight.t(), alpha=1.0 / _QUICK_GELU).view(*shape[:-1], proj.out_features)
 
 
-def clip_block_forward(block: nn.Module, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
-    """One pre-LN residual block of CLIP: x + attn(ln_1(x)), then x + mlp(ln_2(x)); tokens (N, L, W)."""
-    x = x + block.ls_1(clip_block_attention(block.attn, block.ln_1(x), is_causal))
-    return x + block.ls_2(clip_block_mlp(block.mlp, block.ln_2(x)))
+def clip_block_forward(block: nn.Module, x: torch.Tensor, is_causal: bool = False, drop_path: float = 0.0,
+                       training: bool = False) -> torch.Tensor:
+    """One pre-LN residual block of CLIP: x + attn(ln_1(x)), then x + mlp(ln_2(x)); tokens (N, L, W). With
+    ``drop_path`` > 0 and ``training``, each residual branch is dropped per sample with that probability (stochastic
+    depth, ``timm.layers.drop_path``)."""
+    x = x + _drop_path(block.ls_1(clip_block_attention(block.attn, block.ln_1(x), is_causal)), drop_path, training)
+    return x + _drop_path(block.ls_2(clip_block_mlp(block.mlp, block.ln_2(x))), drop_path, training)
+
+
+def _drop_path(branch: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    if not rate or not training:
+        return branch
+    from timm.layers import drop_path
+    return drop_path(branch, rate, training)
 
 
 def _check_blocks(blocks: nn.ModuleList) -> None:
@@ -338,6 +348,13 @@ class CLIPFrameEncoder(nn.Module):
         _check_blocks(visual.transformer.resblocks)
         self.visual = visual
         self.grad_checkpointing = False
+        self.drop_path_rates = [0.0] * len(visual.transformer.resblocks)  # stochastic depth per block (set_drop_path)
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth: block i of L drops its residual branches with probability ``rate * i / (L - 1)`` in
+        training (timm's ViT rule: none in the first block)."""
+        n = len(self.blocks)
+        self.drop_path_rates = [rate * i / max(1, n - 1) for i in range(n)]
 
     @property
     def image_size(self) -> int:
@@ -366,7 +383,7 @@ class CLIPFrameEncoder(nn.Module):
 
     def run_block(self, i: int, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         """Layer i on the frame tokens (B*T, L, W); subclasses add cross-frame work here."""
-        return clip_block_forward(self.blocks[i], x)
+        return clip_block_forward(self.blocks[i], x, drop_path=self.drop_path_rates[i], training=self.training)
 
     def _check_placement(self, video: torch.Tensor) -> None:
         weight = self.visual.conv1.weight

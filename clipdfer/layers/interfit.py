@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention
-from .clip import CLIPFrameEncoder, clip_block_attention, clip_block_mlp
+from .clip import CLIPFrameEncoder, _drop_path, clip_block_attention, clip_block_mlp
 from .temporal import BiLSTM
 
 __all__ = ["InteractionLayer", "InterFIT", "gated_token_attention"]
@@ -118,9 +118,10 @@ class InterFIT(CLIPFrameEncoder):
         inter = self.interaction[i](x[:, 0].view(n // num_frames, num_frames, w))  # (B, T, W)
         xi = torch.cat([x, inter.reshape(n, 1, w)], dim=1)  # (B*T, 1 + P + 1, W)
         gate = self.interaction[i].gate
-        if gate is None:
-            xi = xi + block.ls_1(clip_block_attention(block.attn, block.ln_1(xi)))  # eq. 3, spatio-temporal attention
+        rate, training = self.drop_path_rates[i], self.training
+        if gate is None:  # eq. 3, spatio-temporal attention
+            xi = xi + _drop_path(block.ls_1(clip_block_attention(block.attn, block.ln_1(xi))), rate, training)
         else:
-            xi = xi + block.ls_1(gated_token_attention(block.attn, block.ln_1(xi), gate))
+            xi = xi + _drop_path(block.ls_1(gated_token_attention(block.attn, block.ln_1(xi), gate)), rate, training)
         x = xi[:, :length]  # drop the interaction token
-        return x + block.ls_2(clip_block_mlp(block.mlp, block.ln_2(x)))
+        return x + _drop_path(block.ls_2(clip_block_mlp(block.mlp, block.ln_2(x))), rate, training)

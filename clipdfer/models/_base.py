@@ -92,6 +92,7 @@ class DFERModel(HubMixin, nn.Module):
         self.num_features = self.clip_arch.embed_dim
         self.head_hidden_size = self.clip_arch.embed_dim  # a family whose pre-logits are wider sets it
         self.head: Optional[nn.Module] = None
+        self.head_drop: Optional[nn.Module] = None  # timm's drop_rate: dropout on the pre-logits (set_drop_rates)
         self.stage = 1
         self.pretrained_cfg = None
         self.model_args: Dict[str, Any] = {}
@@ -156,6 +157,8 @@ class DFERModel(HubMixin, nn.Module):
             pre_logits: return the (B, head_hidden_size) embedding the classifier reads instead of the logits.
         """
         x = self._pool(x)
+        if self.head_drop is not None:
+            x = self.head_drop(x)
         if pre_logits:
             return x
         if self.head is not None:
@@ -263,6 +266,25 @@ class DFERModel(HubMixin, nn.Module):
             raise RuntimeError(
                 f"{what} needs the text-prompt head, but this model classifies with {type(self.head).__name__} "
                 f"(reset_classifier or text_head=False): create the model again to classify by class texts")
+
+    def set_drop_rates(self, drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> None:
+        """timm's ``drop_rate`` and ``drop_path_rate`` (``create_model(name, drop_rate=..., drop_path_rate=...)``).
+
+        Args:
+            drop_rate: dropout on the pre-logits embedding, before the classifier (timm's ``head_drop``), in [0, 1).
+            drop_path_rate: stochastic depth of the CLIP image tower's blocks, in [0, 1): block i of L drops its
+                residual branches with probability ``drop_path_rate * i / (L - 1)`` (timm's ViT rule); both apply in
+                training only.
+
+        Raises:
+            ValueError: a rate outside [0, 1).
+        """
+        for name, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
+            check_range(name, rate, 0.0, 1.0)
+            if rate >= 1:
+                raise ValueError(f"{name}={rate}: expected a probability in [0, 1) (1 would drop everything)")
+        self.head_drop = nn.Dropout(drop_rate) if drop_rate else None
+        self.image_encoder.set_drop_path(drop_path_rate)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:

@@ -48,6 +48,8 @@ def load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir: Optional[st
     checkpoint = pretrained_checkpoint(cfg, cache_dir, release_reader or loaders[1],
                                        getattr(model, "release_convert_command", None))
     backbone_only, checkpoint = load_weights(model, checkpoint, cfg.checkpoint_format, filter_fn or loaders[0])
+    if cfg.hf_hub_id and not cfg.file and cfg.state_dict is None:  # from the Hub: a card's base_model
+        model.base_model = cfg.hf_hub_id
     # a file saved by clipdfer records its own state, which wins over a cfg; else the cfg says what a tag's file is
     recorded = None if backbone_only else checkpoint.weights
     model.weights = recorded or ("finetuned" if cfg.finetuned and not backbone_only else "pretrained")
@@ -81,6 +83,28 @@ def _take_num_classes(model_cls: Callable[..., nn.Module], variant: str, kwargs:
         f"model.reset_classifier({n}, linear=True) after create_model; num_classes=0 gives the embedding")
 
 
+# timm's generic arguments, which its scripts pass to every model: taken here for every family that does not take them
+_TIMM_GENERIC = ("drop_rate", "drop_path_rate", "in_chans", "global_pool")
+
+
+def _take_generic(model_cls: Callable[..., nn.Module], kwargs: Dict) -> Dict:
+    """Take timm's generic arguments out of ``kwargs``: ``drop_rate`` and ``drop_path_rate`` (applied by
+    ``set_drop_rates``), ``in_chans`` (3 only) and ``global_pool`` (None only).
+
+    Raises:
+        ValueError: an ``in_chans`` other than 3, a ``global_pool`` other than None.
+    """
+    accepted = inspect.signature(model_cls).parameters
+    taken = {k: kwargs.pop(k) for k in _TIMM_GENERIC if k in kwargs and k not in accepted}
+    if taken.get("in_chans", 3) != 3:
+        raise ValueError(f"in_chans={taken['in_chans']!r}: clipdfer models take RGB frames, in_chans=3 (CLIP's "
+                         f"input); give grey frames 3 channels, e.g. video.expand(-1, -1, 3, -1, -1)")
+    if taken.get("global_pool") is not None:
+        raise ValueError(f"global_pool={taken['global_pool']!r}: clipdfer models pool frames as their architecture "
+                         f"defines; the supported value is None (leave it out)")
+    return {k: taken[k] for k in ("drop_rate", "drop_path_rate") if taken.get(k)}
+
+
 def build_model_with_cfg(
         model_cls: Callable[..., nn.Module],
         variant: str,
@@ -97,8 +121,12 @@ def build_model_with_cfg(
     Args:
         pretrained_filter_fn, release_reader: the family's adapters (default: its module's ``checkpoint_filter_fn`` and
             ``read_release``).
-        **kwargs: the family's arguments, ``num_classes`` (timm's; ``0``: the embedding) and ``classifier`` (a head set
-            by ``reset_classifier``, from a saved ``config.json``).
+        **kwargs: the family's arguments, ``num_classes`` (timm's; ``0``: the embedding), ``classifier`` (a head set
+            by ``reset_classifier``, from a saved ``config.json``) and timm's generic ``drop_rate``, ``drop_path_rate``
+            (:meth:`~clipdfer.models._base.DFERModel.set_drop_rates`), ``in_chans`` (3) and ``global_pool`` (None).
+
+    Raises:
+        ValueError: ``in_chans`` other than 3, ``global_pool`` other than None, a drop rate outside [0, 1).
     """
     if pretrained_cfg is None:
         pretrained_cfg = get_pretrained_cfg(variant)
@@ -108,7 +136,10 @@ def build_model_with_cfg(
     accepted = inspect.signature(model_cls).parameters
     kwargs = {k: v for k, v in kwargs.items() if v is not None or k in accepted}
     num_classes = _take_num_classes(model_cls, variant, kwargs)
+    drops = _take_generic(model_cls, kwargs)
     model = model_cls(**kwargs)
+    if drops:
+        model.set_drop_rates(**drops)
     size = getattr(getattr(model, "image_encoder", None), "image_size", None)
     if size is not None and tuple(pretrained_cfg.input_size[1:]) != (size, size):
         if tuple(pretrained_cfg.input_size) == tuple(get_pretrained_cfg(variant).input_size):
@@ -126,7 +157,7 @@ def build_model_with_cfg(
         # timm's cfg["classifier"]: the module(s) holding the class-dependent weights, as built
         pretrained_cfg = dataclasses.replace(pretrained_cfg, classifier=model.classifier_modules)
     model.pretrained_cfg = pretrained_cfg
-    model.model_args = dict(kwargs)  # what config.json records to build the model again
+    model.model_args = {**kwargs, **drops}  # what config.json records to build the model again
     model.weights = "random"  # until weights load; any later change of them shows (see DFERModel.weights)
     if classifier:
         model.reset_classifier(**classifier)

@@ -11,12 +11,13 @@ from typing import Any, Dict, Optional
 
 from torch import nn
 
+from .._files import atomic_write
 from ._download import hub_endpoint
 from ._loading import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, model_dir_config, read_model_config, write_model_dir
 from ._pretrained import PretrainedCfg
 
 __all__ = ["save_pretrained", "push_to_hf_hub", "push_folder_to_hf_hub", "model_config", "model_args", "model_card",
-           "HubMixin"]
+           "card_data", "HubMixin"]
 
 _logger = logging.getLogger(__name__)
 
@@ -43,7 +44,10 @@ def model_config(model: nn.Module, **cfg_updates) -> Dict[str, Any]:
     state = weights_state(model, cfg_updates.get("finetuned"))
     cfg_updates["finetuned"] = state == "finetuned"
     pcfg = dataclasses.replace(cfg, **cfg_updates)  # the model's pretrained_cfg follows its classes, T and head
-    return model_dir_config(pcfg, model_args(model), state, model.num_features)
+    config = model_dir_config(pcfg, model_args(model), state, model.num_features)
+    if getattr(model, "base_model", None):  # the Hub repo its weights were loaded from (a card's base_model)
+        config["base_model"] = model.base_model
+    return config
 
 
 def model_args(model: nn.Module) -> Dict[str, Any]:
@@ -70,8 +74,9 @@ def weights_state(model: nn.Module, finetuned: Optional[bool] = None) -> str:
 
 
 def save_pretrained(model: nn.Module, save_directory: str, **cfg_updates) -> str:
-    """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (made if needed), each atomically; reload
-    with ``clipdfer.create_model("local-dir:" + save_directory)``.
+    """Write ``config.json``, ``model.safetensors`` and the model card ``README.md`` (:func:`model_card`) into
+    ``save_directory`` (made if needed), each atomically; reload with
+    ``clipdfer.create_model("local-dir:" + save_directory)``, the card with ``huggingface_hub.ModelCard.load``.
 
     Args:
         model: a model from ``clipdfer.create_model``.
@@ -82,9 +87,17 @@ def save_pretrained(model: nn.Module, save_directory: str, **cfg_updates) -> str
     texts = getattr(model, "class_texts", None) if model.has_prompt_head else None
     checkpoint = Checkpoint(model.state_dict(), type(model).__name__, config["weights"],
                             tuple(texts) if texts is not None else None, config)
-    return write_model_dir(save_directory, checkpoint)
+    write_model_dir(save_directory, checkpoint)
+    card = model_card(config, directory=save_directory)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(card)
+    atomic_write(os.path.join(save_directory, CARD_NAME), write)
+    return save_directory
 
 
+CARD_NAME = "README.md"
 _CARD_STATES = {
     "finetuned": "fine-tuned",
     "pretrained": "not fine-tuned for expression recognition",
@@ -98,9 +111,26 @@ def _paper_link(paper_id: str) -> str:
         else paper_id
 
 
-def model_card(config: Dict[str, Any], repo_id: str) -> str:
-    """A README.md for the Hub from a model's config: what the weights are, origin and terms, paper and metrics, label
-    order and preprocessing."""
+def card_data(config: Dict[str, Any], repo_id: Optional[str] = None):
+    """The card's metadata as ``huggingface_hub.ModelCardData``: library_name ``clipdfer``, pipeline_tag
+    ``video-classification``, license, base_model (the config's: the Hub repo the weights were loaded from, when it is
+    another), datasets and metric names from the config's pretrained cfg."""
+    from huggingface_hub import ModelCardData
+    pcfg = config["pretrained_cfg"]
+    base = config.get("base_model")
+    return ModelCardData(
+        library_name="clipdfer", pipeline_tag="video-classification", license=pcfg.get("license") or "other",
+        base_model=base if base and base != repo_id else None,
+        datasets=[pcfg["dataset"]] if pcfg.get("dataset") else None,
+        metrics=[name for name, _ in pcfg.get("metrics") or []] or None,
+        tags=["video-classification", "facial-expression-recognition", "clipdfer"])
+
+
+def model_card(config: Dict[str, Any], repo_id: Optional[str] = None, directory: Optional[str] = None) -> str:
+    """A README.md (Hub model card) from a model's config: its metadata (:func:`card_data`), then what the weights are,
+    origin and terms, paper and metrics, label order and preprocessing; loading from ``hf-hub:repo_id``, else from
+    ``local-dir:directory``."""
+    from huggingface_hub import ModelCard
     pcfg = config["pretrained_cfg"]
     state = config.get("weights") or ("finetuned" if pcfg.get("finetuned") else "pretrained")  # older configs
     metrics = "".join(f"| {k} | {v} |\n" for k, v in (pcfg.get("metrics") or []))
@@ -114,14 +144,13 @@ def model_card(config: Dict[str, Any], repo_id: str) -> str:
         origin.append(f"- Published at {pcfg['url']}")
     labels = "".join(f"| {i} | {name} |\n" for i, name in enumerate(config.get("label_names") or []))
     papers = ", ".join(_paper_link(p) for p in pcfg.get("paper_ids") or [])
-    return (
-        f"---\nlibrary_name: clipdfer\nlicense: {pcfg.get('license') or 'other'}\ntags:\n- video-classification\n"
-        f"- facial-expression-recognition\n- clipdfer\n---\n\n"
-        f"# {repo_id}\n\n"
+    name = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{directory or '.'}"
+    body = (
+        f"# {repo_id or config['architecture']}\n\n"
         f"A `{config['architecture']}` model of [clipdfer](https://pypi.org/project/clipdfer/) "
         f"({_CARD_STATES[state]}"
         f"{', on ' + pcfg['dataset'] if pcfg.get('dataset') else ''}).\n\n"
-        f"```python\nimport clipdfer\nmodel = clipdfer.create_model(\"hf-hub:{repo_id}\", pretrained=True)"
+        f"```python\nimport clipdfer\nmodel = clipdfer.create_model(\"{name}\", pretrained=True)"
         f".eval()\n```\n\n"
         f"## Origin and terms\n\n" + "\n".join(origin) + "\n\n"
         + (f"{pcfg['notes']}\n\n" if pcfg.get("notes") else "")
@@ -134,6 +163,7 @@ def model_card(config: Dict[str, Any], repo_id: str) -> str:
         + (f"## Metrics\n\n| metric | value |\n|---|---|\n{metrics}\n" if metrics else "")
         + (f"Papers: {papers}\n" if papers else "")
     )
+    return str(ModelCard(f"---\n{card_data(config, repo_id).to_yaml()}\n---\n\n{body}"))
 
 
 def push_to_hf_hub(
@@ -174,7 +204,7 @@ def push_folder_to_hf_hub(
     with tempfile.TemporaryDirectory() as tmp:
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             shutil.copyfile(os.path.join(directory, name), os.path.join(tmp, name))
-        with open(os.path.join(tmp, "README.md"), "w") as f:
+        with open(os.path.join(tmp, CARD_NAME), "w", encoding="utf-8") as f:
             f.write(model_card(config, repo_id))
         info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
                                  revision=revision, create_pr=create_pr)

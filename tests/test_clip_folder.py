@@ -1,0 +1,143 @@
+"""Your own data in a folder (issue 29, item 2): ``ClipFolder`` (a folder per class, as torchvision's ImageFolder,
+videos or frame folders, prepared as the model's pretrained_cfg says), ``clipdfer train --data DIR`` and
+``clipdfer eval --data DIR`` with ``DIR/train/<class>`` and ``DIR/test/<class>``."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import clipdfer
+from clipdfer.data import ClipFolder, build_transform, find_classes
+from clipdfer.data.io import read_frames
+
+CLASSES = ("calm", "joy", "pain")
+
+
+def _frames(label: int, n: int = 10, size: int = 24, seed: int = 0):
+    """A clip whose colour says its class: class c is channel c, brighter every frame."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 40, (n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        frames[i, :, :, label] = 120 + 10 * i
+    return frames
+
+
+def _frame_folder(path, frames) -> str:
+    from PIL import Image
+    os.makedirs(path)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(os.path.join(path, f"{i + 1}.png"))  # 1.png ... 10.png: natural order matters
+    return str(path)
+
+
+def _layout(root, per_class=(2, 1), classes=CLASSES):
+    """root/train/<class>/clipK/ and root/test/<class>/clipK/ frame folders."""
+    for split, count in zip(("train", "test"), per_class):
+        for label, name in enumerate(classes):
+            for k in range(count):
+                _frame_folder(root / split / name / f"clip{k}", _frames(label, seed=k))
+    return str(root)
+
+
+def test_a_folder_per_class_is_an_imagefolder_of_clips_prepared_as_the_model_says(tmp_path):
+    model = clipdfer.create_model("clipdfer_test")
+    root = _layout(tmp_path)
+    data = ClipFolder(os.path.join(root, "train"), model)
+    assert data.classes == list(CLASSES) and data.class_to_idx == {"calm": 0, "joy": 1, "pain": 2}
+    first = [os.path.join("train", "calm", "clip0"), os.path.join("train", "calm", "clip1")]
+    assert [os.path.relpath(p, root) for p, _ in data.samples[:2]] == first
+    assert data.targets == [0, 0, 1, 1, 2, 2] and len(data) == 6
+    clip, label = data[2]
+    cfg = model.pretrained_cfg
+    assert label == 1 and clip.shape == (cfg.num_frames, 3, *cfg.input_size[1:]) and clip.dtype == torch.float32
+    # test-time frames: the middle of each of T segments of the 10 frames, resized and normalised as the cfg says
+    paths = [os.path.join(data.samples[2][0], f"{i}.png") for i in range(1, 11)]
+    expected = build_transform(cfg)(read_frames(paths, [0, 1, 3, 4, 5, 6, 8, 9], tuple(cfg.input_size[1:]),
+                                                cfg.interpolation))
+    torch.testing.assert_close(clip, expected)
+    with torch.no_grad():
+        assert model(clip.unsqueeze(0)).shape == (1, 7)  # what the model takes, as it comes
+    ordered = ClipFolder(os.path.join(root, "train"), model.pretrained_cfg, classes=["pain", "calm", "joy"],
+                         train=True)
+    assert [(os.path.basename(os.path.dirname(p)), y) for p, y in ordered.samples[::2]] == [
+        ("pain", 0), ("calm", 1), ("joy", 2)]  # the given order; a cfg works as the model does
+    assert ordered.train and ordered[0][0].shape == clip.shape
+
+
+def test_videos_and_frame_folders_mix_in_a_class(tmp_path):
+    pytest.importorskip("av", reason="video files are decoded with PyAV (the video extra)")
+    from videos import write_video
+    (tmp_path / "joy").mkdir()
+    write_video(tmp_path / "joy" / "b.mp4", list(_frames(1)))
+    _frame_folder(tmp_path / "joy" / "a", _frames(1))
+    (tmp_path / "joy" / "notes.txt").write_text("ignored")
+    (tmp_path / "joy" / "._b.mp4").write_bytes(b"macOS sidecar")
+    data = ClipFolder(str(tmp_path), clipdfer.create_model("clipdfer_test"))
+    assert [os.path.basename(p) for p, _ in data.samples] == ["a", "b.mp4"]
+    a, b = data[0][0], data[1][0]
+    assert a.shape == b.shape and torch.allclose(a, b, atol=0.1)  # lossless video: the same clip
+
+
+def test_folders_that_are_not_a_layout_are_named_with_the_fix(tmp_path):
+    cfg = clipdfer.create_model("clipdfer_test").pretrained_cfg
+    with pytest.raises(FileNotFoundError, match="is not a folder: give the folder that holds one folder per class"):
+        ClipFolder(str(tmp_path / "missing"), cfg)
+    with pytest.raises(ValueError, match="holds no class folder"):
+        find_classes(str(tmp_path))
+    _frame_folder(tmp_path / "calm" / "c1", _frames(0, 3))
+    (tmp_path / "joy").mkdir()
+    with pytest.raises(ValueError, match=r"class folder .*joy' holds no clip"):
+        ClipFolder(str(tmp_path), cfg)
+    _frame_folder(tmp_path / "joy" / "c1", _frames(1, 3))
+    with pytest.raises(ValueError, match=r"no folder for \['pain'\]; give each class once"):
+        ClipFolder(str(tmp_path), cfg, classes=["calm", "joy", "pain"])
+    with pytest.raises(ValueError, match=r"folders \['joy'\] not in classes"):
+        ClipFolder(str(tmp_path), cfg, classes=["calm"])
+    from PIL import Image
+    Image.fromarray(_frames(1, 1)[0]).save(tmp_path / "joy" / "0001.png")
+    with pytest.raises(ValueError, match=r"holds image files \(0001.png ...\): .*a folder of its own"):
+        ClipFolder(str(tmp_path), cfg)
+    os.remove(tmp_path / "joy" / "0001.png")
+    (tmp_path / "joy" / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty' holds no image files"):
+        ClipFolder(str(tmp_path), cfg)
+
+
+def test_train_and_eval_read_folders_and_the_model_takes_their_classes(tmp_path, capsys):
+    from clipdfer.cli import main
+    root = _layout(tmp_path / "data")
+    out = str(tmp_path / "run")
+    assert main(["train", "--model", "clipdfer_test", "--data", root, "--out", out, "--epochs", "1",
+                 "--batch-size", "2", "--val-fraction", "0.5"]) == 0
+    printed = capsys.readouterr().out  # train prints its log on the terminal
+    assert "test UAR" in printed
+    assert f"the classes of {root}/train, ['calm', 'joy', 'pain'], replace the model's (happiness" in printed
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert (results["train_clips"], results["selection_clips"], results["test_clips"]) == (3, 3, 3)
+    saved = clipdfer.create_model(f"local-dir:{out}/checkpoints/last")
+    assert saved.class_names == CLASSES and saved.weights == "finetuned"
+    assert main(["eval", "--model", f"local-dir:{out}/checkpoints/last", "--data", root, "--out",
+                 str(tmp_path / "eval"), "--device", "cpu"]) == 0
+    report = json.load(open(tmp_path / "eval" / "results.json"))["folds"]["test"]
+    assert report["test_list"] == os.path.join(root, "test") and sum(sum(r) for r in report["confusion_matrix"]) == 3
+
+
+def test_a_model_takes_the_folders_classes_as_its_head_allows():
+    from clipdfer.train import use_classes
+    prompt = clipdfer.create_model("clipdfer_test")
+    use_classes(prompt, list(CLASSES), "data/train")
+    assert prompt.class_names == CLASSES and prompt.has_prompt_head  # new class texts, the head kept
+    linear = clipdfer.create_model("clipdfer_test", text_head=False, biehpro_depth=0)
+    use_classes(linear, list(CLASSES), "data/train")
+    assert linear.class_names == CLASSES and linear.get_classifier().out_features == 3
+    fixed = clipdfer.create_model("pmfer_test")
+    with pytest.raises(ValueError, match=r"are fixed when it is built: pass them with --model-kwargs "
+                                         r"'\{\"class_names\": \[\"calm\", \"joy\", \"pain\"\]\}'"):
+        use_classes(fixed, list(CLASSES), "data/train")
+    same = clipdfer.create_model("clipdfer_test", class_names=list(CLASSES))
+    head = same.get_classifier()
+    use_classes(same, list(CLASSES), "data/train")  # the same classes: nothing changes
+    assert same.class_names == CLASSES and type(same.get_classifier()) is type(head)
