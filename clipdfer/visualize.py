@@ -186,10 +186,12 @@ class VideoAnnotator:
         self._held = (pts, np.asarray(image))
 
     def _draw_notice(self, draw, size: Tuple[int, int]) -> None:
-        """The notice in white on red, wrapped to the frame's width, across its bottom."""
+        """The notice's first clause (up to its first ';') in white on red across the frame's bottom, wrapped to the
+        frame's width in at most two lines (the last one shortened with '...'), so that it hides little of the frame."""
         import textwrap
         char_w, line_h = draw.textbbox((0, 0), "M", font=self._font)[2:]
-        lines = textwrap.wrap(self.notice, width=max(8, (size[0] - 8) // max(1, char_w)))
+        lines = textwrap.wrap(self.notice.split(";")[0], width=max(8, (size[0] - 8) // max(1, char_w)),
+                              max_lines=2, placeholder="...")
         top = max(0, size[1] - len(lines) * (line_h + 2) - 6)
         draw.rectangle([0, top, size[0], size[1]], fill=(200, 0, 0))
         for i, line in enumerate(lines):

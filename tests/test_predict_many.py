@@ -433,7 +433,7 @@ def test_names_and_environments_users_have(tmp_path, capsys, monkeypatch, script
     capsys.readouterr()
     monkeypatch.setitem(sys.modules, "av", None)  # PyAV missing: one clear line, not a traceback per source
     assert main(["predict", str(tmp_path / "a.mp4"), *MODEL]) == 2
-    assert "pip install 'clipdfer[video]'" in capsys.readouterr().err
+    assert "pip install 'clipdfer[predict]'" in capsys.readouterr().err  # the extra of the command
 
 
 def test_csv_has_its_header_when_every_source_fails(tmp_path, capsys, scripted_faces):

@@ -221,6 +221,8 @@ def test_the_annotated_video_carries_the_random_weights_notice(model, tmp_path, 
     image = annotator._held[1]  # the frame drawn, held until the next frame's time is known
     bottom = image[-3:].reshape(-1, 3).astype(int)
     assert (np.abs(bottom - [200, 0, 0]).sum(-1) < 30).mean() > 0.5  # a red band across the bottom
+    red_rows = (np.abs(image.astype(int) - [200, 0, 0]).sum(-1) < 30).mean(1) > 0.5
+    assert 0 < red_rows.sum() <= 32 and not red_rows[:80].any()  # at most two lines: it hides little of the frame
     plain = real(str(tmp_path / "c.mp4"))
     plain.write(0, 0.0, face_frame([(10, 10, 40, 50)], height=120, width=320), [(1, (10, 10, 40, 50), None)])
     assert (np.abs(plain._held[1][-3:].reshape(-1, 3).astype(int) - [200, 0, 0]).sum(-1) < 30).mean() == 0

@@ -347,7 +347,7 @@ class Predictor:
         annotator = None
         if annotate is not None:
             from ..visualize import VideoAnnotator
-            annotator = VideoAnnotator(annotate.path, notice=self.notice)  # at the source's rate: from the frames' times
+            annotator = VideoAnnotator(annotate.path, notice=self.notice)  # its rate: from the frames' times
         stage = self.tracking_stage()
         session = self._session(annotator.write if annotator is not None else None,
                                 between=getattr(frames, "between", None))
