@@ -177,4 +177,4 @@ def test_a_bare_install_says_which_extra_predict_needs(monkeypatch, capsys):
     assert "needs PyAV: pip install 'clipdfer[predict]'" in err and not re.search("haar|yunet|opencv", err, re.I)
     missing.discard("av")
     assert main(args + ["--detector", "haar"]) == 2  # a detector the user chose is named
-    assert "the Haar detector needs OpenCV" in capsys.readouterr().err
+    assert "the Haar cascade face detector needs OpenCV" in capsys.readouterr().err
