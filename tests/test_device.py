@@ -27,9 +27,17 @@ def test_auto_device_takes_cuda_then_mps_then_the_cpu(monkeypatch, cuda, mps, ex
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     assert resolve_device("auto") == resolve_device(None) == resolve_device(" AUTO ") == torch.device(expected)
-    assert resolve_device("cpu") == torch.device("cpu") and resolve_device("cuda:1") == torch.device("cuda:1")
+    assert resolve_device("cpu") == torch.device("cpu")
+    if cuda:
+        assert resolve_device("cuda:1") == torch.device("cuda:1")
+    else:  # a device this machine does not have is named, not found later by a deep error
+        with pytest.raises(ValueError, match="device='cuda:1': this PyTorch .* has no usable cuda device here"):
+            resolve_device("cuda:1")
     with pytest.raises(ValueError, match="device='gpu0': expected auto, cpu, cuda, cuda:N or mps"):
         resolve_device("gpu0")
+    # a device type torch knows but this build has no backend for: one line, not "No module named 'torch.hpu'"
+    with pytest.raises(ValueError, match="device='hpu': this PyTorch .* has no usable hpu device here"):
+        resolve_device("hpu")
 
 
 # ------------------------------------------------------------------------------------------------ the dtype

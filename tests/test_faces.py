@@ -11,12 +11,17 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+import clipdfer
 
 from clipdfer.faces import (
     FaceTracker, HaarDetector, ShotCutDetector, YuNetDetector, crop_face, detect_faces, iou, make_detector,
     track_faces,
 )
+from clipdfer.inference import NoFaceError, Predictor
+from clipdfer.inference.settings import ReadSettings
 from scripted import ScriptedDetector, face_frame
 
 BACKGROUNDS = [(90, 90, 90), (20, 40, 160), (180, 200, 60), (60, 20, 20)]  # one per shot, in turn
@@ -305,6 +310,10 @@ def test_an_opencv_that_cannot_run_yunet_says_which_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", new)
     with pytest.raises(RuntimeError, match=r"OpenCV 5.0.0 cannot load .*2023mar.onnx \(Failed to parse.*<5"):
         YuNetDetector()
+    # OpenCV 5 dropped the Haar cascades: asking for them says so, not AttributeError: no 'CascadeClassifier'
+    monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(__version__="5.1.0", error=Error))
+    with pytest.raises(ImportError, match=r"OpenCV 5.1.0 has no Haar cascades .*'opencv-python-headless>=4.10,<5'"):
+        HaarDetector()
 
 
 def _tiles(clip, scales):
@@ -346,6 +355,9 @@ def test_a_small_face_in_a_large_frame_needs_a_larger_detect_size(clip):
     frame = np.full((2160, 3840, 3), 100, dtype=np.uint8)
     frame[1500:1632, 3000:3132] = face
     assert YuNetDetector().detect(frame) == []
+    with pytest.raises(NoFaceError, match=r"frames of 3840 px are searched at 640 px.*--detect-size 1920"):
+        Predictor(clipdfer.create_model("clipdfer_test"), pretrained=False, dtype="fp32").run(
+            torch.from_numpy(np.stack([frame] * 8)).permute(0, 3, 1, 2), ReadSettings(folder_fps=8.0))
     found = make_detector("auto", max_side=1920).detect(frame)
     assert len(found) == 1
     x0, y0, x1, y1 = found[0].box

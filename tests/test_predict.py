@@ -607,6 +607,7 @@ def test_detect_size_is_validated_reaches_the_detector_and_is_recorded(model, ca
         with pytest.raises(ValueError, match=match):
             FaceSettings(**bad)
     assert FaceSettings().detect_size is None and FaceSettings(detect_size=np.int64(960)).detect_size == 960
+    assert FaceSettings(detect_size=640) == FaceSettings()  # the detectors' own size, given: results are reused
     pytest.importorskip("cv2")
     from clipdfer.cli import main
     assert main(["predict", "--sample", "--model", "clipdfer_test", "--no-pretrained", "--window", "8",

@@ -5,6 +5,7 @@ import inspect
 import signal
 import sys
 import threading
+from typing import Optional
 
 HELP = "expression timelines of every face in your videos, streams or camera"
 
@@ -107,7 +108,7 @@ def run(args) -> int:
     try:
         predictor = _predictor(args, faces, windows, device, live)
     except ImportError as e:
-        if faces.detect and faces.detector == "auto":  # no detector was chosen: name none, name the extra
+        if faces.detect and faces.detector == "auto" and _missing_module(e) == "cv2":  # no detector was chosen
             raise ImportError("clipdfer predict finds faces with the packages of its extra: pip install "
                               "'clipdfer[predict]' (or --no-face-detection to score whole frames)") from e
         raise
@@ -174,6 +175,16 @@ def _check_video_reader(sources) -> None:
             import av  # noqa: F401
         except ImportError as e:
             raise ImportError(f"reading video files ({videos[0]}) needs PyAV: pip install 'clipdfer[predict]'") from e
+
+
+def _missing_module(e: BaseException) -> Optional[str]:
+    """The top-level name of the module whose absence raised ``e`` (or what it was raised from); None: another error
+    (a device's module, a bug)."""
+    while e is not None:
+        if isinstance(e, ModuleNotFoundError) and e.name:
+            return e.name.partition(".")[0]
+        e = e.__cause__
+    return None
 
 
 def _check_plot(path: str, sources) -> None:

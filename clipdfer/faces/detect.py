@@ -142,7 +142,7 @@ class YuNetDetector(FaceDetector):
         super().__init__(min_score, min_size, max_side)
         cv2 = _opencv("the YuNet face detector")
         if not hasattr(cv2, "FaceDetectorYN"):
-            raise ImportError(f"OpenCV {cv2.__version__} has no FaceDetectorYN (YuNet needs OpenCV 4.8 or newer): "
+            raise ImportError(f"OpenCV {cv2.__version__} has no FaceDetectorYN (clipdfer's YuNet needs OpenCV 4.10 or newer, as its extra says): "
                               f"{_OPENCV_FIX}")
         path = yunet_model_path()
         _check_model_file(path, YUNET_SHA256)
@@ -174,6 +174,9 @@ class HaarDetector(FaceDetector):
     def __init__(self, min_score: float = 0.0, min_size: int = 24, max_side: int = 640, min_neighbors: int = 5):
         super().__init__(min_score, min_size, max_side)
         cv2 = _opencv("the Haar cascade face detector")
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise ImportError(f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 dropped them): pip install "
+                              f"'opencv-python-headless>=4.10,<5', or use the default YuNet detector (--detector auto)")
         self._cv2 = cv2
         self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
         if self.cascade.empty():

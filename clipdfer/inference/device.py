@@ -24,7 +24,8 @@ def resolve_device(device: Union[None, str, torch.device] = "auto") -> torch.dev
     """``"auto"`` / None -> CUDA if available, else MPS if available, else the CPU; anything else as ``torch.device``.
 
     Raises:
-        ValueError: a device string torch does not know, naming it.
+        ValueError: a device string torch does not know, or a device this PyTorch cannot use here (``cuda`` without a
+            GPU, ``hpu`` without its backend), naming it.
     """
     if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
         if torch.cuda.is_available():
@@ -34,9 +35,19 @@ def resolve_device(device: Union[None, str, torch.device] = "auto") -> torch.dev
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"device={device!r}: expected auto, cpu, cuda, cuda:N or mps ({e})") from e
+    if chosen.type not in ("cpu", "meta"):
+        try:
+            backend = getattr(torch.backends, "mps", None) if chosen.type == "mps" else getattr(torch, chosen.type)
+            usable = bool(backend.is_available())
+        except Exception:  # no such backend in this build (torch.hpu without Intel Gaudi's plugin), or it failed
+            usable = False
+        if not usable:
+            raise ValueError(f"device={device!r}: this PyTorch ({torch.__version__}) has no usable {chosen.type} "
+                             f"device here: use auto (CUDA, then MPS, then the CPU) or cpu")
+    return chosen
 
 
 def resolve_dtype(dtype: Union[None, str, torch.dtype]) -> Optional[torch.dtype]:

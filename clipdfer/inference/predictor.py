@@ -236,8 +236,9 @@ class Predictor:
     detector_name = property(lambda self: self.detector.name if self.detector is not None else None)
 
     def weights_sha256(self) -> str:
-        """The sha256 of the model's tensors as they are now (every parameter and buffer: the weights and what the
-        class texts became, names, dtypes and shapes included); computed again after a tensor changed (its version
+        """The sha256 of the model's tensors as they are now, after the cast to the run's dtype (every parameter and
+        buffer: the weights and what the class texts became, names, dtypes and shapes included: the same weights in
+        fp32 and bf16 have two); computed again after a tensor changed (its version
         counter, storage or a sample of its values: writes through ``.data`` bypass the counter)."""
         tensors = list(itertools.chain(self.net.named_parameters(), self.net.named_buffers()))
         try:
@@ -392,9 +393,14 @@ class Predictor:
         faces = session.faces()
         if not faces:
             if self.faces.detect:
+                side, searched = stage.max_frame_side, getattr(self.detector, "max_side", None)
+                small = (f"small faces: frames of {side} px are searched at {searched} px, so faces under about "
+                         f"{max(1, round(12 * side / searched))} px are missed; search them larger with "
+                         f"detect_size={min(side, 1920)} (--detect-size {min(side, 1920)}), " if searched and
+                         side > searched else "")
                 raise NoFaceError(
                     f"no face found in {name} ({stage.frames_read} frames read, a face in {stage.frames_with_face}): "
-                    f"check the video, lower min_track_frames if faces appear only briefly, or pass "
+                    f"check the video; {small}lower min_track_frames if faces appear only briefly, or pass "
                     f"detect_faces=False (--no-face-detection) to use whole frames")
             raise ValueError(f"no frames in {name}: nothing to predict")
         main = max(faces, key=lambda f: (f.last_frame - f.first_frame, -f.id))

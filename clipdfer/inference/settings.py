@@ -40,6 +40,7 @@ def _whole(settings, name: str, low: int, unit: str) -> None:
 
 
 _TRACKER = inspect.signature(FaceTracker).parameters  # its defaults are the settings' defaults
+_DETECT_SIZE = inspect.signature(FaceDetector).parameters["max_side"].default  # what detect_size=None means
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +119,8 @@ class FaceSettings:
         if self.detect_size is not None and not self.detect:
             raise ValueError(f"detect_size={self.detect_size} with detect=False (--no-face-detection): no detector "
                              f"runs; leave one of the two out")
+        if self.detect_size == _DETECT_SIZE:  # the detectors' own size, given: the same settings as leaving it out
+            object.__setattr__(self, "detect_size", None)
         _whole(self, "detect_every", 1, "frames")
         _whole(self, "min_track_frames", 1, "frames")
         _whole(self, "max_missing", 0, "searches")

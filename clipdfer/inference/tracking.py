@@ -87,6 +87,7 @@ class TrackingStage:
         self.tracker, self.prepare, self.margin, self.size = tracker, prepare, margin, size
         self.interpolation = interpolation
         self.frames_read = self.frames_with_face = 0
+        self.max_frame_side = 0  # the longest side (px) of the frames read: the no-face hint compares the detect size
         self.first_time: Optional[float] = None
         self.last_time: Optional[float] = None
         self.seconds = {"decode_s": 0.0, "detect_and_track_s": 0.0, "crop_s": 0.0}
@@ -110,6 +111,7 @@ class TrackingStage:
             self.frames_read += 1
             self.first_time = t if self.first_time is None else self.first_time
             self.last_time = t
+            self.max_frame_side = max(self.max_frame_side, *image.shape[:2])
             self._frames[index] = (t, image)
             start = time.perf_counter()
             step = self.tracker.update(image)
