@@ -142,8 +142,8 @@ class YuNetDetector(FaceDetector):
         super().__init__(min_score, min_size, max_side)
         cv2 = _opencv("the YuNet face detector")
         if not hasattr(cv2, "FaceDetectorYN"):
-            raise ImportError(f"OpenCV {cv2.__version__} has no FaceDetectorYN (clipdfer's YuNet needs OpenCV 4.10 or newer, as its extra says): "
-                              f"{_OPENCV_FIX}")
+            raise ImportError(f"OpenCV {cv2.__version__} has no FaceDetectorYN (clipdfer's YuNet needs OpenCV 4.10 or "
+                              f"newer, as its extra says): {_OPENCV_FIX}")
         path = yunet_model_path()
         _check_model_file(path, YUNET_SHA256)
         try:
