@@ -143,7 +143,10 @@ def test_a_three_step_amp_training_run_saves_and_resumes(tmp_path):
     _train(out, "--resume")
     entries = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
     steps = [e for e in entries if e["event"] == "step"]
-    assert [e["step"] for e in steps][:3] == [1, 2, 3] and steps[-1]["step"] == 6  # 24 clips / 4: 6 steps in all
+    start = next(e for e in entries if e["event"] == "start")  # 24 clips, less the validation split (>= 1 per class)
+    per_epoch = -(-start["train_clips"] // 4)  # batches of 4, the last one short
+    assert start["train_clips"] + start["selection_clips"] == 24 and per_epoch > 3
+    assert [e["step"] for e in steps] == list(range(1, per_epoch + 1))  # 3, then the rest after the resume
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in steps)
     model = clipdfer.create_model(f"local-dir:{os.path.join(out, 'checkpoints', 'last')}").eval()
     with torch.no_grad():
