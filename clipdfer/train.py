@@ -20,7 +20,7 @@ import os
 import random
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -121,7 +121,10 @@ def _datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, 
         if given:
             raise ValueError(f"--synthetic makes its own clips, but {', '.join(given)} was given too: leave one out")
         size = pcfg.input_size[-1]
-        make = lambda n, seed: SyntheticClips(n, model.num_classes, t, size, pcfg.mean, pcfg.std, seed)  # noqa: E731
+
+        def make(n, seed):
+            return SyntheticClips(n, model.num_classes, t, size, pcfg.mean, pcfg.std, seed)
+
         full_train, test = make(cfg.synthetic_size, 0), make(max(cfg.synthetic_size // 2, model.num_classes), 1)
     elif _is_folder_layout(cfg):
         full_train, full_eval, test = _folder_datasets(cfg, model, recipe)
@@ -176,23 +179,38 @@ def _is_folder_layout(cfg: TrainConfig) -> bool:
         and not os.path.isfile(os.path.join(cfg.data, "train.txt"))
 
 
-def use_classes(model, classes: List[str], where: str) -> None:
+def use_classes(model, classes: List[str], where: str, rebuild: Optional[Callable] = None):
     """Give ``model`` the classes ``classes`` (a dataset's, from ``where``) unless it has them, and say so: new class
-    texts for a text-prompt head that takes them, a new linear head for a linear one.
+    texts for a text-prompt head that takes them, a new linear head for a linear one; a family whose class-specific
+    parts are fixed when built (``model.build_kwargs_for_classes``) is built again for them by ``rebuild(**kwargs)``.
+
+    Returns:
+        the model with the classes: ``model``, or the one ``rebuild`` built.
 
     Raises:
-        ValueError: a model whose classes are fixed at construction.
+        ValueError: a model whose classes are fixed when built and no ``rebuild``, or classes that need what only the
+            user can give (PMFER's phrases); the message gives the ``--model-kwargs`` to pass.
     """
     if model.class_names is not None and list(model.class_names) == list(classes):
-        return
+        return model
     before = list(model.class_names or [])
-    if model.has_prompt_head and not model._can_set_classes:
+    try:
+        kwargs = model.build_kwargs_for_classes(classes)
+    except ValueError as e:
+        raise ValueError(f"{where} has the classes {classes}, but {e}") from e
+    if kwargs is None:
+        model.reset_classifier(len(classes), class_names=classes)  # a prompt head: set_classes; linear: a new head
+        _logger.warning("the classes of %s, %s, replace the model's (%s): %s", where, classes,
+                        ", ".join(before) or "none",
+                        "new class texts for its text-prompt head" if model.has_prompt_head else "a new linear head")
+        return model
+    if rebuild is None:
         raise ValueError(f"{where} has the classes {classes}, but {type(model).__name__}'s classes {before} are fixed "
-                         f"when it is built: pass them with --model-kwargs '{json.dumps({'class_names': classes})}' "
-                         f"(create_model(name, class_names=[...]))")
-    model.reset_classifier(len(classes), class_names=classes)  # a prompt head: set_classes; linear: a new head
-    _logger.warning("the classes of %s, %s, replace the model's (%s): %s", where, classes, ", ".join(before) or "none",
-                    "new class texts for its text-prompt head" if model.has_prompt_head else "a new linear head")
+                         f"when it is built: build it with {model._build_advice(kwargs)}")
+    _logger.warning("the classes of %s, %s, replace the model's (%s): %s's class-specific parts are fixed when it is "
+                    "built, so it is built again with %s", where, classes, ", ".join(before) or "none",
+                    type(model).__name__, ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
+    return rebuild(**kwargs)
 
 
 def _folder_datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, object]:
@@ -394,6 +412,14 @@ def _build_run(cfg: TrainConfig) -> _Run:
     source = f"local-dir:{found}" if resume else (starting_weights(cfg.model) if cfg.pretrained else cfg.model)
     model = create_model(source, pretrained=cfg.pretrained and not resume, checkpoint_path=None if resume else
                          cfg.checkpoint, **({} if resume else (cfg.model_kwargs or {})))
+    if not resume and _is_folder_layout(cfg):  # the folders' classes, the model built again where it must be
+        train_dir = os.path.join(cfg.data, "train")
+
+        def rebuild(**kwargs):
+            return create_model(source, pretrained=cfg.pretrained, checkpoint_path=cfg.checkpoint,
+                                **{**(cfg.model_kwargs or {}), **kwargs})
+
+        model = use_classes(model, find_classes(train_dir), train_dir, rebuild=rebuild)
     recipe = _recipe(cfg, model)  # from the built model: its family and the dataset of its classes
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing()

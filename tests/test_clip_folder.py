@@ -33,6 +33,14 @@ def _frame_folder(path, frames) -> str:
     return str(path)
 
 
+def _model_kwargs(error) -> dict:
+    """The --model-kwargs JSON an error message gives."""
+    import re
+    found = re.search(r"--model-kwargs '(\{.*?\})'", str(error.value))
+    assert found, str(error.value)
+    return json.loads(found.group(1))
+
+
 def _layout(root, per_class=(2, 1), classes=CLASSES):
     """root/train/<class>/clipK/ and root/test/<class>/clipK/ frame folders."""
     for split, count in zip(("train", "test"), per_class):
@@ -133,11 +141,74 @@ def test_a_model_takes_the_folders_classes_as_its_head_allows():
     linear = clipdfer.create_model("clipdfer_test", text_head=False, biehpro_depth=0)
     use_classes(linear, list(CLASSES), "data/train")
     assert linear.class_names == CLASSES and linear.get_classifier().out_features == 3
-    fixed = clipdfer.create_model("pmfer_test")
-    with pytest.raises(ValueError, match=r"are fixed when it is built: pass them with --model-kwargs "
-                                         r"'\{\"class_names\": \[\"calm\", \"joy\", \"pain\"\]\}'"):
+    fixed = clipdfer.create_model("a3lign_test")  # class sentences learned per class: fixed when built
+    with pytest.raises(ValueError, match=r"are fixed when it is built: build it with clipdfer.create_model\("
+                                         r"'a3lign_test', class_names=.*--model-kwargs "
+                                         r"'\{\"class_names\": \[\"calm\", \"joy\", \"pain\"\]\}'") as e:
         use_classes(fixed, list(CLASSES), "data/train")
+    assert clipdfer.create_model("a3lign_test", **_model_kwargs(e)).class_names == CLASSES  # the advice works
+    built = use_classes(fixed, list(CLASSES), "data/train", rebuild=lambda **kw: clipdfer.create_model(
+        "a3lign_test", **kw))  # as train --data does: built again for the classes
+    assert built is not fixed and built.class_names == CLASSES
+    csc = clipdfer.create_model("coop_test", class_specific_contexts=True)  # a context per class: 7, not 3
+    assert csc.build_kwargs_for_classes(list(CLASSES)) == {"class_names": list(CLASSES),
+                                                           "class_specific_contexts": True}
+    with pytest.raises(ValueError, match=r"learned for 7 classes, so 3 classes need a model built for them") as e:
+        csc.set_classes(list(CLASSES))
+    assert clipdfer.create_model("coop_test", **_model_kwargs(e)).class_names == CLASSES
     same = clipdfer.create_model("clipdfer_test", class_names=list(CLASSES))
     head = same.get_classifier()
     use_classes(same, list(CLASSES), "data/train")  # the same classes: nothing changes
     assert same.class_names == CLASSES and type(same.get_classifier()) is type(head)
+
+
+def test_train_data_builds_dferclip_for_the_folders_classes(tmp_path, capsys):
+    """DFER-CLIP's contexts are class-specific and its texts are descriptors of its classes: train --data builds it for
+    the folders' classes (their names as texts: they have no descriptor) and says so."""
+    from clipdfer.cli import main
+    root = _layout(tmp_path / "data", per_class=(2, 0))
+    out = str(tmp_path / "run")
+    assert main(["train", "--model", "dferclip_test", "--data", root, "--out", out, "--epochs", "1",
+                 "--batch-size", "2", "--val-fraction", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "DFERCLIP's class-specific parts are fixed when it is built, so it is built again with class_names=" \
+           "['calm', 'joy', 'pain'], text_type='class_names'" in printed
+    saved = clipdfer.create_model(f"local-dir:{out}/checkpoints/last")
+    assert saved.class_names == CLASSES and saved.class_texts == ("calm.", "joy.", "pain.")
+
+
+def test_dferclip_set_classes_errors_give_a_fix_that_works():
+    model = clipdfer.create_model("dferclip_test")
+    with pytest.raises(ValueError, match=r"learned for 7 classes, so 3 classes need a model built for them: "
+                                         r"clipdfer.create_model\('dferclip_test', class_names=\['calm', 'joy', "
+                                         r"'pain'\], text_type='class_names'\)") as e:
+        model.set_classes(list(CLASSES))
+    assert clipdfer.create_model("dferclip_test", **_model_kwargs(e)).class_names == CLASSES
+    seven = [f"c{i}" for i in range(7)]
+    with pytest.raises(ValueError, match=r"no DFER-CLIP descriptor for classes .*set_classes\(\['c0', .*"
+                                         r"class_texts=\['c0.', ") as e:
+        model.set_classes(seven)
+    texts = json.loads(str(e.value).split("class_texts=")[1].split("]")[0].replace("'", '"') + "]")
+    model.set_classes(seven, class_texts=texts)  # following the advice keeps the learned contexts
+    assert model.class_names == tuple(seven) and model.class_texts == tuple(f"c{i}." for i in range(7))
+
+
+def test_pmfer_says_everything_its_classes_need_in_one_message(tmp_path, capsys):
+    """The first message gives class_names and phrases; passing its --model-kwargs as given trains."""
+    from clipdfer.cli import main
+    root = _layout(tmp_path / "data", per_class=(2, 0))
+    args = ["train", "--model", "pmfer_test", "--data", root, "--out", str(tmp_path / "run"), "--epochs", "1",
+            "--batch-size", "2", "--val-fraction", "0.5"]
+    from clipdfer.train import use_classes
+    with pytest.raises(ValueError, match=r"classes \['calm', 'joy'\] have none built in .*phrases=\{'calm': "
+                                         r"\['calm expression'\], 'joy': \['joy expression'\]\}.*replacing each "
+                                         r"placeholder phrase") as e:
+        use_classes(clipdfer.create_model("pmfer_test"), list(CLASSES), f"{root}/train")
+    kwargs = _model_kwargs(e)
+    assert kwargs == {"class_names": list(CLASSES), "phrases": {"calm": ["calm expression"],
+                                                                "joy": ["joy expression"]}}
+    assert main(args) == 2
+    assert "phrases" in capsys.readouterr().err
+    assert main(args + ["--model-kwargs", json.dumps(kwargs)]) == 0
+    saved = clipdfer.create_model(f"local-dir:{tmp_path}/run/checkpoints/last")
+    assert saved.class_names == CLASSES and saved.phrases["calm"] == ["calm expression"]

@@ -261,6 +261,28 @@ class DFERModel(HubMixin, nn.Module):
     def _can_set_classes(self) -> bool:
         return type(self).set_classes is not DFERModel.set_classes
 
+    def build_kwargs_for_classes(self, class_names: Sequence[str]) -> Optional[Dict[str, Any]]:
+        """How this model takes other classes: None where it takes them in place (``set_classes`` on a text-prompt
+        head, a new linear head by ``reset_classifier``); else the ``create_model`` keyword arguments that build it
+        for them, where its class-specific parts are fixed when it is built (A³lign-DFER's class sentences,
+        DFER-CLIP's class-specific contexts for another class count, PMFER's phrases).
+
+        Raises:
+            ValueError: the classes need something only the user can give (PMFER: action-unit phrases); the message
+                gives the arguments to pass.
+        """
+        if not self.has_prompt_head or self._can_set_classes:
+            return None
+        return {"class_names": list(class_names)}
+
+    def _build_advice(self, kwargs: Dict[str, Any]) -> str:
+        """``clipdfer.create_model('<name>', ...)`` with ``kwargs``, and the same as ``train --model-kwargs``."""
+        import json
+        name = getattr(self.pretrained_cfg, "architecture", None) or "NAME"
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        return (f"clipdfer.create_model({name!r}, {args}) (clipdfer train: --model-kwargs "
+                f"'{json.dumps(kwargs)}')")
+
     def _require_prompt_head(self, what: str) -> None:
         if not self.has_prompt_head:
             raise RuntimeError(
