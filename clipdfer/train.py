@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Subset
 from ._files import write_json
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from .data import ClipDataset, ClipFolder, SyntheticClips, build_transform, find_classes, read_annotations
+from .data.datasets import data_dir_error
 from .distributed import LossWrapper, ResumableSampler, launch_env, setup, teardown
 from .eval import evaluate
 from .models import create_model, get_pretrained_cfg, list_pretrained
@@ -127,13 +128,20 @@ def _datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, 
 
         full_train, test = make(cfg.synthetic_size, 0), make(max(cfg.synthetic_size // 2, model.num_classes), 1)
     elif _is_folder_layout(cfg):
-        full_train, full_eval, test = _folder_datasets(cfg, model, recipe)
+        full_train, full_eval, test, val = _folder_datasets(cfg, model, recipe)
+        if val is not None and cfg.select_on == "val":
+            _logger.warning("validation: the %d clips of %s (--val-fraction is not used)", len(val), val.root)
+            return full_train, val, test
+        if val is not None:
+            _logger.warning("%s is not used: --select-on test selects on the test set", val.root)
     else:
         train_list = cfg.train_list or (os.path.join(cfg.data, "train.txt") if cfg.data else None)
         test_list = cfg.test_list or (os.path.join(cfg.data, "test.txt") if cfg.data else None)
         if not train_list:
-            raise ValueError("no training data: pass --data DIR (with train.txt, test.txt), --train-list, or "
-                             "--synthetic")
+            raise ValueError("no training data: pass --data DIR (with train/<class>/ and test/<class>/ folders, or "
+                             "train.txt and test.txt), --train-list, or --synthetic")
+        if cfg.data and not cfg.train_list and not os.path.isfile(train_list):
+            raise data_dir_error(cfg.data, "train")
         train_tf = build_transform(pcfg, train=True, augment=recipe.augment)
         test_tf = build_transform(pcfg, train=False)
         records = read_annotations(train_list, num_classes=model.num_classes)
@@ -213,20 +221,23 @@ def use_classes(model, classes: List[str], where: str, rebuild: Optional[Callabl
     return rebuild(**kwargs)
 
 
-def _folder_datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, object]:
-    """``DIR/train/<class>`` and ``DIR/test/<class>`` (optional): the training set, the same clips read for
-    validation, and the test set; the model takes the folders' classes."""
+def _folder_datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, object, object]:
+    """``DIR/train/<class>``, ``DIR/test/<class>`` (optional) and ``DIR/val/<class>`` (optional): the training set,
+    the same clips read for validation, the test set and the validation set; the model takes the folders' classes."""
     train_dir, test_dir = os.path.join(cfg.data, "train"), os.path.join(cfg.data, "test")
+    val_dir = os.path.join(cfg.data, "val")
     classes = find_classes(train_dir)
     use_classes(model, classes, train_dir)
     full_train = ClipFolder(train_dir, model, train=True, classes=classes, augment=recipe.augment, seed=cfg.seed)
     full_eval = ClipFolder(train_dir, model, classes=classes)  # validation clips read like test clips
-    test = None
+    test = val = None
     if os.path.isdir(test_dir):
         test = ClipFolder(test_dir, model, classes=classes)
     else:
         _logger.warning("%s has no test/ folder: the run ends without a test (results.json has no 'test')", cfg.data)
-    return full_train, full_eval, test
+    if os.path.isdir(val_dir):
+        val = ClipFolder(val_dir, model, classes=classes)
+    return full_train, full_eval, test, val
 
 
 # ---------------------------------------------------------------------------------------------------- optimisation

@@ -212,3 +212,73 @@ def test_pmfer_says_everything_its_classes_need_in_one_message(tmp_path, capsys)
     assert main(args + ["--model-kwargs", json.dumps(kwargs)]) == 0
     saved = clipdfer.create_model(f"local-dir:{tmp_path}/run/checkpoints/last")
     assert saved.class_names == CLASSES and saved.phrases["calm"] == ["calm expression"]
+
+
+def test_clips_in_sub_folders_are_walked_a_frame_folder_is_one_clip(tmp_path):
+    cfg = clipdfer.create_model("clipdfer_test").pretrained_cfg
+    _frame_folder(tmp_path / "calm" / "actor1" / "c1", _frames(0, 3))  # root/<class>/<actor>/<clip>/<frames>
+    _frame_folder(tmp_path / "calm" / "actor2" / "c2", _frames(0, 3))
+    _frame_folder(tmp_path / "joy" / "c3", _frames(1, 3))
+    _frame_folder(tmp_path / "joy" / "c3" / "thumbs", _frames(1, 2))  # inside a frame folder: not another clip
+    data = ClipFolder(str(tmp_path), cfg)
+    assert [(os.path.relpath(p, tmp_path), y) for p, y in data.samples] == [
+        ("calm/actor1/c1", 0), ("calm/actor2/c2", 0), ("joy/c3", 1)]
+    assert data[1][0].shape[0] == cfg.num_frames
+    (tmp_path / "joy" / "c3" / "x.mp4").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"c3' holds both image files \(1.png ...\) and videos .*move the videos out"):
+        ClipFolder(str(tmp_path), cfg)
+    os.remove(tmp_path / "joy" / "c3" / "x.mp4")
+    os.symlink(tmp_path / "calm", tmp_path / "calm" / "actor1" / "loop")  # a link loop is walked once
+    assert len(ClipFolder(str(tmp_path), cfg)) == 3
+    os.symlink(tmp_path / "nowhere.mp4", tmp_path / "joy" / "gone.mp4")
+    with pytest.raises(FileNotFoundError, match=r"gone.mp4' is a broken symbolic link \(to .*nowhere.mp4'\): point "
+                                                r"it at an existing clip or remove it") as e:
+        ClipFolder(str(tmp_path), cfg)
+    assert "annotation" not in str(e.value)
+
+
+def test_a_root_of_splits_says_to_give_one(tmp_path):
+    root = _layout(tmp_path / "data")
+    with pytest.raises(ValueError, match=r"data' holds the splits test/, train/, not class folders: give one split, "
+                                         r"e.g. ClipFolder\('.*data/train', model\)"):
+        ClipFolder(root, clipdfer.create_model("clipdfer_test"))
+
+
+def test_train_and_eval_data_errors_name_the_layouts_and_what_was_found(tmp_path, capsys):
+    from clipdfer.cli import main
+    root = _layout(tmp_path / "data")
+    train = os.path.join(root, "train")
+
+    def error(command, data):
+        assert main([command, "--model", "clipdfer_test", "--out", str(tmp_path / "run"), "--data", data,
+                     "--device", "cpu", "--epochs", "1"][:-2 if command == "eval" else None]) == 2
+        said = capsys.readouterr().err
+        assert "annotation file " not in said.split("(an annotation file")[0], said  # the layouts first
+        return said
+
+    said = error("train", train)  # DIR/train given: class folders directly
+    assert f"{train!r} is a split itself: give the folder that holds it, --data {root}" in said
+    assert "expected " + os.path.join(train, "train", "<class>") in said and "DIR/test/<class>" in said
+    said = error("train", str(tmp_path / "nowhere"))
+    assert "nowhere' does not exist: expected" in said and "train.txt (an annotation file" in said
+    classes = str(tmp_path / "data" / "test")
+    os.rename(classes, tmp_path / "flat")
+    said = error("train", str(tmp_path / "flat"))
+    assert "holds calm/, joy/, pain/" in said and "if calm/, joy/, pain/ are classes, move them into" in said
+    said = error("eval", root)  # no test/ left
+    assert f"--data {root!r} has no test/ folder nor test.txt: it holds train/" in said
+    assert "expected " + os.path.join(root, "test", "<class>") in said
+
+
+def test_a_val_folder_is_the_validation_split(tmp_path, capsys):
+    from clipdfer.cli import main
+    root = _layout(tmp_path / "data", per_class=(1, 1))
+    for label, name in enumerate(CLASSES):
+        _frame_folder(tmp_path / "data" / "val" / name / "v0", _frames(label, seed=5))
+        _frame_folder(tmp_path / "data" / "val" / name / "v1", _frames(label, seed=6))
+    out = str(tmp_path / "run")
+    assert main(["train", "--model", "clipdfer_test", "--data", root, "--out", out, "--epochs", "1",
+                 "--batch-size", "2"]) == 0  # one training clip a class: no split of train/ could validate
+    assert f"validation: the 6 clips of {root}/val (--val-fraction is not used)" in capsys.readouterr().out
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert (results["train_clips"], results["selection_clips"], results["test_clips"]) == (3, 6, 3)
