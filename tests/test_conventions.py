@@ -58,7 +58,9 @@ def test_timm_generic_arguments_have_their_meaning_or_a_clear_error(name):
         assert not torch.allclose(a, b)  # stochastic depth in the CLIP blocks, in training
         model.set_drop_rates(0.0, 0.0)
         torch.testing.assert_close(model.forward_features(video), plain.train().forward_features(video))
-    assert clipdfer.create_model(name, drop_rate=0.0, drop_path_rate=0.0).head_drop is None  # timm's defaults
+    neutral = clipdfer.create_model(name, drop_rate=0.0, drop_path_rate=0.0)  # timm's defaults
+    assert isinstance(neutral.head_drop, torch.nn.Dropout) and neutral.head_drop.p == 0  # an nn.Dropout, as timm's
+    assert neutral.state_dict().keys() == plain.state_dict().keys()  # Dropout has no parameters
     with pytest.raises(ValueError, match=r"in_chans=1: clipdfer models take RGB frames, in_chans=3.*expand"):
         clipdfer.create_model(name, in_chans=1)
     with pytest.raises(ValueError, match=r"global_pool='avg': .*the supported value is None"):
@@ -72,6 +74,44 @@ def test_drop_rates_are_saved_with_the_model(tmp_path):
     model.save_pretrained(str(tmp_path / "m"))
     again = clipdfer.create_model(f"local-dir:{tmp_path / 'm'}")
     assert again.head_drop.p == 0.1 and again.image_encoder.drop_path_rates == model.image_encoder.drop_path_rates
+    plain = clipdfer.create_model("clipdfer_test")
+    plain.head_drop.p = 0.2  # as on a timm model: head_drop is there with p=0
+    plain.save_pretrained(str(tmp_path / "p"))
+    again = clipdfer.create_model(f"local-dir:{tmp_path / 'p'}")
+    assert again.head_drop.p == 0.2 and again.image_encoder.drop_path_rates == plain.image_encoder.drop_path_rates
+    assert again.state_dict().keys() == plain.state_dict().keys()
+    for a, b in zip(again.state_dict().values(), plain.state_dict().values()):
+        assert torch.equal(a, b)
+    torch.manual_seed(0)
+    x = random_video(plain)
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x), plain.eval()(x))
+        plain.train(), again.train()
+        torch.manual_seed(3)
+        a = plain.forward_head(plain.forward_features(x), pre_logits=True)
+        torch.manual_seed(3)
+        b = again.forward_head(again.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(a, b)
+        assert (a == 0).float().mean() > 0.05  # p=0.2 drops in training
+    plain.set_drop_rates(0.0, 0.3)  # changed later: recorded too
+    plain.save_pretrained(str(tmp_path / "q"))
+    again = clipdfer.create_model(f"local-dir:{tmp_path / 'q'}")
+    assert again.head_drop.p == 0 and again.image_encoder.drop_path_rates == plain.image_encoder.drop_path_rates
+
+
+def test_timm_scripts_arguments_with_no_meaning_here_are_taken_at_their_neutral_values():
+    # what timm's train.py passes with its defaults (create_model(args.model, ...)), and validate.py's scriptable
+    model = clipdfer.create_model("clipdfer_test", pretrained=False, in_chans=3, num_classes=None, drop_rate=0.0,
+                                  drop_path_rate=None, drop_block_rate=None, global_pool=None, bn_momentum=None,
+                                  bn_eps=None, scriptable=False, checkpoint_path="", exportable=None, no_jit=False)
+    assert model.num_classes == 7 and model.head_drop.p == 0
+    clipdfer.create_model("clipdfer_test", drop_block_rate=0.0)
+    for name, value, supported in (("scriptable", True, "None or False"), ("exportable", True, "None or False"),
+                                   ("no_jit", True, "None or False"), ("drop_block_rate", 0.1, "None or 0"),
+                                   ("bn_momentum", 0.1, "None"), ("bn_eps", 1e-5, "None")):
+        with pytest.raises(ValueError, match=rf"{name}={value!r}: .*; the supported values? (are|is) {supported} "
+                                             rf"\(leave it out\)"):
+            clipdfer.create_model("clipdfer_test", **{name: value})
 
 
 def test_version_and_the_commands_in_help(capsys):

@@ -92,7 +92,8 @@ class DFERModel(HubMixin, nn.Module):
         self.num_features = self.clip_arch.embed_dim
         self.head_hidden_size = self.clip_arch.embed_dim  # a family whose pre-logits are wider sets it
         self.head: Optional[nn.Module] = None
-        self.head_drop: Optional[nn.Module] = None  # timm's drop_rate: dropout on the pre-logits (set_drop_rates)
+        # timm's drop_rate: dropout on the pre-logits, an nn.Dropout always (p=0: none), as timm's (set_drop_rates)
+        self.head_drop = nn.Dropout(0.0)
         self.stage = 1
         self.pretrained_cfg = None
         self.model_args: Dict[str, Any] = {}
@@ -157,7 +158,7 @@ class DFERModel(HubMixin, nn.Module):
             pre_logits: return the (B, head_hidden_size) embedding the classifier reads instead of the logits.
         """
         x = self._pool(x)
-        if self.head_drop is not None:
+        if self.head_drop is not None and self.head_drop.p:  # (None: a model of an older clipdfer, unpickled)
             x = self.head_drop(x)
         if pre_logits:
             return x
@@ -305,8 +306,13 @@ class DFERModel(HubMixin, nn.Module):
             check_range(name, rate, 0.0, 1.0)
             if rate >= 1:
                 raise ValueError(f"{name}={rate}: expected a probability in [0, 1) (1 would drop everything)")
-        self.head_drop = nn.Dropout(drop_rate) if drop_rate else None
+        self.head_drop = nn.Dropout(drop_rate)
         self.image_encoder.set_drop_path(drop_path_rate)
+        for name, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):  # what save_pretrained keeps
+            if rate:
+                self.model_args[name] = float(rate)
+            else:
+                self.model_args.pop(name, None)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:

@@ -54,6 +54,10 @@ def model_args(model: nn.Module) -> Dict[str, Any]:
     """The arguments that build ``model`` again: the constructor's, those that changed since (the classes), and the
     classifier ``reset_classifier`` set."""
     args = {**model.model_args, **(model._class_args_before_reset or model._class_args())}
+    rate = float(getattr(getattr(model, "head_drop", None), "p", 0.0) or 0.0)  # as it is now: head_drop.p = 0.2 too
+    args.pop("drop_rate", None)
+    if rate:
+        args["drop_rate"] = rate
     if model._classifier_args is not None:
         args["classifier"] = dict(model._classifier_args)
     return args
