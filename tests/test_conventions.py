@@ -3,6 +3,7 @@
 through ``huggingface_hub.ModelCardData``, and a bare install's ``clipdfer predict``."""
 
 import builtins
+import json
 import os
 import pathlib
 import re
@@ -187,12 +188,31 @@ def test_a_model_card_carries_its_metadata_as_huggingface_hub_reads_it(tmp_path)
     card = ModelCard.load(os.path.join(folder, "README.md"))
     data = card.data.to_dict()
     assert data["library_name"] == "clipdfer" and data["pipeline_tag"] == "video-classification"
-    assert data["license"] == "apache-2.0" and data["datasets"] == ["dfew"] and data["metrics"] == ["uar"]
-    assert "| uar | 50.0 |" in card.text and 'create_model("local-dir:' in card.text
+    assert data["license"] == "apache-2.0" and data["metrics"] == ["uar"]
+    assert "datasets" not in data and "model-index" not in data  # 'dfew' is no Hub dataset id: named in the text
+    assert "fine-tuned, on dfew" in card.text and "| uar | 50.0 |" in card.text
+    assert 'create_model("local-dir:PATH", pretrained=True).eval()  # PATH: this folder' in card.text
+    assert str(tmp_path) not in str(card)  # no local path of the machine that saved it
     assert card.data.base_model is None  # random weights: from no repo
     model.base_model = "me/start"  # what the builder records of weights loaded from the Hub
-    model.save_pretrained(str(tmp_path / "b"))
-    assert ModelCard.load(str(tmp_path / "b" / "README.md")).data.base_model == "me/start"
+    model.save_pretrained(str(tmp_path / "b"), dataset="me/my-clips", metrics={"uar": 61.5, "war": 70})
+    card = ModelCard.load(str(tmp_path / "b" / "README.md"))
+    assert card.data.base_model == "me/start" and card.data.datasets == ["me/my-clips"]
+    assert [(r.dataset_type, r.metric_type, r.metric_value) for r in card.data.eval_results] == [
+        ("me/my-clips", "uar", 61.5), ("me/my-clips", "war", 70)]
+    reloaded = clipdfer.create_model(f"local-dir:{tmp_path / 'b'}")  # the base model survives a reload
+    assert reloaded.base_model == "me/start"
+    reloaded.save_pretrained(str(tmp_path / "c"))
+    assert json.load(open(tmp_path / "c" / "config.json"))["base_model"] == "me/start"
+    assert ModelCard.load(str(tmp_path / "c" / "README.md")).data.base_model == "me/start"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), None, "60"])
+def test_a_metric_that_is_not_a_number_is_refused_before_anything_is_written(tmp_path, value):
+    model = clipdfer.create_model("clipdfer_test")
+    with pytest.raises(ValueError, match=rf"metrics: 'uar' is {re.escape(repr(value))}: expected a finite number"):
+        model.save_pretrained(str(tmp_path / "m"), metrics={"uar": value, "war": 50.0})
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_bare_install_says_which_extra_predict_needs(monkeypatch, capsys):
