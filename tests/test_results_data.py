@@ -348,3 +348,24 @@ def test_load_results_of_a_pipe_says_to_save_it_to_a_file_first(tmp_path):
     with pytest.raises(ValueError, match=r"fifo' is not a regular file or a folder .*/dev/stdin.*"
                                          r"--jsonl > results.jsonl\) and give that file"):
         load_results(str(fifo))
+
+
+def test_a_closed_stdout_ends_quietly_and_keeps_the_results_written(tmp_path):
+    """`clipdfer predict a b c --jsonl --out DIR | head -1`: the reader goes after the first line; the run ends with
+    141 (or 0) and no error line, and the results already written to --out stay."""
+    import os
+    import subprocess
+    sources = _folders(tmp_path, 3)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipdfer", "predict", *sources, "--folder-fps", "8", "--model", "clip_zeroshot_test",
+         "--no-pretrained", "--no-face-detection", "--jsonl", "--out", str(out), "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 141), err
+    assert json.loads(first)["source"] == sources[0]
+    assert "error" not in err.lower() and "Traceback" not in err, err
+    assert (out / "clip0.json").is_file() and json.loads((out / "clip0.json").read_text())["source"] == sources[0]
