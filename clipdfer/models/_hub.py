@@ -77,9 +77,9 @@ def weights_state(model: nn.Module, finetuned: Optional[bool] = None) -> str:
         return "finetuned" if finetuned else ("random" if state == "random" else "pretrained")
     if state == "loaded":
         _logger.warning(
-            "saving weights of unknown training (loaded with load_state_dict or from a file that does not record "
-            "it): they are recorded as such, not as fine-tuned. Pass finetuned=True (or set model.weights = "
-            "'finetuned') if they are fine-tuned")
+            "saving weights of unknown training (changed since they were recorded: trained in your own loop, loaded "
+            "with load_state_dict, or from a file that does not record it): they are recorded as such, not as "
+            "fine-tuned. Pass finetuned=True (or set model.weights = 'finetuned') if they are fine-tuned")
     return state
 
 
