@@ -181,6 +181,17 @@ def test_the_sdist_ships_the_tests_whole_and_the_wheel_is_typed(tmp_path):
     assert collected.returncode == 0 and re.fullmatch(r"\d+ tests collected in .*", summary), collected.stdout[-2000:]
 
 
+def test_the_readme_states_the_python_versions_as_the_package_does():
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lowest = re.fullmatch(r">=(3\.\d+)", project["requires-python"]).group(1)
+    tested = [c.rsplit(" :: ", 1)[1] for c in project["classifiers"]
+              if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)]
+    readme = (ROOT / "README.md").read_text()
+    assert f"Python {lowest} or newer, as `requires-python` says" in readme
+    assert tested and all(f"the tests run on Python {v}" in " ".join(readme.split()) for v in tested), tested
+
+
 def test_a_model_card_carries_its_metadata_as_huggingface_hub_reads_it(tmp_path):
     from huggingface_hub import ModelCard
     model = clipdfer.create_model("dferclip_test")
