@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from ._files import write_json
 from .checkpoint import latest_checkpoint
 from .data import ClipDataset, ClipFolder, SyntheticClips, build_transform, read_annotations
+from .data.datasets import data_dir_error
 from .distributed import ResumableSampler, unwrap
 from .metrics import classification_report, save_confusion_png
 from .models import create_model, get_pretrained_cfg, is_model
@@ -208,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
         if args.data and not args.test_list and not os.path.isfile(test_list) \
                 and os.path.isdir(os.path.join(fmt(args.data), "test")):
             test_list = os.path.join(fmt(args.data), "test")  # folders per class
+        elif args.data and not args.test_list and not os.path.isfile(test_list):
+            raise data_dir_error(fmt(args.data), "test")
         saved = fmt(args.model)[len("local-dir:"):] if fmt(args.model).startswith("local-dir:") else None
         if args.checkpoint:
             saved = latest_checkpoint(fmt(args.checkpoint)) or fmt(args.checkpoint)

@@ -20,7 +20,7 @@ import os
 import random
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Subset
 from ._files import write_json
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from .data import ClipDataset, ClipFolder, SyntheticClips, build_transform, find_classes, read_annotations
+from .data.datasets import data_dir_error
 from .distributed import LossWrapper, ResumableSampler, launch_env, setup, teardown
 from .eval import evaluate
 from .models import create_model, get_pretrained_cfg, list_pretrained
@@ -121,16 +122,26 @@ def _datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, 
         if given:
             raise ValueError(f"--synthetic makes its own clips, but {', '.join(given)} was given too: leave one out")
         size = pcfg.input_size[-1]
-        make = lambda n, seed: SyntheticClips(n, model.num_classes, t, size, pcfg.mean, pcfg.std, seed)  # noqa: E731
+
+        def make(n, seed):
+            return SyntheticClips(n, model.num_classes, t, size, pcfg.mean, pcfg.std, seed)
+
         full_train, test = make(cfg.synthetic_size, 0), make(max(cfg.synthetic_size // 2, model.num_classes), 1)
     elif _is_folder_layout(cfg):
-        full_train, full_eval, test = _folder_datasets(cfg, model, recipe)
+        full_train, full_eval, test, val = _folder_datasets(cfg, model, recipe)
+        if val is not None and cfg.select_on == "val":
+            _logger.warning("validation: the %d clips of %s (--val-fraction is not used)", len(val), val.root)
+            return full_train, val, test
+        if val is not None:
+            _logger.warning("%s is not used: --select-on test selects on the test set", val.root)
     else:
         train_list = cfg.train_list or (os.path.join(cfg.data, "train.txt") if cfg.data else None)
         test_list = cfg.test_list or (os.path.join(cfg.data, "test.txt") if cfg.data else None)
         if not train_list:
-            raise ValueError("no training data: pass --data DIR (with train.txt, test.txt), --train-list, or "
-                             "--synthetic")
+            raise ValueError("no training data: pass --data DIR (with train/<class>/ and test/<class>/ folders, or "
+                             "train.txt and test.txt), --train-list, or --synthetic")
+        if cfg.data and not cfg.train_list and not os.path.isfile(train_list):
+            raise data_dir_error(cfg.data, "train")
         train_tf = build_transform(pcfg, train=True, augment=recipe.augment)
         test_tf = build_transform(pcfg, train=False)
         records = read_annotations(train_list, num_classes=model.num_classes)
@@ -176,39 +187,57 @@ def _is_folder_layout(cfg: TrainConfig) -> bool:
         and not os.path.isfile(os.path.join(cfg.data, "train.txt"))
 
 
-def use_classes(model, classes: List[str], where: str) -> None:
+def use_classes(model, classes: List[str], where: str, rebuild: Optional[Callable] = None):
     """Give ``model`` the classes ``classes`` (a dataset's, from ``where``) unless it has them, and say so: new class
-    texts for a text-prompt head that takes them, a new linear head for a linear one.
+    texts for a text-prompt head that takes them, a new linear head for a linear one; a family whose class-specific
+    parts are fixed when built (``model.build_kwargs_for_classes``) is built again for them by ``rebuild(**kwargs)``.
+
+    Returns:
+        the model with the classes: ``model``, or the one ``rebuild`` built.
 
     Raises:
-        ValueError: a model whose classes are fixed at construction.
+        ValueError: a model whose classes are fixed when built and no ``rebuild``, or classes that need what only the
+            user can give (PMFER's phrases); the message gives the ``--model-kwargs`` to pass.
     """
     if model.class_names is not None and list(model.class_names) == list(classes):
-        return
+        return model
     before = list(model.class_names or [])
-    if model.has_prompt_head and not model._can_set_classes:
+    try:
+        kwargs = model.build_kwargs_for_classes(classes)
+    except ValueError as e:
+        raise ValueError(f"{where} has the classes {classes}, but {e}") from e
+    if kwargs is None:
+        model.reset_classifier(len(classes), class_names=classes)  # a prompt head: set_classes; linear: a new head
+        _logger.warning("the classes of %s, %s, replace the model's (%s): %s", where, classes,
+                        ", ".join(before) or "none",
+                        "new class texts for its text-prompt head" if model.has_prompt_head else "a new linear head")
+        return model
+    if rebuild is None:
         raise ValueError(f"{where} has the classes {classes}, but {type(model).__name__}'s classes {before} are fixed "
-                         f"when it is built: pass them with --model-kwargs '{json.dumps({'class_names': classes})}' "
-                         f"(create_model(name, class_names=[...]))")
-    model.reset_classifier(len(classes), class_names=classes)  # a prompt head: set_classes; linear: a new head
-    _logger.warning("the classes of %s, %s, replace the model's (%s): %s", where, classes, ", ".join(before) or "none",
-                    "new class texts for its text-prompt head" if model.has_prompt_head else "a new linear head")
+                         f"when it is built: build it with {model._build_advice(kwargs)}")
+    _logger.warning("the classes of %s, %s, replace the model's (%s): %s's class-specific parts are fixed when it is "
+                    "built, so it is built again with %s", where, classes, ", ".join(before) or "none",
+                    type(model).__name__, ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
+    return rebuild(**kwargs)
 
 
-def _folder_datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, object]:
-    """``DIR/train/<class>`` and ``DIR/test/<class>`` (optional): the training set, the same clips read for
-    validation, and the test set; the model takes the folders' classes."""
+def _folder_datasets(cfg: TrainConfig, model, recipe: Recipe) -> Tuple[object, object, object, object]:
+    """``DIR/train/<class>``, ``DIR/test/<class>`` (optional) and ``DIR/val/<class>`` (optional): the training set,
+    the same clips read for validation, the test set and the validation set; the model takes the folders' classes."""
     train_dir, test_dir = os.path.join(cfg.data, "train"), os.path.join(cfg.data, "test")
+    val_dir = os.path.join(cfg.data, "val")
     classes = find_classes(train_dir)
     use_classes(model, classes, train_dir)
     full_train = ClipFolder(train_dir, model, train=True, classes=classes, augment=recipe.augment, seed=cfg.seed)
     full_eval = ClipFolder(train_dir, model, classes=classes)  # validation clips read like test clips
-    test = None
+    test = val = None
     if os.path.isdir(test_dir):
         test = ClipFolder(test_dir, model, classes=classes)
     else:
         _logger.warning("%s has no test/ folder: the run ends without a test (results.json has no 'test')", cfg.data)
-    return full_train, full_eval, test
+    if os.path.isdir(val_dir):
+        val = ClipFolder(val_dir, model, classes=classes)
+    return full_train, full_eval, test, val
 
 
 # ---------------------------------------------------------------------------------------------------- optimisation
@@ -394,6 +423,14 @@ def _build_run(cfg: TrainConfig) -> _Run:
     source = f"local-dir:{found}" if resume else (starting_weights(cfg.model) if cfg.pretrained else cfg.model)
     model = create_model(source, pretrained=cfg.pretrained and not resume, checkpoint_path=None if resume else
                          cfg.checkpoint, **({} if resume else (cfg.model_kwargs or {})))
+    if not resume and _is_folder_layout(cfg):  # the folders' classes, the model built again where it must be
+        train_dir = os.path.join(cfg.data, "train")
+
+        def rebuild(**kwargs):
+            return create_model(source, pretrained=cfg.pretrained, checkpoint_path=cfg.checkpoint,
+                                **{**(cfg.model_kwargs or {}), **kwargs})
+
+        model = use_classes(model, find_classes(train_dir), train_dir, rebuild=rebuild)
     recipe = _recipe(cfg, model)  # from the built model: its family and the dataset of its classes
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing()

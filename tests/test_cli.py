@@ -44,8 +44,9 @@ def test_our_errors_are_one_line_and_a_traceback_with_verbose(tmp_path, capsys):
     assert err.startswith("Traceback (most recent call last)") and "FileNotFoundError: " in err
     assert "clipdfer: error" not in err
     assert main(["train", "--model", "clipdfer_test", "--out", str(tmp_path / "run")]) == 2  # train's own, too
-    assert capsys.readouterr().err == ("clipdfer: error: no training data: pass --data DIR (with train.txt, test.txt), "
-                                       "--train-list, or --synthetic\n")
+    assert capsys.readouterr().err == ("clipdfer: error: no training data: pass --data DIR (with train/<class>/ and "
+                                       "test/<class>/ folders, or train.txt and test.txt), --train-list, or "
+                                       "--synthetic\n")
 
 
 @pytest.mark.parametrize("verbose", [[], ["-v"]])

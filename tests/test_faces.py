@@ -6,6 +6,7 @@ real face of the sample clip, skipped where OpenCV is missing.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -237,10 +238,11 @@ def test_faces_import_and_track_without_opencv_and_the_error_names_the_extra():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert len(lines) == 3 and all("needs OpenCV: pip install 'clipdfer[predict]'" in line for line in lines), lines
-    # the default's error names the detector that was chosen (YuNet), never the Haar cascade
+    assert len(lines) == 3 and all("pip install 'clipdfer[predict]'" in line for line in lines), lines
     assert [line.split(" -> ")[0] for line in lines] == ["auto", "yunet", "haar"]
-    assert "YuNet" in lines[0] and "Haar" not in lines[0] and "Haar" in lines[2]
+    # the default's error names no detector (none was chosen) and the extra; a chosen one is named
+    assert not re.search("yunet|haar|opencv", lines[0], re.I) and "detect_faces=False" in lines[0]
+    assert "YuNet face detector needs OpenCV" in lines[1] and "Haar" in lines[2] and "needs OpenCV" in lines[2]
 
 
 def test_bad_frames_and_names_are_explained():

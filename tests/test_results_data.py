@@ -241,3 +241,131 @@ def test_failed_sources_are_counted_not_tabled(tmp_path, caplog):
     assert df[["source", "top_class", "y"]].values.tolist() == [["a.mp4", "y", 0.75]]
     assert "1 of 2 source(s)" in caplog.text
     assert isinstance(result_from_dict(ok), Prediction)
+
+
+def _format1(source="a.mp4", weights="random"):
+    """A result as clipdfer 0.1.0 wrote it (format 1): no format_version, no boxes, and flat settings whose "model" is
+    the model's name (the shape of a real --out file of that release)."""
+    probs = {"happiness": 0.7, "sadness": 0.2, "neutral": 0.1}
+    window = {"start": 0.0, "end": 0.875, "start_frame": 0, "end_frame": 7, "probs": probs}
+    top = [["happiness", 0.7], ["sadness", 0.2], ["neutral", 0.1]]
+    settings = {"model": "clip_zeroshot_test", "class_names": list(probs), "window": 8, "stride": 4,
+                "detector": "haar", "dtype": "torch.float32", "fps": 8.0, "start": None, "end": None,
+                "folder_fps": 25.0}
+    if weights is not None:
+        settings["weights"] = weights
+    return {"source": source, "model": "clip_zeroshot_test", "class_names": list(probs), "windows": [window],
+            "overall": probs, "top_k": top, "frames_used": 8, "frames_with_face": 8, "seconds": 0.875,
+            "timings": {"total": 1.0}, "notice": None, "detector": "haar", "notes": [], "main_face": 1,
+            "faces": [{"id": 1, "first_frame": 0, "last_frame": 7, "start": 0.0, "end": 0.875, "detections": 8,
+                       "windows": [window], "overall": probs, "top_k": top}],
+            "source_path": source, "source_stat": [1, 2], "settings": settings}
+
+
+def test_results_of_clipdfer_0_1_0_read_with_their_weights_state():
+    rows = Prediction.from_dict(_format1()).rows()
+    assert [(r["source"], r["weights"], r["top_class"], r["happiness"]) for r in rows] == [
+        ("a.mp4", "random", "happiness", 0.7)]
+    assert Prediction.from_dict(_format1(weights=None)).rows()[0]["weights"] == "unknown"
+    assert Prediction.from_dict(_format1()).rows("boxes") == []
+
+
+def test_load_results_reads_format_1_and_says_it_holds_no_boxes(tmp_path, caplog):
+    pytest.importorskip("pandas", reason="load_results returns a DataFrame")
+    (tmp_path / "a.json").write_text(json.dumps(_format1(), indent=2))
+    (tmp_path / "b.json").write_text(json.dumps({"source": "b.mp4", "error": "no face", "error_type": "NoFaceError"}))
+    df = load_results(str(tmp_path))
+    assert df[["source", "weights", "top_class"]].values.tolist() == [["a.mp4", "random", "happiness"]]
+    assert "see summary.csv" in caplog.text and "hold no boxes" not in caplog.text
+    caplog.clear()
+    assert len(load_results(str(tmp_path), "boxes")) == 0
+    assert "1 of 1 result(s)" in caplog.text and "format 1 (clipdfer 0.1.0) and hold no boxes" in caplog.text
+    assert "same --out to add them" in caplog.text
+    listing = tmp_path / "r.json"  # a --json list: its failed source is not sent to a summary.csv
+    listing.write_text(json.dumps([_format1(), {"source": "b.mp4", "error": "no face"}]))
+    caplog.clear()
+    load_results(str(listing), "boxes")
+    assert "their entries say why" in caplog.text and "summary.csv" not in caplog.text
+    assert "remakes format-1 results with boxes" in caplog.text
+
+
+def test_load_results_needs_pandas_before_reading_anything(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    (tmp_path / "a.json").write_text("not json")  # never read: the ImportError comes first
+    with pytest.raises(ImportError, match=r"pip install 'clipdfer\[pandas\]'"):
+        load_results(str(tmp_path))
+
+
+def test_load_results_tells_json_lines_from_a_list_by_content_and_reads_a_list_cut_short(tmp_path, caplog):
+    pytest.importorskip("pandas", reason="load_results returns a DataFrame")
+    entries = [_format1("a.mp4"), _format1("b.mp4"), _format1("c.mp4")]
+    lines = "".join(json.dumps(e) + "\n" for e in entries)
+    for name in ("r.json", "r.ndjson", "r.txt", "r.jsonl"):
+        (tmp_path / name).write_text(lines)
+        assert load_results(str(tmp_path / name))["source"].tolist() == ["a.mp4", "b.mp4", "c.mp4"], name
+    # a --json list as ResultWriter writes it, the run killed during the third entry
+    from clipdfer.inference.outputs import ResultWriter
+    import io
+    out = io.StringIO()
+    writer = ResultWriter(out, "json", [])
+    for e in entries:
+        writer.add(e)
+    text = out.getvalue()
+    cut = tmp_path / "cut.json"
+    for end in (len(text) - 40, text.rindex('"settings"') + 3, text.rindex("},") + 1):
+        cut.write_text(text[:end])
+        caplog.clear()
+        assert load_results(str(cut))["source"].tolist() == ["a.mp4", "b.mp4"]
+        assert "cut short" in caplog.text and "its 2 finished entries" in caplog.text
+    cut.write_text(text[:30])
+    with pytest.raises(ValueError, match=r"cut.json is a list cut short before its first entry was finished"):
+        load_results(str(cut))
+    broken = text.replace('"b.mp4"', "b.mp4", 1) + "\n]\n"  # broken in the middle: an error, not a guess
+    cut.write_text(broken)
+    with pytest.raises(ValueError, match=r"cut.json is not JSON \(Expecting value: line \d+"):
+        load_results(str(cut))
+    jl = tmp_path / "r.jsonl"
+    jl.write_text(lines.replace('"b.mp4"', "b.mp4", 1))
+    with pytest.raises(ValueError, match=r"r.jsonl:2 is not JSON .*one JSON object per line"):
+        load_results(str(jl))
+    jl.write_text(lines[:-30])  # the last line cut short
+    caplog.clear()
+    assert load_results(str(jl))["source"].tolist() == ["a.mp4", "b.mp4"]
+    assert "r.jsonl:3 is cut short" in caplog.text
+    (tmp_path / "e.json").write_text("")
+    with pytest.raises(ValueError, match=r"e.json is empty: expected the folder of clipdfer predict --out DIR"):
+        load_results(str(tmp_path / "e.json"))
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(ValueError, match=r"bin.json is not a text file"):
+        load_results(str(tmp_path / "bin.json"))
+
+
+def test_load_results_of_a_pipe_says_to_save_it_to_a_file_first(tmp_path):
+    pytest.importorskip("pandas", reason="load_results returns a DataFrame")
+    import os
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"fifo' is not a regular file or a folder .*/dev/stdin.*"
+                                         r"--jsonl > results.jsonl\) and give that file"):
+        load_results(str(fifo))
+
+
+def test_a_closed_stdout_ends_quietly_and_keeps_the_results_written(tmp_path):
+    """`clipdfer predict a b c --jsonl --out DIR | head -1`: the reader goes after the first line; the run ends with
+    141 (or 0) and no error line, and the results already written to --out stay."""
+    import os
+    import subprocess
+    sources = _folders(tmp_path, 3)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipdfer", "predict", *sources, "--folder-fps", "8", "--model", "clip_zeroshot_test",
+         "--no-pretrained", "--no-face-detection", "--jsonl", "--out", str(out), "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 141), err
+    assert json.loads(first)["source"] == sources[0]
+    assert "error" not in err.lower() and "Traceback" not in err, err
+    assert (out / "clip0.json").is_file() and json.loads((out / "clip0.json").read_text())["source"] == sources[0]

@@ -52,9 +52,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         return chosen.command.run(args)
     except argparse.ArgumentError as e:  # a usage error found after parsing
         chosen.error(str(e))
+    except BrokenPipeError:  # the reader of stdout went away (`| head -1`): end quietly, as Unix tools do
+        _drop_stdout()
+        return 141  # 128 + SIGPIPE, the status a shell shows for a tool that the closed pipe ended
     except _EXPLAINED as e:
         if verbose:
             traceback.print_exc()
         else:
             print(f"clipdfer: error: {e}", file=sys.stderr)
         return 2
+
+
+def _drop_stdout() -> None:
+    """Point stdout at the null device, so that Python's flush at exit does not report the closed pipe again."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a captured stream): nothing to flush there
+        pass

@@ -127,12 +127,15 @@ class ClipDataset(Dataset):
         return clip, record.label
 
 
+SPLITS = ("train", "val", "test")
+
+
 def find_classes(root: str) -> List[str]:
     """The class folders of ``root`` in sorted order (as torchvision's ``ImageFolder``); hidden folders are skipped.
 
     Raises:
         FileNotFoundError: ``root`` is not a folder.
-        ValueError: it holds no class folder.
+        ValueError: it holds no class folder, or it holds the splits (``train/``, ``test/``) rather than classes.
     """
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root!r} is not a folder: give the folder that holds one folder per class "
@@ -141,28 +144,95 @@ def find_classes(root: str) -> List[str]:
     if not classes:
         raise ValueError(f"{root!r} holds no class folder: expected ROOT/<class>/<clip>.mp4 or "
                          f"ROOT/<class>/<clip>/<frames>, one folder per class")
+    if "train" in classes and set(classes) <= set(SPLITS) and len(classes) > 1:
+        raise ValueError(f"{root!r} holds the splits {', '.join(c + '/' for c in classes)}, not class folders: give "
+                         f"one split, e.g. ClipFolder({os.path.join(root, 'train')!r}, model) (clipdfer train --data "
+                         f"{root} reads each)")
     return classes
 
 
-def _class_clips(folder: str) -> List[str]:
-    """A class folder's clips in natural order: its video files and its folders of frames."""
+def data_dir_error(path: str, split: str, flag: str = "--data") -> Exception:
+    """The error for a ``--data`` folder that has neither ``split/`` class folders nor ``split.txt``: the layouts
+    accepted and what ``path`` holds (a split given for its parent, class folders given directly ...)."""
+    expected = (f"expected {os.path.join(path, split, '<class>')}/<clips> (a folder per class: DIR/train/<class>, "
+                f"DIR/test/<class>, optionally DIR/val/<class>) or {os.path.join(path, split + '.txt')} (an "
+                f"annotation file: FRAME_FOLDER NUM_FRAMES LABEL)")
+    if not os.path.exists(path):
+        return FileNotFoundError(f"{flag} {path!r} does not exist: {expected}")
+    if not os.path.isdir(path):
+        return ValueError(f"{flag} {path!r} is a file, not a folder: {expected}")
+    entries = sorted(n for n in os.listdir(path) if not n.startswith("."))
+    dirs = [n for n in entries if os.path.isdir(os.path.join(path, n))]
+    found = ", ".join(n + ("/" if n in dirs else "") for n in entries[:6]) + (" ..." if len(entries) > 6 else "")
+    parent = os.path.dirname(os.path.normpath(path)) or "."
+    if os.path.basename(os.path.normpath(path)) in SPLITS:
+        hint = f"; {path!r} is a split itself: give the folder that holds it, {flag} {parent}"
+    elif dirs and not set(dirs) & set(SPLITS):
+        hint = (f"; if {', '.join(d + '/' for d in dirs[:3])} are classes, move them into {os.path.join(path, split)}/ "
+                f"(and the test clips' class folders into {os.path.join(path, 'test')}/)")
+    else:
+        hint = ""
+    return FileNotFoundError(f"{flag} {path!r} has no {split}/ folder nor {split}.txt: it holds "
+                             f"{found or 'nothing'}; {expected}{hint}")
+
+
+def _entries(folder: str) -> Tuple[List[Tuple[bool, str]], List[str]]:
+    """``folder``'s sub-folders and video files in natural order, as (is a folder, path), and its image files' names;
+    hidden ones skipped (macOS sidecars, .DS_Store); a broken symbolic link is an error naming it."""
     clips, images = [], []
     for entry in sorted(os.scandir(folder), key=lambda e: natural_key(e.name)):
         if entry.name.startswith("."):
-            continue  # hidden files: macOS sidecars, .DS_Store
+            continue
+        if entry.is_symlink() and not os.path.exists(entry.path):
+            raise FileNotFoundError(f"{entry.path!r} is a broken symbolic link (to {os.readlink(entry.path)!r}): "
+                                    f"point it at an existing clip or remove it")
         if entry.is_dir():
-            list_frames(entry.path)  # a folder without frames is named now, not in the middle of an epoch
-            clips.append(entry.path)
+            clips.append((True, entry.path))
         elif entry.name.lower().endswith(VIDEO_EXTENSIONS):
-            clips.append(entry.path)
+            clips.append((False, entry.path))
         elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
             images.append(entry.name)
+    return clips, images
+
+
+def _class_clips(folder: str) -> List[str]:
+    """A class folder's clips in natural order: its video files and its folders of frames, in sub-folders too (a
+    folder holding images is one clip, a frame folder; a folder without images is walked, as ``ImageFolder`` does)."""
+    entries, images = _entries(folder)
     if images:
         raise ValueError(f"class folder {folder!r} holds image files ({images[0]} ...): a clip is a video file or a "
                          f"folder of frames; put each clip's frames in a folder of its own ({folder}/clip1/0001.jpg)")
+    clips = _walk_entries(entries, {os.path.realpath(folder)})
     if not clips:
         raise ValueError(f"class folder {folder!r} holds no clip: expected video files "
-                         f"({', '.join(VIDEO_EXTENSIONS[:4])} ...) or folders of frames")
+                         f"({', '.join(VIDEO_EXTENSIONS[:4])} ...) or folders of frames, in it or in its sub-folders")
+    return clips
+
+
+def _walk_entries(entries: List[Tuple[bool, str]], seen: set) -> List[str]:
+    """The clips of ``entries``: each video, and each sub-folder's (itself where it holds images, a frame folder;
+    else its own entries'); a folder reached twice (a symbolic-link loop) is skipped."""
+    clips = []
+    for is_dir, path in entries:
+        if not is_dir:
+            clips.append(path)
+            continue
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        inner, images = _entries(path)
+        videos = [p for d, p in inner if not d]
+        if images and videos:
+            raise ValueError(f"{path!r} holds both image files ({images[0]} ...) and videos "
+                             f"({os.path.basename(videos[0])} ...): a folder of frames is one clip; move the videos "
+                             f"out of it")
+        if images:
+            clips.append(path)
+        elif inner:
+            clips += _walk_entries(inner, seen)
+        else:
+            list_frames(path)  # names the empty folder now, not in the middle of an epoch
     return clips
 
 
@@ -172,7 +242,9 @@ class ClipFolder(ClipDataset):
     clips and class indices.
 
     A clip is a video file (:data:`~clipdfer.data.io.VIDEO_EXTENSIONS`, decoded with PyAV) or a folder of frames (read
-    in natural order). Hidden files are skipped, other files ignored. Frame counts are not listed anywhere, so none is
+    in natural order), directly in the class folder or below it (``root/<class>/<actor>/<clip>.mp4``: sub-folders
+    without images are walked, as ``ImageFolder`` does; a folder with images is one clip). Hidden files are skipped,
+    other files ignored. Frame counts are not listed anywhere, so none is
     checked (:class:`ClipDataset`'s check of annotation files).
 
     Args:
@@ -195,9 +267,10 @@ class ClipFolder(ClipDataset):
         targets: the labels of ``samples``.
 
     Raises:
-        FileNotFoundError: ``root`` is not a folder.
-        ValueError: no class folder; a class folder without clips, or with image files directly in it; ``classes``
-            that are not exactly ``root``'s folders.
+        FileNotFoundError: ``root`` is not a folder; a broken symbolic link.
+        ValueError: no class folder; ``root`` holds the splits (``train/``, ``test/``: give one); a class folder
+            without clips, or with image files directly in it; a folder with both frames and videos; ``classes`` that
+            are not exactly ``root``'s folders.
     """
 
     def __init__(self, root: str, cfg, train: bool = False, classes: Optional[Sequence[str]] = None,

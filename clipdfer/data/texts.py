@@ -7,7 +7,8 @@ import json
 import os
 from typing import Dict, List, Sequence
 
-__all__ = ["au_prompt_bank", "DFERCLIP_DESCRIPTORS", "DFERCLIP_TEXT_TYPES", "dferclip_texts", "EXPRESSION_ADJECTIVES",
+__all__ = ["au_phrases", "au_prompt_bank",
+           "DFERCLIP_DESCRIPTORS", "DFERCLIP_TEXT_TYPES", "dferclip_texts", "EXPRESSION_ADJECTIVES",
            "ZERO_SHOT_TEMPLATES"]
 
 DFERCLIP_DESCRIPTORS: Dict[str, str] = {
@@ -65,11 +66,18 @@ def _au_bank() -> Dict[str, Dict]:
         return json.load(f)["classes"]
 
 
+def au_phrases() -> Dict[str, List[str]]:
+    """Every class of PMFER's bank of action-unit phrases (``clipdfer/data/au_prompts.json``) -> its phrases."""
+    return {n: list(c["phrases"]) for n, c in _au_bank().items()}
+
+
 def au_prompt_bank(class_names: Sequence[str]) -> Dict[str, List[str]]:
     """PMFER's action-unit phrases for each class (``clipdfer/data/au_prompts.json``)."""
     bank = _au_bank()
     missing = [n for n in class_names if n not in bank]
     if missing:
-        raise ValueError(f"no AU phrases for classes {missing}: known are {sorted(bank)}; pass phrases={{class: "
-                         f"[phrase, ...]}} for them")
+        example = {n: [f"{n} expression"] for n in missing}
+        raise ValueError(f"no AU phrases for classes {missing}: known are {sorted(bank)}; pass phrases={example!r}, "
+                         f"each placeholder phrase replaced by the facial actions the class shows (e.g. 'raised "
+                         f"cheeks')")
     return {n: list(bank[n]["phrases"]) for n in class_names}

@@ -210,7 +210,14 @@ def make_detector(detector: Union[str, FaceDetector] = "auto", min_score: Option
         raise ValueError(f"detector={detector!r}: expected one of {DETECTORS} or a FaceDetector")
     if detector == "haar":
         return HaarDetector(**kwargs)
-    return YuNetDetector(**({} if min_score is None else {"min_score": min_score}), **kwargs)
+    try:
+        return YuNetDetector(**({} if min_score is None else {"min_score": min_score}), **kwargs)
+    except ImportError as e:
+        if detector != "auto" or not isinstance(e.__cause__, ModuleNotFoundError):
+            raise  # a detector the user chose, or an OpenCV too old: its own message says what to install
+        # no detector was chosen and OpenCV is absent: name none, name the extra
+        raise ImportError("finding faces needs the packages of clipdfer's predict extra: pip install "
+                          "'clipdfer[predict]' (or detect_faces=False to score whole frames)") from e
 
 
 def detect_faces(frame: np.ndarray, detector: Union[str, FaceDetector] = "auto", **kwargs) -> List[Face]:

@@ -240,7 +240,7 @@ class Prediction:
             ValueError: ``table`` is neither.
         """
         _check_table(table)
-        weights = (self.settings.get("model") or {}).get("weights")
+        weights = _weights_state(self.settings)
         if table == "boxes":
             return [{"source": self.source, "model": self.model, "face_id": f.id, "frame": b.frame, "time_s": b.time,
                      "x0": b.box[0], "y0": b.box[1], "x1": b.box[2], "y1": b.box[3], "detected": b.detected,
@@ -324,6 +324,15 @@ def result_from_dict(d: Dict):
         raise ValueError(f"not a prediction's dict ({type(e).__name__}: {e})") from e
 
 
+def _weights_state(settings: Dict) -> str:
+    """The weights' state in a result's settings: ``settings["model"]["weights"]`` (format 2), the flat
+    ``settings["weights"]`` beside ``settings["model"]``, the model's name (format 1, clipdfer 0.1.0), else
+    ``unknown``."""
+    model = settings.get("model")
+    weights = model.get("weights") if isinstance(model, dict) else settings.get("weights")
+    return weights if isinstance(weights, str) and weights else "unknown"
+
+
 def _check_table(table: str) -> None:
     if table not in TABLES:
         raise ValueError(f"table={table!r}: expected 'windows' (a row per face and window) or 'boxes' (a row per face "
@@ -348,69 +357,158 @@ def _frame(rows: List[Dict], columns: List[str]):
     return pd.DataFrame.from_records(rows, columns=columns)
 
 
+_EXPECTED = "the folder of clipdfer predict --out DIR, or a file of its --json or --jsonl output"
+
+
 def _result_dicts(path: str) -> Iterable[Tuple[str, Dict]]:
-    """(where, dict) of every result in a ``--out`` folder (``*.json``), a ``--json`` file (a list) or a ``--jsonl``
-    file (an object per line)."""
+    """(where, dict) of every result in a ``--out`` folder (``*.json``), a ``--json`` file (a list, also one cut
+    short by a kill: its finished entries, with a warning) or a ``--jsonl`` file (an object per line), whatever the
+    file's extension."""
     if os.path.isdir(path):
         names = sorted(n for n in os.listdir(path) if n.endswith(".json") and not n.startswith("."))
         for name in names:
             where = os.path.join(path, name)
-            with open(where, encoding="utf-8") as f:
-                try:
+            try:
+                with open(where, encoding="utf-8") as f:
                     data = json.load(f)
-                except ValueError as e:
-                    raise ValueError(f"{where} is not JSON ({e}): remove it, or run clipdfer predict with the same "
-                                     f"--out again to rewrite it") from e
+            except ValueError as e:
+                raise ValueError(f"{where} is not JSON ({e}): remove it, or run clipdfer predict with the same "
+                                 f"--out again to rewrite it") from e
             yield where, data
     elif os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            if path.endswith(".jsonl"):
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        yield f"{path}:{n}", json.loads(line)
-            else:
-                data = json.load(f)
-                for i, entry in enumerate(data if isinstance(data, list) else [data]):
-                    yield f"{path}[{i}]", entry
+        yield from _file_dicts(path)
+    elif os.path.exists(path):
+        raise ValueError(f"{path!r} is not a regular file or a folder (a pipe, a device or /dev/stdin): load_results "
+                         f"reads {_EXPECTED}; save the output first (clipdfer predict ... --jsonl > results.jsonl) "
+                         f"and give that file")
     else:
-        raise FileNotFoundError(f"{path!r} does not exist: give the folder of clipdfer predict --out DIR, or a file of "
-                                f"--json or --jsonl output")
+        raise FileNotFoundError(f"{path!r} does not exist: give {_EXPECTED}")
+
+
+def _file_dicts(path: str) -> Iterable[Tuple[str, Dict]]:
+    """The entries of a ``--json`` or ``--jsonl`` file, told apart by their content."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a text file ({e}): give {_EXPECTED}") from e
+    body = text.strip()
+    if not body:
+        raise ValueError(f"{path} is empty: expected {_EXPECTED} (was the run stopped before its first result?)")
+    try:
+        data = json.loads(body)
+    except ValueError as whole:
+        if body.startswith("["):
+            yield from _cut_list(path, body, whole)
+        else:
+            yield from _json_lines(path, text)
+        return
+    for i, entry in enumerate(data if isinstance(data, list) else [data]):
+        yield f"{path}[{i}]", entry
+
+
+def _json_lines(path: str, text: str) -> Iterable[Tuple[str, Dict]]:
+    """JSON Lines: an object per line; a last line cut short (a killed run) is left out with a warning."""
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    for k, (n, line) in enumerate(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError as e:
+            if k == len(lines) - 1 and k:
+                _logger.warning("%s:%d is cut short (%s), as a killed run leaves it: read the %d line(s) before it",
+                                path, n, e, k)
+                return
+            raise ValueError(f"{path}:{n} is not JSON ({e}): expected {_EXPECTED} (--jsonl: one JSON object per "
+                             f"line; --json: one list)") from e
+        yield f"{path}:{n}", entry
+
+
+def _cut_list(path: str, body: str, whole: ValueError) -> Iterable[Tuple[str, Dict]]:
+    """The finished entries of a ``--json`` list cut short (a run killed before it closed the list), with a warning;
+    a list broken elsewhere: ValueError naming the file and the place."""
+    decoder, pos, entries = json.JSONDecoder(), 1, []
+
+    def skip(at: int) -> int:
+        while at < len(body) and body[at] in " \t\r\n":
+            at += 1
+        return at
+
+    while True:
+        pos = skip(pos)
+        if pos >= len(body):
+            break  # cut after a finished entry
+        if body[pos] == "]":
+            raise ValueError(f"{path} is not JSON ({whole}): text follows the list's end; expected {_EXPECTED}")
+        try:
+            entry, pos = decoder.raw_decode(body, pos)
+        except ValueError as e:
+            if "\n" in body[getattr(e, "pos", 0):]:  # not the last line: broken, not cut short
+                raise ValueError(f"{path} is not JSON ({e}): expected {_EXPECTED}") from e
+            break  # the last entry is cut short
+        entries.append(entry)
+        pos = skip(pos)
+        if pos < len(body) and body[pos] == ",":
+            pos += 1
+        elif pos < len(body) and body[pos] != "]":
+            raise ValueError(f"{path} is not JSON ({whole}): expected {_EXPECTED}")
+    if not entries:
+        raise ValueError(f"{path} is a list cut short before its first entry was finished ({whole}): run clipdfer "
+                         f"predict again (with --out DIR, a killed run keeps every result done)")
+    _logger.warning("%s is a --json list cut short (a run killed before it closed the list): read its %d finished "
+                    "entr%s", path, len(entries), "y" if len(entries) == 1 else "ies")
+    for i, entry in enumerate(entries):
+        yield f"{path}[{i}]", entry
 
 
 def load_results(path: str, table: str = "windows"):
     """The table of every result in a ``clipdfer predict --out DIR`` folder (its ``<name>.json`` files), or in a file
     of ``--json`` (a list) or ``--jsonl`` (an object per line) output, as one ``pandas.DataFrame``.
 
-    Failed sources have no rows (a warning counts them; ``summary.csv`` lists them). Results of models with other
-    classes have empty (NaN) cells in each other's class columns.
+    A file is read as a ``--json`` list or as JSON Lines by its content, whatever its extension (``.json``,
+    ``.jsonl``, ``.ndjson``, ``.txt``); a ``--json`` list cut short by a killed run gives its finished entries (and a
+    JSON Lines file its whole lines), with a warning. Failed sources have no rows (a warning counts them; in a folder
+    ``summary.csv`` lists them). Results of models with other classes have empty (NaN) cells in each other's class
+    columns. Results of clipdfer 0.1.0 (format 1) have ``weights`` from their settings (else ``unknown``) and no
+    boxes (a warning says so with ``table="boxes"``).
 
     Args:
         path: the folder or file.
         table: ``windows`` or ``boxes``, as :meth:`Prediction.rows`.
 
     Raises:
-        ImportError: pandas is not installed (``pip install 'clipdfer[pandas]'``).
+        ImportError: pandas is not installed (``pip install 'clipdfer[pandas]'``), before anything is read.
         FileNotFoundError: ``path`` does not exist.
-        ValueError: a file that is not a clipdfer result, or no result at all.
+        ValueError: a file that is not a clipdfer result, not JSON or JSON Lines, not a regular file
+            (``/dev/stdin``), or no result at all; each names the file.
     """
     _check_table(table)
+    _frame([], [])  # ImportError before the corpus is read
     rows: List[Dict] = []
     columns: List[str] = []
-    found = failed = 0
+    found = failed = boxless = 0
     for where, data in _result_dicts(path):
         try:
             result = result_from_dict(data)
         except ValueError as e:
-            raise ValueError(f"{where} is not a clipdfer result ({e}): move other files out of the folder") from e
+            raise ValueError(f"{where} is not a clipdfer result ({e}): "
+                             + ("move other files out of the folder" if os.path.isdir(path) else
+                                f"give {_EXPECTED}")) from e
         found += 1
         if isinstance(result, FailedSource):
             failed += 1
             continue
+        boxless += table == "boxes" and data.get("format_version", 1) < 2
         rows += result.rows(table)
         columns += [c for c in _columns(table, result.class_names) if c not in columns]
     if not found:
         raise ValueError(f"no results in {path!r}: expected the <name>.json files of clipdfer predict --out DIR (or a "
                          f"--json / --jsonl file)")
+    folder = os.path.isdir(path)
     if failed:
-        _logger.warning("%d of %d source(s) in %s failed and have no rows (see summary.csv)", failed, found, path)
+        _logger.warning("%d of %d source(s) in %s failed and have no rows (%s)", failed, found, path,
+                        "see summary.csv" if folder else "their entries say why")
+    if boxless:
+        _logger.warning("%d of %d result(s) in %s are of format 1 (clipdfer 0.1.0) and hold no boxes: %s", boxless,
+                        found - failed, path, "run clipdfer predict again with the same --out to add them" if folder
+                        else "run clipdfer predict again (with --out DIR, it remakes format-1 results with boxes)")
     return _frame(rows, columns)

@@ -92,7 +92,8 @@ class DFERModel(HubMixin, nn.Module):
         self.num_features = self.clip_arch.embed_dim
         self.head_hidden_size = self.clip_arch.embed_dim  # a family whose pre-logits are wider sets it
         self.head: Optional[nn.Module] = None
-        self.head_drop: Optional[nn.Module] = None  # timm's drop_rate: dropout on the pre-logits (set_drop_rates)
+        # timm's drop_rate: dropout on the pre-logits, an nn.Dropout always (p=0: none), as timm's (set_drop_rates)
+        self.head_drop = nn.Dropout(0.0)
         self.stage = 1
         self.pretrained_cfg = None
         self.model_args: Dict[str, Any] = {}
@@ -157,7 +158,7 @@ class DFERModel(HubMixin, nn.Module):
             pre_logits: return the (B, head_hidden_size) embedding the classifier reads instead of the logits.
         """
         x = self._pool(x)
-        if self.head_drop is not None:
+        if self.head_drop is not None and self.head_drop.p:  # (None: a model of an older clipdfer, unpickled)
             x = self.head_drop(x)
         if pre_logits:
             return x
@@ -261,6 +262,28 @@ class DFERModel(HubMixin, nn.Module):
     def _can_set_classes(self) -> bool:
         return type(self).set_classes is not DFERModel.set_classes
 
+    def build_kwargs_for_classes(self, class_names: Sequence[str]) -> Optional[Dict[str, Any]]:
+        """How this model takes other classes: None where it takes them in place (``set_classes`` on a text-prompt
+        head, a new linear head by ``reset_classifier``); else the ``create_model`` keyword arguments that build it
+        for them, where its class-specific parts are fixed when it is built (A³lign-DFER's class sentences,
+        DFER-CLIP's class-specific contexts for another class count, PMFER's phrases).
+
+        Raises:
+            ValueError: the classes need something only the user can give (PMFER: action-unit phrases); the message
+                gives the arguments to pass.
+        """
+        if not self.has_prompt_head or self._can_set_classes:
+            return None
+        return {"class_names": list(class_names)}
+
+    def _build_advice(self, kwargs: Dict[str, Any]) -> str:
+        """``clipdfer.create_model('<name>', ...)`` with ``kwargs``, and the same as ``train --model-kwargs``."""
+        import json
+        name = getattr(self.pretrained_cfg, "architecture", None) or "NAME"
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        return (f"clipdfer.create_model({name!r}, {args}) (clipdfer train: --model-kwargs "
+                f"'{json.dumps(kwargs)}')")
+
     def _require_prompt_head(self, what: str) -> None:
         if not self.has_prompt_head:
             raise RuntimeError(
@@ -283,8 +306,13 @@ class DFERModel(HubMixin, nn.Module):
             check_range(name, rate, 0.0, 1.0)
             if rate >= 1:
                 raise ValueError(f"{name}={rate}: expected a probability in [0, 1) (1 would drop everything)")
-        self.head_drop = nn.Dropout(drop_rate) if drop_rate else None
+        self.head_drop = nn.Dropout(drop_rate)
         self.image_encoder.set_drop_path(drop_path_rate)
+        for name, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):  # what save_pretrained keeps
+            if rate:
+                self.model_args[name] = float(rate)
+            else:
+                self.model_args.pop(name, None)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:

@@ -85,16 +85,37 @@ def _take_num_classes(model_cls: Callable[..., nn.Module], variant: str, kwargs:
 
 # timm's generic arguments, which its scripts pass to every model: taken here for every family that does not take them
 _TIMM_GENERIC = ("drop_rate", "drop_path_rate", "in_chans", "global_pool")
+# timm's arguments that have no meaning here: accepted at their neutral values (what timm's train.py, validate.py and
+# inference.py pass by default), refused otherwise with why and the values supported
+_TIMM_NEUTRAL = {
+    "scriptable": ((None, False), "clipdfer models have no layers that change for TorchScript"),
+    "exportable": ((None, False), "clipdfer models have no layers that change for export (clipdfer.export exports "
+                                  "them as they are)"),
+    "no_jit": ((None, False), "clipdfer models use no jit-scripted layers"),
+    "drop_block_rate": ((None, 0), "DropBlock drops regions of convolutional feature maps, and clipdfer's CLIP towers "
+                                   "are transformers; for regularisation use drop_path_rate (stochastic depth) or "
+                                   "drop_rate"),
+    "bn_momentum": ((None,), "clipdfer models have no batch norm (CLIP's towers use LayerNorm)"),
+    "bn_eps": ((None,), "clipdfer models have no batch norm (CLIP's towers use LayerNorm)"),
+}
 
 
 def _take_generic(model_cls: Callable[..., nn.Module], kwargs: Dict) -> Dict:
     """Take timm's generic arguments out of ``kwargs``: ``drop_rate`` and ``drop_path_rate`` (applied by
-    ``set_drop_rates``), ``in_chans`` (3 only) and ``global_pool`` (None only).
+    ``set_drop_rates``), ``in_chans`` (3 only) and ``global_pool`` (None only); and those with no meaning here at their
+    neutral values: ``scriptable``, ``exportable``, ``no_jit`` (None or False), ``drop_block_rate`` (None or 0),
+    ``bn_momentum``, ``bn_eps`` (None).
 
     Raises:
-        ValueError: an ``in_chans`` other than 3, a ``global_pool`` other than None.
+        ValueError: an ``in_chans`` other than 3, a ``global_pool`` other than None, another value of the others.
     """
     accepted = inspect.signature(model_cls).parameters
+    for name, (neutral, why) in _TIMM_NEUTRAL.items():
+        if name in kwargs and name not in accepted:
+            value = kwargs.pop(name)
+            if not any(value is v or (type(value) in (int, float) and v is not None and value == v) for v in neutral):
+                supported = f"value{'s are' if len(neutral) > 1 else ' is'} {' or '.join(map(repr, neutral))}"
+                raise ValueError(f"{name}={value!r}: {why}; the supported {supported} (leave it out)")
     taken = {k: kwargs.pop(k) for k in _TIMM_GENERIC if k in kwargs and k not in accepted}
     if taken.get("in_chans", 3) != 3:
         raise ValueError(f"in_chans={taken['in_chans']!r}: clipdfer models take RGB frames, in_chans=3 (CLIP's "

@@ -30,8 +30,10 @@ def create_model(
         cache_dir: Hub cache directory (default: huggingface_hub's).
         **kwargs: model arguments, e.g. ``num_frames=16``, ``class_names=[...]``, ``interfit=False``.
     """
+    base_model = None
     if model_name.startswith(("hf-hub:", "local-dir:")):
         config, location = read_model_config(model_name, cache_dir)
+        base_model = config.get("base_model") if model_name.startswith("local-dir:") else None
         entrypoint = model_entrypoint(config["architecture"])
         try:
             cfg = pretrained_cfg_from_config(config, location)
@@ -55,5 +57,8 @@ def create_model(
         if "url" in overlay and "hf_hub_id" not in overlay:
             overlay["hf_hub_id"] = None  # a mirror URL is where to look, not a fallback behind the tag's Hub copy
         cfg = dataclasses.replace(cfg, **overlay)
-    return entrypoint(
+    model = entrypoint(
         pretrained=pretrained, pretrained_cfg=cfg, checkpoint_path=checkpoint_path, cache_dir=cache_dir, **kwargs)
+    if base_model and not getattr(model, "base_model", None):  # a saved model keeps the Hub repo it started from
+        model.base_model = base_model
+    return model

@@ -3,6 +3,7 @@
 """
 
 import dataclasses
+import math
 import logging
 import os
 import shutil
@@ -41,6 +42,11 @@ def model_config(model: nn.Module, **cfg_updates) -> Dict[str, Any]:
         raise ValueError(f"unknown pretrained-cfg fields {sorted(unknown)}")
     if isinstance(cfg_updates.get("metrics"), dict):
         cfg_updates["metrics"] = tuple(cfg_updates["metrics"].items())
+    for item in cfg_updates.get("metrics") or ():
+        name, value = item if isinstance(item, (tuple, list)) and len(item) == 2 else (item, None)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"metrics: {name!r} is {value!r}: expected a finite number (e.g. metrics={{'uar': "
+                             f"60.1}}); leave out a metric that was not measured")
     state = weights_state(model, cfg_updates.get("finetuned"))
     cfg_updates["finetuned"] = state == "finetuned"
     pcfg = dataclasses.replace(cfg, **cfg_updates)  # the model's pretrained_cfg follows its classes, T and head
@@ -54,6 +60,10 @@ def model_args(model: nn.Module) -> Dict[str, Any]:
     """The arguments that build ``model`` again: the constructor's, those that changed since (the classes), and the
     classifier ``reset_classifier`` set."""
     args = {**model.model_args, **(model._class_args_before_reset or model._class_args())}
+    rate = float(getattr(getattr(model, "head_drop", None), "p", 0.0) or 0.0)  # as it is now: head_drop.p = 0.2 too
+    args.pop("drop_rate", None)
+    if rate:
+        args["drop_rate"] = rate
     if model._classifier_args is not None:
         args["classifier"] = dict(model._classifier_args)
     return args
@@ -67,9 +77,9 @@ def weights_state(model: nn.Module, finetuned: Optional[bool] = None) -> str:
         return "finetuned" if finetuned else ("random" if state == "random" else "pretrained")
     if state == "loaded":
         _logger.warning(
-            "saving weights of unknown training (loaded with load_state_dict or from a file that does not record "
-            "it): they are recorded as such, not as fine-tuned. Pass finetuned=True (or set model.weights = "
-            "'finetuned') if they are fine-tuned")
+            "saving weights of unknown training (changed since they were recorded: trained in your own loop, loaded "
+            "with load_state_dict, or from a file that does not record it): they are recorded as such, not as "
+            "fine-tuned. Pass finetuned=True (or set model.weights = 'finetuned') if they are fine-tuned")
     return state
 
 
@@ -115,21 +125,32 @@ def card_data(config: Dict[str, Any], repo_id: Optional[str] = None):
     """The card's metadata as ``huggingface_hub.ModelCardData``: library_name ``clipdfer``, pipeline_tag
     ``video-classification``, license, base_model (the config's: the Hub repo the weights were loaded from, when it is
     another), datasets and metric names from the config's pretrained cfg."""
-    from huggingface_hub import ModelCardData
+    from huggingface_hub import EvalResult, ModelCardData
     pcfg = config["pretrained_cfg"]
     base = config.get("base_model")
+    dataset = _hub_dataset(pcfg.get("dataset"))
+    metrics = list(pcfg.get("metrics") or [])
+    results = [EvalResult(task_type="video-classification", dataset_type=dataset, dataset_name=dataset,
+                          metric_type=name, metric_value=value) for name, value in metrics] if dataset else None
     return ModelCardData(
         library_name="clipdfer", pipeline_tag="video-classification", license=pcfg.get("license") or "other",
         base_model=base if base and base != repo_id else None,
-        datasets=[pcfg["dataset"]] if pcfg.get("dataset") else None,
-        metrics=[name for name, _ in pcfg.get("metrics") or []] or None,
+        datasets=[dataset] if dataset else None,
+        metrics=[name for name, _ in metrics] or None,
+        model_name=(repo_id or config["architecture"]) if results else None, eval_results=results or None,
         tags=["video-classification", "facial-expression-recognition", "clipdfer"])
+
+
+def _hub_dataset(name: Optional[str]) -> Optional[str]:
+    """``name`` where it is a Hugging Face Hub dataset id (``org/name``), else None: a name such as ``dfew`` is named
+    in the card's text, not claimed as a Hub id in its metadata."""
+    return name if isinstance(name, str) and name.count("/") == 1 and all(name.split("/")) else None
 
 
 def model_card(config: Dict[str, Any], repo_id: Optional[str] = None, directory: Optional[str] = None) -> str:
     """A README.md (Hub model card) from a model's config: its metadata (:func:`card_data`), then what the weights are,
     origin and terms, paper and metrics, label order and preprocessing; loading from ``hf-hub:repo_id``, else from
-    ``local-dir:directory``."""
+    ``local-dir:PATH`` (``directory`` is not written: a card holds no local path of the machine that saved it)."""
     from huggingface_hub import ModelCard
     pcfg = config["pretrained_cfg"]
     state = config.get("weights") or ("finetuned" if pcfg.get("finetuned") else "pretrained")  # older configs
@@ -144,14 +165,14 @@ def model_card(config: Dict[str, Any], repo_id: Optional[str] = None, directory:
         origin.append(f"- Published at {pcfg['url']}")
     labels = "".join(f"| {i} | {name} |\n" for i, name in enumerate(config.get("label_names") or []))
     papers = ", ".join(_paper_link(p) for p in pcfg.get("paper_ids") or [])
-    name = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{directory or '.'}"
+    name = f"hf-hub:{repo_id}" if repo_id else "local-dir:PATH"  # no local path of the machine that saved it
     body = (
         f"# {repo_id or config['architecture']}\n\n"
         f"A `{config['architecture']}` model of [clipdfer](https://pypi.org/project/clipdfer/) "
         f"({_CARD_STATES[state]}"
         f"{', on ' + pcfg['dataset'] if pcfg.get('dataset') else ''}).\n\n"
         f"```python\nimport clipdfer\nmodel = clipdfer.create_model(\"{name}\", pretrained=True)"
-        f".eval()\n```\n\n"
+        f".eval(){'  # PATH: this folder' if not repo_id else ''}\n```\n\n"
         f"## Origin and terms\n\n" + "\n".join(origin) + "\n\n"
         + (f"{pcfg['notes']}\n\n" if pcfg.get("notes") else "")
         + f"## Input\n\n- {pcfg['num_frames']} frames per clip, `{pcfg['frame_sampling']}` sampling\n"

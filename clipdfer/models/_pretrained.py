@@ -25,8 +25,9 @@ WEIGHT_STATES = {
     "random": "random weights",
     "pretrained": "pretrained weights not fine-tuned for expressions (e.g. the CLIP initialisation)",
     "finetuned": "fine-tuned weights",
-    "loaded": ("weights of unknown training (load_state_dict, or a checkpoint that does not record it): set "
-               "model.weights = 'finetuned' if they are fine-tuned"),
+    "loaded": ("weights of unknown training (changed since they were recorded: trained in your own loop, "
+               "load_state_dict, or a checkpoint that does not record it): set model.weights = 'finetuned' (or "
+               "save_pretrained(..., finetuned=True)) if they are fine-tuned"),
 }
 
 

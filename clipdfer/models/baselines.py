@@ -196,6 +196,11 @@ class CoOp(_CLIPVideoModel):
         """
         self._require_prompt_head("set_classes")
         class_names = check_texts(class_names)
+        kwargs = self.build_kwargs_for_classes(class_names)
+        if kwargs is not None:
+            raise ValueError(f"{type(self).__name__}'s prompt contexts are class-specific, learned for "
+                             f"{self.prompt_learner.ctx.shape[0]} classes, so {len(class_names)} classes need a model "
+                             f"built for them: {self._build_advice(kwargs)}")
         words = _words(words, class_names)
         self.prompt_learner.set_class_texts([f"{w}." for w in words], truncate)
         if truncate is not None:
@@ -208,6 +213,14 @@ class CoOp(_CLIPVideoModel):
 
     def _prompt_classifier_keys(self) -> tuple:
         return ("prompt_learner.ctx",) if self.prompt_learner.class_specific else ()
+
+    def build_kwargs_for_classes(self, class_names: Sequence[str]) -> Optional[Dict]:
+        """None where ``set_classes`` takes ``class_names``; class-specific contexts for another class count: the
+        arguments that build the model for them."""
+        if not self.has_prompt_head or not (self.prompt_learner.class_specific and
+                                            len(class_names) != self.prompt_learner.ctx.shape[0]):
+            return None
+        return {"class_names": list(class_names), "class_specific_contexts": True}
 
     def _class_args(self) -> Dict:
         return {"class_names": list(self.class_names), "words": list(self.words),

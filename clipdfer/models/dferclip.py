@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
-from ..data.texts import DFERCLIP_TEXT_TYPES, dferclip_texts
+from ..data.texts import DFERCLIP_DESCRIPTORS, DFERCLIP_TEXT_TYPES, dferclip_texts
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip
 from ..layers.clip import check_range, check_texts, require_bool
 from ..layers.prompt import PromptLearner, outside_inference_mode
@@ -121,11 +121,26 @@ class DFERCLIP(DFERModel):
         """Use other classes (texts from ``text_type`` unless given). Class-specific contexts keep their count.
 
         Raises:
-            ValueError: another class count with class-specific contexts; a text longer than its budget (context length
-                - 2 - ``n_ctx`` tokens) unless ``truncate`` (None: as constructed; kept after).
+            ValueError: another class count with class-specific contexts (the message gives the ``create_model`` call
+                that builds the model for them); classes without a DFER-CLIP descriptor under
+                ``text_type='class_descriptor'`` and no ``class_texts`` (the message gives them); a text longer than
+                its budget (context length - 2 - ``n_ctx`` tokens) unless ``truncate`` (None: as constructed; kept
+                after).
         """
         self._require_prompt_head("set_classes")
         class_names = check_texts(class_names)
+        if self.prompt_learner.class_specific and len(class_names) != self.prompt_learner.ctx.shape[0]:
+            raise ValueError(
+                f"{type(self).__name__}'s prompt contexts are class-specific, learned for "
+                f"{self.prompt_learner.ctx.shape[0]} classes, so {len(class_names)} classes need a model built for "
+                f"them: {self._build_advice(self.build_kwargs_for_classes(class_names))}")
+        missing = [n for n in class_names if n not in DFERCLIP_DESCRIPTORS]
+        if class_texts is None and self.text_type == "class_descriptor" and missing:
+            raise ValueError(
+                f"no DFER-CLIP descriptor for classes {missing} (text_type='class_descriptor'; known are "
+                f"{sorted(DFERCLIP_DESCRIPTORS)}): give a text per class, e.g. set_classes({list(class_names)!r}, "
+                f"class_texts={[f'{n}.' for n in class_names]!r}) (the texts of text_type='class_names'), or build "
+                f"the model for them: {self._build_advice(self.build_kwargs_for_classes(class_names))}")
         texts = list(check_texts(class_texts, "class_texts")) if class_texts is not None else dferclip_texts(
             class_names, self.text_type)
         if len(texts) != len(class_names):
@@ -135,6 +150,18 @@ class DFERCLIP(DFERModel):
             self.prompt_learner.truncate = truncate
         self.class_names, self.class_texts, self.num_classes = class_names, tuple(texts), len(class_names)
         self.clear_text_cache()
+
+    def build_kwargs_for_classes(self, class_names: Sequence[str]) -> Optional[Dict]:
+        """None where ``set_classes`` takes ``class_names`` in place; else ``class_names`` and, where a class has no
+        DFER-CLIP descriptor, ``text_type='class_names'`` (the class name as its text): class-specific contexts for
+        another class count are built anew."""
+        if not self.has_prompt_head:
+            return None
+        missing = self.text_type == "class_descriptor" and any(n not in DFERCLIP_DESCRIPTORS for n in class_names)
+        if not missing and not (self.prompt_learner.class_specific and
+                                len(class_names) != self.prompt_learner.ctx.shape[0]):
+            return None
+        return {"class_names": list(class_names), "text_type": "class_names" if missing else self.text_type}
 
     @property
     def max_num_frames(self) -> int:

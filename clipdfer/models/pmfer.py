@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.labels import DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES, RAFDB_CLASSES
-from ..data.texts import au_prompt_bank
+from ..data.texts import au_prompt_bank, au_phrases as _au_phrases
 from ..layers import CLIPFrameEncoder, CLIPTextEncoder, build_open_clip, tokenize
 from ..layers.adversarial import dann_lambda, grad_reverse
 from ..layers.biehpro import CrossAttentionBlock
@@ -216,6 +216,30 @@ class PMFER(DFERModel):
                 "mask_logits": mask_logits, "mask_targets": targets}
 
     # ------------------------------------------------------------------ helpers
+    def build_kwargs_for_classes(self, class_names: Sequence[str]) -> Optional[Dict]:
+        """PMFER's classes are fixed when it is built: ``class_names``, and ``phrases`` for the classes whose phrases
+        are not the built-in ones (those this model was given).
+
+        Raises:
+            ValueError: classes with no built-in action-unit phrases (nor given ones): the message gives the
+                arguments with a placeholder phrase per such class, to replace by the facial actions it shows.
+        """
+        if not self.has_prompt_head:
+            return None
+        bank = _au_phrases()
+        phrases = {n: list(self.phrases[n]) for n in class_names
+                   if n in self.phrases and list(self.phrases[n]) != bank.get(n)}
+        missing = [n for n in class_names if n not in bank and n not in phrases]
+        kwargs: Dict = {"class_names": list(class_names)}
+        if not missing:
+            return dict(kwargs, phrases=phrases) if phrases else kwargs
+        kwargs["phrases"] = dict(phrases, **{n: [f"{n} expression"] for n in missing})
+        raise ValueError(
+            f"PMFER's classes are fixed when it is built, and each needs action-unit phrases (its masking head learns "
+            f"them); classes {missing} have none built in (built in: {sorted(bank)}): build it with "
+            f"{self._build_advice(kwargs)}, replacing each placeholder phrase ('{missing[0]} expression') by the "
+            f"facial actions the class shows (e.g. 'raised cheeks', 'lip corners pulled up')")
+
     def _class_args(self) -> Dict:
         return {"class_names": list(self.class_names), "phrases": {k: list(v) for k, v in self.phrases.items()},
                 "truncate": self.prompt_learner.truncate}
