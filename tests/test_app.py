@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from fractions import Fraction
 
 import numpy as np
@@ -131,6 +132,25 @@ def test_a_video_of_unknown_length_is_read_up_to_the_limit(predictor, tmp_path):
     assert r.notes == ["camera.webm does not say how long it is: at most its first 1.5 s are read"]
     assert r.prediction.settings["reading"]["end"] == 1.5 and r.prediction.seconds <= 1.5
     assert "- note: camera.webm does not say how long" in summary_markdown(r)
+
+
+def test_a_predictor_shared_by_threads_gives_each_run_its_own_result(predictor):
+    # two runs at once used to share the face detector's state (OpenCV's YuNet): faces and probabilities mixed
+    def key(prediction):
+        return [(f.id, [b.box for b in f.boxes], [w.probs for w in f.windows]) for f in prediction.faces]
+
+    alone = key(predictor.run(sample_clip_path()))
+    together = {}
+
+    def run(i):
+        together[i] = key(predictor.run(sample_clip_path()))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert together == {0: alone, 1: alone}
 
 
 def test_session_files_keep_the_latest_run_and_go_with_their_session(tmp_path):
