@@ -6,16 +6,18 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from clipdfer.app.analysis import (Predictors, SessionFiles, UploadError, UploadLimits, analyse_video, check_upload,
-                                   check_uploads, summary_markdown, window_table)
+                                   check_uploads, run_lock, summary_markdown, upload_names, window_table)
 from clipdfer.cli import main
 from clipdfer.inference import Predictor, sample_clip_path
 from videos import write_video
@@ -40,6 +42,22 @@ def _no_face_video(tmp_path) -> str:
     return path
 
 
+def _sample_frames():
+    import av
+    with av.open(sample_clip_path()) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def _lying_video(path, frames, rate=8, says: float = 1.0) -> str:
+    """A Matroska file whose header says it lasts ``says`` seconds, whatever its frames hold (as an edited or
+    damaged file can): its segment's Duration element (ID 0x4489, an 8-byte float in ms) is rewritten."""
+    write_video(path, frames, rate=rate)
+    data = open(path, "rb").read()
+    at = data.index(b"\x44\x89\x88") + 3
+    open(path, "wb").write(data[:at] + struct.pack(">d", says * 1000) + data[at + 8:])
+    return str(path)
+
+
 # --- without Gradio ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field,value,expected", [("max_mb", 0, "max_mb=0: expected a finite number > 0"),
@@ -58,11 +76,14 @@ def test_check_upload_gives_the_duration_and_names_what_is_wrong(tmp_path):
     text.write_text("hello")
     with pytest.raises(UploadError, match=r"notes.txt: a \.txt file, expected a video \(\.mp4, .*ffmpeg -i notes.txt"):
         check_upload(str(text), limits)
-    fake = tmp_path / "fake.mp4"
+    fake = tmp_path / "upload-5d1e.mp4"
     fake.write_bytes(b"this is no video" * 100)
-    with pytest.raises(UploadError, match="fake.mp4: not a video that can be decoded"):
-        check_upload(str(fake), limits)
-    with pytest.raises(UploadError, match=r"my clip.mp4: 0.1 MB, over this demo's limit of 0.01 MB"):
+    with pytest.raises(UploadError, match="my fake.mp4: not a video that can be decoded") as info:
+        check_upload(str(fake), limits, name="my fake.mp4")
+    assert "ffmpeg -i 'my fake.mp4' clip.mp4" in str(info.value)  # a command that runs as shown
+    assert str(tmp_path) not in str(info.value) and "upload-5d1e" not in str(info.value)  # PyAV's text named it
+    with pytest.raises(UploadError, match=r"my clip.mp4: 0.1 MB, over this demo's limit of 0.01 MB: .*"
+                                          r"ffmpeg -i 'my clip.mp4' -t 60 "):
         check_upload(sample_clip_path(), UploadLimits(max_mb=0.01), name="my clip.mp4")
     with pytest.raises(UploadError, match=r"sample_clip.mp4: 3.0 s long, over this demo's limit of 1 s: .* -t 1 "):
         check_upload(sample_clip_path(), UploadLimits(max_seconds=1))
@@ -100,7 +121,7 @@ def test_analyse_video_writes_the_outputs_under_the_uploads_name(predictor, tmp_
     assert r.error is None and r.notes == []
     assert r.files == [r.json, r.csv, r.video] and all(os.path.getsize(f) > 0 for f in r.files + [r.plot])
     assert [os.path.basename(f) for f in r.files + [r.plot]] == [
-        "my_clip.json", "my_clip.csv", "my_clip-annotated.mp4", "my_clip-timeline.png"]
+        "my clip.json", "my clip.csv", "my clip-annotated.mp4", "my clip-timeline.png"]
     saved = json.load(open(r.json))
     assert saved["source"] == "my clip.mp4" and "upload-3f9a" not in open(r.json).read()  # no server path
     assert saved == r.prediction.to_dict() and saved["notice"].startswith("NOT MEANINGFUL")
@@ -134,6 +155,31 @@ def test_a_video_of_unknown_length_is_read_up_to_the_limit(predictor, tmp_path):
     assert "- note: camera.webm does not say how long" in summary_markdown(r)
 
 
+def test_a_video_is_measured_by_its_frames_and_never_read_past_the_limit(predictor, tmp_path):
+    frames = _sample_frames()
+    liar = _lying_video(tmp_path / "edited.mkv", frames + frames[:16], says=1.0)  # 5 s of frames; it says 1 s
+    with pytest.raises(UploadError, match=r"edited.mkv: 5.0 s long \(its container says 1.0 s\), over this demo's "
+                                          r"limit of 2 s: upload a shorter cut \(e.g. ffmpeg -i edited.mkv -t 2 "):
+        check_upload(liar, UploadLimits(max_seconds=2))
+    assert check_upload(liar, UploadLimits(max_seconds=6)) == pytest.approx(5.0, abs=0.01)
+    # run on what the container says (a caller that trusted it): still cut at the limit, and the result says so
+    r = analyse_video(predictor, liar, "edited.mkv", str(tmp_path / "out"), 1.0, UploadLimits(max_seconds=2))
+    assert r.prediction.settings["reading"]["end"] == 2 and r.prediction.seconds <= 2
+    assert r.notes == ["edited.mkv is longer than this demo's limit of 2 s (not 1.0 s as it says): only its first 2 s "
+                       "were read; upload the rest as a cut of its own (e.g. ffmpeg -i edited.mkv -ss 2 rest.mp4)"]
+    r = analyse_video(predictor, liar, "edited.mkv", str(tmp_path / "out2"), 5.0, UploadLimits(max_seconds=6))
+    assert r.notes == [] and r.prediction.seconds > 4.5  # a video within the limit is read whole
+
+
+def test_upload_names_keep_unicode_and_tell_duplicates_apart():
+    assert upload_names(["видео.mp4", "ünïcödé clip 😀.mp4", "видео.mp4", "ВИДЕО.mp4", "видео.mp4"]) == [
+        "видео.mp4", "ünïcödé clip 😀.mp4", "видео (2).mp4", "ВИДЕО (3).mp4", "видео (4).mp4"]
+    assert upload_names(["../a/b.mp4", "c\\d.mp4", 'what?: "x" <y>|*.mp4', " .hidden.mp4 ", "?.mp4", "\x07"]) == [
+        "b.mp4", "d.mp4", "what x y.mp4", "hidden.mp4", "video.mp4", "video"]
+    long = upload_names(["é" * 200 + ".webm"])[0]
+    assert long.endswith(".webm") and len(long.encode()) <= 150 and long.startswith("éé")
+
+
 def test_a_predictor_shared_by_threads_gives_each_run_its_own_result(predictor):
     # two runs at once used to share the face detector's state (OpenCV's YuNet): faces and probabilities mixed
     def key(prediction):
@@ -153,6 +199,28 @@ def test_a_predictor_shared_by_threads_gives_each_run_its_own_result(predictor):
     assert together == {0: alone, 1: alone}
 
 
+def test_runs_of_one_predictor_take_turns(tmp_path):
+    class Slow:  # counts the runs at once
+        active, most = 0, 0
+
+        def run(self, *args, **kwargs):
+            Slow.active += 1
+            Slow.most = max(Slow.most, Slow.active)
+            time.sleep(0.2)
+            Slow.active -= 1
+            raise ValueError("no frames")
+
+    slow = Slow()
+    threads = [threading.Thread(target=analyse_video, args=(slow, sample_clip_path(), f"{i}.mp4",
+                                                            str(tmp_path / str(i)), 3.0, UploadLimits()))
+               for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert Slow.most == 1 and run_lock(slow) is run_lock(slow) is not run_lock(Slow())
+
+
 def test_session_files_keep_the_latest_run_and_go_with_their_session(tmp_path):
     files = SessionFiles(str(tmp_path / "root"))
     first = files.new_run("session-a")
@@ -168,6 +236,25 @@ def test_session_files_keep_the_latest_run_and_go_with_their_session(tmp_path):
         files.new_run("")
     files.close()
     assert not os.path.exists(files.root)
+
+
+def test_session_files_of_sessions_that_never_end_are_aged_out(tmp_path):
+    files = SessionFiles(str(tmp_path / "root"), max_age=60, max_sessions=3)
+    for name in ("a", "b", "c"):  # API clients: no page to close, so no end of session
+        files.new_run(name)
+    now = time.time()
+    os.utime(files.folder("a"), (now - 120, now - 120))  # untouched for 2 minutes
+    os.utime(files.folder("b"), (now - 30, now - 30))
+    files.new_run("d")  # each run ages the others out
+    assert not os.path.exists(files.folder("a")) and all(os.path.isdir(files.folder(n)) for n in "bcd")
+    assert files.touch("b") and not files.touch("a")  # showing results keeps a session
+    files.new_run("e")  # four would be kept: the least recently touched goes
+    assert [os.path.basename(f) for f in files.sessions()] == [os.path.basename(files.folder(n)) for n in "dbe"]
+    with pytest.raises(ValueError, match="max_age=0: expected a number of seconds > 0"):
+        SessionFiles(str(tmp_path / "x"), max_age=0)
+    with pytest.raises(ValueError, match="max_sessions=0: expected a whole number >= 1"):
+        SessionFiles(str(tmp_path / "x"), max_sessions=0)
+    files.close()
 
 
 def test_predictors_build_once_and_keep_only_the_latest():
