@@ -5,6 +5,7 @@ from the internet); the command line."""
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -276,9 +277,24 @@ def test_cli_demo_options_and_refusals(capsys):
                    "--max-videos"):
         assert option in out
     assert main(["demo", "--max-seconds", "0"]) == 2
-    assert capsys.readouterr().err == "clipdfer: error: max_seconds=0.0: expected a finite number > 0\n"
+    assert capsys.readouterr().err == "clipdfer: error: --max-seconds 0: expected a number of seconds > 0\n"
+    assert main(["demo", "--max-upload-mb", "-1"]) == 2
+    assert capsys.readouterr().err == "clipdfer: error: --max-upload-mb -1: expected a number of MB > 0\n"
     assert main(["demo", "--port", "70000", "--model", MODEL, "--no-pretrained"]) == 2
     assert capsys.readouterr().err == "clipdfer: error: --port 70000: expected a port number in 1-65535\n"
+
+
+def test_cli_demo_names_a_port_in_use(capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["demo", "--port", str(port), "--model", MODEL, "--no-pretrained"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # nothing said about serving: it does not
+    assert err.startswith(f"clipdfer: error: --port {port}: cannot listen on 127.0.0.1:{port} (")
+    assert err.endswith(f"choose another port (e.g. --port {port + 1}), or leave --port out for the first free one "
+                        f"from 7860\n")
 
 
 def test_help_imports_neither_gradio_nor_torch():
@@ -326,7 +342,7 @@ def served(tmp_path_factory):
     from clipdfer.app import Demo
     with _Outbound() as outbound:
         demo = Demo(MODEL, pretrained=False, temp_dir=str(tmp_path_factory.mktemp("demo")),
-                    limits=UploadLimits(max_seconds=60, max_videos=2))
+                    limits=UploadLimits(max_mb=1, max_seconds=60, max_videos=2))
         url = demo.launch(block=False, quiet=True)
         demo.outbound, demo.url = outbound, url
         try:
@@ -385,6 +401,107 @@ def test_api_refuses_bad_uploads_with_their_reasons(served, tmp_path):
         _analyse(client, sample_clip_path(), model="local-dir:/etc")
     with pytest.raises(AppError, match="nothing to show yet"):
         client.predict(choice="x.mp4", api_name="/show")
+
+
+def test_api_refuses_a_large_upload_naming_the_limit_in_mb_and_the_fix(served, tmp_path):
+    from gradio_client.exceptions import AppError
+    client = _client(served, tmp_path)
+    big = tmp_path / "big clip.mp4"
+    big.write_bytes(b"\0" * 1_500_000)  # over the 1 MB limit: the demo's own check answers
+    with pytest.raises(AppError, match=r"^big clip.mp4: 1.5 MB, over this demo's limit of 1 MB: upload a shorter or "
+                                       r"smaller cut \(e.g. ffmpeg -i 'big clip.mp4' -t 60 -vf scale=640:-2 "):
+        _analyse(client, str(big))
+    huge = tmp_path / "huge.mp4"
+    huge.write_bytes(b"\0" * 2_000_001)  # over twice the limit: Gradio stops it before it is sent
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 2000000 bytes"):
+        _analyse(client, str(huge))
+
+
+def test_api_messages_name_the_upload_never_the_servers_path(served, tmp_path):
+    from gradio_client.exceptions import AppError
+    client = _client(served, tmp_path)
+    junk = tmp_path / "not a video.mp4"
+    junk.write_bytes(b"junk" * 100)
+    with pytest.raises(AppError) as info:
+        _analyse(client, str(junk))
+    text = str(info.value)
+    assert text.startswith("not a video.mp4: not a video that can be decoded (InvalidDataError: ")
+    assert "'not a video.mp4'); check that the file plays" in text  # PyAV's words, its path replaced
+    assert "ffmpeg -i 'not a video.mp4' clip.mp4" in text
+    assert served.files.root not in text and "/gradio/" not in text and "/tmp" not in text
+
+
+def test_api_duplicate_names_get_their_own_results(served, tmp_path):
+    frames = _sample_frames()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _copy(tmp_path / "a", "клип 1.mp4")
+    second = write_video(tmp_path / "b" / "клип 1.mp4", frames[:16])  # another video of the same name
+    client = _client(served, tmp_path / "dl")
+    status, notice, choice, plot, video, table, downloads = _analyse(client, first, second)
+    assert [c[0] for c in choice["choices"]] == ["клип 1.mp4", "клип 1 (2).mp4"]
+    assert [os.path.basename(f) for f in downloads] == ["клип 1.json", "клип 1.csv", "клип 1-annotated.mp4"]
+    assert len(table["value"]["data"]) == 5  # the first: 24 frames, 5 windows
+    shown = client.predict(choice="клип 1 (2).mp4", api_name="/show")
+    assert [os.path.basename(f) for f in shown[6]] == ["клип 1 (2).json", "клип 1 (2).csv",
+                                                       "клип 1 (2)-annotated.mp4"]
+    assert os.path.basename(shown[3]) == "клип 1 (2)-timeline.png" and len(shown[5]["value"]["data"]) == 3
+    assert json.load(open(shown[6][0]))["source"] == "клип 1 (2).mp4"
+
+
+def test_api_measures_a_video_that_says_it_is_short(served, tmp_path):
+    from gradio_client.exceptions import AppError
+    liar = _lying_video(tmp_path / "edited.mkv", [np.full((32, 32, 3), 90, np.uint8)] * 8, rate=Fraction(1, 10))
+    with pytest.raises(AppError, match=r"edited.mkv: 80.0 s long \(its container says 1.0 s\), over this demo's limit "
+                                       r"of 60 s"):
+        _analyse(_client(served, tmp_path), liar)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="Gradio converts camera recordings with ffmpeg")
+def test_api_a_camera_recording_is_analysed_as_the_same_file_would_be(served, tmp_path):
+    # not mirrored: the face on the left of the frame stays on the left (Gradio flips webcam videos unless asked not to)
+    from gradio_client import handle_file
+    frames = [np.concatenate([f, np.full((f.shape[0], 96, 3), 128, np.uint8)], 1) for f in _sample_frames()]
+    path = write_video(tmp_path / "left.mp4", frames)
+    client = _client(served, tmp_path)
+    as_file = json.load(open(_analyse(client, path)[6][0]))
+    as_camera = _analyse(client, files=[], camera=handle_file(path))
+    assert as_camera[2]["value"] == "camera.mp4"
+    as_camera = json.load(open(as_camera[6][0]))
+    box, seen = as_file["faces"][0]["boxes"][0]["box"], as_camera["faces"][0]["boxes"][0]["box"]
+    assert box[2] < 150 and np.allclose(seen, box, atol=6), (box, seen)
+
+
+def test_api_results_whose_files_went_are_refused_with_a_reason(served, tmp_path):
+    from gradio_client.exceptions import AppError
+    client = _client(served, tmp_path)
+    _analyse(client, _copy(tmp_path, "gone.mp4"))
+    served.files.remove(client.session_hash)  # as the session's files go when aged out
+    with pytest.raises(AppError, match="^the results of gone.mp4 are no longer on the server .* run it again$"):
+        client.predict(choice="gone.mp4", api_name="/show")
+
+
+def test_every_event_that_runs_the_model_shares_one_slot(served):
+    fns = {fn.api_name: fn for fn in served.blocks.fns.values()}
+    assert fns["analyse"].concurrency_id == fns["sample"].concurrency_id != fns["show"].concurrency_id
+    assert fns["analyse"].concurrency_limit == fns["sample"].concurrency_limit == 1
+
+
+def test_gradios_copies_of_uploads_are_in_the_demos_folder(served, tmp_path):
+    _analyse(_client(served, tmp_path), _copy(tmp_path, "mine.mp4"))
+    assert os.environ["GRADIO_TEMP_DIR"] == served.gradio_dir == os.path.join(served.files.root, "gradio")
+    copies = [os.path.join(d, f) for d, _, names in os.walk(served.gradio_dir) for f in names]
+    assert any(os.path.basename(c) == "mine.mp4" for c in copies)  # the upload: removed with the demo's folder
+
+
+def test_launch_names_a_port_in_use(served):
+    from clipdfer.app import Demo
+    port = int(served.url.rstrip("/").rsplit(":", 1)[1])
+    demo = Demo(MODEL, pretrained=False, load=False)
+    with pytest.raises(OSError, match=f"^port {port}: cannot listen on 127.0.0.1:{port}: another server"):
+        demo.launch(port=port, block=False, quiet=True)
+    assert not os.path.exists(demo.files.root)  # nothing left behind
+    assert os.environ["GRADIO_TEMP_DIR"] == served.gradio_dir  # Gradio's cache: the running demo's again
 
 
 def test_api_reports_a_failed_upload_beside_the_others(served, tmp_path):
@@ -447,10 +564,57 @@ def test_progress_names_each_video_and_advances(served, tmp_path):
     assert (0.5, "two.mp4") in calls and any(d.startswith("one.mp4: ") and d.endswith(" s of 3") for _, d in calls)
 
 
+def _serve_in_a_process(tmp_path, *options):
+    """``python -m clipdfer.app`` with its temporary folder in ``tmp_path``; (process, its URL, its output)."""
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env.update(TMPDIR=str(tmp_path), PYTHONPATH=os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")])))
+    proc = subprocess.Popen([sys.executable, "-m", "clipdfer.app", "--model", MODEL, "--no-pretrained", *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(tmp_path))
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    end = time.monotonic() + 120
+    while not any(" serving http" in line for line in lines):
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            raise AssertionError("the demo did not start:\n" + "".join(lines))
+        time.sleep(0.2)
+    url = next(line for line in lines if " serving http" in line).split(" serving ")[1].split()[0]
+    return proc, url, lines, reader
+
+
+def test_sigterm_stops_the_demo_and_removes_every_file_it_made(tmp_path):
+    pytest.importorskip("gradio", reason="the page needs Gradio: pip install 'clipdfer[demo]'")
+    gradio_client = pytest.importorskip("gradio_client", reason="needs gradio_client: pip install 'clipdfer[test]'")
+    proc, url, lines, reader = _serve_in_a_process(tmp_path)
+    try:
+        client = gradio_client.Client(url, verbose=False, analytics_enabled=False,
+                                      download_files=str(tmp_path / "downloads"))
+        camera = gradio_client.handle_file(sample_clip_path()) if shutil.which("ffmpeg") else None
+        status = _analyse(client, sample_clip_path(), camera=camera)[0]
+        assert status.startswith("**sample_clip.mp4**: 24 frames")
+        made = [n for n in os.listdir(tmp_path) if n.startswith("clipdfer-demo-")]
+        assert len(made) == 1 and not os.path.exists(tmp_path / "gradio")  # Gradio's cache: in the demo's folder
+        copies = [f for _, _, names in os.walk(tmp_path / made[0] / "gradio") for f in names]
+        assert "sample_clip.mp4" in copies and (camera is None or any(f.startswith("muted_") for f in copies))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    left = [n for n in os.listdir(tmp_path) if n.startswith("clipdfer-demo-") or n == "gradio"]
+    assert left == [], "".join(lines)
+    output = "".join(lines)
+    assert f"serving {url} to this machine only (--share: also a public link); Ctrl-C stops" in output
+    assert "share=True" not in output and "launch()" not in output  # Gradio's advice names its Python API
+
+
 def test_python_m_clipdfer_app_and_the_space_entry_point(capsys, monkeypatch):
     from clipdfer.app import serve
     assert serve.main(["--max-videos", "0"]) == 2
-    assert capsys.readouterr().err == "clipdfer demo: error: max_videos=0: expected a whole number >= 1\n"
+    assert capsys.readouterr().err == "clipdfer demo: error: --max-videos 0: expected a whole number >= 1\n"
     pytest.importorskip("gradio", reason="the Space's app needs Gradio: pip install 'clipdfer[demo]'")
     import runpy
     space = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "docs", "space", "app.py"))
