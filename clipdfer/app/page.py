@@ -198,14 +198,16 @@ class Demo:
             status = gr.Markdown(elem_id="status")
             choice = gr.Dropdown([], label="Show the results of", visible=False, elem_id="choice",
                                  allow_custom_value=True)  # the handler checks it: the session's uploads
+            # the plot's caption above it, not on it: a label drawn over the image hid its first line (the notice)
+            gr.Markdown("**Timeline**: each face's class probabilities over time", elem_id="plot-caption")
+            plot = gr.Image(type="filepath", show_label=False, elem_id="plot", interactive=False,
+                            buttons=["download", "fullscreen"])
             with gr.Row():
-                plot = gr.Image(type="filepath", label="Timeline: each face's class probabilities over time",
-                                elem_id="plot", interactive=False, scale=3)
                 video = gr.Video(label="Annotated video: each face's box, id and top class", elem_id="annotated",
-                                 interactive=False, height=360, scale=2)
+                                 interactive=False, height=360, scale=3)
+                downloads = gr.File(label="Downloads: JSON, CSV, annotated video", file_count="multiple",
+                                    elem_id="downloads", interactive=False, scale=2)
             table = gr.Dataframe(label="Windows (a row per face and window)", elem_id="table", interactive=False)
-            downloads = gr.File(label="Downloads: JSON, CSV, annotated video", file_count="multiple",
-                                elem_id="downloads", interactive=False)
             results = gr.State([])
             shown = [status, notice, choice, plot, video, table, downloads]
             # every event that runs the model is in one concurrency group of one: runs take turns
