@@ -5,16 +5,20 @@ from the internet); the command line."""
 import json
 import os
 import shutil
+import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from clipdfer.app.analysis import (Predictors, SessionFiles, UploadError, UploadLimits, analyse_video, check_upload,
-                                   check_uploads, summary_markdown, window_table)
+                                   check_uploads, run_lock, summary_markdown, upload_names, window_table)
 from clipdfer.cli import main
 from clipdfer.inference import Predictor, sample_clip_path
 from videos import write_video
@@ -39,6 +43,22 @@ def _no_face_video(tmp_path) -> str:
     return path
 
 
+def _sample_frames():
+    import av
+    with av.open(sample_clip_path()) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def _lying_video(path, frames, rate=8, says: float = 1.0) -> str:
+    """A Matroska file whose header says it lasts ``says`` seconds, whatever its frames hold (as an edited or
+    damaged file can): its segment's Duration element (ID 0x4489, an 8-byte float in ms) is rewritten."""
+    write_video(path, frames, rate=rate)
+    data = open(path, "rb").read()
+    at = data.index(b"\x44\x89\x88") + 3
+    open(path, "wb").write(data[:at] + struct.pack(">d", says * 1000) + data[at + 8:])
+    return str(path)
+
+
 # --- without Gradio ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field,value,expected", [("max_mb", 0, "max_mb=0: expected a finite number > 0"),
@@ -57,11 +77,14 @@ def test_check_upload_gives_the_duration_and_names_what_is_wrong(tmp_path):
     text.write_text("hello")
     with pytest.raises(UploadError, match=r"notes.txt: a \.txt file, expected a video \(\.mp4, .*ffmpeg -i notes.txt"):
         check_upload(str(text), limits)
-    fake = tmp_path / "fake.mp4"
+    fake = tmp_path / "upload-5d1e.mp4"
     fake.write_bytes(b"this is no video" * 100)
-    with pytest.raises(UploadError, match="fake.mp4: not a video that can be decoded"):
-        check_upload(str(fake), limits)
-    with pytest.raises(UploadError, match=r"my clip.mp4: 0.1 MB, over this demo's limit of 0.01 MB"):
+    with pytest.raises(UploadError, match="my fake.mp4: not a video that can be decoded") as info:
+        check_upload(str(fake), limits, name="my fake.mp4")
+    assert "ffmpeg -i 'my fake.mp4' clip.mp4" in str(info.value)  # a command that runs as shown
+    assert str(tmp_path) not in str(info.value) and "upload-5d1e" not in str(info.value)  # PyAV's text named it
+    with pytest.raises(UploadError, match=r"my clip.mp4: 0.1 MB, over this demo's limit of 0.01 MB: .*"
+                                          r"ffmpeg -i 'my clip.mp4' -t 60 "):
         check_upload(sample_clip_path(), UploadLimits(max_mb=0.01), name="my clip.mp4")
     with pytest.raises(UploadError, match=r"sample_clip.mp4: 3.0 s long, over this demo's limit of 1 s: .* -t 1 "):
         check_upload(sample_clip_path(), UploadLimits(max_seconds=1))
@@ -99,7 +122,7 @@ def test_analyse_video_writes_the_outputs_under_the_uploads_name(predictor, tmp_
     assert r.error is None and r.notes == []
     assert r.files == [r.json, r.csv, r.video] and all(os.path.getsize(f) > 0 for f in r.files + [r.plot])
     assert [os.path.basename(f) for f in r.files + [r.plot]] == [
-        "my_clip.json", "my_clip.csv", "my_clip-annotated.mp4", "my_clip-timeline.png"]
+        "my clip.json", "my clip.csv", "my clip-annotated.mp4", "my clip-timeline.png"]
     saved = json.load(open(r.json))
     assert saved["source"] == "my clip.mp4" and "upload-3f9a" not in open(r.json).read()  # no server path
     assert saved == r.prediction.to_dict() and saved["notice"].startswith("NOT MEANINGFUL")
@@ -133,6 +156,72 @@ def test_a_video_of_unknown_length_is_read_up_to_the_limit(predictor, tmp_path):
     assert "- note: camera.webm does not say how long" in summary_markdown(r)
 
 
+def test_a_video_is_measured_by_its_frames_and_never_read_past_the_limit(predictor, tmp_path):
+    frames = _sample_frames()
+    liar = _lying_video(tmp_path / "edited.mkv", frames + frames[:16], says=1.0)  # 5 s of frames; it says 1 s
+    with pytest.raises(UploadError, match=r"edited.mkv: 5.0 s long \(its container says 1.0 s\), over this demo's "
+                                          r"limit of 2 s: upload a shorter cut \(e.g. ffmpeg -i edited.mkv -t 2 "):
+        check_upload(liar, UploadLimits(max_seconds=2))
+    assert check_upload(liar, UploadLimits(max_seconds=6)) == pytest.approx(5.0, abs=0.01)
+    # run on what the container says (a caller that trusted it): still cut at the limit, and the result says so
+    r = analyse_video(predictor, liar, "edited.mkv", str(tmp_path / "out"), 1.0, UploadLimits(max_seconds=2))
+    assert r.prediction.settings["reading"]["end"] == 2 and r.prediction.seconds <= 2
+    assert r.notes == ["edited.mkv is longer than this demo's limit of 2 s (not 1.0 s as it says): only its first 2 s "
+                       "were read; upload the rest as a cut of its own (e.g. ffmpeg -i edited.mkv -ss 2 rest.mp4)"]
+    r = analyse_video(predictor, liar, "edited.mkv", str(tmp_path / "out2"), 5.0, UploadLimits(max_seconds=6))
+    assert r.notes == [] and r.prediction.seconds > 4.5  # a video within the limit is read whole
+
+
+def test_upload_names_keep_unicode_and_tell_duplicates_apart():
+    assert upload_names(["видео.mp4", "ünïcödé clip 😀.mp4", "видео.mp4", "ВИДЕО.mp4", "видео.mp4"]) == [
+        "видео.mp4", "ünïcödé clip 😀.mp4", "видео (2).mp4", "ВИДЕО (3).mp4", "видео (4).mp4"]
+    assert upload_names(["../a/b.mp4", "c\\d.mp4", 'what?: "x" <y>|*.mp4', " .hidden.mp4 ", "?.mp4", "\x07"]) == [
+        "b.mp4", "d.mp4", "what x y.mp4", "hidden.mp4", "video.mp4", "video"]
+    long = upload_names(["é" * 200 + ".webm"])[0]
+    assert long.endswith(".webm") and len(long.encode()) <= 150 and long.startswith("éé")
+
+
+def test_a_predictor_shared_by_threads_gives_each_run_its_own_result(predictor):
+    # two runs at once used to share the face detector's state (OpenCV's YuNet): faces and probabilities mixed
+    def key(prediction):
+        return [(f.id, [b.box for b in f.boxes], [w.probs for w in f.windows]) for f in prediction.faces]
+
+    alone = key(predictor.run(sample_clip_path()))
+    together = {}
+
+    def run(i):
+        together[i] = key(predictor.run(sample_clip_path()))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert together == {0: alone, 1: alone}
+
+
+def test_runs_of_one_predictor_take_turns(tmp_path):
+    class Slow:  # counts the runs at once
+        active, most = 0, 0
+
+        def run(self, *args, **kwargs):
+            Slow.active += 1
+            Slow.most = max(Slow.most, Slow.active)
+            time.sleep(0.2)
+            Slow.active -= 1
+            raise ValueError("no frames")
+
+    slow = Slow()
+    threads = [threading.Thread(target=analyse_video, args=(slow, sample_clip_path(), f"{i}.mp4",
+                                                            str(tmp_path / str(i)), 3.0, UploadLimits()))
+               for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert Slow.most == 1 and run_lock(slow) is run_lock(slow) is not run_lock(Slow())
+
+
 def test_session_files_keep_the_latest_run_and_go_with_their_session(tmp_path):
     files = SessionFiles(str(tmp_path / "root"))
     first = files.new_run("session-a")
@@ -148,6 +237,25 @@ def test_session_files_keep_the_latest_run_and_go_with_their_session(tmp_path):
         files.new_run("")
     files.close()
     assert not os.path.exists(files.root)
+
+
+def test_session_files_of_sessions_that_never_end_are_aged_out(tmp_path):
+    files = SessionFiles(str(tmp_path / "root"), max_age=60, max_sessions=3)
+    for name in ("a", "b", "c"):  # API clients: no page to close, so no end of session
+        files.new_run(name)
+    now = time.time()
+    os.utime(files.folder("a"), (now - 120, now - 120))  # untouched for 2 minutes
+    os.utime(files.folder("b"), (now - 30, now - 30))
+    files.new_run("d")  # each run ages the others out
+    assert not os.path.exists(files.folder("a")) and all(os.path.isdir(files.folder(n)) for n in "bcd")
+    assert files.touch("b") and not files.touch("a")  # showing results keeps a session
+    files.new_run("e")  # four would be kept: the least recently touched goes
+    assert [os.path.basename(f) for f in files.sessions()] == [os.path.basename(files.folder(n)) for n in "dbe"]
+    with pytest.raises(ValueError, match="max_age=0: expected a number of seconds > 0"):
+        SessionFiles(str(tmp_path / "x"), max_age=0)
+    with pytest.raises(ValueError, match="max_sessions=0: expected a whole number >= 1"):
+        SessionFiles(str(tmp_path / "x"), max_sessions=0)
+    files.close()
 
 
 def test_predictors_build_once_and_keep_only_the_latest():
@@ -169,9 +277,24 @@ def test_cli_demo_options_and_refusals(capsys):
                    "--max-videos"):
         assert option in out
     assert main(["demo", "--max-seconds", "0"]) == 2
-    assert capsys.readouterr().err == "clipdfer: error: max_seconds=0.0: expected a finite number > 0\n"
+    assert capsys.readouterr().err == "clipdfer: error: --max-seconds 0: expected a number of seconds > 0\n"
+    assert main(["demo", "--max-upload-mb", "-1"]) == 2
+    assert capsys.readouterr().err == "clipdfer: error: --max-upload-mb -1: expected a number of MB > 0\n"
     assert main(["demo", "--port", "70000", "--model", MODEL, "--no-pretrained"]) == 2
     assert capsys.readouterr().err == "clipdfer: error: --port 70000: expected a port number in 1-65535\n"
+
+
+def test_cli_demo_names_a_port_in_use(capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["demo", "--port", str(port), "--model", MODEL, "--no-pretrained"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # nothing said about serving: it does not
+    assert err.startswith(f"clipdfer: error: --port {port}: cannot listen on 127.0.0.1:{port} (")
+    assert err.endswith(f"choose another port (e.g. --port {port + 1}), or leave --port out for the first free one "
+                        f"from 7860\n")
 
 
 def test_help_imports_neither_gradio_nor_torch():
@@ -219,7 +342,7 @@ def served(tmp_path_factory):
     from clipdfer.app import Demo
     with _Outbound() as outbound:
         demo = Demo(MODEL, pretrained=False, temp_dir=str(tmp_path_factory.mktemp("demo")),
-                    limits=UploadLimits(max_seconds=60, max_videos=2))
+                    limits=UploadLimits(max_mb=1, max_seconds=60, max_videos=2))
         url = demo.launch(block=False, quiet=True)
         demo.outbound, demo.url = outbound, url
         try:
@@ -278,6 +401,107 @@ def test_api_refuses_bad_uploads_with_their_reasons(served, tmp_path):
         _analyse(client, sample_clip_path(), model="local-dir:/etc")
     with pytest.raises(AppError, match="nothing to show yet"):
         client.predict(choice="x.mp4", api_name="/show")
+
+
+def test_api_refuses_a_large_upload_naming_the_limit_in_mb_and_the_fix(served, tmp_path):
+    from gradio_client.exceptions import AppError
+    client = _client(served, tmp_path)
+    big = tmp_path / "big clip.mp4"
+    big.write_bytes(b"\0" * 1_500_000)  # over the 1 MB limit: the demo's own check answers
+    with pytest.raises(AppError, match=r"^big clip.mp4: 1.5 MB, over this demo's limit of 1 MB: upload a shorter or "
+                                       r"smaller cut \(e.g. ffmpeg -i 'big clip.mp4' -t 60 -vf scale=640:-2 "):
+        _analyse(client, str(big))
+    huge = tmp_path / "huge.mp4"
+    huge.write_bytes(b"\0" * 2_000_001)  # over twice the limit: Gradio stops it before it is sent
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 2000000 bytes"):
+        _analyse(client, str(huge))
+
+
+def test_api_messages_name_the_upload_never_the_servers_path(served, tmp_path):
+    from gradio_client.exceptions import AppError
+    client = _client(served, tmp_path)
+    junk = tmp_path / "not a video.mp4"
+    junk.write_bytes(b"junk" * 100)
+    with pytest.raises(AppError) as info:
+        _analyse(client, str(junk))
+    text = str(info.value)
+    assert text.startswith("not a video.mp4: not a video that can be decoded (InvalidDataError: ")
+    assert "'not a video.mp4'); check that the file plays" in text  # PyAV's words, its path replaced
+    assert "ffmpeg -i 'not a video.mp4' clip.mp4" in text
+    assert served.files.root not in text and "/gradio/" not in text and "/tmp" not in text
+
+
+def test_api_duplicate_names_get_their_own_results(served, tmp_path):
+    frames = _sample_frames()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _copy(tmp_path / "a", "клип 1.mp4")
+    second = write_video(tmp_path / "b" / "клип 1.mp4", frames[:16])  # another video of the same name
+    client = _client(served, tmp_path / "dl")
+    status, notice, choice, plot, video, table, downloads = _analyse(client, first, second)
+    assert [c[0] for c in choice["choices"]] == ["клип 1.mp4", "клип 1 (2).mp4"]
+    assert [os.path.basename(f) for f in downloads] == ["клип 1.json", "клип 1.csv", "клип 1-annotated.mp4"]
+    assert len(table["value"]["data"]) == 5  # the first: 24 frames, 5 windows
+    shown = client.predict(choice="клип 1 (2).mp4", api_name="/show")
+    assert [os.path.basename(f) for f in shown[6]] == ["клип 1 (2).json", "клип 1 (2).csv",
+                                                       "клип 1 (2)-annotated.mp4"]
+    assert os.path.basename(shown[3]) == "клип 1 (2)-timeline.png" and len(shown[5]["value"]["data"]) == 3
+    assert json.load(open(shown[6][0]))["source"] == "клип 1 (2).mp4"
+
+
+def test_api_measures_a_video_that_says_it_is_short(served, tmp_path):
+    from gradio_client.exceptions import AppError
+    liar = _lying_video(tmp_path / "edited.mkv", [np.full((32, 32, 3), 90, np.uint8)] * 8, rate=Fraction(1, 10))
+    with pytest.raises(AppError, match=r"edited.mkv: 80.0 s long \(its container says 1.0 s\), over this demo's limit "
+                                       r"of 60 s"):
+        _analyse(_client(served, tmp_path), liar)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="Gradio converts camera recordings with ffmpeg")
+def test_api_a_camera_recording_is_analysed_as_the_same_file_would_be(served, tmp_path):
+    # not mirrored: the face on the left of the frame stays on the left (Gradio flips webcam videos unless asked not to)
+    from gradio_client import handle_file
+    frames = [np.concatenate([f, np.full((f.shape[0], 96, 3), 128, np.uint8)], 1) for f in _sample_frames()]
+    path = write_video(tmp_path / "left.mp4", frames)
+    client = _client(served, tmp_path)
+    as_file = json.load(open(_analyse(client, path)[6][0]))
+    as_camera = _analyse(client, files=[], camera=handle_file(path))
+    assert as_camera[2]["value"] == "camera.mp4"
+    as_camera = json.load(open(as_camera[6][0]))
+    box, seen = as_file["faces"][0]["boxes"][0]["box"], as_camera["faces"][0]["boxes"][0]["box"]
+    assert box[2] < 150 and np.allclose(seen, box, atol=6), (box, seen)
+
+
+def test_api_results_whose_files_went_are_refused_with_a_reason(served, tmp_path):
+    from gradio_client.exceptions import AppError
+    client = _client(served, tmp_path)
+    _analyse(client, _copy(tmp_path, "gone.mp4"))
+    served.files.remove(client.session_hash)  # as the session's files go when aged out
+    with pytest.raises(AppError, match="^the results of gone.mp4 are no longer on the server .* run it again$"):
+        client.predict(choice="gone.mp4", api_name="/show")
+
+
+def test_every_event_that_runs_the_model_shares_one_slot(served):
+    fns = {fn.api_name: fn for fn in served.blocks.fns.values()}
+    assert fns["analyse"].concurrency_id == fns["sample"].concurrency_id != fns["show"].concurrency_id
+    assert fns["analyse"].concurrency_limit == fns["sample"].concurrency_limit == 1
+
+
+def test_gradios_copies_of_uploads_are_in_the_demos_folder(served, tmp_path):
+    _analyse(_client(served, tmp_path), _copy(tmp_path, "mine.mp4"))
+    assert os.environ["GRADIO_TEMP_DIR"] == served.gradio_dir == os.path.join(served.files.root, "gradio")
+    copies = [os.path.join(d, f) for d, _, names in os.walk(served.gradio_dir) for f in names]
+    assert any(os.path.basename(c) == "mine.mp4" for c in copies)  # the upload: removed with the demo's folder
+
+
+def test_launch_names_a_port_in_use(served):
+    from clipdfer.app import Demo
+    port = int(served.url.rstrip("/").rsplit(":", 1)[1])
+    demo = Demo(MODEL, pretrained=False, load=False)
+    with pytest.raises(OSError, match=f"^port {port}: cannot listen on 127.0.0.1:{port}: another server"):
+        demo.launch(port=port, block=False, quiet=True)
+    assert not os.path.exists(demo.files.root)  # nothing left behind
+    assert os.environ["GRADIO_TEMP_DIR"] == served.gradio_dir  # Gradio's cache: the running demo's again
 
 
 def test_api_reports_a_failed_upload_beside_the_others(served, tmp_path):
@@ -340,10 +564,57 @@ def test_progress_names_each_video_and_advances(served, tmp_path):
     assert (0.5, "two.mp4") in calls and any(d.startswith("one.mp4: ") and d.endswith(" s of 3") for _, d in calls)
 
 
+def _serve_in_a_process(tmp_path, *options):
+    """``python -m clipdfer.app`` with its temporary folder in ``tmp_path``; (process, its URL, its output)."""
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env.update(TMPDIR=str(tmp_path), PYTHONPATH=os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")])))
+    proc = subprocess.Popen([sys.executable, "-m", "clipdfer.app", "--model", MODEL, "--no-pretrained", *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(tmp_path))
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    end = time.monotonic() + 120
+    while not any(" serving http" in line for line in lines):
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            raise AssertionError("the demo did not start:\n" + "".join(lines))
+        time.sleep(0.2)
+    url = next(line for line in lines if " serving http" in line).split(" serving ")[1].split()[0]
+    return proc, url, lines, reader
+
+
+def test_sigterm_stops_the_demo_and_removes_every_file_it_made(tmp_path):
+    pytest.importorskip("gradio", reason="the page needs Gradio: pip install 'clipdfer[demo]'")
+    gradio_client = pytest.importorskip("gradio_client", reason="needs gradio_client: pip install 'clipdfer[test]'")
+    proc, url, lines, reader = _serve_in_a_process(tmp_path)
+    try:
+        client = gradio_client.Client(url, verbose=False, analytics_enabled=False,
+                                      download_files=str(tmp_path / "downloads"))
+        camera = gradio_client.handle_file(sample_clip_path()) if shutil.which("ffmpeg") else None
+        status = _analyse(client, sample_clip_path(), camera=camera)[0]
+        assert status.startswith("**sample_clip.mp4**: 24 frames")
+        made = [n for n in os.listdir(tmp_path) if n.startswith("clipdfer-demo-")]
+        assert len(made) == 1 and not os.path.exists(tmp_path / "gradio")  # Gradio's cache: in the demo's folder
+        copies = [f for _, _, names in os.walk(tmp_path / made[0] / "gradio") for f in names]
+        assert "sample_clip.mp4" in copies and (camera is None or any(f.startswith("muted_") for f in copies))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    left = [n for n in os.listdir(tmp_path) if n.startswith("clipdfer-demo-") or n == "gradio"]
+    assert left == [], "".join(lines)
+    output = "".join(lines)
+    assert f"serving {url} to this machine only (--share: also a public link); Ctrl-C stops" in output
+    assert "share=True" not in output and "launch()" not in output  # Gradio's advice names its Python API
+
+
 def test_python_m_clipdfer_app_and_the_space_entry_point(capsys, monkeypatch):
     from clipdfer.app import serve
     assert serve.main(["--max-videos", "0"]) == 2
-    assert capsys.readouterr().err == "clipdfer demo: error: max_videos=0: expected a whole number >= 1\n"
+    assert capsys.readouterr().err == "clipdfer demo: error: --max-videos 0: expected a whole number >= 1\n"
     pytest.importorskip("gradio", reason="the Space's app needs Gradio: pip install 'clipdfer[demo]'")
     import runpy
     space = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "docs", "space", "app.py"))

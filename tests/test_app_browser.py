@@ -1,7 +1,8 @@
 """The demo page in a real browser: headless Chromium (Debian's chromium and chromium-driver) driven by Selenium opens
-the page on the loopback, uploads the sample clip, waits for the timeline plot and the annotated video, checks that the
-page requested nothing outside the loopback and that closing it removes its files, and saves a screenshot
-(CLIPDFER_DEMO_SCREENSHOT=docs/demo.png also writes it there, as docs/demo.md shows it)."""
+the page on the loopback, uploads the sample clip, waits for the timeline plot and the annotated video, checks that
+nothing covers the plot's first line (the notice), that the page requested nothing outside the loopback and that
+closing it removes its files, and saves a screenshot (CLIPDFER_DEMO_SCREENSHOT=docs/demo.png also writes it there, as
+docs/demo.md shows it)."""
 
 import json
 import os
@@ -15,6 +16,26 @@ from clipdfer.inference import sample_clip_path
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 DRIVERS = ("chromedriver",)
 TIMEOUT = 60  # s, for the run; the whole test takes about 15 s on 2 CPU cores
+# what is drawn over the band of the plot's picture where its notice line is (the middle of its top 8 %): every visible
+# element of the plot's block but the picture and what holds it (a label ignores the mouse, so elementFromPoint
+# cannot tell); the picture as drawn: object-fit contain centres it in its element
+_COVERING = """
+const img = document.querySelector('#plot img');
+img.scrollIntoView({block: 'center'});
+const r = img.getBoundingClientRect(), s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+const w = img.naturalWidth * s, h = img.naturalHeight * s;
+const band = {left: r.left + (r.width - w) / 2 + 0.15 * w, right: r.left + (r.width - w) / 2 + 0.85 * w,
+              top: r.top + (r.height - h) / 2, bottom: r.top + (r.height - h) / 2 + 0.08 * h};
+const out = [];
+for (const e of document.querySelectorAll('#plot *, #plot-caption *')) {
+  if (e === img || e.contains(img) || !e.getClientRects().length) continue;
+  const st = getComputedStyle(e), b = e.getBoundingClientRect();
+  if (st.visibility === 'hidden' || st.opacity === '0' || !(b.width > 0 && b.height > 0)) continue;
+  if (b.left < band.right && b.right > band.left && b.top < band.bottom && b.bottom > band.top)
+    out.push(e.tagName + '.' + e.className + ' ' + (e.textContent || '').trim().slice(0, 40));
+}
+return out;
+"""
 
 
 def _which(names):
@@ -60,6 +81,9 @@ def test_the_page_in_a_browser(tmp_path):
         driver.set_page_load_timeout(TIMEOUT)
         driver.get(url)
         upload = _until(lambda: driver.find_elements(By.CSS_SELECTOR, "#videos input[type=file]"), 30, "the page")
+        assert "200 MB and 300 s each" in driver.find_element(By.ID, "videos").text  # the limits, and how to cut
+        hint = " ".join(driver.find_element(By.ID, "limits").text.split())
+        assert "Cut it first, e.g. ffmpeg -i in.mp4 -t 60 " in hint
         upload[0].send_keys(sample_clip_path())
         _until(lambda: "87.2 KB" in driver.find_element(By.ID, "videos").text, 30, "the upload")  # its size shows
         driver.find_element(By.ID, "run").click()
@@ -70,6 +94,10 @@ def test_the_page_in_a_browser(tmp_path):
             "const v = document.querySelector('#annotated video'); return v && v.readyState >= 1;"),
             TIMEOUT, "the annotated video to load")
         assert "NOT MEANINGFUL" in driver.find_element(By.ID, "notice").text
+        end = time.monotonic() + 5  # Gradio's progress overlay fades out
+        while (covering := driver.execute_script(_COVERING)) and time.monotonic() < end:
+            time.sleep(0.25)
+        assert covering == []  # nothing hides the plot's notice line (its label did)
         assert "sample_clip.mp4" in driver.find_element(By.ID, "status").text
         assert "happiness" in driver.find_element(By.ID, "table").text
         downloads = "".join(driver.find_element(By.ID, "downloads").text.split())  # a name's parts are on two lines

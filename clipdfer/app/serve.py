@@ -1,10 +1,18 @@
 """The demo's command line, shared by ``clipdfer demo`` and ``python -m clipdfer.app``: options, then serve until
-Ctrl-C. Imports neither Gradio nor torch until it runs."""
+Ctrl-C or SIGTERM. Imports neither Gradio nor torch until it runs."""
 
 import argparse
+import contextlib
 import logging
+import math
+import os
+import shutil
+import signal
+import socket
 import sys
-from typing import List, Optional
+import tempfile
+import threading
+from typing import Iterator, List, Optional
 
 HELP = "a local web page: drop videos in, see every face's timeline (needs clipdfer[demo])"
 
@@ -30,20 +38,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"videos per run (default {UploadLimits.max_videos})")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Serve the page until Ctrl-C; the temporary files are removed when it stops."""
-    from .analysis import UploadLimits
-    limits = UploadLimits(args.max_upload_mb, args.max_seconds, args.max_videos)  # checked before anything loads
-    if args.port is not None and not 0 < args.port < 65536:
-        raise ValueError(f"--port {args.port}: expected a port number in 1-65535")
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While it lasts, SIGTERM (``kill``, a service manager stopping the demo) raises KeyboardInterrupt as Ctrl-C does,
+    so that the demo stops the same way and removes its files. Only in the main thread (where Python runs signal
+    handlers); elsewhere it does nothing."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    before = signal.signal(signal.SIGTERM, interrupt)
     try:
-        from .page import Demo
-    except ImportError as e:
-        raise ImportError(f"clipdfer demo needs Gradio ({e}): pip install 'clipdfer[demo]'") from e
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse a bad option by its name, before anything loads."""
+    for option, value, unit in (("--max-upload-mb", args.max_upload_mb, "MB"),
+                                ("--max-seconds", args.max_seconds, "seconds")):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{option} {value:g}: expected a number of {unit} > 0")
+    if args.max_videos < 1:
+        raise ValueError(f"--max-videos {args.max_videos}: expected a whole number >= 1")
+    if args.port is None:
+        return
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port {args.port}: expected a port number in 1-65535")
+    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: a closed port is free
+        try:
+            s.bind((args.host.strip("[]"), args.port))
+        except OSError as e:
+            other = args.port + 1 if args.port < 65535 else args.port - 1
+            raise OSError(f"--port {args.port}: cannot listen on {args.host}:{args.port} ({e.strerror or e}): another "
+                          f"server (an earlier demo?) uses it; stop it, choose another port (e.g. --port {other}), "
+                          f"or leave --port out for the first free one from 7860") from e
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the page until Ctrl-C or SIGTERM; the temporary files are removed when it stops."""
+    from .analysis import UploadLimits
+    _check_options(args)
+    limits = UploadLimits(args.max_upload_mb, args.max_seconds, args.max_videos)
+    with sigterm_as_interrupt():
+        # the demo's folder first, and Gradio's cache in it before Gradio is imported (some of Gradio's modules read
+        # GRADIO_TEMP_DIR once, at import): removing the folder removes every file the demo and Gradio made
+        root = tempfile.mkdtemp(prefix="clipdfer-demo-")
+        os.environ["GRADIO_TEMP_DIR"] = os.path.join(root, "gradio")
+        try:
+            try:
+                from .page import Demo
+            except ImportError as e:
+                raise ImportError(f"clipdfer demo needs Gradio ({e}): pip install 'clipdfer[demo]'") from e
+            _serve(Demo, args, limits, root)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def _serve(Demo, args: argparse.Namespace, limits, root: str) -> None:
     from ..inference import DEFAULT_MODEL
     from ..models import PretrainedWeightsError
     try:
-        demo = Demo(args.model, not args.no_pretrained, limits=limits, device=args.device)
+        demo = Demo(args.model, not args.no_pretrained, limits=limits, device=args.device, temp_dir=root)
     except PretrainedWeightsError as e:
         if args.model is not None:
             raise
@@ -51,14 +115,15 @@ def run(args: argparse.Namespace) -> int:
             f"{e}. The default model ({DEFAULT_MODEL}) needs its weights once: --model clip_zeroshot_vitb32 "
             f"(zero-shot: CLIP's weights, from the Hugging Face Hub), --model local-dir:DIR (a converted release), or "
             f"--no-pretrained (random weights: checks the pipeline)") from e
-    where = "this machine only" if args.host in ("127.0.0.1", "localhost", "::1") else f"every address of {args.host}"
-    print(f"clipdfer demo: model {demo.model}{' (random weights)' if args.no_pretrained else ''}; serving to {where}"
-          f"{' and a public link' if args.share else ''}; Ctrl-C stops", flush=True)
-    try:
-        demo.launch(args.host, args.port, share=args.share, block=True)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    with demo:
+        url = demo.launch(args.host, args.port, share=args.share, block=False, quiet=True)
+        where = "this machine only" if args.host in ("127.0.0.1", "localhost", "::1") else \
+            f"every address of {args.host}"
+        public = getattr(demo.blocks, "share_url", None)
+        share = f" and at {public}" if public else "" if args.share else " (--share: also a public link)"
+        print(f"clipdfer demo: model {demo.model}{' (random weights)' if args.no_pretrained else ''}; serving {url} "
+              f"to {where}{share}; Ctrl-C stops", flush=True)
+        demo.wait()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

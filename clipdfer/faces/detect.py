@@ -3,6 +3,7 @@
 """
 
 import dataclasses
+import threading
 from typing import List, Optional, Tuple, Union
 
 import numpy as np
@@ -47,7 +48,9 @@ def _downscale(frame: np.ndarray, max_side: int) -> Tuple[np.ndarray, float]:
 
 
 class FaceDetector:
-    """Base of the detectors: ``detect(frame)`` -> faces, largest first.
+    """Base of the detectors: ``detect(frame)`` -> faces, largest first. Calls from several threads take turns (one
+    detector may serve several predictions at once: OpenCV's detectors keep each call's state in the detector, so two
+    calls at once mixed their faces).
 
     Args:
         min_score: faces with a lower score are dropped.
@@ -66,6 +69,7 @@ class FaceDetector:
         if min_size < 1 or max_side < 1:
             raise ValueError(f"min_size={min_size}, max_side={max_side}: expected positive numbers of pixels")
         self.min_score, self.min_size, self.max_side = min_score, min_size, max_side
+        self._lock = threading.Lock()
 
     def _detect(self, frame: np.ndarray) -> List[Face]:
         raise NotImplementedError
@@ -73,7 +77,9 @@ class FaceDetector:
     def detect(self, frame: np.ndarray) -> List[Face]:
         """Faces in an RGB (H, W, 3) uint8 frame, largest first."""
         small, scale = _downscale(_check_frame(frame), self.max_side)
-        faces = [Face(tuple(v / scale for v in f.box), f.score) for f in self._detect(small)]
+        with self._lock:
+            found = self._detect(small)
+        faces = [Face(tuple(v / scale for v in f.box), f.score) for f in found]
         h, w = frame.shape[:2]
         faces = [Face((max(0.0, f.box[0]), max(0.0, f.box[1]), min(float(w), f.box[2]), min(float(h), f.box[3])),
                       f.score) for f in faces]
