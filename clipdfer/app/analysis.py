@@ -4,6 +4,7 @@ predictor on it and write what the page shows and offers for download into a fol
 the result as JSON and CSV. :class:`SessionFiles` owns those folders and removes them.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -11,17 +12,18 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import tempfile
 import threading
 import time
 import weakref
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._files import write_json
 
 __all__ = ["UploadLimits", "UploadError", "VIDEO_TYPES", "check_upload", "check_uploads", "VideoResult",
            "analyse_video", "window_table", "summary_markdown", "SessionFiles", "Predictors", "upload_names",
-           "run_lock", "hide_paths"]
+           "run_lock", "hide_paths", "sigterm_as_interrupt"]
 
 _logger = logging.getLogger(__name__)
 
@@ -484,3 +486,22 @@ class Predictors:
     @property
     def loaded(self) -> Dict[Tuple[str, bool], object]:
         return {} if self._current is None else {self._current[0]: self._current[1]}
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While it lasts, SIGTERM (``kill``, a service manager stopping the demo) raises KeyboardInterrupt as Ctrl-C does,
+    so that the demo stops the same way and removes its files. Only in the main thread (where Python runs signal
+    handlers); elsewhere it does nothing."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)

@@ -22,8 +22,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from ..inference import DEFAULT_MODEL, Predictor, sample_clip_path  # noqa: E402
 from .analysis import (Predictors, SessionFiles, UploadLimits, analyse_video, check_uploads,  # noqa: E402
-                       hide_paths, summary_markdown, upload_names, window_table)
-from .serve import sigterm_as_interrupt  # noqa: E402
+                       hide_paths, sigterm_as_interrupt, summary_markdown, upload_names, window_table)
 
 __all__ = ["Demo", "THEME_FONTS", "UPLOAD_CAP"]
 

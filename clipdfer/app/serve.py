@@ -2,17 +2,14 @@
 Ctrl-C or SIGTERM. Imports neither Gradio nor torch until it runs."""
 
 import argparse
-import contextlib
 import logging
 import math
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
-import threading
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 HELP = "a local web page: drop videos in, see every face's timeline (needs clipdfer[demo])"
 
@@ -36,25 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"longest video in seconds (default {UploadLimits.max_seconds:g})")
     add("--max-videos", type=int, default=UploadLimits.max_videos,
         help=f"videos per run (default {UploadLimits.max_videos})")
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While it lasts, SIGTERM (``kill``, a service manager stopping the demo) raises KeyboardInterrupt as Ctrl-C does,
-    so that the demo stops the same way and removes its files. Only in the main thread (where Python runs signal
-    handlers); elsewhere it does nothing."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    before = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -85,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from .analysis import UploadLimits
     _check_options(args)
     limits = UploadLimits(args.max_upload_mb, args.max_seconds, args.max_videos)
+    from .analysis import sigterm_as_interrupt
     with sigterm_as_interrupt():
         # the demo's folder first, and Gradio's cache in it before Gradio is imported (some of Gradio's modules read
         # GRADIO_TEMP_DIR once, at import): removing the folder removes every file the demo and Gradio made
