@@ -253,6 +253,54 @@ def test_a_source_that_fails_part_way_closes_the_reader_and_keeps_the_error(mode
         list(_scripted(model).stream(frames()))
 
 
+def test_reading_and_tracking_started_before_the_model_give_the_same_result(model, tmp_path):
+    from clipdfer.inference.predictor import start_tracking
+    frames, reading = _two_faces(), ReadSettings(folder_fps=8.0)
+    faces = FaceSettings(detector=ScriptedDetector())
+    plain = _scripted(model).run(_tensor(frames), reading)
+    predictor = Predictor(model, faces=faces)
+    early = start_tracking(frames_src := _tensor(frames), reading, faces)
+    predictor._adopt_early(early)
+    r = predictor.run(frames_src, reading)
+    assert early.taken and r.to_dict()["faces"] == plain.to_dict()["faces"]  # the same steps: the same windows
+    assert r.frames_used == plain.frames_used == 30 and r.timings["detect_and_track_s"] > 0
+    # started with other settings, or for another source: stopped, and the source read again
+    for other, settings in ((frames_src, ReadSettings(folder_fps=4.0)), (_tensor(frames[:10]), reading)):
+        early = start_tracking(other, settings, faces)
+        predictor._adopt_early(early)
+        assert predictor.run(frames_src, reading).to_dict()["faces"] == plain.to_dict()["faces"]
+        assert not early.taken and not early._thread.is_alive()
+    # one never taken is stopped by _close_early; an error in its thread is the run's
+    early = start_tracking(frames_src, reading, faces)
+    predictor._adopt_early(early)
+    predictor._close_early()
+    assert not early._thread.is_alive()
+
+    source = str(tmp_path / "missing.mp4")
+    with pytest.raises(Exception) as plain_error:
+        predictor.run(source, reading)
+    predictor._adopt_early(start_tracking(source, reading, faces))
+    with pytest.raises(type(plain_error.value), match="missing.mp4"):
+        predictor.run(source, reading)
+    # predict() starts it itself, before building the model
+    assert clipdfer.predict(frames_src, model, reading=reading, faces=faces).to_dict()["faces"] == \
+        plain.to_dict()["faces"]
+
+
+def test_early_tracking_holds_at_most_its_budget_of_frames():
+    from clipdfer.inference.tracking import EarlyTracking, WholeFrames
+    import time
+    frames = [(i / 8, np.zeros((10, 10, 3), np.uint8)) for i in range(50)]
+    early = EarlyTracking(frames, WholeFrames(), max_bytes=1000)  # 3 frames of 300 bytes
+    deadline = time.monotonic() + 5
+    while len(early._items) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert len(early._items) == 3 and early._held == 900
+    assert [t for t, _, _ in early.steps()] == [t for t, _ in frames]  # then every frame, in order
+    assert early.seconds["decode_s"] >= 0 and not early._thread.is_alive()
+
+
 # ------------------------------------------------------------------------------------------------ real faces
 def _two_real_faces(clip, tmp_path):
     """24 frames at 8 fps: the sample clip's face, and its mirror image leaving after 12 frames (1.5 s)."""

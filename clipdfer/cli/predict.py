@@ -105,13 +105,24 @@ def run(args) -> int:
         from ..distributed import setup
         _, _, device = setup(None if args.device == "auto" else args.device)
     _check_video_reader(sources)
+    early = None
     try:
+        if (world == 1 and not live and not args.annotate and not args.out and not args.shard and faces.detect
+                and not args.no_background):
+            # the first source is read and its faces tracked while the model is built (imports and weights take
+            # seconds on one core): its run goes on from there, with the same frames and steps
+            from ..inference.predictor import start_tracking
+            early = start_tracking(sources[0], reading, faces)
         predictor = _predictor(args, faces, windows, device, live)
-    except ImportError as e:
-        if faces.detect and faces.detector == "auto" and _missing_module(e) == "cv2":  # no detector was chosen
+    except BaseException as e:
+        if early is not None:
+            early.close()
+        if isinstance(e, ImportError) and faces.detect and faces.detector == "auto" and _missing_module(e) == "cv2":
+            # no detector was chosen and OpenCV is absent: name none, name the extra
             raise ImportError("clipdfer predict finds faces with the packages of its extra: pip install "
                               "'clipdfer[predict]' (or --no-face-detection to score whole frames)") from e
         raise
+    predictor._adopt_early(early)
     quiet = args.json or args.jsonl or args.csv
     info = sys.stderr if quiet or world > 1 else sys.stdout
     if rank == 0:
@@ -141,6 +152,7 @@ def run(args) -> int:
     try:
         first, failed, done, interrupted = _run_batch(batch, args, predictor.class_names, world, rank, info)
     finally:  # also when the run stops on an error that is not one source's: the summary shows what is done
+        predictor._close_early()
         if args.out and world == 1:
             print(f"wrote {batch.write_summary()}", file=info)
     if args.out and world > 1 and rank == 0:  # every process has finished, or all were stopped

@@ -23,8 +23,8 @@ from .results import FaceBox, FaceTimeline, Prediction, WindowResult
 from .device import auto_dtype, dtype_name, resolve_device, resolve_dtype
 from .scoring import WindowScorer
 from .settings import FaceSettings, ReadSettings, WindowSettings, legacy_settings, settings_dict, split_settings
-from .sources import EveryFrame, SourceFrames, source_name
-from .tracking import TrackedFrame, TrackingStage, WholeFrames, background
+from .sources import EveryFrame, SourceFrames, is_live, source_name
+from .tracking import EarlyTracking, TrackedFrame, TrackingStage, WholeFrames, background
 from .windows import FaceWindows, Window
 
 __all__ = ["Predictor", "predict", "NoFaceError", "DEFAULT_MODEL"]
@@ -227,6 +227,33 @@ class Predictor:
         # one detector, shared by every run (each stream gets its own tracker)
         self.detector = make_detector(faces.detector, **faces.detector_args()) if faces.detect else None
         self._digest: Optional[Tuple[tuple, str]] = None  # (the tensors' versions, their sha256)
+        self._early: Optional[EarlyTracking] = None  # a source's reading and tracking, started before the model
+
+    def _adopt_early(self, early: Optional[EarlyTracking]) -> None:
+        """Take the reading and tracking of a source started before this predictor was built
+        (:func:`start_tracking`): the next :meth:`run` of that source, with the same settings, goes on from it."""
+        self._close_early()
+        self._early = early
+
+    def _close_early(self) -> None:
+        """Stop an early reading that no run took."""
+        early, self._early = self._early, None
+        if early is not None and not early.taken:
+            early.close()
+
+    def _take_early(self, source, reading: ReadSettings) -> Optional[EarlyTracking]:
+        """The early reading of ``source`` if it was started with these settings (else it is stopped): None if none."""
+        early, self._early = self._early, None
+        if early is None:
+            return None
+        same_source = early.source is source or (isinstance(source, str) and early.source == source)
+        same = (same_source and early.reading == reading and self.faces.detect and self.background and not self.live
+                and dataclasses.replace(early.faces, margin=None) == dataclasses.replace(self.faces, margin=None))
+        if same and not early.taken:
+            return early
+        if not early.taken:
+            early.close()
+        return None
 
     # settings as they resolved for this model (earlier releases' attribute names)
     window = property(lambda self: self.windows.window)
@@ -288,9 +315,10 @@ class Predictor:
         """A (S, S, 3) uint8 crop -> (3, S, S) prepared as the model's pretrained cfg says."""
         return self._transform(torch.from_numpy(crop).permute(2, 0, 1).unsqueeze(0))[0]
 
-    def tracking_stage(self) -> TrackingStage:
-        """A fresh tracking stage (its own tracker) for one stream."""
-        tracker = FaceTracker(self.detector, **self.faces.tracker_args()) if self.faces.detect else WholeFrames()
+    def tracking_stage(self, tracker=None) -> TrackingStage:
+        """A fresh tracking stage (its own tracker, or ``tracker``) for one stream."""
+        if tracker is None:
+            tracker = FaceTracker(self.detector, **self.faces.tracker_args()) if self.faces.detect else WholeFrames()
         return TrackingStage(tracker, self._prepare, self.faces.margin, self.size, self.interpolation)
 
     def _session(self, draw: Optional[Callable] = None, keep: bool = True,
@@ -339,8 +367,12 @@ class Predictor:
         reading = legacy_settings("Predictor.run", settings, reading=reading)[0]
         if annotate is not None and not isinstance(annotate, VideoOutput):
             annotate = VideoOutput(annotate, "annotate", [source])
-        # --annotate draws every frame of the source: the frames between those used are read too, and wait to be drawn
-        frames = EveryFrame(source, reading) if annotate is not None and reading.fps else SourceFrames(source, reading)
+        early = self._take_early(source, reading) if annotate is None else None
+        if early is not None:  # read and tracked since before the model was built: the same frames, the same steps
+            frames = early.frames
+        else:  # --annotate draws every frame of the source: the frames between those used are read too, and wait
+            frames = EveryFrame(source, reading) if annotate is not None and reading.fps else SourceFrames(source,
+                                                                                                         reading)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -349,11 +381,15 @@ class Predictor:
         if annotate is not None:
             from ..visualize import VideoAnnotator
             annotator = VideoAnnotator(annotate.path, notice=self.notice)  # its rate: from the frames' times
-        stage = self.tracking_stage()
+        stage = self.tracking_stage(early.tracker if early is not None else None)
         session = self._session(annotator.write if annotator is not None else None,
                                 between=getattr(frames, "between", None))
         wall = time.perf_counter()
-        events = self._events(stage, frames.counted(bar) if bar is not None else frames)
+        if early is not None:
+            early.on_item = bar.update if bar is not None else None
+            events = self._events(stage, early)
+        else:
+            events = self._events(stage, frames.counted(bar) if bar is not None else frames)
 
         def take(event: TrackedFrame) -> None:
             for r in session.take(event):
@@ -479,6 +515,35 @@ def predict(
         TypeError: a keyword that is no setting.
     """
     reading, faces, windows = split_settings(settings, reading, faces, windows)
-    predictor = Predictor(model, pretrained, checkpoint, faces=faces, windows=windows, device=device, dtype=dtype,
-                          live=live, background=background)
-    return predictor.run(source, reading, progress=progress, annotate=annotate)
+    # the source is read and its faces tracked while the model is built (the same frames and steps as after)
+    early = start_tracking(source, reading, faces) if (annotate is None and background and not live
+                                                       and faces.detect and not is_live(source)) else None
+    try:
+        predictor = Predictor(model, pretrained, checkpoint, faces=faces, windows=windows, device=device, dtype=dtype,
+                              live=live, background=background)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
+    predictor._adopt_early(early)
+    try:
+        return predictor.run(source, reading, progress=progress, annotate=annotate)
+    finally:
+        predictor._close_early()
+
+
+def start_tracking(source, reading: Optional[ReadSettings] = None, faces: Optional[FaceSettings] = None
+                   ) -> EarlyTracking:
+    """Start reading ``source`` and tracking its faces in a thread, before the model is built: a
+    :class:`Predictor` given it (``_adopt_early``) takes it over in its next ``run`` of that source with these settings
+    (a source whose settings differ is read again); the model's build (imports, weights) and the detector then overlap.
+
+    Raises:
+        ImportError: the detector's packages are missing.
+    """
+    reading = reading if reading is not None else ReadSettings()
+    faces = faces if faces is not None else FaceSettings()
+    tracker = FaceTracker(make_detector(faces.detector, **faces.detector_args()), **faces.tracker_args())
+    early = EarlyTracking(SourceFrames(source, reading), tracker)
+    early.source, early.reading, early.faces = source, reading, faces
+    return early

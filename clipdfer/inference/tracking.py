@@ -2,17 +2,18 @@
 background thread (:func:`background`).
 """
 
+import collections
 import queue
 import threading
 import time
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..faces import Track, TrackBox, TrackerStep, crop_face
 
-__all__ = ["FaceCrop", "TrackedFrame", "TrackingStage", "WholeFrames", "background"]
+__all__ = ["FaceCrop", "TrackedFrame", "TrackingStage", "WholeFrames", "EarlyTracking", "track_frames", "background"]
 
 
 class FaceCrop:
@@ -95,27 +96,24 @@ class TrackingStage:
         self._boxes: Dict[int, int] = {}  # boxes given so far per frame not yet final
         self._counted = -1  # frames up to here are counted in frames_with_face
 
-    def __call__(self, frames: Iterable[Tuple[float, np.ndarray]]) -> Iterator[TrackedFrame]:
-        """Track faces in ``(time in s, RGB (H, W, 3) uint8)`` frames; yields after each frame and once at the end."""
+    def __call__(self, frames: Union[Iterable[Tuple[float, np.ndarray]], "EarlyTracking"]
+                 ) -> Iterator[TrackedFrame]:
+        """Track faces in ``(time in s, RGB (H, W, 3) uint8)`` frames; yields after each frame and once at the end.
+        ``frames`` may be an :class:`EarlyTracking` of this stage's tracker: its frames were read and tracked already."""
+        if isinstance(frames, EarlyTracking):
+            if frames.tracker is not self.tracker:
+                raise ValueError("an EarlyTracking is taken by the stage made with its tracker")
+            steps = frames.steps(self.seconds)
+        else:
+            steps = track_frames(frames, self.tracker, self.seconds)
         index = -1
-        frames = iter(frames)
-        while True:
-            start = time.perf_counter()
-            try:
-                t, image = next(frames)
-            except StopIteration:
-                break
-            finally:
-                self.seconds["decode_s"] += time.perf_counter() - start
+        for t, image, step in steps:
             index += 1
             self.frames_read += 1
             self.first_time = t if self.first_time is None else self.first_time
             self.last_time = t
             self.max_frame_side = max(self.max_frame_side, *image.shape[:2])
             self._frames[index] = (t, image)
-            start = time.perf_counter()
-            step = self.tracker.update(image)
-            self.seconds["detect_and_track_s"] += time.perf_counter() - start
             yield TrackedFrame(index, t, image, self._crops(step), step.ended, step.final_until)
             self._forget(step.final_until)
         yield self.finish()
@@ -150,6 +148,117 @@ class TrackingStage:
     def held(self) -> int:
         """Frames held because their boxes are not final yet."""
         return len(self._frames)
+
+
+def track_frames(frames: Iterable[Tuple[float, np.ndarray]], tracker, seconds: Dict[str, float]
+                 ) -> Iterator[Tuple[float, np.ndarray, TrackerStep]]:
+    """Read frames and run the tracker on each: ``(time, image, tracker step)``; adds the time spent reading to
+    ``seconds["decode_s"]`` and tracking to ``seconds["detect_and_track_s"]``."""
+    frames = iter(frames)
+    try:
+        while True:
+            start = time.perf_counter()
+            try:
+                t, image = next(frames)
+            except StopIteration:
+                return
+            finally:
+                seconds["decode_s"] += time.perf_counter() - start
+            start = time.perf_counter()
+            step = tracker.update(image)
+            seconds["detect_and_track_s"] += time.perf_counter() - start
+            yield t, image, step
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+
+
+class EarlyTracking:
+    """Reading and face tracking of one source, started in a thread before the model is ready, so that building the
+    model (imports, weights: mostly one core) and finding faces (decoding and the detector: native code) overlap.
+
+    The thread runs ``tracker`` on ``frames`` and holds what it found, with the frames, up to about ``max_bytes`` of
+    frames ahead of the consumer; a :class:`TrackingStage` made with the same tracker takes them (``stage(early)``) as
+    if it had read and tracked them itself: the same steps, so the same results. :meth:`close` stops the thread (an
+    EarlyTracking never taken must be closed).
+
+    Attributes:
+        frames: what is read (its ``notes`` are complete once the thread has ended).
+        tracker: the tracker that runs in the thread.
+        seconds: ``{"decode_s", "detect_and_track_s"}`` spent in the thread.
+    """
+
+    def __init__(self, frames: Iterable[Tuple[float, np.ndarray]], tracker, max_bytes: int = 256 << 20):
+        self.frames, self.tracker, self.max_bytes = frames, tracker, max(1, int(max_bytes))
+        self.seconds = {"decode_s": 0.0, "detect_and_track_s": 0.0}
+        self.taken = False
+        self.on_item: Optional[Callable[[], object]] = None  # called as each step is taken (a progress bar)
+        self._items: "collections.deque" = collections.deque()
+        self._held = 0  # bytes of the frames held
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._work, name="clipdfer-early-tracking", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        steps = track_frames(self.frames, self.tracker, self.seconds)
+        try:
+            for t, image, step in steps:
+                size = getattr(image, "nbytes", 0)
+                with self._cond:
+                    while not self._stop and self._items and self._held + size > self.max_bytes:
+                        self._cond.wait()
+                    if self._stop:
+                        return
+                    self._items.append((True, (t, image, step)))
+                    self._held += size
+                    self._cond.notify_all()
+            item = (True, _END)
+        except BaseException as e:  # raised where the steps are taken
+            item = (False, e)
+        finally:
+            steps.close()  # the source is closed in this thread, also when stopped early
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def steps(self, seconds: Optional[Dict[str, float]] = None) -> Iterator[Tuple[float, np.ndarray, TrackerStep]]:
+        """The thread's ``(time, image, tracker step)``, in order, waiting for them; taken once. ``seconds`` gets the
+        thread's times when it has ended."""
+        if self.taken:
+            raise RuntimeError("an EarlyTracking's steps are taken once")
+        self.taken = True
+        try:
+            while True:
+                with self._cond:
+                    while not self._items:
+                        self._cond.wait()
+                    ok, item = self._items.popleft()
+                    if ok and item is not _END:
+                        self._held -= getattr(item[1], "nbytes", 0)
+                    self._cond.notify_all()
+                if not ok:
+                    raise item
+                if item is _END:
+                    if seconds is not None:
+                        seconds.update(self.seconds)
+                    return
+                if self.on_item is not None:
+                    self.on_item()
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the thread (at its next frame) and let go of what it holds."""
+        with self._cond:
+            self._stop = True
+            self._items.clear()
+            self._held = 0
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
 
 
 _END = object()
