@@ -337,7 +337,9 @@ def main(argv=None) -> List[Dict]:
         from _results import save_rows
         command = ["bench_predict.py"] + list(sys.argv[1:] if argv is None else argv)
         keys = ("mode", "model", "device_type", "detect_every", "detector", "processes", "background_thread", "dtype")
-        print("wrote", save_rows("predict", torch.device(args.device), rows, keys, args.save or None, command))
+        from clipdfer.inference.device import resolve_device
+        device = resolve_device(args.device)  # "auto" is the device it chose (the file is named after it)
+        print("wrote", save_rows("predict", device, rows, keys, args.save or None, command))
     return rows
 
 

@@ -1,5 +1,6 @@
 """The benchmark scripts run (tiny models, few runs): they are tools users rely on, so they must not rot."""
 
+import json
 import os
 import sys
 
@@ -110,7 +111,9 @@ def test_bench_predict_realtime_times_the_whole_command(tmp_path):
 
     from clipdfer.inference import sample_clip_path
     rows = bench_predict.main(["--realtime", sample_clip_path(), "--models", "clip_zeroshot_test", "--dtypes", "fp32",
-                               "--markdown", str(tmp_path / "rt.md")])
+                               "--markdown", str(tmp_path / "rt.md"), "--device", "auto",
+                               "--save", str(tmp_path / "rt.json")])
+    assert json.loads((tmp_path / "rt.json").read_text())  # saved under the device "auto" chose
     (r,) = rows
     assert (r["model"], r["dtype"], r["dtype_ran"], r["frames"], r["runs"]) == (
         "clip_zeroshot_test", "fp32", "torch.float32", 24, 1)
