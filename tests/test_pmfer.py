@@ -169,9 +169,14 @@ for _ in range(2):
 w = [torch.zeros_like(model.mask_out.weight) for _ in range(2)]
 dist.all_gather(w, model.mask_out.weight.detach())
 assert torch.equal(w[0], w[1]), "the masking head is synchronised through LossWrapper"
+del ddp, opt  # DDP's reducer before the group it uses
 dist.barrier()  # gloo (torch 2.14) may abort a rank whose peer destroys the group while it is still in a collective
 dist.destroy_process_group()
-print(f"rank {rank} ok")
+print(f"rank {rank} ok", flush=True)
+# torch 2.14's gloo threads can abort the interpreter's own teardown on a loaded machine ("terminate called without
+# an active exception", seen in one of four full-suite runs here): all this test checks is done, so leave without it
+import os
+os._exit(0)
 """
 
 
