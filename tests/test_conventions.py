@@ -127,10 +127,15 @@ def test_version_and_the_commands_in_help(capsys):
 
 
 def test_readme_links_are_absolute_and_point_at_files_of_the_repository():
+    from urllib.parse import urlsplit
     links = re.findall(r"\]\(([^)]+)\)", (ROOT / "README.md").read_text())
-    base = "https://github.com/clipdfer/clipdfer/blob/main/"
+    # the repository's file URLs, from the Documentation URL pyproject.toml gives PyPI (.../tree/main/docs)
+    docs = re.search(r'^Documentation = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert docs.endswith("/tree/main/docs"), docs
+    base = docs[:-len("tree/main/docs")] + "blob/main/"
     ours = [link for link in links if link.startswith(base)]
-    assert ours and all(link.startswith("https://") for link in links)  # relative links break on PyPI
+    absolute = [link for link in links if urlsplit(link).scheme == "https" and urlsplit(link).netloc]
+    assert ours and absolute == links, sorted(set(links) - set(absolute))  # relative links break on PyPI
     for link in ours:
         assert (ROOT / link[len(base):].split("#")[0]).is_file(), link
 
