@@ -2,8 +2,8 @@
 
     benchmarks/results/<script>-<device>.json = {"environment": {...}, "command": "...", "rows": [{...}, ...]}
 
-Each row carries ``device``, ``script`` and ``torch_version`` besides the script's own fields, so rows from several
-files can be put side by side; ``environment`` names the device, its driver and the torch / CUDA / open_clip versions.
+Each row carries ``device``, ``script``, ``torch_version`` and the ``command`` that measured it besides the script's
+own fields, so rows from several files can be put side by side (the file's ``command`` is the last run's); ``environment`` names the device, its driver and the torch / CUDA / open_clip versions.
 A rerun of a script on the same device replaces the rows it measured again (same key fields) and keeps the others.
 ``benchmarks/make_tables.py`` turns the files into the GPU tables of docs/benchmarks.md.
 """
@@ -78,8 +78,10 @@ def save_rows(script: str, device: torch.device, rows: Sequence[Dict], keys: Seq
     if path.endswith(os.sep) or os.path.isdir(path):  # a folder: the file is named as in benchmarks/results
         path = os.path.join(path, name)
     env = environment(device)
-    stamped = [{"device": env["device"], "script": script, "torch_version": env["torch_version"], **row}
-               for row in rows]
+    argv = list(command) if command is not None else [os.path.basename(sys.argv[0])] + sys.argv[1:]
+    cmd = "python benchmarks/" + " ".join(argv)
+    stamped = [{"device": env["device"], "script": script, "torch_version": env["torch_version"], **row,
+                "command": cmd} for row in rows]  # rows merged from several runs each keep the one that made them
     old: List[Dict] = []
     if os.path.isfile(path):
         with open(path) as f:
@@ -93,9 +95,7 @@ def save_rows(script: str, device: torch.device, rows: Sequence[Dict], keys: Seq
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        argv = list(command) if command is not None else [os.path.basename(sys.argv[0])] + sys.argv[1:]
-        json.dump({"environment": env, "command": "python benchmarks/" + " ".join(argv), "rows": merged}, f,
-                  indent=2)
+        json.dump({"environment": env, "command": cmd, "rows": merged}, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
     return path

@@ -24,6 +24,10 @@ frame's box with the detection in that frame. Models run with random weights (th
 ``clipdfer predict DIR --out OUT`` does (:class:`clipdfer.inference.BatchRun`, sampled at 8 frames/s), with 1 and 2
 processes (torchrun, gloo; each process gets ``cpu_count / processes`` threads) and with the decode/detect thread on
 and off: videos/s and frames/s from the moment every process has built its model (a barrier) to the last one done.
+
+Both modes give ``model_share``, the model's share of the wall time (scoring waits for the model's results, so on a
+GPU this bounds the time it is busy), and on a GPU (one process) ``gpu_busy_fraction``: NVML's utilisation sampled
+every 0.1 s while the frames run (:class:`GPUBusy`).
 """
 
 import argparse
@@ -79,6 +83,63 @@ def bench_detectors(runs: int = 20) -> List[Dict]:
     return rows
 
 
+class GPUBusy:
+    """The share of a block's wall time in which the GPU ran a kernel, as NVML counts it: ``torch.cuda.utilization``
+    (the percent of NVML's last sample period, 1/6 s to 1 s by GPU, in which a kernel was running; it needs
+    nvidia-ml-py) read every ``interval`` seconds in a thread while the block runs, averaged.
+
+    ``fraction`` is None, and ``error`` says why, off CUDA, without NVML, or when the block was shorter than one
+    interval. ``read`` replaces the NVML reading (a callable returning percent) to test the averaging.
+    """
+
+    def __init__(self, device, interval: float = 0.1, read=None):
+        import torch
+        self.device, self.interval, self.read = torch.device(device), interval, read
+        self.samples: List[float] = []
+        self.error: Optional[str] = None
+        self._stop, self._thread = None, None
+
+    def __enter__(self) -> "GPUBusy":
+        import threading
+
+        import torch
+        if self.read is None:
+            if self.device.type != "cuda":
+                self.error = f"no GPU to sample on device {self.device}"
+                return self
+            self.read = lambda: torch.cuda.utilization(self.device)
+        try:
+            self.read()  # fails here, not in the thread, without NVML
+        except Exception as e:  # pynvml missing or NVML refusing: the row says so instead of a number
+            self.error = f"GPU utilisation unreadable: {type(e).__name__}: {e}"
+            return self
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="gpu-busy", daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(float(self.read()))
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            if not self.samples:
+                self.error = f"the block ended before the first sample ({self.interval} s)"
+
+    @property
+    def fraction(self) -> Optional[float]:
+        return round(statistics.fmean(self.samples) / 100.0, 3) if self.samples else None
+
+    def fields(self) -> Dict:
+        """The row's fields: ``gpu_busy_fraction`` on a GPU (with ``gpu_busy_error`` when it could not be read)."""
+        if self.device.type != "cuda" and self.error:
+            return {}
+        return {"gpu_busy_fraction": self.fraction, **({"gpu_busy_error": self.error} if self.error else {})}
+
+
 def bench_predict(model: str, seconds: float, detect_every: List[int], batch_size: int = 8, device: str = "cpu"
                   ) -> List[Dict]:
     from clipdfer.faces import iou, make_detector
@@ -91,10 +152,11 @@ def bench_predict(model: str, seconds: float, detect_every: List[int], batch_siz
         predictor = Predictor(model, pretrained=False, faces=FaceSettings(detect_every=k),
                               windows=WindowSettings(batch_size=batch_size), device=device, background=False)
         stage, session = predictor.tracking_stage(), predictor._session()
-        t0 = time.perf_counter()
-        for event in stage((i / 8.0, f) for i, f in enumerate(frames)):
-            session.take(event)
-        total = time.perf_counter() - t0
+        with GPUBusy(predictor.device) as busy:
+            t0 = time.perf_counter()
+            for event in stage((i / 8.0, f) for i, f in enumerate(frames)):
+                session.take(event)
+            total = time.perf_counter() - t0
         overlaps = []  # the boxes the tracker gave, against the detection of the same face in that frame
         for i, per_track in _tracked_boxes(predictor, frames).items():
             for box in per_track:
@@ -108,7 +170,7 @@ def bench_predict(model: str, seconds: float, detect_every: List[int], batch_siz
             # the model's share of the wall time; on a GPU, the time it is busy (scoring waits for its results)
             "model_share": round(session.model_s / total, 3),
             "mean_iou_vs_detection": round(float(np.mean(overlaps)), 3),
-            "min_iou_vs_detection": round(float(np.min(overlaps)), 3)})
+            "min_iou_vs_detection": round(float(np.min(overlaps)), 3), **busy.fields()})
     return rows
 
 
@@ -238,9 +300,11 @@ def many_worker(args) -> Optional[Dict]:
     run = BatchRun(predictor, expand_sources([args.videos]), out, overwrite=True, reading=ReadSettings(fps=8.0))
     if world > 1:
         dist.barrier()
-    start = time.perf_counter()
-    items = list(run)
-    mine = (time.perf_counter() - start, len(items), sum(i.result.frames_used for i in items if not i.failed),
+    with GPUBusy(predictor.device) as busy:  # one process on the GPU (several run on the CPU)
+        start = time.perf_counter()
+        items = list(run)
+        seconds = time.perf_counter() - start
+    mine = (seconds, len(items), sum(i.result.frames_used for i in items if not i.failed),
             sum(i.failed for i in items))
     everyone = [mine]
     if world > 1:
@@ -256,7 +320,7 @@ def many_worker(args) -> Optional[Dict]:
             "background_thread": not args.no_background, "model_share": round(run_model_s(items) / wall, 3),
             "threads_per_process": torch.get_num_threads(), "videos": videos, "failed": failed, "frames": frames,
             "wall_s": round(wall, 2), "videos_per_s": round(videos / wall, 3), "frames_per_s": round(frames / wall, 2),
-            "torch": torch.__version__, "cpus": os.cpu_count()}
+            "torch": torch.__version__, "cpus": os.cpu_count(), **busy.fields()}
 
 
 def run_model_s(items) -> float:

@@ -4,7 +4,7 @@
     python benchmarks/make_tables.py --doc docs/benchmarks.md  # replace the block between the results markers
 
 One table per file (a script on a device), headed by the device, its driver and the library versions the rows were
-measured with, and the command that wrote them. Numbers are printed as measured, rounded for reading.
+measured with, and the commands that wrote them. Numbers are printed as measured, rounded for reading.
 """
 
 import argparse
@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-_HIDDEN = {"device", "script", "torch_version", "matmul_peak_tflops"}  # in the heading instead
+_HIDDEN = {"device", "script", "torch_version", "matmul_peak_tflops", "command"}  # in the heading instead
 _TITLES = {"forward": "Forward pass", "train": "Training step", "predict": "Prediction", "lstm": "InterFIT's LSTM"}
 
 
@@ -52,11 +52,18 @@ def render_file(path: str) -> str:
     script = rows[0].get("script", os.path.basename(path).split("-")[0])
     versions = ", ".join(f"{k.replace('_version', '')} {v}" for k, v in env.items()
                          if k.endswith("_version") and v is not None)
-    peaks = sorted({f"{r['dtype']} {r['matmul_peak_tflops']:.1f}" for r in rows if r.get("matmul_peak_tflops")})
+    measured: Dict[str, List[float]] = {}  # each run measures the peak again: the range of those it measured
+    for r in rows:
+        if r.get("matmul_peak_tflops"):
+            measured.setdefault(r["dtype"], []).append(r["matmul_peak_tflops"])
+    peaks = [f"{d} {min(v):.1f}" + (f"-{max(v):.1f}" if f"{max(v):.1f}" != f"{min(v):.1f}" else "")
+             for d, v in sorted(measured.items())]
+    commands = list(dict.fromkeys(r["command"] for r in rows if r.get("command"))) or [data.get("command", "?")]
     head = (f"### {_TITLES.get(script, script)}: {env.get('device', rows[0].get('device'))}\n\n"
             f"{versions}" + (f"; GPU memory {env['gpu_memory_gib']} GiB" if env.get("gpu_memory_gib") else "")
             + (f"; matmul peak measured (TFLOP/s): {', '.join(peaks)}" if peaks else "")
-            + f". Written by `{data.get('command', '?')}` ({os.path.relpath(path, os.path.dirname(HERE))}).\n\n")
+            + f". Written by {', '.join(f'`{c}`' for c in commands)}"
+            + f" ({os.path.relpath(path, os.path.dirname(HERE))}).\n\n")
     cols = _columns(rows)
     table = ("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
              + "".join("| " + " | ".join(_cell(c, r.get(c)) for c in cols) + " |\n" for r in rows))

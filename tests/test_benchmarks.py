@@ -50,6 +50,8 @@ def test_benchmark_results_are_data_and_make_the_docs_tables(tmp_path):
     table = make_tables.render([path])
     assert "`dferclip_test`" in table and f"{rows[0]['model_ms']:.2f}" in table
     assert data["environment"]["device"] in table and data["command"] in table
+    made_by = [r["command"] for r in rows]  # each kept row names the run that measured it; the heading names all
+    assert len(set(made_by)) == 3 and all(f"`{c}`" in table for c in made_by) and "| command |" not in table
     doc = tmp_path / "benchmarks.md"
     doc.write_text("intro\n<!-- results:begin -->\nold\n<!-- results:end -->\nafter\n")
     make_tables.main(["--results", path, "--doc", str(doc)])
@@ -104,6 +106,55 @@ def test_bench_predict_reports_throughput_and_tracking_accuracy(tmp_path):
     assert all(r["videos"] == 2 and r["failed"] == 0 and r["frames"] == 16 and r["frames_per_s"] > 0 for r in many)
     detectors = bench_predict.main(["--detectors"])
     assert [d["detector"] for d in detectors] == ["yunet", "haar"] and all(d["ms"] > 0 for d in detectors)
+
+
+def test_gpu_busy_averages_the_utilisation_it_samples_and_says_why_when_it_cannot():
+    import itertools
+    import time
+
+    import bench_predict
+    readings = itertools.cycle([50, 100])
+    with bench_predict.GPUBusy("cuda", interval=0.01, read=lambda: next(readings)) as busy:
+        time.sleep(0.3)
+    assert len(busy.samples) >= 5 and set(busy.samples) == {50.0, 100.0}
+    assert busy.fraction == round(sum(busy.samples) / len(busy.samples) / 100, 3)
+    assert busy.fields() == {"gpu_busy_fraction": busy.fraction}
+    with bench_predict.GPUBusy("cpu") as on_cpu:  # no GPU: no field (the CPU tables keep their columns)
+        pass
+    assert on_cpu.fraction is None and "no GPU" in on_cpu.error and on_cpu.fields() == {}
+
+    def no_nvml():
+        raise ModuleNotFoundError("No module named 'pynvml'")
+    with bench_predict.GPUBusy("cuda", read=no_nvml) as unreadable:
+        pass
+    assert unreadable.fields() == {"gpu_busy_fraction": None,
+                                   "gpu_busy_error": "GPU utilisation unreadable: ModuleNotFoundError: "
+                                                     "No module named 'pynvml'"}
+    with bench_predict.GPUBusy("cuda", interval=5.0, read=lambda: 10) as too_short:
+        pass
+    assert too_short.fraction is None and "before the first sample" in too_short.fields()["gpu_busy_error"]
+
+
+def test_the_gpu_sessions_steps_end_inside_one_device_run():
+    """The device tool stops a command at 600 s: the steps' limits, with room for the install and the tables."""
+    import re
+    script = open(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_session.sh")).read()
+    limits = [int(m) for m in re.findall(r"^step \S+ (\d+) ", script, flags=re.M)]
+    stated = int(re.search(r"limits add up to (\d+) s", script).group(1))
+    assert len(limits) == 7 and sum(limits) == stated <= 560, (limits, stated)
+
+
+def test_the_models_the_gpu_checks_name_exist():
+    """tests/test_cuda.py and gpu_session.sh run only on a GPU: their model names are checked here, on every run."""
+    import re
+
+    import clipdfer
+    sys.path.insert(0, os.path.dirname(__file__))
+    import test_cuda
+    script = open(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_session.sh")).read()
+    named = set(test_cuda.FULL_SIZE) | set(re.findall(r"\b[a-z0-9_]+?_(?:vit[a-z0-9]+(?:_[a-z0-9]+)?|test)\b", script))
+    assert {"pmfer_vitb16_dfew", "clip_zeroshot_vitb32", "dferclip_test"} <= named
+    assert sorted(n for n in named if n not in clipdfer.list_models()) == []
 
 
 def test_bench_predict_realtime_times_the_whole_command(tmp_path):
