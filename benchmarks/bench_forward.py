@@ -9,7 +9,8 @@ DFER model) are timed alternately after warm-up (CUDA events on a GPU, ``perf_co
 reported, with the ratio, clips per second, the achieved matmul throughput (full multiply-accumulate count x 2 / time)
 and its fraction of this device's matmul peak measured by a large GEMM in the same dtype, and on a GPU the peak memory
 allocated during one forward of the model (every resident tensor: both models' weights included). bf16 / fp16 cast
-both models' weights. ``--save`` merges the rows into ``benchmarks/results/forward-<device>.json`` (see _results.py).
+both models' weights. ``--profile K`` adds ``top_kernels`` to each row: the K kernels with the most self time in three
+profiled forwards (torch.profiler; on the CPU, aten operators), to name what a missed target is spent on. ``--save`` merges the rows into ``benchmarks/results/forward-<device>.json`` (see _results.py).
 """
 
 import argparse
@@ -64,8 +65,32 @@ def matmul_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
     return 2 * n ** 3 / (ms / 1e3) / 1e12
 
 
+def top_kernels(fn, device: torch.device, k: int, calls: int = 3) -> List[Dict]:
+    """The ``k`` kernels (on the CPU: aten operators) with the most self time over ``calls`` calls of ``fn``, under
+    ``torch.profiler``: ``name`` (cut to 100 characters), ``ms`` per call and ``share`` of all kernels' self time."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    def self_us(e) -> float:  # torch >= 2.4 says "device"; older ones "cuda"
+        if not cuda:
+            return e.self_cpu_time_total
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
+
+    events = [e for e in prof.key_averages() if self_us(e) > 0]
+    total = sum(self_us(e) for e in events) or 1.0
+    events.sort(key=self_us, reverse=True)
+    return [{"name": e.key[:100], "ms": round(self_us(e) / 1e3 / calls, 4), "share": round(self_us(e) / total, 4)}
+            for e in events[:k]]
+
+
 def bench(name: str, batch: int, device: torch.device, dtype: torch.dtype, compile_: bool, runs: int,
-          warmup: int, model_kwargs: Optional[Dict] = None) -> Dict:
+          warmup: int, model_kwargs: Optional[Dict] = None, profile_top: int = 0) -> Dict:
     torch.manual_seed(0)
     model_kwargs = model_kwargs or {}
     model = clipdfer.create_model(name, **model_kwargs).eval()
@@ -105,6 +130,7 @@ def bench(name: str, batch: int, device: torch.device, dtype: torch.dtype, compi
             fwd(video)
             torch.cuda.synchronize(device)
         peak_mem = peak_memory_mb(device)
+        kernels = top_kernels(lambda: fwd(video), device, profile_top) if profile_top else None
     with torch.device("meta"):
         meta_model = clipdfer.create_model(name, **model_kwargs)
     meta_model.to("meta")
@@ -116,6 +142,8 @@ def bench(name: str, batch: int, device: torch.device, dtype: torch.dtype, compi
     if reencode:
         r = statistics.median(ms_reencode)
         row.update(reencode_ms=r, cache_speedup=r / m)
+    if kernels is not None:
+        row["top_kernels"] = kernels
     return row
 
 
@@ -163,6 +191,8 @@ def main(argv=None) -> List[Dict]:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--save", nargs="?", const="", metavar="PATH",
                    help="merge the rows into PATH (default benchmarks/results/forward-<device>.json)")
+    p.add_argument("--profile", type=int, default=0, metavar="K",
+                   help="also profile each configuration: its K costliest kernels (CPU: operators) in the row")
     p.add_argument("--markdown")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -176,7 +206,7 @@ def main(argv=None) -> List[Dict]:
         dtype = _DTYPES[dtype_name]
         peak = matmul_peak_tflops(device, dtype)
         for name, batch, compiled in itertools.product(names, args.batch_sizes, modes):
-            row = bench(name, batch, device, dtype, compiled, args.runs, args.warmup, model_kwargs)
+            row = bench(name, batch, device, dtype, compiled, args.runs, args.warmup, model_kwargs, args.profile)
             row.update(matmul_peak_tflops=peak, peak_fraction=row["tflops"] / peak)
             rows.append(row)
             if args.save is not None:  # row by row: a run stopped by a time limit keeps what it measured

@@ -54,10 +54,10 @@ step cuda-tests 140 python3 -m pytest -q -p no:cacheprovider "${CUDA_TESTS[@]}" 
 step lstm 30 python3 benchmarks/bench_lstm.py --device "$DEVICE" --dtype bf16 --batch-sizes 1 32 --runs "$RUNS" \
     --save "$R"
 step forward-eager 100 python3 benchmarks/bench_forward.py "${FWD[@]}" --device "$DEVICE" --dtypes bf16 fp32 \
-    --batch-sizes "${FWD_B[@]}" --runs "$RUNS" --save "$R"
+    --batch-sizes "${FWD_B[@]}" --runs "$RUNS" --profile 8 --save "$R"
 # compiled: the targets' configurations first (B = 32 bf16, then B = 1); rows are saved as they come
 step forward-compiled 110 python3 benchmarks/bench_forward.py "${FWD[@]}" --device "$DEVICE" --dtypes bf16 \
-    --batch-sizes "${FWD_B[2]:-${FWD_B[1]}}" "${FWD_B[0]}" --compile on --runs "$RUNS" --save "$R"
+    --batch-sizes "${FWD_B[2]:-${FWD_B[1]}}" "${FWD_B[0]}" --compile on --runs "$RUNS" --profile 8 --save "$R"
 step train 90 python3 benchmarks/bench_train.py "${TRAIN[@]}" --device "$DEVICE" --batch-sizes "${TRAIN_B[@]}" \
     --dtypes bf16 --steps 3 --warmup 1 --save "$R"
 step predict 35 python3 benchmarks/bench_predict.py --model "$PRED" --device "$DEVICE" --seconds 10 \

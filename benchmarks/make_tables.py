@@ -16,7 +16,8 @@ from typing import Dict, List, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-_HIDDEN = {"device", "script", "torch_version", "matmul_peak_tflops", "command"}  # in the heading instead
+_HIDDEN = {"device", "script", "torch_version", "matmul_peak_tflops", "command",  # in the heading instead
+           "top_kernels"}  # listed under the table
 _TITLES = {"forward": "Forward pass", "train": "Training step", "predict": "Prediction", "lstm": "InterFIT's LSTM"}
 
 
@@ -67,7 +68,18 @@ def render_file(path: str) -> str:
     cols = _columns(rows)
     table = ("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
              + "".join("| " + " | ".join(_cell(c, r.get(c)) for c in cols) + " |\n" for r in rows))
-    return head + table
+    return head + table + _kernels(rows)
+
+
+def _kernels(rows: Sequence[Dict]) -> str:
+    """The profiled rows' costliest kernels (bench_forward.py --profile), one line per row under the table."""
+    lines = []
+    for r in rows:
+        if r.get("top_kernels"):
+            what = ", ".join(f"{k}={_cell(k, r.get(k))}" for k in ("model", "batch_size", "dtype", "compiled"))
+            kernels = "; ".join(f"`{k['name']}` {100 * k['share']:.1f}% ({k['ms']:.3f} ms)" for k in r["top_kernels"])
+            lines.append(f"- {what}: {kernels}\n")
+    return "\nCostliest kernels (share of the kernels' self time, ms per forward):\n\n" + "".join(lines) if lines else ""
 
 
 def render(paths: Sequence[str]) -> str:

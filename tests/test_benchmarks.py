@@ -30,6 +30,20 @@ def test_bench_forward_reports_ratio_and_peak_fraction(tmp_path):
     assert "matmul peak measured" in md and "re-encoding ms" in md
 
 
+def test_bench_forward_profile_names_the_costliest_kernels(tmp_path):
+    import make_tables
+    path = str(tmp_path / "forward-cpu.json")
+    rows = bench_forward.main(["clipdfer_test", "--runs", "1", "--warmup", "1", "--profile", "4", "--save", path])
+    kernels = rows[0]["top_kernels"]
+    assert len(kernels) == 4 and all(k["ms"] > 0 and 0 < k["share"] <= 1 for k in kernels)
+    assert [k["share"] for k in kernels] == sorted((k["share"] for k in kernels), reverse=True)
+    assert any("addmm" in k["name"] or "linear" in k["name"] or "mm" in k["name"] for k in kernels), kernels
+    table = make_tables.render([path])
+    assert "Costliest kernels" in table and f"`{kernels[0]['name']}` {100 * kernels[0]['share']:.1f}%" in table
+    assert "| top_kernels |" not in table
+    assert "top_kernels" not in bench_forward.main(["clipdfer_test", "--runs", "1", "--warmup", "1"])[0]
+
+
 def test_benchmark_results_are_data_and_make_the_docs_tables(tmp_path):
     """--save merges rows (issue 21's schema) into one JSON per script and device; make_tables.py renders them."""
     import json
