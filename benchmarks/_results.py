@@ -3,7 +3,8 @@
     benchmarks/results/<script>-<device>.json = {"environment": {...}, "command": "...", "rows": [{...}, ...]}
 
 Each row carries ``device``, ``script``, ``torch_version`` and the ``command`` that measured it besides the script's
-own fields, so rows from several files can be put side by side (the file's ``command`` is the last run's); ``environment`` names the device, its driver and the torch / CUDA / open_clip versions.
+own fields, so rows from several files can be put side by side (the file's ``command`` is the last run's);
+``environment`` names the device, its driver and the torch / CUDA / open_clip versions.
 A rerun of a script on the same device replaces the rows it measured again (same key fields) and keeps the others.
 ``benchmarks/make_tables.py`` turns the files into the GPU tables of docs/benchmarks.md.
 """
@@ -19,6 +20,32 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# every row of every script has these (issue 31, item 6), None where one does not apply; model_ms is the script's
+# unit of work: a forward (forward), a call of the LSTM stack (lstm), a training step (train), a frame (predict)
+SCHEMA = ("model", "batch_size", "num_frames", "dtype", "compiled", "model_ms")
+DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+_STAMPED = ("device", "script", "torch_version", "command")
+
+
+def dtype_name(dtype) -> Optional[str]:
+    """``fp32``, ``bf16`` or ``fp16`` for a torch dtype or its name (``torch.bfloat16``, ``bfloat16``, ``bf16``)."""
+    if dtype is None:
+        return None
+    name = str(dtype).replace("torch.", "")
+    name = DTYPE_NAMES.get(name, name)
+    if name not in DTYPE_NAMES.values():
+        raise ValueError(f"dtype {dtype!r} is not one the benchmarks report; expected one of "
+                         f"{sorted(DTYPE_NAMES.values())} or their torch names")
+    return name
+
+
+def _check_schema(script: str, rows: Sequence[Dict]) -> None:
+    for i, row in enumerate(rows):
+        missing = [k for k in SCHEMA if k not in row]
+        if missing:
+            raise ValueError(f"{script} row {i} lacks {missing}: every results row has {list(SCHEMA)} (None where "
+                             f"one does not apply); the row: {row}")
+        dtype_name(row["dtype"])  # the short names only, so rows of every script compare
 
 
 def device_name(device: torch.device) -> str:
@@ -77,11 +104,12 @@ def save_rows(script: str, device: torch.device, rows: Sequence[Dict], keys: Seq
     path = path or os.path.join(RESULTS_DIR, name)
     if path.endswith(os.sep) or os.path.isdir(path):  # a folder: the file is named as in benchmarks/results
         path = os.path.join(path, name)
+    _check_schema(script, rows)
     env = environment(device)
-    argv = list(command) if command is not None else [os.path.basename(sys.argv[0])] + sys.argv[1:]
-    cmd = "python benchmarks/" + " ".join(argv)
-    stamped = [{"device": env["device"], "script": script, "torch_version": env["torch_version"], **row,
-                "command": cmd} for row in rows]  # rows merged from several runs each keep the one that made them
+    cmd = rerun_command(list(command) if command is not None else [os.path.basename(sys.argv[0])] + sys.argv[1:])
+    # the device's name (not a row's "cuda"), and the command that measured each row: rows merged from several runs
+    stamped = [{"device": env["device"], "script": script, "torch_version": env["torch_version"],
+                **{k: v for k, v in row.items() if k not in _STAMPED}, "command": cmd} for row in rows]
     old: List[Dict] = []
     if os.path.isfile(path):
         with open(path) as f:
@@ -99,6 +127,23 @@ def save_rows(script: str, device: torch.device, rows: Sequence[Dict], keys: Seq
         f.write("\n")
     os.replace(tmp, path)
     return path
+
+
+def rerun_command(argv: Sequence[str]) -> str:
+    """The command line that measures the rows again, quoted for a POSIX shell; a ``--save`` destination is left
+    out (where this run wrote is a detail of this run: without it the rows go to benchmarks/results/)."""
+    import shlex
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg.startswith("--save="):
+            arg = "--save"
+        elif arg == "--save" and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            skip = True
+        out.append(arg)
+    return "python " + shlex.join(["benchmarks/" + out[0]] + out[1:])
 
 
 def peak_memory_mb(device: torch.device) -> Optional[float]:

@@ -7,10 +7,12 @@ For each model, batch size, dtype and compile mode, eval mode under ``torch.infe
 open_clip's bare ``encode_image`` of the same B x T frames with the same visual weights (the floor of any CLIP-based
 DFER model) are timed alternately after warm-up (CUDA events on a GPU, ``perf_counter`` on the CPU); medians are
 reported, with the ratio, clips per second, the achieved matmul throughput (full multiply-accumulate count x 2 / time)
-and its fraction of this device's matmul peak measured by a large GEMM in the same dtype, and on a GPU the peak memory
+and its fraction of this device's matmul peak measured by a large GEMM in the same dtype (``peak_fraction``) and in
+bf16 (``bf16_peak_fraction``, the same for bf16 rows; the peaks are measured in each run), and on a GPU the peak memory
 allocated during one forward of the model (every resident tensor: both models' weights included). bf16 / fp16 cast
 both models' weights. ``--profile K`` adds ``top_kernels`` to each row: the K kernels with the most self time in three
-profiled forwards (torch.profiler; on the CPU, aten operators), to name what a missed target is spent on. ``--save`` merges the rows into ``benchmarks/results/forward-<device>.json`` (see _results.py).
+profiled forwards (torch.profiler; on the CPU, aten operators), to name what a missed target is spent on. ``--save``
+merges the rows into ``benchmarks/results/forward-<device>.json`` (see _results.py).
 """
 
 import argparse
@@ -76,27 +78,50 @@ def top_kernels(fn, device: torch.device, k: int, calls: int = 3) -> List[Dict]:
             fn()
         if cuda:
             torch.cuda.synchronize(device)
+    return rank_kernels(prof.key_averages(), cuda, k, calls)
 
-    def self_us(e) -> float:  # torch >= 2.4 says "device"; older ones "cuda"
+
+def rank_kernels(events, cuda: bool, k: int, calls: int) -> List[Dict]:
+    """:func:`top_kernels`' ranking of ``torch.profiler`` averages. On a GPU only the kernels count: an aten op's
+    self device time is its kernels' time again, and user annotations (``## Call CompiledFxGraph``,
+    ``Torch-Compiled Region``) span kernels too, so counting them would count each kernel twice."""
+    def self_us(e) -> float:
         if not cuda:
             return e.self_cpu_time_total
-        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)  # torch < 2.4
 
-    events = [e for e in prof.key_averages() if self_us(e) > 0]
+    def counted(e) -> bool:
+        if getattr(e, "is_user_annotation", False) or self_us(e) <= 0:
+            return False
+        return not cuda or getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA
+
+    events = sorted((e for e in events if counted(e)), key=self_us, reverse=True)
     total = sum(self_us(e) for e in events) or 1.0
-    events.sort(key=self_us, reverse=True)
     return [{"name": e.key[:100], "ms": round(self_us(e) / 1e3 / calls, 4), "share": round(self_us(e) / total, 4)}
             for e in events[:k]]
 
 
 def bench(name: str, batch: int, device: torch.device, dtype: torch.dtype, compile_: bool, runs: int,
-          warmup: int, model_kwargs: Optional[Dict] = None, profile_top: int = 0) -> Dict:
-    torch.manual_seed(0)
+          warmup: int, model_kwargs: Optional[Dict] = None, profile_top: int = 0, built: Optional[Dict] = None
+          ) -> Dict:
+    """One row. ``built``: a dict that keeps the last model built (the next batch size or compile mode of the same
+    model reuses it instead of building it again; one model at a time, so the peak memory is this model's)."""
     model_kwargs = model_kwargs or {}
-    model = clipdfer.create_model(name, **model_kwargs).eval()
-    clip = build_open_clip(model.clip_arch).visual.eval()
-    clip.load_state_dict(model.image_encoder.visual.state_dict())
-    model, clip = model.to(device, dtype), clip.to(device, dtype)
+    key = (name, json.dumps(model_kwargs, sort_keys=True), str(device), dtype)
+    if built is None or key not in built:
+        if built:
+            built.clear()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        torch.manual_seed(0)
+        model = clipdfer.create_model(name, **model_kwargs).eval()
+        clip = build_open_clip(model.clip_arch).visual.eval()
+        clip.load_state_dict(model.image_encoder.visual.state_dict())
+        pair = model.to(device, dtype), clip.to(device, dtype)
+        if built is None:
+            built = {}
+        built[key] = pair
+    model, clip = built[key]
     t, size = model.num_frames, model.pretrained_cfg.input_size[-1]
     video = torch.randn(batch, t, 3, size, size, device=device, dtype=dtype)
     frames = video.flatten(0, 1)
@@ -202,12 +227,18 @@ def main(argv=None) -> List[Dict]:
         model_kwargs["num_frames"] = args.num_frames
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     rows = []
+    peaks = {}  # measured once per dtype in this run; bf16's always (every row's bf16_peak_fraction)
     for dtype_name in args.dtypes:
         dtype = _DTYPES[dtype_name]
-        peak = matmul_peak_tflops(device, dtype)
+        for d in {dtype, torch.bfloat16} - set(peaks):
+            peaks[d] = matmul_peak_tflops(device, d)
+        peak = peaks[dtype]
+        built: Dict = {}  # one dtype's models at a time
         for name, batch, compiled in itertools.product(names, args.batch_sizes, modes):
-            row = bench(name, batch, device, dtype, compiled, args.runs, args.warmup, model_kwargs, args.profile)
-            row.update(matmul_peak_tflops=peak, peak_fraction=row["tflops"] / peak)
+            row = bench(name, batch, device, dtype, compiled, args.runs, args.warmup, model_kwargs, args.profile,
+                        built)
+            row.update(matmul_peak_tflops=peak, peak_fraction=row["tflops"] / peak,
+                       bf16_peak_fraction=row["tflops"] / peaks[torch.bfloat16])
             rows.append(row)
             if args.save is not None:  # row by row: a run stopped by a time limit keeps what it measured
                 command = ["bench_forward.py"] + list(sys.argv[1:] if argv is None else argv)

@@ -24,6 +24,7 @@ from typing import Dict, List
 
 import torch
 
+from _results import dtype_name
 from clipdfer.layers import BiLSTM
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -79,9 +80,9 @@ def bench(device: torch.device, dtype: torch.dtype, batch: int, width: int = 768
                 warnings.simplefilter("always")
                 ms = _time_ms(fn, device, runs, warmup)
             compaction = any("contiguous chunk of memory" in str(w.message) for w in caught)
-            rows.append({"impl": name, "batch_size": batch, "num_frames": steps, "width": width, "layers": layers,
-                         "dtype": str(dtype).split(".")[-1], "device": str(device), "ms": ms,
-                         "compaction_warning": compaction})
+            rows.append({"model": "InterFIT LSTM", "impl": name, "batch_size": batch, "num_frames": steps,
+                         "width": width, "layers": layers, "dtype": dtype_name(dtype), "compiled": False,
+                         "model_ms": ms, "compaction_warning": compaction})
     return rows
 
 
@@ -103,8 +104,8 @@ def main(argv=None) -> List[Dict]:
     for batch in args.batch_sizes:
         for row in bench(device, dtype, batch, args.width, args.num_frames, args.layers, args.runs, args.warmup):
             rows.append(row)
-            print(f"{row['impl']:9s} B={batch} T={row['num_frames']} {row['dtype']} {row['device']}: "
-                  f"{row['ms']:.3f} ms for {row['layers']} layers"
+            print(f"{row['impl']:9s} B={batch} T={row['num_frames']} {row['dtype']} {device}: "
+                  f"{row['model_ms']:.3f} ms for {row['layers']} layers"
                   f"{'  (PyTorch warned: weights compacted at every call)' if row['compaction_warning'] else ''}",
                   flush=True)
     if args.save is not None:

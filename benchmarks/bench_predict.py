@@ -18,7 +18,8 @@ moving sideways at 10 px per frame, the other leaving half way, at 8 frames per 
 ``--detect-every`` k it reports end-to-end frames per second of :class:`clipdfer.inference.Predictor` (detection,
 tracking, crops, the model; the frames are in memory, so decoding is not timed), the share of time spent detecting
 and tracking, and how far the tracked boxes are from searching every frame: the mean and the minimum IoU of each
-frame's box with the detection in that frame. Models run with random weights (the speed is the same).
+frame's box with the detection in that frame. Models run with random weights (the speed is the same); a warm-up on
+the first 16 frames (``--many``: on the first video) runs before each timing.
 
 ``--many N`` writes N such videos (``--seconds`` each, 25 frames/s, H.264) to a temporary folder and runs them as
 ``clipdfer predict DIR --out OUT`` does (:class:`clipdfer.inference.BatchRun`, sampled at 8 frames/s), with 1 and 2
@@ -78,7 +79,9 @@ def bench_detectors(runs: int = 20) -> List[Dict]:
             t0 = time.perf_counter()
             faces = det.detect(frame)
             times.append(1e3 * (time.perf_counter() - t0))
-        rows.append({"detector": name, "frame": "640x360", "ms": round(statistics.median(times), 2),
+        rows.append({"mode": "detector", **{k: None for k in ("model", "batch_size", "num_frames", "dtype",
+                                                               "compiled", "model_ms")},
+                     "detector": name, "frame": "640x360", "ms": round(statistics.median(times), 2),
                      "faces": len(faces)})
     return rows
 
@@ -88,13 +91,15 @@ class GPUBusy:
     (the percent of NVML's last sample period, 1/6 s to 1 s by GPU, in which a kernel was running; it needs
     nvidia-ml-py) read every ``interval`` seconds in a thread while the block runs, averaged.
 
-    ``fraction`` is None, and ``error`` says why, off CUDA, without NVML, or when the block was shorter than one
-    interval. ``read`` replaces the NVML reading (a callable returning percent) to test the averaging.
+    NVML's window looks back up to 1 s, so the first samples partly cover the time before the block: a block shorter
+    than ``min_samples`` intervals gives no number. ``fraction`` is None, and ``error`` says why, off CUDA, without
+    NVML, for such a short block, or when a reading failed during the block. ``read`` replaces the NVML reading (a
+    callable returning percent) to test the averaging.
     """
 
-    def __init__(self, device, interval: float = 0.1, read=None):
+    def __init__(self, device, interval: float = 0.1, read=None, min_samples: int = 10):
         import torch
-        self.device, self.interval, self.read = torch.device(device), interval, read
+        self.device, self.interval, self.read, self.min_samples = torch.device(device), interval, read, min_samples
         self.samples: List[float] = []
         self.error: Optional[str] = None
         self._stop, self._thread = None, None
@@ -120,18 +125,25 @@ class GPUBusy:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self.samples.append(float(self.read()))
+            try:
+                self.samples.append(float(self.read()))
+            except Exception as e:  # a failed reading voids the average: it would cover part of the block only
+                self.error = f"GPU utilisation reading failed during the block: {type(e).__name__}: {e}"
+                return
 
     def __exit__(self, *exc) -> None:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
-            if not self.samples:
-                self.error = f"the block ended before the first sample ({self.interval} s)"
+            if self.error is None and len(self.samples) < self.min_samples:
+                self.error = (f"the block lasted {len(self.samples)} samples of {self.interval} s, fewer than "
+                              f"{self.min_samples}: too short for NVML's utilisation; give it more frames")
 
     @property
     def fraction(self) -> Optional[float]:
-        return round(statistics.fmean(self.samples) / 100.0, 3) if self.samples else None
+        if self.error is not None or not self.samples:
+            return None
+        return round(statistics.fmean(self.samples) / 100.0, 3)
 
     def fields(self) -> Dict:
         """The row's fields: ``gpu_busy_fraction`` on a GPU (with ``gpu_busy_error`` when it could not be read)."""
@@ -151,6 +163,9 @@ def bench_predict(model: str, seconds: float, detect_every: List[int], batch_siz
     for k in detect_every:
         predictor = Predictor(model, pretrained=False, faces=FaceSettings(detect_every=k),
                               windows=WindowSettings(batch_size=batch_size), device=device, background=False)
+        warm = predictor._session()  # first calls (kernel choice, allocator, detector) out of the timing
+        for event in predictor.tracking_stage()((i / 8.0, f) for i, f in enumerate(frames[:16])):
+            warm.take(event)
         stage, session = predictor.tracking_stage(), predictor._session()
         with GPUBusy(predictor.device) as busy:
             t0 = time.perf_counter()
@@ -163,8 +178,9 @@ def bench_predict(model: str, seconds: float, detect_every: List[int], batch_siz
                 found = [iou(box, f.box) for f in searched[i]]
                 overlaps.append(max(found, default=0.0))
         rows.append({
-            "mode": "one", "model": model, "device_type": predictor.device.type, "detect_every": k,
-            "frames": len(frames), "faces": len(session.faces()),
+            "mode": "one", **_model_fields(predictor, batch_size, session.model_s, len(frames)),
+            "device_type": predictor.device.type, "detect_every": k, "frames": len(frames),
+            "faces": len(session.faces()),
             "frames_per_s": round(len(frames) / total, 2),
             "detect_and_track_share": round(stage.seconds["detect_and_track_s"] / total, 3),
             # the model's share of the wall time; on a GPU, the time it is busy (scoring waits for its results)
@@ -172,6 +188,15 @@ def bench_predict(model: str, seconds: float, detect_every: List[int], batch_siz
             "mean_iou_vs_detection": round(float(np.mean(overlaps)), 3),
             "min_iou_vs_detection": round(float(np.min(overlaps)), 3), **busy.fields()})
     return rows
+
+
+def _model_fields(predictor, batch_size: int, model_s: float, frames: int) -> Dict:
+    """The results schema's fields of a predict row: the model as it ran (its dtype: ``auto`` resolved), the batch of
+    windows it is given, and ``model_ms``, its milliseconds per frame analysed (the model's time / frames)."""
+    from _results import dtype_name
+    return {"model": predictor.model_name, "batch_size": batch_size, "num_frames": predictor.net.num_frames,
+            "dtype": dtype_name(predictor.dtype), "compiled": False,
+            "model_ms": round(1e3 * model_s / frames, 4) if frames else None}
 
 
 def _tracked_boxes(predictor, frames) -> Dict[int, List[tuple]]:
@@ -216,8 +241,13 @@ def realtime_row(model: str, dtype: str, clip_s: float, walls: List[float], resu
     k = sorted(range(len(walls)), key=walls.__getitem__)[len(walls) // 2]
     wall, result = walls[k], results[k]
     timings = result["timings"]
-    row = {"mode": "realtime", "model": model, "dtype": dtype, "dtype_ran": result["settings"]["model"]["dtype"],
-           "clip_s": round(clip_s, 2), "frames": result["frames_used"], "runs": len(walls),
+    from _results import dtype_name
+    frames = result["frames_used"]
+    row = {"mode": "realtime", "model": model, "batch_size": result["settings"]["windows"]["batch_size"],
+           "num_frames": result["settings"]["model"]["args"].get("num_frames", result["settings"]["windows"]["window"]),
+           "dtype": dtype_name(result["settings"]["model"]["dtype"]), "dtype_requested": dtype, "compiled": False,
+           "model_ms": round(1e3 * timings["model_s"] / frames, 4) if frames else None, "clip_s": round(clip_s, 2),
+           "frames": frames, "runs": len(walls),
            "windows": sum(len(f["windows"]) for f in result["faces"]), "wall_s": round(wall, 2),
            "x_realtime": round(clip_s / wall, 2), "startup_s": round(wall - timings["total_s"], 2)}
     row.update({k: round(timings.get(k, 0.0), 2) for k in STAGES})
@@ -249,7 +279,7 @@ def realtime_markdown(rows: List[Dict]) -> str:
     lines = ["| model | dtype (ran) | wall s (incl. start-up) | x real time | start-up s | decode s | detect+track s "
              "| model s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['dtype']} ({r['dtype_ran'].replace('torch.', '')}) | {r['wall_s']:.2f} | "
+        lines.append(f"| {r['model']} | {r['dtype_requested']} ({r['dtype']}) | {r['wall_s']:.2f} | "
                      f"{r['x_realtime']:.2f} | {r['startup_s']:.2f} | {r['decode_s']:.2f} | "
                      f"{r['detect_and_track_s']:.2f} | {r['model_s']:.2f} |")
     return "\n".join(lines)
@@ -297,7 +327,9 @@ def many_worker(args) -> Optional[Dict]:
     predictor = Predictor(args.model, pretrained=False, device=device, background=not args.no_background,
                           windows=WindowSettings(batch_size=args.batch_size))
     out = os.path.join(args.out, f"run-{world}-{int(not args.no_background)}")
-    run = BatchRun(predictor, expand_sources([args.videos]), out, overwrite=True, reading=ReadSettings(fps=8.0))
+    sources = expand_sources([args.videos])
+    predictor.run(sources[0], reading=ReadSettings(fps=8.0))  # warm-up, out of the timing
+    run = BatchRun(predictor, sources, out, overwrite=True, reading=ReadSettings(fps=8.0))
     if world > 1:
         dist.barrier()
     with GPUBusy(predictor.device) as busy:  # one process on the GPU (several run on the CPU)
@@ -316,7 +348,8 @@ def many_worker(args) -> Optional[Dict]:
         return None
     wall = max(e[0] for e in everyone)
     videos, frames, failed = (sum(e[k] for e in everyone) for k in (1, 2, 3))
-    return {"mode": "many", "model": args.model, "device_type": predictor.device.type, "processes": world,
+    return {"mode": "many", **_model_fields(predictor, args.batch_size, run_model_s(items), frames),
+            "device_type": predictor.device.type, "processes": world,
             "background_thread": not args.no_background, "model_share": round(run_model_s(items) / wall, 3),
             "threads_per_process": torch.get_num_threads(), "videos": videos, "failed": failed, "frames": frames,
             "wall_s": round(wall, 2), "videos_per_s": round(videos / wall, 3), "frames_per_s": round(frames / wall, 2),
@@ -400,7 +433,8 @@ def main(argv=None) -> List[Dict]:
 
         from _results import save_rows
         command = ["bench_predict.py"] + list(sys.argv[1:] if argv is None else argv)
-        keys = ("mode", "model", "device_type", "detect_every", "detector", "processes", "background_thread", "dtype")
+        keys = ("mode", "model", "device_type", "detect_every", "detector", "processes", "background_thread", "dtype",
+                "dtype_requested")
         from clipdfer.inference.device import resolve_device
         device = resolve_device(args.device)  # "auto" is the device it chose (the file is named after it)
         print("wrote", save_rows("predict", device, rows, keys, args.save or None, command))

@@ -5,7 +5,8 @@
 A step is forward, loss (the model's ``training_losses``: cross-entropy, or its family's losses), backward and an AdamW
 step over the trainable parameters, in training mode; bf16 runs under autocast with fp32 weights. Each configuration
 runs in a fresh process, so the peak memory is its own: ``torch.cuda.max_memory_allocated`` on a GPU, the process's
-peak resident set (``ru_maxrss``, which includes the Python runtime and libraries) on the CPU.
+peak resident set (``ru_maxrss``, which includes the Python runtime and libraries) on the CPU. A row's ``model_ms`` is
+the median step; a configuration that runs out of memory gives a row with ``oom`` and skips the larger batches.
 """
 
 import argparse
@@ -54,7 +55,9 @@ def child(cfg: dict) -> dict:
         times.append(1e3 * (time.perf_counter() - start))
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {**cfg, "step_ms": statistics.median(times), "peak_mem_mb": peak / 2 ** 20,
+    # model_ms: one training step (forward, backward, optimizer step), the median of cfg["steps"]
+    return {**cfg, "num_frames": t, "compiled": False, "model_ms": statistics.median(times),
+            "peak_mem_mb": peak / 2 ** 20,
             "memory_kind": "cuda max allocated" if device.type == "cuda" else "process peak RSS"}
 
 
@@ -96,7 +99,8 @@ def main(argv=None):
             out = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True,
                                  text=True)
             if out.returncode and "OutOfMemoryError" in out.stderr:
-                rows.append({**cfg, "step_ms": None, "peak_mem_mb": None, "oom": True})
+                rows.append({**cfg, "num_frames": None, "compiled": False, "model_ms": None, "peak_mem_mb": None,
+                             "oom": True})
                 if args.save is not None:
                     _save(args, argv, torch.device(device), rows[-1:])
                 print(f"{name} B={batch} {dtype} grad-ckpt={ckpt}: out of memory; larger batches skipped", flush=True)
@@ -107,13 +111,13 @@ def main(argv=None):
             rows.append(row)
             if args.save is not None:  # row by row: a run stopped by a time limit keeps what it measured
                 _save(args, argv, torch.device(device), [row])
-            print(f"{name} B={batch} {dtype} grad-ckpt={ckpt}: {row['step_ms']:.1f} ms/step, "
+            print(f"{name} B={batch} {dtype} grad-ckpt={ckpt}: {row['model_ms']:.1f} ms/step, "
                   f"peak {row['peak_mem_mb']:.0f} MiB ({row['memory_kind']})", flush=True)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("| model | B | dtype | grad ckpt | ms/step | peak MiB | memory |\n|---|---|---|---|---|---|---|\n")
             for r in rows:
-                ms = "out of memory" if r.get("oom") else f"{r['step_ms']:.1f}"
+                ms = "out of memory" if r.get("oom") else f"{r['model_ms']:.1f}"
                 mem = "-" if r.get("oom") else f"{r['peak_mem_mb']:.0f}"
                 f.write(f"| `{r['model']}` | {r['batch_size']} | {r['dtype']} | {r['grad_checkpointing']} | "
                         f"{ms} | {mem} | {r.get('memory_kind', '-')} |\n")

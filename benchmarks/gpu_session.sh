@@ -12,7 +12,9 @@
 #
 # DRY=1 bash benchmarks/gpu_session.sh runs the same steps on the CPU with the tiny test models (minutes), to check the
 # script before GPU time is spent on it; with a Python that lacks open_clip and av on PATH, it installs the wheels of
-# .whl as the GPU machine will. The steps' limits add up to 550 s, to end inside run's 600 s.
+# .whl as the GPU machine will. The steps' limits add up to 345 s: with the machine's start (a minute or two) that
+# leaves a session's 15 device minutes room for a second call, STEPS="train predict" (say) to run only those steps
+# again after a fix; its rows come back in their own files (merge them with _results.save_rows).
 set -uo pipefail
 OUT=${OUT:-/tmp/clipdfer-gpu-out}
 mkdir -p "$OUT"
@@ -27,43 +29,46 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # clipdfer from this checko
 if [ "${DRY:-0}" = 1 ]; then
     DEVICE=cpu; export CLIPDFER_TEST_DEVICE=cpu
     FWD=(dferclip_test clipdfer_test); TRAIN=(clipdfer_test dferclip_test); PRED=clip_zeroshot_test
-    FWD_B=(1 2); TRAIN_B=(2 4); CUDA_TESTS=(-m "cuda and not fullsize"); RUNS=2; MANY=2
+    FWD_B=(1 2); TRAIN_B=(2 4); CUDA_TESTS=(-m "cuda and not fullsize"); RUNS=2; MANY=2; PRED_S=10
 else
     DEVICE=cuda
     FWD=(clipdfer_vitb32_dfew dferclip_vitb32_dfew); TRAIN=(clipdfer_vitb32_dfew dferclip_vitb32_dfew
     a3lign_vitb32_dfew pmfer_vitb16_dfew); PRED=clip_zeroshot_vitb32
-    FWD_B=(1 8 32 64); TRAIN_B=(32); CUDA_TESTS=(-m cuda); RUNS=10; MANY=8  # larger training batches: a later run
+    # training at B = 32 only (larger batches: a later run); predict on more frames, for NVML's busy share
+    FWD_B=(1 8 32 64); TRAIN_B=(32); CUDA_TESTS=(-m cuda); RUNS=10; MANY=16; PRED_S=60
     nvidia-smi >> "$OUT/log.txt" 2>&1
 fi
-python3 -c "import torch, timm, open_clip, av, cv2, clipdfer; print('torch', torch.__version__, 'cuda', torch.version.cuda,
-'timm', timm.__version__, 'open_clip', open_clip.__version__, 'av', av.__version__, 'cv2', cv2.__version__,
-'clipdfer', clipdfer.__version__, 'gpu', torch.cuda.is_available())" 2>&1 | tee -a "$OUT/log.txt"
+python3 -c "import torch, timm, open_clip, av, cv2, clipdfer
+print('torch', torch.__version__, 'cuda', torch.version.cuda, 'timm', timm.__version__, 'open_clip',
+      open_clip.__version__, 'av', av.__version__, 'cv2', cv2.__version__, 'clipdfer', clipdfer.__version__,
+      'gpu', torch.cuda.is_available())" 2>&1 | tee -a "$OUT/log.txt"
 
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, its output into $OUT/log.txt; go on whatever happens
     local name=$1 limit=$2; shift 2
+    if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then return; fi
     local start=$SECONDS
     echo "== $name: $*" >> "$OUT/log.txt"
-    timeout "$limit" "$@" >> "$OUT/log.txt" 2>&1
+    timeout -k 10 "$limit" "$@" >> "$OUT/log.txt" 2>&1  # killed 10 s after the limit if it ignores SIGTERM
     local code=$?
     echo "== $name: exit $code after $((SECONDS - start)) s" | tee -a "$OUT/log.txt" >> "$OUT/steps.txt"
 }
 
 R="$OUT/results/"
 mkdir -p "$R"
-step cuda-tests 140 python3 -m pytest -q -p no:cacheprovider "${CUDA_TESTS[@]}" tests/test_cuda.py
-step lstm 30 python3 benchmarks/bench_lstm.py --device "$DEVICE" --dtype bf16 --batch-sizes 1 32 --runs "$RUNS" \
+step cuda-tests 110 python3 -m pytest -q -p no:cacheprovider "${CUDA_TESTS[@]}" tests/test_cuda.py
+step lstm 15 python3 benchmarks/bench_lstm.py --device "$DEVICE" --dtype bf16 --batch-sizes 1 32 --runs "$RUNS" \
     --save "$R"
-step forward-eager 100 python3 benchmarks/bench_forward.py "${FWD[@]}" --device "$DEVICE" --dtypes bf16 fp32 \
+step forward-eager 50 python3 benchmarks/bench_forward.py "${FWD[@]}" --device "$DEVICE" --dtypes bf16 fp32 \
     --batch-sizes "${FWD_B[@]}" --runs "$RUNS" --profile 8 --save "$R"
 # compiled: the targets' configurations first (B = 32 bf16, then B = 1); rows are saved as they come
-step forward-compiled 110 python3 benchmarks/bench_forward.py "${FWD[@]}" --device "$DEVICE" --dtypes bf16 \
+step forward-compiled 50 python3 benchmarks/bench_forward.py "${FWD[@]}" --device "$DEVICE" --dtypes bf16 \
     --batch-sizes "${FWD_B[2]:-${FWD_B[1]}}" "${FWD_B[0]}" --compile on --runs "$RUNS" --profile 8 --save "$R"
-step train 90 python3 benchmarks/bench_train.py "${TRAIN[@]}" --device "$DEVICE" --batch-sizes "${TRAIN_B[@]}" \
+step train 60 python3 benchmarks/bench_train.py "${TRAIN[@]}" --device "$DEVICE" --batch-sizes "${TRAIN_B[@]}" \
     --dtypes bf16 --steps 3 --warmup 1 --save "$R"
-step predict 35 python3 benchmarks/bench_predict.py --model "$PRED" --device "$DEVICE" --seconds 10 \
+step predict 25 python3 benchmarks/bench_predict.py --model "$PRED" --device "$DEVICE" --seconds "$PRED_S" \
     --detect-every 1 --save "$R"
 # videos/s through BatchRun with the decode/detect thread on and off (one process: the GPU is one process's)
-step predict-many 45 python3 benchmarks/bench_predict.py --model "$PRED" --device "$DEVICE" --many "$MANY" \
+step predict-many 35 python3 benchmarks/bench_predict.py --model "$PRED" --device "$DEVICE" --many "$MANY" \
     --seconds 4 --processes 1 --save "$R"
 python3 benchmarks/make_tables.py --results "$R"*.json > "$OUT/tables.md" 2>> "$OUT/log.txt"
-cat "$OUT/steps.txt"; rm -f "$OUT/steps.txt"
+cat "$OUT/steps.txt" 2>/dev/null; rm -f "$OUT/steps.txt"

@@ -37,11 +37,25 @@ def _cell(key: str, value) -> str:
     return str(value)
 
 
+# what model_ms is in each script's rows (see _results.SCHEMA)
+_MODEL_MS = {"train": "model_ms (step)", "predict": "model_ms (per frame)", "lstm": "model_ms (LSTM stack)"}
+
+
 def _columns(rows: Sequence[Dict]) -> List[str]:
+    hidden = set(_HIDDEN)
+    if len({r.get("torch_version") for r in rows}) > 1:  # rows merged from runs of several torch versions
+        hidden.discard("torch_version")
     cols: List[str] = []
     for row in rows:
-        cols += [k for k in row if k not in cols and k not in _HIDDEN]
+        cols += [k for k in row if k not in cols and k not in hidden]
     return [c for c in cols if any(r.get(c) not in (None, {}, "") for r in rows)]
+
+
+def _table(script: str, rows: Sequence[Dict]) -> str:
+    cols = _columns(rows)
+    titles = [_MODEL_MS.get(script, c) if c == "model_ms" else c for c in cols]
+    return ("| " + " | ".join(titles) + " |\n|" + "---|" * len(cols) + "\n"
+            + "".join("| " + " | ".join(_cell(c, r.get(c)) for c in cols) + " |\n" for r in rows))
 
 
 def render_file(path: str) -> str:
@@ -64,11 +78,11 @@ def render_file(path: str) -> str:
             f"{versions}" + (f"; GPU memory {env['gpu_memory_gib']} GiB" if env.get("gpu_memory_gib") else "")
             + (f"; matmul peak measured (TFLOP/s): {', '.join(peaks)}" if peaks else "")
             + f". Written by {', '.join(f'`{c}`' for c in commands)}"
-            + f" ({os.path.relpath(path, os.path.dirname(HERE))}).\n\n")
-    cols = _columns(rows)
-    table = ("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-             + "".join("| " + " | ".join(_cell(c, r.get(c)) for c in cols) + " |\n" for r in rows))
-    return head + table + _kernels(rows)
+            + f" (`{os.path.basename(path)}`).\n\n")
+    modes = list(dict.fromkeys(r.get("mode") for r in rows))  # predict's modes measure different things
+    tables = [(f"Mode `{m}`:\n\n" if len(modes) > 1 else "") + _table(script, [r for r in rows if r.get("mode") == m])
+              for m in modes]
+    return head + "\n".join(tables) + _kernels(rows)
 
 
 def _kernels(rows: Sequence[Dict]) -> str:
@@ -79,7 +93,9 @@ def _kernels(rows: Sequence[Dict]) -> str:
             what = ", ".join(f"{k}={_cell(k, r.get(k))}" for k in ("model", "batch_size", "dtype", "compiled"))
             kernels = "; ".join(f"`{k['name']}` {100 * k['share']:.1f}% ({k['ms']:.3f} ms)" for k in r["top_kernels"])
             lines.append(f"- {what}: {kernels}\n")
-    return "\nCostliest kernels (share of the kernels' self time, ms per forward):\n\n" + "".join(lines) if lines else ""
+    if not lines:
+        return ""
+    return "\nCostliest kernels (share of the kernels' self time, ms per forward):\n\n" + "".join(lines)
 
 
 def render(paths: Sequence[str]) -> str:

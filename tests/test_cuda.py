@@ -153,14 +153,19 @@ def test_a_three_step_amp_training_run_saves_and_resumes(tmp_path):
         assert torch.isfinite(model(_video(model))).all()
 
 
-def test_predict_on_the_device_matches_its_cpu_timeline():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_predict_on_the_device_matches_its_cpu_timeline(dtype):
+    """The sample clip's real face, found by YuNet as users run it; the device's timeline against the CPU's fp32."""
+    pytest.importorskip("cv2")
     from clipdfer.inference import sample_clip_path
     torch.manual_seed(0)
     model = clipdfer.create_model("clip_zeroshot_test").eval()
-    on_cpu = clipdfer.predict(sample_clip_path(), model=model, device="cpu", detect_faces=False)
-    on_device = clipdfer.predict(sample_clip_path(), model=model, device=str(DEVICE), detect_faces=False)
+    on_cpu = clipdfer.predict(sample_clip_path(), model=model, device="cpu", dtype=torch.float32)
+    on_device = clipdfer.predict(sample_clip_path(), model=model, device=str(DEVICE), dtype=dtype)
+    assert on_cpu.detector == on_device.detector == "yunet" and on_cpu.frames_with_face == on_cpu.frames_used == 24
     assert [(w.start, w.end) for w in on_cpu.windows] == [(w.start, w.end) for w in on_device.windows]
     diff = max(abs(a.probs[c] - b.probs[c]) for a, b in zip(on_cpu.windows, on_device.windows) for c in a.probs)
-    assert diff < 1e-3, diff
+    assert diff < {torch.float32: 1e-3, torch.bfloat16: _PROB_TOL[torch.bfloat16]}[dtype], diff
+    assert on_device.settings["model"]["dtype"] == str(dtype)
     if DEVICE.type == "cuda":
         assert next(model.parameters()).device.type == "cuda"  # predict moved the model; it ran there
