@@ -1,14 +1,22 @@
 """Benchmark results as data: every script's rows, with the machine they ran on, in one JSON file per script and device.
 
-    benchmarks/results/<script>-<device>.json = {"environment": {...}, "command": "...", "rows": [{...}, ...]}
+    benchmarks/results/<script>-<device>.json = {"environment": {...}, "command": "...", "keys": [...],
+                                                 "rows": [{...}, ...]}
 
 Each row carries ``device``, ``script``, ``torch_version`` and the ``command`` that measured it besides the script's
 own fields, so rows from several files can be put side by side (the file's ``command`` is the last run's);
 ``environment`` names the device, its driver and the torch / CUDA / open_clip versions.
-A rerun of a script on the same device replaces the rows it measured again (same key fields) and keeps the others.
+A rerun of a script on the same device replaces the rows it measured again (same values of the file's ``keys``) and
+keeps the others. Files written elsewhere (a second GPU call's, which come back under their own folder) go in with
+
+    python benchmarks/_results.py merge OTHER/results/*.json --into benchmarks/results/
+
+which adds their rows as they are (device, versions and command stamped where they were measured).
 ``benchmarks/make_tables.py`` turns the files into the GPU tables of docs/benchmarks.md.
 """
 
+import argparse
+import functools
 import json
 import os
 import platform
@@ -73,7 +81,13 @@ def _driver_version() -> Optional[str]:
 
 
 def environment(device: torch.device) -> Dict:
-    """What the numbers depend on besides the code: device, driver, library versions."""
+    """What the numbers depend on besides the code: device, driver, library versions (asked once per device and
+    process: a script saves a row at a time)."""
+    return dict(_environment(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _environment(device: torch.device) -> Dict:
     env = {"device": device_name(device), "torch_version": torch.__version__, "python": platform.python_version()}
     try:
         import open_clip
@@ -120,13 +134,52 @@ def save_rows(script: str, device: torch.device, rows: Sequence[Dict], keys: Seq
 
     new_keys = {key(r) for r in stamped}
     merged = [r for r in old if key(r) not in new_keys] + stamped
+    _write(path, {"environment": env, "command": cmd, "keys": list(keys), "rows": merged})
+    return path
+
+
+def _write(path: str, data: Dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"environment": env, "command": cmd, "rows": merged}, f, indent=2)
+        json.dump(data, f, indent=2)
         f.write("\n")
-    os.replace(tmp, path)
-    return path
+    os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+
+
+def merge_files(src: str, dst: str) -> str:
+    """Add the rows of results file ``src`` to ``dst`` (a file, or a folder: the same file name in it) as they are:
+    a row of ``dst`` with the same values of the file's ``keys`` is replaced, the others kept. Unlike
+    :func:`save_rows` nothing is stamped again: each row keeps the device, torch version and command it was
+    measured with; the file's ``environment`` and ``command`` become ``src``'s (the newer run's).
+
+    Raises:
+        ValueError: ``src`` has no ``keys`` (not written by :func:`save_rows`), or the two files' keys differ.
+    """
+    if dst.endswith(os.sep) or os.path.isdir(dst):
+        dst = os.path.join(dst, os.path.basename(src))
+    with open(src) as f:
+        new = json.load(f)
+    if not new.get("keys"):
+        raise ValueError(f"{src} names no 'keys' (the fields that name a measurement): it was not written by "
+                         f"_results.save_rows; rerun its command with --save")
+    new.setdefault("rows", [])
+    _check_schema(new["rows"][0].get("script", src) if new["rows"] else src, new["rows"])
+    old: Dict = {}
+    if os.path.isfile(dst):
+        with open(dst) as f:
+            old = json.load(f)
+        if old.get("keys") not in (None, new["keys"]):
+            raise ValueError(f"{src} names its rows by {new['keys']} and {dst} by {old['keys']}: they are not "
+                             f"results of one script; merge into another file")
+
+    def key(row: Dict):
+        return tuple(json.dumps(row.get(k), sort_keys=True) for k in new["keys"])
+
+    new_keys = {key(r) for r in new["rows"]}
+    rows = [r for r in old.get("rows", []) if key(r) not in new_keys] + new["rows"]
+    _write(dst, {**new, "rows": rows})
+    return dst
 
 
 def rerun_command(argv: Sequence[str]) -> str:
@@ -149,3 +202,19 @@ def rerun_command(argv: Sequence[str]) -> str:
 def peak_memory_mb(device: torch.device) -> Optional[float]:
     """``torch.cuda.max_memory_allocated`` since the last reset, in MiB (None on the CPU)."""
     return torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("merge", help="add results files' rows to those of the same name in --into")
+    m.add_argument("files", nargs="+")
+    m.add_argument("--into", default=RESULTS_DIR + os.sep, help="a folder or a file (default benchmarks/results/)")
+    args = p.parse_args(argv)
+    for path in args.files:
+        print("merged", path, "into", merge_files(path, args.into))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

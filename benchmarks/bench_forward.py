@@ -9,10 +9,11 @@ DFER model) are timed alternately after warm-up (CUDA events on a GPU, ``perf_co
 reported, with the ratio, clips per second, the achieved matmul throughput (full multiply-accumulate count x 2 / time)
 and its fraction of this device's matmul peak measured by a large GEMM in the same dtype (``peak_fraction``) and in
 bf16 (``bf16_peak_fraction``, the same for bf16 rows; the peaks are measured in each run), and on a GPU the peak memory
-allocated during one forward of the model (every resident tensor: both models' weights included). bf16 / fp16 cast
-both models' weights. ``--profile K`` adds ``top_kernels`` to each row: the K kernels with the most self time in three
-profiled forwards (torch.profiler; on the CPU, aten operators), to name what a missed target is spent on. ``--save``
-merges the rows into ``benchmarks/results/forward-<device>.json`` (see _results.py).
+allocated during one forward of the model (every resident tensor: both models' weights included) and
+``forward_mem_mb``, that peak less what was allocated before the forward (the forward's own activations and output).
+bf16 / fp16 cast both models' weights. ``--profile K`` adds ``top_kernels`` to each row: the K kernels with the most
+self time in three profiled forwards (torch.profiler; on the CPU, aten operators), to name what a missed target is
+spent on. ``--save`` merges the rows into ``benchmarks/results/forward-<device>.json`` (see _results.py).
 """
 
 import argparse
@@ -81,6 +82,11 @@ def top_kernels(fn, device: torch.device, k: int, calls: int = 3) -> List[Dict]:
     return rank_kernels(prof.key_averages(), cuda, k, calls)
 
 
+# torch.compile's own ranges (spans over kernels and operators, not work of their own; on the CPU their self time is
+# the Python between the operators)
+_MARKERS = ("## ", "Torch-Compiled Region", "TorchDynamo Cache Lookup", "CompiledFunction")
+
+
 def rank_kernels(events, cuda: bool, k: int, calls: int) -> List[Dict]:
     """:func:`top_kernels`' ranking of ``torch.profiler`` averages. On a GPU only the kernels count: an aten op's
     self device time is its kernels' time again, and user annotations (``## Call CompiledFxGraph``,
@@ -91,7 +97,7 @@ def rank_kernels(events, cuda: bool, k: int, calls: int) -> List[Dict]:
         return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)  # torch < 2.4
 
     def counted(e) -> bool:
-        if getattr(e, "is_user_annotation", False) or self_us(e) <= 0:
+        if getattr(e, "is_user_annotation", False) or self_us(e) <= 0 or e.key.startswith(_MARKERS):
             return False
         return not cuda or getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA
 
@@ -149,9 +155,11 @@ def bench(name: str, batch: int, device: torch.device, dtype: torch.dtype, compi
             ms_floor.append(timer(lambda: floor(frames)))
             if reencode:
                 ms_reencode.append(timer(uncached))
+        resident_mem = None
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
+            resident_mem = torch.cuda.memory_allocated(device) / 2 ** 20
             fwd(video)
             torch.cuda.synchronize(device)
         peak_mem = peak_memory_mb(device)
@@ -163,7 +171,9 @@ def bench(name: str, batch: int, device: torch.device, dtype: torch.dtype, compi
     m, f = statistics.median(ms_model), statistics.median(ms_floor)
     row = {"model": name, "model_kwargs": model_kwargs, "batch_size": batch, "num_frames": t,
            "dtype": _DTYPE_NAMES[dtype], "compiled": compile_, "model_ms": m, "floor_ms": f, "ratio": m / f,
-           "clips_per_s": batch / (m / 1e3), "tflops": 2 * macs / (m / 1e3) / 1e12, "peak_mem_mb": peak_mem}
+           "clips_per_s": batch / (m / 1e3), "tflops": 2 * macs / (m / 1e3) / 1e12, "peak_mem_mb": peak_mem,
+           # what the forward itself adds above the resident tensors (both models' weights, the input)
+           "forward_mem_mb": None if peak_mem is None else peak_mem - resident_mem}
     if reencode:
         r = statistics.median(ms_reencode)
         row.update(reencode_ms=r, cache_speedup=r / m)

@@ -100,21 +100,22 @@ def main(argv=None) -> List[Dict]:
                    help="merge the rows into PATH (default benchmarks/results/lstm-<device>.json)")
     args = p.parse_args(argv)
     device, dtype = torch.device(args.device), _DTYPES[args.dtype]
+    import sys
+
+    from _results import save_rows
+    command = ["bench_lstm.py"] + list(sys.argv[1:] if argv is None else argv)
     rows = []
     for batch in args.batch_sizes:
-        for row in bench(device, dtype, batch, args.width, args.num_frames, args.layers, args.runs, args.warmup):
+        measured = bench(device, dtype, batch, args.width, args.num_frames, args.layers, args.runs, args.warmup)
+        for row in measured:
             rows.append(row)
             print(f"{row['impl']:9s} B={batch} T={row['num_frames']} {row['dtype']} {device}: "
                   f"{row['model_ms']:.3f} ms for {row['layers']} layers"
                   f"{'  (PyTorch warned: weights compacted at every call)' if row['compaction_warning'] else ''}",
                   flush=True)
-    if args.save is not None:
-        import sys
-
-        from _results import save_rows
-        command = ["bench_lstm.py"] + list(sys.argv[1:] if argv is None else argv)
-        keys = ("impl", "batch_size", "num_frames", "dtype", "width", "layers")
-        print("wrote", save_rows("lstm", device, rows, keys, args.save or None, command))
+        if args.save is not None:  # batch by batch: a run stopped by a time limit keeps what it measured
+            keys = ("impl", "batch_size", "num_frames", "dtype", "width", "layers")
+            print("wrote", save_rows("lstm", device, measured, keys, args.save or None, command), flush=True)
     return rows
 
 

@@ -36,9 +36,18 @@ import json
 import os
 import statistics
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+
+
+# what names a measurement: a rerun replaces the saved row with the same values
+ROW_KEYS = ("mode", "model", "device_type", "detect_every", "detector", "processes", "background_thread", "dtype",
+            "dtype_requested")
+
+
+def _ignore(row: Dict) -> None:
+    """The default ``on_row``: nothing."""
 
 
 def make_video(seconds: float, fps: float = 8.0) -> List[np.ndarray]:
@@ -67,11 +76,12 @@ def bench_detectors(runs: int = 20) -> List[Dict]:
     from clipdfer.faces import make_detector
     frame = make_video(1.0)[0]
     rows = []
+    no_model = dict.fromkeys(("model", "batch_size", "num_frames", "dtype", "compiled", "model_ms"))  # the schema's
     for name in ("yunet", "haar"):
         try:
             det = make_detector(name)
         except ImportError as e:
-            rows.append({"detector": name, "error": str(e)})
+            rows.append({"mode": "detector", **no_model, "detector": name, "error": str(e)})
             continue
         det.detect(frame)
         times = []
@@ -79,10 +89,8 @@ def bench_detectors(runs: int = 20) -> List[Dict]:
             t0 = time.perf_counter()
             faces = det.detect(frame)
             times.append(1e3 * (time.perf_counter() - t0))
-        rows.append({"mode": "detector", **{k: None for k in ("model", "batch_size", "num_frames", "dtype",
-                                                               "compiled", "model_ms")},
-                     "detector": name, "frame": "640x360", "ms": round(statistics.median(times), 2),
-                     "faces": len(faces)})
+        rows.append({"mode": "detector", **no_model, "detector": name, "frame": "640x360",
+                     "ms": round(statistics.median(times), 2), "faces": len(faces)})
     return rows
 
 
@@ -152,8 +160,8 @@ class GPUBusy:
         return {"gpu_busy_fraction": self.fraction, **({"gpu_busy_error": self.error} if self.error else {})}
 
 
-def bench_predict(model: str, seconds: float, detect_every: List[int], batch_size: int = 8, device: str = "cpu"
-                  ) -> List[Dict]:
+def bench_predict(model: str, seconds: float, detect_every: List[int], batch_size: int = 8, device: str = "cpu",
+                  on_row: Callable[[Dict], None] = _ignore) -> List[Dict]:
     from clipdfer.faces import iou, make_detector
     from clipdfer.inference import FaceSettings, Predictor, WindowSettings
     frames = make_video(seconds)
@@ -187,6 +195,7 @@ def bench_predict(model: str, seconds: float, detect_every: List[int], batch_siz
             "model_share": round(session.model_s / total, 3),
             "mean_iou_vs_detection": round(float(np.mean(overlaps)), 3),
             "min_iou_vs_detection": round(float(np.min(overlaps)), 3), **busy.fields()})
+        on_row(rows[-1])
     return rows
 
 
@@ -248,14 +257,14 @@ def realtime_row(model: str, dtype: str, clip_s: float, walls: List[float], resu
            "dtype": dtype_name(result["settings"]["model"]["dtype"]), "dtype_requested": dtype, "compiled": False,
            "model_ms": round(1e3 * timings["model_s"] / frames, 4) if frames else None, "clip_s": round(clip_s, 2),
            "frames": frames, "runs": len(walls),
-           "windows": sum(len(f["windows"]) for f in result["faces"]), "wall_s": round(wall, 2),
-           "x_realtime": round(clip_s / wall, 2), "startup_s": round(wall - timings["total_s"], 2)}
-    row.update({k: round(timings.get(k, 0.0), 2) for k in STAGES})
+           "windows": sum(len(f["windows"]) for f in result["faces"]), "wall_s": round(wall, 4),
+           "x_realtime": round(clip_s / wall, 2), "startup_s": round(wall - timings["total_s"], 4)}
+    row.update({k: round(timings.get(k, 0.0), 4) for k in STAGES})  # 0.1 ms: a tiny model's stages are not 0
     return row
 
 
 def bench_realtime(clip: str, models: Sequence[str], dtypes: Sequence[str], runs: int = 1, device: str = "auto",
-                   extra: Sequence[str] = ()) -> List[Dict]:
+                   extra: Sequence[str] = (), on_row: Callable[[Dict], None] = _ignore) -> List[Dict]:
     import subprocess
     clip_s = clip_seconds(clip)
     rows = []
@@ -271,6 +280,7 @@ def bench_realtime(clip: str, models: Sequence[str], dtypes: Sequence[str], runs
                     raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
                 results.append(json.loads(proc.stdout)[0])
             rows.append(realtime_row(model, dtype, clip_s, walls, results))
+            on_row(rows[-1])
     return rows
 
 
@@ -362,8 +372,9 @@ def run_model_s(items) -> float:
 
 
 def bench_many(model: str, count: int, seconds: float, processes: List[int], batch_size: int = 8,
-               device: str = "cpu") -> List[Dict]:
-    """Each (processes, background thread) configuration in its own launch; the rows of rank 0."""
+               device: str = "cpu", on_row: Callable[[Dict], None] = _ignore) -> List[Dict]:
+    """Each (processes, background thread) configuration in its own launch; the rows of rank 0, each given to
+    ``on_row`` as it comes."""
     import subprocess
     import sys
     import tempfile
@@ -384,6 +395,7 @@ def bench_many(model: str, count: int, seconds: float, processes: List[int], bat
                 if proc.returncode or not lines:
                     raise RuntimeError(f"{' '.join(launcher + cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
                 rows.append({**json.loads(lines[-1]), "seconds_per_video": seconds, "source_fps": 25.0})
+                on_row(rows[-1])
     return rows
 
 
@@ -414,30 +426,34 @@ def main(argv=None) -> List[Dict]:
         if row is not None:
             print(json.dumps(row), flush=True)
         return [row] if row else []
+    import sys
+
     import torch
+
+    from clipdfer.inference.device import resolve_device
+    device = resolve_device(args.device)  # "auto" is the device it chose (the file is named after it)
+    command = ["bench_predict.py"] + list(sys.argv[1:] if argv is None else argv)
+
+    def emit(row: Dict) -> None:  # row by row: a run stopped by a time limit keeps what it measured
+        print(json.dumps({**row, "threads": torch.get_num_threads()}), flush=True)
+        if args.save is not None:
+            from _results import save_rows
+            print("wrote", save_rows("predict", device, [row], ROW_KEYS, args.save or None, command), flush=True)
+
     if args.realtime:
-        rows = bench_realtime(args.realtime, args.models, args.dtypes, args.runs, args.device)
+        rows = bench_realtime(args.realtime, args.models, args.dtypes, args.runs, args.device, on_row=emit)
         if args.markdown:
             with open(args.markdown, "w", encoding="utf-8") as f:
                 f.write(realtime_markdown(rows) + "\n")
     elif args.many:
-        rows = bench_many(args.model, args.many, args.seconds, args.processes, args.batch_size, args.device)
+        rows = bench_many(args.model, args.many, args.seconds, args.processes, args.batch_size, args.device,
+                          on_row=emit)
     elif args.detectors:
         rows = bench_detectors()
+        for row in rows:
+            emit(row)
     else:
-        rows = bench_predict(args.model, args.seconds, args.detect_every, args.batch_size, args.device)
-    for r in rows:
-        print(json.dumps({**r, "threads": torch.get_num_threads()}))
-    if args.save is not None:
-        import sys
-
-        from _results import save_rows
-        command = ["bench_predict.py"] + list(sys.argv[1:] if argv is None else argv)
-        keys = ("mode", "model", "device_type", "detect_every", "detector", "processes", "background_thread", "dtype",
-                "dtype_requested")
-        from clipdfer.inference.device import resolve_device
-        device = resolve_device(args.device)  # "auto" is the device it chose (the file is named after it)
-        print("wrote", save_rows("predict", device, rows, keys, args.save or None, command))
+        rows = bench_predict(args.model, args.seconds, args.detect_every, args.batch_size, args.device, on_row=emit)
     return rows
 
 

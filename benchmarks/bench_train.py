@@ -6,7 +6,10 @@ A step is forward, loss (the model's ``training_losses``: cross-entropy, or its 
 step over the trainable parameters, in training mode; bf16 runs under autocast with fp32 weights. Each configuration
 runs in a fresh process, so the peak memory is its own: ``torch.cuda.max_memory_allocated`` on a GPU, the process's
 peak resident set (``ru_maxrss``, which includes the Python runtime and libraries) on the CPU. A row's ``model_ms`` is
-the median step; a configuration that runs out of memory gives a row with ``oom`` and skips the larger batches.
+the median step; a configuration that runs out of memory gives a row with ``oom`` and skips the larger batches, one
+that fails otherwise a row with the ``error`` (its last line) and the run goes on. Configurations run without
+gradient checkpointing for every model first, then with it, so that a run cut short by a time limit has each model's
+plain step.
 """
 
 import argparse
@@ -92,7 +95,7 @@ def main(argv=None):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     ckpts = {"off": [False], "on": [True], "both": [False, True]}[args.grad_checkpointing]
     rows = []
-    for name, dtype, ckpt in itertools.product(args.models, args.dtypes, ckpts):
+    for ckpt, dtype, name in itertools.product(ckpts, args.dtypes, args.models):
         for batch in sorted(args.batch_sizes):
             cfg = {"model": name, "batch_size": batch, "device": device, "dtype": dtype,
                    "grad_checkpointing": ckpt, "steps": args.steps, "warmup": args.warmup}
@@ -105,8 +108,16 @@ def main(argv=None):
                     _save(args, argv, torch.device(device), rows[-1:])
                 print(f"{name} B={batch} {dtype} grad-ckpt={ckpt}: out of memory; larger batches skipped", flush=True)
                 break
-            if out.returncode:
-                raise RuntimeError(f"{cfg} failed:\n{out.stderr[-2000:]}")
+            if out.returncode:  # recorded (its last line), the others still run; the whole error on stderr
+                print(f"{name} B={batch} {dtype} grad-ckpt={ckpt} failed ({out.returncode}):\n{out.stderr[-3000:]}",
+                      file=sys.stderr, flush=True)
+                last = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+                row = {**cfg, "num_frames": None, "compiled": False, "model_ms": None, "peak_mem_mb": None,
+                       "error": last[:300]}
+                rows.append(row)
+                if args.save is not None:
+                    _save(args, argv, torch.device(device), [row])
+                break  # larger batches of a failing configuration fail too
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
             if args.save is not None:  # row by row: a run stopped by a time limit keeps what it measured
@@ -117,8 +128,9 @@ def main(argv=None):
         with open(args.markdown, "w") as f:
             f.write("| model | B | dtype | grad ckpt | ms/step | peak MiB | memory |\n|---|---|---|---|---|---|---|\n")
             for r in rows:
-                ms = "out of memory" if r.get("oom") else f"{r['model_ms']:.1f}"
-                mem = "-" if r.get("oom") else f"{r['peak_mem_mb']:.0f}"
+                ms = ("out of memory" if r.get("oom") else f"failed: {r['error']}" if r.get("error")
+                      else f"{r['model_ms']:.1f}")
+                mem = "-" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.0f}"
                 f.write(f"| `{r['model']}` | {r['batch_size']} | {r['dtype']} | {r['grad_checkpointing']} | "
                         f"{ms} | {mem} | {r.get('memory_kind', '-')} |\n")
     return rows

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 21 in one prepared command on a lent GPU machine (the `device` tool): the CUDA tests, then every GPU benchmark,
+# Issue 31 in one prepared command on a lent GPU machine (the `device` tool): the CUDA tests, then every GPU benchmark,
 # each step under its own time limit so that one slow step cannot eat the others' time. Run from the repository root:
 #
 #   run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=600)
@@ -12,9 +12,10 @@
 #
 # DRY=1 bash benchmarks/gpu_session.sh runs the same steps on the CPU with the tiny test models (minutes), to check the
 # script before GPU time is spent on it; with a Python that lacks open_clip and av on PATH, it installs the wheels of
-# .whl as the GPU machine will. The steps' limits add up to 345 s: with the machine's start (a minute or two) that
-# leaves a session's 15 device minutes room for a second call, STEPS="train predict" (say) to run only those steps
-# again after a fix; its rows come back in their own files (merge them with _results.save_rows).
+# .whl as the GPU machine will (and compiles with an empty inductor cache, as a fresh GPU machine does). The steps'
+# limits add up to 445 s: with the machine's start (a minute or two) that leaves a session's 15 device minutes room
+# for a second call, STEPS="train predict" (say) to run only those steps again after a fix; its rows come back in
+# their own files: `python benchmarks/_results.py merge SECOND/results/*.json --into FIRST/results/` adds them.
 set -uo pipefail
 OUT=${OUT:-/tmp/clipdfer-gpu-out}
 mkdir -p "$OUT"
@@ -28,14 +29,15 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # clipdfer from this checko
 
 if [ "${DRY:-0}" = 1 ]; then
     DEVICE=cpu; export CLIPDFER_TEST_DEVICE=cpu
+    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d); export TORCHINDUCTOR_CACHE_DIR  # cold, like the GPU machine's first call
     FWD=(dferclip_test clipdfer_test); TRAIN=(clipdfer_test dferclip_test); PRED=clip_zeroshot_test
-    FWD_B=(1 2); TRAIN_B=(2 4); CUDA_TESTS=(-m "cuda and not fullsize"); RUNS=2; MANY=2; PRED_S=10
+    FWD_B=(1 2); TRAIN_B=(2 4); LSTM_B=(1 2); CUDA_TESTS=(-m "cuda and not fullsize"); RUNS=2; MANY=2; PRED_S=10
 else
     DEVICE=cuda
     FWD=(clipdfer_vitb32_dfew dferclip_vitb32_dfew); TRAIN=(clipdfer_vitb32_dfew dferclip_vitb32_dfew
     a3lign_vitb32_dfew pmfer_vitb16_dfew); PRED=clip_zeroshot_vitb32
     # training at B = 32 only (larger batches: a later run); predict on more frames, for NVML's busy share
-    FWD_B=(1 8 32 64); TRAIN_B=(32); CUDA_TESTS=(-m cuda); RUNS=10; MANY=16; PRED_S=60
+    FWD_B=(1 8 32 64); TRAIN_B=(32); LSTM_B=(1 32); CUDA_TESTS=(-m cuda); RUNS=10; MANY=16; PRED_S=60
     nvidia-smi >> "$OUT/log.txt" 2>&1
 fi
 python3 -c "import torch, timm, open_clip, av, cv2, clipdfer
@@ -55,14 +57,19 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, its output into
 
 R="$OUT/results/"
 mkdir -p "$R"
-step cuda-tests 110 python3 -m pytest -q -p no:cacheprovider "${CUDA_TESTS[@]}" tests/test_cuda.py
-step lstm 15 python3 benchmarks/bench_lstm.py --device "$DEVICE" --dtype bf16 --batch-sizes 1 32 --runs "$RUNS" \
-    --save "$R"
+# a test that hangs (a collective, say) is stopped by pytest-timeout where installed (the GPU image has it), not the
+# whole step; -rfE lists what failed at the end of the log
+PYTEST_TIMEOUT=(); if python3 -c "import pytest_timeout" 2>/dev/null; then PYTEST_TIMEOUT=(--timeout=90); fi
+step cuda-tests 150 python3 -m pytest -q -rfE -p no:cacheprovider "${PYTEST_TIMEOUT[@]}" "${CUDA_TESTS[@]}" \
+    tests/test_cuda.py
+step lstm 15 python3 benchmarks/bench_lstm.py --device "$DEVICE" --dtype bf16 --batch-sizes "${LSTM_B[@]}" \
+    --runs "$RUNS" --save "$R"
 step forward-eager 50 python3 benchmarks/bench_forward.py "${FWD[@]}" --device "$DEVICE" --dtypes bf16 fp32 \
     --batch-sizes "${FWD_B[@]}" --runs "$RUNS" --profile 8 --save "$R"
-# compiled: the targets' configurations first (B = 32 bf16, then B = 1); rows are saved as they come
-step forward-compiled 50 python3 benchmarks/bench_forward.py "${FWD[@]}" --device "$DEVICE" --dtypes bf16 \
-    --batch-sizes "${FWD_B[2]:-${FWD_B[1]}}" "${FWD_B[0]}" --compile on --runs "$RUNS" --profile 8 --save "$R"
+# compiled: the target's configuration only (B = 32, bf16; other sizes in a second call). Each model and batch size
+# compiles anew, with a cold cache: tens of seconds each (the dry run: 70 s for the two tiny models on 2 CPU cores)
+step forward-compiled 110 python3 benchmarks/bench_forward.py "${FWD[@]}" --device "$DEVICE" --dtypes bf16 \
+    --batch-sizes "${FWD_B[2]:-${FWD_B[1]}}" --compile on --runs "$RUNS" --profile 8 --save "$R"
 step train 60 python3 benchmarks/bench_train.py "${TRAIN[@]}" --device "$DEVICE" --batch-sizes "${TRAIN_B[@]}" \
     --dtypes bf16 --steps 3 --warmup 1 --save "$R"
 step predict 25 python3 benchmarks/bench_predict.py --model "$PRED" --device "$DEVICE" --seconds "$PRED_S" \

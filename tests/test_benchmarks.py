@@ -48,8 +48,9 @@ def test_kernel_ranking_on_a_gpu_counts_each_kernel_once():
     ranked = bench_forward.rank_kernels(events, cuda=True, k=5, calls=2)
     assert ranked == [{"name": "sm90_xmma_gemm_bf16", "ms": 0.15, "share": 0.75},
                       {"name": "triton_per_fused_layer_norm_0", "ms": 0.05, "share": 0.25}]
-    on_cpu = bench_forward.rank_kernels(events[:1] + events[-1:], cuda=False, k=5, calls=1)  # CPU: operators
-    assert [k["name"] for k in on_cpu] == ["aten::mm", "cudaLaunchKernel"] and on_cpu[0]["share"] == 0.5
+    compile_ranges = [event("Torch-Compiled Region: 0/0", cpu, 0.0), event("TorchDynamo Cache Lookup", cpu, 0.0)]
+    on_cpu = bench_forward.rank_kernels(events[:1] + compile_ranges + events[-1:], cuda=False, k=5, calls=1)
+    assert [k["name"] for k in on_cpu] == ["aten::mm", "cudaLaunchKernel"] and on_cpu[0]["share"] == 0.5  # operators
 
 
 def test_results_rows_share_one_schema_and_name_the_device_and_the_command(tmp_path):
@@ -69,6 +70,38 @@ def test_results_rows_share_one_schema_and_name_the_device_and_the_command(tmp_p
         """python benchmarks/bench_forward.py m --model-kwargs '{"interfit": false}' --save""")
     assert rerun_command(["bench_lstm.py", "--save=/x.json", "--runs", "2"]) == (
         "python benchmarks/bench_lstm.py --save --runs 2")
+
+
+def test_merging_a_second_calls_results_keeps_where_each_row_was_measured(tmp_path):
+    """A second GPU call's files come back under their own folder: merged into the first's, its rows replace the
+    same measurements and keep their own device, torch version and command; nothing is stamped again."""
+    import _results
+    row = {"model": "m", "batch_size": 2, "num_frames": 8, "dtype": "bf16", "compiled": False, "model_ms": 1.0}
+    first = _results.save_rows("train", torch.device("cpu"), [row, {**row, "batch_size": 4, "model_ms": 2.0}],
+                               ["model", "batch_size"], str(tmp_path / "a") + os.sep, ["bench_train.py", "m"])
+    second = _results.save_rows("train", torch.device("cpu"), [{**row, "model_ms": 0.5}], ["model", "batch_size"],
+                                str(tmp_path / "b") + os.sep, ["bench_train.py", "m", "--steps", "9"])
+    data = json.load(open(second))
+    data["rows"][0]["torch_version"] = data["environment"]["torch_version"] = "9.9.9"  # as if another machine's
+    with open(second, "w") as f:
+        json.dump(data, f)
+    assert _results.main(["merge", second, "--into", str(tmp_path / "a")]) == 0
+    merged = json.load(open(first))
+    assert [(r["batch_size"], r["model_ms"], r["torch_version"], r["command"]) for r in merged["rows"]] == [
+        (4, 2.0, torch.__version__, "python benchmarks/bench_train.py m"),
+        (2, 0.5, "9.9.9", "python benchmarks/bench_train.py m --steps 9")]
+    assert merged["environment"]["torch_version"] == "9.9.9" and merged["keys"] == ["model", "batch_size"]
+    del data["keys"]
+    with open(second, "w") as f:
+        json.dump(data, f)
+    with pytest.raises(ValueError, match="names no 'keys'.*rerun its command with --save"):
+        _results.merge_files(second, first)
+    data["keys"] = ["model"]
+    with open(second, "w") as f:
+        json.dump(data, f)
+    with pytest.raises(ValueError, match=r"by \['model'\] and .* by \['model', 'batch_size'\]"):
+        _results.merge_files(second, first)
+    assert json.load(open(first)) == merged  # a refused merge leaves the file as it was
 
 
 def test_bench_forward_profile_names_the_costliest_kernels(tmp_path):
@@ -145,9 +178,14 @@ def test_bench_lstm_times_each_implementation(tmp_path):
     assert len(json.load(open(tmp_path / "lstm.json"))["rows"]) == 6
 
 
-def test_bench_predict_reports_throughput_and_tracking_accuracy(tmp_path):
+def test_bench_predict_reports_throughput_and_tracking_accuracy(tmp_path, monkeypatch):
     pytest.importorskip("cv2")
+    import _results
     import bench_predict
+    saves = []  # rows are saved as they come: a step stopped by its time limit keeps what it measured
+    real_save = _results.save_rows
+    monkeypatch.setattr(_results, "save_rows", lambda script, device, rows, *a: saves.append(len(rows)) or real_save(
+        script, device, rows, *a))
     rows = bench_predict.main(["--model", "clip_zeroshot_test", "--seconds", "3", "--detect-every", "1", "2",
                                "--save", str(tmp_path / "predict.json")])
     assert [r["detect_every"] for r in rows] == [1, 2] and all(0 < r["model_share"] < 1 for r in rows)
@@ -162,8 +200,9 @@ def test_bench_predict_reports_throughput_and_tracking_accuracy(tmp_path):
     import json
     assert len(json.load(open(tmp_path / "predict.json"))["rows"]) == 4  # both modes' rows, one file
     assert all(r["videos"] == 2 and r["failed"] == 0 and r["frames"] == 16 and r["frames_per_s"] > 0 for r in many)
-    detectors = bench_predict.main(["--detectors"])
+    detectors = bench_predict.main(["--detectors", "--save", str(tmp_path / "predict.json")])
     assert [d["detector"] for d in detectors] == ["yunet", "haar"] and all(d["ms"] > 0 for d in detectors)
+    assert saves == [1] * 6 and len(json.load(open(tmp_path / "predict.json"))["rows"]) == 6
 
 
 def test_gpu_busy_averages_the_utilisation_it_samples_and_says_why_when_it_cannot():
@@ -208,7 +247,7 @@ def test_the_gpu_sessions_steps_end_inside_one_device_run():
     script = open(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_session.sh")).read()
     limits = [int(m) for m in re.findall(r"^step \S+ (\d+) ", script, flags=re.M)]
     stated = int(re.search(r"limits add up to (\d+) s", script).group(1))
-    assert len(limits) == 7 and sum(limits) == stated <= 350, (limits, stated)  # room for a second call
+    assert len(limits) == 7 and sum(limits) == stated <= 450, (limits, stated)  # room for a second call
 
 
 def test_the_models_the_gpu_checks_name_exist():
@@ -235,10 +274,11 @@ def test_bench_predict_realtime_times_the_whole_command(tmp_path):
     (r,) = rows
     assert (r["model"], r["dtype_requested"], r["dtype"], r["frames"], r["runs"], r["num_frames"], r["batch_size"]) == (
         "clip_zeroshot_test", "fp32", "fp32", 24, 1, 8, 8)
-    assert r["model_ms"] == pytest.approx(1e3 * r["model_s"] / 24, abs=0.21)  # per frame (model_s: rounded to 10 ms)
+    assert r["model_ms"] == pytest.approx(1e3 * r["model_s"] / 24, abs=0.003)  # per frame (model_s: to 0.1 ms)
     assert r["clip_s"] == pytest.approx(3.0, abs=0.05)  # the sample clip: 24 frames at 8 frames/s
-    assert r["wall_s"] > r["total_s"] > r["model_s"] > 0 and r["startup_s"] == pytest.approx(
-        r["wall_s"] - r["total_s"], abs=0.011)
+    # frames read and tracked while the model was built are not in total_s: it may be little more than model_s
+    assert r["wall_s"] > r["total_s"] >= r["model_s"] > 0 and r["startup_s"] == pytest.approx(
+        r["wall_s"] - r["total_s"], abs=2e-4)
     assert r["x_realtime"] == pytest.approx(r["clip_s"] / r["wall_s"], rel=0.02)
     assert open(tmp_path / "rt.md").read().splitlines()[2].startswith("| clip_zeroshot_test | fp32 (fp32) | ")
     # three runs: the median one by wall time, its own stages with it
@@ -305,3 +345,39 @@ def test_bench_train_records_out_of_memory_and_skips_larger_batches(monkeypatch,
     assert "out of memory" in (tmp_path / "train.md").read_text()
     saved = json.load(open(tmp_path / "train.json"))["rows"]
     assert len(saved) == 5 and all(r["script"] == "train" for r in saved)
+
+
+def test_bench_train_records_a_failure_and_goes_on_plain_steps_first(monkeypatch, tmp_path, capsys):
+    """A configuration that fails (not out of memory) is a row with its error's last line; the other models still
+    run, every model's step without gradient checkpointing before any with it (a run cut short keeps those)."""
+    import json
+    import subprocess
+
+    ran = []
+    real_run = subprocess.run
+
+    def run(cmd, **kwargs):
+        if "--child" not in cmd:  # platform.processor() asks uname
+            return real_run(cmd, **kwargs)
+        cfg = json.loads(cmd[-1])
+        ran.append((cfg["model"], cfg["grad_checkpointing"], cfg["batch_size"]))
+        if cfg["model"] == "a3lign_test" and not cfg["grad_checkpointing"]:
+            return subprocess.CompletedProcess(cmd, 1, "", "Traceback (most recent call last):\n  ...\n"
+                                               "RuntimeError: cuDNN error: CUDNN_STATUS_NOT_SUPPORTED\n")
+        row = {**cfg, "num_frames": 8, "compiled": False, "model_ms": 5.0, "peak_mem_mb": 50.0,
+               "memory_kind": "scripted"}
+        return subprocess.CompletedProcess(cmd, 0, json.dumps(row) + "\n", "")
+
+    monkeypatch.setattr(bench_train.subprocess, "run", run)
+    rows = bench_train.main(["clipdfer_test", "a3lign_test", "--batch-sizes", "2", "4", "--dtypes", "bf16",
+                             "--save", str(tmp_path / "train.json"), "--markdown", str(tmp_path / "train.md")])
+    assert ran == [("clipdfer_test", False, 2), ("clipdfer_test", False, 4), ("a3lign_test", False, 2),
+                   ("clipdfer_test", True, 2), ("clipdfer_test", True, 4), ("a3lign_test", True, 2),
+                   ("a3lign_test", True, 4)]
+    failed = [r for r in rows if r.get("error")]
+    assert [(r["model"], r["batch_size"], r["error"]) for r in failed] == [
+        ("a3lign_test", 2, "RuntimeError: cuDNN error: CUDNN_STATUS_NOT_SUPPORTED")]
+    assert "CUDNN_STATUS_NOT_SUPPORTED" in capsys.readouterr().err  # the whole error, for the log
+    assert "failed: RuntimeError: cuDNN error" in (tmp_path / "train.md").read_text()
+    saved = json.load(open(tmp_path / "train.json"))["rows"]
+    assert len(saved) == 7 and sum("error" in r for r in saved) == 1

@@ -56,8 +56,8 @@ def test_clip_block_mlp_matches_open_clip_mlp(act):
     params = [x, mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight]
     g_ref = torch.autograd.grad(ref.square().sum(), params)
     g = torch.autograd.grad(out.square().sum(), params)
-    for u, v in zip(g, g_ref):
-        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-6)
+    for u, v in zip(g, g_ref):  # fp32 sums in another order: an error on the scale of the tensor's largest entries
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=2e-6 * v.abs().max().item())
     with torch.no_grad():  # the in-place activation of the no-grad path
         torch.testing.assert_close(clip_block_mlp(mlp, x), ref.detach(), rtol=1e-5, atol=1e-6)
     if act == "quick_gelu":  # open_clip's own blocks take the folded path: their modules are not called
