@@ -3,7 +3,6 @@
 import io
 import json
 import logging
-import time
 
 import pytest
 import torch
@@ -84,10 +83,10 @@ def test_pinned_revision(hub, tmp_path):
 def test_offline_and_uncached_is_a_fast_clear_error(hub, monkeypatch):
     hub.commit("org/tiny", {"model.safetensors": b"x"})
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.perf_counter()
+    asked = len(hub.requests)
     with pytest.raises(PretrainedWeightsError) as info:
         clipdfer.create_model("clipdfer_test", pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id="org/tiny"))
-    assert time.perf_counter() - start < 1.0
+    assert len(hub.requests) == asked  # fast: it fails without asking the Hub (no retries, no network timeout)
     msg = str(info.value)
     for needle in ("org/tiny/model.safetensors", "HF_HUB_OFFLINE", "hub-cache", "checkpoint_path=",
                    f"{hub.endpoint}/org/tiny/resolve/main/model.safetensors"):
