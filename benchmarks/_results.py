@@ -9,9 +9,10 @@ own fields, so rows from several files can be put side by side (the file's ``com
 A rerun of a script on the same device replaces the rows it measured again (same values of the file's ``keys``) and
 keeps the others. Files written elsewhere (a second GPU call's, which come back under their own folder) go in with
 
-    python benchmarks/_results.py merge OTHER/results/*.json --into benchmarks/results/
+    python benchmarks/_results.py merge SECOND/results/*.json --into benchmarks/results/
 
-which adds their rows as they are (device, versions and command stamped where they were measured).
+which adds their rows as they are (device, versions and command stamped where they were measured). The device
+tool's files come back read-only: merge each call's files (the first call's too) into benchmarks/results/.
 ``benchmarks/make_tables.py`` turns the files into the GPU tables of docs/benchmarks.md.
 """
 
@@ -147,28 +148,50 @@ def _write(path: str, data: Dict) -> None:
     os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
 
 
+def _read_results(path: str, role: str) -> Dict:
+    """A results file as save_rows writes it, or a ValueError that says what is wrong with it."""
+    if not os.path.isfile(path):
+        what = "a folder" if os.path.isdir(path) else "not there"
+        raise ValueError(f"{role} {path!r} is {what}: expected a results file (benchmarks/results/<script>-<device>"
+                         f".json); for a folder's files pass them all, e.g. {os.path.join(path, '*.json')}")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{role} {path!r} is not JSON ({e}): expected a results file written by a benchmark's "
+                         f"--save") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise ValueError(f"{role} {path!r} holds {type(data).__name__} without a 'rows' list: expected "
+                         f"{{'environment': ..., 'keys': [...], 'rows': [...]}} as a benchmark's --save writes")
+    return data
+
+
 def merge_files(src: str, dst: str) -> str:
-    """Add the rows of results file ``src`` to ``dst`` (a file, or a folder: the same file name in it) as they are:
-    a row of ``dst`` with the same values of the file's ``keys`` is replaced, the others kept. Unlike
-    :func:`save_rows` nothing is stamped again: each row keeps the device, torch version and command it was
+    """Add the rows of results file ``src`` to ``dst`` (a ``.json`` file, or an existing folder: the same file name
+    in it) as they are: a row of ``dst`` with the same values of the file's ``keys`` is replaced, the others kept.
+    Unlike :func:`save_rows` nothing is stamped again: each row keeps the device, torch version and command it was
     measured with; the file's ``environment`` and ``command`` become ``src``'s (the newer run's).
 
     Raises:
-        ValueError: ``src`` has no ``keys`` (not written by :func:`save_rows`), or the two files' keys differ.
+        ValueError: ``src`` is not a results file with ``keys`` (written by :func:`save_rows`), ``dst`` is neither a
+            folder nor a ``.json`` path, is ``src`` itself, or names its rows by other keys. ``dst`` is left as it was.
     """
-    if dst.endswith(os.sep) or os.path.isdir(dst):
+    if os.path.isdir(dst):
         dst = os.path.join(dst, os.path.basename(src))
-    with open(src) as f:
-        new = json.load(f)
+    elif not dst.endswith(".json"):
+        raise ValueError(f"--into {dst!r} is no folder and no .json file: create the folder first (mkdir -p "
+                         f"{dst}), or name the file to merge into")
+    new = _read_results(src, "source")
     if not new.get("keys"):
         raise ValueError(f"{src} names no 'keys' (the fields that name a measurement): it was not written by "
                          f"_results.save_rows; rerun its command with --save")
-    new.setdefault("rows", [])
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        raise ValueError(f"{src} is the file it would be merged into: merge it into another folder (such as "
+                         f"benchmarks/results/)")
     _check_schema(new["rows"][0].get("script", src) if new["rows"] else src, new["rows"])
     old: Dict = {}
-    if os.path.isfile(dst):
-        with open(dst) as f:
-            old = json.load(f)
+    if os.path.exists(dst):
+        old = _read_results(dst, "target")
         if old.get("keys") not in (None, new["keys"]):
             raise ValueError(f"{src} names its rows by {new['keys']} and {dst} by {old['keys']}: they are not "
                              f"results of one script; merge into another file")
@@ -209,10 +232,25 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("merge", help="add results files' rows to those of the same name in --into")
     m.add_argument("files", nargs="+")
-    m.add_argument("--into", default=RESULTS_DIR + os.sep, help="a folder or a file (default benchmarks/results/)")
+    m.add_argument("--into", default=RESULTS_DIR, help="an existing folder or a .json file (default "
+                   "benchmarks/results/, made if missing)")
     args = p.parse_args(argv)
+    if args.into == RESULTS_DIR:
+        os.makedirs(RESULTS_DIR, exist_ok=True)
+    for path in args.files:  # every source is read before any target is written
+        try:
+            if not _read_results(path, "source").get("keys"):
+                raise ValueError(f"{path} names no 'keys': it was not written by _results.save_rows; rerun its "
+                                 f"command with --save")
+        except ValueError as e:
+            print(f"_results.py merge: {e}", file=sys.stderr)
+            return 2
     for path in args.files:
-        print("merged", path, "into", merge_files(path, args.into))
+        try:
+            print("merged", path, "into", merge_files(path, args.into))
+        except ValueError as e:
+            print(f"_results.py merge: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -133,8 +133,9 @@ def bench(name: str, batch: int, device: torch.device, dtype: torch.dtype, compi
     frames = video.flatten(0, 1)
     fwd, floor = (torch.compile(model), torch.compile(clip)) if compile_ else (model, clip)
     timer = _timer(device)
-    # models whose prompts can be re-encoded every call (DFER-CLIP's official behaviour) are also timed that way
-    reencode = isinstance(model, DFERCLIP)
+    # models whose prompts can be re-encoded every call (DFER-CLIP's official behaviour) are also timed that way, in
+    # eager mode only: compiled, each switch of the cache would compile the forward again (its guards change)
+    reencode = isinstance(model, DFERCLIP) and not compile_
 
     def uncached():
         model.cache_text = False

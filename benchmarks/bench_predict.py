@@ -161,12 +161,13 @@ class GPUBusy:
 
 
 def bench_predict(model: str, seconds: float, detect_every: List[int], batch_size: int = 8, device: str = "cpu",
-                  on_row: Callable[[Dict], None] = _ignore) -> List[Dict]:
+                  on_row: Callable[[Dict], None] = _ignore, accuracy: bool = True) -> List[Dict]:
+    """Rows of one-video mode; ``accuracy=False`` leaves out the IoU columns (two more detection passes over every
+    frame, on the CPU: what they measure does not depend on where the model runs)."""
     from clipdfer.faces import iou, make_detector
     from clipdfer.inference import FaceSettings, Predictor, WindowSettings
     frames = make_video(seconds)
-    detector = make_detector("auto")
-    searched = [detector.detect(f) for f in frames]
+    searched = [make_detector("auto").detect(f) for f in frames] if accuracy else None
     rows = []
     for k in detect_every:
         predictor = Predictor(model, pretrained=False, faces=FaceSettings(detect_every=k),
@@ -181,7 +182,7 @@ def bench_predict(model: str, seconds: float, detect_every: List[int], batch_siz
                 session.take(event)
             total = time.perf_counter() - t0
         overlaps = []  # the boxes the tracker gave, against the detection of the same face in that frame
-        for i, per_track in _tracked_boxes(predictor, frames).items():
+        for i, per_track in (_tracked_boxes(predictor, frames) if accuracy else {}).items():
             for box in per_track:
                 found = [iou(box, f.box) for f in searched[i]]
                 overlaps.append(max(found, default=0.0))
@@ -193,8 +194,8 @@ def bench_predict(model: str, seconds: float, detect_every: List[int], batch_siz
             "detect_and_track_share": round(stage.seconds["detect_and_track_s"] / total, 3),
             # the model's share of the wall time; on a GPU, the time it is busy (scoring waits for its results)
             "model_share": round(session.model_s / total, 3),
-            "mean_iou_vs_detection": round(float(np.mean(overlaps)), 3),
-            "min_iou_vs_detection": round(float(np.min(overlaps)), 3), **busy.fields()})
+            **({"mean_iou_vs_detection": round(float(np.mean(overlaps)), 3),
+                "min_iou_vs_detection": round(float(np.min(overlaps)), 3)} if accuracy else {}), **busy.fields()})
         on_row(rows[-1])
     return rows
 
@@ -363,7 +364,7 @@ def many_worker(args) -> Optional[Dict]:
             "background_thread": not args.no_background, "model_share": round(run_model_s(items) / wall, 3),
             "threads_per_process": torch.get_num_threads(), "videos": videos, "failed": failed, "frames": frames,
             "wall_s": round(wall, 2), "videos_per_s": round(videos / wall, 3), "frames_per_s": round(frames / wall, 2),
-            "torch": torch.__version__, "cpus": os.cpu_count(), **busy.fields()}
+            "cpus": os.cpu_count(), **busy.fields()}
 
 
 def run_model_s(items) -> float:
@@ -374,7 +375,8 @@ def run_model_s(items) -> float:
 def bench_many(model: str, count: int, seconds: float, processes: List[int], batch_size: int = 8,
                device: str = "cpu", on_row: Callable[[Dict], None] = _ignore) -> List[Dict]:
     """Each (processes, background thread) configuration in its own launch; the rows of rank 0, each given to
-    ``on_row`` as it comes."""
+    ``on_row`` as it comes. A launch that fails gives a row with its ``error`` (the last line; the whole of it on
+    stderr) and the next configuration runs."""
     import subprocess
     import sys
     import tempfile
@@ -392,9 +394,17 @@ def bench_many(model: str, count: int, seconds: float, processes: List[int], bat
                 env = {**os.environ, "PYTHONUNBUFFERED": "1"}
                 proc = subprocess.run(launcher + cmd, capture_output=True, text=True, env=env)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-                if proc.returncode or not lines:
-                    raise RuntimeError(f"{' '.join(launcher + cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-                rows.append({**json.loads(lines[-1]), "seconds_per_video": seconds, "source_fps": 25.0})
+                if proc.returncode or not lines:  # a row that says so (its last line), and the next configuration
+                    print(f"{' '.join(launcher + cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}",
+                          file=sys.stderr, flush=True)
+                    last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+                    row = {"mode": "many", "model": model, "batch_size": batch_size, "num_frames": None,
+                           "dtype": None, "compiled": False, "model_ms": None,
+                           "device_type": device.split(":")[0] if n == 1 else "cpu",
+                           "processes": n, "background_thread": background, "error": last[:300]}
+                else:
+                    row = json.loads(lines[-1])
+                rows.append({**row, "seconds_per_video": seconds, "source_fps": 25.0})
                 on_row(rows[-1])
     return rows
 
@@ -404,6 +414,8 @@ def main(argv=None) -> List[Dict]:
     p.add_argument("--model", default="clip_zeroshot_vitb32")
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--detect-every", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--no-iou", action="store_true",
+                   help="one-video mode: leave out the tracked boxes' IoU with detection (two more detection passes)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--detectors", action="store_true", help="only time the detectors on one 640x360 frame")
     p.add_argument("--many", type=int, metavar="N", help="many-videos mode: N videos of --seconds each")
@@ -453,7 +465,8 @@ def main(argv=None) -> List[Dict]:
         for row in rows:
             emit(row)
     else:
-        rows = bench_predict(args.model, args.seconds, args.detect_every, args.batch_size, args.device, on_row=emit)
+        rows = bench_predict(args.model, args.seconds, args.detect_every, args.batch_size, args.device, on_row=emit,
+                             accuracy=not args.no_iou)
     return rows
 
 

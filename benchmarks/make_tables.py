@@ -27,8 +27,8 @@ def _cell(key: str, value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        if key.endswith(("fraction", "ratio")):
-            return f"{100 * value:.1f}%" if key.endswith("fraction") else f"{value:.3f}"
+        if key.endswith(("fraction", "share", "ratio")):
+            return f"{100 * value:.1f}%" if key.endswith(("fraction", "share")) else f"{value:.3f}"
         return f"{value:.2f}" if abs(value) < 1e4 else f"{value:.0f}"
     if isinstance(value, dict):
         return ", ".join(f"`{k}={v!r}`" for k, v in value.items()) or "-"
@@ -109,6 +109,11 @@ def main(argv=None) -> int:
     p.add_argument("--doc", help=f"replace the block between {BEGIN} and {END} in this file")
     args = p.parse_args(argv)
     paths = args.results or sorted(glob.glob(os.path.join(HERE, "results", "*.json")))
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        print(f"make_tables.py: no results file {missing[0]!r}: give files a benchmark's --save wrote (default: "
+              f"benchmarks/results/*.json)", file=sys.stderr)
+        return 2
     text = render(paths)
     if not args.doc:
         print(text)

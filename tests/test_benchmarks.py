@@ -32,6 +32,15 @@ def test_bench_forward_reports_ratio_and_peak_fraction(tmp_path):
     assert "matmul peak measured" in md and "re-encoding ms" in md
 
 
+def test_compiled_rows_do_not_time_re_encoding(monkeypatch):
+    """Compiled, switching DFER-CLIP's prompt cache off and on would compile the forward again each time: the
+    re-encoding time is an eager row's (torch.compile is scripted here: compiling takes a minute on 2 cores)."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(type(module).__name__) or module)
+    (row,) = bench_forward.main(["dferclip_test", "--runs", "1", "--warmup", "1", "--compile", "on"])
+    assert row["compiled"] is True and "reencode_ms" not in row and len(compiled) == 2  # the model and the floor
+
+
 def test_kernel_ranking_on_a_gpu_counts_each_kernel_once():
     """An aten op's self device time is its kernels' time again, and a compiled region's annotation spans kernels:
     on a GPU only the kernels are ranked (the profiler's averages, scripted here: no GPU in CI)."""
@@ -102,6 +111,21 @@ def test_merging_a_second_calls_results_keeps_where_each_row_was_measured(tmp_pa
     with pytest.raises(ValueError, match=r"by \['model'\] and .* by \['model', 'batch_size'\]"):
         _results.merge_files(second, first)
     assert json.load(open(first)) == merged  # a refused merge leaves the file as it was
+    # hostile inputs: each a clear refusal (the value, what was expected, the fix), the target untouched
+    (tmp_path / "empty.json").write_text("")
+    (tmp_path / "list.json").write_text("[]")
+    for src, into, match in [
+            (str(tmp_path / "empty.json"), first, "is not JSON .*written by a benchmark's --save"),
+            (str(tmp_path / "list.json"), first, "holds list without a 'rows' list"),
+            (str(tmp_path / "a"), first, r"is a folder: expected a results file.*a[/\\]\*\.json"),
+            (str(tmp_path / "nothing.json"), first, "is not there: expected a results file"),
+            (first, first, "is the file it would be merged into"),
+            (first, str(tmp_path / "a"), "is the file it would be merged into"),
+            (first, str(tmp_path / "no" / "results"), r"is no folder and no \.json file: create the folder first")]:
+        with pytest.raises(ValueError, match=match):
+            _results.merge_files(src, into)
+        assert _results.main(["merge", src, "--into", into]) == 2
+    assert json.load(open(first)) == merged and not (tmp_path / "no").exists()
 
 
 def test_bench_forward_profile_names_the_costliest_kernels(tmp_path):
@@ -194,6 +218,9 @@ def test_bench_predict_reports_throughput_and_tracking_accuracy(tmp_path, monkey
     assert all((r["num_frames"], r["batch_size"], r["compiled"]) == (8, 8, False) and r["model_ms"] > 0
                and r["dtype"] == {torch.float32: "fp32", torch.bfloat16: "bf16"}[predictor_dtype] for r in rows)
     assert rows[0]["mean_iou_vs_detection"] == 1.0 and 0.8 < rows[1]["mean_iou_vs_detection"] <= 1.0
+    (quick,) = bench_predict.main(["--model", "clip_zeroshot_test", "--seconds", "2", "--detect-every", "1",
+                                   "--no-iou"])  # the GPU session's: no extra detection passes
+    assert quick["frames"] == 16 and quick["faces"] == 2 and not any("iou" in k for k in quick)
     many = bench_predict.main(["--many", "2", "--seconds", "1", "--processes", "1", "--model", "clip_zeroshot_test",
                                "--save", str(tmp_path / "predict.json")])
     assert [(r["processes"], r["background_thread"]) for r in many] == [(1, True), (1, False)]
@@ -202,7 +229,37 @@ def test_bench_predict_reports_throughput_and_tracking_accuracy(tmp_path, monkey
     assert all(r["videos"] == 2 and r["failed"] == 0 and r["frames"] == 16 and r["frames_per_s"] > 0 for r in many)
     detectors = bench_predict.main(["--detectors", "--save", str(tmp_path / "predict.json")])
     assert [d["detector"] for d in detectors] == ["yunet", "haar"] and all(d["ms"] > 0 for d in detectors)
-    assert saves == [1] * 6 and len(json.load(open(tmp_path / "predict.json"))["rows"]) == 6
+    assert saves == [1] * 6 and len(json.load(open(tmp_path / "predict.json"))["rows"]) == 6  # --no-iou: not saved
+
+
+def test_bench_predict_many_records_a_failed_launch_and_goes_on(tmp_path, monkeypatch, capsys):
+    """One configuration's launch fails (scripted): its row says why, the other configuration is still measured."""
+    import subprocess
+
+    import bench_predict
+    real_run = subprocess.run
+    launches = []
+
+    def run(cmd, **kwargs):
+        if "--worker" not in cmd:
+            return real_run(cmd, **kwargs)
+        launches.append("--no-background" not in cmd)
+        if launches[-1]:
+            return subprocess.CompletedProcess(cmd, 1, "", "Traceback ...\ntorch.AcceleratorError: CUDA error: "
+                                                          "an illegal memory access was encountered\n")
+        row = {"mode": "many", "model": "clip_zeroshot_test", "batch_size": 8, "num_frames": 8, "dtype": "fp32",
+               "compiled": False, "model_ms": 1.0, "processes": 1, "background_thread": False, "videos": 2}
+        return subprocess.CompletedProcess(cmd, 0, json.dumps(row) + "\n", "")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    path = str(tmp_path / "predict.json")
+    rows = bench_predict.main(["--many", "2", "--seconds", "1", "--processes", "1", "--model", "clip_zeroshot_test",
+                               "--save", path])
+    assert launches == [True, False]
+    assert [(r["background_thread"], r.get("error")) for r in rows] == [
+        (True, "torch.AcceleratorError: CUDA error: an illegal memory access was encountered"), (False, None)]
+    assert "illegal memory access" in capsys.readouterr().err
+    assert [r.get("error") is None for r in json.load(open(path))["rows"]] == [False, True]
 
 
 def test_gpu_busy_averages_the_utilisation_it_samples_and_says_why_when_it_cannot():
@@ -241,13 +298,22 @@ def test_gpu_busy_averages_the_utilisation_it_samples_and_says_why_when_it_canno
     assert lost.fraction is None and "GPU_IS_LOST" in lost.error and len(lost.samples) == 3
 
 
-def test_the_gpu_sessions_steps_end_inside_one_device_run():
-    """A session has 15 device minutes: one run of every step, the machine's start, and room to run some again."""
+def test_the_gpu_sessions_steps_end_inside_one_device_run(tmp_path):
+    """A device call runs at most 600 s: every step's limit and the 10 s it may take to die after it, with a minute
+    for installing the wheels and the versions; STEPS may only name steps (a typo would run nothing)."""
     import re
-    script = open(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_session.sh")).read()
-    limits = [int(m) for m in re.findall(r"^step \S+ (\d+) ", script, flags=re.M)]
-    stated = int(re.search(r"limits add up to (\d+) s", script).group(1))
-    assert len(limits) == 7 and sum(limits) == stated <= 450, (limits, stated)  # room for a second call
+    import subprocess
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_session.sh")
+    script = open(path).read()
+    steps = re.findall(r"^step (\S+) (\d+) ", script, flags=re.M)
+    limits = [int(limit) for _, limit in steps]
+    stated = [int(n) for n in re.search(r"limits add up to (\d+) s \((\d+) s with", script).groups()]
+    grace = int(re.search(r"timeout -k (\d+) ", script).group(1))
+    assert len(limits) == 7 and [sum(limits), sum(limits) + grace * len(limits)] == stated and stated[1] <= 540
+    assert re.search(r"^NAMES=\((.*)\)$", script, flags=re.M).group(1).split() == [name for name, _ in steps]
+    out = subprocess.run(["bash", path], env={**os.environ, "STEPS": "forward predict_many", "OUT": str(tmp_path)},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "STEPS names 'forward', which is no step: the steps are cuda-tests" in out.stderr
 
 
 def test_the_models_the_gpu_checks_name_exist():

@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+import time
 
 import pytest
 import torch
