@@ -130,13 +130,23 @@ def save_rows(script: str, device: torch.device, rows: Sequence[Dict], keys: Seq
         with open(path) as f:
             old = json.load(f).get("rows", [])
 
+    merged = _replace_rows(old, stamped, keys)
+    _write(path, {"environment": env, "command": cmd, "keys": list(keys), "rows": merged})
+    return path
+
+
+def _replace_rows(old: Sequence[Dict], new: Sequence[Dict], keys: Sequence[str]) -> List[Dict]:
+    """``old`` less the rows that ``new`` measures again (the same values of ``keys``), then ``new``."""
     def key(row: Dict):
         return tuple(json.dumps(row.get(k), sort_keys=True) for k in keys)
 
-    new_keys = {key(r) for r in stamped}
-    merged = [r for r in old if key(r) not in new_keys] + stamped
-    _write(path, {"environment": env, "command": cmd, "keys": list(keys), "rows": merged})
-    return path
+    remeasured = {key(r) for r in new}
+    return [r for r in old if key(r) not in remeasured] + list(new)
+
+
+def failure_line(stderr: str, returncode: int) -> str:
+    """What a failed child process's row says: the last line of its stderr (the exception), at most 300 characters."""
+    return (stderr.strip().splitlines() or [f"exit status {returncode}"])[-1][:300]
 
 
 def _write(path: str, data: Dict) -> None:
@@ -166,6 +176,14 @@ def _read_results(path: str, role: str) -> Dict:
     return data
 
 
+def _read_source(path: str) -> Dict:
+    data = _read_results(path, "source")
+    if not data.get("keys"):
+        raise ValueError(f"{path} names no 'keys' (the fields that name a measurement): it was not written by "
+                         f"_results.save_rows; rerun its command with --save")
+    return data
+
+
 def merge_files(src: str, dst: str) -> str:
     """Add the rows of results file ``src`` to ``dst`` (a ``.json`` file, or an existing folder: the same file name
     in it) as they are: a row of ``dst`` with the same values of the file's ``keys`` is replaced, the others kept.
@@ -181,10 +199,7 @@ def merge_files(src: str, dst: str) -> str:
     elif not dst.endswith(".json"):
         raise ValueError(f"--into {dst!r} is no folder and no .json file: create the folder first (mkdir -p "
                          f"{dst}), or name the file to merge into")
-    new = _read_results(src, "source")
-    if not new.get("keys"):
-        raise ValueError(f"{src} names no 'keys' (the fields that name a measurement): it was not written by "
-                         f"_results.save_rows; rerun its command with --save")
+    new = _read_source(src)
     if os.path.exists(dst) and os.path.samefile(src, dst):
         raise ValueError(f"{src} is the file it would be merged into: merge it into another folder (such as "
                          f"benchmarks/results/)")
@@ -196,12 +211,7 @@ def merge_files(src: str, dst: str) -> str:
             raise ValueError(f"{src} names its rows by {new['keys']} and {dst} by {old['keys']}: they are not "
                              f"results of one script; merge into another file")
 
-    def key(row: Dict):
-        return tuple(json.dumps(row.get(k), sort_keys=True) for k in new["keys"])
-
-    new_keys = {key(r) for r in new["rows"]}
-    rows = [r for r in old.get("rows", []) if key(r) not in new_keys] + new["rows"]
-    _write(dst, {**new, "rows": rows})
+    _write(dst, {**new, "rows": _replace_rows(old.get("rows", []), new["rows"], new["keys"])})
     return dst
 
 
@@ -239,9 +249,7 @@ def main(argv=None) -> int:
         os.makedirs(RESULTS_DIR, exist_ok=True)
     for path in args.files:  # every source is read before any target is written
         try:
-            if not _read_results(path, "source").get("keys"):
-                raise ValueError(f"{path} names no 'keys': it was not written by _results.save_rows; rerun its "
-                                 f"command with --save")
+            _read_source(path)
         except ValueError as e:
             print(f"_results.py merge: {e}", file=sys.stderr)
             return 2

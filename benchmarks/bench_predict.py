@@ -397,11 +397,12 @@ def bench_many(model: str, count: int, seconds: float, processes: List[int], bat
                 if proc.returncode or not lines:  # a row that says so (its last line), and the next configuration
                     print(f"{' '.join(launcher + cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}",
                           file=sys.stderr, flush=True)
-                    last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+                    from _results import failure_line
                     row = {"mode": "many", "model": model, "batch_size": batch_size, "num_frames": None,
                            "dtype": None, "compiled": False, "model_ms": None,
                            "device_type": device.split(":")[0] if n == 1 else "cpu",
-                           "processes": n, "background_thread": background, "error": last[:300]}
+                           "processes": n, "background_thread": background,
+                           "error": failure_line(proc.stderr, proc.returncode)}
                 else:
                     row = json.loads(lines[-1])
                 rows.append({**row, "seconds_per_video": seconds, "source_fps": 25.0})

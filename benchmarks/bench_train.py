@@ -111,9 +111,9 @@ def main(argv=None):
             if out.returncode:  # recorded (its last line), the others still run; the whole error on stderr
                 print(f"{name} B={batch} {dtype} grad-ckpt={ckpt} failed ({out.returncode}):\n{out.stderr[-3000:]}",
                       file=sys.stderr, flush=True)
-                last = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+                from _results import failure_line
                 row = {**cfg, "num_frames": None, "compiled": False, "model_ms": None, "peak_mem_mb": None,
-                       "error": last[:300]}
+                       "error": failure_line(out.stderr, out.returncode)}
                 rows.append(row)
                 if args.save is not None:
                     _save(args, argv, torch.device(device), [row])

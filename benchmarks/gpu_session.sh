@@ -83,7 +83,7 @@ step lstm 15 python3 benchmarks/bench_lstm.py --device "$DEVICE" --dtype bf16 --
 step forward-eager 50 python3 benchmarks/bench_forward.py "${FWD[@]}" --device "$DEVICE" --dtypes bf16 fp32 \
     --batch-sizes "${FWD_B[@]}" --runs "$RUNS" --profile 8 --save "$R"
 # compiled: the target's configuration only (B = 32, bf16; other sizes in a second call). Each model and batch size
-# compiles anew, with a cold cache: tens of seconds each (the dry run: 70 s for the two tiny models on 2 CPU cores)
+# compiles anew, with a cold cache: tens of seconds each (dry runs: 59-70 s for the two tiny models on 2 CPU cores)
 step forward-compiled 110 python3 benchmarks/bench_forward.py "${FWD[@]}" --device "$DEVICE" --dtypes bf16 \
     --batch-sizes "${FWD_B[2]:-${FWD_B[1]}}" --compile on --runs "$RUNS" --profile 8 --save "$R"
 step train 60 python3 benchmarks/bench_train.py "${TRAIN[@]}" --device "$DEVICE" --batch-sizes "${TRAIN_B[@]}" \
